@@ -1,0 +1,12 @@
+//! Code that two or more misim parties truly share: ARM resource IDs, the injected clock, the typed
+//! sled store, RSA/X.509 helpers and the plumbing that serves gRPC (with health and reflection) and HTTP.
+
+pub mod cert;
+pub mod clock;
+pub mod ids;
+pub mod serve;
+pub mod store;
+
+pub use clock::Clock;
+pub use ids::ResourceId;
+pub use store::{Store, StoreError, Table};

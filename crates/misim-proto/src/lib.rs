@@ -1,0 +1,30 @@
+//! Generated gRPC types and services for every misim party, one module per proto package.
+//!
+//! This is the only crate that contains generated code. Other crates convert these types into their
+//! own domain types at the edge (`grpc.rs` in each crate) and do not pass `pb` types inward.
+
+pub use prost;
+pub use tonic;
+
+/// ARM control plane (`misim.arm.v1`).
+pub mod arm {
+    tonic::include_proto!("misim.arm.v1");
+}
+
+/// MSRP, the Managed Identity Resource Provider (`misim.msrp.v1`).
+pub mod msrp {
+    tonic::include_proto!("misim.msrp.v1");
+}
+
+/// Azure AD admin API (`misim.aad.v1`).
+pub mod aad {
+    tonic::include_proto!("misim.aad.v1");
+}
+
+/// Host agent next to IMDS (`misim.imds.v1`).
+pub mod imds {
+    tonic::include_proto!("misim.imds.v1");
+}
+
+/// Encoded `FileDescriptorSet` of all misim protos, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misim_descriptor.bin"));
