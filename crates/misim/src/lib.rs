@@ -1,1 +1,11 @@
-//! placeholder
+//! The `misim` binary's library: starting parties (`misim up` runs all of them in one process, `misim
+//! arm|msrp|aad|imds` one each) and the client CLI that drives ARM over gRPC.
+//!
+//! The integration tests start the whole system through [`up::start`], exactly as `misim up` does.
+
+pub mod cli;
+pub mod client;
+pub mod endpoints;
+pub mod output;
+pub mod parties;
+pub mod up;

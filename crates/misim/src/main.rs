@@ -1,1 +1,39 @@
-fn main() {}
+//! `misim`: starts parties and drives the simulator. Thin: parse flags, init tracing, dispatch.
+
+use clap::Parser;
+use misim::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let is_server = matches!(
+        cli.command,
+        Command::Up(_) | Command::Aad(_) | Command::Msrp(_) | Command::Imds(_) | Command::Arm(_)
+    );
+    // Servers log at info; client verbs keep stdout for JSON and log only warnings, to stderr.
+    let filter = if is_server {
+        cli.log.clone()
+    } else {
+        "warn".to_string()
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Up(a) => misim::up::run_until_signal(a).await,
+        Command::Aad(a) => misim::parties::run_aad(a).await,
+        Command::Msrp(a) => misim::parties::run_msrp(a).await,
+        Command::Imds(a) => misim::parties::run_imds(a).await,
+        Command::Arm(a) => misim::parties::run_arm(a).await,
+        verb => misim::client::run(&cli.arm, verb).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

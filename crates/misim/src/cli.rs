@@ -1,0 +1,327 @@
+//! The command line: `misim up`, one-party commands, and client verbs that mirror `az`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::parties::{AadArgs, ArmArgs, ImdsArgs, MsrpArgs};
+
+/// misim: Azure Managed Identities simulated on your machine.
+///
+/// Start everything with `misim up`, then drive it like `az`:
+///
+///   misim group create -n rg1 -l westeurope
+///   misim vm create -g rg1 -n vm1
+///   misim vm identity assign -g rg1 -n vm1 --identities system
+///   misim token get -g rg1 -n vm1 --resource https://management.azure.com/
+///
+/// Client verbs talk to ARM over gRPC at --arm (env MISIM_ARM, default http://127.0.0.1:7700).
+#[derive(Parser, Debug)]
+#[command(name = "misim", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// ARM gRPC endpoint the client verbs talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "MISIM_ARM",
+        default_value = "http://127.0.0.1:7700"
+    )]
+    pub arm: String,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `misim_imds=debug`.
+    #[arg(long, global = true, env = "MISIM_LOG", default_value = "info")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `misim` verb.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Start every party in one process on loopback (ARM, MSRP, Azure AD, N hosts with IMDS).
+    ///
+    /// Prints the endpoints and writes them to DATA_DIR/endpoints.json. Fixed default ports:
+    /// ARM gRPC 7700, ARM REST 7701, Azure AD HTTP 7702, Azure AD gRPC 7703, MSRP 7704,
+    /// host-N agents 7710+N; --base-port moves the block, --base-port 0 picks free ports.
+    ///
+    /// Example: misim up --data-dir /tmp/misim --hosts 2
+    #[command(verbatim_doc_comment)]
+    Up(UpArgs),
+    /// Run Azure AD alone (token endpoint, discovery, JWKS, admin gRPC).
+    Aad(AadArgs),
+    /// Run MSRP alone (service principals and certificates of identities).
+    Msrp(MsrpArgs),
+    /// Run one host alone (host agent + the IMDS endpoints of its VMs).
+    Imds(ImdsArgs),
+    /// Run ARM alone (control-plane gRPC + REST surface).
+    Arm(ArmArgs),
+    /// Subscription of the running system (like `az account show`).
+    Account {
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Resource groups (like `az group`).
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Virtual machines and their identities (like `az vm`).
+    Vm {
+        #[command(subcommand)]
+        command: VmCommand,
+    },
+    /// User-assigned managed identities (like `az identity`).
+    Identity {
+        #[command(subcommand)]
+        command: IdentityCommand,
+    },
+    /// Role assignments (like `az role assignment`).
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
+    },
+    /// Ask a VM's IMDS for a token, as code inside the VM would (step 5 of the flow).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// `misim up` options.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Data directory (state survives restarts with the same directory).
+    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data")]
+    pub data_dir: PathBuf,
+    /// Number of hosts, each with its own IMDS.
+    #[arg(long, default_value_t = 2)]
+    pub hosts: u16,
+    /// First port of the fixed port block; 0 picks a free port for every listener.
+    #[arg(long, env = "MISIM_BASE_PORT", default_value_t = crate::endpoints::DEFAULT_BASE_PORT)]
+    pub base_port: u16,
+    /// Access-token lifetime in seconds (Azure: about 24 h).
+    #[arg(long, env = "MISIM_TOKEN_LIFETIME", default_value_t = 86_399)]
+    pub token_lifetime: i64,
+}
+
+/// `misim account …`
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Show the default subscription and the tenant it trusts.
+    Show,
+}
+
+/// Resource-group selector shared by many verbs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Named {
+    /// Resource group.
+    #[arg(short = 'g', long = "resource-group")]
+    pub resource_group: String,
+    /// Resource name.
+    #[arg(short = 'n', long = "name")]
+    pub name: String,
+}
+
+/// `misim group …`
+#[derive(Subcommand, Debug)]
+pub enum GroupCommand {
+    /// Create (or update) a resource group. Example: misim group create -n rg1 -l westeurope
+    Create {
+        #[arg(short = 'n', long)]
+        name: String,
+        #[arg(short = 'l', long, default_value = "westeurope")]
+        location: String,
+    },
+    /// Show a resource group. Example: misim group show -n rg1
+    Show {
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+    /// List resource groups.
+    List,
+    /// Delete an empty resource group. Example: misim group delete -n rg1
+    Delete {
+        #[arg(short = 'n', long)]
+        name: String,
+    },
+}
+
+/// `misim vm …`
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// Create a VM and place it on a host. Example: misim vm create -g rg1 -n vm1 --host host-1
+    Create {
+        #[command(flatten)]
+        vm: Named,
+        /// Host to place the VM on (default: the host with the fewest VMs).
+        #[arg(long)]
+        host: Option<String>,
+        /// Location (default: the resource group's).
+        #[arg(short = 'l', long)]
+        location: Option<String>,
+        /// VM size.
+        #[arg(long, default_value = "Standard_D2s_v3")]
+        size: String,
+    },
+    /// Show a VM, including its identity block and its IMDS endpoint. Example: misim vm show -g rg1 -n vm1
+    Show {
+        #[command(flatten)]
+        vm: Named,
+    },
+    /// List VMs in a resource group. Example: misim vm list -g rg1
+    List {
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+    },
+    /// Delete a VM (its system-assigned identity goes with it). Example: misim vm delete -g rg1 -n vm1
+    Delete {
+        #[command(flatten)]
+        vm: Named,
+    },
+    /// Managed identities of a VM.
+    Identity {
+        #[command(subcommand)]
+        command: VmIdentityCommand,
+    },
+}
+
+/// `misim vm identity …`
+#[derive(Subcommand, Debug)]
+pub enum VmIdentityCommand {
+    /// Enable the system-assigned identity and/or assign user-assigned ones (step 1 of the flow).
+    ///
+    /// `system` (or `[system]`) means the system-assigned identity; other values are user-assigned
+    /// identity resource IDs or names in the same resource group.
+    ///
+    /// Example: misim vm identity assign -g rg1 -n vm1 --identities system id1
+    #[command(verbatim_doc_comment)]
+    Assign {
+        #[command(flatten)]
+        vm: Named,
+        /// Identities: `system` and/or user-assigned identity resource IDs or names.
+        #[arg(long, num_args = 1.., default_values_t = vec!["system".to_string()])]
+        identities: Vec<String>,
+    },
+    /// Disable the system-assigned identity and/or remove user-assigned ones.
+    ///
+    /// Example: misim vm identity remove -g rg1 -n vm1 --identities system
+    #[command(verbatim_doc_comment)]
+    Remove {
+        #[command(flatten)]
+        vm: Named,
+        /// Identities: `system` and/or user-assigned identity resource IDs or names.
+        #[arg(long, num_args = 1.., default_values_t = vec!["system".to_string()])]
+        identities: Vec<String>,
+    },
+    /// Show the VM's identity block. Example: misim vm identity show -g rg1 -n vm1
+    Show {
+        #[command(flatten)]
+        vm: Named,
+    },
+}
+
+/// `misim identity …`
+#[derive(Subcommand, Debug)]
+pub enum IdentityCommand {
+    /// Create a user-assigned identity. Example: misim identity create -g rg1 -n id1
+    Create {
+        #[command(flatten)]
+        identity: Named,
+        #[arg(short = 'l', long)]
+        location: Option<String>,
+    },
+    /// Show a user-assigned identity (clientId, principalId, tenantId).
+    Show {
+        #[command(flatten)]
+        identity: Named,
+    },
+    /// List user-assigned identities in a resource group.
+    List {
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+    },
+    /// Delete a user-assigned identity (VMs keep a dangling entry, as in Azure).
+    Delete {
+        #[command(flatten)]
+        identity: Named,
+    },
+}
+
+/// `misim role …`
+#[derive(Subcommand, Debug)]
+pub enum RoleCommand {
+    /// Role assignments (step 4 of the flow).
+    Assignment {
+        #[command(subcommand)]
+        command: RoleAssignmentCommand,
+    },
+    /// Role definitions.
+    Definition {
+        #[command(subcommand)]
+        command: RoleDefinitionCommand,
+    },
+}
+
+/// `misim role assignment …`
+#[derive(Subcommand, Debug)]
+pub enum RoleAssignmentCommand {
+    /// Grant a role to a principal at a scope.
+    ///
+    /// Example: misim role assignment create --assignee-object-id <principalId> --role Reader \
+    ///            --scope /subscriptions/<sub>/resourceGroups/rg1
+    #[command(verbatim_doc_comment)]
+    Create {
+        /// Object (principal) ID of the assignee, e.g. a managed identity's principalId.
+        #[arg(long)]
+        assignee_object_id: String,
+        /// Role name (Owner, Contributor, Reader, …) or role definition ID.
+        #[arg(long)]
+        role: String,
+        /// Scope: subscription, resource group or resource ID (default: the subscription).
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// List role assignments at a scope (including inherited ones), optionally for one assignee.
+    List {
+        #[arg(long)]
+        scope: Option<String>,
+        #[arg(long)]
+        assignee: Option<String>,
+    },
+    /// Delete a role assignment by ID.
+    Delete {
+        #[arg(long)]
+        ids: String,
+    },
+}
+
+/// `misim role definition …`
+#[derive(Subcommand, Debug)]
+pub enum RoleDefinitionCommand {
+    /// List the built-in role definitions.
+    List,
+}
+
+/// `misim token …`
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Call the VM's IMDS token endpoint and print its JSON answer.
+    ///
+    /// Example: misim token get -g rg1 -n vm1 --resource https://management.azure.com/
+    #[command(verbatim_doc_comment)]
+    Get {
+        #[command(flatten)]
+        vm: Named,
+        /// Resource (audience) of the token.
+        #[arg(long, default_value = "https://management.azure.com/")]
+        resource: String,
+        /// Select a user-assigned identity by clientId.
+        #[arg(long, conflicts_with_all = ["object_id", "msi_res_id"])]
+        client_id: Option<String>,
+        /// Select a user-assigned identity by principal (object) ID.
+        #[arg(long, conflicts_with_all = ["client_id", "msi_res_id"])]
+        object_id: Option<String>,
+        /// Select a user-assigned identity by resource ID.
+        #[arg(long, conflicts_with_all = ["client_id", "object_id"])]
+        msi_res_id: Option<String>,
+    },
+}

@@ -1,0 +1,50 @@
+//! The addresses of a running system, as printed by `misim up` and written to `DIR/endpoints.json`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Base port of `misim up`'s fixed default ports; each party's port is this plus a fixed offset.
+pub const DEFAULT_BASE_PORT: u16 = 7700;
+/// Offset of ARM's gRPC API from the base port (default 7700).
+pub const ARM_GRPC_OFFSET: u16 = 0;
+/// Offset of ARM's REST surface (default 7701).
+pub const ARM_REST_OFFSET: u16 = 1;
+/// Offset of Azure AD's HTTP API (default 7702).
+pub const AAD_HTTP_OFFSET: u16 = 2;
+/// Offset of Azure AD's admin gRPC API (default 7703).
+pub const AAD_GRPC_OFFSET: u16 = 3;
+/// Offset of MSRP's gRPC API (default 7704).
+pub const MSRP_GRPC_OFFSET: u16 = 4;
+/// Offset of host N's agent gRPC API is this plus N (host-1: 7711).
+pub const HOST_AGENT_OFFSET: u16 = 10;
+
+/// Every endpoint of a running system (URLs with scheme, no trailing slash).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoints {
+    /// ARM control-plane gRPC (what the CLI and tests drive); also `MISIM_ARM`.
+    pub arm_grpc: String,
+    /// ARM REST surface (the step-7 target, `https://management.azure.com` shapes).
+    pub arm_rest: String,
+    /// Azure AD HTTP: token endpoint, OpenID discovery, JWKS.
+    pub aad: String,
+    /// Azure AD admin gRPC.
+    pub aad_grpc: String,
+    /// MSRP gRPC.
+    pub msrp_grpc: String,
+    /// Host name → host agent gRPC.
+    pub hosts: BTreeMap<String, String>,
+    /// The default tenant the default subscription trusts (filled once ARM has bootstrapped).
+    #[serde(default)]
+    pub tenant_id: String,
+    /// The default subscription.
+    #[serde(default)]
+    pub subscription_id: String,
+}
+
+impl Endpoints {
+    /// Pretty JSON, as written to `endpoints.json`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}

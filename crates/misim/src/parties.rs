@@ -1,0 +1,261 @@
+//! One party per process: `misim aad`, `misim msrp`, `misim imds`, `misim arm` (for separate
+//! processes and containers), and the config constructors `misim up` shares with them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use misim_core::serve::bind;
+use misim_core::Clock;
+use tokio_util::sync::CancellationToken;
+
+/// MSRP's config with misim's defaults: certificates valid 90 days, renewed after 45 (Azure's values,
+/// how-managed-identities-work-vm.md / managed-identities-faq.md).
+pub fn msrp_config(data_dir: PathBuf, aad_grpc: String, clock: Clock) -> misim_msrp::Config {
+    misim_msrp::Config {
+        data_dir,
+        aad_grpc,
+        cert_validity_secs: 90 * 86_400,
+        cert_renew_after_secs: 45 * 86_400,
+        clock,
+    }
+}
+
+/// One host's config with misim's defaults.
+pub fn imds_config(
+    host_name: String,
+    data_dir: PathBuf,
+    msrp_grpc: String,
+    aad_url: String,
+    vm_listen_ip: IpAddr,
+    clock: Clock,
+) -> misim_imds::Config {
+    misim_imds::Config {
+        host_name,
+        data_dir,
+        msrp_grpc,
+        aad_url,
+        vm_listen_ip,
+        clock,
+    }
+}
+
+/// `misim aad`: Azure AD alone.
+#[derive(Args, Debug)]
+pub struct AadArgs {
+    /// Directory of Azure AD's database.
+    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data/aad")]
+    pub data_dir: PathBuf,
+    /// Admin gRPC listen address.
+    #[arg(long, env = "MISIM_AAD_GRPC_LISTEN", default_value = "127.0.0.1:7703")]
+    pub grpc_listen: SocketAddr,
+    /// HTTP (token endpoint, discovery, JWKS) listen address.
+    #[arg(long, env = "MISIM_AAD_HTTP_LISTEN", default_value = "127.0.0.1:7702")]
+    pub http_listen: SocketAddr,
+    /// Base URL others reach the HTTP API at (used in discovery documents); default http://<http-listen>.
+    #[arg(long, env = "MISIM_AAD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Access-token lifetime in seconds.
+    #[arg(long, env = "MISIM_TOKEN_LIFETIME", default_value_t = 86_399)]
+    pub token_lifetime: i64,
+}
+
+/// `misim msrp`: MSRP alone.
+#[derive(Args, Debug)]
+pub struct MsrpArgs {
+    /// Directory of MSRP's database.
+    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data/msrp")]
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, env = "MISIM_MSRP_LISTEN", default_value = "127.0.0.1:7704")]
+    pub listen: SocketAddr,
+    /// Azure AD admin gRPC URL.
+    #[arg(long, env = "MISIM_AAD_GRPC", default_value = "http://127.0.0.1:7703")]
+    pub aad_grpc: String,
+}
+
+/// `misim imds`: one host (host agent + the IMDS endpoints of its VMs).
+#[derive(Args, Debug)]
+pub struct ImdsArgs {
+    /// Host name ARM knows this host by.
+    #[arg(long, env = "MISIM_HOST_NAME", default_value = "host-1")]
+    pub name: String,
+    /// Directory of this host's database.
+    #[arg(
+        long,
+        env = "MISIM_DATA_DIR",
+        default_value = "misim-data/hosts/host-1"
+    )]
+    pub data_dir: PathBuf,
+    /// Host agent gRPC listen address.
+    #[arg(long, env = "MISIM_HOST_LISTEN", default_value = "127.0.0.1:7711")]
+    pub listen: SocketAddr,
+    /// Address the VMs' IMDS listeners bind to.
+    #[arg(long, env = "MISIM_VM_LISTEN_IP", default_value = "127.0.0.1")]
+    pub vm_listen_ip: IpAddr,
+    /// MSRP gRPC URL.
+    #[arg(long, env = "MISIM_MSRP", default_value = "http://127.0.0.1:7704")]
+    pub msrp: String,
+    /// Azure AD HTTP URL.
+    #[arg(long, env = "MISIM_AAD_URL", default_value = "http://127.0.0.1:7702")]
+    pub aad_url: String,
+}
+
+/// `misim arm`: ARM alone.
+#[derive(Args, Debug)]
+pub struct ArmArgs {
+    /// Directory of ARM's database.
+    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data/arm")]
+    pub data_dir: PathBuf,
+    /// Control-plane gRPC listen address.
+    #[arg(long, env = "MISIM_ARM_GRPC_LISTEN", default_value = "127.0.0.1:7700")]
+    pub grpc_listen: SocketAddr,
+    /// REST surface listen address.
+    #[arg(long, env = "MISIM_ARM_REST_LISTEN", default_value = "127.0.0.1:7701")]
+    pub rest_listen: SocketAddr,
+    /// MSRP gRPC URL.
+    #[arg(long, env = "MISIM_MSRP", default_value = "http://127.0.0.1:7704")]
+    pub msrp: String,
+    /// Azure AD admin gRPC URL.
+    #[arg(long, env = "MISIM_AAD_GRPC", default_value = "http://127.0.0.1:7703")]
+    pub aad_grpc: String,
+    /// Azure AD HTTP URL (discovery and JWKS).
+    #[arg(long, env = "MISIM_AAD_URL", default_value = "http://127.0.0.1:7702")]
+    pub aad_url: String,
+    /// A host VMs can be placed on, as NAME=AGENT_URL; repeat for more hosts.
+    #[arg(
+        long = "host",
+        env = "MISIM_HOSTS",
+        value_delimiter = ',',
+        default_value = "host-1=http://127.0.0.1:7711"
+    )]
+    pub hosts: Vec<String>,
+}
+
+/// Runs Azure AD until Ctrl-C / SIGTERM.
+///
+/// # Errors
+/// When a listener cannot be bound or the server fails.
+pub async fn run_aad(a: AadArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let grpc = bind(a.grpc_listen).await?;
+    let http = bind(a.http_listen).await?;
+    let public_url = a
+        .public_url
+        .unwrap_or_else(|| format!("http://{}", a.http_listen));
+    tracing::info!(grpc = %a.grpc_listen, http = %a.http_listen, %public_url, "azure ad listening");
+    let cfg = misim_aad::Config {
+        data_dir: a.data_dir,
+        public_url,
+        token_lifetime_secs: a.token_lifetime,
+        clock: Clock::system(),
+    };
+    misim_aad::run(cfg, misim_aad::Listeners { grpc, http }, shutdown).await?;
+    Ok(())
+}
+
+/// Runs MSRP until Ctrl-C / SIGTERM.
+///
+/// # Errors
+/// When the listener cannot be bound or the server fails.
+pub async fn run_msrp(a: MsrpArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let listener = bind(a.listen).await?;
+    tracing::info!(grpc = %a.listen, aad = %a.aad_grpc, "msrp listening");
+    misim_msrp::run(
+        msrp_config(a.data_dir, a.aad_grpc, Clock::system()),
+        listener,
+        shutdown,
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs one host until Ctrl-C / SIGTERM.
+///
+/// # Errors
+/// When the listener cannot be bound or the server fails.
+pub async fn run_imds(a: ImdsArgs) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let listener = bind(a.listen).await?;
+    tracing::info!(host = %a.name, agent = %a.listen, vm_listen_ip = %a.vm_listen_ip, "host agent listening");
+    let cfg = imds_config(
+        a.name,
+        a.data_dir,
+        a.msrp,
+        a.aad_url,
+        a.vm_listen_ip,
+        Clock::system(),
+    );
+    misim_imds::run(cfg, listener, shutdown).await?;
+    Ok(())
+}
+
+/// Runs ARM until Ctrl-C / SIGTERM.
+///
+/// # Errors
+/// When a `--host` is not NAME=URL, a listener cannot be bound, or the server fails.
+pub async fn run_arm(a: ArmArgs) -> anyhow::Result<()> {
+    let hosts = a
+        .hosts
+        .iter()
+        .map(|h| {
+            let (name, url) = h
+                .split_once('=')
+                .with_context(|| format!("--host {h:?} is not NAME=URL"))?;
+            Ok(misim_arm::HostEndpoint {
+                name: name.to_string(),
+                agent_grpc: url.to_string(),
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let shutdown = shutdown_on_signal();
+    let grpc = bind(a.grpc_listen).await?;
+    let rest = bind(a.rest_listen).await?;
+    tracing::info!(grpc = %a.grpc_listen, rest = %a.rest_listen, hosts = hosts.len(), "arm listening");
+    let cfg = misim_arm::Config {
+        data_dir: a.data_dir,
+        msrp_grpc: a.msrp,
+        aad_grpc: a.aad_grpc,
+        aad_url: a.aad_url,
+        hosts,
+        clock: Clock::system(),
+    };
+    misim_arm::run(cfg, misim_arm::Listeners { grpc, rest }, shutdown).await?;
+    Ok(())
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM (what `docker stop` sends).
+pub fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

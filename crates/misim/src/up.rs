@@ -1,0 +1,352 @@
+//! `misim up`: every party in one process, each on its own loopback listener(s), sharing one data
+//! directory (`arm/`, `msrp/`, `aad/`, `hosts/<name>/` below it).
+//!
+//! Listeners are bound before any party starts, so every address is known up front and no party
+//! waits on another to start listening; gRPC clients connect lazily.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use misim_core::serve::bind;
+use misim_core::Clock;
+use misim_proto::arm::arm_client::ArmClient;
+use misim_proto::arm::GetAccountRequest;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info};
+
+use crate::endpoints::*;
+
+/// How to start the whole system.
+#[derive(Clone, Debug)]
+pub struct UpConfig {
+    /// Data directory; each party keeps its sled database below it.
+    pub data_dir: PathBuf,
+    /// Number of hosts (`host-1` … `host-N`), each with its own host agent and IMDS.
+    pub hosts: u16,
+    /// Base of the fixed ports (see [`crate::endpoints`]); 0 binds every listener on an ephemeral port.
+    pub base_port: u16,
+    /// Address every listener binds to; must be a loopback address.
+    pub bind_ip: IpAddr,
+    /// Lifetime of access tokens Azure AD issues, seconds (default 86399, about Azure's 24 h).
+    pub token_lifetime_secs: i64,
+    /// Time source for every party.
+    pub clock: Clock,
+}
+
+impl UpConfig {
+    /// Defaults for `data_dir`: 2 hosts, ports from 7700, 127.0.0.1, 24 h tokens, system clock.
+    pub fn new(data_dir: PathBuf) -> Self {
+        UpConfig {
+            data_dir,
+            hosts: 2,
+            base_port: DEFAULT_BASE_PORT,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            token_lifetime_secs: 86_399,
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// A running system: its endpoints, and the means to stop it.
+pub struct System {
+    /// Where each party listens.
+    pub endpoints: Endpoints,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl System {
+    /// A token cancelled when the system stops (also cancelled when a party fails).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops every party and waits until all have closed their listeners and flushed their stores.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Waits until the system stops (a party failed or the token was cancelled).
+    pub async fn wait(&self) {
+        self.shutdown.cancelled().await;
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+struct Bound {
+    arm_grpc: TcpListener,
+    arm_rest: TcpListener,
+    aad_http: TcpListener,
+    aad_grpc: TcpListener,
+    msrp_grpc: TcpListener,
+    hosts: Vec<(String, TcpListener)>,
+}
+
+async fn bind_all(cfg: &UpConfig) -> anyhow::Result<Bound> {
+    let at = |offset: u16| -> anyhow::Result<SocketAddr> {
+        let port = if cfg.base_port == 0 {
+            0
+        } else {
+            cfg.base_port
+                .checked_add(offset)
+                .context("--base-port too high for the port block")?
+        };
+        Ok(SocketAddr::new(cfg.bind_ip, port))
+    };
+    let mut hosts = Vec::new();
+    for i in 1..=cfg.hosts {
+        hosts.push((format!("host-{i}"), bind(at(HOST_AGENT_OFFSET + i)?).await?));
+    }
+    Ok(Bound {
+        arm_grpc: bind(at(ARM_GRPC_OFFSET)?).await?,
+        arm_rest: bind(at(ARM_REST_OFFSET)?).await?,
+        aad_http: bind(at(AAD_HTTP_OFFSET)?).await?,
+        aad_grpc: bind(at(AAD_GRPC_OFFSET)?).await?,
+        msrp_grpc: bind(at(MSRP_GRPC_OFFSET)?).await?,
+        hosts,
+    })
+}
+
+fn url(l: &TcpListener) -> anyhow::Result<String> {
+    Ok(format!("http://{}", l.local_addr()?))
+}
+
+/// Starts every party and waits until ARM has bootstrapped the default tenant and subscription.
+///
+/// # Errors
+/// When `bind_ip` is not loopback, a port cannot be bound (the message names it), a data directory
+/// cannot be created, or ARM does not bootstrap within 30 seconds.
+pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
+    if !cfg.bind_ip.is_loopback() {
+        bail!(
+            "misim up binds loopback addresses only, not {}",
+            cfg.bind_ip
+        );
+    }
+    if cfg.hosts == 0 {
+        bail!("--hosts must be at least 1");
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    let b = bind_all(&cfg).await?;
+    let mut endpoints = Endpoints {
+        arm_grpc: url(&b.arm_grpc)?,
+        arm_rest: url(&b.arm_rest)?,
+        aad: url(&b.aad_http)?,
+        aad_grpc: url(&b.aad_grpc)?,
+        msrp_grpc: url(&b.msrp_grpc)?,
+        hosts: BTreeMap::new(),
+        tenant_id: String::new(),
+        subscription_id: String::new(),
+    };
+    for (name, l) in &b.hosts {
+        endpoints.hosts.insert(name.clone(), url(l)?);
+    }
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let dir = &cfg.data_dir;
+
+    let aad = misim_aad::Config {
+        data_dir: dir.join("aad"),
+        public_url: endpoints.aad.clone(),
+        token_lifetime_secs: cfg.token_lifetime_secs,
+        clock: cfg.clock.clone(),
+    };
+    spawn_party(
+        &tasks,
+        &shutdown,
+        "aad",
+        misim_aad::run(
+            aad,
+            misim_aad::Listeners {
+                grpc: b.aad_grpc,
+                http: b.aad_http,
+            },
+            shutdown.clone(),
+        ),
+    );
+
+    let msrp = crate::parties::msrp_config(
+        dir.join("msrp"),
+        endpoints.aad_grpc.clone(),
+        cfg.clock.clone(),
+    );
+    spawn_party(
+        &tasks,
+        &shutdown,
+        "msrp",
+        misim_msrp::run(msrp, b.msrp_grpc, shutdown.clone()),
+    );
+
+    for (name, listener) in b.hosts {
+        let host = crate::parties::imds_config(
+            name.clone(),
+            dir.join("hosts").join(&name),
+            endpoints.msrp_grpc.clone(),
+            endpoints.aad.clone(),
+            cfg.bind_ip,
+            cfg.clock.clone(),
+        );
+        spawn_party(
+            &tasks,
+            &shutdown,
+            "imds",
+            misim_imds::run(host, listener, shutdown.clone()),
+        );
+    }
+
+    let arm = misim_arm::Config {
+        data_dir: dir.join("arm"),
+        msrp_grpc: endpoints.msrp_grpc.clone(),
+        aad_grpc: endpoints.aad_grpc.clone(),
+        aad_url: endpoints.aad.clone(),
+        hosts: endpoints
+            .hosts
+            .iter()
+            .map(|(name, agent)| misim_arm::HostEndpoint {
+                name: name.clone(),
+                agent_grpc: agent.clone(),
+            })
+            .collect(),
+        clock: cfg.clock.clone(),
+    };
+    spawn_party(
+        &tasks,
+        &shutdown,
+        "arm",
+        misim_arm::run(
+            arm,
+            misim_arm::Listeners {
+                grpc: b.arm_grpc,
+                rest: b.arm_rest,
+            },
+            shutdown.clone(),
+        ),
+    );
+
+    let system = System {
+        endpoints,
+        shutdown,
+        tasks,
+    };
+    match wait_for_bootstrap(&system.endpoints.arm_grpc, &system.shutdown).await {
+        Ok((tenant, sub)) => {
+            let mut system = system;
+            system.endpoints.tenant_id = tenant;
+            system.endpoints.subscription_id = sub;
+            std::fs::write(dir.join("endpoints.json"), system.endpoints.to_json()).with_context(
+                || format!("cannot write {}", dir.join("endpoints.json").display()),
+            )?;
+            info!(data_dir = %dir.display(), "misim is up");
+            Ok(system)
+        }
+        Err(e) => {
+            system.stop().await;
+            Err(e)
+        }
+    }
+}
+
+fn spawn_party<E: std::fmt::Display>(
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+    party: &'static str,
+    fut: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) {
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(e) = fut.await {
+            error!(party, error = %e, "party stopped with an error; stopping misim");
+        }
+        // Whatever the reason a party ends, the system is no longer whole.
+        shutdown.cancel();
+    });
+}
+
+async fn wait_for_bootstrap(
+    arm_grpc: &str,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(String, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        if shutdown.is_cancelled() {
+            bail!("a party stopped during start-up (see the log above)");
+        }
+        match ArmClient::connect(arm_grpc.to_string()).await {
+            Ok(mut arm) => match arm.get_account(GetAccountRequest::default()).await {
+                Ok(sub) => {
+                    let sub = sub.into_inner();
+                    return Ok((sub.tenant_id, sub.subscription_id));
+                }
+                Err(status) => last = status.message().to_string(),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("ARM did not bootstrap its default subscription within 30 s: {last}")
+}
+
+/// `misim up`: starts the system, prints where everything is, runs until Ctrl-C / SIGTERM.
+///
+/// # Errors
+/// As [`start`].
+pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
+    let mut cfg = UpConfig::new(a.data_dir);
+    cfg.hosts = a.hosts;
+    cfg.base_port = a.base_port;
+    cfg.token_lifetime_secs = a.token_lifetime;
+    let data_dir = cfg.data_dir.clone();
+    let system = start(cfg).await?;
+    println!("{}", banner(&system.endpoints, &data_dir));
+    let signal = crate::parties::shutdown_on_signal();
+    tokio::select! {
+        _ = signal.cancelled() => system.stop().await,
+        _ = system.wait() => bail!("a party stopped unexpectedly (see the log above)"),
+    }
+    Ok(())
+}
+
+/// What `misim up` prints once everything is up.
+pub fn banner(e: &Endpoints, data_dir: &std::path::Path) -> String {
+    let hosts: Vec<String> = e
+        .hosts
+        .iter()
+        .map(|(n, u)| format!("  {n:<14}{u}  (host agent gRPC)"))
+        .collect();
+    format!(
+        "misim is up.\n\
+         \n  ARM gRPC      {arm}   (export MISIM_ARM={arm})\
+         \n  ARM REST      {rest}\
+         \n  Azure AD      {aad}   (discovery: {aad}/{tenant}/.well-known/openid-configuration)\
+         \n  Azure AD gRPC {aadg}\
+         \n  MSRP gRPC     {msrp}\
+         \n{hosts}\
+         \n\n  tenant        {tenant}\
+         \n  subscription  {sub}\
+         \n  endpoints     {file}\
+         \n\nNext: misim group create -n rg1 && misim vm create -g rg1 -n vm1 && \
+         misim vm identity assign -g rg1 -n vm1 --identities system\
+         \nThen point an Azure SDK at the VM's IMDS (imdsEndpoint from `misim vm show -g rg1 -n vm1`):\
+         \n  export AZURE_POD_IDENTITY_AUTHORITY_HOST=<imdsEndpoint>",
+        arm = e.arm_grpc,
+        rest = e.arm_rest,
+        aad = e.aad,
+        aadg = e.aad_grpc,
+        msrp = e.msrp_grpc,
+        hosts = hosts.join("\n"),
+        tenant = e.tenant_id,
+        sub = e.subscription_id,
+        file = data_dir.join("endpoints.json").display(),
+    )
+}
