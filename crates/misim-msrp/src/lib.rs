@@ -1,12 +1,32 @@
 //! MSRP, the Managed Identity Resource Provider: for each identity it generates an RSA-2048 key and an
 //! X.509 certificate, registers a service principal with that certificate in Azure AD (step 2 of the
 //! flow), hands the credential to the hosts that serve the identity, and deletes all of it with the identity.
+//!
+//! Code map: [`service`] (create/get/list/delete/credential), [`renewal`] (certificate roll-over),
+//! [`keypool`] (pre-generated RSA keys), [`store`] (sled table), [`identity`] (domain types),
+//! [`grpc`] (the only module seeing pb types: the MSRP server and the Azure AD client), [`error`].
+
+pub mod error;
+pub mod grpc;
+pub mod identity;
+pub mod keypool;
+pub mod renewal;
+pub mod service;
+pub mod store;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use misim_core::Clock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+pub use error::MsrpError;
+pub use identity::{IdentityKind, IdentityRecord, IdentityState, NewIdentity};
+pub use renewal::RenewalReport;
+pub use service::{CertPolicy, Msrp};
 
 /// How to run MSRP.
 #[derive(Clone, Debug)]
@@ -21,6 +41,26 @@ pub struct Config {
     pub cert_renew_after_secs: i64,
     /// Time source.
     pub clock: Clock,
+    /// Number of pre-generated RSA keys kept ready for creations (0 disables the pool; default 4).
+    pub key_pool_size: usize,
+    /// How often the renewal task looks for certificates to renew or retire, seconds (default 60).
+    pub renewal_check_secs: u64,
+}
+
+impl Config {
+    /// A config with Azure's certificate lifetimes (valid 90 days, renewed after 45; reference §4,
+    /// how-managed-identities-work-vm.md), a key pool of 4 and a renewal check every 60 seconds.
+    pub fn new(data_dir: PathBuf, aad_grpc: String, clock: Clock) -> Self {
+        Config {
+            data_dir,
+            aad_grpc,
+            cert_validity_secs: 90 * 86_400,
+            cert_renew_after_secs: 45 * 86_400,
+            clock,
+            key_pool_size: 4,
+            renewal_check_secs: 60,
+        }
+    }
 }
 
 /// Errors that stop the server.
@@ -32,13 +72,64 @@ pub enum RunError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] misim_core::serve::ServeError),
+    /// The configuration is unusable (bad Azure AD endpoint, non-positive lifetimes).
+    #[error("msrp setup: {0}")]
+    Setup(#[from] MsrpError),
 }
 
-/// Runs MSRP's gRPC API on `listener` until `shutdown` is cancelled.
+/// Opens MSRP's store under `config.data_dir`, prepares the Azure AD client (connected lazily) and
+/// starts the key pool filler, which stops when `shutdown` is cancelled.
+///
+/// # Errors
+/// [`RunError::Store`] when the store cannot be opened (e.g. locked by another process),
+/// [`RunError::Setup`] for a bad Azure AD endpoint or non-positive certificate lifetimes.
+pub fn open(config: &Config, shutdown: CancellationToken) -> Result<Arc<Msrp>, RunError> {
+    if config.cert_validity_secs <= 0 || config.cert_renew_after_secs <= 0 {
+        return Err(MsrpError::InvalidArgument(
+            "certificate validity and renewal age must be positive".into(),
+        )
+        .into());
+    }
+    let store = store::IdentityStore::new(misim_core::Store::open(&config.data_dir)?)?;
+    let aad = grpc::aad::AadClient::new(&config.aad_grpc)?;
+    let keys = keypool::KeyPool::start(config.key_pool_size, shutdown);
+    let policy = CertPolicy {
+        validity_secs: config.cert_validity_secs,
+        renew_after_secs: config.cert_renew_after_secs,
+    };
+    Ok(Arc::new(Msrp::new(
+        store,
+        aad,
+        keys,
+        config.clock.clone(),
+        policy,
+    )))
+}
+
+/// Runs MSRP's gRPC API on `listener` until `shutdown` is cancelled, with certificate renewal every
+/// `config.renewal_check_secs`. On return the store is closed (the data dir can be reopened).
 ///
 /// # Errors
 /// [`RunError`] when the store cannot be opened or the server fails.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
-    let _ = (config, listener, shutdown);
-    todo!("misim-msrp")
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let tasks = shutdown.child_token();
+    let msrp = open(&config, tasks.clone())?;
+    let period = Duration::from_secs(config.renewal_check_secs.max(1));
+    let renewal = tokio::spawn(renewal::renewal_loop(msrp.clone(), period, tasks.clone()));
+    info!(
+        data_dir = %config.data_dir.display(),
+        aad = %config.aad_grpc,
+        key_pool_size = config.key_pool_size,
+        "msrp serving"
+    );
+    let routes = tonic::service::Routes::new(grpc::server(msrp));
+    let served =
+        misim_core::serve::serve_grpc(listener, routes, &[grpc::SERVICE_NAME], shutdown).await;
+    tasks.cancel();
+    let _ = renewal.await;
+    Ok(served?)
 }

@@ -1,0 +1,132 @@
+//! MSRP's persistent state: one sled table of identity records keyed by the lower-cased resource ID,
+//! flushed before any write is acknowledged.
+
+use misim_core::{ResourceId, Store, Table};
+
+use crate::error::Result;
+use crate::identity::IdentityRecord;
+
+const IDENTITIES: &str = "identities";
+
+/// The identity table behind MSRP.
+#[derive(Clone)]
+pub struct IdentityStore {
+    store: Store,
+    identities: Table<IdentityRecord>,
+}
+
+impl IdentityStore {
+    /// Opens the identity table in `store`.
+    ///
+    /// # Errors
+    /// [`crate::MsrpError::Store`] when sled cannot open the table.
+    pub fn new(store: Store) -> Result<Self> {
+        let identities = store.table(IDENTITIES)?;
+        Ok(IdentityStore { store, identities })
+    }
+
+    /// The record of `id`, if any.
+    ///
+    /// # Errors
+    /// [`crate::MsrpError::Store`] on a sled or decoding failure.
+    pub fn get(&self, id: &ResourceId) -> Result<Option<IdentityRecord>> {
+        Ok(self.identities.get(&id.key())?)
+    }
+
+    /// All records, ordered by lower-cased resource ID.
+    ///
+    /// # Errors
+    /// [`crate::MsrpError::Store`] on a sled or decoding failure.
+    pub fn list(&self) -> Result<Vec<IdentityRecord>> {
+        Ok(self.identities.values()?)
+    }
+
+    /// Writes `record` under `id` and flushes it to disk before returning.
+    ///
+    /// # Errors
+    /// [`crate::MsrpError::Store`] on a sled failure.
+    pub async fn put(&self, id: &ResourceId, record: &IdentityRecord) -> Result<()> {
+        self.identities.put(&id.key(), record)?;
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Removes the record of `id` (if any) and flushes; returns whether one existed.
+    ///
+    /// # Errors
+    /// [`crate::MsrpError::Store`] on a sled failure.
+    pub async fn remove(&self, id: &ResourceId) -> Result<bool> {
+        let existed = self.identities.remove(&id.key())?.is_some();
+        self.store.flush().await?;
+        Ok(existed)
+    }
+}
+
+/// Serde helper storing byte blobs (keys, certificates) as standard base64 strings instead of JSON
+/// number arrays.
+pub mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serializes bytes as a base64 string.
+    ///
+    /// # Errors
+    /// Only the serializer's own errors.
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    /// Deserializes a base64 string into bytes.
+    ///
+    /// # Errors
+    /// When the value is not a string or not valid base64.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{IdentityKind, IdentityState, StoredCredential};
+
+    fn record(id: &ResourceId) -> IdentityRecord {
+        IdentityRecord {
+            resource_id: id.as_str().to_string(),
+            kind: IdentityKind::UserAssigned,
+            tenant_id: "t".into(),
+            client_id: None,
+            principal_id: None,
+            state: IdentityState::Pending,
+            current: StoredCredential {
+                private_key_pkcs8_der: vec![1, 2, 3],
+                certificate_der: vec![4, 5],
+                thumbprint_sha1_hex: "AB".into(),
+                not_before: 10,
+                not_after: 20,
+                aad_key_id: None,
+            },
+            previous: Vec::new(),
+            next: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_keyed_case_insensitively_and_blobs_round_trip() {
+        let store = IdentityStore::new(Store::temporary().unwrap()).unwrap();
+        let id = ResourceId::user_assigned_identity("sub", "RG", "Id1").unwrap();
+        store.put(&id, &record(&id)).await.unwrap();
+        let lower = ResourceId::parse(&id.as_str().to_lowercase()).unwrap();
+        let got = store.get(&lower).unwrap().unwrap();
+        assert_eq!(got.resource_id, id.as_str());
+        assert_eq!(got.current.private_key_pkcs8_der, vec![1, 2, 3]);
+        assert_eq!(got.current.certificate_der, vec![4, 5]);
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert!(store.remove(&lower).await.unwrap());
+        assert!(!store.remove(&id).await.unwrap());
+        assert!(store.get(&id).unwrap().is_none());
+    }
+}
