@@ -1,0 +1,76 @@
+"""Starts one `misim up` (ephemeral loopback ports, temporary data dir) for the Python test session.
+
+The binary is MISIM_BIN (default target/debug/misim). Client-side setup goes through the misim CLI
+against ARM's gRPC API, exactly as a user would drive it.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MISIM = os.environ.get("MISIM_BIN", str(ROOT / "target" / "debug" / "misim"))
+
+
+class Misim:
+    def __init__(self, data_dir: pathlib.Path, proc: subprocess.Popen, endpoints: dict):
+        self.data_dir = data_dir
+        self.proc = proc
+        self.endpoints = endpoints
+
+    def cli(self, *args: str, check: bool = True) -> dict:
+        """Runs `misim <args>` against this system's ARM and returns its JSON output."""
+        env = dict(os.environ, MISIM_ARM=self.endpoints["arm_grpc"])
+        out = subprocess.run([MISIM, *args], env=env, capture_output=True, text=True, timeout=60)
+        if check and out.returncode != 0:
+            raise AssertionError(f"misim {' '.join(args)} failed: {out.stderr}")
+        return json.loads(out.stdout) if out.stdout.strip() else {}
+
+
+@pytest.fixture(scope="session")
+def misim():
+    if not os.path.exists(MISIM):
+        pytest.fail(f"{MISIM} not found: build it first (cargo build --bins)")
+    data_dir = pathlib.Path(tempfile.mkdtemp(prefix="misim-py-"))
+    log = open(data_dir / "misim.log", "w")
+    proc = subprocess.Popen(
+        [MISIM, "up", "--data-dir", str(data_dir), "--base-port", "0", "--hosts", "2"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    endpoints_file = data_dir / "endpoints.json"
+    deadline = time.time() + 60
+    while not endpoints_file.exists():
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise AssertionError("misim up did not start:\n" + (data_dir / "misim.log").read_text())
+        time.sleep(0.1)
+    endpoints = json.loads(endpoints_file.read_text())
+    yield Misim(data_dir, proc, endpoints)
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture
+def imds_env(monkeypatch):
+    """Points azure-identity/msal at a VM's IMDS the supported way, with nothing else that would
+    make ManagedIdentityCredential pick another source or a proxy."""
+    for var in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET",
+                "AZURE_FEDERATED_TOKEN_FILE", "IMDS_ENDPOINT", "AZURE_CLIENT_ID",
+                "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+    def point_at(imds_endpoint: str):
+        assert imds_endpoint.startswith("http://127.0.0.1:"), imds_endpoint
+        monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds_endpoint)
+
+    return point_at
