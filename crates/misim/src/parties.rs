@@ -13,13 +13,7 @@ use tokio_util::sync::CancellationToken;
 /// MSRP's config with misim's defaults: certificates valid 90 days, renewed after 45 (Azure's values,
 /// how-managed-identities-work-vm.md / managed-identities-faq.md).
 pub fn msrp_config(data_dir: PathBuf, aad_grpc: String, clock: Clock) -> misim_msrp::Config {
-    misim_msrp::Config {
-        data_dir,
-        aad_grpc,
-        cert_validity_secs: 90 * 86_400,
-        cert_renew_after_secs: 45 * 86_400,
-        clock,
-    }
+    misim_msrp::Config::new(data_dir, aad_grpc, clock)
 }
 
 /// One host's config with misim's defaults.
