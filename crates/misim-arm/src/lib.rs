@@ -2,11 +2,28 @@
 //! groups, VMs, user-assigned identities, role assignments), the reconciler that carries identity
 //! changes to MSRP and the hosts (steps 1–4), and the REST surface that checks bearer tokens (step 7).
 
+pub mod bootstrap;
+pub mod clients;
+pub mod error;
+pub mod grpc;
+pub mod identity;
+pub mod model;
+pub mod rbac;
+pub mod reconcile;
+pub mod rest;
+pub mod service;
+pub mod store;
+pub mod vms;
+
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use misim_core::Clock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use error::ArmError;
+pub use service::Arm;
 
 /// A host ARM can place VMs on.
 #[derive(Clone, Debug)]
@@ -51,13 +68,68 @@ pub enum RunError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] misim_core::serve::ServeError),
+    /// The configuration is unusable (e.g. a malformed peer URL).
+    #[error("config: {0}")]
+    Config(String),
+}
+
+/// Builds the ARM core from `config`: opens the store under `config.data_dir` and lazy clients to
+/// MSRP, Azure AD admin and the hosts.
+///
+/// # Errors
+/// [`RunError::Store`] when the store cannot be opened, [`RunError::Config`] for a malformed URL.
+pub fn build(config: &Config) -> Result<Arc<Arm>, RunError> {
+    let store = store::ArmStore::open(&config.data_dir)?;
+    let hosts: Vec<(String, String)> = config
+        .hosts
+        .iter()
+        .map(|h| (h.name.clone(), h.agent_grpc.clone()))
+        .collect();
+    let peers = clients::Peers::new(&config.msrp_grpc, &config.aad_grpc, &hosts)
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    Ok(Arc::new(Arm::new(store, peers, config.clock.clone())))
 }
 
 /// Runs ARM until `shutdown` is cancelled.
 ///
 /// # Errors
 /// [`RunError`] when the store cannot be opened or a server fails.
-pub async fn run(config: Config, listeners: Listeners, shutdown: CancellationToken) -> Result<(), RunError> {
-    let _ = (config, listeners, shutdown);
-    todo!("misim-arm")
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let arm = build(&config)?;
+    let validator = rest::auth::TokenValidator::new(&config.aad_url, config.clock.clone())
+        .map_err(|e| RunError::Config(e.to_string()))?;
+    let background = tokio_util::task::TaskTracker::new();
+    {
+        let (arm, shutdown) = (arm.clone(), shutdown.clone());
+        background.spawn(async move {
+            match arm.bootstrap(&shutdown).await {
+                Ok(Some(_)) => reconcile::run_loop(arm, shutdown).await,
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "bootstrap failed"),
+            }
+        });
+    }
+    background.close();
+    let routes = tonic::service::Routes::new(grpc::ArmGrpc::server(arm.clone()));
+    let rest_router = rest::router(rest::RestState {
+        arm,
+        validator: Arc::new(validator),
+    });
+    let served = tokio::try_join!(
+        misim_core::serve::serve_grpc(
+            listeners.grpc,
+            routes,
+            &["misim.arm.v1.Arm"],
+            shutdown.clone()
+        ),
+        misim_core::serve::serve_http(listeners.rest, rest_router, shutdown.clone()),
+    );
+    shutdown.cancel();
+    background.wait().await;
+    served?;
+    Ok(())
 }

@@ -1,0 +1,266 @@
+//! Outbound gRPC adapters to ARM's peers (MSRP, the host agents, Azure AD admin): the only place
+//! besides `grpc.rs` that touches generated types; they take and return domain types.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use misim_proto::aad::aad_admin_client::AadAdminClient;
+use misim_proto::imds::host_agent_client::HostAgentClient;
+use misim_proto::msrp::msrp_client::MsrpClient;
+use misim_proto::{aad, imds, msrp};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{ArmError, Result};
+use crate::model::{IdentityIds, IdentityKind};
+
+/// What ARM tells a host about a VM (instance metadata).
+#[derive(Clone, Debug, Default)]
+pub struct VmPlacement {
+    /// VM resource id.
+    pub resource_id: String,
+    /// `vmId`.
+    pub vm_id: String,
+    /// VM name.
+    pub name: String,
+    /// Subscription GUID.
+    pub subscription_id: String,
+    /// Resource group name.
+    pub resource_group: String,
+    /// Location.
+    pub location: String,
+    /// VM size.
+    pub vm_size: String,
+    /// OS type.
+    pub os_type: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Private IP address.
+    pub private_ip: String,
+    /// MAC address.
+    pub mac_address: String,
+}
+
+/// An identity the host should serve for a VM (no key material).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityRef {
+    /// ARM resource id of the identity (VM id for system-assigned).
+    pub msi_res_id: String,
+    /// Kind.
+    pub kind: IdentityKind,
+    /// Ids from MSRP.
+    pub ids: IdentityIds,
+}
+
+fn channel(url: &str) -> Result<Channel> {
+    let endpoint = Endpoint::from_shared(url.to_string())
+        .map_err(|e| ArmError::InvalidArgument(format!("invalid peer url '{url}': {e}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30));
+    Ok(endpoint.connect_lazy())
+}
+
+fn unavailable(peer: &str, status: tonic::Status) -> ArmError {
+    ArmError::Unavailable(format!(
+        "{peer}: {} ({:?})",
+        status.message(),
+        status.code()
+    ))
+}
+
+fn kind_to_msrp(kind: IdentityKind) -> i32 {
+    match kind {
+        IdentityKind::SystemAssigned => msrp::IdentityKind::SystemAssigned as i32,
+        IdentityKind::UserAssigned => msrp::IdentityKind::UserAssigned as i32,
+    }
+}
+
+/// The peers ARM calls, each over a lazily connected channel (start order does not matter).
+#[derive(Clone)]
+pub struct Peers {
+    msrp: MsrpClient<Channel>,
+    aad: AadAdminClient<Channel>,
+    hosts: BTreeMap<String, HostAgentClient<Channel>>,
+}
+
+impl Peers {
+    /// Builds lazy clients for MSRP, Azure AD admin and each `(name, url)` host.
+    ///
+    /// # Errors
+    /// [`ArmError::InvalidArgument`] when a URL is malformed.
+    pub fn new(msrp_url: &str, aad_url: &str, hosts: &[(String, String)]) -> Result<Self> {
+        let mut h = BTreeMap::new();
+        for (name, url) in hosts {
+            h.insert(name.clone(), HostAgentClient::new(channel(url)?));
+        }
+        Ok(Peers {
+            msrp: MsrpClient::new(channel(msrp_url)?),
+            aad: AadAdminClient::new(channel(aad_url)?),
+            hosts: h,
+        })
+    }
+
+    /// Names of the configured hosts.
+    pub fn host_names(&self) -> Vec<String> {
+        self.hosts.keys().cloned().collect()
+    }
+
+    fn host(&self, name: &str) -> Result<HostAgentClient<Channel>> {
+        self.hosts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ArmError::Unavailable(format!("host '{name}' is not configured")))
+    }
+
+    /// Azure AD `EnsureDefaultTenant`: the default tenant's GUID.
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when Azure AD cannot be reached.
+    pub async fn ensure_default_tenant(&self) -> Result<String> {
+        let t = self
+            .aad
+            .clone()
+            .ensure_default_tenant(aad::EnsureDefaultTenantRequest {})
+            .await;
+        Ok(t.map_err(|s| unavailable("azure ad", s))?
+            .into_inner()
+            .tenant_id)
+    }
+
+    /// MSRP `CreateIdentity` (idempotent on the resource id): the identity's ids (step 2).
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when MSRP cannot be reached or fails.
+    pub async fn create_identity(
+        &self,
+        resource_id: &str,
+        kind: IdentityKind,
+        tenant_id: &str,
+    ) -> Result<IdentityIds> {
+        let req = msrp::CreateIdentityRequest {
+            resource_id: resource_id.to_string(),
+            kind: kind_to_msrp(kind),
+            tenant_id: tenant_id.to_string(),
+        };
+        let id = self
+            .msrp
+            .clone()
+            .create_identity(req)
+            .await
+            .map_err(|s| unavailable("msrp", s))?
+            .into_inner();
+        Ok(IdentityIds {
+            tenant_id: id.tenant_id,
+            principal_id: id.principal_id,
+            client_id: id.client_id,
+        })
+    }
+
+    /// MSRP `DeleteIdentity` (absent identities succeed).
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when MSRP cannot be reached or fails.
+    pub async fn delete_identity(&self, resource_id: &str) -> Result<()> {
+        let req = msrp::DeleteIdentityRequest {
+            resource_id: resource_id.to_string(),
+        };
+        self.msrp
+            .clone()
+            .delete_identity(req)
+            .await
+            .map_err(|s| unavailable("msrp", s))?;
+        Ok(())
+    }
+
+    /// Host `PlaceVm` (idempotent): the VM's IMDS endpoint.
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when the host cannot be reached or fails.
+    pub async fn place_vm(&self, host: &str, vm: &VmPlacement) -> Result<String> {
+        let info = imds::VmInfo {
+            resource_id: vm.resource_id.clone(),
+            vm_id: vm.vm_id.clone(),
+            name: vm.name.clone(),
+            subscription_id: vm.subscription_id.clone(),
+            resource_group: vm.resource_group.clone(),
+            location: vm.location.clone(),
+            vm_size: vm.vm_size.clone(),
+            os_type: vm.os_type.clone(),
+            vm_scale_set_name: String::new(),
+            tags: vm.tags.clone().into_iter().collect(),
+            private_ip_address: vm.private_ip.clone(),
+            mac_address: vm.mac_address.clone(),
+        };
+        let placed = self
+            .host(host)?
+            .place_vm(imds::PlaceVmRequest { vm: Some(info) })
+            .await;
+        Ok(placed
+            .map_err(|s| unavailable(&format!("host {host}"), s))?
+            .into_inner()
+            .imds_endpoint)
+    }
+
+    /// Host `GetVm`: the VM's live IMDS endpoint, `None` when the host does not know the VM.
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when the host cannot be reached.
+    pub async fn host_vm_endpoint(&self, host: &str, resource_id: &str) -> Result<Option<String>> {
+        let req = imds::GetVmRequest {
+            resource_id: resource_id.to_string(),
+        };
+        match self.host(host)?.get_vm(req).await {
+            Ok(r) => Ok(Some(r.into_inner().imds_endpoint)),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(unavailable(&format!("host {host}"), s)),
+        }
+    }
+
+    /// Host `RemoveVm` (absent VMs succeed).
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when the host cannot be reached or fails.
+    pub async fn remove_vm(&self, host: &str, resource_id: &str) -> Result<()> {
+        let req = imds::RemoveVmRequest {
+            resource_id: resource_id.to_string(),
+        };
+        self.host(host)?
+            .remove_vm(req)
+            .await
+            .map_err(|s| unavailable(&format!("host {host}"), s))?;
+        Ok(())
+    }
+
+    /// Host `ConfigureIdentities` with the full set the VM should have (step 3).
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when the host cannot be reached or fails.
+    pub async fn configure_identities(
+        &self,
+        host: &str,
+        resource_id: &str,
+        identities: &[IdentityRef],
+    ) -> Result<()> {
+        let identities = identities
+            .iter()
+            .map(|r| imds::IdentityRef {
+                msi_res_id: r.msi_res_id.clone(),
+                kind: match r.kind {
+                    IdentityKind::SystemAssigned => imds::IdentityKind::SystemAssigned as i32,
+                    IdentityKind::UserAssigned => imds::IdentityKind::UserAssigned as i32,
+                },
+                client_id: r.ids.client_id.clone(),
+                principal_id: r.ids.principal_id.clone(),
+                tenant_id: r.ids.tenant_id.clone(),
+            })
+            .collect();
+        let req = imds::ConfigureIdentitiesRequest {
+            resource_id: resource_id.to_string(),
+            identities,
+        };
+        self.host(host)?
+            .configure_identities(req)
+            .await
+            .map_err(|s| unavailable(&format!("host {host}"), s))?;
+        Ok(())
+    }
+}

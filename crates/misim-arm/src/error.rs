@@ -1,0 +1,205 @@
+//! ARM's one error enum, mapped once to `tonic::Status` and once to ARM's HTTP error body.
+//!
+//! The HTTP shape is ARM's `{"error":{"code","message"}}` with the real status codes (reference §4,
+//! ARM common error responses); the gRPC codes follow the same classes (404 → NotFound, 409 →
+//! AlreadyExists, 401 → Unauthenticated, 403 → PermissionDenied, 503 → Unavailable).
+
+use axum::http::StatusCode;
+
+/// Result alias for ARM.
+pub type Result<T, E = ArmError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in ARM, each with ARM's error code.
+#[derive(Debug, thiserror::Error)]
+pub enum ArmError {
+    /// The subscription does not exist (ARM `SubscriptionNotFound`, 404).
+    #[error("The subscription '{0}' could not be found.")]
+    SubscriptionNotFound(String),
+    /// The resource group does not exist (ARM `ResourceGroupNotFound`, 404).
+    #[error("Resource group '{0}' could not be found.")]
+    ResourceGroupNotFound(String),
+    /// A resource does not exist (ARM `ResourceNotFound`, 404).
+    #[error(
+        "The Resource '{resource_type}/{name}' under resource group '{group}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+    )]
+    ResourceNotFound {
+        /// Full resource type, e.g. `Microsoft.Compute/virtualMachines`.
+        resource_type: String,
+        /// Resource name.
+        name: String,
+        /// Resource group name.
+        group: String,
+    },
+    /// The role definition does not exist (ARM `RoleDefinitionDoesNotExist`, 400).
+    #[error("The specified role definition with ID '{0}' does not exist.")]
+    RoleDefinitionNotFound(String),
+    /// A request parameter is invalid (ARM `InvalidParameter`, 400).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The request conflicts with an existing resource (ARM `InvalidResourceLocation`/`Conflict`, 409).
+    #[error("{message}")]
+    Conflict {
+        /// ARM error code.
+        code: &'static str,
+        /// Human-readable message.
+        message: String,
+    },
+    /// The desired state is recorded but a peer (MSRP, a host) could not be reached; the reconciler
+    /// retries it.
+    #[error("{0}; the change is recorded and will be retried")]
+    ReconcilePending(String),
+    /// A peer (Azure AD, MSRP, a host) is unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// REST: the `api-version` query parameter is missing (ARM `MissingApiVersionParameter`, 400).
+    #[error("The api-version query parameter (?api-version=) is required for all requests.")]
+    MissingApiVersion,
+    /// REST: no usable `Authorization` header (ARM `AuthenticationFailed`, 401).
+    #[error("{0}")]
+    AuthenticationFailed(String),
+    /// REST: the bearer token is invalid (ARM `InvalidAuthenticationToken*`, 401).
+    #[error("{message}")]
+    InvalidToken {
+        /// `InvalidAuthenticationToken`, `InvalidAuthenticationTokenAudience` or `InvalidAuthenticationTokenTenant`.
+        code: &'static str,
+        /// Human-readable message.
+        message: String,
+    },
+    /// REST: the bearer token has expired (ARM `ExpiredAuthenticationToken`, 401).
+    #[error("{0}")]
+    ExpiredToken(String),
+    /// REST: RBAC denies the action (ARM `AuthorizationFailed`, 403).
+    #[error(
+        "The client '{principal}' with object id '{principal}' does not have authorization to perform action '{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please refresh your credentials."
+    )]
+    AuthorizationFailed {
+        /// The caller's object id (`oid`).
+        principal: String,
+        /// The ARM action, e.g. `Microsoft.Compute/virtualMachines/read`.
+        action: String,
+        /// The requested resource ID.
+        scope: String,
+    },
+    /// REST: no such route (ARM `NotFound`, 404).
+    #[error("The requested path '{0}' was not found.")]
+    RouteNotFound(String),
+    /// The store failed.
+    #[error("internal error: {0}")]
+    Store(#[from] misim_core::StoreError),
+}
+
+impl ArmError {
+    /// ARM's error code string (`error.code` in the HTTP body).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ArmError::SubscriptionNotFound(_) => "SubscriptionNotFound",
+            ArmError::ResourceGroupNotFound(_) => "ResourceGroupNotFound",
+            ArmError::ResourceNotFound { .. } => "ResourceNotFound",
+            ArmError::RoleDefinitionNotFound(_) => "RoleDefinitionDoesNotExist",
+            ArmError::InvalidArgument(_) => "InvalidParameter",
+            ArmError::Conflict { code, .. } | ArmError::InvalidToken { code, .. } => code,
+            ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => "ServiceUnavailable",
+            ArmError::MissingApiVersion => "MissingApiVersionParameter",
+            ArmError::AuthenticationFailed(_) => "AuthenticationFailed",
+            ArmError::ExpiredToken(_) => "ExpiredAuthenticationToken",
+            ArmError::AuthorizationFailed { .. } => "AuthorizationFailed",
+            ArmError::RouteNotFound(_) => "NotFound",
+            ArmError::Store(_) => "InternalServerError",
+        }
+    }
+
+    /// The HTTP status ARM answers with.
+    pub fn http_status(&self) -> StatusCode {
+        match self {
+            ArmError::SubscriptionNotFound(_)
+            | ArmError::ResourceGroupNotFound(_)
+            | ArmError::ResourceNotFound { .. }
+            | ArmError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ArmError::RoleDefinitionNotFound(_)
+            | ArmError::InvalidArgument(_)
+            | ArmError::MissingApiVersion => StatusCode::BAD_REQUEST,
+            ArmError::Conflict { .. } => StatusCode::CONFLICT,
+            ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ArmError::AuthenticationFailed(_)
+            | ArmError::InvalidToken { .. }
+            | ArmError::ExpiredToken(_) => StatusCode::UNAUTHORIZED,
+            ArmError::AuthorizationFailed { .. } => StatusCode::FORBIDDEN,
+            ArmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// True for the 401 family (the response also carries a `WWW-Authenticate` header).
+    pub fn is_authentication(&self) -> bool {
+        self.http_status() == StatusCode::UNAUTHORIZED
+    }
+
+    /// ARM's JSON error body: `{"error":{"code","message"}}`. Internal errors do not leak causes.
+    pub fn body(&self) -> serde_json::Value {
+        let message = match self {
+            ArmError::Store(_) => "An internal error occurred.".to_string(),
+            other => other.to_string(),
+        };
+        serde_json::json!({ "error": { "code": self.code(), "message": message } })
+    }
+}
+
+impl From<ArmError> for tonic::Status {
+    fn from(e: ArmError) -> Self {
+        use tonic::Code;
+        let code = match &e {
+            ArmError::SubscriptionNotFound(_)
+            | ArmError::ResourceGroupNotFound(_)
+            | ArmError::ResourceNotFound { .. }
+            | ArmError::RoleDefinitionNotFound(_)
+            | ArmError::RouteNotFound(_) => Code::NotFound,
+            ArmError::InvalidArgument(_) | ArmError::MissingApiVersion => Code::InvalidArgument,
+            ArmError::Conflict { .. } => Code::AlreadyExists,
+            ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => Code::Unavailable,
+            ArmError::AuthenticationFailed(_)
+            | ArmError::InvalidToken { .. }
+            | ArmError::ExpiredToken(_) => Code::Unauthenticated,
+            ArmError::AuthorizationFailed { .. } => Code::PermissionDenied,
+            ArmError::Store(_) => Code::Internal,
+        };
+        if let ArmError::Store(cause) = &e {
+            tracing::error!(error = %cause, "store failure");
+        }
+        tonic::Status::new(code, format!("{}: {}", e.code(), e))
+    }
+}
+
+impl From<misim_core::ids::IdError> for ArmError {
+    fn from(e: misim_core::ids::IdError) -> Self {
+        ArmError::InvalidArgument(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_maps_to_404_and_grpc_not_found_with_arm_message() {
+        let e = ArmError::ResourceNotFound {
+            resource_type: "Microsoft.Compute/virtualMachines".into(),
+            name: "vm1".into(),
+            group: "rg1".into(),
+        };
+        assert_eq!(e.http_status(), StatusCode::NOT_FOUND);
+        assert_eq!(e.body()["error"]["code"], "ResourceNotFound");
+        assert!(e.body()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("The Resource 'Microsoft.Compute/virtualMachines/vm1' under resource group 'rg1' was not found."));
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::NotFound);
+    }
+
+    #[test]
+    fn reconcile_pending_is_unavailable_and_says_it_will_be_retried() {
+        let s = tonic::Status::from(ArmError::ReconcilePending("msrp unreachable".into()));
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("will be retried"));
+    }
+}

@@ -1,0 +1,292 @@
+//! Managed identities on the ARM side (step 1): assigning/removing a VM's system- and user-assigned
+//! identities, and the user-assigned identity resources themselves. Each change records the desired
+//! state first (flushed), then reconciles MSRP and the host.
+
+use std::collections::BTreeMap;
+
+use misim_core::ResourceId;
+use tracing::info;
+
+use crate::error::{ArmError, Result};
+use crate::model::{SyncState, Uami, UserAssignedEntry, VmIdentityView};
+use crate::service::{validate_name, Arm};
+
+const UAMI_TYPE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities";
+
+fn uami_not_found(id: &ResourceId) -> ArmError {
+    ArmError::ResourceNotFound {
+        resource_type: UAMI_TYPE.into(),
+        name: id.name().to_string(),
+        group: id.resource_group_name().unwrap_or_default().to_string(),
+    }
+}
+
+impl Arm {
+    /// Parses a UAMI resource id given by a caller.
+    fn parse_uami_id(raw: &str) -> Result<ResourceId> {
+        let id = ResourceId::parse(raw)?;
+        if !id.is_type(UAMI_TYPE) || id.resource_group_name().is_none() {
+            return Err(ArmError::InvalidArgument(format!(
+                "'{raw}' is not a user-assigned identity resource id (…/providers/{UAMI_TYPE}/{{name}})"
+            )));
+        }
+        Ok(id)
+    }
+
+    /// Enables the system-assigned identity and/or assigns user-assigned identities to a VM (step 1),
+    /// then reconciles: MSRP creates the system identity (step 2) and the host is configured with the
+    /// full identity set (step 3).
+    ///
+    /// # Errors
+    /// [`ArmError::InvalidArgument`] when nothing is asked or an id is malformed,
+    /// [`ArmError::ResourceNotFound`] for a missing VM or UAMI, [`ArmError::ReconcilePending`] when
+    /// MSRP or the host is down (the desired state is recorded and retried).
+    pub async fn assign_vm_identity(
+        &self,
+        subscription_id: &str,
+        group: &str,
+        name: &str,
+        system_assigned: bool,
+        user_assigned: &[String],
+    ) -> Result<VmIdentityView> {
+        if !system_assigned && user_assigned.is_empty() {
+            return Err(ArmError::InvalidArgument(
+                "specify system_assigned and/or at least one user-assigned identity".into(),
+            ));
+        }
+        let id = self.vm_id(subscription_id, group, name)?;
+        let mut entries = Vec::new();
+        for raw in user_assigned {
+            let uid = Self::parse_uami_id(raw)?;
+            let uami = self
+                .store
+                .uami(&uid)?
+                .filter(|u| !u.deleting)
+                .ok_or_else(|| uami_not_found(&uid))?;
+            let (principal_id, client_id) = uami
+                .identity
+                .map(|i| (i.principal_id, i.client_id))
+                .unwrap_or_default();
+            entries.push(UserAssignedEntry {
+                id: uid,
+                principal_id,
+                client_id,
+            });
+        }
+        let guard = self.locks.lock(&id.key()).await;
+        let mut vm = self.live_vm(&id)?;
+        if system_assigned {
+            info!(step = 1, vm = %id, "enable system-assigned identity");
+            vm.system_assigned = true;
+            vm.system_delete_pending = false;
+        }
+        for entry in entries {
+            info!(step = 1, vm = %id, identity = %entry.id, "assign user-assigned identity");
+            vm.user_assigned.entry(entry.id.key()).or_insert(entry);
+        }
+        vm.sync = SyncState::Pending;
+        self.store.vms.put(&id.key(), &vm)?;
+        self.store.flush().await?;
+        let result = self.reconcile_vm_locked(&id).await;
+        drop(guard);
+        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
+        Ok(self.live_vm(&id)?.identity_view())
+    }
+
+    /// Disables the system-assigned identity and/or unassigns user-assigned identities: the host is
+    /// configured without them, then a disabled system-assigned identity is deleted in MSRP (its
+    /// lifecycle is tied to the VM, how-managed-identities-work-vm.md). Removing an identity the VM
+    /// does not have is a no-op.
+    ///
+    /// # Errors
+    /// As [`Arm::assign_vm_identity`].
+    pub async fn remove_vm_identity(
+        &self,
+        subscription_id: &str,
+        group: &str,
+        name: &str,
+        system_assigned: bool,
+        user_assigned: &[String],
+    ) -> Result<VmIdentityView> {
+        let id = self.vm_id(subscription_id, group, name)?;
+        let keys = user_assigned
+            .iter()
+            .map(|raw| Self::parse_uami_id(raw).map(|u| u.key()))
+            .collect::<Result<Vec<_>>>()?;
+        let guard = self.locks.lock(&id.key()).await;
+        let mut vm = self.live_vm(&id)?;
+        if system_assigned && (vm.system_assigned || vm.system_identity.is_some()) {
+            info!(step = 1, vm = %id, "disable system-assigned identity");
+            vm.system_assigned = false;
+            vm.system_delete_pending = true;
+        }
+        for key in keys {
+            if let Some(e) = vm.user_assigned.remove(&key) {
+                info!(step = 1, vm = %id, identity = %e.id, "remove user-assigned identity");
+            }
+        }
+        vm.sync = SyncState::Pending;
+        self.store.vms.put(&id.key(), &vm)?;
+        self.store.flush().await?;
+        let result = self.reconcile_vm_locked(&id).await;
+        drop(guard);
+        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
+        Ok(self.live_vm(&id)?.identity_view())
+    }
+
+    /// The VM's identity block.
+    ///
+    /// # Errors
+    /// Lookup errors.
+    pub fn get_vm_identity(
+        &self,
+        subscription_id: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<VmIdentityView> {
+        let id = self.vm_id(subscription_id, group, name)?;
+        Ok(self.live_vm(&id)?.identity_view())
+    }
+
+    fn uami_id(&self, subscription_id: &str, group: &str, name: &str) -> Result<ResourceId> {
+        let g = self.group(subscription_id, group)?;
+        validate_name("user-assigned identity", name)?;
+        Ok(ResourceId::user_assigned_identity(
+            g.id.subscription_id(),
+            g.id.name(),
+            name,
+        )?)
+    }
+
+    /// Creates a user-assigned identity: records it, then MSRP creates its service principal and
+    /// certificate (step 2). Creating it again returns it unchanged (ARM PUT is idempotent).
+    ///
+    /// # Errors
+    /// Lookup/name errors, [`ArmError::Conflict`] for a different location,
+    /// [`ArmError::ReconcilePending`] when MSRP is down (retried).
+    pub async fn create_user_assigned_identity(
+        &self,
+        subscription_id: &str,
+        group: &str,
+        name: &str,
+        location: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<Uami> {
+        let g = self.group(subscription_id, group)?;
+        let id = self.uami_id(subscription_id, group, name)?;
+        let location = if location.is_empty() {
+            g.location.clone()
+        } else {
+            location.to_string()
+        };
+        let tenant_id = self.subscription(g.id.subscription_id())?.tenant_id;
+        let guard = self.locks.lock(&id.key()).await;
+        if let Some(existing) = self.store.uami(&id)? {
+            if existing.deleting {
+                return Err(ArmError::ReconcilePending(format!(
+                    "identity '{name}' is still being deleted"
+                )));
+            }
+            if !existing.location.eq_ignore_ascii_case(&location) {
+                return Err(ArmError::Conflict {
+                    code: "InvalidResourceLocation",
+                    message: format!(
+                        "The resource '{name}' already exists in location '{}' in resource group '{group}'. A resource with the same name cannot be created in location '{location}'. Please select a new resource name.",
+                        existing.location
+                    ),
+                });
+            }
+            return Ok(existing);
+        }
+        let uami = Uami {
+            id: id.clone(),
+            location,
+            tags,
+            tenant_id,
+            identity: None,
+            deleting: false,
+            sync: SyncState::Pending,
+        };
+        self.store.uamis.put(&id.key(), &uami)?;
+        self.store.flush().await?;
+        info!(step = 1, identity = %id, "created user-assigned identity resource");
+        let result = self.reconcile_uami_locked(&id).await;
+        drop(guard);
+        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
+        self.store.uami(&id)?.ok_or_else(|| uami_not_found(&id))
+    }
+
+    /// A user-assigned identity.
+    ///
+    /// # Errors
+    /// Lookup errors, [`ArmError::ResourceNotFound`].
+    pub fn get_user_assigned_identity(
+        &self,
+        subscription_id: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<Uami> {
+        let id = self.uami_id(subscription_id, group, name).map_err(|e| {
+            if matches!(e, ArmError::InvalidArgument(_)) {
+                uami_not_found_named(group, name)
+            } else {
+                e
+            }
+        })?;
+        self.store
+            .uami(&id)?
+            .filter(|u| !u.deleting)
+            .ok_or_else(|| uami_not_found(&id))
+    }
+
+    /// User-assigned identities of a resource group.
+    ///
+    /// # Errors
+    /// Lookup errors.
+    pub fn list_user_assigned_identities(
+        &self,
+        subscription_id: &str,
+        group: &str,
+    ) -> Result<Vec<Uami>> {
+        let g = self.group(subscription_id, group)?;
+        self.store.uamis_within(&g.id)
+    }
+
+    /// Deletes a user-assigned identity and (through MSRP) its service principal. VMs keep a dangling
+    /// entry with the old ids, as Azure does (reference §4). Deleting an absent identity succeeds.
+    ///
+    /// # Errors
+    /// Lookup errors, [`ArmError::ReconcilePending`] when MSRP is down (retried).
+    pub async fn delete_user_assigned_identity(
+        &self,
+        subscription_id: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<()> {
+        let id = match self.uami_id(subscription_id, group, name) {
+            Ok(id) => id,
+            Err(ArmError::InvalidArgument(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let guard = self.locks.lock(&id.key()).await;
+        let Some(mut uami) = self.store.uami(&id)? else {
+            return Ok(());
+        };
+        uami.deleting = true;
+        uami.sync = SyncState::Pending;
+        self.store.uamis.put(&id.key(), &uami)?;
+        self.store.flush().await?;
+        info!(identity = %id, "deleting user-assigned identity");
+        let result = self.reconcile_uami_locked(&id).await;
+        drop(guard);
+        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))
+    }
+}
+
+fn uami_not_found_named(group: &str, name: &str) -> ArmError {
+    ArmError::ResourceNotFound {
+        resource_type: UAMI_TYPE.into(),
+        name: name.to_string(),
+        group: group.to_string(),
+    }
+}

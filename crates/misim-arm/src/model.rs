@@ -1,0 +1,260 @@
+//! ARM's domain records: subscriptions, resource groups, VMs with their desired and actual identity
+//! state, user-assigned identities and role assignments (what the store keeps, as JSON).
+
+use std::collections::BTreeMap;
+
+use misim_core::ResourceId;
+use serde::{Deserialize, Serialize};
+
+/// A subscription and the Azure AD tenant it trusts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Subscription {
+    /// Subscription GUID.
+    pub subscription_id: String,
+    /// Tenant GUID the subscription trusts (its managed identities live there).
+    pub tenant_id: String,
+    /// Display name, e.g. `misim default subscription`.
+    pub display_name: String,
+    /// `Enabled`.
+    pub state: String,
+    /// True for the subscription used when a request names none.
+    pub is_default: bool,
+}
+
+impl Subscription {
+    /// `/subscriptions/{guid}`.
+    pub fn id(&self) -> ResourceId {
+        ResourceId::subscription(&self.subscription_id)
+    }
+}
+
+/// A resource group.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ResourceGroup {
+    /// `/subscriptions/{s}/resourceGroups/{name}`.
+    pub id: ResourceId,
+    /// Location, e.g. `westeurope`.
+    pub location: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The ids of a managed identity once MSRP created it (step 2).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdentityIds {
+    /// Tenant GUID.
+    pub tenant_id: String,
+    /// Service principal objectId (`principalId`).
+    pub principal_id: String,
+    /// Service principal appId (`clientId`).
+    pub client_id: String,
+}
+
+/// The two kinds of managed identity.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum IdentityKind {
+    /// Tied to the VM's lifecycle; its resource id is the VM's.
+    SystemAssigned,
+    /// A standalone `Microsoft.ManagedIdentity/userAssignedIdentities` resource.
+    UserAssigned,
+}
+
+/// One user-assigned identity as a VM's identity block shows it. The values are a snapshot taken
+/// when assigned (refreshed while the UAMI exists), so a deleted UAMI stays as a dangling entry with
+/// its old ids, as Azure does (reference §4).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UserAssignedEntry {
+    /// UAMI resource id, in the casing it was assigned with.
+    pub id: ResourceId,
+    /// Principal id, empty until MSRP created the identity.
+    pub principal_id: String,
+    /// Client id, empty until MSRP created the identity.
+    pub client_id: String,
+}
+
+/// Outcome of the last reconcile of a resource.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub enum SyncState {
+    /// Desired state changed and was not yet carried to MSRP and the host.
+    #[default]
+    Pending,
+    /// MSRP and the host match the desired state.
+    Succeeded,
+    /// The last attempt failed with this message; the reconciler retries.
+    Failed(String),
+}
+
+impl SyncState {
+    /// True when the reconciler still has work to do.
+    pub fn is_dirty(&self) -> bool {
+        !matches!(self, SyncState::Succeeded)
+    }
+}
+
+/// A virtual machine with its desired and actual identity state.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Vm {
+    /// `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Compute/virtualMachines/{name}`.
+    pub id: ResourceId,
+    /// `vmId` GUID.
+    pub vm_id: String,
+    /// Location.
+    pub location: String,
+    /// e.g. `Standard_D2s_v3`.
+    pub vm_size: String,
+    /// `Linux` or `Windows`.
+    pub os_type: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Name of the host the VM is placed on.
+    pub host: String,
+    /// Private IP address given to the VM, e.g. `10.0.0.4`.
+    pub private_ip: String,
+    /// MAC address, e.g. `000D3A1B2C3D`.
+    pub mac_address: String,
+    /// Last IMDS endpoint the host reported, empty until placed.
+    pub imds_endpoint: String,
+    /// True once the host accepted the VM.
+    pub placed: bool,
+    /// Desired: system-assigned identity enabled.
+    pub system_assigned: bool,
+    /// Desired: user-assigned identities, keyed by [`ResourceId::key`].
+    pub user_assigned: BTreeMap<String, UserAssignedEntry>,
+    /// Actual: the system-assigned identity MSRP created.
+    pub system_identity: Option<IdentityIds>,
+    /// A disabled system-assigned identity still has to be deleted in MSRP.
+    pub system_delete_pending: bool,
+    /// The VM is being deleted (hidden from reads; the reconciler finishes the delete).
+    pub deleting: bool,
+    /// Reconcile state.
+    pub sync: SyncState,
+}
+
+/// A user-assigned managed identity resource.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Uami {
+    /// `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}`.
+    pub id: ResourceId,
+    /// Location.
+    pub location: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Tenant of the subscription (where its service principal lives).
+    pub tenant_id: String,
+    /// The ids MSRP returned, `None` until created.
+    pub identity: Option<IdentityIds>,
+    /// The UAMI is being deleted (hidden from reads; the reconciler finishes the delete in MSRP).
+    pub deleting: bool,
+    /// Reconcile state.
+    pub sync: SyncState,
+}
+
+/// A role assignment: principal × role × scope.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RoleAssignment {
+    /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{guid}`.
+    pub id: String,
+    /// The assignment GUID.
+    pub name: String,
+    /// Subscription, resource group or resource id.
+    pub scope: ResourceId,
+    /// Role definition GUID.
+    pub role_definition_guid: String,
+    /// Assignee object id.
+    pub principal_id: String,
+    /// `ServicePrincipal`, `User` or `Group`.
+    pub principal_type: String,
+}
+
+/// The VM `identity` block as ARM shows it (reference §4).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct VmIdentityView {
+    /// `None` | `SystemAssigned` | `UserAssigned` | `SystemAssigned, UserAssigned`.
+    pub kind: String,
+    /// System-assigned principal id; empty without one.
+    pub principal_id: String,
+    /// Tenant id; empty without a system-assigned identity.
+    pub tenant_id: String,
+    /// UAMI resource id → (principal id, client id).
+    pub user_assigned: Vec<UserAssignedEntry>,
+}
+
+impl Vm {
+    /// The identity block: the type follows the desired state; principalId/tenantId come only with
+    /// a system-assigned identity (null for UserAssigned only, aad-pod-identity#521).
+    pub fn identity_view(&self) -> VmIdentityView {
+        let has_user = !self.user_assigned.is_empty();
+        let kind = match (self.system_assigned, has_user) {
+            (false, false) => "None",
+            (true, false) => "SystemAssigned",
+            (false, true) => "UserAssigned",
+            (true, true) => "SystemAssigned, UserAssigned",
+        };
+        let (principal_id, tenant_id) = match (&self.system_identity, self.system_assigned) {
+            (Some(ids), true) => (ids.principal_id.clone(), ids.tenant_id.clone()),
+            _ => (String::new(), String::new()),
+        };
+        VmIdentityView {
+            kind: kind.to_string(),
+            principal_id,
+            tenant_id,
+            user_assigned: self.user_assigned.values().cloned().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> Vm {
+        Vm {
+            id: ResourceId::vm("s", "rg", "vm").unwrap(),
+            vm_id: "v".into(),
+            location: "l".into(),
+            vm_size: "Standard_D2s_v3".into(),
+            os_type: "Linux".into(),
+            tags: BTreeMap::new(),
+            host: "h".into(),
+            private_ip: "10.0.0.4".into(),
+            mac_address: "000D3A000000".into(),
+            imds_endpoint: String::new(),
+            placed: true,
+            system_assigned: false,
+            user_assigned: BTreeMap::new(),
+            system_identity: None,
+            system_delete_pending: false,
+            deleting: false,
+            sync: SyncState::Succeeded,
+        }
+    }
+
+    #[test]
+    fn identity_type_follows_desired_state_and_principal_only_with_system() {
+        let mut v = vm();
+        assert_eq!(v.identity_view().kind, "None");
+        let u = ResourceId::user_assigned_identity("s", "rg", "u").unwrap();
+        v.user_assigned.insert(
+            u.key(),
+            UserAssignedEntry {
+                id: u,
+                principal_id: "p".into(),
+                client_id: "c".into(),
+            },
+        );
+        assert_eq!(v.identity_view().kind, "UserAssigned");
+        assert_eq!(v.identity_view().principal_id, "");
+        v.system_assigned = true;
+        v.system_identity = Some(IdentityIds {
+            tenant_id: "t".into(),
+            principal_id: "sp".into(),
+            client_id: "sc".into(),
+        });
+        let view = v.identity_view();
+        assert_eq!(view.kind, "SystemAssigned, UserAssigned");
+        assert_eq!(
+            (view.principal_id.as_str(), view.tenant_id.as_str()),
+            ("sp", "t")
+        );
+    }
+}

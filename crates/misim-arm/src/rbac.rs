@@ -1,0 +1,314 @@
+//! Azure RBAC (step 4): Azure's built-in role definitions (with their real GUIDs), role assignments
+//! at subscription, group or resource scope, and [`Arm::authorize`], which honours scope inheritance
+//! (subscription → group → resource) and wildcard actions.
+
+use misim_core::ResourceId;
+use tracing::info;
+
+use crate::error::{ArmError, Result};
+use crate::model::RoleAssignment;
+use crate::service::Arm;
+
+/// A role definition (permissions only; data actions are listed but not evaluated).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoleDefinition {
+    /// Role definition GUID (Azure's built-in id).
+    pub guid: &'static str,
+    /// `Owner`, `Contributor`, `Reader`.
+    pub role_name: &'static str,
+    /// Azure's description.
+    pub description: &'static str,
+    /// Allowed actions (may contain `*`).
+    pub actions: &'static [&'static str],
+    /// Actions subtracted from `actions`.
+    pub not_actions: &'static [&'static str],
+    /// Data-plane actions.
+    pub data_actions: &'static [&'static str],
+}
+
+/// Azure's built-in roles used by misim (ids and permissions from the Azure built-in roles page).
+pub const BUILT_IN_ROLES: &[RoleDefinition] = &[
+    RoleDefinition {
+        guid: "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+        role_name: "Owner",
+        description: "Grants full access to manage all resources, including the ability to assign roles in Azure RBAC.",
+        actions: &["*"],
+        not_actions: &[],
+        data_actions: &[],
+    },
+    RoleDefinition {
+        guid: "b24988ac-6180-42a0-ab88-20f7382dd24c",
+        role_name: "Contributor",
+        description: "Grants full access to manage all resources, but does not allow you to assign roles in Azure RBAC, manage assignments in Azure Blueprints, or share image galleries.",
+        actions: &["*"],
+        not_actions: &[
+            "Microsoft.Authorization/*/Delete",
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/elevateAccess/Action",
+            "Microsoft.Blueprint/blueprintAssignments/write",
+            "Microsoft.Blueprint/blueprintAssignments/delete",
+            "Microsoft.Compute/galleries/share/action",
+            "Microsoft.Purview/consents/write",
+            "Microsoft.Purview/consents/delete",
+            "Microsoft.Resources/deploymentStacks/manageDenySetting/action",
+            "Microsoft.Subscription/cancel/action",
+            "Microsoft.Subscription/enable/action",
+        ],
+        data_actions: &[],
+    },
+    RoleDefinition {
+        guid: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+        role_name: "Reader",
+        description: "View all resources, but does not allow you to make any changes.",
+        actions: &["*/read"],
+        not_actions: &[],
+        data_actions: &[],
+    },
+];
+
+/// True when `action` matches `pattern`, where `*` matches any run of characters; case-insensitive
+/// as Azure RBAC compares operations.
+pub fn action_matches(pattern: &str, action: &str) -> bool {
+    let p = pattern.to_ascii_lowercase();
+    let a = action.to_ascii_lowercase();
+    let parts: Vec<&str> = p.split('*').collect();
+    if parts.len() == 1 {
+        return p == a;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !a.starts_with(first)
+        || !a[first.len()..].ends_with(last)
+        || a.len() < first.len() + last.len()
+    {
+        return false;
+    }
+    let mut rest = &a[first.len()..a.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+impl RoleDefinition {
+    /// True when the role permits `action` (some action matches and no notAction does).
+    pub fn allows(&self, action: &str) -> bool {
+        self.actions.iter().any(|p| action_matches(p, action))
+            && !self.not_actions.iter().any(|p| action_matches(p, action))
+    }
+
+    /// `/subscriptions/{s}/providers/Microsoft.Authorization/roleDefinitions/{guid}`.
+    pub fn id(&self, subscription_id: &str) -> String {
+        format!(
+            "/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/{}",
+            self.guid
+        )
+    }
+}
+
+/// Finds a built-in role by name (`Reader`, any case), GUID or full role definition id.
+pub fn find_role(role: &str) -> Option<&'static RoleDefinition> {
+    let guid = role.rsplit('/').next().unwrap_or(role);
+    BUILT_IN_ROLES
+        .iter()
+        .find(|r| r.role_name.eq_ignore_ascii_case(role) || r.guid.eq_ignore_ascii_case(guid))
+}
+
+impl Arm {
+    /// Checks that a scope (subscription, group, VM or UAMI) exists.
+    fn require_scope(&self, scope: &ResourceId) -> Result<()> {
+        let sub = self.subscription(scope.subscription_id())?;
+        let Some(group) = scope.resource_group_name() else {
+            return if scope.resource_type().is_none() {
+                Ok(())
+            } else {
+                Err(self.scope_not_found(scope))
+            };
+        };
+        self.group(&sub.subscription_id, group)?;
+        if scope.resource_type().is_none() {
+            return Ok(());
+        }
+        let exists = self.store.vm(scope)?.is_some_and(|v| !v.deleting)
+            || self.store.uami(scope)?.is_some_and(|u| !u.deleting);
+        if exists {
+            Ok(())
+        } else {
+            Err(self.scope_not_found(scope))
+        }
+    }
+
+    fn scope_not_found(&self, scope: &ResourceId) -> ArmError {
+        ArmError::ResourceNotFound {
+            resource_type: scope.resource_type().unwrap_or_default(),
+            name: scope.name().to_string(),
+            group: scope.resource_group_name().unwrap_or_default().to_string(),
+        }
+    }
+
+    /// Assigns `role` to `principal_id` at `scope`. Assigning the same role to the same principal at
+    /// the same scope again returns the existing assignment (what `az role assignment create` shows;
+    /// ARM itself answers 409 `RoleAssignmentExists` for a new assignment name).
+    ///
+    /// # Errors
+    /// [`ArmError::InvalidArgument`] (bad scope or principal id), [`ArmError::RoleDefinitionNotFound`],
+    /// scope lookups ([`ArmError::ResourceGroupNotFound`], [`ArmError::ResourceNotFound`]).
+    pub async fn create_role_assignment(
+        &self,
+        scope: &str,
+        role: &str,
+        principal_id: &str,
+        principal_type: &str,
+    ) -> Result<RoleAssignment> {
+        let scope = ResourceId::parse(scope)?;
+        let def =
+            find_role(role).ok_or_else(|| ArmError::RoleDefinitionNotFound(role.to_string()))?;
+        let principal = uuid::Uuid::parse_str(principal_id)
+            .map_err(|_| {
+                ArmError::InvalidArgument(format!(
+                    "The principal id '{principal_id}' is not a valid GUID."
+                ))
+            })?
+            .to_string();
+        self.require_scope(&scope)?;
+        let _guard = self.locks.lock("role-assignments").await;
+        if let Some(existing) = self
+            .store
+            .role_assignments
+            .values()?
+            .into_iter()
+            .find(|ra| {
+                ra.scope == scope
+                    && ra.principal_id.eq_ignore_ascii_case(&principal)
+                    && ra.role_definition_guid == def.guid
+            })
+        {
+            return Ok(existing);
+        }
+        let name = uuid::Uuid::new_v4().to_string();
+        let ra = RoleAssignment {
+            id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
+            name,
+            scope: scope.clone(),
+            role_definition_guid: def.guid.to_string(),
+            principal_id: principal.clone(),
+            principal_type: if principal_type.is_empty() {
+                "ServicePrincipal".into()
+            } else {
+                principal_type.to_string()
+            },
+        };
+        self.store
+            .role_assignments
+            .put(&ra.id.to_ascii_lowercase(), &ra)?;
+        self.store.flush().await?;
+        info!(step = 4, principal = %principal, role = def.role_name, scope = %scope, assignment = %ra.name, "created role assignment");
+        Ok(ra)
+    }
+
+    /// Role assignments that apply at `scope` (at it or inherited from its parents), optionally only
+    /// those of `principal_id`. An empty scope means the default subscription.
+    ///
+    /// # Errors
+    /// [`ArmError::InvalidArgument`] for a malformed scope, subscription lookups.
+    pub fn list_role_assignments(
+        &self,
+        scope: &str,
+        principal_id: &str,
+    ) -> Result<Vec<RoleAssignment>> {
+        let scope = if scope.is_empty() {
+            self.subscription("")?.id()
+        } else {
+            ResourceId::parse(scope)?
+        };
+        Ok(self
+            .store
+            .role_assignments
+            .values()?
+            .into_iter()
+            .filter(|ra| scope.is_within(&ra.scope))
+            .filter(|ra| {
+                principal_id.is_empty() || ra.principal_id.eq_ignore_ascii_case(principal_id)
+            })
+            .collect())
+    }
+
+    /// Deletes a role assignment by id; deleting an absent one succeeds (ARM answers 204).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn delete_role_assignment(&self, id: &str) -> Result<()> {
+        if let Some(ra) = self
+            .store
+            .role_assignments
+            .remove(&id.trim_end_matches('/').to_ascii_lowercase())?
+        {
+            self.store.flush().await?;
+            info!(principal = %ra.principal_id, scope = %ra.scope, assignment = %ra.name, "deleted role assignment");
+        }
+        Ok(())
+    }
+
+    /// True when `principal_id` holds a role at `resource` or one of its parents that permits `action`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn authorize(
+        &self,
+        principal_id: &str,
+        action: &str,
+        resource: &ResourceId,
+    ) -> Result<bool> {
+        Ok(self.store.role_assignments.values()?.iter().any(|ra| {
+            ra.principal_id.eq_ignore_ascii_case(principal_id)
+                && resource.is_within(&ra.scope)
+                && find_role(&ra.role_definition_guid).is_some_and(|r| r.allows(action))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_match_like_azure_rbac() {
+        assert!(action_matches(
+            "*",
+            "Microsoft.Compute/virtualMachines/read"
+        ));
+        assert!(action_matches(
+            "*/read",
+            "microsoft.compute/virtualmachines/READ"
+        ));
+        assert!(!action_matches(
+            "*/read",
+            "Microsoft.Compute/virtualMachines/write"
+        ));
+        assert!(action_matches(
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Authorization/roleAssignments/write"
+        ));
+        assert!(!action_matches(
+            "Microsoft.Authorization/*/Write",
+            "Microsoft.Compute/virtualMachines/write"
+        ));
+        assert!(action_matches("a*b*c", "aXbYc"));
+        assert!(!action_matches("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn built_in_roles_allow_what_azure_documents() {
+        let reader = find_role("reader").unwrap();
+        let contributor = find_role("b24988ac-6180-42a0-ab88-20f7382dd24c").unwrap();
+        let owner = find_role("/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635").unwrap();
+        assert!(reader.allows("Microsoft.Compute/virtualMachines/read"));
+        assert!(!reader.allows("Microsoft.Compute/virtualMachines/write"));
+        assert!(contributor.allows("Microsoft.Compute/virtualMachines/write"));
+        assert!(!contributor.allows("Microsoft.Authorization/roleAssignments/write"));
+        assert!(owner.allows("Microsoft.Authorization/roleAssignments/write"));
+        assert!(find_role("Nobody").is_none());
+    }
+}

@@ -1,0 +1,211 @@
+//! The ARM control plane's domain core: the [`Arm`] handle, subscriptions, resource groups and the
+//! shared lookups (default subscription, name validation) the VM, identity and RBAC modules use.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use misim_core::{Clock, ResourceId};
+use tracing::info;
+
+use crate::clients::Peers;
+use crate::error::{ArmError, Result};
+use crate::model::{ResourceGroup, Subscription};
+use crate::store::ArmStore;
+
+/// Per-resource async locks: every change to one VM or UAMI (RPC or reconcile) runs under its lock,
+/// so a reconcile tick and an RPC never interleave on the same resource.
+#[derive(Default)]
+pub struct KeyedLocks {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl KeyedLocks {
+    /// Waits for and takes the lock of `key` (a lower-cased resource id).
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+}
+
+/// ARM's state and peers; the gRPC and REST adapters call into this.
+pub struct Arm {
+    pub(crate) store: ArmStore,
+    pub(crate) peers: Peers,
+    pub(crate) clock: Clock,
+    pub(crate) locks: KeyedLocks,
+}
+
+/// Checks a resource name the way ARM does for groups, VMs and identities: 1–90 characters of
+/// letters, digits, `-`, `_`, `.`, `(`, `)`, not ending in `.`.
+///
+/// # Errors
+/// [`ArmError::InvalidArgument`] naming what is wrong.
+pub fn validate_name(kind: &str, name: &str) -> Result<()> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c));
+    if name.is_empty() || name.len() > 90 || !ok_chars || name.ends_with('.') {
+        return Err(ArmError::InvalidArgument(format!(
+            "The {kind} name '{name}' is invalid. It must be 1-90 characters of letters, digits, '-', '_', '.', '(' or ')' and must not end with '.'."
+        )));
+    }
+    Ok(())
+}
+
+impl Arm {
+    /// Builds the core over an opened store and peer clients.
+    pub fn new(store: ArmStore, peers: Peers, clock: Clock) -> Self {
+        Arm {
+            store,
+            peers,
+            clock,
+            locks: KeyedLocks::default(),
+        }
+    }
+
+    /// The store (tests and the REST surface read it).
+    pub fn store(&self) -> &ArmStore {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The subscription `subscription_id`, or the default one when empty.
+    ///
+    /// # Errors
+    /// [`ArmError::SubscriptionNotFound`]; [`ArmError::Unavailable`] when bootstrap has not yet
+    /// created the default subscription (Azure AD not reachable yet).
+    pub fn subscription(&self, subscription_id: &str) -> Result<Subscription> {
+        if subscription_id.is_empty() {
+            return self.store.default_subscription()?.ok_or_else(|| {
+                ArmError::Unavailable(
+                    "the default subscription is not created yet (waiting for azure ad)".into(),
+                )
+            });
+        }
+        self.store
+            .subscription(subscription_id)?
+            .ok_or_else(|| ArmError::SubscriptionNotFound(subscription_id.to_string()))
+    }
+
+    /// All subscriptions.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn list_subscriptions(&self) -> Result<Vec<Subscription>> {
+        Ok(self.store.subscriptions.values()?)
+    }
+
+    /// The resource group `name` of the subscription (empty: default).
+    ///
+    /// # Errors
+    /// [`ArmError::ResourceGroupNotFound`], [`ArmError::SubscriptionNotFound`].
+    pub fn group(&self, subscription_id: &str, name: &str) -> Result<ResourceGroup> {
+        let sub = self.subscription(subscription_id)?;
+        validate_name("resource group", name)
+            .map_err(|_| ArmError::ResourceGroupNotFound(name.to_string()))?;
+        let id = ResourceId::resource_group(&sub.subscription_id, name);
+        self.store
+            .group(&id)?
+            .ok_or_else(|| ArmError::ResourceGroupNotFound(name.to_string()))
+    }
+
+    /// Creates a resource group; creating an existing one again returns it unchanged (ARM PUT is
+    /// idempotent), unless the location differs (409 `InvalidResourceGroupLocation`, as ARM).
+    ///
+    /// # Errors
+    /// [`ArmError::InvalidArgument`] for a bad name or empty location, [`ArmError::Conflict`].
+    pub async fn create_group(
+        &self,
+        subscription_id: &str,
+        name: &str,
+        location: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<ResourceGroup> {
+        let sub = self.subscription(subscription_id)?;
+        validate_name("resource group", name)?;
+        if location.is_empty() {
+            return Err(ArmError::InvalidArgument(
+                "The resource group location is required.".into(),
+            ));
+        }
+        let id = ResourceId::resource_group(&sub.subscription_id, name);
+        let _guard = self.locks.lock(&id.key()).await;
+        if let Some(existing) = self.store.group(&id)? {
+            if !existing.location.eq_ignore_ascii_case(location) {
+                return Err(ArmError::Conflict {
+                    code: "InvalidResourceGroupLocation",
+                    message: format!(
+                        "Invalid resource group location '{location}'. The Resource group already exists in location '{}'.",
+                        existing.location
+                    ),
+                });
+            }
+            return Ok(existing);
+        }
+        let group = ResourceGroup {
+            id: id.clone(),
+            location: location.to_string(),
+            tags,
+        };
+        self.store.groups.put(&id.key(), &group)?;
+        self.store.flush().await?;
+        info!(group = %id, location, "created resource group");
+        Ok(group)
+    }
+
+    /// Resource groups of a subscription.
+    ///
+    /// # Errors
+    /// [`ArmError::SubscriptionNotFound`], store failures.
+    pub fn list_groups(&self, subscription_id: &str) -> Result<Vec<ResourceGroup>> {
+        let sub = self.subscription(subscription_id)?;
+        let prefix = format!("{}/resourcegroups/", sub.id().key());
+        Ok(self
+            .store
+            .groups
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .map(|(_, g)| g)
+            .collect())
+    }
+
+    /// Deletes a resource group with everything in it (VMs, their system-assigned identities, UAMIs
+    /// and role assignments within), as ARM does. Deleting an absent group succeeds.
+    ///
+    /// # Errors
+    /// [`ArmError::ReconcilePending`] when a contained resource could not be deleted yet (the group
+    /// stays; deleting it again continues).
+    pub async fn delete_group(&self, subscription_id: &str, name: &str) -> Result<()> {
+        let group = match self.group(subscription_id, name) {
+            Ok(g) => g,
+            Err(ArmError::ResourceGroupNotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let sub = group.id.subscription_id().to_string();
+        for vm in self.store.vms_within(&group.id)? {
+            self.delete_vm(&sub, name, vm.id.name()).await?;
+        }
+        for uami in self.store.uamis_within(&group.id)? {
+            self.delete_user_assigned_identity(&sub, name, uami.id.name())
+                .await?;
+        }
+        for ra in self.store.role_assignments.values()? {
+            if ra.scope.is_within(&group.id) {
+                self.store
+                    .role_assignments
+                    .remove(&ra.id.to_ascii_lowercase())?;
+            }
+        }
+        self.store.groups.remove(&group.id.key())?;
+        self.store.flush().await?;
+        info!(group = %group.id, "deleted resource group");
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! ARM's tables in its sled store, keyed by lower-cased resource ids ([`ResourceId::key`]) so lookups
+//! ignore case as ARM does.
+
+use std::path::Path;
+
+use misim_core::{ResourceId, Store, Table};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm};
+
+/// Counters ARM keeps (private IP allocation).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    next: u64,
+}
+
+/// Typed access to ARM's state.
+#[derive(Clone)]
+pub struct ArmStore {
+    store: Store,
+    /// Subscriptions by lower-cased GUID.
+    pub subscriptions: Table<Subscription>,
+    /// Resource groups by id key.
+    pub groups: Table<ResourceGroup>,
+    /// Virtual machines by id key.
+    pub vms: Table<Vm>,
+    /// User-assigned identities by id key.
+    pub uamis: Table<Uami>,
+    /// Role assignments by lower-cased assignment id.
+    pub role_assignments: Table<RoleAssignment>,
+    counters: Table<Counter>,
+}
+
+impl ArmStore {
+    /// Opens ARM's database in `dir`.
+    ///
+    /// # Errors
+    /// [`misim_core::StoreError`] when sled cannot open the directory.
+    pub fn open(dir: &Path) -> Result<Self, misim_core::StoreError> {
+        Self::from_store(Store::open(dir)?)
+    }
+
+    /// Wraps an already open store (tests use [`Store::temporary`]).
+    ///
+    /// # Errors
+    /// [`misim_core::StoreError`] when a table cannot be opened.
+    pub fn from_store(store: Store) -> Result<Self, misim_core::StoreError> {
+        Ok(ArmStore {
+            subscriptions: store.table("subscriptions")?,
+            groups: store.table("resource_groups")?,
+            vms: store.table("vms")?,
+            uamis: store.table("uamis")?,
+            role_assignments: store.table("role_assignments")?,
+            counters: store.table("counters")?,
+            store,
+        })
+    }
+
+    /// Flushes to disk (call before acknowledging a write).
+    ///
+    /// # Errors
+    /// [`crate::error::ArmError::Store`] on I/O failure.
+    pub async fn flush(&self) -> Result<()> {
+        Ok(self.store.flush().await?)
+    }
+
+    /// The subscription with this GUID (any case).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn subscription(&self, subscription_id: &str) -> Result<Option<Subscription>> {
+        Ok(self
+            .subscriptions
+            .get(&subscription_id.to_ascii_lowercase())?)
+    }
+
+    /// The default subscription, if bootstrap created one.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn default_subscription(&self) -> Result<Option<Subscription>> {
+        Ok(self
+            .subscriptions
+            .values()?
+            .into_iter()
+            .find(|s| s.is_default))
+    }
+
+    /// The resource group with this id.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn group(&self, id: &ResourceId) -> Result<Option<ResourceGroup>> {
+        Ok(self.groups.get(&id.key())?)
+    }
+
+    /// The VM with this id, including one being deleted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn vm(&self, id: &ResourceId) -> Result<Option<Vm>> {
+        Ok(self.vms.get(&id.key())?)
+    }
+
+    /// The UAMI with this id, including one being deleted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn uami(&self, id: &ResourceId) -> Result<Option<Uami>> {
+        Ok(self.uamis.get(&id.key())?)
+    }
+
+    /// VMs whose id lies within `scope` (a subscription or group), excluding ones being deleted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn vms_within(&self, scope: &ResourceId) -> Result<Vec<Vm>> {
+        Ok(self
+            .vms
+            .scan_prefix(&format!("{}/", scope.key()))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .filter(|v| !v.deleting)
+            .collect())
+    }
+
+    /// UAMIs whose id lies within `scope`, excluding ones being deleted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn uamis_within(&self, scope: &ResourceId) -> Result<Vec<Uami>> {
+        Ok(self
+            .uamis
+            .scan_prefix(&format!("{}/", scope.key()))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .filter(|u| !u.deleting)
+            .collect())
+    }
+
+    /// The next private IP address index (0, 1, 2, ...), persisted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn next_ip_index(&self) -> Result<u64> {
+        let mut c = self.counters.get("private_ip")?.unwrap_or_default();
+        let n = c.next;
+        c.next += 1;
+        self.counters.put("private_ip", &c)?;
+        Ok(n)
+    }
+}
