@@ -3,12 +3,32 @@
 //!
 //! Local mode: every VM gets its own loopback listener, and the listener identifies the calling VM.
 
+mod aad_client;
+mod cache;
+mod error;
+mod grpc;
+mod host;
+mod http;
+mod model;
+mod selection;
+mod store;
+mod throttle;
+mod versions;
+
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use misim_core::Clock;
+use misim_core::{Clock, Store};
+use misim_proto::imds::host_agent_server::HostAgentServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::server::NamedService;
+use tracing::info;
+
+pub use error::{ImdsError, Surface};
+pub use throttle::ImdsLimits;
 
 /// How to run one host.
 #[derive(Clone, Debug)]
@@ -25,7 +45,17 @@ pub struct Config {
     pub vm_listen_ip: IpAddr,
     /// Time source.
     pub clock: Clock,
+    /// Per-VM IMDS throttling (default: Azure's 20 req/s and 5 concurrent for identity, 5 req/s for
+    /// the other categories; [`ImdsLimits::unlimited`] switches it off).
+    pub limits: ImdsLimits,
+    /// How often every served identity's credential is fetched again from MSRP so certificate
+    /// renewals reach the host, in seconds of wall time; 0 disables. Default
+    /// [`DEFAULT_CREDENTIAL_REFRESH_SECS`].
+    pub credential_refresh_secs: u64,
 }
+
+/// Default of [`Config::credential_refresh_secs`]: one hour.
+pub const DEFAULT_CREDENTIAL_REFRESH_SECS: u64 = 3600;
 
 /// Errors that stop the host.
 #[derive(Debug, thiserror::Error)]
@@ -36,14 +66,53 @@ pub enum RunError {
     /// Serving failed.
     #[error(transparent)]
     Serve(#[from] misim_core::serve::ServeError),
+    /// The stored VMs could not be reloaded (unreadable store, no port for a listener).
+    #[error(transparent)]
+    Host(#[from] ImdsError),
 }
 
 /// Runs the host agent on `agent_listener` and the IMDS endpoints of the VMs placed here, until
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. On start, VMs stored by a previous run are reloaded with their identities
+/// and credentials (MSRP is not called) and their IMDS listeners re-bound on the same ports when free.
 ///
 /// # Errors
 /// [`RunError`] when the store cannot be opened or the agent server fails.
-pub async fn run(config: Config, agent_listener: TcpListener, shutdown: CancellationToken) -> Result<(), RunError> {
-    let _ = (config, agent_listener, shutdown);
-    todo!("misim-imds")
+pub async fn run(
+    config: Config,
+    agent_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let store = store::HostStore::new(Store::open(&config.data_dir)?)?;
+    let tasks = TaskTracker::new();
+    let vms_shutdown = shutdown.child_token();
+    let host = host::Host::start(&config, store, vms_shutdown.clone(), tasks.clone()).await?;
+    if config.credential_refresh_secs > 0 {
+        let (host, stop) = (host.clone(), vms_shutdown.clone());
+        let period = Duration::from_secs(config.credential_refresh_secs);
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => { host.refresh_credentials().await; }
+                }
+            }
+        });
+    }
+    let service = HostAgentServer::new(grpc::agent::AgentService::new(host.clone()));
+    let name = <HostAgentServer<grpc::agent::AgentService> as NamedService>::NAME;
+    info!(host = %config.host_name, agent = ?agent_listener.local_addr().ok(), "host agent listening");
+    let served = misim_core::serve::serve_grpc(
+        agent_listener,
+        tonic::service::Routes::new(service),
+        &[name],
+        shutdown,
+    )
+    .await;
+    vms_shutdown.cancel();
+    drop(host);
+    tasks.close();
+    tasks.wait().await;
+    served?;
+    Ok(())
 }

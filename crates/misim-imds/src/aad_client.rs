@@ -1,0 +1,241 @@
+//! Step 6: IMDS asks Azure AD for a token on behalf of a VM identity with the client-credentials grant
+//! and a certificate client assertion (the brief's AAD contract; Entra "certificate credentials", S13).
+
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use misim_core::{cert, Clock};
+use serde::Serialize;
+use serde_json::Value;
+use tracing::warn;
+
+use crate::error::{ImdsError, Result};
+use crate::model::Credential;
+
+/// Client assertions are valid for 10 minutes (`exp = now + 600`).
+pub const ASSERTION_LIFETIME_SECS: i64 = 600;
+
+/// A token Azure AD issued (v1 response, values parsed to numbers).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AadToken {
+    /// The JWT. Never logged.
+    pub access_token: String,
+    /// Expiry, epoch seconds (`exp`).
+    pub expires_on: i64,
+    /// Validity start, epoch seconds (`nbf`).
+    pub not_before: i64,
+    /// Extended lifetime, seconds.
+    pub ext_expires_in: i64,
+    /// The resource (audience) as AAD echoed it.
+    pub resource: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+}
+
+impl std::fmt::Debug for AadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AadToken")
+            .field("expires_on", &self.expires_on)
+            .field("resource", &self.resource)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One token request: which identity, for which resource.
+#[derive(Debug)]
+pub struct TokenRequest<'a> {
+    /// Tenant of the identity's service principal.
+    pub tenant_id: &'a str,
+    /// Client id of the identity.
+    pub client_id: &'a str,
+    /// Resource (App ID URI) as the VM asked for it.
+    pub resource: &'a str,
+    /// The identity's certificate and key.
+    pub credential: &'a Credential,
+    /// For user-assigned identities: the VM's resource ID, sent as `xms_az_rid`.
+    pub xms_az_rid: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AssertionClaims<'a> {
+    aud: &'a str,
+    iss: &'a str,
+    sub: &'a str,
+    jti: String,
+    nbf: i64,
+    iat: i64,
+    exp: i64,
+}
+
+/// Builds and signs the client assertion: header `{"alg":"RS256","typ":"JWT","x5t":…}`, claims
+/// `aud = token_endpoint`, `iss = sub = client_id`, `jti`, `nbf = iat = now`, `exp = now + 600`.
+/// CPU-bound (RSA signature): call from a blocking thread.
+///
+/// # Errors
+/// [`ImdsError::Internal`] when the private key cannot be used.
+pub fn client_assertion(
+    token_endpoint: &str,
+    client_id: &str,
+    credential: &Credential,
+    now: i64,
+) -> Result<String> {
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("JWT".into());
+    header.x5t = Some(cert::x5t(&credential.certificate_der));
+    let claims = AssertionClaims {
+        aud: token_endpoint,
+        iss: client_id,
+        sub: client_id,
+        jti: uuid::Uuid::new_v4().to_string(),
+        nbf: now,
+        iat: now,
+        exp: now + ASSERTION_LIFETIME_SECS,
+    };
+    let key = signing_key(credential)?;
+    jsonwebtoken::encode(&header, &claims, &key)
+        .map_err(|e| ImdsError::Internal(format!("signing assertion: {e}")))
+}
+
+/// The jsonwebtoken key of a credential's PKCS#8 private key.
+///
+/// # Errors
+/// [`ImdsError::Internal`] when the key is not a PKCS#8 RSA key.
+pub fn signing_key(credential: &Credential) -> Result<EncodingKey> {
+    let pem = cert::to_pem("PRIVATE KEY", &credential.private_key_pkcs8_der);
+    EncodingKey::from_rsa_pem(pem.as_bytes())
+        .map_err(|e| ImdsError::Internal(format!("identity key: {e}")))
+}
+
+/// HTTP client for Azure AD's v1 token endpoint.
+#[derive(Clone, Debug)]
+pub struct AadClient {
+    http: reqwest::Client,
+    aad_url: String,
+    clock: Clock,
+}
+
+impl AadClient {
+    /// A client for the AAD at `aad_url` (no proxy, 30 s timeout).
+    ///
+    /// # Errors
+    /// [`ImdsError::Internal`] when the HTTP client cannot be built.
+    pub fn new(aad_url: &str, clock: Clock) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ImdsError::Internal(format!("http client: {e}")))?;
+        Ok(AadClient {
+            http,
+            aad_url: aad_url.trim_end_matches('/').to_string(),
+            clock,
+        })
+    }
+
+    /// `POST {aad_url}/{tenant}/oauth2/token` with a signed client assertion.
+    ///
+    /// # Errors
+    /// [`ImdsError::InvalidResource`] with AAD's description when AAD answers `invalid_resource`
+    /// (unknown resource, AADSTS500011); [`ImdsError::Aad`] when AAD is unreachable or answers
+    /// anything else (IMDS then reports 500 "Failed to retrieve token from the Active directory", S1).
+    pub async fn fetch(&self, req: TokenRequest<'_>) -> Result<AadToken> {
+        let endpoint = format!("{}/{}/oauth2/token", self.aad_url, req.tenant_id);
+        let now = self.clock.now();
+        let (aud, client_id, credential) = (
+            endpoint.clone(),
+            req.client_id.to_string(),
+            req.credential.clone(),
+        );
+        let assertion = tokio::task::spawn_blocking(move || {
+            client_assertion(&aud, &client_id, &credential, now)
+        })
+        .await
+        .map_err(|e| ImdsError::Internal(format!("signing task: {e}")))??;
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", req.client_id),
+            ("resource", req.resource),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            ("client_assertion", assertion.as_str()),
+        ];
+        if let Some(rid) = req.xms_az_rid {
+            form.push(("xms_az_rid", rid));
+        }
+        let resp = self
+            .http
+            .post(&endpoint)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| ImdsError::Aad(format!("cannot reach {endpoint}: {e}")))?;
+        let status = resp.status();
+        let body: Value = resp
+            .json()
+            .await
+            .map_err(|e| ImdsError::Aad(format!("unreadable answer ({status}): {e}")))?;
+        if status.is_success() {
+            return parse_token(&body, now);
+        }
+        let error = body["error"].as_str().unwrap_or_default();
+        let description = body["error_description"].as_str().unwrap_or_default();
+        if error == "invalid_resource" {
+            return Err(ImdsError::InvalidResource(description.to_string()));
+        }
+        let first_line = description.lines().next().unwrap_or_default();
+        warn!(
+            status = status.as_u16(),
+            error,
+            description = first_line,
+            "azure ad refused the token request"
+        );
+        Err(ImdsError::Aad(format!("{status} {error}")))
+    }
+}
+
+/// A number that AAD sends as a JSON string (v1) or integer (v2).
+fn number(body: &Value, field: &str) -> Option<i64> {
+    match &body[field] {
+        Value::String(s) => s.parse().ok(),
+        v => v.as_i64(),
+    }
+}
+
+fn parse_token(body: &Value, now: i64) -> Result<AadToken> {
+    let access_token = body["access_token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| ImdsError::Aad("answer without access_token".into()))?;
+    let expires_on = number(body, "expires_on")
+        .or_else(|| number(body, "expires_in").map(|s| now + s))
+        .ok_or_else(|| ImdsError::Aad("answer without expires_on".into()))?;
+    Ok(AadToken {
+        access_token: access_token.to_string(),
+        expires_on,
+        not_before: number(body, "not_before").unwrap_or(now),
+        ext_expires_in: number(body, "ext_expires_in").unwrap_or(expires_on - now),
+        resource: body["resource"].as_str().unwrap_or_default().to_string(),
+        token_type: body["token_type"].as_str().unwrap_or("Bearer").to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_v1_strings_and_v2_integers() {
+        let v1 = json!({"access_token":"a","expires_on":"2000","not_before":"1000","ext_expires_in":"5","resource":"r","token_type":"Bearer"});
+        let t = parse_token(&v1, 1_000).unwrap();
+        assert_eq!(
+            (t.expires_on, t.not_before, t.ext_expires_in),
+            (2_000, 1_000, 5)
+        );
+        let v2 = json!({"access_token":"a","expires_in":3599,"token_type":"Bearer"});
+        assert_eq!(parse_token(&v2, 1_000).unwrap().expires_on, 4_599);
+        assert!(parse_token(&json!({"expires_in":1}), 0).is_err());
+    }
+}

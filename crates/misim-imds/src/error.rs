@@ -1,0 +1,273 @@
+//! The crate's one error type, mapped once to a gRPC `Status` (host agent API) and once to the IMDS
+//! HTTP error bodies (reference §1.4), so every surface answers in the real service's shape.
+
+use axum::http::StatusCode;
+use serde_json::{json, Value};
+
+use crate::versions;
+
+/// Result alias for this crate.
+pub type Result<T, E = ImdsError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong on this host, for the agent API and for the IMDS endpoints.
+#[derive(Debug, thiserror::Error)]
+pub enum ImdsError {
+    /// The `Metadata: true` header is missing or wrong (IMDS requires it on every request, S1/S2).
+    #[error("required metadata header not specified")]
+    MissingMetadataHeader,
+    /// The request carries `X-Forwarded-For` (IMDS rejects proxied requests, S2).
+    #[error("request carries an x-forwarded-for header")]
+    ForwardedFor,
+    /// A query parameter name appears twice ("requests with duplicate query parameter names will be
+    /// rejected", S2).
+    #[error("duplicate query parameter '{0}'")]
+    DuplicateQuery(String),
+    /// A required query variable (`api-version`, `resource`) is missing or empty.
+    #[error("required query variable '{0}' is missing")]
+    MissingQuery(&'static str),
+    /// `api-version` is not a known IMDS version (or too old for the identity category).
+    #[error("invalid api-version '{0}'")]
+    InvalidApiVersion(String),
+    /// More than one of `client_id`, `object_id`, `msi_res_id`/`mi_res_id` was given (S3).
+    #[error("more than one identity selector given")]
+    ConflictingSelectors,
+    /// A query variable has a value IMDS does not accept (e.g. `bypass_cache=false`).
+    #[error("invalid value for query variable '{0}'")]
+    InvalidQueryValue(&'static str),
+    /// The VM has no identity matching the request (reference §1.3).
+    #[error("identity not found")]
+    IdentityNotFound,
+    /// No selector given and the VM has two or more user-assigned identities and no system one (§1.3).
+    #[error("multiple user-assigned identities exist and no selector was given")]
+    MultipleUserAssigned,
+    /// Azure AD answered `invalid_resource` (AADSTS500011); carries AAD's `error_description`.
+    #[error("azure ad rejected the resource")]
+    InvalidResource(String),
+    /// Azure AD could not be reached or answered something other than a token or `invalid_resource`.
+    #[error("azure ad token request failed: {0}")]
+    Aad(String),
+    /// Per-VM rate or concurrency limit exceeded (reference §1.5).
+    #[error("throttled")]
+    Throttled,
+    /// Unknown IMDS path.
+    #[error("path not found")]
+    NotFound,
+    /// An HTTP verb other than GET.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// A leaf of the instance metadata was requested without `format=text` (S2).
+    #[error("leaf nodes require format=text")]
+    LeafNeedsText,
+    /// A host agent request is malformed.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The VM is not placed on this host.
+    #[error("vm {0} is not placed on this host")]
+    VmNotFound(String),
+    /// MSRP could not hand out a credential.
+    #[error("msrp: {0}")]
+    Msrp(String),
+    /// MSRP's credential belongs to another client id than the one ARM configured.
+    #[error("credential of {identity} has client id {got}, expected {expected}")]
+    CredentialMismatch {
+        /// Identity resource ID.
+        identity: String,
+        /// Client id ARM configured.
+        expected: String,
+        /// Client id MSRP returned.
+        got: String,
+    },
+    /// No listener could be bound for a VM's IMDS endpoint.
+    #[error("cannot bind imds listener: {0}")]
+    Bind(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] misim_core::StoreError),
+    /// A bug or an unexpected internal failure.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Which IMDS category answers: the identity category and the instance/other categories use
+/// different error shapes (reference §1.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Surface {
+    /// `/metadata/identity/*`: `{"error","error_description"}`.
+    Identity,
+    /// `/metadata/instance`, `/metadata/versions`: `{"error":"Bad request. ..."}`.
+    Instance,
+}
+
+fn identity_body(error: &str, description: &str) -> Value {
+    json!({ "error": error, "error_description": description })
+}
+
+impl ImdsError {
+    /// The gRPC status the host agent API answers with.
+    pub fn to_status(&self) -> tonic::Status {
+        use tonic::Status;
+        match self {
+            ImdsError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+            ImdsError::VmNotFound(_) => Status::not_found(self.to_string()),
+            ImdsError::Msrp(_) => Status::unavailable(self.to_string()),
+            ImdsError::CredentialMismatch { .. } => Status::failed_precondition(self.to_string()),
+            ImdsError::Bind(_) => Status::resource_exhausted(self.to_string()),
+            _ => Status::internal(self.to_string()),
+        }
+    }
+
+    /// The HTTP status and JSON body IMDS answers with on `surface` (reference §1.4; exact bodies where
+    /// the reference has them, the same shape otherwise).
+    pub fn http(&self, surface: Surface) -> (StatusCode, Value) {
+        match surface {
+            Surface::Identity => self.identity_http(),
+            Surface::Instance => self.instance_http(),
+        }
+    }
+
+    fn identity_http(&self) -> (StatusCode, Value) {
+        let bad = |d: &str| (StatusCode::BAD_REQUEST, identity_body("invalid_request", d));
+        match self {
+            ImdsError::MissingMetadataHeader => bad("Required metadata header not specified"),
+            ImdsError::ForwardedFor => bad("Request must not contain the X-Forwarded-For header"),
+            ImdsError::DuplicateQuery(n) => bad(&format!("Duplicate query parameter name '{n}' in request")),
+            ImdsError::MissingQuery(n) => bad(&format!("Required query variable '{n}' is missing")),
+            ImdsError::InvalidApiVersion(_) => bad("Invalid 'api-version' requested"),
+            ImdsError::ConflictingSelectors => {
+                bad("Only one of client_id, object_id or msi_res_id can be specified in the token request")
+            }
+            ImdsError::InvalidQueryValue(n) => bad(&format!("Invalid value for query variable '{n}'")),
+            ImdsError::IdentityNotFound => bad("Identity not found"),
+            ImdsError::MultipleUserAssigned => bad(
+                "Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request",
+            ),
+            ImdsError::InvalidResource(d) => (StatusCode::BAD_REQUEST, identity_body("invalid_resource", d)),
+            ImdsError::Aad(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                identity_body("unknown", "Failed to retrieve token from the Active directory"),
+            ),
+            ImdsError::Throttled => throttled(),
+            ImdsError::NotFound => (StatusCode::NOT_FOUND, json!({ "error": "Not Found" })),
+            ImdsError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                identity_body("method_not_allowed", "The requested method is not supported"),
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                identity_body("server_error", "Internal server error"),
+            ),
+        }
+    }
+
+    fn instance_http(&self) -> (StatusCode, Value) {
+        let bad = |d: &str| {
+            (
+                StatusCode::BAD_REQUEST,
+                json!({ "error": format!("Bad request. {d}") }),
+            )
+        };
+        match self {
+            ImdsError::MissingMetadataHeader => bad("Required metadata header not specified"),
+            ImdsError::ForwardedFor => bad("Request must not contain the X-Forwarded-For header"),
+            ImdsError::DuplicateQuery(_) => {
+                bad("Requests with duplicate query parameter names are not supported")
+            }
+            ImdsError::MissingQuery("api-version") => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": "Bad request. api-version was not specified in the request. For more information refer to aka.ms/azureimds",
+                    "newest-versions": versions::newest(3),
+                }),
+            ),
+            ImdsError::InvalidApiVersion(_) => (
+                StatusCode::BAD_REQUEST,
+                json!({
+                    "error": "Bad request. api-version is invalid. For more information refer to aka.ms/azureimds",
+                    "newest-versions": versions::newest(3),
+                }),
+            ),
+            ImdsError::MissingQuery(n) => bad(&format!("Required query variable '{n}' is missing")),
+            ImdsError::InvalidQueryValue(n) => {
+                bad(&format!("Invalid value for query variable '{n}'"))
+            }
+            ImdsError::LeafNeedsText => bad("Leaf nodes require format=text"),
+            ImdsError::Throttled => throttled(),
+            ImdsError::NotFound => (StatusCode::NOT_FOUND, json!({ "error": "Not found" })),
+            ImdsError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({ "error": "Method not allowed" }),
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": "Internal server error" }),
+            ),
+        }
+    }
+}
+
+fn throttled() -> (StatusCode, Value) {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        identity_body(
+            "invalid_request",
+            "Temporarily throttled, too many requests",
+        ),
+    )
+}
+
+impl From<ImdsError> for tonic::Status {
+    fn from(e: ImdsError) -> Self {
+        e.to_status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_errors_have_reference_bodies() {
+        let (s, b) = ImdsError::MissingQuery("resource").http(Surface::Identity);
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            b,
+            json!({"error":"invalid_request","error_description":"Required query variable 'resource' is missing"})
+        );
+        let (s, b) = ImdsError::Aad("x".into()).http(Surface::Identity);
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(b["error"], "unknown");
+        let (s, b) = ImdsError::NotFound.http(Surface::Identity);
+        assert_eq!(
+            (s, b),
+            (StatusCode::NOT_FOUND, json!({"error":"Not Found"}))
+        );
+    }
+
+    #[test]
+    fn instance_errors_have_instance_shape() {
+        let (s, b) = ImdsError::MissingMetadataHeader.http(Surface::Instance);
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            b,
+            json!({"error":"Bad request. Required metadata header not specified"})
+        );
+        let (_, b) = ImdsError::MissingQuery("api-version").http(Surface::Instance);
+        assert_eq!(b["newest-versions"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn agent_errors_map_to_grpc_codes() {
+        assert_eq!(
+            ImdsError::VmNotFound("x".into()).to_status().code(),
+            tonic::Code::NotFound
+        );
+        assert_eq!(
+            ImdsError::Msrp("down".into()).to_status().code(),
+            tonic::Code::Unavailable
+        );
+        assert_eq!(
+            ImdsError::InvalidArgument("x".into()).to_status().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! The `misim.imds.v1.HostAgent` gRPC service: ARM places VMs on this host and configures their
+//! identities (step 3). Each call converts its request, runs the [`Host`] operation and maps errors
+//! through [`ImdsError::to_status`](crate::ImdsError::to_status).
+
+use std::sync::Arc;
+
+use misim_proto::imds as pb;
+use misim_proto::imds::host_agent_server::HostAgent;
+use tonic::{Request, Response, Status};
+
+use super::convert::resource_id;
+use crate::error::ImdsError;
+use crate::host::Host;
+use crate::model::{IdentityRef, VmInfo};
+
+/// The host agent API over a [`Host`].
+#[derive(Clone)]
+pub struct AgentService {
+    host: Arc<Host>,
+}
+
+impl AgentService {
+    /// Serves `host`.
+    pub fn new(host: Arc<Host>) -> Self {
+        AgentService { host }
+    }
+}
+
+#[tonic::async_trait]
+impl HostAgent for AgentService {
+    async fn place_vm(
+        &self,
+        request: Request<pb::PlaceVmRequest>,
+    ) -> Result<Response<pb::PlacedVm>, Status> {
+        let vm = request
+            .into_inner()
+            .vm
+            .ok_or_else(|| ImdsError::InvalidArgument("vm is required".into()))?;
+        let placed = self.host.place_vm(VmInfo::try_from(vm)?).await?;
+        Ok(Response::new(placed.into()))
+    }
+
+    async fn get_vm(
+        &self,
+        request: Request<pb::GetVmRequest>,
+    ) -> Result<Response<pb::PlacedVm>, Status> {
+        let id = resource_id("resource_id", &request.into_inner().resource_id)?;
+        Ok(Response::new(self.host.get_vm(&id)?.into()))
+    }
+
+    async fn list_vms(
+        &self,
+        _request: Request<pb::ListVmsRequest>,
+    ) -> Result<Response<pb::ListVmsResponse>, Status> {
+        let vms = self.host.list_vms().into_iter().map(Into::into).collect();
+        Ok(Response::new(pb::ListVmsResponse { vms }))
+    }
+
+    async fn remove_vm(
+        &self,
+        request: Request<pb::RemoveVmRequest>,
+    ) -> Result<Response<pb::RemoveVmResponse>, Status> {
+        let id = resource_id("resource_id", &request.into_inner().resource_id)?;
+        self.host.remove_vm(&id).await?;
+        Ok(Response::new(pb::RemoveVmResponse {}))
+    }
+
+    async fn configure_identities(
+        &self,
+        request: Request<pb::ConfigureIdentitiesRequest>,
+    ) -> Result<Response<pb::PlacedVm>, Status> {
+        let request = request.into_inner();
+        let id = resource_id("resource_id", &request.resource_id)?;
+        let identities = request
+            .identities
+            .into_iter()
+            .map(IdentityRef::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Response::new(
+            self.host
+                .configure_identities(&id, identities)
+                .await?
+                .into(),
+        ))
+    }
+}

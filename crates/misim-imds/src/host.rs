@@ -1,0 +1,384 @@
+//! The host: the VMs placed on it, each with its own IMDS listener, and the operations the host agent
+//! API exposes (place, remove, configure identities, refresh credentials). State changes are stored
+//! and flushed before they are acknowledged; on start the stored VMs are reloaded and their listeners
+//! re-bound on the same ports.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+
+use misim_core::{serve, Clock, ResourceId};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::aad_client::{signing_key, AadClient};
+use crate::cache::TokenCache;
+use crate::error::{ImdsError, Result};
+use crate::grpc::msrp::MsrpCredentials;
+use crate::model::{
+    Credential, HeldIdentity, IdentityKind, IdentityRef, PlacedVm, ServedIdentity, VmInfo, VmRecord,
+};
+use crate::store::HostStore;
+use crate::throttle::{ImdsLimits, VmThrottle};
+use crate::Config;
+
+/// One VM placed on this host, while its IMDS listener runs.
+#[derive(Debug)]
+pub struct Vm {
+    /// Store key (lower-case resource ID).
+    pub key: String,
+    record: RwLock<VmRecord>,
+    /// This VM's throttle state.
+    pub throttle: VmThrottle,
+    stop: CancellationToken,
+}
+
+impl Vm {
+    /// A copy of the VM's current record (metadata and identities).
+    pub fn snapshot(&self) -> VmRecord {
+        match self.record.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, record: VmRecord) {
+        match self.record.write() {
+            Ok(mut r) => *r = record,
+            Err(poisoned) => *poisoned.into_inner() = record,
+        }
+    }
+}
+
+/// Everything one host runs: store, MSRP and AAD clients, token cache and the placed VMs.
+pub struct Host {
+    host_name: String,
+    listen_ip: IpAddr,
+    limits: ImdsLimits,
+    /// Time source.
+    pub clock: Clock,
+    store: HostStore,
+    msrp: MsrpCredentials,
+    /// Azure AD token client (step 6).
+    pub aad: AadClient,
+    /// Token cache.
+    pub cache: TokenCache,
+    vms: RwLock<HashMap<String, Arc<Vm>>>,
+    admin: tokio::sync::Mutex<()>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Host {
+    /// Opens the host on `store`, reloads the stored VMs and re-binds their IMDS listeners (same port
+    /// when free, else a new one, logged). Listeners stop when `shutdown` is cancelled; their tasks are
+    /// tracked by `tasks`.
+    ///
+    /// # Errors
+    /// [`ImdsError::Store`] when the store cannot be read, [`ImdsError::Bind`] when no port can be bound,
+    /// [`ImdsError::Internal`] when a client cannot be built.
+    pub async fn start(
+        config: &Config,
+        store: HostStore,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Result<Arc<Host>> {
+        let host = Arc::new(Host {
+            host_name: config.host_name.clone(),
+            listen_ip: config.vm_listen_ip,
+            limits: config.limits.clone(),
+            clock: config.clock.clone(),
+            store,
+            msrp: MsrpCredentials::new(&config.msrp_grpc)?,
+            aad: AadClient::new(&config.aad_url, config.clock.clone())?,
+            cache: TokenCache::new(config.clock.clone()),
+            vms: RwLock::new(HashMap::new()),
+            admin: tokio::sync::Mutex::new(()),
+            shutdown,
+            tasks,
+        });
+        for mut record in host.store.all()? {
+            let listener = match host.bind(record.port).await {
+                Ok(l) => l,
+                Err(e) => {
+                    warn!(vm = %record.vm.resource_id, port = record.port, error = %e, "previous imds port unavailable, binding a new one");
+                    host.bind(0).await?
+                }
+            };
+            let port = local_port(&listener)?;
+            if port != record.port {
+                record.port = port;
+                host.store.put(&record).await?;
+            }
+            info!(vm = %record.vm.resource_id, endpoint = %host.endpoint(port), identities = record.identities.len(), "vm reloaded on host");
+            host.spawn_vm(record, listener);
+        }
+        Ok(host)
+    }
+
+    async fn bind(&self, port: u16) -> Result<TcpListener> {
+        serve::bind(SocketAddr::new(self.listen_ip, port))
+            .await
+            .map_err(|e| ImdsError::Bind(e.to_string()))
+    }
+
+    fn endpoint(&self, port: u16) -> String {
+        format!("http://{}", SocketAddr::new(self.listen_ip, port))
+    }
+
+    fn vms_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Vm>>> {
+        self.vms.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn vms_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Vm>>> {
+        self.vms.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn vm(&self, id: &ResourceId) -> Option<Arc<Vm>> {
+        self.vms_read().get(&id.key()).cloned()
+    }
+
+    fn spawn_vm(self: &Arc<Self>, record: VmRecord, listener: TcpListener) {
+        let vm = Arc::new(Vm {
+            key: record.vm.resource_id.key(),
+            throttle: VmThrottle::new(self.limits.clone(), self.clock.clone()),
+            stop: self.shutdown.child_token(),
+            record: RwLock::new(record),
+        });
+        self.vms_write().insert(vm.key.clone(), Arc::clone(&vm));
+        let router = crate::http::router(crate::http::VmCtx {
+            host: Arc::clone(self),
+            vm: Arc::clone(&vm),
+        });
+        let stop = vm.stop.clone();
+        self.tasks.spawn(async move {
+            if let Err(e) = serve::serve_http(listener, router, stop).await {
+                warn!(vm = %vm.key, error = %e, "imds listener failed");
+            }
+        });
+    }
+
+    fn placed(&self, record: &VmRecord) -> PlacedVm {
+        PlacedVm {
+            vm: record.vm.clone(),
+            host: self.host_name.clone(),
+            imds_endpoint: self.endpoint(record.port),
+            identities: record.identities.iter().map(ServedIdentity::of).collect(),
+        }
+    }
+
+    /// Places a VM and opens its IMDS endpoint on a new port; placing a VM again only updates its
+    /// metadata (same endpoint, same identities).
+    ///
+    /// # Errors
+    /// [`ImdsError::Bind`] when no port is free, [`ImdsError::Store`] when the write fails.
+    pub async fn place_vm(self: &Arc<Self>, info: VmInfo) -> Result<PlacedVm> {
+        let _admin = self.admin.lock().await;
+        if let Some(vm) = self.vm(&info.resource_id) {
+            let mut record = vm.snapshot();
+            record.vm = info;
+            self.store.put(&record).await?;
+            vm.set(record.clone());
+            return Ok(self.placed(&record));
+        }
+        let listener = self.bind(0).await?;
+        let record = VmRecord {
+            vm: info,
+            port: local_port(&listener)?,
+            identities: Vec::new(),
+        };
+        self.store.put(&record).await?;
+        info!(vm = %record.vm.resource_id, endpoint = %self.endpoint(record.port), "vm placed on host");
+        self.spawn_vm(record.clone(), listener);
+        Ok(self.placed(&record))
+    }
+
+    /// The VM `id` as placed here.
+    ///
+    /// # Errors
+    /// [`ImdsError::VmNotFound`] when it is not placed here.
+    pub fn get_vm(&self, id: &ResourceId) -> Result<PlacedVm> {
+        let vm = self
+            .vm(id)
+            .ok_or_else(|| ImdsError::VmNotFound(id.to_string()))?;
+        Ok(self.placed(&vm.snapshot()))
+    }
+
+    /// All VMs placed here, by resource ID.
+    pub fn list_vms(&self) -> Vec<PlacedVm> {
+        let mut records: Vec<VmRecord> = self.vms_read().values().map(|vm| vm.snapshot()).collect();
+        records.sort_by_key(|r| r.vm.resource_id.key());
+        records.iter().map(|r| self.placed(r)).collect()
+    }
+
+    /// Removes a VM: closes its listener, drops its identities and cached tokens. Absent VMs succeed.
+    ///
+    /// # Errors
+    /// [`ImdsError::Store`] when the delete cannot be flushed.
+    pub async fn remove_vm(&self, id: &ResourceId) -> Result<()> {
+        let _admin = self.admin.lock().await;
+        self.store.remove(id).await?;
+        let removed = self.vms_write().remove(&id.key());
+        if let Some(vm) = removed {
+            vm.stop.cancel();
+            info!(vm = %id, "vm removed from host");
+        }
+        self.cache.remove_vm(&id.key());
+        Ok(())
+    }
+
+    /// Replaces the VM's identity set (step 3). Identities already held with the same client id keep
+    /// their credential; the others are fetched from MSRP first. If any fetch fails nothing changes.
+    ///
+    /// # Errors
+    /// [`ImdsError::InvalidArgument`] for duplicate identities or two system-assigned ones,
+    /// [`ImdsError::VmNotFound`], [`ImdsError::Msrp`] / [`ImdsError::CredentialMismatch`] when a
+    /// credential cannot be obtained, [`ImdsError::Store`].
+    pub async fn configure_identities(
+        &self,
+        id: &ResourceId,
+        identities: Vec<IdentityRef>,
+    ) -> Result<PlacedVm> {
+        check_identity_set(&identities)?;
+        let _admin = self.admin.lock().await;
+        let vm = self
+            .vm(id)
+            .ok_or_else(|| ImdsError::VmNotFound(id.to_string()))?;
+        let current = vm.snapshot();
+        let mut next = Vec::with_capacity(identities.len());
+        let mut fetched = Vec::new();
+        for identity in identities {
+            let held = current
+                .identities
+                .iter()
+                .find(|h| same_identity(&h.identity, &identity));
+            let credential = match held {
+                Some(h) => h.credential.clone(),
+                None => {
+                    let c = self.fetch_credential(&identity).await?;
+                    fetched.push(identity.clone());
+                    c
+                }
+            };
+            next.push(HeldIdentity {
+                identity,
+                credential,
+            });
+        }
+        let mut record = current.clone();
+        record.identities = next;
+        self.store.put(&record).await?;
+        vm.set(record.clone());
+        for old in &current.identities {
+            if !record
+                .identities
+                .iter()
+                .any(|h| same_identity(&h.identity, &old.identity))
+            {
+                self.cache.remove_identity(&vm.key, &old.identity.client_id);
+            }
+        }
+        for identity in &fetched {
+            info!(step = 3, vm = %id, identity = %identity.msi_res_id, client_id = %identity.client_id, "identity configured on host");
+        }
+        Ok(self.placed(&record))
+    }
+
+    async fn fetch_credential(&self, identity: &IdentityRef) -> Result<Credential> {
+        let (credential, client_id) = self
+            .msrp
+            .get_credential(identity.msi_res_id.as_str(), &self.host_name)
+            .await?;
+        if !client_id.is_empty() && !client_id.eq_ignore_ascii_case(&identity.client_id) {
+            return Err(ImdsError::CredentialMismatch {
+                identity: identity.msi_res_id.to_string(),
+                expected: identity.client_id.clone(),
+                got: client_id,
+            });
+        }
+        signing_key(&credential)?;
+        Ok(credential)
+    }
+
+    /// Fetches every served identity's credential from MSRP again and keeps the ones whose certificate
+    /// changed (MSRP renews certificates before they expire; this is how renewals reach the host).
+    /// Failures are logged and leave the old credential in place. Returns how many credentials changed.
+    pub async fn refresh_credentials(&self) -> usize {
+        let vms: Vec<Arc<Vm>> = self.vms_read().values().cloned().collect();
+        let mut changed = 0;
+        for vm in vms {
+            let mut renewed = Vec::new();
+            for held in vm.snapshot().identities {
+                match self.fetch_credential(&held.identity).await {
+                    Ok(c) if c.certificate_der != held.credential.certificate_der => {
+                        renewed.push((held.identity, c))
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        warn!(vm = %vm.key, identity = %held.identity.msi_res_id, error = %e, "credential refresh failed")
+                    }
+                }
+            }
+            if renewed.is_empty() {
+                continue;
+            }
+            let _admin = self.admin.lock().await;
+            if !self.vms_read().contains_key(&vm.key) {
+                continue;
+            }
+            let mut record = vm.snapshot();
+            for (identity, credential) in renewed {
+                if let Some(h) = record
+                    .identities
+                    .iter_mut()
+                    .find(|h| same_identity(&h.identity, &identity))
+                {
+                    info!(vm = %vm.key, identity = %identity.msi_res_id, thumbprint = %credential.thumbprint(), "identity credential renewed on host");
+                    h.credential = credential;
+                    changed += 1;
+                }
+            }
+            if let Err(e) = self.store.put(&record).await {
+                warn!(vm = %vm.key, error = %e, "cannot store renewed credentials");
+                continue;
+            }
+            vm.set(record);
+        }
+        changed
+    }
+}
+
+fn same_identity(a: &IdentityRef, b: &IdentityRef) -> bool {
+    a.msi_res_id == b.msi_res_id && a.client_id.eq_ignore_ascii_case(&b.client_id)
+}
+
+fn check_identity_set(identities: &[IdentityRef]) -> Result<()> {
+    for (i, a) in identities.iter().enumerate() {
+        if identities[..i].iter().any(|b| b.msi_res_id == a.msi_res_id) {
+            return Err(ImdsError::InvalidArgument(format!(
+                "identity {} listed twice",
+                a.msi_res_id
+            )));
+        }
+    }
+    if identities
+        .iter()
+        .filter(|i| i.kind == IdentityKind::SystemAssigned)
+        .count()
+        > 1
+    {
+        return Err(ImdsError::InvalidArgument(
+            "more than one system-assigned identity".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn local_port(listener: &TcpListener) -> Result<u16> {
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| ImdsError::Bind(e.to_string()))
+}

@@ -1,0 +1,184 @@
+//! The IMDS HTTP surface of one VM: one axum router per VM listener, so the listener a request
+//! arrives on identifies the calling VM and a VM can only ever see its own identities.
+//!
+//! Routing is done by hand because IMDS treats the `/metadata` segment case-insensitively (S6) and
+//! answers unknown paths and verbs in its own error shapes (reference §1.4, §2).
+
+mod instance;
+mod query;
+mod token;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+use tracing::{debug, warn};
+
+use crate::error::{ImdsError, Result, Surface};
+use crate::host::{Host, Vm};
+use crate::throttle::Category;
+use crate::versions;
+use query::Query;
+
+/// The `Server` header real IMDS sends (reference §1.2, Hexadite/acs-keyvault-agent#43).
+pub const SERVER: &str = "IMDS/150.870.65.1854";
+
+/// What a VM's router needs: the host (cache, AAD client, clock) and the VM it serves.
+#[derive(Clone)]
+pub struct VmCtx {
+    /// The host.
+    pub host: Arc<Host>,
+    /// The VM this listener belongs to.
+    pub vm: Arc<Vm>,
+}
+
+/// The router of one VM's IMDS listener.
+pub fn router(ctx: VmCtx) -> Router {
+    Router::new().fallback(dispatch).with_state(ctx)
+}
+
+/// The IMDS paths misim serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route<'a> {
+    Token,
+    IdentityInfo,
+    IdentityUnknown,
+    Instance(&'a [&'a str]),
+    Versions,
+    Unknown,
+}
+
+impl<'a> Route<'a> {
+    fn of(segments: &'a [&'a str]) -> Self {
+        match segments {
+            [m, rest @ ..] if m.eq_ignore_ascii_case("metadata") => match rest {
+                ["identity", "oauth2", "token"] => Route::Token,
+                ["identity", "info"] => Route::IdentityInfo,
+                ["identity", ..] => Route::IdentityUnknown,
+                ["instance", path @ ..] => Route::Instance(path),
+                ["versions"] => Route::Versions,
+                _ => Route::Unknown,
+            },
+            _ => Route::Unknown,
+        }
+    }
+
+    fn surface(self) -> Surface {
+        match self {
+            Route::Token | Route::IdentityInfo | Route::IdentityUnknown => Surface::Identity,
+            _ => Surface::Instance,
+        }
+    }
+}
+
+async fn dispatch(
+    State(ctx): State<VmCtx>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let route = Route::of(&segments);
+    match handle(&ctx, route, &method, uri.query(), &headers).await {
+        Ok(response) => response,
+        Err(e) => {
+            let (status, body) = e.http(route.surface());
+            if status.is_server_error() {
+                warn!(vm = %ctx.vm.key, path = uri.path(), error = %e, "imds request failed");
+            } else {
+                debug!(vm = %ctx.vm.key, path = uri.path(), error = %e, "imds request rejected");
+            }
+            json_response(status, &body)
+        }
+    }
+}
+
+async fn handle(
+    ctx: &VmCtx,
+    route: Route<'_>,
+    method: &Method,
+    raw_query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    if matches!(route, Route::Unknown | Route::IdentityUnknown) {
+        return Err(ImdsError::NotFound);
+    }
+    if method != Method::GET {
+        return Err(ImdsError::MethodNotAllowed);
+    }
+    let metadata = headers
+        .get("metadata")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if metadata != Some("true") {
+        return Err(ImdsError::MissingMetadataHeader);
+    }
+    if headers.contains_key("x-forwarded-for") {
+        return Err(ImdsError::ForwardedFor);
+    }
+    let category = match route.surface() {
+        Surface::Identity => Category::Identity,
+        Surface::Instance => Category::Other,
+    };
+    let _admission = ctx.vm.throttle.admit(category)?;
+    let query = Query::parse(raw_query)?;
+    match route {
+        Route::Token => token::token(ctx, &query).await,
+        Route::IdentityInfo => token::info(ctx, &query),
+        Route::Instance(path) => instance::instance(&ctx.vm.snapshot().vm, path, &query),
+        Route::Versions => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "apiVersions": versions::KNOWN }),
+        )),
+        Route::IdentityUnknown | Route::Unknown => Err(ImdsError::NotFound),
+    }
+}
+
+/// A JSON answer with IMDS's headers (`Content-Type: application/json; charset=utf-8`, `Server`).
+pub fn json_response(status: StatusCode, body: &Value) -> Response {
+    with_headers(status, body.to_string(), "application/json; charset=utf-8")
+}
+
+/// A plain-text answer (`format=text` on instance metadata leaves).
+pub fn text_response(body: String) -> Response {
+    with_headers(StatusCode::OK, body, "text/plain; charset=utf-8")
+}
+
+fn with_headers(status: StatusCode, body: String, content_type: &'static str) -> Response {
+    let mut response = (status, body).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::SERVER, HeaderValue::from_static(SERVER));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_ignore_case_of_metadata_segment_only() {
+        assert_eq!(
+            Route::of(&["Metadata", "identity", "oauth2", "token"]),
+            Route::Token
+        );
+        assert_eq!(
+            Route::of(&["METADATA", "identity", "info"]),
+            Route::IdentityInfo
+        );
+        assert_eq!(
+            Route::of(&["metadata", "identity", "oauth2", "nope"]),
+            Route::IdentityUnknown
+        );
+        assert_eq!(
+            Route::of(&["metadata", "instance", "compute"]),
+            Route::Instance(&["compute"])
+        );
+        assert_eq!(Route::of(&["metadata", "versions"]), Route::Versions);
+        assert_eq!(Route::of(&["other"]), Route::Unknown);
+        assert_eq!(Route::of(&[]), Route::Unknown);
+    }
+}

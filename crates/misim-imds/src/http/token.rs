@@ -1,0 +1,157 @@
+//! `GET /metadata/identity/oauth2/token` (steps 5 and 6) and `GET /metadata/identity/info`.
+//!
+//! Checks in the order of reference §6: api-version, resource, selector, then identity selection
+//! (§1.3), then the token cache, and only on a miss Azure AD. The answer has the §1.2 shape: every value
+//! a JSON string, `expires_in` recomputed from `expires_on` on cache hits.
+
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+use tracing::info;
+
+use super::query::Query;
+use super::{json_response, VmCtx};
+use crate::aad_client::TokenRequest;
+use crate::cache::CacheKey;
+use crate::error::{ImdsError, Result};
+use crate::model::IdentityKind;
+use crate::selection::{select, Selector};
+use crate::versions;
+
+/// The identity selector of `query`; `msi_res_id` and its older name `mi_res_id` are the same selector (S6).
+///
+/// # Errors
+/// [`ImdsError::ConflictingSelectors`] when more than one is given.
+pub fn selector(query: &Query) -> Result<Selector> {
+    let mut found = Vec::new();
+    if let Some(v) = query.get("client_id") {
+        found.push(Selector::ClientId(v.to_string()));
+    }
+    if let Some(v) = query.get("object_id") {
+        found.push(Selector::ObjectId(v.to_string()));
+    }
+    for name in ["msi_res_id", "mi_res_id"] {
+        if let Some(v) = query.get(name) {
+            found.push(Selector::ResourceId(v.to_string()));
+        }
+    }
+    match found.len() {
+        0 => Ok(Selector::Default),
+        1 => Ok(found.remove(0)),
+        _ => Err(ImdsError::ConflictingSelectors),
+    }
+}
+
+fn bypass_cache(query: &Query) -> Result<bool> {
+    match query.get("bypass_cache") {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(_) => Err(ImdsError::InvalidQueryValue("bypass_cache")),
+    }
+}
+
+/// Answers a token request for the VM of `ctx`.
+///
+/// # Errors
+/// The §1.4 rows: missing/invalid `api-version`, missing `resource`, conflicting selectors, bad
+/// `bypass_cache`, Identity not found / Multiple user assigned identities, AAD `invalid_resource`,
+/// AAD failure.
+pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
+    versions::check(query.get("api-version"), versions::IDENTITY_MINIMUM)?;
+    let resource = query
+        .get("resource")
+        .filter(|r| !r.is_empty())
+        .ok_or(ImdsError::MissingQuery("resource"))?;
+    let selector = selector(query)?;
+    let bypass = bypass_cache(query)?;
+    let record = ctx.vm.snapshot();
+    let held = select(&record.identities, &selector)?;
+    let (vm, identity) = (&record.vm.resource_id, &held.identity);
+    info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from imds");
+
+    let key = CacheKey::new(&ctx.vm.key, &identity.client_id, resource);
+    let fetch = || async {
+        let request = TokenRequest {
+            tenant_id: &identity.tenant_id,
+            client_id: &identity.client_id,
+            resource,
+            credential: &held.credential,
+            xms_az_rid: (identity.kind == IdentityKind::UserAssigned).then_some(vm.as_str()),
+        };
+        let token = ctx.host.aad.fetch(request).await?;
+        info!(step = 6, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, expires_on = token.expires_on, "imds obtained a token from azure ad");
+        Ok(token)
+    };
+    let (token, _from_cache) = ctx.host.cache.get_or_fetch(key, bypass, fetch).await?;
+
+    let now = ctx.host.clock.now();
+    let mut body = Map::new();
+    let mut put = |k: &str, v: String| body.insert(k.to_string(), Value::String(v));
+    put("access_token", token.access_token);
+    put("client_id", identity.client_id.clone());
+    put("expires_in", (token.expires_on - now).max(0).to_string());
+    put("expires_on", token.expires_on.to_string());
+    put("ext_expires_in", token.ext_expires_in.to_string());
+    put("not_before", token.not_before.to_string());
+    put("resource", resource.to_string());
+    put("token_type", token.token_type);
+    if let Some((name, value)) = selector.echo() {
+        put(name, value.to_string());
+    }
+    Ok(json_response(StatusCode::OK, &Value::Object(body)))
+}
+
+/// `GET /metadata/identity/info`: `{"tenantId": …}` of the system-assigned identity (S3), or of the
+/// first identity when the VM has only user-assigned ones.
+///
+/// # Errors
+/// api-version errors; [`ImdsError::IdentityNotFound`] when the VM has no identity.
+pub fn info(ctx: &VmCtx, query: &Query) -> Result<Response> {
+    versions::check(query.get("api-version"), versions::IDENTITY_MINIMUM)?;
+    let record = ctx.vm.snapshot();
+    let identities = &record.identities;
+    let chosen = identities
+        .iter()
+        .find(|h| h.identity.kind == IdentityKind::SystemAssigned)
+        .or_else(|| identities.first())
+        .ok_or(ImdsError::IdentityNotFound)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "tenantId": chosen.identity.tenant_id }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_selector_at_most() {
+        let q = |s: &str| Query::parse(Some(s)).unwrap();
+        assert_eq!(selector(&q("resource=r")).unwrap(), Selector::Default);
+        assert_eq!(
+            selector(&q("client_id=c")).unwrap(),
+            Selector::ClientId("c".into())
+        );
+        assert_eq!(
+            selector(&q("mi_res_id=x")).unwrap(),
+            Selector::ResourceId("x".into())
+        );
+        assert!(matches!(
+            selector(&q("client_id=c&object_id=o")),
+            Err(ImdsError::ConflictingSelectors)
+        ));
+        assert!(matches!(
+            selector(&q("msi_res_id=a&mi_res_id=a")),
+            Err(ImdsError::ConflictingSelectors)
+        ));
+    }
+
+    #[test]
+    fn bypass_cache_accepts_only_true() {
+        let q = |s: &str| Query::parse(Some(s)).unwrap();
+        assert!(bypass_cache(&q("bypass_cache=true")).unwrap());
+        assert!(!bypass_cache(&q("x=1")).unwrap());
+        assert!(bypass_cache(&q("bypass_cache=no")).is_err());
+    }
+}

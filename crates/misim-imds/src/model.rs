@@ -1,0 +1,178 @@
+//! Domain types of a host: the VMs placed on it, their identities (as ARM describes them) and the
+//! credentials fetched from MSRP. These are what the store keeps; the gRPC adapter converts to them.
+
+use std::collections::BTreeMap;
+
+use misim_core::ResourceId;
+use serde::{Deserialize, Serialize};
+
+/// What IMDS knows about a VM (instance metadata, from ARM).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    /// ARM resource ID of the VM.
+    pub resource_id: ResourceId,
+    /// vmId GUID.
+    pub vm_id: String,
+    /// VM name.
+    pub name: String,
+    /// Subscription GUID.
+    pub subscription_id: String,
+    /// Resource group name.
+    pub resource_group: String,
+    /// Azure region, e.g. `westeurope`.
+    pub location: String,
+    /// Size, e.g. `Standard_D2s_v3`.
+    pub vm_size: String,
+    /// `Linux` or `Windows`.
+    pub os_type: String,
+    /// Scale set name, empty for standalone VMs.
+    pub vm_scale_set_name: String,
+    /// ARM tags.
+    pub tags: BTreeMap<String, String>,
+    /// Private IPv4 address of the primary NIC.
+    pub private_ip_address: String,
+    /// MAC address of the primary NIC.
+    pub mac_address: String,
+}
+
+/// System- or user-assigned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IdentityKind {
+    /// The VM's own identity (its resource ID is the VM's).
+    SystemAssigned,
+    /// A `Microsoft.ManagedIdentity/userAssignedIdentities` resource attached to the VM.
+    UserAssigned,
+}
+
+/// An identity of a VM as ARM knows it (no key material).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityRef {
+    /// ARM resource ID of the identity (the VM's ID for system-assigned).
+    pub msi_res_id: ResourceId,
+    /// System- or user-assigned.
+    pub kind: IdentityKind,
+    /// Application (client) id of the identity's service principal.
+    pub client_id: String,
+    /// Object (principal) id of the service principal.
+    pub principal_id: String,
+    /// Tenant of the service principal.
+    pub tenant_id: String,
+}
+
+/// The certificate and private key MSRP issued for an identity. `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    /// X.509 certificate, DER.
+    #[serde(with = "b64")]
+    pub certificate_der: Vec<u8>,
+    /// PKCS#8 DER of the RSA private key.
+    #[serde(with = "b64")]
+    pub private_key_pkcs8_der: Vec<u8>,
+    /// Certificate validity end, epoch seconds.
+    pub not_after: i64,
+}
+
+impl Credential {
+    /// Upper-case hex SHA-1 thumbprint of the certificate.
+    pub fn thumbprint(&self) -> String {
+        misim_core::cert::sha1_thumbprint_hex(&self.certificate_der)
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("thumbprint", &self.thumbprint())
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An identity this host serves: ARM's description plus MSRP's credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldIdentity {
+    /// The identity.
+    pub identity: IdentityRef,
+    /// Its credential.
+    pub credential: Credential,
+}
+
+/// A VM placed on this host, as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// Instance metadata.
+    pub vm: VmInfo,
+    /// TCP port of the VM's IMDS listener (on `Config::vm_listen_ip`).
+    pub port: u16,
+    /// Identities served to this VM.
+    pub identities: Vec<HeldIdentity>,
+}
+
+/// An identity as the agent API reports it (no key material).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedIdentity {
+    /// The identity.
+    pub identity: IdentityRef,
+    /// Certificate thumbprint, upper-case hex SHA-1.
+    pub thumbprint_sha1_hex: String,
+    /// Certificate validity end, epoch seconds.
+    pub cert_not_after: i64,
+}
+
+/// A placed VM as the agent API reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedVm {
+    /// Instance metadata.
+    pub vm: VmInfo,
+    /// Host name.
+    pub host: String,
+    /// Base URL of the VM's IMDS, e.g. `http://127.0.0.1:40123`.
+    pub imds_endpoint: String,
+    /// Identities served.
+    pub identities: Vec<ServedIdentity>,
+}
+
+impl ServedIdentity {
+    /// The reportable view of a held identity.
+    pub fn of(held: &HeldIdentity) -> Self {
+        ServedIdentity {
+            identity: held.identity.clone(),
+            thumbprint_sha1_hex: held.credential.thumbprint(),
+            cert_not_after: held.credential.not_after,
+        }
+    }
+}
+
+mod b64 {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_round_trips_as_base64_and_debug_hides_the_key() {
+        let c = Credential {
+            certificate_der: vec![1, 2, 3],
+            private_key_pkcs8_der: vec![9, 9],
+            not_after: 5,
+        };
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("\"AQID\""));
+        assert_eq!(serde_json::from_str::<Credential>(&json).unwrap(), c);
+        assert!(!format!("{c:?}").contains("private"));
+    }
+}

@@ -1,0 +1,94 @@
+//! IMDS api-versions: the list IMDS knows (reference §1.1, S2/S3) and the per-category minimum.
+
+use crate::error::{ImdsError, Result};
+
+/// Every api-version IMDS accepts, oldest first (S2 list plus the 2023-07-01 spec version, S3).
+pub const KNOWN: &[&str] = &[
+    "2017-03-01",
+    "2017-04-02",
+    "2017-08-01",
+    "2017-10-01",
+    "2017-12-01",
+    "2018-02-01",
+    "2018-04-02",
+    "2018-10-01",
+    "2019-02-01",
+    "2019-03-11",
+    "2019-04-30",
+    "2019-06-01",
+    "2019-06-04",
+    "2019-08-01",
+    "2019-08-15",
+    "2019-11-01",
+    "2020-06-01",
+    "2020-07-15",
+    "2020-09-01",
+    "2020-10-01",
+    "2020-12-01",
+    "2021-01-01",
+    "2021-02-01",
+    "2021-03-01",
+    "2021-05-01",
+    "2021-08-01",
+    "2021-10-01",
+    "2021-11-01",
+    "2021-11-15",
+    "2021-12-13",
+    "2023-07-01",
+];
+
+/// The first api-version with the identity category ("use 2018-02-01 or greater", S1).
+pub const IDENTITY_MINIMUM: &str = "2018-02-01";
+
+/// The `n` newest versions, newest first (the `newest-versions` field of instance errors, S2).
+pub fn newest(n: usize) -> Vec<&'static str> {
+    KNOWN.iter().rev().take(n).copied().collect()
+}
+
+/// Checks `api_version` (as given in the query) against the known list and `minimum`.
+///
+/// # Errors
+/// [`ImdsError::MissingQuery`] when absent or empty, [`ImdsError::InvalidApiVersion`] when unknown or
+/// older than `minimum` (ISO dates compare lexicographically).
+pub fn check(api_version: Option<&str>, minimum: &str) -> Result<()> {
+    let v = api_version
+        .filter(|v| !v.is_empty())
+        .ok_or(ImdsError::MissingQuery("api-version"))?;
+    if KNOWN.contains(&v) && v >= minimum {
+        Ok(())
+    } else {
+        Err(ImdsError::InvalidApiVersion(v.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_needs_a_known_version_from_2018_02_01() {
+        assert!(check(Some("2018-02-01"), IDENTITY_MINIMUM).is_ok());
+        assert!(check(Some("2019-08-01"), IDENTITY_MINIMUM).is_ok());
+        assert!(matches!(
+            check(Some("2017-12-01"), IDENTITY_MINIMUM),
+            Err(ImdsError::InvalidApiVersion(_))
+        ));
+        assert!(matches!(
+            check(Some("2018-02-02"), IDENTITY_MINIMUM),
+            Err(ImdsError::InvalidApiVersion(_))
+        ));
+        assert!(matches!(
+            check(None, IDENTITY_MINIMUM),
+            Err(ImdsError::MissingQuery("api-version"))
+        ));
+        assert!(matches!(
+            check(Some(""), IDENTITY_MINIMUM),
+            Err(ImdsError::MissingQuery("api-version"))
+        ));
+    }
+
+    #[test]
+    fn newest_lists_latest_first() {
+        assert_eq!(newest(2), vec!["2023-07-01", "2021-12-13"]);
+    }
+}
