@@ -1,0 +1,104 @@
+//! OpenID Connect discovery documents (v1 and v2) and JWKS bodies in Entra's shape (reference §3.4).
+//!
+//! URLs use the configured public URL; `issuer` equals the `iss` of issued tokens. For the
+//! multi-tenant aliases (`common`, `organizations`) the tenant ID is the literal `{tenantid}` as in
+//! Entra's common documents.
+
+use serde_json::{json, Value};
+
+use crate::claims::{issuer_v1, issuer_v2};
+use crate::keys::SigningKey;
+
+/// Tenant placeholder Entra's multi-tenant documents use.
+pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
+
+/// The v1 document at `/{tenant}/.well-known/openid-configuration` for tenant `tid`.
+pub fn openid_configuration_v1(public_url: &str, tid: &str) -> Value {
+    let base = format!("{public_url}/{tid}");
+    json!({
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{public_url}/common/discovery/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
+        "scopes_supported": ["openid"],
+        "issuer": issuer_v1(tid),
+        "microsoft_multi_refresh_token": true,
+        "authorization_endpoint": format!("{base}/oauth2/authorize"),
+        "device_authorization_endpoint": format!("{base}/oauth2/devicecode"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "end_session_endpoint": format!("{base}/oauth2/logout"),
+        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
+            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "amr", "nonce", "email", "given_name",
+            "family_name", "nickname"],
+        "check_session_iframe": format!("{base}/oauth2/checksession"),
+        "userinfo_endpoint": format!("{base}/openid/userinfo"),
+        "kerberos_endpoint": format!("{base}/kerberos"),
+        "tenant_region_scope": null,
+        "cloud_instance_name": "microsoftonline.com",
+        "cloud_graph_host_name": "graph.windows.net",
+        "msgraph_host": "graph.microsoft.com",
+        "rbac_url": "https://pas.windows.net",
+    })
+}
+
+/// The v2 document at `/{tenant}/v2.0/.well-known/openid-configuration` for tenant `tid`.
+pub fn openid_configuration_v2(public_url: &str, tid: &str) -> Value {
+    let base = format!("{public_url}/{tid}");
+    json!({
+        "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+        "response_modes_supported": ["query", "fragment", "form_post"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access"],
+        "issuer": issuer_v2(tid),
+        "request_uri_parameter_supported": false,
+        "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+        "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+        "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+        "http_logout_supported": true,
+        "frontchannel_logout_supported": true,
+        "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
+        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
+            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid",
+            "ver", "at_hash", "c_hash", "email"],
+        "kerberos_endpoint": format!("{base}/kerberos"),
+        "tenant_region_scope": null,
+        "cloud_instance_name": "microsoftonline.com",
+        "cloud_graph_host_name": "graph.windows.net",
+        "msgraph_host": "graph.microsoft.com",
+        "rbac_url": "https://pas.windows.net",
+    })
+}
+
+/// The JWKS `{"keys":[…]}`; v2 key sets carry the v2 `issuer` of tenant `tid` on each key.
+pub fn jwks(key: &SigningKey, v2_tid: Option<&str>) -> Value {
+    let issuer = v2_tid.map(issuer_v2);
+    json!({ "keys": [key.jwk(issuer.as_deref())] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_point_at_this_server_and_match_token_issuers() {
+        let v1 = openid_configuration_v1("http://127.0.0.1:1", "t1");
+        assert_eq!(v1["issuer"], "https://sts.windows.net/t1/");
+        assert_eq!(v1["jwks_uri"], "http://127.0.0.1:1/common/discovery/keys");
+        assert_eq!(v1["token_endpoint"], "http://127.0.0.1:1/t1/oauth2/token");
+        let v2 = openid_configuration_v2("http://127.0.0.1:1", "t1");
+        assert_eq!(v2["issuer"], "https://login.microsoftonline.com/t1/v2.0");
+        assert_eq!(v2["jwks_uri"], "http://127.0.0.1:1/t1/discovery/v2.0/keys");
+        assert_eq!(
+            v2["token_endpoint"],
+            "http://127.0.0.1:1/t1/oauth2/v2.0/token"
+        );
+    }
+}

@@ -1,0 +1,258 @@
+//! The crate's one error type, mapped once to `tonic::Status` (admin gRPC) and once to Azure AD's
+//! OAuth2 error body (token endpoint, discovery).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Result alias of this crate.
+pub type Result<T, E = AadError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in Azure AD: admin API misuse, token request rejections (one variant
+/// per AADSTS code, reference §3.2) and internal failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AadError {
+    /// A request argument is missing or malformed (admin API).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// No tenant with this ID or domain (AADSTS90002).
+    #[error("tenant '{0}' not found")]
+    TenantNotFound(String),
+    /// No service principal with this object ID in the tenant (admin API).
+    #[error("service principal '{object_id}' not found in tenant '{tenant_id}'")]
+    ServicePrincipalNotFound {
+        tenant_id: String,
+        object_id: String,
+    },
+    /// No key credential with this key ID on the principal (admin API).
+    #[error("key credential '{0}' not found")]
+    KeyCredentialNotFound(String),
+    /// A token-endpoint form parameter is missing (AADSTS900144).
+    #[error("missing parameter '{0}'")]
+    MissingParameter(&'static str),
+    /// `grant_type` is not `client_credentials` (AADSTS70003).
+    #[error("unsupported grant type '{0}'")]
+    UnsupportedGrantType(String),
+    /// v1 request without `resource` (AADSTS50001).
+    #[error("resource identifier is not provided")]
+    MissingResource,
+    /// The requested resource is not known in the tenant (AADSTS500011).
+    #[error("resource principal '{resource}' not found in tenant '{tenant}'")]
+    UnknownResource { resource: String, tenant: String },
+    /// `resource` sent to the v2 endpoint (AADSTS901002).
+    #[error("the 'resource' request parameter is not supported on v2")]
+    ResourceOnV2,
+    /// The v2 `scope` is not a single `<resource>/.default` (AADSTS70011).
+    #[error("invalid scope '{0}'")]
+    InvalidScope(String),
+    /// Neither `client_assertion` nor `client_secret` was sent (AADSTS7000218).
+    #[error("missing client_assertion")]
+    MissingAssertion,
+    /// A client secret was sent; managed identities have none (AADSTS7000215).
+    #[error("invalid client secret")]
+    InvalidClientSecret { client_id: String },
+    /// No service principal with this client ID in the tenant (AADSTS700016).
+    #[error("client '{client_id}' not found in tenant '{tenant}'")]
+    UnknownClient { client_id: String, tenant: String },
+    /// The assertion is not a well-formed JWT (AADSTS50027).
+    #[error("malformed client assertion: {0}")]
+    MalformedAssertion(String),
+    /// No matching key, an expired key or a bad signature (AADSTS700027).
+    #[error("invalid client assertion signature: {reason}")]
+    InvalidSignature { reason: String, thumbprint: String },
+    /// `iss`/`sub` differ from `client_id` (AADSTS700021).
+    #[error("client assertion subject or issuer does not match client_id")]
+    AssertionSubjectMismatch,
+    /// `aud` is not this tenant's token endpoint (AADSTS700023).
+    #[error("client assertion audience '{0}' does not match")]
+    AssertionAudienceMismatch(String),
+    /// `nbf`/`exp` do not cover now (AADSTS700024); all epoch seconds.
+    #[error("client assertion outside its valid time range")]
+    AssertionTimeRange {
+        now: i64,
+        nbf: Option<i64>,
+        exp: Option<i64>,
+    },
+    /// The assertion's `jti` was already used within its lifetime (AADSTS50013).
+    #[error("client assertion jti '{0}' already used")]
+    AssertionReplayed(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] misim_core::StoreError),
+    /// Anything else that is our fault (key generation, signing, a panicked blocking task).
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<AadError> for tonic::Status {
+    fn from(e: AadError) -> Self {
+        use AadError::*;
+        match &e {
+            InvalidArgument(_) | MissingParameter(_) | InvalidScope(_) | MissingResource
+            | ResourceOnV2 => tonic::Status::invalid_argument(e.to_string()),
+            TenantNotFound(_)
+            | ServicePrincipalNotFound { .. }
+            | KeyCredentialNotFound(_)
+            | UnknownClient { .. } => tonic::Status::not_found(e.to_string()),
+            Store(_) | Internal(_) => {
+                tracing::error!(error = %e, "admin request failed");
+                tonic::Status::internal("internal error")
+            }
+            _ => tonic::Status::failed_precondition(e.to_string()),
+        }
+    }
+}
+
+/// The parts of an Azure AD OAuth2 error: HTTP status, `error`, the AADSTS number and its message.
+struct AadsTs {
+    status: StatusCode,
+    error: &'static str,
+    code: u32,
+    message: String,
+}
+
+impl AadError {
+    /// Status, `error` and AADSTS code + message as Entra answers (reference §3.2, sources S11/S17).
+    fn aadsts(&self) -> AadsTs {
+        use AadError::*;
+        let bad = StatusCode::BAD_REQUEST;
+        let unauth = StatusCode::UNAUTHORIZED;
+        let (status, error, code, message) = match self {
+            InvalidArgument(m) => (bad, "invalid_request", 900144, m.clone()),
+            TenantNotFound(t) => (bad, "invalid_request", 90002, format!(
+                "Tenant '{t}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
+            )),
+            ServicePrincipalNotFound { .. } | KeyCredentialNotFound(_) => (bad, "invalid_request", 900144, self.to_string()),
+            MissingParameter(p) => (bad, "invalid_request", 900144, format!(
+                "The request body must contain the following parameter: '{p}'."
+            )),
+            UnsupportedGrantType(g) => (bad, "unsupported_grant_type", 70003, format!(
+                "The app requested an unsupported grant type '{g}'."
+            )),
+            MissingResource => (bad, "invalid_resource", 50001, "Resource identifier is not provided.".into()),
+            UnknownResource { resource, tenant } => (bad, "invalid_resource", 500011, format!(
+                "The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
+            )),
+            ResourceOnV2 => (bad, "invalid_request", 901002, "The 'resource' request parameter isn't supported.".into()),
+            InvalidScope(s) => (bad, "invalid_scope", 70011, format!(
+                "The provided value for the input parameter 'scope' isn't valid. The scope {s} isn't valid."
+            )),
+            MissingAssertion => (unauth, "invalid_client", 7000218, 
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".into()),
+            InvalidClientSecret { client_id } => (unauth, "invalid_client", 7000215, format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+            )),
+            UnknownClient { client_id, tenant } => (bad, "unauthorized_client", 700016, format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
+            )),
+            MalformedAssertion(_) => (bad, "invalid_request", 50027, "JWT token is invalid or malformed.".into()),
+            InvalidSignature { reason, thumbprint } => (unauth, "invalid_client", 700027, format!(
+                "Client assertion contains an invalid signature. [Reason - {reason}, Thumbprint of key used by client: '{thumbprint}']"
+            )),
+            AssertionSubjectMismatch => (unauth, "invalid_client", 700021, 
+                "Client assertion application identifier doesn't match 'client_id' parameter.".into()),
+            AssertionAudienceMismatch(aud) => (unauth, "invalid_client", 700023, format!(
+                "Client assertion audience claim does not match Realm issuer. Audience: '{aud}'."
+            )),
+            AssertionTimeRange { now, nbf, exp } => (unauth, "invalid_client", 700024, format!(
+                "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}.",
+                aad_timestamp(*now), nbf.map(aad_timestamp).unwrap_or_default(), exp.map(aad_timestamp).unwrap_or_default()
+            )),
+            AssertionReplayed(_) => (unauth, "invalid_client", 50013, 
+                "Assertion is invalid. The assertion identifier (jti) has already been used.".into()),
+            Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90015, 
+                "An internal error occurred.".into()),
+        };
+        AadsTs {
+            status,
+            error,
+            code,
+            message,
+        }
+    }
+
+    /// The HTTP response Entra sends for this error: its status and the JSON body
+    /// `{"error","error_description":"AADSTSn: …\r\nTrace ID: …\r\nCorrelation ID: …\r\nTimestamp: …",
+    /// "error_codes":[n],"timestamp","trace_id","correlation_id","error_uri"}` (reference §3.1), with
+    /// `now` (epoch seconds) as the timestamp.
+    pub fn into_http_response(self, now: i64) -> Response {
+        if matches!(self, AadError::Store(_) | AadError::Internal(_)) {
+            tracing::error!(error = %self, "token request failed");
+        }
+        let AadsTs {
+            status,
+            error,
+            code,
+            message,
+        } = self.aadsts();
+        let trace_id = uuid::Uuid::new_v4().to_string();
+        let correlation_id = uuid::Uuid::new_v4().to_string();
+        let timestamp = aad_timestamp(now);
+        let body = serde_json::json!({
+            "error": error,
+            "error_description": format!(
+                "AADSTS{code}: {message}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}"
+            ),
+            "error_codes": [code],
+            "timestamp": timestamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
+            "error_uri": format!("https://login.microsoftonline.com/error?code={code}"),
+        });
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// Entra's timestamp format `YYYY-MM-DD HH:MM:SSZ` for epoch seconds.
+pub fn aad_timestamp(epoch_seconds: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(epoch_seconds)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_has_entra_format() {
+        assert_eq!(aad_timestamp(1_700_000_000), "2023-11-14 22:13:20Z");
+    }
+
+    #[test]
+    fn http_error_carries_code_status_and_description() {
+        let e = AadError::UnknownResource {
+            resource: "https://x/".into(),
+            tenant: "t1".into(),
+        };
+        let AadsTs {
+            status,
+            error,
+            code,
+            message,
+        } = e.aadsts();
+        assert_eq!(
+            (status, error, code),
+            (StatusCode::BAD_REQUEST, "invalid_resource", 500011)
+        );
+        assert!(message.starts_with(
+            "The resource principal named https://x/ was not found in the tenant named t1."
+        ));
+    }
+
+    #[test]
+    fn grpc_mapping_uses_not_found_and_invalid_argument() {
+        let s: tonic::Status = AadError::TenantNotFound("x".into()).into();
+        assert_eq!(s.code(), tonic::Code::NotFound);
+        let s: tonic::Status = AadError::InvalidArgument("bad".into()).into();
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(s.message().contains("bad"));
+    }
+}

@@ -1,0 +1,141 @@
+//! Azure AD's HTTP surface (axum): token endpoints v1/v2, OpenID discovery v1/v2, JWKS and `/healthz`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use misim_core::Clock;
+use serde_json::Value;
+
+use crate::claims::Version;
+use crate::directory::Directory;
+use crate::discovery::{self, TENANT_PLACEHOLDER};
+use crate::error::{AadError, Result};
+use crate::keys::SigningKey;
+use crate::token::TokenService;
+
+/// What the HTTP handlers share.
+pub struct HttpState {
+    /// Tenants and principals.
+    pub directory: Arc<Directory>,
+    /// The token endpoint logic.
+    pub tokens: TokenService,
+    /// The token-signing key (for JWKS).
+    pub key: Arc<SigningKey>,
+    /// Base URL for discovery documents, no trailing slash.
+    pub public_url: String,
+    /// Time source (error timestamps).
+    pub clock: Clock,
+}
+
+/// The router: `POST /{tenant}/oauth2/token`, `POST /{tenant}/oauth2/v2.0/token`,
+/// `GET /{tenant}/.well-known/openid-configuration`, `GET /{tenant}/v2.0/.well-known/openid-configuration`,
+/// `GET /{tenant}/discovery/keys`, `GET /{tenant}/discovery/v2.0/keys` (`{tenant}` may be `common`) and
+/// `GET /healthz`.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/{tenant}/oauth2/token", post(token_v1))
+        .route("/{tenant}/oauth2/v2.0/token", post(token_v2))
+        .route("/{tenant}/.well-known/openid-configuration", get(openid_v1))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(openid_v2),
+        )
+        .route("/{tenant}/discovery/keys", get(jwks_v1))
+        .route("/{tenant}/discovery/v2.0/keys", get(jwks_v2))
+        .with_state(state)
+}
+
+impl HttpState {
+    /// Turns a handler result into the response Entra would send.
+    fn respond(&self, result: Result<Value>) -> Response {
+        match result {
+            Ok(body) => Json(body).into_response(),
+            Err(e) => {
+                tracing::warn!(error = %e, "azure ad request rejected");
+                e.into_http_response(self.clock.now())
+            }
+        }
+    }
+
+    /// The tenant ID for a discovery path segment: the placeholder for multi-tenant aliases, else the
+    /// resolved tenant's ID.
+    fn discovery_tenant(&self, segment: &str) -> Result<String> {
+        if ["common", "organizations"]
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(segment))
+        {
+            return Ok(TENANT_PLACEHOLDER.to_string());
+        }
+        Ok(self.directory.resolve_tenant(segment)?.tenant_id)
+    }
+}
+
+fn parse_form(body: &[u8]) -> Result<HashMap<String, String>> {
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+        .map(|pairs| pairs.into_iter().collect())
+        .map_err(|e| {
+            AadError::InvalidArgument(format!(
+                "The request body must be application/x-www-form-urlencoded: {e}"
+            ))
+        })
+}
+
+async fn token(state: &HttpState, tenant: &str, version: Version, body: &[u8]) -> Response {
+    let result = match parse_form(body) {
+        Ok(form) => state.tokens.issue(tenant, version, &form).await,
+        Err(e) => Err(e),
+    };
+    state.respond(result)
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
+async fn token_v1(
+    State(state): State<Arc<HttpState>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
+    token(&state, &tenant, Version::V1, &body).await
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %tenant))]
+async fn token_v2(
+    State(state): State<Arc<HttpState>>,
+    Path(tenant): Path<String>,
+    body: Bytes,
+) -> Response {
+    token(&state, &tenant, Version::V2, &body).await
+}
+
+async fn openid_v1(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
+    let doc = state
+        .discovery_tenant(&tenant)
+        .map(|tid| discovery::openid_configuration_v1(&state.public_url, &tid));
+    state.respond(doc)
+}
+
+async fn openid_v2(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
+    let doc = state
+        .discovery_tenant(&tenant)
+        .map(|tid| discovery::openid_configuration_v2(&state.public_url, &tid));
+    state.respond(doc)
+}
+
+async fn jwks_v1(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
+    let keys = state
+        .discovery_tenant(&tenant)
+        .map(|_| discovery::jwks(&state.key, None));
+    state.respond(keys)
+}
+
+async fn jwks_v2(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
+    let keys = state
+        .discovery_tenant(&tenant)
+        .map(|tid| discovery::jwks(&state.key, Some(&tid)));
+    state.respond(keys)
+}

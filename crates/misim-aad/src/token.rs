@@ -1,0 +1,192 @@
+//! The token endpoint's logic: client credentials with a client assertion, from form parameters to a
+//! signed access token (step 6 of the managed-identity flow: IMDS → Azure AD).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use misim_core::Clock;
+use serde_json::Value;
+use tracing::info;
+
+use crate::assertion::{self, JtiCache};
+use crate::claims::{TokenFacts, Version};
+use crate::directory::Directory;
+use crate::error::{AadError, Result};
+use crate::keys::SigningKey;
+
+/// The only `client_assertion_type` Entra accepts for certificate credentials (RFC 7523).
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// Resources every misim tenant knows (brief: unknown → AADSTS500011), compared without trailing slash.
+pub const KNOWN_RESOURCES: &[&str] = &[
+    "https://management.azure.com/",
+    "https://management.core.windows.net/",
+    "https://vault.azure.net",
+    "https://storage.azure.com/",
+    "https://database.windows.net/",
+    "https://graph.microsoft.com/",
+];
+
+/// True when `resource` is a known resource, with or without trailing slash, any casing.
+pub fn is_known_resource(resource: &str) -> bool {
+    let r = resource.trim_end_matches('/');
+    KNOWN_RESOURCES
+        .iter()
+        .any(|k| k.trim_end_matches('/').eq_ignore_ascii_case(r))
+}
+
+/// Issues tokens: validates the request, authenticates the client and signs.
+pub struct TokenService {
+    directory: Arc<Directory>,
+    key: Arc<SigningKey>,
+    jtis: JtiCache,
+    clock: Clock,
+    lifetime_secs: i64,
+}
+
+/// OIDC scopes clients may add next to `<resource>/.default`; they do not name a resource.
+const OIDC_SCOPES: &[&str] = &["openid", "profile", "offline_access"];
+
+/// The audience named by a v2 `scope`: exactly one `<resource>/.default`, optionally with OIDC scopes.
+fn audience_from_scope(scope: &str) -> Result<String> {
+    let scopes: Vec<&str> = scope
+        .split_whitespace()
+        .filter(|s| !OIDC_SCOPES.contains(s))
+        .collect();
+    match scopes.as_slice() {
+        [one] => match one.strip_suffix("/.default") {
+            Some(res) if !res.is_empty() => Ok(res.to_string()),
+            _ => Err(AadError::InvalidScope(scope.to_string())),
+        },
+        _ => Err(AadError::InvalidScope(scope.to_string())),
+    }
+}
+
+impl TokenService {
+    /// A token service issuing tokens valid `lifetime_secs` seconds, signed with `key`.
+    pub fn new(
+        directory: Arc<Directory>,
+        key: Arc<SigningKey>,
+        clock: Clock,
+        lifetime_secs: i64,
+    ) -> Self {
+        TokenService {
+            directory,
+            key,
+            jtis: JtiCache::default(),
+            clock,
+            lifetime_secs,
+        }
+    }
+
+    /// Handles one token request to `/{tenant}/oauth2[/v2.0]/token` with form parameters `form`;
+    /// returns the JSON success body.
+    ///
+    /// # Errors
+    /// Every rejection as the [`AadError`] variant of its AADSTS code (reference §3.2).
+    pub async fn issue(
+        &self,
+        tenant: &str,
+        version: Version,
+        form: &HashMap<String, String>,
+    ) -> Result<Value> {
+        let param =
+            |name: &'static str| form.get(name).map(String::as_str).filter(|v| !v.is_empty());
+        let grant_type = param("grant_type").ok_or(AadError::MissingParameter("grant_type"))?;
+        if grant_type != "client_credentials" {
+            return Err(AadError::UnsupportedGrantType(grant_type.to_string()));
+        }
+        let tenant = self.directory.resolve_tenant(tenant)?;
+        let audience = match version {
+            Version::V1 => param("resource")
+                .ok_or(AadError::MissingResource)?
+                .to_string(),
+            Version::V2 => {
+                if param("resource").is_some() {
+                    return Err(AadError::ResourceOnV2);
+                }
+                audience_from_scope(param("scope").ok_or(AadError::MissingParameter("scope"))?)?
+            }
+        };
+        let client_id = param("client_id").ok_or(AadError::MissingParameter("client_id"))?;
+        let Some(assertion) = param("client_assertion") else {
+            if param("client_secret").is_some() {
+                return Err(AadError::InvalidClientSecret {
+                    client_id: client_id.to_string(),
+                });
+            }
+            return Err(AadError::MissingAssertion);
+        };
+        if param("client_assertion_type") != Some(JWT_BEARER) {
+            return Err(AadError::MissingParameter("client_assertion_type"));
+        }
+        let sp = self
+            .directory
+            .service_principal_by_app_id(&tenant.tenant_id, client_id)?
+            .ok_or_else(|| AadError::UnknownClient {
+                client_id: client_id.to_string(),
+                tenant: tenant.tenant_id.clone(),
+            })?;
+        let now = self.clock.now();
+        let thumbprint = assertion::verify(assertion, &sp, &tenant, now, &self.jtis)?;
+        if !is_known_resource(&audience) {
+            return Err(AadError::UnknownResource {
+                resource: audience,
+                tenant: tenant.tenant_id,
+            });
+        }
+        let facts = TokenFacts {
+            version,
+            principal: &sp,
+            audience: &audience,
+            now,
+            lifetime_secs: self.lifetime_secs,
+            az_rid: param("xms_az_rid"),
+        };
+        let claims = facts.claims();
+        let key = self.key.clone();
+        let with_x5t = version == Version::V1;
+        let token = tokio::task::spawn_blocking(move || key.sign(&claims, with_x5t))
+            .await
+            .map_err(|e| AadError::Internal(format!("signing task: {e}")))??;
+        info!(step = 6, identity = %sp.msi_resource_id, client_id = %sp.app_id, resource = %audience,
+            version = ?version, thumbprint = %thumbprint, "issued access token");
+        Ok(facts.response(token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_names_one_default_resource() {
+        assert_eq!(
+            audience_from_scope("https://vault.azure.net/.default").unwrap(),
+            "https://vault.azure.net"
+        );
+        assert_eq!(
+            audience_from_scope("openid https://management.azure.com//.default offline_access")
+                .unwrap(),
+            "https://management.azure.com/"
+        );
+        for bad in [
+            "https://vault.azure.net/user_impersonation",
+            "a/.default b/.default",
+            "/.default",
+            "openid",
+        ] {
+            assert!(
+                matches!(audience_from_scope(bad), Err(AadError::InvalidScope(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn known_resources_match_with_or_without_trailing_slash() {
+        assert!(is_known_resource("https://management.azure.com"));
+        assert!(is_known_resource("https://vault.azure.net/"));
+        assert!(!is_known_resource("https://example.com/"));
+    }
+}
