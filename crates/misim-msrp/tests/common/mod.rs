@@ -8,10 +8,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use misim_core::Clock;
+use misim_core::ResourceId;
 use misim_msrp::{Config, Msrp};
 use misim_proto::aad::aad_admin_server::{AadAdmin, AadAdminServer};
 use misim_proto::aad::*;
 use misim_proto::msrp::msrp_client::MsrpClient;
+use misim_proto::msrp::{CreateIdentityRequest, GetCredentialRequest, IdentityKind};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +35,8 @@ pub struct FakeState {
     /// When set, the next CreateServicePrincipal commits the principal and then fails (a crash of MSRP
     /// after AAD acted but before MSRP stored the result looks the same to MSRP).
     pub fail_next_create_after_commit: bool,
+    /// When set, the next AddKeyCredential fails without changing anything (AAD down mid-renewal).
+    pub fail_next_add: bool,
 }
 
 /// A fake `AadAdmin` recording calls.
@@ -198,6 +202,9 @@ impl AadAdmin for FakeAad {
     ) -> Result<Response<ServicePrincipal>, Status> {
         let r = req.into_inner();
         let mut s = self.record("AddKeyCredential");
+        if std::mem::take(&mut s.fail_next_add) {
+            return Err(Status::internal("simulated failure"));
+        }
         let sp = s
             .principals
             .get_mut(&r.object_id)
@@ -328,4 +335,33 @@ pub async fn start_run(config: Config) -> (MsrpClient<Channel>, CancellationToke
     let join = tokio::spawn(async move { misim_msrp::run(config, listener, token).await.unwrap() });
     let client = MsrpClient::connect(url).await.unwrap();
     (client, shutdown, join)
+}
+
+pub fn uami(name: &str) -> String {
+    ResourceId::user_assigned_identity("00000000-0000-0000-0000-000000000001", "rg1", name)
+        .unwrap()
+        .as_str()
+        .to_string()
+}
+
+pub fn vm(name: &str) -> String {
+    ResourceId::vm("00000000-0000-0000-0000-000000000001", "rg1", name)
+        .unwrap()
+        .as_str()
+        .to_string()
+}
+
+pub fn create_req(resource_id: &str, kind: IdentityKind) -> CreateIdentityRequest {
+    CreateIdentityRequest {
+        resource_id: resource_id.to_string(),
+        kind: kind as i32,
+        tenant_id: TENANT.to_string(),
+    }
+}
+
+pub fn cred_req(resource_id: &str) -> GetCredentialRequest {
+    GetCredentialRequest {
+        resource_id: resource_id.to_string(),
+        host: "host-1".into(),
+    }
 }
