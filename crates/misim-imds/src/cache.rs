@@ -147,7 +147,7 @@ mod tests {
                 .unwrap()
                 .1
         );
-        clock.advance(3600 - 300);
+        clock.advance(3600 - 299);
         assert!(
             !cache
                 .get_or_fetch(key.clone(), false, fetch)

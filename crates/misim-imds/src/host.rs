@@ -24,6 +24,9 @@ use crate::store::HostStore;
 use crate::throttle::{ImdsLimits, VmThrottle};
 use crate::Config;
 
+/// How long `RemoveVm` waits for the VM's in-flight IMDS requests.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// One VM placed on this host, while its IMDS listener runs.
 #[derive(Debug)]
 pub struct Vm {
@@ -33,6 +36,7 @@ pub struct Vm {
     /// This VM's throttle state.
     pub throttle: VmThrottle,
     stop: CancellationToken,
+    stopped: CancellationToken,
 }
 
 impl Vm {
@@ -145,6 +149,7 @@ impl Host {
             key: record.vm.resource_id.key(),
             throttle: VmThrottle::new(self.limits.clone(), self.clock.clone()),
             stop: self.shutdown.child_token(),
+            stopped: CancellationToken::new(),
             record: RwLock::new(record),
         });
         self.vms_write().insert(vm.key.clone(), Arc::clone(&vm));
@@ -157,6 +162,7 @@ impl Host {
             if let Err(e) = serve::serve_http(listener, router, stop).await {
                 warn!(vm = %vm.key, error = %e, "imds listener failed");
             }
+            vm.stopped.cancel();
         });
     }
 
@@ -223,6 +229,13 @@ impl Host {
         let removed = self.vms_write().remove(&id.key());
         if let Some(vm) = removed {
             vm.stop.cancel();
+            // The listener closes at once; in-flight requests get a little time to finish.
+            if tokio::time::timeout(STOP_GRACE, vm.stopped.cancelled())
+                .await
+                .is_err()
+            {
+                warn!(vm = %id, "imds requests still in flight after removal");
+            }
             info!(vm = %id, "vm removed from host");
         }
         self.cache.remove_vm(&id.key());

@@ -1,0 +1,273 @@
+//! Integration tests of one host: the agent gRPC API and the per-VM IMDS endpoints, run in-process on
+//! 127.0.0.1:0 against a fake MSRP and a fake Azure AD.
+
+mod agent;
+mod cache_throttle;
+mod fakes;
+mod instance;
+mod restart;
+mod token;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use fakes::{FakeAad, FakeMsrp, TestIdentity};
+use misim_core::{serve, Clock};
+use misim_imds::{Config, ImdsLimits, RunError};
+use misim_proto::imds as pb;
+use misim_proto::imds::host_agent_client::HostAgentClient;
+use misim_proto::msrp::msrp_server::MsrpServer;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const SUB: &str = "00000000-0000-0000-0000-00000000a001";
+pub const TENANT: &str = "00000000-0000-0000-0000-00000000b001";
+pub const START: i64 = 1_800_000_000;
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A running host (`misim_imds::run`) that can be stopped and started again on the same data dir.
+struct RunningHost {
+    shutdown: CancellationToken,
+    handle: JoinHandle<Result<(), RunError>>,
+    agent_url: String,
+}
+
+/// A host with its fakes, a temp data dir and a manual clock.
+pub struct Sandbox {
+    pub clock: Clock,
+    pub msrp: FakeMsrp,
+    pub aad: FakeAad,
+    pub limits: ImdsLimits,
+    dir: tempfile::TempDir,
+    msrp_url: String,
+    pub aad_url: String,
+    fakes_shutdown: CancellationToken,
+    host: Option<RunningHost>,
+}
+
+async fn loopback() -> tokio::net::TcpListener {
+    serve::bind(SocketAddr::new(LOCALHOST, 0))
+        .await
+        .expect("bind")
+}
+
+impl Sandbox {
+    /// Fakes plus a host with `limits`.
+    pub async fn start(limits: ImdsLimits) -> Sandbox {
+        let clock = Clock::manual(START);
+        let fakes_shutdown = CancellationToken::new();
+        let msrp = FakeMsrp::default();
+        let msrp_listener = loopback().await;
+        let msrp_url = format!("http://{}", msrp_listener.local_addr().unwrap());
+        let routes = tonic::service::Routes::new(MsrpServer::new(msrp.clone()));
+        tokio::spawn(serve::serve_grpc(
+            msrp_listener,
+            routes,
+            &[],
+            fakes_shutdown.clone(),
+        ));
+        let aad = FakeAad::new(clock.clone());
+        let aad_listener = loopback().await;
+        let aad_url = format!("http://{}", aad_listener.local_addr().unwrap());
+        aad.base_url.set(aad_url.clone()).unwrap();
+        tokio::spawn(serve::serve_http(
+            aad_listener,
+            aad.router(),
+            fakes_shutdown.clone(),
+        ));
+        let mut sandbox = Sandbox {
+            clock,
+            msrp,
+            aad,
+            limits,
+            dir: tempfile::tempdir().unwrap(),
+            msrp_url,
+            aad_url,
+            fakes_shutdown,
+            host: None,
+        };
+        sandbox.start_host().await;
+        sandbox
+    }
+
+    /// Without throttling.
+    pub async fn unlimited() -> Sandbox {
+        Sandbox::start(ImdsLimits::unlimited()).await
+    }
+
+    pub async fn start_host(&mut self) {
+        let config = Config {
+            host_name: "host-1".into(),
+            data_dir: self.dir.path().join("hosts/host-1"),
+            msrp_grpc: self.msrp_url.clone(),
+            aad_url: self.aad_url.clone(),
+            vm_listen_ip: LOCALHOST,
+            clock: self.clock.clone(),
+            limits: self.limits.clone(),
+            credential_refresh_secs: 0,
+        };
+        let listener = loopback().await;
+        let agent_url = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(misim_imds::run(config, listener, shutdown.clone()));
+        self.host = Some(RunningHost {
+            shutdown,
+            handle,
+            agent_url,
+        });
+        // The agent answers only once `run` has reloaded the VMs and bound their listeners.
+        self.agent()
+            .await
+            .list_vms(pb::ListVmsRequest {})
+            .await
+            .expect("host ready");
+    }
+
+    /// Stops the host and waits until it has released its store and listeners.
+    pub async fn stop_host(&mut self) {
+        let host = self.host.take().expect("host running");
+        host.shutdown.cancel();
+        host.handle.await.expect("join").expect("host run");
+    }
+
+    pub async fn agent(&self) -> HostAgentClient<Channel> {
+        let url = self.host.as_ref().expect("host running").agent_url.clone();
+        let channel = Channel::from_shared(url).unwrap().connect_lazy();
+        HostAgentClient::new(channel)
+    }
+
+    /// Places VM `name` and returns its IMDS endpoint.
+    pub async fn place(&self, name: &str) -> String {
+        let placed = self
+            .agent()
+            .await
+            .place_vm(pb::PlaceVmRequest {
+                vm: Some(vm_info(name)),
+            })
+            .await
+            .unwrap();
+        placed.into_inner().imds_endpoint
+    }
+
+    /// Issues credentials for `identities` (fake MSRP, registered in fake AAD) and configures them on VM `name`.
+    pub async fn configure(
+        &self,
+        name: &str,
+        identities: &[&TestIdentity],
+    ) -> Result<pb::PlacedVm, tonic::Status> {
+        for i in identities {
+            let der = self.msrp.issue(i, self.clock.now());
+            self.aad.register(&i.client_id, der);
+        }
+        let request = pb::ConfigureIdentitiesRequest {
+            resource_id: vm_id(name),
+            identities: identities.iter().map(|i| identity_ref(i)).collect(),
+        };
+        self.agent()
+            .await
+            .configure_identities(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(host) = &self.host {
+            host.shutdown.cancel();
+        }
+        self.fakes_shutdown.cancel();
+    }
+}
+
+pub fn vm_id(name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/{name}")
+}
+
+pub fn vm_info(name: &str) -> pb::VmInfo {
+    pb::VmInfo {
+        resource_id: vm_id(name),
+        vm_id: format!("11111111-0000-0000-0000-{:0>12}", name.len()),
+        name: name.into(),
+        subscription_id: SUB.into(),
+        resource_group: "rg1".into(),
+        location: "westeurope".into(),
+        vm_size: "Standard_D2s_v3".into(),
+        os_type: "Linux".into(),
+        vm_scale_set_name: String::new(),
+        tags: [("env".to_string(), "ci".to_string())].into(),
+        private_ip_address: "10.0.0.4".into(),
+        mac_address: "000D3AF806EC".into(),
+    }
+}
+
+pub fn system_identity(vm: &str) -> TestIdentity {
+    TestIdentity {
+        resource_id: vm_id(vm),
+        system: true,
+        client_id: uuid::Uuid::new_v4().to_string(),
+        principal_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: TENANT.into(),
+    }
+}
+
+pub fn user_identity(name: &str) -> TestIdentity {
+    TestIdentity {
+        resource_id: format!(
+            "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+        ),
+        system: false,
+        client_id: uuid::Uuid::new_v4().to_string(),
+        principal_id: uuid::Uuid::new_v4().to_string(),
+        tenant_id: TENANT.into(),
+    }
+}
+
+pub fn identity_ref(i: &TestIdentity) -> pb::IdentityRef {
+    let kind = if i.system {
+        pb::IdentityKind::SystemAssigned
+    } else {
+        pb::IdentityKind::UserAssigned
+    };
+    pb::IdentityRef {
+        msi_res_id: i.resource_id.clone(),
+        kind: kind as i32,
+        client_id: i.client_id.clone(),
+        principal_id: i.principal_id.clone(),
+        tenant_id: i.tenant_id.clone(),
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A GET with `Metadata: true`; returns status and JSON body.
+pub async fn get_json(url: &str) -> (u16, Value) {
+    let r = http()
+        .get(url)
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {text:?}: {e}")),
+    )
+}
+
+/// `GET {endpoint}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=…{extra}`.
+pub async fn token(endpoint: &str, extra: &str) -> (u16, Value) {
+    get_json(&format!(
+        "{endpoint}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/{extra}"
+    ))
+    .await
+}
+
+/// The error description of an identity error body.
+pub fn description(body: &Value) -> &str {
+    body["error_description"].as_str().unwrap_or_default()
+}
