@@ -182,7 +182,11 @@ impl Directory {
                 sp.key_credentials.push(cred);
                 self.store.put_principal(&sp)?;
                 self.store.flush().await?;
-                info!(identity = %sp.msi_resource_id, client_id = %sp.app_id, "added certificate to existing service principal");
+                info!(
+                    identity = %sp.msi_resource_id,
+                    client_id = %sp.app_id,
+                    "added certificate to existing service principal"
+                );
             }
             return Ok(sp);
         }
@@ -197,8 +201,13 @@ impl Directory {
         };
         self.store.put_principal(&sp)?;
         self.store.flush().await?;
-        info!(step = 2, identity = %sp.msi_resource_id, client_id = %sp.app_id, principal_id = %sp.object_id,
-            "created service principal");
+        info!(
+            step = 2,
+            identity = %sp.msi_resource_id,
+            client_id = %sp.app_id,
+            principal_id = %sp.object_id,
+            "created service principal"
+        );
         Ok(sp)
     }
 
@@ -254,8 +263,12 @@ impl Directory {
             .iter()
             .any(|k| k.certificate_der == cred.certificate_der)
         {
-            info!(identity = %sp.msi_resource_id, key_id = %cred.key_id, thumbprint = %cred.thumbprint_sha1_hex,
-                "added key credential");
+            info!(
+                identity = %sp.msi_resource_id,
+                key_id = %cred.key_id,
+                thumbprint = %cred.thumbprint_sha1_hex,
+                "added key credential"
+            );
             sp.key_credentials.push(cred);
             self.store.put_principal(&sp)?;
             self.store.flush().await?;
@@ -295,7 +308,11 @@ impl Directory {
         let _w = self.writes.lock().await;
         if let Some(sp) = self.store.remove_principal(tenant_id, object_id)? {
             self.store.flush().await?;
-            info!(identity = %sp.msi_resource_id, client_id = %sp.app_id, "deleted service principal");
+            info!(
+                identity = %sp.msi_resource_id,
+                client_id = %sp.app_id,
+                "deleted service principal"
+            );
         }
         Ok(())
     }

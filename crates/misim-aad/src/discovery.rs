@@ -12,17 +12,46 @@ use crate::keys::SigningKey;
 /// Tenant placeholder Entra's multi-tenant documents use.
 pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
+/// `token_endpoint_auth_methods_supported` of both documents.
+const AUTH_METHODS: &[&str] = &[
+    "client_secret_post",
+    "private_key_jwt",
+    "client_secret_basic",
+];
+
+/// Claims both documents list in `claims_supported`.
+const COMMON_CLAIMS: &[&str] = &[
+    "sub",
+    "iss",
+    "cloud_instance_name",
+    "cloud_instance_host_name",
+    "cloud_graph_host_name",
+    "msgraph_host",
+    "aud",
+    "exp",
+    "iat",
+    "auth_time",
+    "acr",
+    "nonce",
+];
+
 /// The v1 document at `/{tenant}/.well-known/openid-configuration` for tenant `tid`.
 pub fn openid_configuration_v1(public_url: &str, tid: &str) -> Value {
+    let claims = [
+        COMMON_CLAIMS,
+        &["amr", "email", "given_name", "family_name", "nickname"],
+    ]
+    .concat();
     let base = format!("{public_url}/{tid}");
     json!({
         "token_endpoint": format!("{base}/oauth2/token"),
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "jwks_uri": format!("{public_url}/common/discovery/keys"),
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported": ["code", "id_token", "code id_token", "token id_token", "token"],
+        "response_types_supported":
+            ["code", "id_token", "code id_token", "token id_token", "token"],
         "scopes_supported": ["openid"],
         "issuer": issuer_v1(tid),
         "microsoft_multi_refresh_token": true,
@@ -31,9 +60,7 @@ pub fn openid_configuration_v1(public_url: &str, tid: &str) -> Value {
         "http_logout_supported": true,
         "frontchannel_logout_supported": true,
         "end_session_endpoint": format!("{base}/oauth2/logout"),
-        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
-            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "amr", "nonce", "email", "given_name",
-            "family_name", "nickname"],
+        "claims_supported": claims,
         "check_session_iframe": format!("{base}/oauth2/checksession"),
         "userinfo_endpoint": format!("{base}/openid/userinfo"),
         "kerberos_endpoint": format!("{base}/kerberos"),
@@ -47,10 +74,20 @@ pub fn openid_configuration_v1(public_url: &str, tid: &str) -> Value {
 
 /// The v2 document at `/{tenant}/v2.0/.well-known/openid-configuration` for tenant `tid`.
 pub fn openid_configuration_v2(public_url: &str, tid: &str) -> Value {
+    let extra = [
+        "preferred_username",
+        "name",
+        "tid",
+        "ver",
+        "at_hash",
+        "c_hash",
+        "email",
+    ];
+    let claims = [COMMON_CLAIMS, &extra].concat();
     let base = format!("{public_url}/{tid}");
     json!({
         "token_endpoint": format!("{base}/oauth2/v2.0/token"),
-        "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "jwks_uri": format!("{base}/discovery/v2.0/keys"),
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
@@ -65,9 +102,7 @@ pub fn openid_configuration_v2(public_url: &str, tid: &str) -> Value {
         "http_logout_supported": true,
         "frontchannel_logout_supported": true,
         "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
-        "claims_supported": ["sub", "iss", "cloud_instance_name", "cloud_instance_host_name", "cloud_graph_host_name",
-            "msgraph_host", "aud", "exp", "iat", "auth_time", "acr", "nonce", "preferred_username", "name", "tid",
-            "ver", "at_hash", "c_hash", "email"],
+        "claims_supported": claims,
         "kerberos_endpoint": format!("{base}/kerberos"),
         "tenant_region_scope": null,
         "cloud_instance_name": "microsoftonline.com",

@@ -114,59 +114,103 @@ impl AadError {
     /// Status, `error` and AADSTS code + message as Entra answers (reference §3.2, sources S11/S17).
     fn aadsts(&self) -> AadsTs {
         use AadError::*;
-        let bad = StatusCode::BAD_REQUEST;
-        let unauth = StatusCode::UNAUTHORIZED;
-        let (status, error, code, message) = match self {
-            InvalidArgument(m) => (bad, "invalid_request", 900144, m.clone()),
-            TenantNotFound(t) => (bad, "invalid_request", 90002, format!(
-                "Tenant '{t}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."
-            )),
-            ServicePrincipalNotFound { .. } | KeyCredentialNotFound(_) => (bad, "invalid_request", 900144, self.to_string()),
-            MissingParameter(p) => (bad, "invalid_request", 900144, format!(
-                "The request body must contain the following parameter: '{p}'."
-            )),
-            UnsupportedGrantType(g) => (bad, "unsupported_grant_type", 70003, format!(
-                "The app requested an unsupported grant type '{g}'."
-            )),
-            MissingResource => (bad, "invalid_resource", 50001, "Resource identifier is not provided.".into()),
-            UnknownResource { resource, tenant } => (bad, "invalid_resource", 500011, format!(
-                "The resource principal named {resource} was not found in the tenant named {tenant}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant."
-            )),
-            ResourceOnV2 => (bad, "invalid_request", 901002, "The 'resource' request parameter isn't supported.".into()),
-            InvalidScope(s) => (bad, "invalid_scope", 70011, format!(
-                "The provided value for the input parameter 'scope' isn't valid. The scope {s} isn't valid."
-            )),
-            MissingAssertion => (unauth, "invalid_client", 7000218, 
-                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.".into()),
-            InvalidClientSecret { client_id } => (unauth, "invalid_client", 7000215, format!(
-                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-            )),
-            UnknownClient { client_id, tenant } => (bad, "unauthorized_client", 700016, format!(
-                "Application with identifier '{client_id}' was not found in the directory '{tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant."
-            )),
-            MalformedAssertion(_) => (bad, "invalid_request", 50027, "JWT token is invalid or malformed.".into()),
-            InvalidSignature { reason, thumbprint } => (unauth, "invalid_client", 700027, format!(
-                "Client assertion contains an invalid signature. [Reason - {reason}, Thumbprint of key used by client: '{thumbprint}']"
-            )),
-            AssertionSubjectMismatch => (unauth, "invalid_client", 700021, 
-                "Client assertion application identifier doesn't match 'client_id' parameter.".into()),
-            AssertionAudienceMismatch(aud) => (unauth, "invalid_client", 700023, format!(
-                "Client assertion audience claim does not match Realm issuer. Audience: '{aud}'."
-            )),
-            AssertionTimeRange { now, nbf, exp } => (unauth, "invalid_client", 700024, format!(
-                "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}.",
-                aad_timestamp(*now), nbf.map(aad_timestamp).unwrap_or_default(), exp.map(aad_timestamp).unwrap_or_default()
-            )),
-            AssertionReplayed(_) => (unauth, "invalid_client", 50013, 
-                "Assertion is invalid. The assertion identifier (jti) has already been used.".into()),
-            Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90015, 
-                "An internal error occurred.".into()),
+        let (bad, unauth) = (StatusCode::BAD_REQUEST, StatusCode::UNAUTHORIZED);
+        let (status, error, code) = match self {
+            InvalidArgument(_) | ServicePrincipalNotFound { .. } | KeyCredentialNotFound(_) => {
+                (bad, "invalid_request", 900144)
+            }
+            MissingParameter(_) => (bad, "invalid_request", 900144),
+            TenantNotFound(_) => (bad, "invalid_request", 90002),
+            UnsupportedGrantType(_) => (bad, "unsupported_grant_type", 70003),
+            MissingResource => (bad, "invalid_resource", 50001),
+            UnknownResource { .. } => (bad, "invalid_resource", 500011),
+            ResourceOnV2 => (bad, "invalid_request", 901002),
+            InvalidScope(_) => (bad, "invalid_scope", 70011),
+            MissingAssertion => (unauth, "invalid_client", 7000218),
+            InvalidClientSecret { .. } => (unauth, "invalid_client", 7000215),
+            UnknownClient { .. } => (bad, "unauthorized_client", 700016),
+            MalformedAssertion(_) => (bad, "invalid_request", 50027),
+            InvalidSignature { .. } => (unauth, "invalid_client", 700027),
+            AssertionSubjectMismatch => (unauth, "invalid_client", 700021),
+            AssertionAudienceMismatch(_) => (unauth, "invalid_client", 700023),
+            AssertionTimeRange { .. } => (unauth, "invalid_client", 700024),
+            AssertionReplayed(_) => (unauth, "invalid_client", 50013),
+            Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90015),
         };
         AadsTs {
             status,
             error,
             code,
-            message,
+            message: self.aadsts_message(),
+        }
+    }
+
+    /// The AADSTS message text (after `AADSTSnnnn: `), as Entra words it.
+    fn aadsts_message(&self) -> String {
+        use AadError::*;
+        const NOT_INSTALLED: &str = "This can happen if the application has not been installed by \
+            the administrator of the tenant or consented to by any user in the tenant.";
+        match self {
+            InvalidArgument(_) | ServicePrincipalNotFound { .. } | KeyCredentialNotFound(_) => {
+                self.to_string()
+            }
+            TenantNotFound(t) => format!(
+                "Tenant '{t}' not found. Check to make sure you have the correct tenant ID and \
+                 are signing into the correct cloud. Check with your subscription administrator, \
+                 this may happen if there are no active subscriptions for the tenant."
+            ),
+            MissingParameter(p) => {
+                format!("The request body must contain the following parameter: '{p}'.")
+            }
+            UnsupportedGrantType(g) => {
+                format!("The app requested an unsupported grant type '{g}'.")
+            }
+            MissingResource => "Resource identifier is not provided.".into(),
+            UnknownResource { resource, tenant } => format!(
+                "The resource principal named {resource} was not found in the tenant named \
+                 {tenant}. {NOT_INSTALLED} You might have sent your authentication request to the \
+                 wrong tenant."
+            ),
+            ResourceOnV2 => "The 'resource' request parameter isn't supported.".into(),
+            InvalidScope(s) => format!(
+                "The provided value for the input parameter 'scope' isn't valid. The scope {s} \
+                 isn't valid."
+            ),
+            MissingAssertion => "The request body must contain the following parameter: \
+                                 'client_assertion' or 'client_secret'."
+                .into(),
+            InvalidClientSecret { client_id } => format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is \
+                 the client secret value, not the client secret ID, for a secret added to app \
+                 '{client_id}'."
+            ),
+            UnknownClient { client_id, tenant } => format!(
+                "Application with identifier '{client_id}' was not found in the directory \
+                 '{tenant}'. {NOT_INSTALLED} You may have sent your authentication request to the \
+                 wrong tenant."
+            ),
+            MalformedAssertion(_) => "JWT token is invalid or malformed.".into(),
+            InvalidSignature { reason, thumbprint } => format!(
+                "Client assertion contains an invalid signature. [Reason - {reason}, Thumbprint \
+                 of key used by client: '{thumbprint}']"
+            ),
+            AssertionSubjectMismatch => "Client assertion application identifier doesn't match \
+                                         'client_id' parameter."
+                .into(),
+            AssertionAudienceMismatch(aud) => format!(
+                "Client assertion audience claim does not match Realm issuer. Audience: '{aud}'."
+            ),
+            AssertionTimeRange { now, nbf, exp } => format!(
+                "Client assertion is not within its valid time range. Current time: {}, \
+                 assertion valid from {}, expiry time of assertion {}.",
+                aad_timestamp(*now),
+                nbf.map(aad_timestamp).unwrap_or_default(),
+                exp.map(aad_timestamp).unwrap_or_default()
+            ),
+            AssertionReplayed(_) => "Assertion is invalid. The assertion identifier (jti) has \
+                                     already been used."
+                .into(),
+            Store(_) | Internal(_) => "An internal error occurred.".into(),
         }
     }
 
@@ -190,7 +234,8 @@ impl AadError {
         let body = serde_json::json!({
             "error": error,
             "error_description": format!(
-                "AADSTS{code}: {message}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}"
+                "AADSTS{code}: {message}\r\nTrace ID: {trace_id}\r\n\
+                 Correlation ID: {correlation_id}\r\nTimestamp: {timestamp}"
             ),
             "error_codes": [code],
             "timestamp": timestamp,

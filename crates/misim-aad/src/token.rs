@@ -149,8 +149,15 @@ impl TokenService {
         let token = tokio::task::spawn_blocking(move || key.sign(&claims, with_x5t))
             .await
             .map_err(|e| AadError::Internal(format!("signing task: {e}")))??;
-        info!(step = 6, identity = %sp.msi_resource_id, client_id = %sp.app_id, resource = %audience,
-            version = ?version, thumbprint = %thumbprint, "issued access token");
+        info!(
+            step = 6,
+            identity = %sp.msi_resource_id,
+            client_id = %sp.app_id,
+            resource = %audience,
+            version = ?version,
+            thumbprint = %thumbprint,
+            "issued access token"
+        );
         Ok(facts.response(token))
     }
 }

@@ -84,8 +84,14 @@ async fn v1_and_v2_tokens_verify_against_discovered_jwks_with_expected_claims() 
     // audience = v2 endpoint on another host; xms_az_rid is copied into the token.
     let mut header = Header::new(Algorithm::PS256);
     header.x5t_s256 = Some(x5t_s256_padded(&cert.cert_der));
-    let claims = json!({"aud": format!("https://login.example/{tid}/oauth2/v2.0/token"), "iss": cid, "sub": cid,
-        "jti": "j-msal", "iat": T0 as f64 + 0.523, "exp": (T0 + 600) as f64 + 0.523});
+    let claims = json!({
+        "aud": format!("https://login.example/{tid}/oauth2/v2.0/token"),
+        "iss": cid,
+        "sub": cid,
+        "jti": "j-msal",
+        "iat": T0 as f64 + 0.523,
+        "exp": (T0 + 600) as f64 + 0.523,
+    });
     let assertion = sign(&cert, &header, &claims);
     let mut form = v2_form(cid, &assertion, "https://vault.azure.net/.default");
     form.push(("xms_az_rid", VM_ID));
@@ -120,8 +126,14 @@ async fn v1_and_v2_tokens_verify_against_discovered_jwks_with_expected_claims() 
     // Rust azure_identity style: RS256, standard-base64 padded x5t, integer times without iat.
     let mut header = Header::new(Algorithm::RS256);
     header.x5t = Some(x5t_standard_padded(&cert.cert_der));
-    let claims = json!({"aud": format!("https://h/{tid}/oauth2/v2.0/token"), "iss": cid, "sub": cid, "jti": "j-rust",
-        "nbf": T0, "exp": T0 + 300});
+    let claims = json!({
+        "aud": format!("https://h/{tid}/oauth2/v2.0/token"),
+        "iss": cid,
+        "sub": cid,
+        "jti": "j-rust",
+        "nbf": T0,
+        "exp": T0 + 300,
+    });
     let assertion = sign(&cert, &header, &claims);
     let (status, body) = aad
         .post_form(
@@ -257,7 +269,10 @@ async fn token_rejections_carry_aadsts_codes_statuses_and_entra_body() {
     )
     .await;
 
-    let claims = |aud: &str, iss: &str| json!({"aud": aud, "iss": iss, "sub": cid, "exp": T0 + 600, "jti": uuid::Uuid::new_v4().to_string()});
+    let claims = |aud: &str, iss: &str| {
+        let jti = uuid::Uuid::new_v4().to_string();
+        json!({"aud": aud, "iss": iss, "sub": cid, "exp": T0 + 600, "jti": jti})
+    };
     let wrong_iss = sign(&cert, &header, &claims(&aud, &other));
     expect_error(
         &aad,
@@ -301,7 +316,10 @@ async fn token_rejections_carry_aadsts_codes_statuses_and_entra_body() {
         500011,
     )
     .await;
-    let expected = format!("AADSTS500011: The resource principal named https://unknown.example/ was not found in the tenant named {tid}.");
+    let expected = format!(
+        "AADSTS500011: The resource principal named https://unknown.example/ was not found in \
+         the tenant named {tid}."
+    );
     assert!(body["error_description"]
         .as_str()
         .unwrap()

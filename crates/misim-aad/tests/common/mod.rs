@@ -23,9 +23,11 @@ pub const T0: i64 = 1_700_000_000;
 /// Token lifetime configured in tests, seconds.
 pub const LIFETIME: i64 = 86_400;
 /// A VM resource ID for system-assigned identities.
-pub const VM_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1";
+pub const VM_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/\
+                         providers/Microsoft.Compute/virtualMachines/vm1";
 /// A user-assigned identity resource ID.
-pub const UAMI_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1";
+pub const UAMI_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/\
+                           providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1";
 
 /// A running Azure AD.
 pub struct Aad {
