@@ -1,7 +1,6 @@
-//! The control-plane flow over gRPC: bootstrap, groups and VMs, the identity flow (steps 1–3),
-//! reconciliation after peer failures, restart, and role assignments (step 4).
+//! The control plane over gRPC: bootstrap of the default subscription, groups and VMs (idempotent
+//! PUTs, placement), restart on the same data dir; plus the request helpers the other test files use.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use misim_core::Clock;
@@ -12,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::fakes::{FakeHost, TENANT};
 use crate::{FakePeers, Sandbox, T0};
 
-async fn group(sb: &mut Sandbox, name: &str) -> pb::ResourceGroup {
+pub(crate) async fn group(sb: &mut Sandbox, name: &str) -> pb::ResourceGroup {
     let req = pb::CreateResourceGroupRequest {
         name: name.into(),
         location: "westeurope".into(),
@@ -25,7 +24,7 @@ async fn group(sb: &mut Sandbox, name: &str) -> pb::ResourceGroup {
         .into_inner()
 }
 
-async fn vm(sb: &mut Sandbox, rg: &str, name: &str) -> pb::VirtualMachine {
+pub(crate) async fn vm(sb: &mut Sandbox, rg: &str, name: &str) -> pb::VirtualMachine {
     let req = pb::CreateVmRequest {
         resource_group: rg.into(),
         name: name.into(),
@@ -34,7 +33,7 @@ async fn vm(sb: &mut Sandbox, rg: &str, name: &str) -> pb::VirtualMachine {
     sb.client.create_vm(req).await.unwrap().into_inner()
 }
 
-async fn uami(sb: &mut Sandbox, rg: &str, name: &str) -> pb::UserAssignedIdentity {
+pub(crate) async fn uami(sb: &mut Sandbox, rg: &str, name: &str) -> pb::UserAssignedIdentity {
     let req = pb::CreateUserAssignedIdentityRequest {
         resource_group: rg.into(),
         name: name.into(),
@@ -47,7 +46,12 @@ async fn uami(sb: &mut Sandbox, rg: &str, name: &str) -> pb::UserAssignedIdentit
         .into_inner()
 }
 
-fn assign(rg: &str, name: &str, system: bool, uamis: &[&str]) -> pb::AssignVmIdentityRequest {
+pub(crate) fn assign(
+    rg: &str,
+    name: &str,
+    system: bool,
+    uamis: &[&str],
+) -> pb::AssignVmIdentityRequest {
     pb::AssignVmIdentityRequest {
         resource_group: rg.into(),
         name: name.into(),
@@ -57,7 +61,12 @@ fn assign(rg: &str, name: &str, system: bool, uamis: &[&str]) -> pb::AssignVmIde
     }
 }
 
-fn remove(rg: &str, name: &str, system: bool, uamis: &[&str]) -> pb::RemoveVmIdentityRequest {
+pub(crate) fn remove(
+    rg: &str,
+    name: &str,
+    system: bool,
+    uamis: &[&str],
+) -> pb::RemoveVmIdentityRequest {
     pb::RemoveVmIdentityRequest {
         resource_group: rg.into(),
         name: name.into(),
@@ -67,7 +76,7 @@ fn remove(rg: &str, name: &str, system: bool, uamis: &[&str]) -> pb::RemoveVmIde
     }
 }
 
-fn lower(ids: &[&str]) -> Vec<String> {
+pub(crate) fn lower(ids: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = ids.iter().map(|s| s.to_ascii_lowercase()).collect();
     v.sort();
     v
@@ -214,276 +223,6 @@ async fn groups_and_vms_are_idempotent_and_vms_are_placed_on_the_emptiest_host()
 }
 
 #[tokio::test]
-async fn enabling_system_assigned_creates_it_in_msrp_and_configures_the_host() {
-    let mut sb = Sandbox::start().await;
-    group(&mut sb, "rg").await;
-    let v = vm(&mut sb, "rg", "vm").await;
-    let identity = sb
-        .client
-        .assign_vm_identity(assign("rg", "vm", true, &[]))
-        .await
-        .unwrap()
-        .into_inner();
-    let created = sb.msrp().identity(&v.id).expect("msrp identity");
-    assert_eq!(
-        sb.msrp().calls(),
-        vec![format!("create system {} {TENANT}", v.id)]
-    );
-    assert_eq!(identity.r#type, "SystemAssigned");
-    assert_eq!(identity.principal_id, created.principal_id);
-    assert_eq!(identity.tenant_id, TENANT);
-    assert!(identity.user_assigned_identities.is_empty());
-    assert_eq!(sb.host(&v.host).identities(&v.id), Some(lower(&[&v.id])));
-    let sent = sb.host(&v.host).configured.lock().unwrap()[&v.id.to_ascii_lowercase()][0].clone();
-    assert_eq!(
-        (sent.client_id, sent.principal_id, sent.tenant_id),
-        (created.client_id, created.principal_id, TENANT.to_string())
-    );
-
-    let shown = sb
-        .client
-        .get_vm_identity(pb::GetVmIdentityRequest {
-            resource_group: "rg".into(),
-            name: "vm".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(shown, identity);
-}
-
-#[tokio::test]
-async fn user_assigned_identities_are_created_assigned_and_removed() {
-    let mut sb = Sandbox::start().await;
-    group(&mut sb, "rg").await;
-    let v = vm(&mut sb, "rg", "vm").await;
-    let u = uami(&mut sb, "rg", "id1").await;
-    assert_eq!(u.r#type, "Microsoft.ManagedIdentity/userAssignedIdentities");
-    let m = sb.msrp().identity(&u.id).unwrap();
-    assert_eq!(
-        (
-            u.client_id.as_str(),
-            u.principal_id.as_str(),
-            u.tenant_id.as_str()
-        ),
-        (m.client_id.as_str(), m.principal_id.as_str(), TENANT)
-    );
-    assert_eq!(
-        uami(&mut sb, "rg", "id1").await,
-        u,
-        "create again returns it unchanged"
-    );
-
-    let both = sb
-        .client
-        .assign_vm_identity(assign("rg", "vm", true, &[&u.id]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(both.r#type, "SystemAssigned, UserAssigned");
-    let entry = &both.user_assigned_identities[&u.id];
-    assert_eq!(
-        (entry.client_id.as_str(), entry.principal_id.as_str()),
-        (u.client_id.as_str(), u.principal_id.as_str())
-    );
-    assert_eq!(
-        sb.host(&v.host).identities(&v.id),
-        Some(lower(&[&v.id, &u.id]))
-    );
-
-    let only_system = sb
-        .client
-        .remove_vm_identity(remove("rg", "vm", false, &[&u.id]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(only_system.r#type, "SystemAssigned");
-    assert_eq!(sb.host(&v.host).identities(&v.id), Some(lower(&[&v.id])));
-
-    let none = sb
-        .client
-        .remove_vm_identity(remove("rg", "vm", true, &[]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(none.r#type, "None");
-    assert_eq!(none.principal_id, "");
-    assert_eq!(sb.host(&v.host).identities(&v.id), Some(vec![]));
-    assert!(
-        sb.msrp().identity(&v.id).is_none(),
-        "disabled system identity deleted in msrp"
-    );
-    assert!(sb.msrp().identity(&u.id).is_some(), "uami untouched");
-
-    let missing = format!("/subscriptions/{}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ghost", v.subscription_id);
-    let err = sb
-        .client
-        .assign_vm_identity(assign("rg", "vm", false, &[&missing]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::NotFound);
-    assert!(
-        err.message().contains("userAssignedIdentities/ghost"),
-        "{}",
-        err.message()
-    );
-}
-
-#[tokio::test]
-async fn deleting_a_vm_deletes_only_its_system_identity_and_deleted_uamis_dangle() {
-    let mut sb = Sandbox::start().await;
-    group(&mut sb, "rg").await;
-    let v = vm(&mut sb, "rg", "vm").await;
-    let v2 = vm(&mut sb, "rg", "vm2").await;
-    let u = uami(&mut sb, "rg", "id1").await;
-    sb.client
-        .assign_vm_identity(assign("rg", "vm", true, &[&u.id]))
-        .await
-        .unwrap();
-    sb.client
-        .assign_vm_identity(assign("rg", "vm2", false, &[&u.id]))
-        .await
-        .unwrap();
-
-    let del = pb::DeleteVmRequest {
-        resource_group: "rg".into(),
-        name: "vm".into(),
-        ..Default::default()
-    };
-    sb.client.delete_vm(del.clone()).await.unwrap();
-    assert!(sb.msrp().calls().contains(&format!("delete {}", v.id)));
-    assert!(!sb
-        .msrp()
-        .calls()
-        .iter()
-        .any(|c| c == &format!("delete {}", u.id)));
-    assert!(sb.msrp().identity(&u.id).is_some());
-    assert_eq!(
-        sb.host(&v.host).removed.lock().unwrap().clone(),
-        vec![v.id.clone()]
-    );
-    let gone = sb
-        .client
-        .get_vm(pb::GetVmRequest {
-            resource_group: "rg".into(),
-            name: "vm".into(),
-            ..Default::default()
-        })
-        .await;
-    assert_eq!(gone.unwrap_err().code(), tonic::Code::NotFound);
-    sb.client
-        .delete_vm(del)
-        .await
-        .expect("deleting an absent vm succeeds");
-
-    let del_u = pb::DeleteUserAssignedIdentityRequest {
-        resource_group: "rg".into(),
-        name: "id1".into(),
-        ..Default::default()
-    };
-    sb.client
-        .delete_user_assigned_identity(del_u)
-        .await
-        .unwrap();
-    assert!(sb.msrp().identity(&u.id).is_none());
-    let ident = sb
-        .client
-        .get_vm_identity(pb::GetVmIdentityRequest {
-            resource_group: "rg".into(),
-            name: "vm2".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(ident.r#type, "UserAssigned");
-    assert_eq!(
-        ident.user_assigned_identities[&u.id].client_id, u.client_id,
-        "dangling entry keeps the old ids"
-    );
-    sb.arm
-        .reconcile_vm(&misim_core::ResourceId::parse(&v2.id).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        sb.host(&v2.host).identities(&v2.id),
-        Some(vec![]),
-        "a deleted uami is no longer served"
-    );
-}
-
-#[tokio::test]
-async fn reconcile_converges_after_msrp_and_host_recover() {
-    let mut sb = Sandbox::start().await;
-    group(&mut sb, "rg").await;
-    let v = vm(&mut sb, "rg", "vm").await;
-    sb.msrp().fail.store(true, Ordering::SeqCst);
-    let err = sb
-        .client
-        .assign_vm_identity(assign("rg", "vm", true, &[]))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
-    assert!(
-        err.message().contains("will be retried"),
-        "{}",
-        err.message()
-    );
-    let recorded = sb.arm.get_vm_identity("", "rg", "vm").unwrap();
-    assert_eq!(
-        (recorded.kind.as_str(), recorded.principal_id.as_str()),
-        ("SystemAssigned", "")
-    );
-    assert_eq!(
-        sb.host(&v.host).identities(&v.id),
-        Some(vec![]),
-        "host not configured with a half-made identity"
-    );
-    assert_eq!(
-        sb.arm.reconcile_all(true).await.unwrap(),
-        1,
-        "still failing while msrp is down"
-    );
-
-    sb.msrp().fail.store(false, Ordering::SeqCst);
-    sb.host(&v.host).fail.store(true, Ordering::SeqCst);
-    assert_eq!(
-        sb.arm.reconcile_all(true).await.unwrap(),
-        1,
-        "msrp recovered, host still down"
-    );
-    let created = sb.msrp().identity(&v.id).expect("msrp created it");
-    assert_eq!(
-        sb.arm.get_vm_identity("", "rg", "vm").unwrap().principal_id,
-        created.principal_id
-    );
-
-    sb.host(&v.host).fail.store(false, Ordering::SeqCst);
-    assert_eq!(sb.arm.reconcile_all(true).await.unwrap(), 0);
-    assert_eq!(sb.host(&v.host).identities(&v.id), Some(lower(&[&v.id])));
-    let creates = sb
-        .msrp()
-        .calls()
-        .iter()
-        .filter(|c| c.starts_with("create system"))
-        .count();
-    assert_eq!(
-        creates, 1,
-        "the stored identity is reused, not created again"
-    );
-    let got = sb
-        .client
-        .get_vm(pb::GetVmRequest {
-            resource_group: "rg".into(),
-            name: "vm".into(),
-            ..Default::default()
-        })
-        .await;
-    assert_eq!(got.unwrap().into_inner().provisioning_state, "Succeeded");
-}
-
-#[tokio::test]
 async fn state_survives_restart_on_the_same_data_dir() {
     let peers = FakePeers::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -549,147 +288,6 @@ async fn state_survives_restart_on_the_same_data_dir() {
         0,
         "startup reconcile of everything is a no-op success"
     );
-}
-
-#[tokio::test]
-async fn role_assignments_are_created_listed_with_inheritance_and_deleted() {
-    let mut sb = Sandbox::start().await;
-    let g = group(&mut sb, "rg").await;
-    let v = vm(&mut sb, "rg", "vm").await;
-    let principal = uuid::Uuid::new_v4().to_string();
-    let create = |scope: &str, role: &str| pb::CreateRoleAssignmentRequest {
-        scope: scope.into(),
-        role: role.into(),
-        principal_id: principal.clone(),
-        principal_type: String::new(),
-    };
-    let ra = sb
-        .client
-        .create_role_assignment(create(&g.id, "Reader"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(ra.id.starts_with(&format!(
-        "{}/providers/Microsoft.Authorization/roleAssignments/",
-        g.id
-    )));
-    assert_eq!(ra.role_definition_name, "Reader");
-    assert!(ra
-        .role_definition_id
-        .ends_with("/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7"));
-    assert_eq!(ra.principal_type, "ServicePrincipal");
-    let same = sb
-        .client
-        .create_role_assignment(create(&g.id, "acdd72a7-3385-48ef-bd42-f606fba81ae7"))
-        .await
-        .unwrap();
-    assert_eq!(
-        same.into_inner().id,
-        ra.id,
-        "same principal, role and scope returns the existing assignment"
-    );
-
-    let list = |scope: &str, p: &str| pb::ListRoleAssignmentsRequest {
-        scope: scope.into(),
-        principal_id: p.into(),
-    };
-    let at_vm = sb
-        .client
-        .list_role_assignments(list(&v.id, ""))
-        .await
-        .unwrap()
-        .into_inner()
-        .role_assignments;
-    assert_eq!(at_vm, vec![ra.clone()], "inherited from the group");
-    let at_sub = sb
-        .client
-        .list_role_assignments(list("", ""))
-        .await
-        .unwrap()
-        .into_inner()
-        .role_assignments;
-    assert!(
-        at_sub.is_empty(),
-        "a group assignment does not apply at the subscription"
-    );
-    let other = sb
-        .client
-        .list_role_assignments(list(&v.id, &uuid::Uuid::new_v4().to_string()))
-        .await
-        .unwrap();
-    assert!(other.into_inner().role_assignments.is_empty());
-
-    let vm_id = misim_core::ResourceId::parse(&v.id).unwrap();
-    assert!(sb
-        .arm
-        .authorize(&principal, "Microsoft.Compute/virtualMachines/read", &vm_id)
-        .unwrap());
-    assert!(!sb
-        .arm
-        .authorize(
-            &principal,
-            "Microsoft.Compute/virtualMachines/write",
-            &vm_id
-        )
-        .unwrap());
-    let sub_id =
-        misim_core::ResourceId::parse(&format!("/subscriptions/{}", v.subscription_id)).unwrap();
-    assert!(!sb
-        .arm
-        .authorize(
-            &principal,
-            "Microsoft.Resources/subscriptions/read",
-            &sub_id
-        )
-        .unwrap());
-
-    let bad_role = sb
-        .client
-        .create_role_assignment(create(&g.id, "Janitor"))
-        .await
-        .unwrap_err();
-    assert_eq!(bad_role.code(), tonic::Code::NotFound);
-    let missing_scope = format!("/subscriptions/{}/resourceGroups/nope", v.subscription_id);
-    let bad_scope = sb
-        .client
-        .create_role_assignment(create(&missing_scope, "Reader"))
-        .await
-        .unwrap_err();
-    assert!(
-        bad_scope.message().contains("ResourceGroupNotFound"),
-        "{}",
-        bad_scope.message()
-    );
-
-    sb.client
-        .delete_role_assignment(pb::DeleteRoleAssignmentRequest { id: ra.id.clone() })
-        .await
-        .unwrap();
-    let after = sb
-        .client
-        .list_role_assignments(list(&v.id, ""))
-        .await
-        .unwrap()
-        .into_inner()
-        .role_assignments;
-    assert!(after.is_empty());
-    assert!(!sb
-        .arm
-        .authorize(&principal, "Microsoft.Compute/virtualMachines/read", &vm_id)
-        .unwrap());
-
-    let defs = sb
-        .client
-        .list_role_definitions(pb::ListRoleDefinitionsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let names: Vec<&str> = defs
-        .role_definitions
-        .iter()
-        .map(|d| d.role_name.as_str())
-        .collect();
-    assert_eq!(names, vec!["Owner", "Contributor", "Reader"]);
 }
 
 #[tokio::test]

@@ -3,7 +3,9 @@
 
 mod fakes;
 mod flow;
+mod identities;
 mod rest;
+mod roles;
 
 use std::path::Path;
 use std::sync::Arc;
