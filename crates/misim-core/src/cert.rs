@@ -48,8 +48,13 @@ impl std::fmt::Debug for KeyAndCert {
 /// # Errors
 /// [`CertError::Rsa`] if the RNG or encoding fails.
 pub fn generate_rsa_key() -> Result<Vec<u8>, CertError> {
-    let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).map_err(|e| CertError::Rsa(e.to_string()))?;
-    Ok(key.to_pkcs8_der().map_err(|e| CertError::Rsa(e.to_string()))?.as_bytes().to_vec())
+    let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+        .map_err(|e| CertError::Rsa(e.to_string()))?;
+    Ok(key
+        .to_pkcs8_der()
+        .map_err(|e| CertError::Rsa(e.to_string()))?
+        .as_bytes()
+        .to_vec())
 }
 
 /// [`generate_rsa_key`] on tokio's blocking pool, keeping the runtime free.
@@ -77,10 +82,14 @@ pub fn self_signed(
     let key = rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)?;
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
     params.not_before = to_offset(not_before);
     params.not_after = to_offset(not_after);
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(uuid::Uuid::new_v4().as_bytes()));
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(
+        uuid::Uuid::new_v4().as_bytes(),
+    ));
     let cert = params.self_signed(&key)?;
     Ok(KeyAndCert {
         private_key_pkcs8_der: private_key_pkcs8_der.to_vec(),
@@ -95,7 +104,8 @@ fn rustls_pki_key(pkcs8: &[u8]) -> rustls_pki_types::PrivatePkcs8KeyDer<'static>
 }
 
 fn to_offset(epoch_seconds: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp(epoch_seconds).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    time::OffsetDateTime::from_unix_timestamp(epoch_seconds)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }
 
 /// The RSA public key of a PKCS#8 private key, as SPKI DER.
@@ -104,7 +114,8 @@ fn to_offset(epoch_seconds: i64) -> time::OffsetDateTime {
 /// [`CertError::Rsa`] if the key does not parse.
 pub fn public_key_spki_der(private_key_pkcs8_der: &[u8]) -> Result<Vec<u8>, CertError> {
     use rsa::pkcs8::DecodePrivateKey;
-    let key = RsaPrivateKey::from_pkcs8_der(private_key_pkcs8_der).map_err(|e| CertError::Rsa(e.to_string()))?;
+    let key = RsaPrivateKey::from_pkcs8_der(private_key_pkcs8_der)
+        .map_err(|e| CertError::Rsa(e.to_string()))?;
     Ok(key
         .to_public_key()
         .to_public_key_der()
@@ -115,7 +126,10 @@ pub fn public_key_spki_der(private_key_pkcs8_der: &[u8]) -> Result<Vec<u8>, Cert
 
 /// Upper-case hex SHA-1 of a certificate's DER: the thumbprint Azure shows (`customKeyIdentifier`).
 pub fn sha1_thumbprint_hex(certificate_der: &[u8]) -> String {
-    sha1::Sha1::digest(certificate_der).iter().map(|b| format!("{b:02X}")).collect()
+    sha1::Sha1::digest(certificate_der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect()
 }
 
 /// base64url (no padding) SHA-1 of a certificate's DER: the JOSE `x5t` header and Entra's `kid`.
@@ -152,7 +166,9 @@ mod tests {
         assert_eq!(sha1_thumbprint_hex(&kc.certificate_der).len(), 40);
         assert_eq!(x5t(&kc.certificate_der).len(), 27);
         assert_eq!(x5t_s256(&kc.certificate_der).len(), 43);
-        assert!(to_pem("CERTIFICATE", &kc.certificate_der).starts_with("-----BEGIN CERTIFICATE-----\n"));
+        assert!(
+            to_pem("CERTIFICATE", &kc.certificate_der).starts_with("-----BEGIN CERTIFICATE-----\n")
+        );
         assert!(!public_key_spki_der(&key).unwrap().is_empty());
     }
 }

@@ -21,7 +21,9 @@ impl Clock {
 
     /// A clock frozen at `epoch_seconds` until advanced.
     pub fn manual(epoch_seconds: i64) -> Self {
-        Clock { manual: Some(Arc::new(AtomicI64::new(epoch_seconds))) }
+        Clock {
+            manual: Some(Arc::new(AtomicI64::new(epoch_seconds))),
+        }
     }
 
     /// Now, in epoch seconds.

@@ -34,7 +34,10 @@ impl ResourceId {
     /// [`IdError::Invalid`] when the string does not start with `/subscriptions/{id}`, has an empty
     /// segment, or a provider part without a namespace or with an unpaired type/name.
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let bad = |reason| IdError::Invalid { id: s.to_string(), reason };
+        let bad = |reason| IdError::Invalid {
+            id: s.to_string(),
+            reason,
+        };
         let trimmed = s.trim_end_matches('/');
         let mut parts = trimmed.split('/');
         if parts.next() != Some("") {
@@ -67,10 +70,13 @@ impl ResourceId {
             }
             id.namespace = Some(rest[1].to_string());
             let pairs = &rest[2..];
-            if pairs.is_empty() || pairs.len() % 2 != 0 {
+            if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
                 return Err(bad("provider resource types and names must come in pairs"));
             }
-            id.types = pairs.chunks(2).map(|c| (c[0].to_string(), c[1].to_string())).collect();
+            id.types = pairs
+                .chunks(2)
+                .map(|c| (c[0].to_string(), c[1].to_string()))
+                .collect();
         }
         Ok(id)
     }
@@ -82,8 +88,10 @@ impl ResourceId {
 
     /// `/subscriptions/{s}/resourceGroups/{rg}`.
     pub fn resource_group(subscription_id: &str, resource_group: &str) -> Self {
-        Self::parse(&format!("/subscriptions/{subscription_id}/resourceGroups/{resource_group}"))
-            .expect("valid resource group id")
+        Self::parse(&format!(
+            "/subscriptions/{subscription_id}/resourceGroups/{resource_group}"
+        ))
+        .expect("valid resource group id")
     }
 
     /// `/subscriptions/{s}/resourceGroups/{rg}/providers/{namespace}/{type}/{name}`.
@@ -104,12 +112,28 @@ impl ResourceId {
 
     /// A virtual machine ID (`Microsoft.Compute/virtualMachines`).
     pub fn vm(subscription_id: &str, resource_group: &str, name: &str) -> Result<Self, IdError> {
-        Self::resource(subscription_id, resource_group, "Microsoft.Compute", "virtualMachines", name)
+        Self::resource(
+            subscription_id,
+            resource_group,
+            "Microsoft.Compute",
+            "virtualMachines",
+            name,
+        )
     }
 
     /// A user-assigned identity ID (`Microsoft.ManagedIdentity/userAssignedIdentities`).
-    pub fn user_assigned_identity(subscription_id: &str, resource_group: &str, name: &str) -> Result<Self, IdError> {
-        Self::resource(subscription_id, resource_group, "Microsoft.ManagedIdentity", "userAssignedIdentities", name)
+    pub fn user_assigned_identity(
+        subscription_id: &str,
+        resource_group: &str,
+        name: &str,
+    ) -> Result<Self, IdError> {
+        Self::resource(
+            subscription_id,
+            resource_group,
+            "Microsoft.ManagedIdentity",
+            "userAssignedIdentities",
+            name,
+        )
     }
 
     /// The ID as created (original casing, no trailing slash).
@@ -152,7 +176,8 @@ impl ResourceId {
 
     /// True when the resource type equals `resource_type`, ignoring case.
     pub fn is_type(&self, resource_type: &str) -> bool {
-        self.resource_type().is_some_and(|t| t.eq_ignore_ascii_case(resource_type))
+        self.resource_type()
+            .is_some_and(|t| t.eq_ignore_ascii_case(resource_type))
     }
 
     /// True when `self` is `scope` or lies below it (RBAC inheritance: subscription → group → resource).
@@ -216,7 +241,10 @@ mod tests {
         .unwrap();
         assert_eq!(id.subscription_id(), SUB);
         assert_eq!(id.resource_group_name(), Some("rg1"));
-        assert_eq!(id.resource_type().as_deref(), Some("Microsoft.Compute/virtualMachines"));
+        assert_eq!(
+            id.resource_type().as_deref(),
+            Some("Microsoft.Compute/virtualMachines")
+        );
         assert_eq!(id.name(), "vm1");
         assert!(id.is_type("microsoft.compute/VIRTUALMACHINES"));
     }
@@ -257,7 +285,10 @@ mod tests {
             "/subscriptions/x//resourceGroups/rg",
             "/tenants/x",
         ] {
-            assert!(ResourceId::parse(bad).is_err(), "{bad:?} should be rejected");
+            assert!(
+                ResourceId::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
 }

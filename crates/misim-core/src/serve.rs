@@ -53,10 +53,17 @@ pub async fn serve_grpc(
 ///
 /// # Errors
 /// [`ServeError::Http`] when accepting connections fails.
-pub async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: CancellationToken) -> Result<(), ServeError> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
+pub async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await?;
     Ok(())
 }
 
@@ -65,7 +72,10 @@ pub async fn serve_http(listener: TcpListener, router: axum::Router, shutdown: C
 /// # Errors
 /// [`ServeError::Http`] with the address when binding fails (port in use, permission).
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| ServeError::Http(std::io::Error::new(e.kind(), format!("cannot bind {addr}: {e}"))))
+    TcpListener::bind(addr).await.map_err(|e| {
+        ServeError::Http(std::io::Error::new(
+            e.kind(),
+            format!("cannot bind {addr}: {e}"),
+        ))
+    })
 }

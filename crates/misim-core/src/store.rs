@@ -18,7 +18,10 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     /// A value could not be (de)serialized.
     #[error("store: bad value in table {table}: {source}")]
-    Codec { table: &'static str, source: serde_json::Error },
+    Codec {
+        table: &'static str,
+        source: serde_json::Error,
+    },
     /// A transaction failed.
     #[error("store: transaction: {0}")]
     Transaction(String),
@@ -36,21 +39,33 @@ impl Store {
     /// # Errors
     /// [`StoreError::Sled`] when the directory cannot be opened or is locked by another process.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(path).flush_every_ms(Some(500)).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(500))
+            .open()?;
         Ok(Store { db })
     }
 
     /// A temporary in-memory database (for unit tests).
     pub fn temporary() -> Result<Self, StoreError> {
-        Ok(Store { db: sled::Config::new().temporary(true).open()? })
+        Ok(Store {
+            db: sled::Config::new().temporary(true).open()?,
+        })
     }
 
     /// The typed table named `name`.
     ///
     /// # Errors
     /// [`StoreError::Sled`] when sled cannot open the tree.
-    pub fn table<T: Serialize + DeserializeOwned>(&self, name: &'static str) -> Result<Table<T>, StoreError> {
-        Ok(Table { tree: self.db.open_tree(name)?, name, _t: PhantomData })
+    pub fn table<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &'static str,
+    ) -> Result<Table<T>, StoreError> {
+        Ok(Table {
+            tree: self.db.open_tree(name)?,
+            name,
+            _t: PhantomData,
+        })
     }
 
     /// Flushes all pending writes to disk, off the async runtime.
@@ -76,11 +91,17 @@ pub struct Table<T> {
 
 impl<T: Serialize + DeserializeOwned> Table<T> {
     fn decode(&self, bytes: &[u8]) -> Result<T, StoreError> {
-        serde_json::from_slice(bytes).map_err(|source| StoreError::Codec { table: self.name, source })
+        serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
+            table: self.name,
+            source,
+        })
     }
 
     fn encode(&self, value: &T) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(value).map_err(|source| StoreError::Codec { table: self.name, source })
+        serde_json::to_vec(value).map_err(|source| StoreError::Codec {
+            table: self.name,
+            source,
+        })
     }
 
     /// The value at `key`, if any.
@@ -102,7 +123,10 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     /// Writes `value` at `key` only if the key is absent; returns the value now stored.
     pub fn insert_if_absent(&self, key: &str, value: &T) -> Result<T, StoreError> {
         let bytes = self.encode(value)?;
-        match self.tree.compare_and_swap(key, None as Option<&[u8]>, Some(bytes))? {
+        match self
+            .tree
+            .compare_and_swap(key, None as Option<&[u8]>, Some(bytes))?
+        {
             Ok(()) => Ok(self.decode(&self.encode(value)?)?),
             Err(current) => self.decode(&current.current.unwrap_or_default()),
         }
@@ -110,7 +134,11 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
 
     /// All values, in key order.
     pub fn values(&self) -> Result<Vec<T>, StoreError> {
-        self.tree.iter().values().map(|v| self.decode(&v?)).collect()
+        self.tree
+            .iter()
+            .values()
+            .map(|v| self.decode(&v?))
+            .collect()
     }
 
     /// All `(key, value)` pairs whose key starts with `prefix`, in key order.
@@ -162,8 +190,14 @@ mod tests {
     fn insert_if_absent_keeps_first_value() {
         let s = Store::temporary().unwrap();
         let t = s.table::<Rec>("recs").unwrap();
-        assert_eq!(t.insert_if_absent("k", &Rec { n: 1 }).unwrap(), Rec { n: 1 });
-        assert_eq!(t.insert_if_absent("k", &Rec { n: 2 }).unwrap(), Rec { n: 1 });
+        assert_eq!(
+            t.insert_if_absent("k", &Rec { n: 1 }).unwrap(),
+            Rec { n: 1 }
+        );
+        assert_eq!(
+            t.insert_if_absent("k", &Rec { n: 2 }).unwrap(),
+            Rec { n: 1 }
+        );
     }
 
     #[tokio::test]
@@ -171,10 +205,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Store::open(dir.path()).unwrap();
-            s.table::<Rec>("recs").unwrap().put("k", &Rec { n: 7 }).unwrap();
+            s.table::<Rec>("recs")
+                .unwrap()
+                .put("k", &Rec { n: 7 })
+                .unwrap();
             s.flush().await.unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
-        assert_eq!(s.table::<Rec>("recs").unwrap().get("k").unwrap(), Some(Rec { n: 7 }));
+        assert_eq!(
+            s.table::<Rec>("recs").unwrap().get("k").unwrap(),
+            Some(Rec { n: 7 })
+        );
     }
 }
