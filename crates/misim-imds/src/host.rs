@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::aad_client::{signing_key, AadClient};
+use crate::aad_client::AadClient;
 use crate::cache::TokenCache;
 use crate::error::{ImdsError, Result};
 use crate::grpc::msrp::MsrpCredentials;
 use crate::model::{
-    Credential, HeldIdentity, IdentityKind, IdentityRef, PlacedVm, ServedIdentity, VmInfo, VmRecord,
+    HeldIdentity, IdentityKind, IdentityRef, PlacedVm, ServedIdentity, VmInfo, VmRecord,
 };
 use crate::store::HostStore;
 use crate::throttle::{ImdsLimits, VmThrottle};
@@ -48,7 +48,7 @@ impl Vm {
         }
     }
 
-    fn set(&self, record: VmRecord) {
+    pub(crate) fn set(&self, record: VmRecord) {
         match self.record.write() {
             Ok(mut r) => *r = record,
             Err(poisoned) => *poisoned.into_inner() = record,
@@ -58,19 +58,19 @@ impl Vm {
 
 /// Everything one host runs: store, MSRP and AAD clients, token cache and the placed VMs.
 pub struct Host {
-    host_name: String,
+    pub(crate) host_name: String,
     listen_ip: IpAddr,
     limits: ImdsLimits,
     /// Time source.
     pub clock: Clock,
-    store: HostStore,
-    msrp: MsrpCredentials,
+    pub(crate) store: HostStore,
+    pub(crate) msrp: MsrpCredentials,
     /// Azure AD token client (step 6).
     pub aad: AadClient,
     /// Token cache.
     pub cache: TokenCache,
     vms: RwLock<HashMap<String, Arc<Vm>>>,
-    admin: tokio::sync::Mutex<()>,
+    pub(crate) admin: tokio::sync::Mutex<()>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -132,7 +132,7 @@ impl Host {
         format!("http://{}", SocketAddr::new(self.listen_ip, port))
     }
 
-    fn vms_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Vm>>> {
+    pub(crate) fn vms_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Vm>>> {
         self.vms.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -298,72 +298,9 @@ impl Host {
         }
         Ok(self.placed(&record))
     }
-
-    async fn fetch_credential(&self, identity: &IdentityRef) -> Result<Credential> {
-        let (credential, client_id) = self
-            .msrp
-            .get_credential(identity.msi_res_id.as_str(), &self.host_name)
-            .await?;
-        if !client_id.is_empty() && !client_id.eq_ignore_ascii_case(&identity.client_id) {
-            return Err(ImdsError::CredentialMismatch {
-                identity: identity.msi_res_id.to_string(),
-                expected: identity.client_id.clone(),
-                got: client_id,
-            });
-        }
-        signing_key(&credential)?;
-        Ok(credential)
-    }
-
-    /// Fetches every served identity's credential from MSRP again and keeps the ones whose certificate
-    /// changed (MSRP renews certificates before they expire; this is how renewals reach the host).
-    /// Failures are logged and leave the old credential in place. Returns how many credentials changed.
-    pub async fn refresh_credentials(&self) -> usize {
-        let vms: Vec<Arc<Vm>> = self.vms_read().values().cloned().collect();
-        let mut changed = 0;
-        for vm in vms {
-            let mut renewed = Vec::new();
-            for held in vm.snapshot().identities {
-                match self.fetch_credential(&held.identity).await {
-                    Ok(c) if c.certificate_der != held.credential.certificate_der => {
-                        renewed.push((held.identity, c))
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        warn!(vm = %vm.key, identity = %held.identity.msi_res_id, error = %e, "credential refresh failed")
-                    }
-                }
-            }
-            if renewed.is_empty() {
-                continue;
-            }
-            let _admin = self.admin.lock().await;
-            if !self.vms_read().contains_key(&vm.key) {
-                continue;
-            }
-            let mut record = vm.snapshot();
-            for (identity, credential) in renewed {
-                if let Some(h) = record
-                    .identities
-                    .iter_mut()
-                    .find(|h| same_identity(&h.identity, &identity))
-                {
-                    info!(vm = %vm.key, identity = %identity.msi_res_id, thumbprint = %credential.thumbprint(), "identity credential renewed on host");
-                    h.credential = credential;
-                    changed += 1;
-                }
-            }
-            if let Err(e) = self.store.put(&record).await {
-                warn!(vm = %vm.key, error = %e, "cannot store renewed credentials");
-                continue;
-            }
-            vm.set(record);
-        }
-        changed
-    }
 }
 
-fn same_identity(a: &IdentityRef, b: &IdentityRef) -> bool {
+pub(crate) fn same_identity(a: &IdentityRef, b: &IdentityRef) -> bool {
     a.msi_res_id == b.msi_res_id && a.client_id.eq_ignore_ascii_case(&b.client_id)
 }
 

@@ -5,9 +5,12 @@
 
 mod aad_client;
 mod cache;
+mod credentials;
 mod error;
 mod grpc;
 mod host;
+#[cfg(test)]
+mod host_tests;
 mod http;
 mod model;
 mod selection;
@@ -57,6 +60,30 @@ pub struct Config {
 /// Default of [`Config::credential_refresh_secs`]: one hour.
 pub const DEFAULT_CREDENTIAL_REFRESH_SECS: u64 = 3600;
 
+impl Config {
+    /// A config with Azure's throttling limits ([`ImdsLimits::default`]) and the default credential
+    /// refresh period ([`DEFAULT_CREDENTIAL_REFRESH_SECS`]).
+    pub fn new(
+        host_name: String,
+        data_dir: PathBuf,
+        msrp_grpc: String,
+        aad_url: String,
+        vm_listen_ip: IpAddr,
+        clock: Clock,
+    ) -> Self {
+        Config {
+            host_name,
+            data_dir,
+            msrp_grpc,
+            aad_url,
+            vm_listen_ip,
+            clock,
+            limits: ImdsLimits::default(),
+            credential_refresh_secs: DEFAULT_CREDENTIAL_REFRESH_SECS,
+        }
+    }
+}
+
 /// Errors that stop the host.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -87,17 +114,8 @@ pub async fn run(
     let vms_shutdown = shutdown.child_token();
     let host = host::Host::start(&config, store, vms_shutdown.clone(), tasks.clone()).await?;
     if config.credential_refresh_secs > 0 {
-        let (host, stop) = (host.clone(), vms_shutdown.clone());
         let period = Duration::from_secs(config.credential_refresh_secs);
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tick.tick() => { host.refresh_credentials().await; }
-                }
-            }
-        });
+        credentials::spawn_periodic_refresh(host.clone(), period, &tasks, vms_shutdown.clone());
     }
     let service = HostAgentServer::new(grpc::agent::AgentService::new(host.clone()));
     let name = <HostAgentServer<grpc::agent::AgentService> as NamedService>::NAME;
