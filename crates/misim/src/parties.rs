@@ -25,14 +25,7 @@ pub fn imds_config(
     vm_listen_ip: IpAddr,
     clock: Clock,
 ) -> misim_imds::Config {
-    misim_imds::Config {
-        host_name,
-        data_dir,
-        msrp_grpc,
-        aad_url,
-        vm_listen_ip,
-        clock,
-    }
+    misim_imds::Config::new(host_name, data_dir, msrp_grpc, aad_url, vm_listen_ip, clock)
 }
 
 /// `misim aad`: Azure AD alone.
