@@ -4,7 +4,9 @@ import jwt
 import requests
 from azure.identity import ManagedIdentityCredential
 
-MGMT = "https://management.azure.com/"
+# azure-identity strips "/.default" from the scope, so IMDS is asked for (and `aud` is) the resource
+# without a trailing slash; Azure echoes the resource as requested.
+MGMT = "https://management.azure.com"
 SCOPE = "https://management.azure.com/.default"
 NO_PROXY = {"http": None, "https": None}
 
