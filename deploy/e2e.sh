@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# End-to-end check of the container deployment: brings the stack up from a clean state, drives ARM from
+# the machine with the misim CLI (published loopback port), gets tokens inside VM containers from
+# 169.254.169.254 (curl and azure-identity), verifies them on the machine against Azure AD's JWKS,
+# restarts ARM, and tears everything down (volumes included).
+#
+#   deploy/e2e.sh
+#
+# Prints PASS/FAIL per check and ends with "N passed, M failed"; exits 1 if any check failed.
+# Environment: MISIM_BIN (CLI binary, default target/release/misim), MISIM_E2E_SKIP_BUILD=1 (use the
+# existing images), MISIM_E2E_KEEP=1 (leave the stack running), MISIM_ARM_GRPC_PORT / MISIM_ARM_REST_PORT /
+# MISIM_AAD_HTTP_PORT (published loopback ports, default 7700 / 7701 / 7702).
+# Safety: the machine only talks to 127.0.0.1; 169.254.169.254 is called only inside VM containers,
+# which sit on internal networks.
+set -uo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+cd "$here"
+
+if command -v docker-compose >/dev/null 2>&1; then
+  compose() { docker-compose "$@"; }
+else
+  compose() { docker compose "$@"; }
+fi
+export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-misim}"
+export MISIM_ARM_GRPC_PORT="${MISIM_ARM_GRPC_PORT:-7700}"
+export MISIM_ARM_REST_PORT="${MISIM_ARM_REST_PORT:-7701}"
+export MISIM_AAD_HTTP_PORT="${MISIM_AAD_HTTP_PORT:-7702}"
+export MISIM_ARM="http://127.0.0.1:$MISIM_ARM_GRPC_PORT"
+misim_bin="${MISIM_BIN:-$root/target/release/misim}"
+jwks="http://127.0.0.1:$MISIM_AAD_HTTP_PORT/common/discovery/keys"
+arm_rest="http://127.0.0.1:$MISIM_ARM_REST_PORT"
+resource="https://management.azure.com/"
+resource_q="https%3A%2F%2Fmanagement.azure.com%2F"
+rg="rg-e2e"
+
+passed=0
+failed=0
+pass() { echo "PASS $*"; passed=$((passed + 1)); }
+fail() { echo "FAIL $*"; failed=$((failed + 1)); }
+check() { # check NAME COMMAND...: PASS when the command succeeds
+  local name="$1" out
+  shift
+  if out="$("$@" 2>&1)"; then pass "$name"; else fail "$name"; printf '%s\n' "$out" | tail -n 15 | sed 's/^/    /'; fi
+}
+finish() {
+  if [ "${MISIM_E2E_KEEP:-0}" = 1 ]; then
+    echo "stack left running (MISIM_E2E_KEEP=1); stop it with: cd deploy && docker-compose down -v"
+  else
+    compose down -v --remove-orphans >/dev/null 2>&1
+  fi
+  echo "$passed passed, $failed failed"
+  [ "$failed" -eq 0 ]
+  exit
+}
+abort() { # a failed step the rest depends on: show state, stop
+  fail "$*"
+  echo "---- docker-compose ps"
+  compose ps 2>&1 | sed 's/^/    /'
+  echo "---- last logs"
+  compose logs --no-color --tail=15 2>&1 | sed 's/^/    /'
+  finish
+}
+trap 'echo "interrupted"; finish' INT TERM
+
+misim() { "$misim_bin" "$@"; }
+jget() { jq -er "$1"; } # jget FILTER < json: the value, fails when null/missing
+
+# exec in a VM container, quietly
+vm() { compose exec -T "$@"; }
+
+# imds VM QUERY [HEADER]: GET the IMDS token endpoint from inside VM; prints body then "HTTP <code>"
+imds() {
+  local vm_name="$1" query="$2" header="${3:-Metadata:true}"
+  vm "$vm_name" curl -s --noproxy '*' -m 10 -H "$header" -w '\nHTTP %{http_code}\n' \
+    "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=${resource_q}${query}"
+}
+# imds_token VM QUERY: the 200 body, retrying while the identity propagates (Azure may briefly answer
+# "Identity not found" after an assignment) or the listener starts; fails after ~30 s
+imds_token() {
+  local out i
+  for i in $(seq 1 30); do
+    out="$(imds "$1" "$2")"
+    if [ "$(tail -n1 <<<"$out")" = "HTTP 200" ]; then
+      head -n -1 <<<"$out"
+      return 0
+    fi
+    sleep 1
+  done
+  echo "last answer: $out" >&2
+  return 1
+}
+# sdk_token VM [--client-id ID]: azure-identity ManagedIdentityCredential inside VM (retries like imds_token)
+sdk_token() {
+  local vm_name="$1" i
+  shift
+  for i in $(seq 1 15); do
+    if vm "$vm_name" python /opt/misim/check_token.py --scope "${resource}.default" "$@"; then return 0; fi
+    sleep 2
+  done
+  return 1
+}
+verify() { "$here/.venv/bin/python" "$here/verify_token.py" --jwks "$jwks" --tenant "$tid" --aud "$resource" "$@"; }
+token_verifies() { # token_verifies VM QUERY VERIFY-ARGS...: IMDS token from VM passes verify_token.py
+  local vm_name="$1" query="$2" body
+  shift 2
+  body="$(imds_token "$vm_name" "$query")" && verify "$@" <<<"$body"
+}
+routes_ok() { # routes_ok ROUTES HOST_IP: no default route, 169.254.169.254 via the host
+  ! grep -q "^default" <<<"$1" && grep -q "^169.254.169.254 via $2 " <<<"$1"
+}
+expect_400_not_found() { # expect_400_not_found VM QUERY
+  local out
+  out="$(imds "$1" "$2")"
+  [ "$(tail -n1 <<<"$out")" = "HTTP 400" ] && grep -q '"Identity not found"' <<<"$out" || { echo "$out"; return 1; }
+}
+wait_healthy() { # wait_healthy SECONDS SERVICE...: every service's container running and healthy
+  local deadline=$((SECONDS + $1)) svc id state
+  shift
+  while :; do
+    local all=1
+    for svc in "$@"; do
+      id="$(compose ps -q "$svc" 2>/dev/null)"
+      state="$( [ -n "$id" ] && docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$id" 2>/dev/null)"
+      [ "$state" = "running/healthy" ] || { all=0; [ "$SECONDS" -ge "$deadline" ] && echo "$svc: ${state:-no container}"; }
+    done
+    [ "$all" = 1 ] && return 0
+    [ "$SECONDS" -ge "$deadline" ] && return 1
+    sleep 2
+  done
+}
+
+# ---------------------------------------------------------------------------------------------------
+if [ "${MISIM_E2E_SKIP_BUILD:-0}" != 1 ]; then
+  "$here/build-offline.sh" || abort "build images (deploy/build-offline.sh)"
+fi
+[ -x "$misim_bin" ] || abort "misim CLI at $misim_bin (cargo build --release --bin misim)"
+if ! "$here/.venv/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
+  python3 -m venv "$here/.venv" &&
+    "$here/.venv/bin/pip" install --quiet --disable-pip-version-check --no-index --find-links "$here/.wheels" \
+      'PyJWT[crypto]' || abort "verifier venv (PyJWT from deploy/.wheels)"
+fi
+
+echo "== clean start"
+compose down -v --remove-orphans >/dev/null 2>&1
+compose up -d >/tmp/misim-e2e-up.log 2>&1 || { cat /tmp/misim-e2e-up.log; abort "docker-compose up -d"; }
+services=(aad msrp host-1 host-2 arm vm-1a vm-1b vm-2a vm-2b)
+wait_healthy 120 "${services[@]}" && pass "all ${#services[@]} containers running and healthy" ||
+  abort "containers healthy"
+
+echo "== network isolation"
+for v in vm-1a:host1-vms:172.31.1.2 vm-1b:host1-vms:172.31.1.2 vm-2a:host2-vms:172.31.2.2 vm-2b:host2-vms:172.31.2.2; do
+  IFS=: read -r name net host_ip <<<"$v"
+  nets="$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$(compose ps -q "$name")")"
+  check "$name joins only ${COMPOSE_PROJECT_NAME}_$net (joins: $nets)" test "$nets" = "${COMPOSE_PROJECT_NAME}_$net "
+  routes="$(vm "$name" ip -4 route)"
+  check "$name has no default route and routes 169.254.169.254 via $host_ip" routes_ok "$routes" "$host_ip"
+done
+for h in host-1 host-2; do
+  check "$h holds 169.254.169.254/32 on its VM network" grep -q "inet 169.254.169.254/32" <<<"$(vm "$h" ip -4 -o addr)"
+done
+
+echo "== control plane from the machine (misim CLI -> $MISIM_ARM)"
+account="$(misim account show)" || abort "misim account show"
+tid="$(jget .tenantId <<<"$account")" && sub="$(jget .id <<<"$account")" || abort "account has tenantId and id"
+misim group create -n "$rg" -l westeurope >/dev/null || abort "misim group create"
+declare -A vm_id
+for v in vm-1a:host-1:172.31.1.11 vm-1b:host-1:172.31.1.12 vm-2a:host-2:172.31.2.11 vm-2b:host-2:172.31.2.12; do
+  IFS=: read -r name host ip <<<"$v"
+  out="$(misim vm create -g "$rg" -n "$name" --host "$host" --private-ip "$ip")" ||
+    abort "misim vm create -n $name --host $host --private-ip $ip"
+  vm_id[$name]="$(jget .id <<<"$out")"
+done
+pass "4 VMs created, bound to their containers by private IP"
+out="$(misim vm identity assign -g "$rg" -n vm-1a --identities system)" || abort "enable system-assigned identity on vm-1a"
+pa="$(jget .principalId <<<"$out")" || abort "vm-1a identity has a principalId"
+uami="$(misim identity create -g "$rg" -n id-e2e)" || abort "misim identity create"
+uid="$(jget .id <<<"$uami")" && cu="$(jget .clientId <<<"$uami")" && pu="$(jget .principalId <<<"$uami")" ||
+  abort "user-assigned identity has id, clientId, principalId"
+misim vm identity assign -g "$rg" -n vm-1b --identities id-e2e >/dev/null || abort "assign id-e2e to vm-1b"
+misim vm identity assign -g "$rg" -n vm-2a --identities id-e2e >/dev/null || abort "assign id-e2e to vm-2a"
+pass "system identity on vm-1a, user-assigned id-e2e on vm-1b and vm-2a"
+
+echo "== tokens from 169.254.169.254 inside the VMs"
+if body="$(imds_token vm-1a "")"; then
+  pass "vm-1a: curl 169.254.169.254 (Metadata:true) -> 200 with a token"
+  check "vm-1a curl token: signature (JWKS), issuer, audience, xms_mirid = vm-1a, oid = its principal" \
+    verify --mirid "${vm_id[vm-1a]}" --oid "$pa" <<<"$body"
+  check "vm-1a curl answer: IMDS fields are strings, token_type Bearer, resource echoed" \
+    jq -e --arg r "$resource" '.token_type == "Bearer" and .resource == $r and (.expires_in|type) == "string" and (.expires_on|type) == "string"' <<<"$body"
+else
+  fail "vm-1a: curl 169.254.169.254 (Metadata:true) -> 200 with a token"
+fi
+if body="$(sdk_token vm-1a)"; then
+  pass "vm-1a: azure-identity ManagedIdentityCredential (no overrides) -> token"
+  check "vm-1a SDK token verifies: xms_mirid = vm-1a" verify --mirid "${vm_id[vm-1a]}" --oid "$pa" <<<"$body"
+else
+  fail "vm-1a: azure-identity ManagedIdentityCredential (no overrides) -> token"
+fi
+if body="$(sdk_token vm-1b --client-id "$cu")"; then
+  pass "vm-1b: azure-identity with client_id of id-e2e -> token"
+  check "vm-1b SDK token verifies: xms_mirid = id-e2e, appid = its clientId, xms_az_rid = vm-1b" \
+    verify --mirid "$uid" --oid "$pu" --appid "$cu" --az-rid "${vm_id[vm-1b]}" <<<"$body"
+else
+  fail "vm-1b: azure-identity with client_id of id-e2e -> token"
+fi
+if body="$(imds_token vm-2a "&client_id=$cu")"; then
+  pass "vm-2a (host-2): curl with client_id of id-e2e -> token"
+  check "vm-2a token verifies: xms_mirid = id-e2e, xms_az_rid = vm-2a" \
+    verify --mirid "$uid" --oid "$pu" --az-rid "${vm_id[vm-2a]}" <<<"$body"
+else
+  fail "vm-2a (host-2): curl with client_id of id-e2e -> token"
+fi
+
+echo "== isolation between VMs"
+check "vm-1b asking for vm-1a's system identity (object_id) -> 400 Identity not found" \
+  expect_400_not_found vm-1b "&object_id=$pa"
+check "vm-2b (no identity) -> 400 Identity not found" expect_400_not_found vm-2b ""
+check "vm-1a without the Metadata header -> 400" \
+  test "$(imds vm-1a "" "X-Not-Metadata: true" | tail -n1)" = "HTTP 400"
+
+echo "== step 7: ARM REST checks the VM's token"
+token="$(imds_token vm-1a "" | jq -r .access_token)"
+code="$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$arm_rest${vm_id[vm-1a]}?api-version=2024-07-01")"
+check "GET vm-1a with vm-1a's token and no role -> 403 (got $code)" test "$code" = 403
+misim role assignment create --assignee-object-id "$pa" --role Reader --scope "/subscriptions/$sub/resourceGroups/$rg" >/dev/null ||
+  fail "role assignment create Reader for vm-1a's identity"
+code="$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$arm_rest${vm_id[vm-1a]}?api-version=2024-07-01")"
+check "GET vm-1a with Reader on the group -> 200 (got $code)" test "$code" = 200
+
+echo "== ARM killed and started again"
+compose kill arm >/dev/null 2>&1 && compose start arm >/dev/null 2>&1 || fail "docker-compose kill arm; start arm"
+wait_healthy 90 arm && pass "arm healthy again after kill + start" || abort "arm healthy after restart"
+check "misim vm identity show vm-1a after restart -> same principalId" \
+  test "$(misim vm identity show -g "$rg" -n vm-1a | jq -r .principalId)" = "$pa"
+check "vm-1a still gets a valid token after ARM restart" \
+  token_verifies vm-1a "" --mirid "${vm_id[vm-1a]}" --oid "$pa"
+if out="$(misim vm identity assign -g "$rg" -n vm-2b --identities system)"; then
+  p2b="$(jq -r .principalId <<<"$out")"
+  check "vm-2b: system identity enabled after restart converges to host-2 -> token with xms_mirid = vm-2b" \
+    token_verifies vm-2b "" --mirid "${vm_id[vm-2b]}" --oid "$p2b"
+else
+  fail "misim vm identity assign vm-2b after ARM restart"
+fi
+
+finish
