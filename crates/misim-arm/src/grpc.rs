@@ -86,6 +86,9 @@ fn vm_pb(vm: Vm) -> pb::VirtualMachine {
         host: vm.host.clone(),
         imds_endpoint: vm.imds_endpoint.clone(),
         provisioning_state: vm.provisioning_state().into(),
+        private_ip_address: vm.private_ip.clone(),
+        extension_endpoint: String::new(),
+        extension_credential_path: String::new(),
     }
 }
 

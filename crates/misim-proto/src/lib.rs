@@ -27,4 +27,5 @@ pub mod imds {
 }
 
 /// Encoded `FileDescriptorSet` of all misim protos, for gRPC server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/misim_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/misim_descriptor.bin"));

@@ -244,6 +244,46 @@ pub enum IdentityCommand {
         #[command(flatten)]
         identity: Named,
     },
+    /// The identity's certificate credential (for tests only).
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
+}
+
+/// `misim identity credential …`
+#[derive(Subcommand, Debug)]
+pub enum CredentialCommand {
+    /// FOR TESTS ONLY: write the identity's certificate and private key as one PEM file, so Azure SDK
+    /// certificate credentials (CertificateCredential, ConfidentialClientApplication) can use it
+    /// against misim's Azure AD. Azure never lets a managed identity's key leave MSRP and its hosts.
+    ///
+    /// Reads the credential from MSRP (--msrp, env MISIM_MSRP). Prints tenantId, clientId, the
+    /// thumbprint and the file path as JSON.
+    ///
+    /// Example: misim identity credential export -g rg1 -n id1 --out id1.pem
+    #[command(verbatim_doc_comment)]
+    Export {
+        /// Resource group of a user-assigned identity.
+        #[arg(
+            short = 'g',
+            long = "resource-group",
+            required_unless_present = "resource_id"
+        )]
+        resource_group: Option<String>,
+        /// Name of a user-assigned identity.
+        #[arg(short = 'n', long = "name", required_unless_present = "resource_id")]
+        name: Option<String>,
+        /// Any identity's resource ID instead (a VM's ID for its system-assigned identity).
+        #[arg(long, conflicts_with_all = ["resource_group", "name"])]
+        resource_id: Option<String>,
+        /// File to write (PEM: certificate, then PKCS#8 private key).
+        #[arg(long)]
+        out: PathBuf,
+        /// MSRP gRPC endpoint.
+        #[arg(long, env = "MISIM_MSRP", default_value = "http://127.0.0.1:7704")]
+        msrp: String,
+    },
 }
 
 /// `misim role …`

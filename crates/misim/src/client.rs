@@ -299,6 +299,33 @@ async fn identity(arm: &mut Arm, c: IdentityCommand) -> anyhow::Result<()> {
                     .collect(),
             ));
         }
+        IdentityCommand::Credential {
+            command:
+                CredentialCommand::Export {
+                    resource_group,
+                    name,
+                    resource_id,
+                    out,
+                    msrp,
+                },
+        } => {
+            let resource_id = match resource_id {
+                Some(id) => id,
+                None => {
+                    let req = pb::GetUserAssignedIdentityRequest {
+                        resource_group: resource_group.unwrap_or_default(),
+                        name: name.unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    arm.get_user_assigned_identity(req)
+                        .await
+                        .map_err(status)?
+                        .into_inner()
+                        .id
+                }
+            };
+            print(&crate::export::export_pem(&msrp, &resource_id, &out).await?);
+        }
         IdentityCommand::Delete { identity } => {
             let req = pb::DeleteUserAssignedIdentityRequest {
                 resource_group: identity.resource_group,

@@ -6,6 +6,7 @@
 pub mod cli;
 pub mod client;
 pub mod endpoints;
+pub mod export;
 pub mod output;
 pub mod parties;
 pub mod up;

@@ -161,6 +161,7 @@ impl FakeHost {
             host: self.name.clone(),
             imds_endpoint: endpoint,
             identities: vec![],
+            ..Default::default()
         }
     }
 }
@@ -193,6 +194,9 @@ impl HostAgent for FakeHost {
         Ok(Response::new(self.placed_vm(info)))
     }
     async fn list_vms(&self, _: Request<imds::ListVmsRequest>) -> R<imds::ListVmsResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn set_extension(&self, _: Request<imds::SetExtensionRequest>) -> R<imds::PlacedVm> {
         Err(Status::unimplemented("fake"))
     }
     async fn remove_vm(&self, r: Request<imds::RemoveVmRequest>) -> R<imds::RemoveVmResponse> {

@@ -65,6 +65,15 @@ impl HostAgent for AgentService {
         Ok(Response::new(pb::RemoveVmResponse {}))
     }
 
+    async fn set_extension(
+        &self,
+        _request: Request<pb::SetExtensionRequest>,
+    ) -> Result<Response<pb::PlacedVm>, Status> {
+        Err(Status::unimplemented(
+            "the legacy VM extension is not implemented yet",
+        ))
+    }
+
     async fn configure_identities(
         &self,
         request: Request<pb::ConfigureIdentitiesRequest>,

@@ -115,6 +115,8 @@ impl From<PlacedVm> for pb::PlacedVm {
             host: p.host,
             imds_endpoint: p.imds_endpoint,
             identities: p.identities.into_iter().map(Into::into).collect(),
+            extension_endpoint: String::new(),
+            extension_credential_path: String::new(),
         }
     }
 }
