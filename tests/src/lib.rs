@@ -30,12 +30,26 @@ impl Sandbox {
 
     /// Starts misim with `hosts` hosts.
     pub async fn start_with_hosts(hosts: u16) -> Self {
-        let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info")
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().expect("temp dir");
-        let system = start(config(dir.path(), hosts)).await.expect("misim starts");
+        let system = start(config(dir.path(), hosts))
+            .await
+            .expect("misim starts");
         let endpoints = system.endpoints.clone();
-        let http = reqwest::Client::builder().no_proxy().build().expect("http client");
-        Sandbox { system: Some(system), dir, endpoints, http, hosts }
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("http client");
+        Sandbox {
+            system: Some(system),
+            dir,
+            endpoints,
+            http,
+            hosts,
+        }
     }
 
     /// Stops every party and starts them again on the same data directory (new ports for the
@@ -44,19 +58,28 @@ impl Sandbox {
         if let Some(s) = self.system.take() {
             s.stop().await;
         }
-        let system = start(config(self.dir.path(), self.hosts)).await.expect("misim restarts");
+        let system = start(config(self.dir.path(), self.hosts))
+            .await
+            .expect("misim restarts");
         self.endpoints = system.endpoints.clone();
         self.system = Some(system);
     }
 
     /// A gRPC client for ARM's control plane.
     pub async fn arm(&self) -> ArmClient<Channel> {
-        ArmClient::connect(self.endpoints.arm_grpc.clone()).await.expect("connect to ARM")
+        ArmClient::connect(self.endpoints.arm_grpc.clone())
+            .await
+            .expect("connect to ARM")
     }
 
     /// `GET {imds}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=…&extra…` with
     /// `Metadata: true`; returns status and JSON body.
-    pub async fn imds_token(&self, imds: &str, resource: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+    pub async fn imds_token(
+        &self,
+        imds: &str,
+        resource: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, Value) {
         let mut q: Vec<(&str, &str)> = vec![("api-version", "2018-02-01"), ("resource", resource)];
         q.extend_from_slice(extra);
         let resp = self
@@ -73,7 +96,9 @@ impl Sandbox {
 
     /// `GET {arm_rest}{path}` with a bearer token; returns status and JSON body.
     pub async fn arm_rest_get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
-        let mut req = self.http.get(format!("{}{}", self.endpoints.arm_rest, path));
+        let mut req = self
+            .http
+            .get(format!("{}{}", self.endpoints.arm_rest, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -93,25 +118,46 @@ impl Sandbox {
         let kid = header.kid.expect("kid header");
         let unverified: Value = unverified_claims(token);
         let tid = unverified["tid"].as_str().expect("tid claim").to_string();
-        let discovery: Value = self.get_json(&format!("{}/{tid}/.well-known/openid-configuration", self.endpoints.aad)).await;
-        let jwks: Value = self.get_json(discovery["jwks_uri"].as_str().expect("jwks_uri")).await;
+        let discovery: Value = self
+            .get_json(&format!(
+                "{}/{tid}/.well-known/openid-configuration",
+                self.endpoints.aad
+            ))
+            .await;
+        let jwks: Value = self
+            .get_json(discovery["jwks_uri"].as_str().expect("jwks_uri"))
+            .await;
         let keys: HashMap<String, &Value> = jwks["keys"]
             .as_array()
             .expect("keys")
             .iter()
             .map(|k| (k["kid"].as_str().unwrap_or_default().to_string(), k))
             .collect();
-        let jwk = keys.get(&kid).unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
-        let key = DecodingKey::from_rsa_components(jwk["n"].as_str().expect("n"), jwk["e"].as_str().expect("e"))
-            .expect("RSA key from JWKS");
+        let jwk = keys
+            .get(&kid)
+            .unwrap_or_else(|| panic!("kid {kid} not in JWKS"));
+        let key = DecodingKey::from_rsa_components(
+            jwk["n"].as_str().expect("n"),
+            jwk["e"].as_str().expect("e"),
+        )
+        .expect("RSA key from JWKS");
         let mut v = Validation::new(Algorithm::RS256);
         v.set_issuer(&[discovery["issuer"].as_str().expect("issuer")]);
         v.set_audience(&[audience]);
-        decode::<Value>(token, &key, &v).expect("token verifies against the published JWKS").claims
+        decode::<Value>(token, &key, &v)
+            .expect("token verifies against the published JWKS")
+            .claims
     }
 
     async fn get_json(&self, url: &str) -> Value {
-        self.http.get(url).send().await.expect("GET").json().await.expect("JSON")
+        self.http
+            .get(url)
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("JSON")
     }
 
     /// Stops the system.
@@ -133,6 +179,8 @@ fn config(dir: &std::path::Path, hosts: u16) -> UpConfig {
 pub fn unverified_claims(token: &str) -> Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).expect("JWT has a payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64url payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
     serde_json::from_slice(&bytes).expect("JSON claims")
 }

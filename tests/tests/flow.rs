@@ -9,13 +9,22 @@ const READER: &str = "Reader";
 
 async fn group_and_vm(sb: &Sandbox, rg: &str, vm: &str, host: &str) -> pb::VirtualMachine {
     let mut arm = sb.arm().await;
-    arm.create_resource_group(pb::CreateResourceGroupRequest { name: rg.into(), location: "westeurope".into(), ..Default::default() })
-        .await
-        .expect("create group");
-    arm.create_vm(pb::CreateVmRequest { resource_group: rg.into(), name: vm.into(), host: host.into(), ..Default::default() })
-        .await
-        .expect("create vm")
-        .into_inner()
+    arm.create_resource_group(pb::CreateResourceGroupRequest {
+        name: rg.into(),
+        location: "westeurope".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("create group");
+    arm.create_vm(pb::CreateVmRequest {
+        resource_group: rg.into(),
+        name: vm.into(),
+        host: host.into(),
+        ..Default::default()
+    })
+    .await
+    .expect("create vm")
+    .into_inner()
 }
 
 async fn enable_system(sb: &Sandbox, rg: &str, vm: &str) -> pb::VmIdentity {
@@ -53,7 +62,11 @@ fn vm_path(vm: &pb::VirtualMachine) -> String {
 async fn system_assigned_flow_gives_a_verifiable_token_that_arm_accepts_only_with_a_role() {
     let sb = Sandbox::start().await;
     let vm = group_and_vm(&sb, "rg1", "vm1", "host-1").await;
-    assert!(vm.imds_endpoint.starts_with("http://127.0.0.1:"), "loopback IMDS endpoint: {}", vm.imds_endpoint);
+    assert!(
+        vm.imds_endpoint.starts_with("http://127.0.0.1:"),
+        "loopback IMDS endpoint: {}",
+        vm.imds_endpoint
+    );
 
     // Steps 1-3: enable; MSRP creates the principal; ARM configures the host.
     let identity = enable_system(&sb, "rg1", "vm1").await;
@@ -64,8 +77,20 @@ async fn system_assigned_flow_gives_a_verifiable_token_that_arm_accepts_only_wit
     // Steps 5-6: the workload asks its IMDS.
     let (status, body) = sb.imds_token(&vm.imds_endpoint, MGMT, &[]).await;
     assert_eq!(status, 200, "{body}");
-    for field in ["access_token", "client_id", "expires_in", "expires_on", "ext_expires_in", "not_before", "resource", "token_type"] {
-        assert!(body[field].is_string(), "{field} must be a JSON string: {body}");
+    for field in [
+        "access_token",
+        "client_id",
+        "expires_in",
+        "expires_on",
+        "ext_expires_in",
+        "not_before",
+        "resource",
+        "token_type",
+    ] {
+        assert!(
+            body[field].is_string(),
+            "{field} must be a JSON string: {body}"
+        );
     }
     assert_eq!(body["resource"], MGMT);
     assert_eq!(body["token_type"], "Bearer");
@@ -75,8 +100,14 @@ async fn system_assigned_flow_gives_a_verifiable_token_that_arm_accepts_only_wit
     assert_eq!(claims["sub"], identity.principal_id.as_str());
     assert_eq!(claims["appid"], body["client_id"]);
     assert_eq!(claims["tid"], sb.endpoints.tenant_id.as_str());
-    assert!(claims["xms_mirid"].as_str().unwrap().eq_ignore_ascii_case(&vm.id));
-    assert_eq!(claims["exp"].as_i64().unwrap().to_string(), body["expires_on"].as_str().unwrap());
+    assert!(claims["xms_mirid"]
+        .as_str()
+        .unwrap()
+        .eq_ignore_ascii_case(&vm.id));
+    assert_eq!(
+        claims["exp"].as_i64().unwrap().to_string(),
+        body["expires_on"].as_str().unwrap()
+    );
 
     // Step 7 without a role: 403 in ARM's shape.
     let (status, err) = sb.arm_rest_get(&vm_path(&vm), Some(token)).await;
@@ -87,13 +118,19 @@ async fn system_assigned_flow_gives_a_verifiable_token_that_arm_accepts_only_wit
     assert_eq!(status, 401);
 
     // Step 4: Reader on the resource group, then step 7 succeeds with the VM JSON.
-    let rg_scope = format!("/subscriptions/{}/resourceGroups/rg1", sb.endpoints.subscription_id);
+    let rg_scope = format!(
+        "/subscriptions/{}/resourceGroups/rg1",
+        sb.endpoints.subscription_id
+    );
     grant(&sb, &identity.principal_id, READER, &rg_scope).await;
     let (status, body) = sb.arm_rest_get(&vm_path(&vm), Some(token)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["name"], "vm1");
     assert_eq!(body["identity"]["type"], "SystemAssigned");
-    assert_eq!(body["identity"]["principalId"], identity.principal_id.as_str());
+    assert_eq!(
+        body["identity"]["principalId"],
+        identity.principal_id.as_str()
+    );
     sb.stop().await;
 }
 
@@ -104,7 +141,12 @@ async fn user_assigned_identity_is_shared_by_vms_on_two_hosts_and_selected_by_cl
     let vm2 = sb
         .arm()
         .await
-        .create_vm(pb::CreateVmRequest { resource_group: "rg1".into(), name: "vm2".into(), host: "host-2".into(), ..Default::default() })
+        .create_vm(pb::CreateVmRequest {
+            resource_group: "rg1".into(),
+            name: "vm2".into(),
+            host: "host-2".into(),
+            ..Default::default()
+        })
         .await
         .expect("create vm2")
         .into_inner();
@@ -135,24 +177,52 @@ async fn user_assigned_identity_is_shared_by_vms_on_two_hosts_and_selected_by_cl
             .expect("assign identity")
             .into_inner();
         assert_eq!(block.r#type, "UserAssigned");
-        let value = block.user_assigned_identities.values().next().expect("one identity");
+        let value = block
+            .user_assigned_identities
+            .values()
+            .next()
+            .expect("one identity");
         assert_eq!(value.client_id, uami.client_id);
     }
     for vm in [&vm1, &vm2] {
-        let (status, body) = sb.imds_token(&vm.imds_endpoint, MGMT, &[("client_id", &uami.client_id)]).await;
+        let (status, body) = sb
+            .imds_token(&vm.imds_endpoint, MGMT, &[("client_id", &uami.client_id)])
+            .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["client_id"], uami.client_id.as_str());
-        let claims = sb.verify(body["access_token"].as_str().unwrap(), MGMT).await;
+        let claims = sb
+            .verify(body["access_token"].as_str().unwrap(), MGMT)
+            .await;
         assert_eq!(claims["oid"], uami.principal_id.as_str());
-        assert!(claims["xms_mirid"].as_str().unwrap().eq_ignore_ascii_case(&uami.id));
-        assert!(claims["xms_az_rid"].as_str().unwrap().eq_ignore_ascii_case(&vm.id));
+        assert!(claims["xms_mirid"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(&uami.id));
+        assert!(claims["xms_az_rid"]
+            .as_str()
+            .unwrap()
+            .eq_ignore_ascii_case(&vm.id));
     }
     // With the role on the subscription, the UAMI's token reads the VM through ARM REST.
-    grant(&sb, &uami.principal_id, READER, &format!("/subscriptions/{}", sb.endpoints.subscription_id)).await;
-    let (_, body) = sb.imds_token(&vm2.imds_endpoint, MGMT, &[("client_id", &uami.client_id)]).await;
-    let (status, vm_json) = sb.arm_rest_get(&vm_path(&vm2), body["access_token"].as_str()).await;
+    grant(
+        &sb,
+        &uami.principal_id,
+        READER,
+        &format!("/subscriptions/{}", sb.endpoints.subscription_id),
+    )
+    .await;
+    let (_, body) = sb
+        .imds_token(&vm2.imds_endpoint, MGMT, &[("client_id", &uami.client_id)])
+        .await;
+    let (status, vm_json) = sb
+        .arm_rest_get(&vm_path(&vm2), body["access_token"].as_str())
+        .await;
     assert_eq!(status, 200, "{vm_json}");
-    assert!(vm_json["identity"]["userAssignedIdentities"].as_object().unwrap().keys().any(|k| k.eq_ignore_ascii_case(&uami.id)));
+    assert!(vm_json["identity"]["userAssignedIdentities"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .any(|k| k.eq_ignore_ascii_case(&uami.id)));
     sb.stop().await;
 }
 
@@ -163,20 +233,33 @@ async fn a_vm_cannot_obtain_another_vms_identity_through_its_own_endpoint() {
     let vm_b = sb
         .arm()
         .await
-        .create_vm(pb::CreateVmRequest { resource_group: "rg1".into(), name: "vmb".into(), host: "host-1".into(), ..Default::default() })
+        .create_vm(pb::CreateVmRequest {
+            resource_group: "rg1".into(),
+            name: "vmb".into(),
+            host: "host-1".into(),
+            ..Default::default()
+        })
         .await
         .expect("create vmb")
         .into_inner();
-    assert_ne!(vm_a.imds_endpoint, vm_b.imds_endpoint, "each VM has its own IMDS listener");
+    assert_ne!(
+        vm_a.imds_endpoint, vm_b.imds_endpoint,
+        "each VM has its own IMDS listener"
+    );
     enable_system(&sb, "rg1", "vma").await;
     let (_, a_token) = sb.imds_token(&vm_a.imds_endpoint, MGMT, &[]).await;
-    let a_client = a_token["client_id"].as_str().expect("vma gets a token").to_string();
+    let a_client = a_token["client_id"]
+        .as_str()
+        .expect("vma gets a token")
+        .to_string();
 
     // vmb has no identity: nothing by default, and not vma's by client_id either.
     let (status, body) = sb.imds_token(&vm_b.imds_endpoint, MGMT, &[]).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error_description"], "Identity not found");
-    let (status, body) = sb.imds_token(&vm_b.imds_endpoint, MGMT, &[("client_id", &a_client)]).await;
+    let (status, body) = sb
+        .imds_token(&vm_b.imds_endpoint, MGMT, &[("client_id", &a_client)])
+        .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error_description"], "Identity not found");
 
@@ -204,18 +287,30 @@ async fn restart_keeps_identities_and_the_vm_still_gets_tokens() {
     let vm_after = sb
         .arm()
         .await
-        .get_vm(pb::GetVmRequest { resource_group: "rg1".into(), name: "vm1".into(), ..Default::default() })
+        .get_vm(pb::GetVmRequest {
+            resource_group: "rg1".into(),
+            name: "vm1".into(),
+            ..Default::default()
+        })
         .await
         .expect("vm survives restart")
         .into_inner();
     let after_identity = vm_after.identity.expect("identity block");
     assert_eq!(after_identity.principal_id, identity.principal_id);
-    let (status, after) = sb.imds_token(&vm_after.imds_endpoint, MGMT, &[("bypass_cache", "true")]).await;
+    let (status, after) = sb
+        .imds_token(&vm_after.imds_endpoint, MGMT, &[("bypass_cache", "true")])
+        .await;
     assert_eq!(status, 200, "{after}");
-    assert_eq!(after["client_id"], before["client_id"], "same clientId after restart");
-    let claims = sb.verify(after["access_token"].as_str().unwrap(), MGMT).await;
+    assert_eq!(
+        after["client_id"], before["client_id"],
+        "same clientId after restart"
+    );
+    let claims = sb
+        .verify(after["access_token"].as_str().unwrap(), MGMT)
+        .await;
     assert_eq!(claims["oid"], identity.principal_id.as_str());
     // A token issued before the restart still verifies: the signing key survived too.
-    sb.verify(before["access_token"].as_str().unwrap(), MGMT).await;
+    sb.verify(before["access_token"].as_str().unwrap(), MGMT)
+        .await;
     sb.stop().await;
 }
