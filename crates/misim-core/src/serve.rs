@@ -15,8 +15,16 @@ pub enum ServeError {
     #[error("grpc reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     /// The HTTP server failed.
-    #[error("http: {0}")]
+    #[error("http server")]
     Http(#[from] std::io::Error),
+    /// A listener could not be bound (port in use, permission).
+    #[error("cannot bind {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, adding `grpc.health.v1` (each of
@@ -70,12 +78,9 @@ pub async fn serve_http(
 /// Binds a loopback-or-configured TCP listener, with the address in the error.
 ///
 /// # Errors
-/// [`ServeError::Http`] with the address when binding fails (port in use, permission).
+/// [`ServeError::Bind`] with the address when binding fails (port in use, permission).
 pub async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, ServeError> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        ServeError::Http(std::io::Error::new(
-            e.kind(),
-            format!("cannot bind {addr}: {e}"),
-        ))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
 }
