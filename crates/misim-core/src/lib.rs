@@ -1,11 +1,13 @@
 //! Code that two or more misim parties truly share: ARM resource IDs, the injected clock, the typed
-//! sled store, RSA/X.509 helpers and the plumbing that serves gRPC (with health and reflection) and HTTP.
+//! sled store, RSA/X.509 helpers and the plumbing that serves gRPC (with health and reflection), HTTP
+//! and HTTPS (with a local CA).
 
 pub mod cert;
 pub mod clock;
 pub mod ids;
 pub mod serve;
 pub mod store;
+pub mod tls;
 
 pub use clock::Clock;
 pub use ids::ResourceId;
