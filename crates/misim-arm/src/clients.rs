@@ -38,6 +38,29 @@ pub struct VmPlacement {
     pub private_ip: String,
     /// MAC address.
     pub mac_address: String,
+    /// Scale-set name for a scale-set instance; empty for a standalone VM.
+    pub vm_scale_set_name: String,
+}
+
+/// What a host reports about a VM it serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostVm {
+    /// Base URL of the VM's IMDS.
+    pub imds_endpoint: String,
+    /// Base URL of the legacy VM extension's endpoint; empty when not installed.
+    pub extension_endpoint: String,
+    /// Where the extension keeps credentials on the VM side.
+    pub extension_credential_path: String,
+}
+
+impl From<imds::PlacedVm> for HostVm {
+    fn from(p: imds::PlacedVm) -> Self {
+        HostVm {
+            imds_endpoint: p.imds_endpoint,
+            extension_endpoint: p.extension_endpoint,
+            extension_credential_path: p.extension_credential_path,
+        }
+    }
 }
 
 /// An identity the host should serve for a VM (no key material).
@@ -185,10 +208,10 @@ impl Peers {
             location: vm.location.clone(),
             vm_size: vm.vm_size.clone(),
             os_type: vm.os_type.clone(),
-            vm_scale_set_name: String::new(),
             tags: vm.tags.clone().into_iter().collect(),
             private_ip_address: vm.private_ip.clone(),
             mac_address: vm.mac_address.clone(),
+            vm_scale_set_name: vm.vm_scale_set_name.clone(),
         };
         let placed = self
             .host(host)?
@@ -200,17 +223,54 @@ impl Peers {
             .imds_endpoint)
     }
 
-    /// Host `GetVm`: the VM's live IMDS endpoint, `None` when the host does not know the VM.
+    /// Host `GetVm`: the VM's live endpoints, `None` when the host does not know the VM.
     ///
     /// # Errors
     /// [`ArmError::Unavailable`] when the host cannot be reached.
-    pub async fn host_vm_endpoint(&self, host: &str, resource_id: &str) -> Result<Option<String>> {
+    pub async fn host_vm(&self, host: &str, resource_id: &str) -> Result<Option<HostVm>> {
         let req = imds::GetVmRequest {
             resource_id: resource_id.to_string(),
         };
         match self.host(host)?.get_vm(req).await {
-            Ok(r) => Ok(Some(r.into_inner().imds_endpoint)),
+            Ok(r) => Ok(Some(HostVm::from(r.into_inner()))),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(unavailable(&format!("host {host}"), s)),
+        }
+    }
+
+    /// Host `SetExtension`: installs, re-runs or removes the legacy managed-identity VM extension.
+    ///
+    /// # Errors
+    /// [`ArmError::InvalidArgument`] when the host rejects the request (e.g. more than 32
+    /// user-assigned identities, which the extension cannot serve), [`ArmError::Unavailable`] when
+    /// the host cannot be reached or does not implement it yet.
+    pub async fn set_extension(
+        &self,
+        host: &str,
+        resource_id: &str,
+        installed: bool,
+        port: u32,
+        force_update_tag: &str,
+    ) -> Result<HostVm> {
+        let req = imds::SetExtensionRequest {
+            resource_id: resource_id.to_string(),
+            installed,
+            port,
+            force_update_tag: force_update_tag.to_string(),
+        };
+        match self.host(host)?.set_extension(req).await {
+            Ok(r) => Ok(HostVm::from(r.into_inner())),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Err(ArmError::InvalidArgument(format!(
+                    "VM extension operation failed on host {host}: {}",
+                    s.message()
+                )))
+            }
             Err(s) => Err(unavailable(&format!("host {host}"), s)),
         }
     }

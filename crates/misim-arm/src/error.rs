@@ -80,6 +80,35 @@ pub enum ArmError {
         /// The requested resource ID.
         scope: String,
     },
+    /// REST: RBAC allows the write but not `assign/action` on a linked user-assigned identity (ARM
+    /// `LinkedAuthorizationFailed`, 403; aad-pod-identity#487, reference §4).
+    #[error(
+        "The client '{principal}' with object id '{principal}' has permission to perform action '{action}' on scope '{scope}'; however, it does not have permission to perform action(s) '{linked_action}' on the linked scope(s) '{linked_scopes}' (respectively) or the linked scope(s) are invalid."
+    )]
+    LinkedAuthorizationFailed {
+        /// The caller's object id.
+        principal: String,
+        /// The permitted action, e.g. `Microsoft.Compute/virtualMachines/write`.
+        action: String,
+        /// The resource written.
+        scope: String,
+        /// `Microsoft.ManagedIdentity/userAssignedIdentities/assign/action`.
+        linked_action: String,
+        /// The identities without permission, comma-separated.
+        linked_scopes: String,
+    },
+    /// A request ARM rejects as a whole (ARM `BadRequest`, 400), e.g. too many identities at once.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Key Vault data plane: no or bad bearer token (Key Vault `Unauthorized`, 401).
+    #[error("{0}")]
+    VaultUnauthorized(String),
+    /// Key Vault data plane: RBAC denies the data action (Key Vault `Forbidden`/`ForbiddenByRbac`, 403).
+    #[error("{0}")]
+    VaultForbidden(String),
+    /// Key Vault data plane: no such secret (Key Vault `SecretNotFound`, 404).
+    #[error("A secret with (name/id) {0} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182")]
+    SecretNotFound(String),
     /// REST: no such route (ARM `NotFound`, 404).
     #[error("The requested path '{0}' was not found.")]
     RouteNotFound(String),
@@ -103,6 +132,11 @@ impl ArmError {
             ArmError::AuthenticationFailed(_) => "AuthenticationFailed",
             ArmError::ExpiredToken(_) => "ExpiredAuthenticationToken",
             ArmError::AuthorizationFailed { .. } => "AuthorizationFailed",
+            ArmError::LinkedAuthorizationFailed { .. } => "LinkedAuthorizationFailed",
+            ArmError::BadRequest(_) => "BadRequest",
+            ArmError::VaultUnauthorized(_) => "Unauthorized",
+            ArmError::VaultForbidden(_) => "Forbidden",
+            ArmError::SecretNotFound(_) => "SecretNotFound",
             ArmError::RouteNotFound(_) => "NotFound",
             ArmError::Store(_) => "InternalServerError",
         }
@@ -114,8 +148,10 @@ impl ArmError {
             ArmError::SubscriptionNotFound(_)
             | ArmError::ResourceGroupNotFound(_)
             | ArmError::ResourceNotFound { .. }
+            | ArmError::SecretNotFound(_)
             | ArmError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ArmError::RoleDefinitionNotFound(_)
+            | ArmError::BadRequest(_)
             | ArmError::InvalidArgument(_)
             | ArmError::MissingApiVersion => StatusCode::BAD_REQUEST,
             ArmError::Conflict { .. } => StatusCode::CONFLICT,
@@ -124,8 +160,11 @@ impl ArmError {
             }
             ArmError::AuthenticationFailed(_)
             | ArmError::InvalidToken { .. }
+            | ArmError::VaultUnauthorized(_)
             | ArmError::ExpiredToken(_) => StatusCode::UNAUTHORIZED,
-            ArmError::AuthorizationFailed { .. } => StatusCode::FORBIDDEN,
+            ArmError::AuthorizationFailed { .. }
+            | ArmError::LinkedAuthorizationFailed { .. }
+            | ArmError::VaultForbidden(_) => StatusCode::FORBIDDEN,
             ArmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -141,6 +180,12 @@ impl ArmError {
             ArmError::Store(_) => "An internal error occurred.".to_string(),
             other => other.to_string(),
         };
+        if let ArmError::VaultForbidden(_) = self {
+            return serde_json::json!({ "error": {
+                "code": self.code(), "message": message,
+                "innererror": { "code": "ForbiddenByRbac" }
+            } });
+        }
         serde_json::json!({ "error": { "code": self.code(), "message": message } })
     }
 }
@@ -153,14 +198,20 @@ impl From<ArmError> for tonic::Status {
             | ArmError::ResourceGroupNotFound(_)
             | ArmError::ResourceNotFound { .. }
             | ArmError::RoleDefinitionNotFound(_)
+            | ArmError::SecretNotFound(_)
             | ArmError::RouteNotFound(_) => Code::NotFound,
-            ArmError::InvalidArgument(_) | ArmError::MissingApiVersion => Code::InvalidArgument,
+            ArmError::InvalidArgument(_)
+            | ArmError::BadRequest(_)
+            | ArmError::MissingApiVersion => Code::InvalidArgument,
             ArmError::Conflict { .. } => Code::AlreadyExists,
             ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => Code::Unavailable,
             ArmError::AuthenticationFailed(_)
             | ArmError::InvalidToken { .. }
+            | ArmError::VaultUnauthorized(_)
             | ArmError::ExpiredToken(_) => Code::Unauthenticated,
-            ArmError::AuthorizationFailed { .. } => Code::PermissionDenied,
+            ArmError::AuthorizationFailed { .. }
+            | ArmError::LinkedAuthorizationFailed { .. }
+            | ArmError::VaultForbidden(_) => Code::PermissionDenied,
             ArmError::Store(_) => Code::Internal,
         };
         if let ArmError::Store(cause) = &e {

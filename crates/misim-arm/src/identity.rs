@@ -8,12 +8,13 @@ use misim_core::ResourceId;
 use tracing::info;
 
 use crate::error::{ArmError, Result};
+use crate::identity_spec::{self, IdentityRequest, Mode, Plan};
 use crate::model::{SyncState, Uami, UserAssignedEntry, VmIdentityView};
 use crate::service::{validate_name, Arm};
 
 const UAMI_TYPE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities";
 
-fn uami_not_found(id: &ResourceId) -> ArmError {
+pub(crate) fn uami_not_found(id: &ResourceId) -> ArmError {
     ArmError::ResourceNotFound {
         resource_type: UAMI_TYPE.into(),
         name: id.name().to_string(),
@@ -21,26 +22,104 @@ fn uami_not_found(id: &ResourceId) -> ArmError {
     }
 }
 
-impl Arm {
-    /// Parses a UAMI resource id given by a caller.
-    fn parse_uami_id(raw: &str) -> Result<ResourceId> {
-        let id = ResourceId::parse(raw)?;
-        if !id.is_type(UAMI_TYPE) || id.resource_group_name().is_none() {
-            return Err(ArmError::InvalidArgument(format!(
-                "'{raw}' is not a user-assigned identity resource id (…/providers/{UAMI_TYPE}/{{name}})"
-            )));
-        }
-        Ok(id)
-    }
+/// A current user-assigned set as plan input (key → id).
+pub(crate) fn current_set(
+    entries: &BTreeMap<String, UserAssignedEntry>,
+) -> BTreeMap<String, ResourceId> {
+    entries
+        .iter()
+        .map(|(k, e)| (k.clone(), e.id.clone()))
+        .collect()
+}
 
-    /// Enables the system-assigned identity and/or assigns user-assigned identities to a VM (step 1),
-    /// then reconciles: MSRP creates the system identity (step 2) and the host is configured with the
-    /// full identity set (step 3).
+impl Arm {
+    /// Builds the new user-assigned entries for `plan`: entries already there are kept (dangling
+    /// ones too, as Azure keeps them); added ones must exist.
     ///
     /// # Errors
-    /// [`ArmError::InvalidArgument`] when nothing is asked or an id is malformed,
-    /// [`ArmError::ResourceNotFound`] for a missing VM or UAMI, [`ArmError::ReconcilePending`] when
-    /// MSRP or the host is down (the desired state is recorded and retried).
+    /// [`ArmError::ResourceNotFound`] for an added identity that does not exist.
+    pub(crate) fn plan_entries(
+        &self,
+        plan: &Plan,
+        current: &BTreeMap<String, UserAssignedEntry>,
+    ) -> Result<BTreeMap<String, UserAssignedEntry>> {
+        let mut out = BTreeMap::new();
+        for (key, id) in &plan.user_assigned {
+            if let Some(e) = current.get(key) {
+                out.insert(key.clone(), e.clone());
+                continue;
+            }
+            let uami = self
+                .store
+                .uami(id)?
+                .filter(|u| !u.deleting)
+                .ok_or_else(|| uami_not_found(id))?;
+            let (principal_id, client_id) = uami
+                .identity
+                .map(|i| (i.principal_id, i.client_id))
+                .unwrap_or_default();
+            out.insert(
+                key.clone(),
+                UserAssignedEntry {
+                    id: id.clone(),
+                    principal_id,
+                    client_id,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Applies an `identity` block to a VM (step 1) with ARM's PUT/PATCH semantics
+    /// ([`identity_spec::plan`]), then reconciles: MSRP creates or deletes the system-assigned
+    /// identity (step 2) and the host is configured with the full set (step 3).
+    ///
+    /// # Errors
+    /// [`ArmError::InvalidArgument`]/[`ArmError::BadRequest`] for contradictory requests or limits,
+    /// [`ArmError::ResourceNotFound`] for a missing VM or identity, [`ArmError::ReconcilePending`]
+    /// when MSRP or the host is down (the desired state is recorded and retried).
+    pub async fn update_vm_identity(
+        &self,
+        vm_id: &ResourceId,
+        req: &IdentityRequest,
+        mode: Mode,
+    ) -> Result<VmIdentityView> {
+        let guard = self.locks.lock(&vm_id.key()).await;
+        let mut vm = self.live_vm(vm_id)?;
+        let plan = identity_spec::plan(&current_set(&vm.user_assigned), req, mode)?;
+        let entries = self.plan_entries(&plan, &vm.user_assigned)?;
+        if plan.system_assigned && !vm.system_assigned {
+            info!(step = 1, vm = %vm_id, "enable system-assigned identity");
+            vm.system_delete_pending = false;
+        }
+        if !plan.system_assigned && (vm.system_assigned || vm.system_identity.is_some()) {
+            info!(step = 1, vm = %vm_id, "disable system-assigned identity");
+            vm.system_delete_pending = true;
+        }
+        for id in &plan.added {
+            info!(step = 1, vm = %vm_id, identity = %id, "assign user-assigned identity");
+        }
+        for (key, e) in &vm.user_assigned {
+            if !entries.contains_key(key) {
+                info!(step = 1, vm = %vm_id, identity = %e.id, "remove user-assigned identity");
+            }
+        }
+        vm.system_assigned = plan.system_assigned;
+        vm.user_assigned = entries;
+        vm.sync = SyncState::Pending;
+        self.store.vms.put(&vm_id.key(), &vm)?;
+        self.store.flush().await?;
+        let result = self.reconcile_vm_locked(vm_id).await;
+        drop(guard);
+        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
+        Ok(self.live_vm(vm_id)?.identity_view())
+    }
+
+    /// Enables the system-assigned identity and/or assigns user-assigned identities to a VM, keeping
+    /// the ones it has (`az vm identity assign`).
+    ///
+    /// # Errors
+    /// As [`Arm::update_vm_identity`]; [`ArmError::InvalidArgument`] when nothing is asked.
     pub async fn assign_vm_identity(
         &self,
         subscription_id: &str,
@@ -55,51 +134,23 @@ impl Arm {
             ));
         }
         let id = self.vm_id(subscription_id, group, name)?;
-        let mut entries = Vec::new();
-        for raw in user_assigned {
-            let uid = Self::parse_uami_id(raw)?;
-            let uami = self
-                .store
-                .uami(&uid)?
-                .filter(|u| !u.deleting)
-                .ok_or_else(|| uami_not_found(&uid))?;
-            let (principal_id, client_id) = uami
-                .identity
-                .map(|i| (i.principal_id, i.client_id))
-                .unwrap_or_default();
-            entries.push(UserAssignedEntry {
-                id: uid,
-                principal_id,
-                client_id,
-            });
-        }
-        let guard = self.locks.lock(&id.key()).await;
-        let mut vm = self.live_vm(&id)?;
-        if system_assigned {
-            info!(step = 1, vm = %id, "enable system-assigned identity");
-            vm.system_assigned = true;
-            vm.system_delete_pending = false;
-        }
-        for entry in entries {
-            info!(step = 1, vm = %id, identity = %entry.id, "assign user-assigned identity");
-            vm.user_assigned.entry(entry.id.key()).or_insert(entry);
-        }
-        vm.sync = SyncState::Pending;
-        self.store.vms.put(&id.key(), &vm)?;
-        self.store.flush().await?;
-        let result = self.reconcile_vm_locked(&id).await;
-        drop(guard);
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
-        Ok(self.live_vm(&id)?.identity_view())
+        let vm = self.live_vm(&id)?;
+        let req = identity_spec::assign_request(
+            vm.system_assigned,
+            &current_set(&vm.user_assigned),
+            system_assigned,
+            user_assigned,
+        );
+        self.update_vm_identity(&id, &req, Mode::Patch).await
     }
 
-    /// Disables the system-assigned identity and/or unassigns user-assigned identities: the host is
-    /// configured without them, then a disabled system-assigned identity is deleted in MSRP (its
-    /// lifecycle is tied to the VM, how-managed-identities-work-vm.md). Removing an identity the VM
-    /// does not have is a no-op.
+    /// Disables the system-assigned identity and/or unassigns user-assigned identities (`az vm
+    /// identity remove`): the host is configured without them, then a disabled system-assigned
+    /// identity is deleted in MSRP with its service principal and certificate (its lifecycle is tied
+    /// to the VM, how-managed-identities-work-vm.md). Removing an identity the VM lacks is a no-op.
     ///
     /// # Errors
-    /// As [`Arm::assign_vm_identity`].
+    /// As [`Arm::update_vm_identity`].
     pub async fn remove_vm_identity(
         &self,
         subscription_id: &str,
@@ -109,29 +160,14 @@ impl Arm {
         user_assigned: &[String],
     ) -> Result<VmIdentityView> {
         let id = self.vm_id(subscription_id, group, name)?;
-        let keys = user_assigned
-            .iter()
-            .map(|raw| Self::parse_uami_id(raw).map(|u| u.key()))
-            .collect::<Result<Vec<_>>>()?;
-        let guard = self.locks.lock(&id.key()).await;
-        let mut vm = self.live_vm(&id)?;
-        if system_assigned && (vm.system_assigned || vm.system_identity.is_some()) {
-            info!(step = 1, vm = %id, "disable system-assigned identity");
-            vm.system_assigned = false;
-            vm.system_delete_pending = true;
-        }
-        for key in keys {
-            if let Some(e) = vm.user_assigned.remove(&key) {
-                info!(step = 1, vm = %id, identity = %e.id, "remove user-assigned identity");
-            }
-        }
-        vm.sync = SyncState::Pending;
-        self.store.vms.put(&id.key(), &vm)?;
-        self.store.flush().await?;
-        let result = self.reconcile_vm_locked(&id).await;
-        drop(guard);
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
-        Ok(self.live_vm(&id)?.identity_view())
+        let vm = self.live_vm(&id)?;
+        let req = identity_spec::remove_request(
+            vm.system_assigned,
+            &current_set(&vm.user_assigned),
+            system_assigned,
+            user_assigned,
+        )?;
+        self.update_vm_identity(&id, &req, Mode::Patch).await
     }
 
     /// The VM's identity block.
@@ -277,9 +313,29 @@ impl Arm {
         self.store.uamis.put(&id.key(), &uami)?;
         self.store.flush().await?;
         info!(identity = %id, "deleting user-assigned identity");
-        let result = self.reconcile_uami_locked(&id).await;
         drop(guard);
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))
+        // Hosts stop serving it first (VMs keep the dangling entry), then MSRP deletes it.
+        let mut pending = Vec::new();
+        for vm in self.store.vms.values()? {
+            if vm.user_assigned.contains_key(&id.key()) {
+                if let Err(e) = self.reconcile_vm(&vm.id).await {
+                    pending.push(e.to_string());
+                }
+            }
+        }
+        for ss in self.store.vmss.values()? {
+            if ss.user_assigned.contains_key(&id.key()) {
+                if let Err(e) = self.reconcile_vmss(&ss.id).await {
+                    pending.push(e.to_string());
+                }
+            }
+        }
+        let result = self.reconcile_uami(&id).await;
+        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
+        match pending.first() {
+            Some(e) => Err(ArmError::ReconcilePending(e.clone())),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,19 +1,24 @@
 //! ARM, Azure Resource Manager: the control plane users drive over gRPC (subscriptions, resource
-//! groups, VMs, user-assigned identities, role assignments), the reconciler that carries identity
+//! groups, VMs, scale sets, user-assigned identities, role assignments, key vaults), the reconciler that carries identity
 //! changes to MSRP and the hosts (steps 1–4), and the REST surface that checks bearer tokens (step 7).
 
 pub mod bootstrap;
 pub mod clients;
 pub mod error;
+pub mod extensions;
 pub mod grpc;
 pub mod identity;
+pub mod identity_spec;
 pub mod model;
 pub mod rbac;
 pub mod reconcile;
 pub mod rest;
 pub mod service;
 pub mod store;
+pub mod vault;
 pub mod vms;
+pub mod vmss;
+pub mod vmss_reconcile;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,6 +105,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let arm = build(&config)?;
+    if let Ok(addr) = listeners.rest.local_addr() {
+        arm.set_rest_url(format!("http://{addr}"));
+    }
     let validator = rest::auth::TokenValidator::new(&config.aad_url, config.clock.clone())
         .map_err(|e| RunError::Config(e.to_string()))?;
     let background = tokio_util::task::TaskTracker::new();

@@ -128,6 +128,72 @@ pub struct Vm {
     pub deleting: bool,
     /// Reconcile state.
     pub sync: SyncState,
+    /// For a scale-set instance: the scale set's resource id (its identities apply to the instance).
+    #[serde(default)]
+    pub scale_set: Option<ResourceId>,
+    /// Legacy VM extensions (`Microsoft.Compute/virtualMachines/extensions`) by lower-cased name.
+    #[serde(default)]
+    pub extensions: BTreeMap<String, VmExtension>,
+    /// Last endpoint of the managed-identity VM extension the host reported; empty when none.
+    #[serde(default)]
+    pub extension_endpoint: String,
+    /// Where the VM extension keeps credentials on the VM side, as the host reported it.
+    #[serde(default)]
+    pub extension_credential_path: String,
+}
+
+/// A legacy managed-identity VM extension (reference §2, S5: publisher `Microsoft.ManagedIdentity`,
+/// type `ManagedIdentityExtensionForWindows|Linux`, settings `{"port":50342}`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VmExtension {
+    /// Extension resource name, as given.
+    pub name: String,
+    /// `Microsoft.ManagedIdentity`.
+    pub publisher: String,
+    /// `ManagedIdentityExtensionForWindows` or `ManagedIdentityExtensionForLinux`.
+    pub extension_type: String,
+    /// `typeHandlerVersion`, e.g. `1.0`.
+    pub type_handler_version: String,
+    /// `settings.port`.
+    pub port: u32,
+    /// `forceUpdateTag`: a new value re-runs the extension.
+    pub force_update_tag: String,
+    /// True once the host installed it with these settings.
+    pub applied: bool,
+}
+
+/// A virtual machine scale set: identities set here apply to every instance; its system-assigned
+/// identity is one identity (resource id = the scale set) shared by all instances.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Vmss {
+    /// `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Compute/virtualMachineScaleSets/{name}`.
+    pub id: ResourceId,
+    /// `uniqueId` GUID.
+    pub unique_id: String,
+    /// Location.
+    pub location: String,
+    /// Instance size.
+    pub vm_size: String,
+    /// `Linux` or `Windows`.
+    pub os_type: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Desired instance count (`sku.capacity`).
+    pub capacity: u32,
+    /// Next instance id to hand out (instance ids are never reused, as in Azure).
+    pub next_instance: u32,
+    /// Desired: system-assigned identity enabled.
+    pub system_assigned: bool,
+    /// Desired: user-assigned identities, keyed by [`ResourceId::key`].
+    pub user_assigned: BTreeMap<String, UserAssignedEntry>,
+    /// Actual: the system-assigned identity MSRP created for the scale set.
+    pub system_identity: Option<IdentityIds>,
+    /// A disabled system-assigned identity still has to be deleted in MSRP.
+    pub system_delete_pending: bool,
+    /// The scale set is being deleted.
+    pub deleting: bool,
+    /// Reconcile state.
+    pub sync: SyncState,
 }
 
 /// A user-assigned managed identity resource.
@@ -183,23 +249,47 @@ impl Vm {
     /// The identity block: the type follows the desired state; principalId/tenantId come only with
     /// a system-assigned identity (null for UserAssigned only, aad-pod-identity#521).
     pub fn identity_view(&self) -> VmIdentityView {
-        let has_user = !self.user_assigned.is_empty();
-        let kind = match (self.system_assigned, has_user) {
-            (false, false) => "None",
-            (true, false) => "SystemAssigned",
-            (false, true) => "UserAssigned",
-            (true, true) => "SystemAssigned, UserAssigned",
-        };
-        let (principal_id, tenant_id) = match (&self.system_identity, self.system_assigned) {
-            (Some(ids), true) => (ids.principal_id.clone(), ids.tenant_id.clone()),
-            _ => (String::new(), String::new()),
-        };
-        VmIdentityView {
-            kind: kind.to_string(),
-            principal_id,
-            tenant_id,
-            user_assigned: self.user_assigned.values().cloned().collect(),
-        }
+        identity_view(
+            self.system_assigned,
+            self.system_identity.as_ref(),
+            &self.user_assigned,
+        )
+    }
+}
+
+impl Vmss {
+    /// The scale set's identity block (same shape as a VM's).
+    pub fn identity_view(&self) -> VmIdentityView {
+        identity_view(
+            self.system_assigned,
+            self.system_identity.as_ref(),
+            &self.user_assigned,
+        )
+    }
+}
+
+/// The identity block of a VM or scale set from its desired and actual state.
+pub fn identity_view(
+    system_assigned: bool,
+    system_identity: Option<&IdentityIds>,
+    user_assigned: &BTreeMap<String, UserAssignedEntry>,
+) -> VmIdentityView {
+    let has_user = !user_assigned.is_empty();
+    let kind = match (system_assigned, has_user) {
+        (false, false) => "None",
+        (true, false) => "SystemAssigned",
+        (false, true) => "UserAssigned",
+        (true, true) => "SystemAssigned, UserAssigned",
+    };
+    let (principal_id, tenant_id) = match (system_identity, system_assigned) {
+        (Some(ids), true) => (ids.principal_id.clone(), ids.tenant_id.clone()),
+        _ => (String::new(), String::new()),
+    };
+    VmIdentityView {
+        kind: kind.to_string(),
+        principal_id,
+        tenant_id,
+        user_assigned: user_assigned.values().cloned().collect(),
     }
 }
 
@@ -226,6 +316,10 @@ mod tests {
             system_delete_pending: false,
             deleting: false,
             sync: SyncState::Succeeded,
+            scale_set: None,
+            extensions: BTreeMap::new(),
+            extension_endpoint: String::new(),
+            extension_credential_path: String::new(),
         }
     }
 

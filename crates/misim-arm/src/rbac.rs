@@ -9,7 +9,8 @@ use crate::error::{ArmError, Result};
 use crate::model::RoleAssignment;
 use crate::service::Arm;
 
-/// A role definition (permissions only; data actions are listed but not evaluated).
+/// A role definition: control-plane `actions`/`notActions` and data-plane
+/// `dataActions`/`notDataActions`, evaluated separately as Azure RBAC does.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoleDefinition {
     /// Role definition GUID (Azure's built-in id).
@@ -24,6 +25,8 @@ pub struct RoleDefinition {
     pub not_actions: &'static [&'static str],
     /// Data-plane actions.
     pub data_actions: &'static [&'static str],
+    /// Data-plane actions subtracted from `data_actions`.
+    pub not_data_actions: &'static [&'static str],
 }
 
 /// Azure's built-in roles used by misim (ids and permissions from the Azure built-in roles page).
@@ -35,6 +38,7 @@ pub const BUILT_IN_ROLES: &[RoleDefinition] = &[
         actions: &["*"],
         not_actions: &[],
         data_actions: &[],
+        not_data_actions: &[],
     },
     RoleDefinition {
         guid: "b24988ac-6180-42a0-ab88-20f7382dd24c",
@@ -55,6 +59,7 @@ pub const BUILT_IN_ROLES: &[RoleDefinition] = &[
             "Microsoft.Subscription/enable/action",
         ],
         data_actions: &[],
+        not_data_actions: &[],
     },
     RoleDefinition {
         guid: "acdd72a7-3385-48ef-bd42-f606fba81ae7",
@@ -63,12 +68,90 @@ pub const BUILT_IN_ROLES: &[RoleDefinition] = &[
         actions: &["*/read"],
         not_actions: &[],
         data_actions: &[],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        guid: "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+        role_name: "User Access Administrator",
+        description: "Lets you manage user access to Azure resources.",
+        actions: &["*/read", "Microsoft.Authorization/*", "Microsoft.Support/*"],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        guid: "f1a07417-d97a-45cb-824c-7a7467783830",
+        role_name: "Managed Identity Operator",
+        description: "Read and Assign User Assigned Identity",
+        actions: &[
+            "Microsoft.ManagedIdentity/userAssignedIdentities/*/read",
+            "Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action",
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Support/*",
+        ],
+        not_actions: &[],
+        data_actions: &[],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        guid: "4633458b-17de-408a-b874-0445c86b69e6",
+        role_name: "Key Vault Secrets User",
+        description: "Read secret contents. Only works for key vaults that use the 'Azure role-based access control' permission model.",
+        actions: &[],
+        not_actions: &[],
+        data_actions: &[
+            "Microsoft.KeyVault/vaults/secrets/getSecret/action",
+            "Microsoft.KeyVault/vaults/secrets/readMetadata/action",
+        ],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        guid: "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+        role_name: "Key Vault Secrets Officer",
+        description: "Perform any action on the secrets of a key vault, except manage permissions. Only works for key vaults that use the 'Azure role-based access control' permission model.",
+        actions: &[
+            "Microsoft.Authorization/*/read",
+            "Microsoft.Insights/alertRules/*",
+            "Microsoft.Resources/deployments/*",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+            "Microsoft.Support/*",
+            "Microsoft.KeyVault/checkNameAvailability/read",
+            "Microsoft.KeyVault/deletedVaults/read",
+            "Microsoft.KeyVault/locations/*/read",
+            "Microsoft.KeyVault/vaults/*/read",
+            "Microsoft.KeyVault/operations/read",
+        ],
+        not_actions: &[],
+        data_actions: &["Microsoft.KeyVault/vaults/secrets/*"],
+        not_data_actions: &[],
+    },
+    RoleDefinition {
+        guid: "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+        role_name: "Storage Blob Data Reader",
+        description: "Read and list Azure Storage containers and blobs.",
+        actions: &[
+            "Microsoft.Storage/storageAccounts/blobServices/containers/read",
+            "Microsoft.Storage/storageAccounts/blobServices/generateUserDelegationKey/action",
+        ],
+        not_actions: &[],
+        data_actions: &["Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read"],
+        not_data_actions: &[],
     },
 ];
 
-/// True when `action` matches `pattern`, where `*` matches any run of characters; case-insensitive
-/// as Azure RBAC compares operations.
+/// True when `action` matches `pattern`, where `*` matches any run of characters and `/*/` also
+/// matches a single `/` (so `…/userAssignedIdentities/*/assign/action` grants
+/// `…/userAssignedIdentities/assign/action`, as the Managed Identity Operator role does);
+/// case-insensitive as Azure RBAC compares operations.
 pub fn action_matches(pattern: &str, action: &str) -> bool {
+    glob_matches(pattern, action)
+        || (pattern.contains("/*/") && glob_matches(&pattern.replace("/*/", "/"), action))
+}
+
+fn glob_matches(pattern: &str, action: &str) -> bool {
     let p = pattern.to_ascii_lowercase();
     let a = action.to_ascii_lowercase();
     let parts: Vec<&str> = p.split('*').collect();
@@ -97,6 +180,17 @@ impl RoleDefinition {
     pub fn allows(&self, action: &str) -> bool {
         self.actions.iter().any(|p| action_matches(p, action))
             && !self.not_actions.iter().any(|p| action_matches(p, action))
+    }
+
+    /// True when the role permits the data action (some dataAction matches, no notDataAction does).
+    pub fn allows_data(&self, data_action: &str) -> bool {
+        self.data_actions
+            .iter()
+            .any(|p| action_matches(p, data_action))
+            && !self
+                .not_data_actions
+                .iter()
+                .any(|p| action_matches(p, data_action))
     }
 
     /// `/subscriptions/{s}/providers/Microsoft.Authorization/roleDefinitions/{guid}`.
@@ -132,7 +226,13 @@ impl Arm {
             return Ok(());
         }
         let exists = self.store.vm(scope)?.is_some_and(|v| !v.deleting)
-            || self.store.uami(scope)?.is_some_and(|u| !u.deleting);
+            || self.store.uami(scope)?.is_some_and(|u| !u.deleting)
+            || self
+                .store
+                .vmss
+                .get(&scope.key())?
+                .is_some_and(|v| !v.deleting)
+            || self.store.vaults.values()?.iter().any(|v| v.id == *scope);
         if exists {
             Ok(())
         } else {
@@ -267,6 +367,24 @@ impl Arm {
                 && find_role(&ra.role_definition_guid).is_some_and(|r| r.allows(action))
         }))
     }
+
+    /// True when `principal_id` holds a role at `resource` or a parent whose dataActions permit
+    /// `data_action` (control-plane `actions` such as Owner's `*` never grant data actions).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn authorize_data(
+        &self,
+        principal_id: &str,
+        data_action: &str,
+        resource: &ResourceId,
+    ) -> Result<bool> {
+        Ok(self.store.role_assignments.values()?.iter().any(|ra| {
+            ra.principal_id.eq_ignore_ascii_case(principal_id)
+                && resource.is_within(&ra.scope)
+                && find_role(&ra.role_definition_guid).is_some_and(|r| r.allows_data(data_action))
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -310,5 +428,18 @@ mod tests {
         assert!(!contributor.allows("Microsoft.Authorization/roleAssignments/write"));
         assert!(owner.allows("Microsoft.Authorization/roleAssignments/write"));
         assert!(find_role("Nobody").is_none());
+    }
+
+    #[test]
+    fn data_actions_are_separate_from_actions() {
+        let owner = find_role("Owner").unwrap();
+        let secrets_user = find_role("4633458b-17de-408a-b874-0445c86b69e6").unwrap();
+        let get = "Microsoft.KeyVault/vaults/secrets/getSecret/action";
+        assert!(!owner.allows_data(get));
+        assert!(secrets_user.allows_data(get));
+        assert!(!secrets_user.allows("Microsoft.KeyVault/vaults/read"));
+        let mio = find_role("Managed Identity Operator").unwrap();
+        assert!(mio.allows("Microsoft.ManagedIdentity/userAssignedIdentities/assign/action"));
+        assert!(!mio.allows("Microsoft.ManagedIdentity/userAssignedIdentities/write"));
     }
 }

@@ -3,6 +3,7 @@
 //! crash or a peer outage converges; a loop runs it for everything at startup and for dirty
 //! resources every [`TICK_SECONDS`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tracing::{info, warn};
 
 use crate::clients::IdentityRef;
 use crate::error::{ArmError, Result};
-use crate::model::{IdentityKind, SyncState, Vm};
+use crate::model::{IdentityIds, IdentityKind, SyncState, UserAssignedEntry, Vm};
 use crate::service::Arm;
 
 /// Seconds between reconcile passes over dirty resources.
@@ -76,45 +77,92 @@ impl Arm {
             return Ok(());
         }
         if !vm.placed {
-            let placement = crate::clients::VmPlacement {
-                resource_id: id.to_string(),
-                vm_id: vm.vm_id.clone(),
-                name: id.name().to_string(),
-                subscription_id: id.subscription_id().to_string(),
-                resource_group: id.resource_group_name().unwrap_or_default().to_string(),
-                location: vm.location.clone(),
-                vm_size: vm.vm_size.clone(),
-                os_type: vm.os_type.clone(),
-                tags: vm.tags.clone(),
-                private_ip: vm.private_ip.clone(),
-                mac_address: vm.mac_address.clone(),
-            };
-            vm.imds_endpoint = self.peers.place_vm(&vm.host, &placement).await?;
-            vm.placed = true;
-            info!(vm = %id, host = %vm.host, imds = %vm.imds_endpoint, "placed vm on host");
+            self.place(vm).await?;
         }
+        let refs = self
+            .identity_refs(
+                &id,
+                vm.system_assigned,
+                &mut vm.system_identity,
+                &mut vm.user_assigned,
+            )
+            .await?;
+        self.peers
+            .configure_identities(&vm.host, id.as_str(), &refs)
+            .await?;
+        info!(step = 3, vm = %id, host = %vm.host, identities = refs.len(), "configured vm identities on host");
+        self.apply_extensions(vm).await?;
+        if vm.system_delete_pending && !vm.system_assigned {
+            self.peers.delete_identity(id.as_str()).await?;
+            vm.system_identity = None;
+            vm.system_delete_pending = false;
+            info!(identity = %id, "deleted system-assigned identity");
+        }
+        Ok(())
+    }
+
+    /// Places a VM or scale-set instance on its host (`PlaceVm`, idempotent).
+    pub(crate) async fn place(&self, vm: &mut Vm) -> Result<()> {
+        let id = &vm.id;
+        let (name, scale_set) = match &vm.scale_set {
+            Some(ss) => (
+                format!("{}_{}", ss.name(), id.name()),
+                ss.name().to_string(),
+            ),
+            None => (id.name().to_string(), String::new()),
+        };
+        let placement = crate::clients::VmPlacement {
+            resource_id: id.to_string(),
+            vm_id: vm.vm_id.clone(),
+            name,
+            subscription_id: id.subscription_id().to_string(),
+            resource_group: id.resource_group_name().unwrap_or_default().to_string(),
+            location: vm.location.clone(),
+            vm_size: vm.vm_size.clone(),
+            os_type: vm.os_type.clone(),
+            tags: vm.tags.clone(),
+            private_ip: vm.private_ip.clone(),
+            mac_address: vm.mac_address.clone(),
+            vm_scale_set_name: scale_set,
+        };
+        vm.imds_endpoint = self.peers.place_vm(&vm.host, &placement).await?;
+        vm.placed = true;
+        info!(vm = %id, host = %vm.host, imds = %vm.imds_endpoint, "placed vm on host");
+        Ok(())
+    }
+
+    /// The identities a VM or scale set (`owner`) should have served: creates its system-assigned
+    /// identity in MSRP when missing (step 2) and refreshes the user-assigned entries' ids. Deleted
+    /// user-assigned identities keep their dangling entry but are not served (reference §4).
+    pub(crate) async fn identity_refs(
+        &self,
+        owner: &ResourceId,
+        system_assigned: bool,
+        system_identity: &mut Option<IdentityIds>,
+        user_assigned: &mut BTreeMap<String, UserAssignedEntry>,
+    ) -> Result<Vec<IdentityRef>> {
         let mut refs = Vec::new();
-        if vm.system_assigned {
-            let ids = match &vm.system_identity {
+        if system_assigned {
+            let ids = match system_identity {
                 Some(ids) => ids.clone(),
                 None => {
-                    let tenant = self.subscription(id.subscription_id())?.tenant_id;
+                    let tenant = self.subscription(owner.subscription_id())?.tenant_id;
                     let ids = self
                         .peers
-                        .create_identity(id.as_str(), IdentityKind::SystemAssigned, &tenant)
+                        .create_identity(owner.as_str(), IdentityKind::SystemAssigned, &tenant)
                         .await?;
-                    info!(step = 2, identity = %id, client_id = %ids.client_id, principal_id = %ids.principal_id, "msrp created system-assigned identity");
-                    vm.system_identity = Some(ids.clone());
+                    info!(step = 2, identity = %owner, client_id = %ids.client_id, principal_id = %ids.principal_id, "msrp created system-assigned identity");
+                    *system_identity = Some(ids.clone());
                     ids
                 }
             };
             refs.push(IdentityRef {
-                msi_res_id: id.to_string(),
+                msi_res_id: owner.to_string(),
                 kind: IdentityKind::SystemAssigned,
                 ids,
             });
         }
-        for entry in vm.user_assigned.values_mut() {
+        for entry in user_assigned.values_mut() {
             let Some(uami) = self.store.uami(&entry.id)?.filter(|u| !u.deleting) else {
                 // Deleted UAMI: Azure keeps the dangling entry but it is no longer served.
                 continue;
@@ -142,17 +190,7 @@ impl Arm {
                 ids,
             });
         }
-        self.peers
-            .configure_identities(&vm.host, id.as_str(), &refs)
-            .await?;
-        info!(step = 3, vm = %id, host = %vm.host, identities = refs.len(), "configured vm identities on host");
-        if vm.system_delete_pending && !vm.system_assigned {
-            self.peers.delete_identity(id.as_str()).await?;
-            vm.system_identity = None;
-            vm.system_delete_pending = false;
-            info!(identity = %id, "deleted system-assigned identity");
-        }
-        Ok(())
+        Ok(refs)
     }
 
     /// Reconciles a UAMI; the caller holds its lock.
@@ -197,7 +235,7 @@ impl Arm {
         result
     }
 
-    /// One pass over UAMIs then VMs (all of them, or only dirty ones); returns how many failed.
+    /// One pass over UAMIs, VMs, then scale sets (all of them, or only dirty ones); returns how many failed.
     ///
     /// # Errors
     /// Store failures while listing.
@@ -211,6 +249,11 @@ impl Arm {
         }
         for vm in self.store.vms.values()? {
             if (!only_dirty || vm.sync.is_dirty()) && self.reconcile_vm(&vm.id).await.is_err() {
+                failed += 1;
+            }
+        }
+        for ss in self.store.vmss.values()? {
+            if (!only_dirty || ss.sync.is_dirty()) && self.reconcile_vmss(&ss.id).await.is_err() {
                 failed += 1;
             }
         }

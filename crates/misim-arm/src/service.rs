@@ -36,6 +36,7 @@ pub struct Arm {
     pub(crate) peers: Peers,
     pub(crate) clock: Clock,
     pub(crate) locks: KeyedLocks,
+    rest_url: std::sync::OnceLock<String>,
 }
 
 /// Checks a resource name the way ARM does for groups, VMs and identities: 1–90 characters of
@@ -63,7 +64,18 @@ impl Arm {
             peers,
             clock,
             locks: KeyedLocks::default(),
+            rest_url: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records the REST surface's base URL (set once by `run`; it hosts the Key Vault data plane).
+    pub fn set_rest_url(&self, url: String) {
+        let _ = self.rest_url.set(url);
+    }
+
+    /// The REST surface's base URL, empty when not serving REST.
+    pub fn rest_url(&self) -> &str {
+        self.rest_url.get().map(String::as_str).unwrap_or_default()
     }
 
     /// The store (tests and the REST surface read it).
@@ -176,7 +188,7 @@ impl Arm {
             .collect())
     }
 
-    /// Deletes a resource group with everything in it (VMs, their system-assigned identities, UAMIs
+    /// Deletes a resource group with everything in it (VMs, scale sets, their system-assigned identities, vaults, UAMIs
     /// and role assignments within), as ARM does. Deleting an absent group succeeds.
     ///
     /// # Errors
@@ -191,6 +203,14 @@ impl Arm {
         let sub = group.id.subscription_id().to_string();
         for vm in self.store.vms_within(&group.id)? {
             self.delete_vm(&sub, name, vm.id.name()).await?;
+        }
+        for ss in self.store.vmss_within(&group.id)? {
+            self.delete_vmss(&sub, name, ss.id.name()).await?;
+        }
+        for vault in self.store.vaults.values()? {
+            if vault.id.is_within(&group.id) {
+                self.delete_vault_record(&vault)?;
+            }
         }
         for uami in self.store.uamis_within(&group.id)? {
             self.delete_user_assigned_identity(&sub, name, uami.id.name())

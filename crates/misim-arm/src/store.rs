@@ -7,7 +7,8 @@ use misim_core::{ResourceId, Store, Table};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm};
+use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm, Vmss};
+use crate::vault::{Secret, Vault};
 
 /// Counters ARM keeps (private IP allocation).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -29,6 +30,14 @@ pub struct ArmStore {
     pub uamis: Table<Uami>,
     /// Role assignments by lower-cased assignment id.
     pub role_assignments: Table<RoleAssignment>,
+    /// Virtual machine scale sets by id key.
+    pub vmss: Table<Vmss>,
+    /// Scale-set instances (VM records with `scale_set` set) by instance id key.
+    pub instances: Table<Vm>,
+    /// Key vaults by lower-cased vault name (vault names are globally unique, as in Azure).
+    pub vaults: Table<Vault>,
+    /// Secrets by `{vault name}/{secret name}`, lower-cased.
+    pub secrets: Table<Secret>,
     counters: Table<Counter>,
 }
 
@@ -52,6 +61,10 @@ impl ArmStore {
             vms: store.table("vms")?,
             uamis: store.table("uamis")?,
             role_assignments: store.table("role_assignments")?,
+            vmss: store.table("vmss")?,
+            instances: store.table("vmss_instances")?,
+            vaults: store.table("vaults")?,
+            secrets: store.table("secrets")?,
             counters: store.table("counters")?,
             store,
         })
@@ -136,6 +149,35 @@ impl ArmStore {
             .into_iter()
             .map(|(_, v)| v)
             .filter(|u| !u.deleting)
+            .collect())
+    }
+
+    /// The instances of scale set `vmss` (including ones being deleted), by instance id.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn instances_of(&self, vmss: &ResourceId) -> Result<Vec<Vm>> {
+        let mut v: Vec<Vm> = self
+            .instances
+            .scan_prefix(&format!("{}/", vmss.key()))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        v.sort_by_key(|i| i.id.name().parse::<u64>().unwrap_or(u64::MAX));
+        Ok(v)
+    }
+
+    /// Scale sets whose id lies within `scope`, excluding ones being deleted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn vmss_within(&self, scope: &ResourceId) -> Result<Vec<Vmss>> {
+        Ok(self
+            .vmss
+            .scan_prefix(&format!("{}/", scope.key()))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .filter(|v| !v.deleting)
             .collect())
     }
 

@@ -28,6 +28,8 @@ pub struct CreateVm {
     pub host: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
+    /// Private IP address; empty: the next free one in 10.0.0.0/16.
+    pub private_ip: String,
 }
 
 fn not_found(id: &ResourceId) -> ArmError {
@@ -39,9 +41,21 @@ fn not_found(id: &ResourceId) -> ArmError {
 }
 
 /// Azure-style MAC address (`000D3A` prefix, Microsoft's OUI) derived from the vmId.
-fn mac_from_vm_id(vm_id: &uuid::Uuid) -> String {
+pub(crate) fn mac_from_vm_id(vm_id: &uuid::Uuid) -> String {
     let b = vm_id.as_bytes();
     format!("000D3A{:02X}{:02X}{:02X}", b[0], b[1], b[2])
+}
+
+/// Checks a caller-given private IP: a valid dotted IPv4 address.
+fn parse_private_ip(raw: &str) -> Result<String> {
+    raw.trim()
+        .parse::<std::net::Ipv4Addr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| {
+            ArmError::InvalidArgument(format!(
+                "The private IP address '{raw}' is not a valid IPv4 address."
+            ))
+        })
 }
 
 /// Private IP number `n` in 10.0.0.0/16: `.4`–`.253` per /24 (Azure reserves the first four
@@ -131,6 +145,11 @@ impl Arm {
             return Ok(existing);
         }
         let host = self.choose_host(&req.host)?;
+        let private_ip = if req.private_ip.is_empty() {
+            self.next_private_ip()?
+        } else {
+            parse_private_ip(&req.private_ip)?
+        };
         let vm_uuid = uuid::Uuid::new_v4();
         let vm = Vm {
             id: id.clone(),
@@ -148,7 +167,7 @@ impl Arm {
             },
             tags: req.tags,
             host: host.clone(),
-            private_ip: private_ip(self.store.next_ip_index()?),
+            private_ip,
             mac_address: mac_from_vm_id(&vm_uuid),
             imds_endpoint: String::new(),
             placed: false,
@@ -158,6 +177,10 @@ impl Arm {
             system_delete_pending: false,
             deleting: false,
             sync: SyncState::Pending,
+            scale_set: None,
+            extensions: BTreeMap::new(),
+            extension_endpoint: String::new(),
+            extension_credential_path: String::new(),
         };
         self.store.vms.put(&id.key(), &vm)?;
         self.store.flush().await?;
@@ -166,6 +189,32 @@ impl Arm {
         drop(guard);
         result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
         self.live_vm(&id)
+    }
+
+    /// The next ARM-assigned private IP address.
+    pub(crate) fn next_private_ip(&self) -> Result<String> {
+        Ok(private_ip(self.store.next_ip_index()?))
+    }
+
+    /// The host for a new VM or instance: `requested`, or the one with the fewest VMs and scale-set
+    /// instances among `among` (all hosts when empty).
+    pub(crate) fn choose_host_among(&self, requested: &str, among: &[String]) -> Result<String> {
+        if !requested.is_empty() || among.is_empty() {
+            return self.choose_host(requested);
+        }
+        for h in among {
+            self.choose_host(h)?;
+        }
+        let vms = self.store.vms.values()?;
+        let instances = self.store.instances.values()?;
+        among
+            .iter()
+            .min_by_key(|n| {
+                vms.iter().filter(|v| &&v.host == n).count()
+                    + instances.iter().filter(|v| &&v.host == n).count()
+            })
+            .cloned()
+            .ok_or_else(|| ArmError::InvalidArgument("no host to place on".into()))
     }
 
     fn choose_host(&self, requested: &str) -> Result<String> {
@@ -179,9 +228,13 @@ impl Arm {
             });
         }
         let vms = self.store.vms.values()?;
+        let instances = self.store.instances.values()?;
         names
             .into_iter()
-            .min_by_key(|n| vms.iter().filter(|v| &v.host == n).count())
+            .min_by_key(|n| {
+                vms.iter().filter(|v| &v.host == n).count()
+                    + instances.iter().filter(|v| &v.host == n).count()
+            })
             .ok_or_else(|| {
                 ArmError::InvalidArgument(
                     "no host is configured to place virtual machines on".into(),
@@ -198,8 +251,12 @@ impl Arm {
         let id = self.vm_id(subscription_id, group, name)?;
         let mut vm = self.live_vm(&id)?;
         if vm.placed {
-            match self.peers.host_vm_endpoint(&vm.host, id.as_str()).await {
-                Ok(Some(endpoint)) => vm.imds_endpoint = endpoint,
+            match self.peers.host_vm(&vm.host, id.as_str()).await {
+                Ok(Some(live)) => {
+                    vm.imds_endpoint = live.imds_endpoint;
+                    vm.extension_endpoint = live.extension_endpoint;
+                    vm.extension_credential_path = live.extension_credential_path;
+                }
                 Ok(None) => {
                     warn!(vm = %id, host = %vm.host, "host does not know the vm; using stored imds endpoint")
                 }

@@ -1,17 +1,20 @@
 //! The `misim.arm.v1.Arm` gRPC adapter: converts pb requests to domain calls on [`Arm`] and domain
 //! records back to pb messages. The only inbound place that touches generated types.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use misim_proto::arm as pb;
 use misim_proto::arm::arm_server::{Arm as ArmApi, ArmServer};
 use tonic::{Request, Response, Status};
 
-use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm, VmIdentityView};
-use crate::rbac::{find_role, RoleDefinition, BUILT_IN_ROLES};
+use crate::extensions::SetExtension;
+use crate::rbac::BUILT_IN_ROLES;
 use crate::service::Arm;
 use crate::vms::CreateVm;
+use crate::vmss::CreateVmss;
+
+mod convert;
+use convert::*;
 
 /// gRPC service over the shared ARM core.
 pub struct ArmGrpc {
@@ -26,117 +29,6 @@ impl ArmGrpc {
 }
 
 type R<T> = Result<Response<T>, Status>;
-
-fn tags(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
-    m.into_iter().collect()
-}
-
-fn sub_pb(s: Subscription) -> pb::Subscription {
-    pb::Subscription {
-        id: s.id().to_string(),
-        subscription_id: s.subscription_id,
-        tenant_id: s.tenant_id,
-        display_name: s.display_name,
-        state: s.state,
-        is_default: s.is_default,
-    }
-}
-
-fn group_pb(g: ResourceGroup) -> pb::ResourceGroup {
-    pb::ResourceGroup {
-        id: g.id.to_string(),
-        name: g.id.name().to_string(),
-        location: g.location,
-        tags: g.tags.into_iter().collect(),
-        provisioning_state: "Succeeded".into(),
-    }
-}
-
-fn identity_pb(v: VmIdentityView) -> pb::VmIdentity {
-    pb::VmIdentity {
-        r#type: v.kind,
-        principal_id: v.principal_id,
-        tenant_id: v.tenant_id,
-        user_assigned_identities: v
-            .user_assigned
-            .into_iter()
-            .map(|e| {
-                let value = pb::UserAssignedIdentityValue {
-                    principal_id: e.principal_id,
-                    client_id: e.client_id,
-                };
-                (e.id.to_string(), value)
-            })
-            .collect(),
-    }
-}
-
-fn vm_pb(vm: Vm) -> pb::VirtualMachine {
-    pb::VirtualMachine {
-        id: vm.id.to_string(),
-        name: vm.id.name().to_string(),
-        resource_group: vm.id.resource_group_name().unwrap_or_default().to_string(),
-        subscription_id: vm.id.subscription_id().to_string(),
-        location: vm.location.clone(),
-        vm_id: vm.vm_id.clone(),
-        vm_size: vm.vm_size.clone(),
-        os_type: vm.os_type.clone(),
-        tags: vm.tags.clone().into_iter().collect(),
-        identity: Some(identity_pb(vm.identity_view())),
-        host: vm.host.clone(),
-        imds_endpoint: vm.imds_endpoint.clone(),
-        provisioning_state: vm.provisioning_state().into(),
-        private_ip_address: vm.private_ip.clone(),
-        extension_endpoint: String::new(),
-        extension_credential_path: String::new(),
-    }
-}
-
-fn uami_pb(u: Uami) -> pb::UserAssignedIdentity {
-    let (principal_id, client_id) = u
-        .identity
-        .map(|i| (i.principal_id, i.client_id))
-        .unwrap_or_default();
-    pb::UserAssignedIdentity {
-        id: u.id.to_string(),
-        name: u.id.name().to_string(),
-        r#type: "Microsoft.ManagedIdentity/userAssignedIdentities".into(),
-        location: u.location,
-        resource_group: u.id.resource_group_name().unwrap_or_default().to_string(),
-        tags: u.tags.into_iter().collect(),
-        tenant_id: u.tenant_id,
-        principal_id,
-        client_id,
-    }
-}
-
-fn role_def_pb(r: &RoleDefinition, subscription_id: &str) -> pb::RoleDefinition {
-    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-    pb::RoleDefinition {
-        id: r.id(subscription_id),
-        name: r.guid.into(),
-        role_name: r.role_name.into(),
-        description: r.description.into(),
-        actions: strings(r.actions),
-        not_actions: strings(r.not_actions),
-        data_actions: strings(r.data_actions),
-    }
-}
-
-fn assignment_pb(ra: RoleAssignment) -> pb::RoleAssignment {
-    let role = find_role(&ra.role_definition_guid);
-    pb::RoleAssignment {
-        role_definition_id: role
-            .map(|r| r.id(ra.scope.subscription_id()))
-            .unwrap_or_default(),
-        role_definition_name: role.map(|r| r.role_name.to_string()).unwrap_or_default(),
-        id: ra.id,
-        name: ra.name,
-        scope: ra.scope.to_string(),
-        principal_id: ra.principal_id,
-        principal_type: ra.principal_type,
-    }
-}
 
 #[tonic::async_trait]
 impl ArmApi for ArmGrpc {
@@ -218,6 +110,7 @@ impl ArmApi for ArmGrpc {
             os_type: r.os_type,
             host: r.host,
             tags: tags(r.tags),
+            private_ip: r.private_ip_address,
         };
         Ok(Response::new(vm_pb(self.arm.create_vm(req).await?)))
     }
@@ -399,5 +292,173 @@ impl ArmApi for ArmGrpc {
         Ok(Response::new(pb::ListRoleDefinitionsResponse {
             role_definitions,
         }))
+    }
+
+    async fn create_vmss(
+        &self,
+        r: Request<pb::CreateVmssRequest>,
+    ) -> R<pb::VirtualMachineScaleSet> {
+        let r = r.into_inner();
+        let req = CreateVmss {
+            subscription_id: r.subscription_id,
+            resource_group: r.resource_group,
+            name: r.name,
+            location: r.location,
+            vm_size: r.vm_size,
+            os_type: r.os_type,
+            capacity: r.capacity,
+            tags: tags(r.tags),
+        };
+        Ok(Response::new(vmss_pb(self.arm.create_vmss(req).await?)))
+    }
+
+    async fn get_vmss(&self, r: Request<pb::GetVmssRequest>) -> R<pb::VirtualMachineScaleSet> {
+        let r = r.into_inner();
+        Ok(Response::new(vmss_pb(self.arm.get_vmss(
+            &r.subscription_id,
+            &r.resource_group,
+            &r.name,
+        )?)))
+    }
+
+    async fn list_vmss(&self, r: Request<pb::ListVmssRequest>) -> R<pb::ListVmssResponse> {
+        let r = r.into_inner();
+        let scale_sets = self
+            .arm
+            .list_vmss(&r.subscription_id, &r.resource_group)?
+            .into_iter()
+            .map(vmss_pb)
+            .collect();
+        Ok(Response::new(pb::ListVmssResponse { scale_sets }))
+    }
+
+    async fn delete_vmss(&self, r: Request<pb::DeleteVmssRequest>) -> R<pb::DeleteVmssResponse> {
+        let r = r.into_inner();
+        self.arm
+            .delete_vmss(&r.subscription_id, &r.resource_group, &r.name)
+            .await?;
+        Ok(Response::new(pb::DeleteVmssResponse {}))
+    }
+
+    async fn scale_vmss(&self, r: Request<pb::ScaleVmssRequest>) -> R<pb::VirtualMachineScaleSet> {
+        let r = r.into_inner();
+        let ss = self
+            .arm
+            .scale_vmss(&r.subscription_id, &r.resource_group, &r.name, r.capacity)
+            .await?;
+        Ok(Response::new(vmss_pb(ss)))
+    }
+
+    async fn assign_vmss_identity(
+        &self,
+        r: Request<pb::AssignVmssIdentityRequest>,
+    ) -> R<pb::VmIdentity> {
+        let r = r.into_inner();
+        let v = self
+            .arm
+            .assign_vmss_identity(
+                &r.subscription_id,
+                &r.resource_group,
+                &r.name,
+                r.system_assigned,
+                &r.user_assigned_identities,
+            )
+            .await?;
+        Ok(Response::new(identity_pb(v)))
+    }
+
+    async fn remove_vmss_identity(
+        &self,
+        r: Request<pb::RemoveVmssIdentityRequest>,
+    ) -> R<pb::VmIdentity> {
+        let r = r.into_inner();
+        let v = self
+            .arm
+            .remove_vmss_identity(
+                &r.subscription_id,
+                &r.resource_group,
+                &r.name,
+                r.system_assigned,
+                &r.user_assigned_identities,
+            )
+            .await?;
+        Ok(Response::new(identity_pb(v)))
+    }
+
+    async fn list_vmss_instances(
+        &self,
+        r: Request<pb::ListVmssInstancesRequest>,
+    ) -> R<pb::ListVmssInstancesResponse> {
+        let r = r.into_inner();
+        let (ss, list) = self
+            .arm
+            .list_vmss_instances(&r.subscription_id, &r.resource_group, &r.name)
+            .await?;
+        let instances = list.into_iter().map(|i| instance_pb(&ss, i)).collect();
+        Ok(Response::new(pb::ListVmssInstancesResponse { instances }))
+    }
+
+    async fn set_vm_extension(&self, r: Request<pb::SetVmExtensionRequest>) -> R<pb::VmExtension> {
+        let r = r.into_inner();
+        let req = SetExtension {
+            name: r.name,
+            publisher: r.publisher,
+            extension_type: r.r#type,
+            type_handler_version: r.type_handler_version,
+            settings_json: r.settings_json,
+            force_update_tag: r.force_update_tag,
+        };
+        let (vm, ext) = self
+            .arm
+            .set_vm_extension(&r.subscription_id, &r.resource_group, &r.vm_name, req)
+            .await?;
+        Ok(Response::new(extension_pb(&vm, ext)))
+    }
+
+    async fn delete_vm_extension(
+        &self,
+        r: Request<pb::DeleteVmExtensionRequest>,
+    ) -> R<pb::DeleteVmExtensionResponse> {
+        let r = r.into_inner();
+        self.arm
+            .delete_vm_extension(&r.subscription_id, &r.resource_group, &r.vm_name, &r.name)
+            .await?;
+        Ok(Response::new(pb::DeleteVmExtensionResponse {}))
+    }
+
+    async fn list_vm_extensions(
+        &self,
+        r: Request<pb::ListVmExtensionsRequest>,
+    ) -> R<pb::ListVmExtensionsResponse> {
+        let r = r.into_inner();
+        let vm = self
+            .arm
+            .get_vm(&r.subscription_id, &r.resource_group, &r.vm_name)
+            .await?;
+        let extensions = vm
+            .extensions
+            .values()
+            .cloned()
+            .map(|e| extension_pb(&vm, e))
+            .collect();
+        Ok(Response::new(pb::ListVmExtensionsResponse { extensions }))
+    }
+
+    async fn create_vault(&self, r: Request<pb::CreateVaultRequest>) -> R<pb::Vault> {
+        let r = r.into_inner();
+        let v = self
+            .arm
+            .create_vault(&r.subscription_id, &r.resource_group, &r.name, &r.location)
+            .await?;
+        Ok(Response::new(vault_pb(v, self.arm.rest_url())))
+    }
+
+    async fn set_secret(&self, r: Request<pb::SetSecretRequest>) -> R<pb::Secret> {
+        let r = r.into_inner();
+        let s = self
+            .arm
+            .set_secret(&r.vault_name, &r.name, &r.value)
+            .await?;
+        Ok(Response::new(secret_pb(s)))
     }
 }

@@ -1,0 +1,226 @@
+//! A small Key Vault: vault resources (`Microsoft.KeyVault/vaults/{name}`, RBAC permission model)
+//! and their secrets, so a workload can call a data plane with its managed-identity token. Real Key
+//! Vault serves `https://{vault}.vault.azure.net/secrets/{name}`; misim serves the same API under
+//! `/vaults/{vault}/secrets/{name}` on ARM's REST listener (see `rest::vault`).
+
+use misim_core::ResourceId;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::error::{ArmError, Result};
+use crate::service::Arm;
+
+/// A key vault.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Vault {
+    /// `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.KeyVault/vaults/{name}`.
+    pub id: ResourceId,
+    /// Location.
+    pub location: String,
+    /// Tenant of the subscription (Key Vault trusts tokens of this tenant only).
+    pub tenant_id: String,
+}
+
+impl Vault {
+    /// `https://{name}.vault.azure.net/` (what Azure reports as `properties.vaultUri`).
+    pub fn vault_uri(&self) -> String {
+        format!(
+            "https://{}.vault.azure.net/",
+            self.id.name().to_ascii_lowercase()
+        )
+    }
+}
+
+/// A secret's current version.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Secret {
+    /// Vault name.
+    pub vault: String,
+    /// Secret name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+    /// Version (32 hex characters, as Key Vault).
+    pub version: String,
+    /// Created, epoch seconds.
+    pub created: i64,
+    /// Updated, epoch seconds.
+    pub updated: i64,
+}
+
+impl Secret {
+    /// `https://{vault}.vault.azure.net/secrets/{name}/{version}`.
+    pub fn id(&self) -> String {
+        format!(
+            "https://{}.vault.azure.net/secrets/{}/{}",
+            self.vault.to_ascii_lowercase(),
+            self.name,
+            self.version
+        )
+    }
+}
+
+/// Key Vault name rule: 3–24 letters, digits and dashes, starting with a letter, no `--`, not ending
+/// with a dash.
+fn validate_vault_name(name: &str) -> Result<()> {
+    let ok = (3..=24).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && !name.ends_with('-')
+        && !name.contains("--")
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ArmError::InvalidArgument(format!(
+            "The vault name '{name}' is invalid. A vault's name must be between 3-24 alphanumeric characters. The name must begin with a letter, end with a letter or digit, and not contain consecutive hyphens."
+        )))
+    }
+}
+
+/// Key Vault secret name rule: 1–127 letters, digits and dashes.
+fn validate_secret_name(name: &str) -> Result<()> {
+    if (1..=127).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        Ok(())
+    } else {
+        Err(ArmError::InvalidArgument(format!(
+            "The secret name '{name}' is invalid. Secret names may only contain alphanumeric characters and dashes (1-127)."
+        )))
+    }
+}
+
+fn vault_not_found(name: &str) -> ArmError {
+    ArmError::ResourceNotFound {
+        resource_type: "Microsoft.KeyVault/vaults".into(),
+        name: name.into(),
+        group: String::new(),
+    }
+}
+
+impl Arm {
+    /// Creates a vault (idempotent: creating it again in the same group returns it). Vault names are
+    /// globally unique, as in Azure (409 `VaultAlreadyExists` otherwise).
+    ///
+    /// # Errors
+    /// Group lookups, name rules, [`ArmError::Conflict`].
+    pub async fn create_vault(
+        &self,
+        subscription_id: &str,
+        group: &str,
+        name: &str,
+        location: &str,
+    ) -> Result<Vault> {
+        let g = self.group(subscription_id, group)?;
+        validate_vault_name(name)?;
+        let id = ResourceId::resource(
+            g.id.subscription_id(),
+            g.id.name(),
+            "Microsoft.KeyVault",
+            "vaults",
+            name,
+        )?;
+        let _guard = self.locks.lock("vaults").await;
+        if let Some(existing) = self.store.vaults.get(&name.to_ascii_lowercase())? {
+            if existing.id == id {
+                return Ok(existing);
+            }
+            return Err(ArmError::Conflict {
+                code: "VaultAlreadyExists",
+                message: format!("The vault name '{name}' is already in use. Vault names are globally unique so it is possible that the name is already taken."),
+            });
+        }
+        let vault = Vault {
+            id,
+            location: if location.is_empty() {
+                g.location.clone()
+            } else {
+                location.to_string()
+            },
+            tenant_id: self.subscription(g.id.subscription_id())?.tenant_id,
+        };
+        self.store.vaults.put(&name.to_ascii_lowercase(), &vault)?;
+        self.store.flush().await?;
+        info!(vault = %vault.id, "created key vault");
+        Ok(vault)
+    }
+
+    /// The vault named `name`.
+    ///
+    /// # Errors
+    /// [`ArmError::ResourceNotFound`].
+    pub fn vault(&self, name: &str) -> Result<Vault> {
+        self.store
+            .vaults
+            .get(&name.to_ascii_lowercase())?
+            .ok_or_else(|| vault_not_found(name))
+    }
+
+    /// Sets a secret (a new version; `az keyvault secret set`).
+    ///
+    /// # Errors
+    /// [`ArmError::ResourceNotFound`] for an unknown vault, name rules.
+    pub async fn set_secret(&self, vault: &str, name: &str, value: &str) -> Result<Secret> {
+        let v = self.vault(vault)?;
+        validate_secret_name(name)?;
+        let key = format!("{}/{}", vault, name).to_ascii_lowercase();
+        let _guard = self.locks.lock(&key).await;
+        let now = self.clock.now();
+        let created = self
+            .store
+            .secrets
+            .get(&key)?
+            .map(|s| s.created)
+            .unwrap_or(now);
+        let secret = Secret {
+            vault: v.id.name().to_string(),
+            name: name.to_string(),
+            value: value.to_string(),
+            version: uuid::Uuid::new_v4().simple().to_string(),
+            created,
+            updated: now,
+        };
+        self.store.secrets.put(&key, &secret)?;
+        self.store.flush().await?;
+        info!(vault = %v.id, secret = name, "set secret");
+        Ok(secret)
+    }
+
+    /// The current version of a secret.
+    ///
+    /// # Errors
+    /// [`ArmError::SecretNotFound`].
+    pub fn secret(&self, vault: &str, name: &str) -> Result<Secret> {
+        self.store
+            .secrets
+            .get(&format!("{vault}/{name}").to_ascii_lowercase())?
+            .ok_or_else(|| ArmError::SecretNotFound(name.to_string()))
+    }
+
+    /// Deletes a vault's secrets with the vault (resource group deletion).
+    ///
+    /// # Errors
+    /// Store failures.
+    pub(crate) fn delete_vault_record(&self, vault: &Vault) -> Result<()> {
+        let name = vault.id.name().to_ascii_lowercase();
+        for (k, _) in self.store.secrets.scan_prefix(&format!("{name}/"))? {
+            self.store.secrets.remove(&k)?;
+        }
+        self.store.vaults.remove(&name)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vault_and_secret_names_follow_key_vault_rules() {
+        assert!(validate_vault_name("kv-misim1").is_ok());
+        assert!(validate_vault_name("1kv").is_err());
+        assert!(validate_vault_name("kv--x").is_err());
+        assert!(validate_secret_name("db-password").is_ok());
+        assert!(validate_secret_name("db_password").is_err());
+    }
+}
