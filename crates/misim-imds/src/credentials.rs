@@ -79,6 +79,9 @@ impl Host {
                 warn!(vm = %vm.key, error = %e, "cannot store renewed credentials");
                 continue;
             }
+            if let Err(e) = self.rewrite_extension_files(&record).await {
+                warn!(vm = %vm.key, error = %e, "cannot write renewed credentials for the vm extension");
+            }
             vm.set(record);
         }
         changed

@@ -58,6 +58,13 @@ pub enum ImdsError {
     /// A leaf of the instance metadata was requested without `format=text` (S2).
     #[error("leaf nodes require format=text")]
     LeafNeedsText,
+    /// The request came from an address that is no VM on this host (shared listeners identify the VM
+    /// by source address); carries the request URI.
+    #[error("unknown source of request {0}")]
+    UnknownSource(String),
+    /// The VM extension would serve more user-assigned identities than it supports (S5: 32).
+    #[error("the managed identity vm extension supports at most 32 user-assigned identities per vm, this vm would have {0}; remove the extension and use imds, which serves up to 1000")]
+    ExtensionLimit(usize),
     /// A host agent request is malformed.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -110,7 +117,9 @@ impl ImdsError {
             ImdsError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
             ImdsError::VmNotFound(_) => Status::not_found(self.to_string()),
             ImdsError::Msrp(_) => Status::unavailable(self.to_string()),
-            ImdsError::CredentialMismatch { .. } => Status::failed_precondition(self.to_string()),
+            ImdsError::CredentialMismatch { .. } | ImdsError::ExtensionLimit(_) => {
+                Status::failed_precondition(self.to_string())
+            }
             ImdsError::Bind(_) => Status::resource_exhausted(self.to_string()),
             _ => Status::internal(self.to_string()),
         }
@@ -137,7 +146,7 @@ impl ImdsError {
                 bad("Only one of client_id, object_id or msi_res_id can be specified in the token request")
             }
             ImdsError::InvalidQueryValue(n) => bad(&format!("Invalid value for query variable '{n}'")),
-            ImdsError::IdentityNotFound => bad("Identity not found"),
+            ImdsError::IdentityNotFound | ImdsError::UnknownSource(_) => bad("Identity not found"),
             ImdsError::MultipleUserAssigned => bad(
                 "Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request",
             ),
@@ -191,6 +200,7 @@ impl ImdsError {
                 bad(&format!("Invalid value for query variable '{n}'"))
             }
             ImdsError::LeafNeedsText => bad("Leaf nodes require format=text"),
+            ImdsError::UnknownSource(_) => bad("Request source is not a VM on this host"),
             ImdsError::Throttled => throttled(),
             ImdsError::NotFound => (StatusCode::NOT_FOUND, json!({ "error": "Not found" })),
             ImdsError::MethodNotAllowed => (
@@ -200,6 +210,56 @@ impl ImdsError {
             _ => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({ "error": "Internal server error" }),
+            ),
+        }
+    }
+}
+
+impl ImdsError {
+    /// The HTTP status and JSON body the legacy VM extension's `/oauth2/token` answers with (S1's
+    /// extension table): 400 `bad_request_102` for the Metadata header, 401 `unknown_source` for a
+    /// wrong URI or source, 500 `unknown` naming the extension's log file (`log_path`) when no token
+    /// could be obtained, and the OAuth 2.0 codes of that table with status 400 (RFC 6749 §5.2; the
+    /// table leaves their status blank) for malformed requests (`invalid_request`) and for an identity
+    /// the VM does not have (`unauthorized_client`).
+    pub fn extension_http(&self, log_path: &str) -> (StatusCode, Value) {
+        let invalid = || {
+            (
+                StatusCode::BAD_REQUEST,
+                identity_body(
+                    "invalid_request",
+                    "The request is missing a required parameter, includes an invalid parameter value, includes a parameter more than once, or is otherwise malformed.",
+                ),
+            )
+        };
+        match self {
+            ImdsError::MissingMetadataHeader => (
+                StatusCode::BAD_REQUEST,
+                identity_body("bad_request_102", "Required metadata header not specified"),
+            ),
+            ImdsError::UnknownSource(uri) => (
+                StatusCode::UNAUTHORIZED,
+                identity_body("unknown_source", &format!("Unknown Source {uri}")),
+            ),
+            ImdsError::IdentityNotFound => (
+                StatusCode::BAD_REQUEST,
+                identity_body(
+                    "unauthorized_client",
+                    "The client is not authorized to request an access token using this method.",
+                ),
+            ),
+            ImdsError::MissingQuery(_)
+            | ImdsError::DuplicateQuery(_)
+            | ImdsError::ConflictingSelectors
+            | ImdsError::InvalidQueryValue(_)
+            | ImdsError::MultipleUserAssigned
+            | ImdsError::MethodNotAllowed => invalid(),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                identity_body(
+                    "unknown",
+                    &format!("Failed to retrieve token from the Active directory. For details see logs in {log_path}"),
+                ),
             ),
         }
     }
@@ -256,7 +316,44 @@ mod tests {
     }
 
     #[test]
+    fn extension_errors_have_the_extension_table_bodies() {
+        let (s, b) = ImdsError::MissingMetadataHeader.extension_http("/log");
+        assert_eq!(
+            (s, b),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error":"bad_request_102","error_description":"Required metadata header not specified"})
+            )
+        );
+        let (s, b) =
+            ImdsError::UnknownSource("http://localhost:50342/x".into()).extension_http("/log");
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            b["error_description"],
+            "Unknown Source http://localhost:50342/x"
+        );
+        let (s, b) = ImdsError::InvalidResource("AADSTS500011".into()).extension_http("/v/e.log");
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            b,
+            json!({"error":"unknown","error_description":"Failed to retrieve token from the Active directory. For details see logs in /v/e.log"})
+        );
+        assert_eq!(
+            ImdsError::IdentityNotFound.extension_http("/l").1["error"],
+            "unauthorized_client"
+        );
+        assert_eq!(
+            ImdsError::MissingQuery("resource").extension_http("/l").1["error"],
+            "invalid_request"
+        );
+    }
+
+    #[test]
     fn agent_errors_map_to_grpc_codes() {
+        assert_eq!(
+            ImdsError::ExtensionLimit(33).to_status().code(),
+            tonic::Code::FailedPrecondition
+        );
         assert_eq!(
             ImdsError::VmNotFound("x".into()).to_status().code(),
             tonic::Code::NotFound

@@ -1,11 +1,12 @@
 //! The host: the VMs placed on it, each with its own IMDS listener, and the operations the host agent
-//! API exposes (place, remove, configure identities, refresh credentials). State changes are stored
-//! and flushed before they are acknowledged; on start the stored VMs are reloaded and their listeners
-//! re-bound on the same ports.
+//! API exposes (place, remove, configure identities, refresh credentials; the VM extension is in
+//! `extension.rs`). State changes are stored and flushed before they are acknowledged; on start the
+//! stored VMs are reloaded and their listeners re-bound on the same ports.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 
 use misim_core::{serve, Clock, ResourceId};
 use tokio::net::TcpListener;
@@ -27,6 +28,33 @@ use crate::Config;
 /// How long `RemoveVm` waits for the VM's in-flight IMDS requests.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Azure's limit of user-assigned identities per VM served by IMDS (seeds 000–002, S5: "up to 1000").
+pub const MAX_USER_ASSIGNED: usize = 1000;
+
+/// A running listener task: cancel `stop`, then wait for `stopped`.
+#[derive(Debug)]
+pub(crate) struct ListenerHandle {
+    stop: CancellationToken,
+    stopped: CancellationToken,
+}
+
+impl ListenerHandle {
+    /// Closes the listener and waits (up to a grace period) for in-flight requests.
+    pub(crate) async fn close(self, vm: &str, what: &str) {
+        self.stop.cancel();
+        if tokio::time::timeout(STOP_GRACE, self.stopped.cancelled())
+            .await
+            .is_err()
+        {
+            warn!(
+                vm,
+                listener = what,
+                "requests still in flight after the listener closed"
+            );
+        }
+    }
+}
+
 /// One VM placed on this host, while its IMDS listener runs.
 #[derive(Debug)]
 pub struct Vm {
@@ -35,8 +63,9 @@ pub struct Vm {
     record: RwLock<VmRecord>,
     /// This VM's throttle state.
     pub throttle: VmThrottle,
-    stop: CancellationToken,
-    stopped: CancellationToken,
+    imds: Mutex<Option<ListenerHandle>>,
+    /// The VM extension's loopback listener, while installed.
+    pub(crate) extension: Mutex<Option<ListenerHandle>>,
 }
 
 impl Vm {
@@ -54,11 +83,21 @@ impl Vm {
             Err(poisoned) => *poisoned.into_inner() = record,
         }
     }
+
+    /// Takes the handle out of `slot` (so it can be closed without holding the lock).
+    pub(crate) fn take(slot: &Mutex<Option<ListenerHandle>>) -> Option<ListenerHandle> {
+        slot.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    pub(crate) fn put(slot: &Mutex<Option<ListenerHandle>>, handle: ListenerHandle) {
+        *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    }
 }
 
 /// Everything one host runs: store, MSRP and AAD clients, token cache and the placed VMs.
 pub struct Host {
     pub(crate) host_name: String,
+    pub(crate) data_dir: PathBuf,
     listen_ip: IpAddr,
     limits: ImdsLimits,
     /// Time source.
@@ -91,6 +130,7 @@ impl Host {
     ) -> Result<Arc<Host>> {
         let host = Arc::new(Host {
             host_name: config.host_name.clone(),
+            data_dir: config.data_dir.clone(),
             listen_ip: config.vm_listen_ip,
             limits: config.limits.clone(),
             clock: config.clock.clone(),
@@ -117,9 +157,22 @@ impl Host {
                 host.store.put(&record).await?;
             }
             info!(vm = %record.vm.resource_id, endpoint = %host.endpoint(port), identities = record.identities.len(), "vm reloaded on host");
-            host.spawn_vm(record, listener);
+            let vm = host.spawn_vm(record, listener);
+            host.reload_extension(&vm).await?;
         }
         Ok(host)
+    }
+
+    /// Binds `vm_listen_ip:port`; when `port` is taken (a previous run's port), a new one.
+    pub(crate) async fn bind_or_new(&self, port: u16, vm: &ResourceId) -> Result<TcpListener> {
+        match self.bind(port).await {
+            Ok(l) => Ok(l),
+            Err(e) if port != 0 => {
+                warn!(vm = %vm, port, error = %e, "previous port unavailable, binding a new one");
+                self.bind(0).await
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn bind(&self, port: u16) -> Result<TcpListener> {
@@ -128,8 +181,49 @@ impl Host {
             .map_err(|e| ImdsError::Bind(e.to_string()))
     }
 
-    fn endpoint(&self, port: u16) -> String {
+    pub(crate) fn endpoint(&self, port: u16) -> String {
         format!("http://{}", SocketAddr::new(self.listen_ip, port))
+    }
+
+    /// The VM whose private IP address is `ip` (shared listeners identify the caller by source address).
+    pub fn vm_by_ip(&self, ip: IpAddr) -> Option<Arc<Vm>> {
+        let ip = ip.to_canonical();
+        self.vms_read()
+            .values()
+            .find(|vm| {
+                vm.snapshot()
+                    .vm
+                    .private_ip_address
+                    .parse::<IpAddr>()
+                    .is_ok_and(|a| a.to_canonical() == ip)
+            })
+            .cloned()
+    }
+
+    /// Serves `router` on `listener` until the handle is closed or the host shuts down.
+    pub(crate) fn spawn_listener(
+        &self,
+        vm: &str,
+        listener: TcpListener,
+        router: axum::Router,
+    ) -> ListenerHandle {
+        let handle = ListenerHandle {
+            stop: self.shutdown.child_token(),
+            stopped: CancellationToken::new(),
+        };
+        let (stop, stopped, vm) = (handle.stop.clone(), handle.stopped.clone(), vm.to_string());
+        self.tasks.spawn(async move {
+            if let Err(e) = serve::serve_http(listener, router, stop).await {
+                warn!(vm = %vm, error = %e, "vm listener failed");
+            }
+            stopped.cancel();
+        });
+        handle
+    }
+
+    /// `Retry-After` seconds for 429 answers, when configured.
+    pub fn retry_after_secs(&self) -> Option<u32> {
+        self.limits.retry_after_secs.filter(|_| self.limits.enabled)
     }
 
     pub(crate) fn vms_read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Vm>>> {
@@ -140,16 +234,16 @@ impl Host {
         self.vms.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn vm(&self, id: &ResourceId) -> Option<Arc<Vm>> {
+    pub(crate) fn vm(&self, id: &ResourceId) -> Option<Arc<Vm>> {
         self.vms_read().get(&id.key()).cloned()
     }
 
-    fn spawn_vm(self: &Arc<Self>, record: VmRecord, listener: TcpListener) {
+    fn spawn_vm(self: &Arc<Self>, record: VmRecord, listener: TcpListener) -> Arc<Vm> {
         let vm = Arc::new(Vm {
             key: record.vm.resource_id.key(),
             throttle: VmThrottle::new(self.limits.clone(), self.clock.clone()),
-            stop: self.shutdown.child_token(),
-            stopped: CancellationToken::new(),
+            imds: Mutex::new(None),
+            extension: Mutex::new(None),
             record: RwLock::new(record),
         });
         self.vms_write().insert(vm.key.clone(), Arc::clone(&vm));
@@ -157,21 +251,17 @@ impl Host {
             host: Arc::clone(self),
             vm: Arc::clone(&vm),
         });
-        let stop = vm.stop.clone();
-        self.tasks.spawn(async move {
-            if let Err(e) = serve::serve_http(listener, router, stop).await {
-                warn!(vm = %vm.key, error = %e, "imds listener failed");
-            }
-            vm.stopped.cancel();
-        });
+        Vm::put(&vm.imds, self.spawn_listener(&vm.key, listener, router));
+        vm
     }
 
-    fn placed(&self, record: &VmRecord) -> PlacedVm {
+    pub(crate) fn placed(&self, record: &VmRecord) -> PlacedVm {
         PlacedVm {
             vm: record.vm.clone(),
             host: self.host_name.clone(),
             imds_endpoint: self.endpoint(record.port),
             identities: record.identities.iter().map(ServedIdentity::of).collect(),
+            extension: self.placed_extension(record),
         }
     }
 
@@ -194,6 +284,7 @@ impl Host {
             vm: info,
             port: local_port(&listener)?,
             identities: Vec::new(),
+            extension: None,
         };
         self.store.put(&record).await?;
         info!(vm = %record.vm.resource_id, endpoint = %self.endpoint(record.port), "vm placed on host");
@@ -219,7 +310,8 @@ impl Host {
         records.iter().map(|r| self.placed(r)).collect()
     }
 
-    /// Removes a VM: closes its listener, drops its identities and cached tokens. Absent VMs succeed.
+    /// Removes a VM: closes its listeners, drops its identities and cached tokens, and deletes its
+    /// VM-side extension files. Absent VMs succeed.
     ///
     /// # Errors
     /// [`ImdsError::Store`] when the delete cannot be flushed.
@@ -228,14 +320,11 @@ impl Host {
         self.store.remove(id).await?;
         let removed = self.vms_write().remove(&id.key());
         if let Some(vm) = removed {
-            vm.stop.cancel();
-            // The listener closes at once; in-flight requests get a little time to finish.
-            if tokio::time::timeout(STOP_GRACE, vm.stopped.cancelled())
-                .await
-                .is_err()
-            {
-                warn!(vm = %id, "imds requests still in flight after removal");
+            // The listeners close at once; in-flight requests get a little time to finish.
+            if let Some(h) = Vm::take(&vm.imds) {
+                h.close(&vm.key, "imds").await;
             }
+            self.uninstall_extension(&vm).await;
             info!(vm = %id, "vm removed from host");
         }
         self.cache.remove_vm(&id.key());
@@ -260,6 +349,9 @@ impl Host {
             .vm(id)
             .ok_or_else(|| ImdsError::VmNotFound(id.to_string()))?;
         let current = vm.snapshot();
+        if current.extension.is_some() {
+            crate::extension::check_extension_limit(&identities)?;
+        }
         let mut next = Vec::with_capacity(identities.len());
         let mut fetched = Vec::new();
         for identity in identities {
@@ -291,11 +383,16 @@ impl Host {
                 .any(|h| same_identity(&h.identity, &old.identity))
             {
                 self.cache.remove_identity(&vm.key, &old.identity.client_id);
+                self.cache.remove_identity(
+                    &crate::extension::cache_vm(&vm.key),
+                    &old.identity.client_id,
+                );
             }
         }
         for identity in &fetched {
             info!(step = 3, vm = %id, identity = %identity.msi_res_id, client_id = %identity.client_id, "identity configured on host");
         }
+        self.rewrite_extension_files(&record).await?;
         Ok(self.placed(&record))
     }
 }
@@ -304,7 +401,18 @@ pub(crate) fn same_identity(a: &IdentityRef, b: &IdentityRef) -> bool {
     a.msi_res_id == b.msi_res_id && a.client_id.eq_ignore_ascii_case(&b.client_id)
 }
 
+/// Rejects duplicate identities, two system-assigned ones and more than [`MAX_USER_ASSIGNED`]
+/// user-assigned ones.
 fn check_identity_set(identities: &[IdentityRef]) -> Result<()> {
+    let user = identities
+        .iter()
+        .filter(|i| i.kind == IdentityKind::UserAssigned)
+        .count();
+    if user > MAX_USER_ASSIGNED {
+        return Err(ImdsError::InvalidArgument(format!(
+            "{user} user-assigned identities: imds serves at most {MAX_USER_ASSIGNED} per vm"
+        )));
+    }
     for (i, a) in identities.iter().enumerate() {
         if identities[..i].iter().any(|b| b.msi_res_id == a.msi_res_id) {
             return Err(ImdsError::InvalidArgument(format!(
@@ -326,7 +434,7 @@ fn check_identity_set(identities: &[IdentityRef]) -> Result<()> {
     Ok(())
 }
 
-fn local_port(listener: &TcpListener) -> Result<u16> {
+pub(crate) fn local_port(listener: &TcpListener) -> Result<u16> {
     listener
         .local_addr()
         .map(|a| a.port())

@@ -115,6 +115,8 @@ async fn refresh_picks_up_a_certificate_msrp_renewed() {
         clock: Clock::manual(NOW),
         limits: ImdsLimits::unlimited(),
         credential_refresh_secs: 0,
+        imds_listen: None,
+        extension_listen: None,
     };
     let store = HostStore::new(Store::temporary().unwrap()).unwrap();
     let host = Host::start(&config, store, shutdown.clone(), TaskTracker::new())

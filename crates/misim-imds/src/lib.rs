@@ -2,11 +2,14 @@
 //! Instance Metadata Service those VMs call for managed-identity tokens (steps 3, 5 and 6 of the flow).
 //!
 //! Local mode: every VM gets its own loopback listener, and the listener identifies the calling VM.
+//! Containers: optional shared listeners (IMDS, VM extension) identify the VM by source address.
+//! The legacy managed-identity VM extension can be installed per VM (`extension.rs`).
 
 mod aad_client;
 mod cache;
 mod credentials;
 mod error;
+mod extension;
 mod grpc;
 mod host;
 #[cfg(test)]
@@ -17,8 +20,9 @@ mod selection;
 mod store;
 mod throttle;
 mod versions;
+mod vm_disk;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -31,6 +35,10 @@ use tonic::server::NamedService;
 use tracing::info;
 
 pub use error::{ImdsError, Surface};
+pub use extension::{
+    DEFAULT_PORT as EXTENSION_DEFAULT_PORT, MAX_USER_ASSIGNED as EXTENSION_MAX_USER_ASSIGNED,
+};
+pub use host::MAX_USER_ASSIGNED;
 pub use throttle::ImdsLimits;
 
 /// How to run one host.
@@ -55,6 +63,14 @@ pub struct Config {
     /// renewals reach the host, in seconds of wall time; 0 disables. Default
     /// [`DEFAULT_CREDENTIAL_REFRESH_SECS`].
     pub credential_refresh_secs: u64,
+    /// Shared IMDS listener for every VM of the host, which identifies the calling VM by its source
+    /// address (= the VM's private IP). For containers, e.g. `169.254.169.254:80` inside the host
+    /// container; `None` (default): only the per-VM loopback listeners.
+    pub imds_listen: Option<SocketAddr>,
+    /// Shared VM-extension listener (containers: the VM forwards its `localhost:50342` here), which
+    /// identifies the VM by source address like [`Config::imds_listen`]. `None` (default): only the
+    /// per-VM loopback extension listeners.
+    pub extension_listen: Option<SocketAddr>,
 }
 
 /// Default of [`Config::credential_refresh_secs`]: one hour.
@@ -80,6 +96,8 @@ impl Config {
             clock,
             limits: ImdsLimits::default(),
             credential_refresh_secs: DEFAULT_CREDENTIAL_REFRESH_SECS,
+            imds_listen: None,
+            extension_listen: None,
         }
     }
 }
@@ -113,6 +131,29 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let vms_shutdown = shutdown.child_token();
     let host = host::Host::start(&config, store, vms_shutdown.clone(), tasks.clone()).await?;
+    let shared = [
+        (
+            config.imds_listen,
+            "imds",
+            http::shared_router(host.clone()),
+        ),
+        (
+            config.extension_listen,
+            "vm extension",
+            http::extension::shared_router(host.clone()),
+        ),
+    ];
+    for (addr, what, router) in shared {
+        let Some(addr) = addr else { continue };
+        let listener = misim_core::serve::bind(addr).await?;
+        info!(host = %config.host_name, listener = what, addr = ?listener.local_addr().ok(), "shared listener identifying vms by source address");
+        let stop = vms_shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = misim_core::serve::serve_http(listener, router, stop).await {
+                tracing::warn!(listener = what, error = %e, "shared listener failed");
+            }
+        });
+    }
     if config.credential_refresh_secs > 0 {
         let period = Duration::from_secs(config.credential_refresh_secs);
         credentials::spawn_periodic_refresh(host.clone(), period, &tasks, vms_shutdown.clone());

@@ -106,6 +106,21 @@ pub struct VmRecord {
     pub port: u16,
     /// Identities served to this VM.
     pub identities: Vec<HeldIdentity>,
+    /// The legacy managed-identity VM extension, when installed (absent in records of older runs).
+    #[serde(default)]
+    pub extension: Option<ExtensionState>,
+}
+
+/// The legacy managed-identity VM extension (`Microsoft.ManagedIdentity/ManagedIdentityExtensionFor*`)
+/// as installed on a VM (seeds 000–002, S5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionState {
+    /// `settings.port`: the port the extension serves on the VM's localhost (Azure default 50342).
+    pub port: u16,
+    /// `forceUpdateTag` of the last run; a different value re-runs the extension.
+    pub force_update_tag: String,
+    /// Local mode: the loopback port actually bound (two VMs on one loopback cannot both have 50342).
+    pub listen_port: u16,
 }
 
 /// An identity as the agent API reports it (no key material).
@@ -130,6 +145,19 @@ pub struct PlacedVm {
     pub imds_endpoint: String,
     /// Identities served.
     pub identities: Vec<ServedIdentity>,
+    /// The VM extension's endpoint, when installed.
+    pub extension: Option<PlacedExtension>,
+}
+
+/// The installed VM extension as the agent API reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlacedExtension {
+    /// Base URL of the extension's token endpoint, e.g. `http://127.0.0.1:40124`.
+    pub endpoint: String,
+    /// The VM-side directory where the extension keeps the identities' credentials.
+    pub credential_path: String,
+    /// `settings.port` as configured.
+    pub port: u16,
 }
 
 impl ServedIdentity {

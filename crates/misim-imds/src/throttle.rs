@@ -22,6 +22,10 @@ pub struct ImdsLimits {
     pub identity_concurrent: u32,
     /// Other categories (`/metadata/instance`, `/metadata/versions`): requests per second per VM (Azure: 5).
     pub other_per_second: u32,
+    /// `Retry-After` seconds sent with 429 answers; `None` (default) sends none. Whether real IMDS
+    /// sends it is unknown (reference §7); clients honour it when present (azure-core's retry policy,
+    /// msal's throttle cache, which otherwise holds a 429 for 5 s).
+    pub retry_after_secs: Option<u32>,
 }
 
 impl Default for ImdsLimits {
@@ -31,6 +35,7 @@ impl Default for ImdsLimits {
             identity_per_second: 20,
             identity_concurrent: 5,
             other_per_second: 5,
+            retry_after_secs: None,
         }
     }
 }

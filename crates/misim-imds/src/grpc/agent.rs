@@ -67,11 +67,18 @@ impl HostAgent for AgentService {
 
     async fn set_extension(
         &self,
-        _request: Request<pb::SetExtensionRequest>,
+        request: Request<pb::SetExtensionRequest>,
     ) -> Result<Response<pb::PlacedVm>, Status> {
-        Err(Status::unimplemented(
-            "the legacy VM extension is not implemented yet",
-        ))
+        let request = request.into_inner();
+        let id = resource_id("resource_id", &request.resource_id)?;
+        let port = u16::try_from(request.port).map_err(|_| {
+            ImdsError::InvalidArgument(format!("port {} is not a tcp port", request.port))
+        })?;
+        let placed = self
+            .host
+            .set_extension(&id, request.installed, port, request.force_update_tag)
+            .await?;
+        Ok(Response::new(placed.into()))
     }
 
     async fn configure_identities(

@@ -110,13 +110,15 @@ impl From<ServedIdentity> for pb::ServedIdentity {
 
 impl From<PlacedVm> for pb::PlacedVm {
     fn from(p: PlacedVm) -> Self {
+        let ext = p.extension.as_ref();
         pb::PlacedVm {
             vm: Some(p.vm.into()),
             host: p.host,
             imds_endpoint: p.imds_endpoint,
             identities: p.identities.into_iter().map(Into::into).collect(),
-            extension_endpoint: String::new(),
-            extension_credential_path: String::new(),
+            extension_endpoint: ext.map(|e| e.endpoint.clone()).unwrap_or_default(),
+            extension_credential_path: ext.map(|e| e.credential_path.clone()).unwrap_or_default(),
+            extension_port: ext.map(|e| u32::from(e.port)).unwrap_or_default(),
         }
     }
 }

@@ -1,16 +1,20 @@
 //! The IMDS HTTP surface of one VM: one axum router per VM listener, so the listener a request
-//! arrives on identifies the calling VM and a VM can only ever see its own identities.
+//! arrives on identifies the calling VM and a VM can only ever see its own identities. The shared
+//! listener (containers: one address such as 169.254.169.254:80 for every VM of the host) identifies
+//! the VM by the request's source address instead.
 //!
 //! Routing is done by hand because IMDS treats the `/metadata` segment case-insensitively (S6) and
 //! answers unknown paths and verbs in its own error shapes (reference §1.4, §2).
 
+pub mod extension;
 mod instance;
 mod query;
 mod token;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -38,6 +42,32 @@ pub struct VmCtx {
 /// The router of one VM's IMDS listener.
 pub fn router(ctx: VmCtx) -> Router {
     Router::new().fallback(dispatch).with_state(ctx)
+}
+
+/// The router of the host's shared IMDS listener: the VM is the one whose private IP address is the
+/// request's source address; any other source gets 400 "Identity not found" (identity category) or
+/// 400 "Bad request. …" (other categories).
+pub fn shared_router(host: Arc<Host>) -> Router {
+    Router::new().fallback(dispatch_shared).with_state(host)
+}
+
+async fn dispatch_shared(
+    State(host): State<Arc<Host>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match host.vm_by_ip(peer.ip()) {
+        Some(vm) => dispatch(State(VmCtx { host, vm }), method, uri, headers).await,
+        None => {
+            let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+            let (status, body) =
+                ImdsError::UnknownSource(uri.to_string()).http(Route::of(&segments).surface());
+            debug!(source = %peer.ip(), path = uri.path(), "imds request from an unknown source");
+            json_response(status, &body)
+        }
+    }
 }
 
 /// The IMDS paths misim serves.
@@ -91,7 +121,13 @@ async fn dispatch(
             } else {
                 debug!(vm = %ctx.vm.key, path = uri.path(), error = %e, "imds request rejected");
             }
-            json_response(status, &body)
+            let mut response = json_response(status, &body);
+            if let (ImdsError::Throttled, Some(secs)) = (&e, ctx.host.retry_after_secs()) {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
         }
     }
 }

@@ -11,10 +11,13 @@ use tracing::info;
 
 use super::query::Query;
 use super::{json_response, VmCtx};
-use crate::aad_client::TokenRequest;
+use misim_core::ResourceId;
+
+use crate::aad_client::{AadToken, TokenRequest};
 use crate::cache::CacheKey;
 use crate::error::{ImdsError, Result};
-use crate::model::IdentityKind;
+use crate::host::Host;
+use crate::model::{HeldIdentity, IdentityKind};
 use crate::selection::{select, Selector};
 use crate::versions;
 
@@ -69,20 +72,7 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
     let (vm, identity) = (&record.vm.resource_id, &held.identity);
     info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from imds");
 
-    let key = CacheKey::new(&ctx.vm.key, &identity.client_id, resource);
-    let fetch = || async {
-        let request = TokenRequest {
-            tenant_id: &identity.tenant_id,
-            client_id: &identity.client_id,
-            resource,
-            credential: &held.credential,
-            xms_az_rid: (identity.kind == IdentityKind::UserAssigned).then_some(vm.as_str()),
-        };
-        let token = ctx.host.aad.fetch(request).await?;
-        info!(step = 6, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, expires_on = token.expires_on, "imds obtained a token from azure ad");
-        Ok(token)
-    };
-    let (token, _from_cache) = ctx.host.cache.get_or_fetch(key, bypass, fetch).await?;
+    let token = obtain(&ctx.host, &ctx.vm.key, vm, held, resource, bypass, "imds").await?;
 
     let now = ctx.host.clock.now();
     let mut body = Map::new();
@@ -99,6 +89,38 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
         put(name, value.to_string());
     }
     Ok(json_response(StatusCode::OK, &Value::Object(body)))
+}
+
+/// The token of `held` for `resource` from the cache filed under `cache_vm`, or from Azure AD on a
+/// miss (step 6; `served_by` names IMDS or the VM extension in the logs).
+///
+/// # Errors
+/// [`ImdsError::InvalidResource`] / [`ImdsError::Aad`] from Azure AD.
+pub async fn obtain(
+    host: &Host,
+    cache_vm: &str,
+    vm: &ResourceId,
+    held: &HeldIdentity,
+    resource: &str,
+    bypass: bool,
+    served_by: &'static str,
+) -> Result<AadToken> {
+    let identity = &held.identity;
+    let key = CacheKey::new(cache_vm, &identity.client_id, resource);
+    let fetch = || async {
+        let request = TokenRequest {
+            tenant_id: &identity.tenant_id,
+            client_id: &identity.client_id,
+            resource,
+            credential: &held.credential,
+            xms_az_rid: (identity.kind == IdentityKind::UserAssigned).then_some(vm.as_str()),
+        };
+        let token = host.aad.fetch(request).await?;
+        info!(step = 6, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, served_by, expires_on = token.expires_on, "obtained a token from azure ad");
+        Ok(token)
+    };
+    let (token, _from_cache) = host.cache.get_or_fetch(key, bypass, fetch).await?;
+    Ok(token)
 }
 
 /// `GET /metadata/identity/info`: `{"tenantId": …}` of the system-assigned identity (S3), or of the

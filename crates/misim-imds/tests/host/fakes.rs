@@ -72,6 +72,39 @@ impl FakeMsrp {
         kc.certificate_der
     }
 
+    /// Like [`FakeMsrp::issue`] but every identity gets the same certificate (made once), so a
+    /// thousand identities cost no thousand RSA signatures.
+    pub fn issue_shared(&self, identity: &TestIdentity, now: i64) -> Vec<u8> {
+        static SHARED: OnceLock<cert::KeyAndCert> = OnceLock::new();
+        let kc = SHARED.get_or_init(|| {
+            cert::self_signed(test_key(), "shared", now - 60, now + 90 * 86_400).expect("cert")
+        });
+        let kind = if identity.system {
+            mpb::IdentityKind::SystemAssigned
+        } else {
+            mpb::IdentityKind::UserAssigned
+        };
+        let credential = mpb::Credential {
+            identity: Some(mpb::Identity {
+                resource_id: identity.resource_id.clone(),
+                kind: kind as i32,
+                tenant_id: identity.tenant_id.clone(),
+                client_id: identity.client_id.clone(),
+                principal_id: identity.principal_id.clone(),
+                thumbprint_sha1_hex: cert::sha1_thumbprint_hex(&kc.certificate_der),
+                cert_not_before: kc.not_before,
+                cert_not_after: kc.not_after,
+            }),
+            certificate_der: kc.certificate_der.clone(),
+            private_key_pkcs8_der: kc.private_key_pkcs8_der.clone(),
+        };
+        self.creds
+            .lock()
+            .unwrap()
+            .insert(identity.resource_id.to_lowercase(), credential);
+        kc.certificate_der.clone()
+    }
+
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }

@@ -3,9 +3,12 @@
 
 mod agent;
 mod cache_throttle;
+mod extension;
 mod fakes;
 mod instance;
+mod limits;
 mod restart;
+mod shared;
 mod token;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -39,7 +42,9 @@ pub struct Sandbox {
     pub msrp: FakeMsrp,
     pub aad: FakeAad,
     pub limits: ImdsLimits,
-    dir: tempfile::TempDir,
+    pub imds_listen: Option<SocketAddr>,
+    pub extension_listen: Option<SocketAddr>,
+    pub dir: tempfile::TempDir,
     msrp_url: String,
     pub aad_url: String,
     fakes_shutdown: CancellationToken,
@@ -55,6 +60,15 @@ async fn loopback() -> tokio::net::TcpListener {
 impl Sandbox {
     /// Fakes plus a host with `limits`.
     pub async fn start(limits: ImdsLimits) -> Sandbox {
+        Sandbox::start_with(limits, None, None).await
+    }
+
+    /// Fakes plus a host with `limits` and the given shared listeners.
+    pub async fn start_with(
+        limits: ImdsLimits,
+        imds_listen: Option<SocketAddr>,
+        extension_listen: Option<SocketAddr>,
+    ) -> Sandbox {
         let clock = Clock::manual(START);
         let fakes_shutdown = CancellationToken::new();
         let msrp = FakeMsrp::default();
@@ -81,6 +95,8 @@ impl Sandbox {
             msrp,
             aad,
             limits,
+            imds_listen,
+            extension_listen,
             dir: tempfile::tempdir().unwrap(),
             msrp_url,
             aad_url,
@@ -106,6 +122,8 @@ impl Sandbox {
             clock: self.clock.clone(),
             limits: self.limits.clone(),
             credential_refresh_secs: 0,
+            imds_listen: self.imds_listen,
+            extension_listen: self.extension_listen,
         };
         let listener = loopback().await;
         let agent_url = format!("http://{}", listener.local_addr().unwrap());
@@ -160,6 +178,46 @@ impl Sandbox {
             let der = self.msrp.issue(i, self.clock.now());
             self.aad.register(&i.client_id, der);
         }
+        self.configure_issued(name, identities).await
+    }
+
+    /// Like [`Sandbox::configure`] with one shared certificate for all identities (cheap for many).
+    pub async fn configure_many(
+        &self,
+        name: &str,
+        identities: &[&TestIdentity],
+    ) -> Result<pb::PlacedVm, tonic::Status> {
+        for i in identities {
+            let der = self.msrp.issue_shared(i, self.clock.now());
+            self.aad.register(&i.client_id, der);
+        }
+        self.configure_issued(name, identities).await
+    }
+
+    /// Installs (`Some(tag)`) or removes (`None`) the VM extension on VM `name` with `port`.
+    pub async fn set_extension(
+        &self,
+        name: &str,
+        port: u32,
+        tag: Option<&str>,
+    ) -> Result<pb::PlacedVm, tonic::Status> {
+        self.agent()
+            .await
+            .set_extension(pb::SetExtensionRequest {
+                resource_id: vm_id(name),
+                installed: tag.is_some(),
+                port,
+                force_update_tag: tag.unwrap_or_default().to_string(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    async fn configure_issued(
+        &self,
+        name: &str,
+        identities: &[&TestIdentity],
+    ) -> Result<pb::PlacedVm, tonic::Status> {
         let request = pb::ConfigureIdentitiesRequest {
             resource_id: vm_id(name),
             identities: identities.iter().map(|i| identity_ref(i)).collect(),
@@ -241,6 +299,41 @@ pub fn identity_ref(i: &TestIdentity) -> pb::IdentityRef {
 
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// A client whose connections come from `source` (a 127.0.0.x address standing in for a VM's IP).
+pub fn http_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .local_address(source.parse::<IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A free loopback address for a shared listener (bound, read, released).
+pub async fn free_loopback_addr() -> SocketAddr {
+    loopback().await.local_addr().unwrap()
+}
+
+/// A GET with optional headers from `client`; returns status, headers and JSON body.
+pub async fn get_with(
+    client: &reqwest::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let h = r.headers().clone();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        h,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{status} {text:?}: {e}")),
+    )
 }
 
 /// A GET with `Metadata: true`; returns status and JSON body.

@@ -1,0 +1,143 @@
+//! The legacy VM extension's token endpoint: `GET /oauth2/token?resource=…[&client_id=…|&object_id=…]`
+//! with `Metadata: true` and no `api-version` (seeds 000–002, S5), on the VM's localhost port
+//! (default 50342). The success body is the one of S5's example (all values strings, `refresh_token`
+//! empty); errors follow S1's extension table ([`ImdsError::extension_http`]). The extension has its
+//! own token cache and no throttling (it runs on the VM).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+use tracing::{debug, info, warn};
+
+use super::query::Query;
+use super::token::obtain;
+use super::VmCtx;
+use crate::error::{ImdsError, Result};
+use crate::extension::cache_vm;
+use crate::host::Host;
+use crate::selection::{select, Selector};
+use crate::vm_disk::VmDisk;
+
+/// The router of one VM's extension listener.
+pub fn router(ctx: VmCtx) -> Router {
+    Router::new().fallback(dispatch).with_state(ctx)
+}
+
+/// The router of the host's shared extension listener (containers): the VM is the one whose private
+/// IP address is the source address; other sources, and VMs without the extension, get 401
+/// `unknown_source`.
+pub fn shared_router(host: Arc<Host>) -> Router {
+    Router::new().fallback(dispatch_shared).with_state(host)
+}
+
+async fn dispatch_shared(
+    State(host): State<Arc<Host>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match host.vm_by_ip(peer.ip()) {
+        Some(vm) => dispatch(State(VmCtx { host, vm }), method, uri, headers).await,
+        None => {
+            debug!(source = %peer.ip(), path = uri.path(), "vm extension request from an unknown source");
+            let (status, body) =
+                ImdsError::UnknownSource(request_uri(&uri, &headers)).extension_http("");
+            json(status, &body)
+        }
+    }
+}
+
+async fn dispatch(
+    State(ctx): State<VmCtx>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    match handle(&ctx, &method, &uri, &headers).await {
+        Ok(response) => response,
+        Err(e) => {
+            let disk = VmDisk::of(&ctx.host.data_dir, &ctx.vm.snapshot());
+            let log = disk.log_file();
+            let (status, body) = e.extension_http(&log.display().to_string());
+            if status.is_server_error() {
+                warn!(vm = %ctx.vm.key, error = %e, "vm extension request failed");
+                disk.log(format!("{} error: {e}", ctx.host.clock.now()))
+                    .await;
+            } else {
+                debug!(vm = %ctx.vm.key, path = uri.path(), error = %e, "vm extension request rejected");
+            }
+            json(status, &body)
+        }
+    }
+}
+
+async fn handle(ctx: &VmCtx, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<Response> {
+    let record = ctx.vm.snapshot();
+    if record.extension.is_none() || !uri.path().eq_ignore_ascii_case("/oauth2/token") {
+        return Err(ImdsError::UnknownSource(request_uri(uri, headers)));
+    }
+    if method != Method::GET {
+        return Err(ImdsError::MethodNotAllowed);
+    }
+    let metadata = headers
+        .get("metadata")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    if metadata != Some("true") {
+        return Err(ImdsError::MissingMetadataHeader);
+    }
+    let query = Query::parse(uri.query())?;
+    let resource = query
+        .get("resource")
+        .filter(|r| !r.is_empty())
+        .ok_or(ImdsError::MissingQuery("resource"))?;
+    let selector = match (query.get("client_id"), query.get("object_id")) {
+        (None, None) => Selector::Default,
+        (Some(c), None) => Selector::ClientId(c.to_string()),
+        (None, Some(o)) => Selector::ObjectId(o.to_string()),
+        (Some(_), Some(_)) => return Err(ImdsError::ConflictingSelectors),
+    };
+    let held = select(&record.identities, &selector)?;
+    let (vm, identity) = (&record.vm.resource_id, &held.identity);
+    info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from the vm extension");
+    let cache = cache_vm(&ctx.vm.key);
+    let token = obtain(&ctx.host, &cache, vm, held, resource, false, "vm extension").await?;
+    let now = ctx.host.clock.now();
+    let body = json!({
+        "access_token": token.access_token,
+        "refresh_token": "",
+        "expires_in": (token.expires_on - now).max(0).to_string(),
+        "expires_on": token.expires_on.to_string(),
+        "not_before": token.not_before.to_string(),
+        "resource": resource,
+        "token_type": token.token_type,
+    });
+    Ok(json(StatusCode::OK, &body))
+}
+
+/// The request URI as the caller wrote it (`http://<Host header><path>?<query>`), for "Unknown Source
+/// <URI>".
+fn request_uri(uri: &Uri, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{host}{path}")
+}
+
+/// A JSON answer with `Content-Type: application/json` (S5's example response).
+fn json(status: StatusCode, body: &Value) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
