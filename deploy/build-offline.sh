@@ -117,11 +117,20 @@ stage_binary() {
   fi
 }
 
+docker_build() { # docker_build TAG DOCKERFILE: context deploy/, output shown only on failure
+  local out
+  log "docker build $1 ($2)"
+  if ! out="$(nice docker build -t "$1" -f "$here/$2" "$here" 2>&1)"; then
+    printf '%s\n' "$out" | tail -n 40 >&2
+    return 1
+  fi
+}
+
 build_images() {
-  log "docker build local/misim:latest (Dockerfile.prebuilt)"
-  nice docker build --quiet -t local/misim:latest -f "$here/Dockerfile.prebuilt" "$here" >/dev/null
-  log "docker build local/misim-vm:latest (Dockerfile.vm)"
-  nice docker build --quiet -t local/misim-vm:latest -f "$here/Dockerfile.vm" "$here" >/dev/null
+  [ -x "$here/.bin/misim" ] || { echo "deploy/.bin/misim missing: run '$0 binary' first" >&2; return 1; }
+  [ -f "$here/.wheels/.stamp" ] || { echo "deploy/.wheels missing: run '$0 wheels' first" >&2; return 1; }
+  docker_build local/misim:latest Dockerfile.prebuilt
+  docker_build local/misim-vm:latest Dockerfile.vm
   docker run --rm --network none local/misim:latest --version
   docker run --rm --network none --entrypoint python local/misim-vm:latest \
     -c 'import azure.identity, jwt, requests; print("azure-identity", azure.identity.__version__, "pyjwt", jwt.__version__)'

@@ -16,7 +16,7 @@ set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
-cd "$here"
+cd "$here" || exit 1
 
 if command -v docker-compose >/dev/null 2>&1; then
   compose() { docker-compose "$@"; }
@@ -79,8 +79,8 @@ imds() {
 # imds_token VM QUERY: the 200 body, retrying while the identity propagates (Azure may briefly answer
 # "Identity not found" after an assignment) or the listener starts; fails after ~30 s
 imds_token() {
-  local out i
-  for i in $(seq 1 30); do
+  local out
+  for _ in $(seq 1 30); do
     out="$(imds "$1" "$2")"
     if [ "$(tail -n1 <<<"$out")" = "HTTP 200" ]; then
       head -n -1 <<<"$out"
@@ -93,15 +93,17 @@ imds_token() {
 }
 # sdk_token VM [--client-id ID]: azure-identity ManagedIdentityCredential inside VM (retries like imds_token)
 sdk_token() {
-  local vm_name="$1" i
+  local vm_name="$1"
   shift
-  for i in $(seq 1 15); do
+  for _ in $(seq 1 15); do
     if vm "$vm_name" python /opt/misim/check_token.py --scope "${resource}.default" "$@"; then return 0; fi
     sleep 2
   done
   return 1
 }
 verify() { "$here/.venv/bin/python" "$here/verify_token.py" --jwks "$jwks" --tenant "$tid" --aud "$resource" "$@"; }
+# azure-identity turns the scope https://management.azure.com/.default into resource=https://management.azure.com
+verify_sdk() { verify --aud "${resource%/}" "$@"; }
 token_verifies() { # token_verifies VM QUERY VERIFY-ARGS...: IMDS token from VM passes verify_token.py
   local vm_name="$1" query="$2" body
   shift 2
@@ -144,10 +146,18 @@ fi
 
 echo "== clean start"
 compose down -v --remove-orphans >/dev/null 2>&1
+for port in "$MISIM_ARM_GRPC_PORT" "$MISIM_ARM_REST_PORT" "$MISIM_AAD_HTTP_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    abort "127.0.0.1:$port is free (something else listens there, e.g. misim up; move the stack with MISIM_ARM_GRPC_PORT, MISIM_ARM_REST_PORT, MISIM_AAD_HTTP_PORT)"
+  fi
+done
 compose up -d >/tmp/misim-e2e-up.log 2>&1 || { cat /tmp/misim-e2e-up.log; abort "docker-compose up -d"; }
 services=(aad msrp host-1 host-2 arm vm-1a vm-1b vm-2a vm-2b)
-wait_healthy 120 "${services[@]}" && pass "all ${#services[@]} containers running and healthy" ||
+if wait_healthy 120 "${services[@]}"; then
+  pass "all ${#services[@]} containers running and healthy"
+else
   abort "containers healthy"
+fi
 
 echo "== network isolation"
 for v in vm-1a:host1-vms:172.31.1.2 vm-1b:host1-vms:172.31.1.2 vm-2a:host2-vms:172.31.2.2 vm-2b:host2-vms:172.31.2.2; do
@@ -156,9 +166,8 @@ for v in vm-1a:host1-vms:172.31.1.2 vm-1b:host1-vms:172.31.1.2 vm-2a:host2-vms:1
   check "$name joins only ${COMPOSE_PROJECT_NAME}_$net (joins: $nets)" test "$nets" = "${COMPOSE_PROJECT_NAME}_$net "
   routes="$(vm "$name" ip -4 route)"
   check "$name has no default route and routes 169.254.169.254 via $host_ip" routes_ok "$routes" "$host_ip"
-done
-for h in host-1 host-2; do
-  check "$h holds 169.254.169.254/32 on its VM network" grep -q "inet 169.254.169.254/32" <<<"$(vm "$h" ip -4 -o addr)"
+  check "$name DNATs 169.254.169.254:80 to $host_ip:80" \
+    grep -q -- "-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination $host_ip:80" <<<"$(vm "$name" iptables -t nat -S OUTPUT)"
 done
 
 echo "== control plane from the machine (misim CLI -> $MISIM_ARM)"
@@ -194,14 +203,14 @@ else
 fi
 if body="$(sdk_token vm-1a)"; then
   pass "vm-1a: azure-identity ManagedIdentityCredential (no overrides) -> token"
-  check "vm-1a SDK token verifies: xms_mirid = vm-1a" verify --mirid "${vm_id[vm-1a]}" --oid "$pa" <<<"$body"
+  check "vm-1a SDK token verifies: xms_mirid = vm-1a" verify_sdk --mirid "${vm_id[vm-1a]}" --oid "$pa" <<<"$body"
 else
   fail "vm-1a: azure-identity ManagedIdentityCredential (no overrides) -> token"
 fi
 if body="$(sdk_token vm-1b --client-id "$cu")"; then
   pass "vm-1b: azure-identity with client_id of id-e2e -> token"
   check "vm-1b SDK token verifies: xms_mirid = id-e2e, appid = its clientId, xms_az_rid = vm-1b" \
-    verify --mirid "$uid" --oid "$pu" --appid "$cu" --az-rid "${vm_id[vm-1b]}" <<<"$body"
+    verify_sdk --mirid "$uid" --oid "$pu" --appid "$cu" --az-rid "${vm_id[vm-1b]}" <<<"$body"
 else
   fail "vm-1b: azure-identity with client_id of id-e2e -> token"
 fi
@@ -231,7 +240,7 @@ check "GET vm-1a with Reader on the group -> 200 (got $code)" test "$code" = 200
 
 echo "== ARM killed and started again"
 compose kill arm >/dev/null 2>&1 && compose start arm >/dev/null 2>&1 || fail "docker-compose kill arm; start arm"
-wait_healthy 90 arm && pass "arm healthy again after kill + start" || abort "arm healthy after restart"
+if wait_healthy 90 arm; then pass "arm healthy again after kill + start"; else abort "arm healthy after restart"; fi
 check "misim vm identity show vm-1a after restart -> same principalId" \
   test "$(misim vm identity show -g "$rg" -n vm-1a | jq -r .principalId)" = "$pa"
 check "vm-1a still gets a valid token after ARM restart" \

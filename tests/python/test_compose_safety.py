@@ -77,7 +77,8 @@ def test_published_ports_bind_loopback_only(compose):
 
 
 def test_vms_route_imds_to_their_own_host(compose):
-    """Each VM's MISIM_HOST_IP is the fixed address of a host service on the VM's (only) network."""
+    """Each VM's MISIM_HOST_IP (where its 169.254.169.254:80 is DNATed) is the fixed address of one host
+    service on the VM's only network, and that host's shared IMDS listens there on port 80."""
     services = compose["services"]
     for name, service in vm_services(compose).items():
         (net,) = service_networks(service)
@@ -93,4 +94,5 @@ def test_vms_route_imds_to_their_own_host(compose):
             and (s["networks"].get(net) or {}).get("ipv4_address") == host_ip
         ]
         assert len(hosts) == 1, f"{name}: no single host at {host_ip} on {net}"
-        assert "--imds-listen" in services[hosts[0]]["command"]
+        command = services[hosts[0]]["command"]
+        assert command[command.index("--imds-listen") + 1] == f"{host_ip}:80", f"{hosts[0]} IMDS not on {host_ip}:80"
