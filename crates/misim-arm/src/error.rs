@@ -109,6 +109,9 @@ pub enum ArmError {
     /// Key Vault data plane: no such secret (Key Vault `SecretNotFound`, 404).
     #[error("A secret with (name/id) {0} was not found in this key vault. If you recently deleted this secret you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182")]
     SecretNotFound(String),
+    /// REST: the resource does not support the HTTP method (ARM `MethodNotAllowed`, 405).
+    #[error("The requested resource does not support http method '{0}'.")]
+    MethodNotAllowed(String),
     /// REST: no such route (ARM `NotFound`, 404).
     #[error("The requested path '{0}' was not found.")]
     RouteNotFound(String),
@@ -138,6 +141,7 @@ impl ArmError {
             ArmError::VaultForbidden(_) => "Forbidden",
             ArmError::SecretNotFound(_) => "SecretNotFound",
             ArmError::RouteNotFound(_) => "NotFound",
+            ArmError::MethodNotAllowed(_) => "MethodNotAllowed",
             ArmError::Store(_) => "InternalServerError",
         }
     }
@@ -165,6 +169,7 @@ impl ArmError {
             ArmError::AuthorizationFailed { .. }
             | ArmError::LinkedAuthorizationFailed { .. }
             | ArmError::VaultForbidden(_) => StatusCode::FORBIDDEN,
+            ArmError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ArmError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -202,6 +207,7 @@ impl From<ArmError> for tonic::Status {
             | ArmError::RouteNotFound(_) => Code::NotFound,
             ArmError::InvalidArgument(_)
             | ArmError::BadRequest(_)
+            | ArmError::MethodNotAllowed(_)
             | ArmError::MissingApiVersion => Code::InvalidArgument,
             ArmError::Conflict { .. } => Code::AlreadyExists,
             ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => Code::Unavailable,

@@ -262,6 +262,26 @@ impl Arm {
         principal_id: &str,
         principal_type: &str,
     ) -> Result<RoleAssignment> {
+        self.put_role_assignment(scope, None, role, principal_id, principal_type)
+            .await
+            .map(|(ra, _)| ra)
+    }
+
+    /// Creates a role assignment named `name` (a GUID, as in ARM's
+    /// `PUT {scope}/providers/Microsoft.Authorization/roleAssignments/{name}`), or a new GUID when
+    /// `None`. Returns the assignment and whether it was created. Putting the same assignment again is
+    /// idempotent; the same principal × role × scope under another name is 409 `RoleAssignmentExists`.
+    ///
+    /// # Errors
+    /// As [`Arm::create_role_assignment`], plus [`ArmError::Conflict`].
+    pub async fn put_role_assignment(
+        &self,
+        scope: &str,
+        name: Option<&str>,
+        role: &str,
+        principal_id: &str,
+        principal_type: &str,
+    ) -> Result<(RoleAssignment, bool)> {
         let scope = ResourceId::parse(scope)?;
         let def =
             find_role(role).ok_or_else(|| ArmError::RoleDefinitionNotFound(role.to_string()))?;
@@ -285,9 +305,24 @@ impl Arm {
                     && ra.role_definition_guid == def.guid
             })
         {
-            return Ok(existing);
+            if name.is_none_or(|n| n.eq_ignore_ascii_case(&existing.name)) {
+                return Ok((existing, false));
+            }
+            return Err(ArmError::Conflict {
+                code: "RoleAssignmentExists",
+                message: "The role assignment already exists.".into(),
+            });
         }
-        let name = uuid::Uuid::new_v4().to_string();
+        let name = match name {
+            Some(n) => uuid::Uuid::parse_str(n)
+                .map_err(|_| {
+                    ArmError::InvalidArgument(format!(
+                        "The role assignment ID '{n}' is not valid. The role assignment ID must be a GUID."
+                    ))
+                })?
+                .to_string(),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
         let ra = RoleAssignment {
             id: format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}"),
             name,
@@ -305,7 +340,7 @@ impl Arm {
             .put(&ra.id.to_ascii_lowercase(), &ra)?;
         self.store.flush().await?;
         info!(step = 4, principal = %principal, role = def.role_name, scope = %scope, assignment = %ra.name, "created role assignment");
-        Ok(ra)
+        Ok((ra, true))
     }
 
     /// Role assignments that apply at `scope` (at it or inherited from its parents), optionally only
@@ -339,16 +374,16 @@ impl Arm {
     ///
     /// # Errors
     /// Store failures.
-    pub async fn delete_role_assignment(&self, id: &str) -> Result<()> {
-        if let Some(ra) = self
+    pub async fn delete_role_assignment(&self, id: &str) -> Result<Option<RoleAssignment>> {
+        let removed = self
             .store
             .role_assignments
-            .remove(&id.trim_end_matches('/').to_ascii_lowercase())?
-        {
+            .remove(&id.trim_end_matches('/').to_ascii_lowercase())?;
+        if let Some(ra) = &removed {
             self.store.flush().await?;
             info!(principal = %ra.principal_id, scope = %ra.scope, assignment = %ra.name, "deleted role assignment");
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// True when `principal_id` holds a role at `resource` or one of its parents that permits `action`.

@@ -33,6 +33,8 @@ pub struct Caller {
     pub object_id: String,
     /// `tid` claim.
     pub tenant_id: String,
+    /// `appid` claim: the client id.
+    pub app_id: String,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +49,8 @@ struct Claims {
     nbf: Option<i64>,
     #[serde(default)]
     oid: String,
+    #[serde(default)]
+    appid: String,
 }
 
 #[derive(Deserialize, Clone)]
@@ -160,6 +164,20 @@ impl TokenValidator {
         header: Option<&str>,
         tenant_trusted: impl Fn(&str) -> bool,
     ) -> Result<Caller> {
+        self.validate_for(header, tenant_trusted, ARM_AUDIENCES)
+            .await
+    }
+
+    /// As [`TokenValidator::validate`] for a service with other `audiences` (e.g. Key Vault's).
+    ///
+    /// # Errors
+    /// As [`TokenValidator::validate`].
+    pub async fn validate_for(
+        &self,
+        header: Option<&str>,
+        tenant_trusted: impl Fn(&str) -> bool,
+        audiences: &[&str],
+    ) -> Result<Caller> {
         let header = header.ok_or_else(|| {
             ArmError::AuthenticationFailed(
                 "Authentication failed. The 'Authorization' header is missing.".into(),
@@ -219,12 +237,13 @@ impl TokenValidator {
                 .collect(),
             _ => vec![],
         };
-        if !auds.iter().any(|a| ARM_AUDIENCES.contains(&a.as_str())) {
+        if !auds.iter().any(|a| audiences.contains(&a.as_str())) {
             return Err(ArmError::InvalidToken {
                 code: "InvalidAuthenticationTokenAudience",
                 message: format!(
-                    "The access token has been obtained for wrong audience or resource '{}'. It should exactly match with one of the allowed audiences 'https://management.core.windows.net/','https://management.core.windows.net','https://management.azure.com/','https://management.azure.com'.",
-                    auds.join(",")
+                    "The access token has been obtained for wrong audience or resource '{}'. It should exactly match with one of the allowed audiences {}.",
+                    auds.join(","),
+                    audiences.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(",")
                 ),
             });
         }
@@ -248,6 +267,7 @@ impl TokenValidator {
         Ok(Caller {
             object_id: claims.oid,
             tenant_id: claims.tid,
+            app_id: claims.appid,
         })
     }
 

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::model::{ResourceGroup, Subscription, Uami, Vm};
+use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm, VmIdentityView, Vmss};
+use crate::rbac::find_role;
+use crate::vault::Vault;
 
 /// `GET /subscriptions/{s}` body (Subscriptions - Get).
 pub fn subscription(s: &Subscription) -> Value {
@@ -40,7 +42,11 @@ pub fn resource_group(g: &ResourceGroup) -> Value {
 /// The VM `identity` block; `None` when the VM has no identity (ARM then omits the property).
 /// principalId/tenantId are null without a system-assigned identity (aad-pod-identity#521).
 pub fn vm_identity(vm: &Vm) -> Option<Value> {
-    let view = vm.identity_view();
+    identity(vm.identity_view())
+}
+
+/// An `identity` block from its view; `None` for type `None`.
+pub fn identity(view: VmIdentityView) -> Option<Value> {
     if view.kind == "None" {
         return None;
     }
@@ -91,6 +97,7 @@ pub fn vm(vm: &Vm) -> Value {
                 }
             },
             "osProfile": { "computerName": vm.id.name() },
+            "networkProfile": { "networkInterfaces": [{ "properties": { "privateIPAddress": vm.private_ip } }] },
             "provisioningState": vm.provisioning_state()
         }
     });
@@ -120,6 +127,90 @@ pub fn uami(u: &Uami, api_version: &str) -> Value {
         "location": u.location,
         "tags": u.tags,
         "properties": properties
+    })
+}
+
+/// `GET …/virtualMachineScaleSets/{name}` body (Virtual Machine Scale Sets - Get).
+pub fn vmss(ss: &Vmss) -> Value {
+    let mut v = json!({
+        "name": ss.id.name(),
+        "id": ss.id.to_string(),
+        "type": "Microsoft.Compute/virtualMachineScaleSets",
+        "location": ss.location,
+        "tags": ss.tags,
+        "sku": { "name": ss.vm_size, "tier": "Standard", "capacity": ss.capacity },
+        "properties": {
+            "uniqueId": ss.unique_id,
+            "upgradePolicy": { "mode": "Manual" },
+            "virtualMachineProfile": {
+                "storageProfile": { "osDisk": { "osType": ss.os_type, "createOption": "FromImage" } }
+            },
+            "provisioningState": ss.provisioning_state()
+        }
+    });
+    if let Some(identity) = identity(ss.identity_view()) {
+        v["identity"] = identity;
+    }
+    v
+}
+
+/// A scale-set instance (Virtual Machine Scale Set VMs - List entry); its identity is the scale set's.
+pub fn instance(ss: &Vmss, inst: &Vm) -> Value {
+    let mut v = json!({
+        "name": format!("{}_{}", ss.id.name(), inst.id.name()),
+        "id": inst.id.to_string(),
+        "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
+        "instanceId": inst.id.name(),
+        "location": inst.location,
+        "sku": { "name": inst.vm_size, "tier": "Standard" },
+        "properties": {
+            "vmId": inst.vm_id,
+            "latestModelApplied": true,
+            "hardwareProfile": { "vmSize": inst.vm_size },
+            "osProfile": { "computerName": format!("{}{:06}", ss.id.name(), inst.id.name().parse::<u64>().unwrap_or(0)) },
+            "provisioningState": inst.provisioning_state()
+        }
+    });
+    if let Some(identity) = identity(ss.identity_view()) {
+        v["identity"] = identity;
+    }
+    v
+}
+
+/// `GET …/Microsoft.KeyVault/vaults/{name}` body (RBAC permission model).
+pub fn vault(v: &Vault) -> Value {
+    json!({
+        "id": v.id.to_string(),
+        "name": v.id.name(),
+        "type": "Microsoft.KeyVault/vaults",
+        "location": v.location,
+        "tags": {},
+        "properties": {
+            "sku": { "family": "A", "name": "standard" },
+            "tenantId": v.tenant_id,
+            "accessPolicies": [],
+            "enableRbacAuthorization": true,
+            "vaultUri": v.vault_uri(),
+            "provisioningState": "Succeeded"
+        }
+    })
+}
+
+/// A role assignment (Role Assignments - Get).
+pub fn role_assignment(ra: &RoleAssignment) -> Value {
+    let role_definition_id = find_role(&ra.role_definition_guid)
+        .map(|r| r.id(ra.scope.subscription_id()))
+        .unwrap_or_default();
+    json!({
+        "id": ra.id,
+        "name": ra.name,
+        "type": "Microsoft.Authorization/roleAssignments",
+        "properties": {
+            "roleDefinitionId": role_definition_id,
+            "principalId": ra.principal_id,
+            "principalType": ra.principal_type,
+            "scope": ra.scope.to_string()
+        }
     })
 }
 

@@ -1,14 +1,20 @@
-//! ARM's REST surface (step 7): `GET` of subscriptions, resource groups, VMs and user-assigned
-//! identities in `management.azure.com` shapes, guarded as ARM guards them: bearer token
-//! (401), `api-version` (400), RBAC (403), then existence (404). Path segments are case-insensitive.
+//! ARM's REST surface (step 7): GET/PUT/PATCH/DELETE of subscriptions, resource groups, VMs, scale
+//! sets, user-assigned identities, key vaults and role assignments in `management.azure.com` shapes,
+//! guarded as ARM guards them: bearer token (401), `api-version` (400), RBAC (403), then existence
+//! (404); plus the Key Vault data plane (`vault`). Path segments are case-insensitive.
 
 pub mod auth;
+pub mod body;
 pub mod json;
+pub mod path;
+pub mod resources;
+pub mod vault;
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{OriginalUri, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -28,11 +34,12 @@ pub struct RestState {
     pub validator: Arc<TokenValidator>,
 }
 
-/// The REST router: `/healthz` and `GET` of ARM resource paths.
+/// The REST router: `/healthz`, the Key Vault data plane under `/vaults/`, and every ARM resource
+/// path (any method).
 pub fn router(state: RestState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .fallback(get(handle))
+        .fallback(handle)
         .with_state(state)
 }
 
@@ -60,52 +67,6 @@ impl IntoResponse for RestError {
     }
 }
 
-/// A parsed ARM resource path.
-enum Target {
-    Subscription(String),
-    Group(String, String),
-    Vms(String, String),
-    Vm(String, String, String),
-    Uamis(String, String),
-    Uami(String, String, String),
-}
-
-fn parse_path(path: &str) -> Option<Target> {
-    let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let is = |i: usize, word: &str| seg.get(i).is_some_and(|s| s.eq_ignore_ascii_case(word));
-    if !is(0, "subscriptions") || seg.len() < 2 {
-        return None;
-    }
-    let s = seg[1].to_string();
-    if seg.len() == 2 {
-        return Some(Target::Subscription(s));
-    }
-    if !is(2, "resourceGroups") || seg.len() < 4 {
-        return None;
-    }
-    let g = seg[3].to_string();
-    if seg.len() == 4 {
-        return Some(Target::Group(s, g));
-    }
-    if !is(4, "providers") || !(7..=8).contains(&seg.len()) {
-        return None;
-    }
-    let name = seg.get(7).map(|n| n.to_string());
-    if is(5, "Microsoft.Compute") && is(6, "virtualMachines") {
-        return Some(match name {
-            Some(n) => Target::Vm(s, g, n),
-            None => Target::Vms(s, g),
-        });
-    }
-    if is(5, "Microsoft.ManagedIdentity") && is(6, "userAssignedIdentities") {
-        return Some(match name {
-            Some(n) => Target::Uami(s, g, n),
-            None => Target::Uamis(s, g),
-        });
-    }
-    None
-}
-
 fn api_version(query: Option<&str>) -> Option<String> {
     query?.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
@@ -115,15 +76,22 @@ fn api_version(query: Option<&str>) -> Option<String> {
 
 async fn handle(
     State(st): State<RestState>,
+    method: Method,
     OriginalUri(uri): OriginalUri,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
+    bytes: Bytes,
 ) -> Response {
-    match serve(&st, uri.path(), query.as_deref(), &headers).await {
-        Ok(v) => (StatusCode::OK, Json(v)).into_response(),
+    let path = uri.path();
+    if path.len() > 8 && path[..8].eq_ignore_ascii_case("/vaults/") {
+        return vault::handle(&st, path, query.as_deref(), &headers).await;
+    }
+    match serve(&st, &method, path, query.as_deref(), &headers, &bytes).await {
+        Ok((status, Value::Null)) => status.into_response(),
+        Ok((status, v)) => (status, Json(v)).into_response(),
         Err(error) => {
             if matches!(error, ArmError::Store(_) | ArmError::Unavailable(_)) {
-                tracing::warn!(path = uri.path(), error = %error, "rest request failed");
+                tracing::warn!(path, error = %error, "rest request failed");
             }
             RestError {
                 error,
@@ -136,10 +104,12 @@ async fn handle(
 
 async fn serve(
     st: &RestState,
+    method: &Method,
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
-) -> Result<Value> {
+    bytes: &[u8],
+) -> Result<(StatusCode, Value)> {
     let arm = &st.arm;
     let tenants: Vec<String> = arm
         .list_subscriptions()?
@@ -154,15 +124,8 @@ async fn serve(
         .validate(auth, |tid| tenants.contains(&tid.to_ascii_lowercase()))
         .await?;
     let api = api_version(query).ok_or(ArmError::MissingApiVersion)?;
-    let target = parse_path(path).ok_or_else(|| ArmError::RouteNotFound(path.to_string()))?;
-    let sub_id = match &target {
-        Target::Subscription(s)
-        | Target::Group(s, _)
-        | Target::Vms(s, _)
-        | Target::Vm(s, _, _)
-        | Target::Uamis(s, _)
-        | Target::Uami(s, _, _) => s.clone(),
-    };
+    let target = path::parse(path).ok_or_else(|| ArmError::RouteNotFound(path.to_string()))?;
+    let sub_id = target.subscription().unwrap_or_default().to_string();
     let sub = arm
         .store()
         .subscription(&sub_id)?
@@ -176,72 +139,21 @@ async fn serve(
             ),
         });
     }
-    let s = sub.subscription_id.as_str();
-    let bad_name = |e: misim_core::ids::IdError| ArmError::RouteNotFound(e.to_string());
-    match target {
-        Target::Subscription(_) => {
-            authorize(
-                arm,
-                &caller,
-                "Microsoft.Resources/subscriptions/read",
-                &sub.id(),
-            )?;
-            Ok(json::subscription(&sub))
-        }
-        Target::Group(_, g) => {
-            let id = ResourceId::parse(&format!("/subscriptions/{s}/resourceGroups/{g}"))
-                .map_err(bad_name)?;
-            authorize(
-                arm,
-                &caller,
-                "Microsoft.Resources/subscriptions/resourceGroups/read",
-                &id,
-            )?;
-            Ok(json::resource_group(&arm.group(s, &g)?))
-        }
-        Target::Vms(_, g) => {
-            let id = ResourceId::parse(&format!("/subscriptions/{s}/resourceGroups/{g}"))
-                .map_err(bad_name)?;
-            authorize(arm, &caller, "Microsoft.Compute/virtualMachines/read", &id)?;
-            Ok(json::list(
-                arm.list_vms(s, &g)?.iter().map(json::vm).collect(),
-            ))
-        }
-        Target::Vm(_, g, n) => {
-            let id = ResourceId::vm(s, &g, &n).map_err(bad_name)?;
-            authorize(arm, &caller, "Microsoft.Compute/virtualMachines/read", &id)?;
-            Ok(json::vm(&arm.get_vm(s, &g, &n).await?))
-        }
-        Target::Uamis(_, g) => {
-            let id = ResourceId::parse(&format!("/subscriptions/{s}/resourceGroups/{g}"))
-                .map_err(bad_name)?;
-            authorize(
-                arm,
-                &caller,
-                "Microsoft.ManagedIdentity/userAssignedIdentities/read",
-                &id,
-            )?;
-            Ok(json::list(
-                arm.list_user_assigned_identities(s, &g)?
-                    .iter()
-                    .map(|u| json::uami(u, &api))
-                    .collect(),
-            ))
-        }
-        Target::Uami(_, g, n) => {
-            let id = ResourceId::user_assigned_identity(s, &g, &n).map_err(bad_name)?;
-            authorize(
-                arm,
-                &caller,
-                "Microsoft.ManagedIdentity/userAssignedIdentities/read",
-                &id,
-            )?;
-            Ok(json::uami(
-                &arm.get_user_assigned_identity(s, &g, &n)?,
-                &api,
-            ))
-        }
-    }
+    let body = if matches!(*method, Method::PUT | Method::PATCH) {
+        body::parse(bytes)?
+    } else {
+        Value::Object(Default::default())
+    };
+    let call = resources::Call {
+        arm,
+        caller: &caller,
+        sub: &sub,
+        method,
+        api: &api,
+        body: &body,
+        query: query.unwrap_or_default(),
+    };
+    resources::serve(&call, target).await
 }
 
 fn authorize(arm: &Arm, caller: &Caller, action: &str, scope: &ResourceId) -> Result<()> {
@@ -259,26 +171,6 @@ fn authorize(arm: &Arm, caller: &Caller, action: &str, scope: &ResourceId) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_parse_case_insensitively() {
-        assert!(matches!(
-            parse_path("/SUBSCRIPTIONS/s/resourcegroups/g/PROVIDERS/microsoft.compute/VirtualMachines/vm"),
-            Some(Target::Vm(_, _, n)) if n == "vm"
-        ));
-        assert!(matches!(
-            parse_path(
-                "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines"
-            ),
-            Some(Target::Vms(..))
-        ));
-        assert!(matches!(
-            parse_path("/subscriptions/s"),
-            Some(Target::Subscription(_))
-        ));
-        assert!(parse_path("/subscriptions/s/foo/g").is_none());
-        assert!(parse_path("/tenants").is_none());
-    }
 
     #[test]
     fn api_version_is_found_in_any_case() {

@@ -1,0 +1,477 @@
+//! ARM's resource operations on the REST surface: GET/PUT/PATCH/DELETE of resource groups, VMs,
+//! scale sets, user-assigned identities, key vaults and role assignments, each authorized with the
+//! caller's RBAC actions first (403 `AuthorizationFailed`; 403 `LinkedAuthorizationFailed` when a
+//! user-assigned identity is attached without `…/assign/action` on it). Long-running operations
+//! complete synchronously: PUT answers 200 (updated) or 201 (created) with the body, DELETE 200
+//! (deleted) or 204 (absent).
+
+use axum::http::{Method, StatusCode};
+use misim_core::ResourceId;
+use serde_json::Value;
+
+use super::auth::Caller;
+use super::path::{Kind, Target};
+use super::{authorize, body, json};
+use crate::error::{ArmError, Result};
+use crate::identity::current_set;
+use crate::identity_spec::{self, IdentityRequest, Mode};
+use crate::model::Subscription;
+use crate::service::Arm;
+use crate::vms::CreateVm;
+use crate::vmss::CreateVmss;
+
+/// The permission needed to attach a user-assigned identity (reference §4, S4).
+pub const ASSIGN_ACTION: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action";
+
+/// One authenticated REST request.
+pub struct Call<'a> {
+    /// The ARM core.
+    pub arm: &'a Arm,
+    /// Who called.
+    pub caller: &'a Caller,
+    /// The subscription of the path.
+    pub sub: &'a Subscription,
+    /// HTTP method.
+    pub method: &'a Method,
+    /// `api-version`.
+    pub api: &'a str,
+    /// Parsed JSON body (`{}` when empty).
+    pub body: &'a Value,
+    /// Raw query string.
+    pub query: &'a str,
+}
+
+type Reply = (StatusCode, Value);
+
+fn ok(v: Value) -> Result<Reply> {
+    Ok((StatusCode::OK, v))
+}
+
+fn put_status(created: bool) -> StatusCode {
+    if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    }
+}
+
+fn deleted(existed: bool) -> Result<Reply> {
+    Ok(if existed {
+        (StatusCode::OK, Value::Null)
+    } else {
+        (StatusCode::NO_CONTENT, Value::Null)
+    })
+}
+
+impl Call<'_> {
+    fn allow(&self, action: &str, scope: &ResourceId) -> Result<()> {
+        authorize(self.arm, self.caller, action, scope)
+    }
+
+    fn not_allowed(&self) -> ArmError {
+        ArmError::MethodNotAllowed(self.method.to_string())
+    }
+
+    /// Checks `assign/action` on every identity the request newly attaches (LinkedAuthorizationFailed).
+    fn allow_linked(
+        &self,
+        action: &str,
+        scope: &ResourceId,
+        current: &std::collections::BTreeMap<String, crate::model::UserAssignedEntry>,
+        req: &IdentityRequest,
+        mode: Mode,
+    ) -> Result<()> {
+        let plan = identity_spec::plan(&current_set(current), req, mode)?;
+        let denied: Vec<String> = plan
+            .added
+            .iter()
+            .filter(|id| {
+                !self
+                    .arm
+                    .authorize(&self.caller.object_id, ASSIGN_ACTION, id)
+                    .unwrap_or(false)
+            })
+            .map(|id| id.to_string())
+            .collect();
+        if denied.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(principal = %self.caller.object_id, scope = %scope, linked = ?denied, "linked authorization failed");
+        Err(ArmError::LinkedAuthorizationFailed {
+            principal: self.caller.object_id.clone(),
+            action: action.to_string(),
+            scope: scope.to_string(),
+            linked_action: ASSIGN_ACTION.to_string(),
+            linked_scopes: denied.join(","),
+        })
+    }
+}
+
+/// Serves one request for `target`.
+///
+/// # Errors
+/// Authorization, validation and lookup errors in ARM's shape.
+pub async fn serve(c: &Call<'_>, target: Target) -> Result<Reply> {
+    let s = c.sub.subscription_id.as_str();
+    let bad_name = |e: misim_core::ids::IdError| ArmError::RouteNotFound(e.to_string());
+    match target {
+        Target::Subscription(_) => {
+            if c.method != Method::GET {
+                return Err(c.not_allowed());
+            }
+            c.allow("Microsoft.Resources/subscriptions/read", &c.sub.id())?;
+            ok(json::subscription(c.sub))
+        }
+        Target::Group(_, g) => group(c, s, &g).await,
+        Target::Collection(_, g, kind) => {
+            if c.method != Method::GET {
+                return Err(c.not_allowed());
+            }
+            let scope = ResourceId::parse(&format!("/subscriptions/{s}/resourceGroups/{g}"))
+                .map_err(bad_name)?;
+            c.allow(&format!("{}/read", kind.resource_type()), &scope)?;
+            let arm = c.arm;
+            let items: Vec<Value> = match kind {
+                Kind::Vm => arm.list_vms(s, &g)?.iter().map(json::vm).collect(),
+                Kind::Vmss => arm.list_vmss(s, &g)?.iter().map(json::vmss).collect(),
+                Kind::Uami => arm
+                    .list_user_assigned_identities(s, &g)?
+                    .iter()
+                    .map(|u| json::uami(u, c.api))
+                    .collect(),
+                Kind::Vault => arm
+                    .store()
+                    .vaults
+                    .values()?
+                    .iter()
+                    .filter(|v| v.id.is_within(&scope))
+                    .map(json::vault)
+                    .collect(),
+            };
+            ok(json::list(items))
+        }
+        Target::Resource(_, g, kind, n) => {
+            let id = ResourceId::parse(&format!(
+                "/subscriptions/{s}/resourceGroups/{g}/providers/{}/{n}",
+                kind.resource_type()
+            ))
+            .map_err(bad_name)?;
+            match kind {
+                Kind::Vm => vm(c, s, &g, &n, &id).await,
+                Kind::Vmss => vmss(c, s, &g, &n, &id).await,
+                Kind::Uami => uami(c, s, &g, &n, &id).await,
+                Kind::Vault => vault(c, s, &g, &n, &id).await,
+            }
+        }
+        Target::VmssInstances(_, g, n) => {
+            if c.method != Method::GET {
+                return Err(c.not_allowed());
+            }
+            let id = c.arm.vmss_id(s, &g, &n)?;
+            c.allow(
+                "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
+                &id,
+            )?;
+            let (ss, instances) = c.arm.list_vmss_instances(s, &g, &n).await?;
+            ok(json::list(
+                instances.iter().map(|i| json::instance(&ss, i)).collect(),
+            ))
+        }
+        Target::RoleAssignments(scope) => {
+            if c.method != Method::GET {
+                return Err(c.not_allowed());
+            }
+            let scope_id = ResourceId::parse(&scope).map_err(bad_name)?;
+            c.allow("Microsoft.Authorization/roleAssignments/read", &scope_id)?;
+            let principal = principal_filter(c.query);
+            let list = c.arm.list_role_assignments(&scope, &principal)?;
+            ok(json::list(list.iter().map(json::role_assignment).collect()))
+        }
+        Target::RoleAssignment(scope, name) => role_assignment(c, &scope, &name).await,
+    }
+}
+
+/// `$filter=principalId eq '{id}'` (URL-encoded or not).
+fn principal_filter(query: &str) -> String {
+    let decoded = query
+        .replace("%20", " ")
+        .replace("%27", "'")
+        .replace('+', " ")
+        .replace("%24", "$")
+        .replace("%3D", "=")
+        .replace("%3d", "=");
+    decoded
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("$filter="))
+        .and_then(|f| f.trim().strip_prefix("principalId eq '"))
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn group(c: &Call<'_>, s: &str, g: &str) -> Result<Reply> {
+    let id = ResourceId::parse(&format!("/subscriptions/{s}/resourceGroups/{g}"))
+        .map_err(|e| ArmError::RouteNotFound(e.to_string()))?;
+    let action = |verb: &str| format!("Microsoft.Resources/subscriptions/resourceGroups/{verb}");
+    match *c.method {
+        Method::GET => {
+            c.allow(&action("read"), &id)?;
+            ok(json::resource_group(&c.arm.group(s, g)?))
+        }
+        Method::PUT => {
+            c.allow(&action("write"), &id)?;
+            let existed = c.arm.group(s, g).is_ok();
+            let tags = body::tags(c.body).unwrap_or_default();
+            let rg = c
+                .arm
+                .create_group(s, g, &body::location(c.body), tags)
+                .await?;
+            Ok((put_status(!existed), json::resource_group(&rg)))
+        }
+        Method::DELETE => {
+            c.allow(&action("delete"), &id)?;
+            let existed = c.arm.group(s, g).is_ok();
+            c.arm.delete_group(s, g).await?;
+            deleted(existed)
+        }
+        _ => Err(c.not_allowed()),
+    }
+}
+
+async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId) -> Result<Reply> {
+    let action = |verb: &str| format!("Microsoft.Compute/virtualMachines/{verb}");
+    let arm = c.arm;
+    match *c.method {
+        Method::GET => {
+            c.allow(&action("read"), id)?;
+            ok(json::vm(&arm.get_vm(s, g, n).await?))
+        }
+        Method::PUT | Method::PATCH => {
+            let write = action("write");
+            c.allow(&write, id)?;
+            let existing = arm.get_vm(s, g, n).await.ok();
+            if existing.is_none() && c.method == Method::PATCH {
+                arm.get_vm(s, g, n).await?;
+            }
+            let identity = body::identity(c.body)?;
+            let mode = if c.method == Method::PUT {
+                Mode::Put
+            } else {
+                Mode::Patch
+            };
+            if let Some(req) = &identity {
+                let current = existing
+                    .as_ref()
+                    .map(|v| v.user_assigned.clone())
+                    .unwrap_or_default();
+                c.allow_linked(&write, id, &current, req, mode)?;
+            }
+            let created = existing.is_none();
+            if created {
+                let props = &c.body["properties"];
+                let req = CreateVm {
+                    subscription_id: s.into(),
+                    resource_group: g.into(),
+                    name: n.into(),
+                    location: body::location(c.body),
+                    vm_size: props["hardwareProfile"]["vmSize"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                    os_type: props["storageProfile"]["osDisk"]["osType"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                    tags: body::tags(c.body).unwrap_or_default(),
+                    ..Default::default()
+                };
+                arm.create_vm(req).await?;
+            }
+            if let Some(req) = &identity {
+                let vm_id = arm.vm_id(s, g, n)?;
+                arm.update_vm_identity(&vm_id, req, mode).await?;
+            }
+            Ok((put_status(created), json::vm(&arm.get_vm(s, g, n).await?)))
+        }
+        Method::DELETE => {
+            c.allow(&action("delete"), id)?;
+            let existed = arm.get_vm(s, g, n).await.is_ok();
+            arm.delete_vm(s, g, n).await?;
+            deleted(existed)
+        }
+        _ => Err(c.not_allowed()),
+    }
+}
+
+async fn vmss(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId) -> Result<Reply> {
+    let action = |verb: &str| format!("Microsoft.Compute/virtualMachineScaleSets/{verb}");
+    let arm = c.arm;
+    match *c.method {
+        Method::GET => {
+            c.allow(&action("read"), id)?;
+            ok(json::vmss(&arm.get_vmss(s, g, n)?))
+        }
+        Method::PUT | Method::PATCH => {
+            let write = action("write");
+            c.allow(&write, id)?;
+            let existing = arm.get_vmss(s, g, n).ok();
+            if existing.is_none() && c.method == Method::PATCH {
+                arm.get_vmss(s, g, n)?;
+            }
+            let identity = body::identity(c.body)?;
+            let mode = if c.method == Method::PUT {
+                Mode::Put
+            } else {
+                Mode::Patch
+            };
+            if let Some(req) = &identity {
+                let current = existing
+                    .as_ref()
+                    .map(|v| v.user_assigned.clone())
+                    .unwrap_or_default();
+                c.allow_linked(&write, id, &current, req, mode)?;
+            }
+            let capacity = body::capacity(c.body)?;
+            let created = existing.is_none();
+            if created {
+                let req = CreateVmss {
+                    subscription_id: s.into(),
+                    resource_group: g.into(),
+                    name: n.into(),
+                    location: body::location(c.body),
+                    vm_size: c.body["sku"]["name"].as_str().unwrap_or_default().into(),
+                    capacity: capacity.unwrap_or(1),
+                    tags: body::tags(c.body).unwrap_or_default(),
+                    ..Default::default()
+                };
+                arm.create_vmss(req).await?;
+            } else if let Some(cap) = capacity {
+                arm.scale_vmss(s, g, n, cap).await?;
+            }
+            if let Some(req) = &identity {
+                arm.update_vmss_identity(id, req, mode).await?;
+            }
+            Ok((put_status(created), json::vmss(&arm.get_vmss(s, g, n)?)))
+        }
+        Method::DELETE => {
+            c.allow(&action("delete"), id)?;
+            let existed = arm.get_vmss(s, g, n).is_ok();
+            arm.delete_vmss(s, g, n).await?;
+            deleted(existed)
+        }
+        _ => Err(c.not_allowed()),
+    }
+}
+
+async fn uami(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId) -> Result<Reply> {
+    let action = |verb: &str| format!("Microsoft.ManagedIdentity/userAssignedIdentities/{verb}");
+    let arm = c.arm;
+    match *c.method {
+        Method::GET => {
+            c.allow(&action("read"), id)?;
+            ok(json::uami(&arm.get_user_assigned_identity(s, g, n)?, c.api))
+        }
+        Method::PUT => {
+            c.allow(&action("write"), id)?;
+            let existed = arm.get_user_assigned_identity(s, g, n).is_ok();
+            let tags = body::tags(c.body).unwrap_or_default();
+            let u = arm
+                .create_user_assigned_identity(s, g, n, &body::location(c.body), tags)
+                .await?;
+            Ok((put_status(!existed), json::uami(&u, c.api)))
+        }
+        Method::DELETE => {
+            c.allow(&action("delete"), id)?;
+            let existed = arm.get_user_assigned_identity(s, g, n).is_ok();
+            arm.delete_user_assigned_identity(s, g, n).await?;
+            deleted(existed)
+        }
+        _ => Err(c.not_allowed()),
+    }
+}
+
+async fn vault(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId) -> Result<Reply> {
+    let action = |verb: &str| format!("Microsoft.KeyVault/vaults/{verb}");
+    match *c.method {
+        Method::GET => {
+            c.allow(&action("read"), id)?;
+            let v = c.arm.vault(n)?;
+            if v.id != *id {
+                return Err(ArmError::ResourceNotFound {
+                    resource_type: "Microsoft.KeyVault/vaults".into(),
+                    name: n.into(),
+                    group: g.into(),
+                });
+            }
+            ok(json::vault(&v))
+        }
+        Method::PUT => {
+            c.allow(&action("write"), id)?;
+            let existed = c.arm.vault(n).is_ok_and(|v| v.id == *id);
+            let v = c.arm.create_vault(s, g, n, &body::location(c.body)).await?;
+            Ok((put_status(!existed), json::vault(&v)))
+        }
+        _ => Err(c.not_allowed()),
+    }
+}
+
+async fn role_assignment(c: &Call<'_>, scope: &str, name: &str) -> Result<Reply> {
+    let scope_id = ResourceId::parse(scope).map_err(|e| ArmError::RouteNotFound(e.to_string()))?;
+    let id = format!("{scope}/providers/Microsoft.Authorization/roleAssignments/{name}");
+    let find = || -> Result<Option<crate::model::RoleAssignment>> {
+        Ok(c.arm
+            .store()
+            .role_assignments
+            .get(&id.to_ascii_lowercase())?)
+    };
+    let not_found = || ArmError::ResourceNotFound {
+        resource_type: "Microsoft.Authorization/roleAssignments".into(),
+        name: name.into(),
+        group: scope_id.resource_group_name().unwrap_or_default().into(),
+    };
+    match *c.method {
+        Method::GET => {
+            c.allow("Microsoft.Authorization/roleAssignments/read", &scope_id)?;
+            ok(json::role_assignment(&find()?.ok_or_else(not_found)?))
+        }
+        Method::PUT => {
+            c.allow("Microsoft.Authorization/roleAssignments/write", &scope_id)?;
+            let role = body::property(c.body, "roleDefinitionId");
+            let principal = body::property(c.body, "principalId");
+            if role.is_empty() || principal.is_empty() {
+                return Err(ArmError::InvalidArgument(
+                    "The request must contain properties.roleDefinitionId and properties.principalId.".into(),
+                ));
+            }
+            let principal_type = body::property(c.body, "principalType");
+            let (ra, created) = c
+                .arm
+                .put_role_assignment(scope, Some(name), role, principal, principal_type)
+                .await?;
+            Ok((put_status(created), json::role_assignment(&ra)))
+        }
+        Method::DELETE => {
+            c.allow("Microsoft.Authorization/roleAssignments/delete", &scope_id)?;
+            match c.arm.delete_role_assignment(&id).await? {
+                Some(ra) => ok(json::role_assignment(&ra)),
+                None => deleted(false),
+            }
+        }
+        _ => Err(c.not_allowed()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principal_filter_reads_encoded_and_plain_queries() {
+        assert_eq!(
+            principal_filter("api-version=2022-04-01&$filter=principalId%20eq%20%27abc%27"),
+            "abc"
+        );
+        assert_eq!(principal_filter("$filter=principalId eq 'x'"), "x");
+        assert_eq!(principal_filter("api-version=1"), "");
+    }
+}
