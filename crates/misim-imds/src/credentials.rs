@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::aad_client::signing_key;
 use crate::error::{ImdsError, Result};
+use crate::grpc::msrp::MsrpCredentials;
 use crate::host::{same_identity, Host, Vm};
 use crate::model::{Credential, IdentityRef};
 
@@ -22,19 +23,35 @@ impl Host {
     /// [`ImdsError::Msrp`] when MSRP fails, [`ImdsError::CredentialMismatch`] when MSRP's client id
     /// differs, [`ImdsError::Internal`] when the key is unusable.
     pub(crate) async fn fetch_credential(&self, identity: &IdentityRef) -> Result<Credential> {
-        let (credential, client_id) = self
-            .msrp
-            .get_credential(identity.msi_res_id.as_str(), &self.host_name)
-            .await?;
-        if !client_id.is_empty() && !client_id.eq_ignore_ascii_case(&identity.client_id) {
-            return Err(ImdsError::CredentialMismatch {
-                identity: identity.msi_res_id.to_string(),
-                expected: identity.client_id.clone(),
-                got: client_id,
-            });
+        fetch(&self.msrp, &self.host_name, identity).await
+    }
+
+    /// The credentials of `identities` from MSRP, in order, [`PARALLEL_FETCHES`] at a time (a VM may
+    /// get up to 1000 identities in one call).
+    ///
+    /// # Errors
+    /// The first error of [`Host::fetch_credential`]; the other fetches are then abandoned.
+    pub(crate) async fn fetch_credentials(
+        &self,
+        identities: &[IdentityRef],
+    ) -> Result<Vec<Credential>> {
+        let mut out = Vec::with_capacity(identities.len());
+        for chunk in identities.chunks(PARALLEL_FETCHES) {
+            let mut set = tokio::task::JoinSet::new();
+            for (i, identity) in chunk.iter().enumerate() {
+                let (msrp, host) = (self.msrp.clone(), self.host_name.clone());
+                let identity = identity.clone();
+                set.spawn(async move { (i, fetch(&msrp, &host, &identity).await) });
+            }
+            let mut got: Vec<Option<Credential>> = vec![None; chunk.len()];
+            while let Some(joined) = set.join_next().await {
+                let (i, result) =
+                    joined.map_err(|e| ImdsError::Internal(format!("credential fetch: {e}")))?;
+                got[i] = Some(result?);
+            }
+            out.extend(got.into_iter().flatten());
         }
-        signing_key(&credential)?;
-        Ok(credential)
+        Ok(out)
     }
 
     /// Fetches every served identity's credential from MSRP again and keeps the ones whose certificate
@@ -86,6 +103,25 @@ impl Host {
         }
         changed
     }
+}
+
+/// How many credentials [`Host::fetch_credentials`] requests from MSRP at once.
+const PARALLEL_FETCHES: usize = 16;
+
+/// One credential from MSRP, checked to belong to `identity`'s client id and to hold a usable key.
+async fn fetch(msrp: &MsrpCredentials, host: &str, identity: &IdentityRef) -> Result<Credential> {
+    let (credential, client_id) = msrp
+        .get_credential(identity.msi_res_id.as_str(), host)
+        .await?;
+    if !client_id.is_empty() && !client_id.eq_ignore_ascii_case(&identity.client_id) {
+        return Err(ImdsError::CredentialMismatch {
+            identity: identity.msi_res_id.to_string(),
+            expected: identity.client_id.clone(),
+            got: client_id,
+        });
+    }
+    signing_key(&credential)?;
+    Ok(credential)
 }
 
 /// Spawns the periodic refresh (every `period`) on `tasks` until `stop` is cancelled.

@@ -352,20 +352,32 @@ impl Host {
         if current.extension.is_some() {
             crate::extension::check_extension_limit(&identities)?;
         }
-        let mut next = Vec::with_capacity(identities.len());
-        let mut fetched = Vec::new();
-        for identity in identities {
-            let held = current
+        let held = |i: &IdentityRef| {
+            current
                 .identities
                 .iter()
-                .find(|h| same_identity(&h.identity, &identity));
-            let credential = match held {
+                .find(|h| same_identity(&h.identity, i))
+        };
+        let fetched: Vec<IdentityRef> = identities
+            .iter()
+            .filter(|i| held(i).is_none())
+            .cloned()
+            .collect();
+        let mut fresh = fetched
+            .iter()
+            .zip(self.fetch_credentials(&fetched).await?)
+            .map(|(i, c)| (i.msi_res_id.key(), c))
+            .collect::<HashMap<_, _>>();
+        let mut next = Vec::with_capacity(identities.len());
+        for identity in identities {
+            let credential = match held(&identity) {
                 Some(h) => h.credential.clone(),
-                None => {
-                    let c = self.fetch_credential(&identity).await?;
-                    fetched.push(identity.clone());
-                    c
-                }
+                None => fresh.remove(&identity.msi_res_id.key()).ok_or_else(|| {
+                    ImdsError::Internal(format!(
+                        "no credential fetched for {}",
+                        identity.msi_res_id
+                    ))
+                })?,
             };
             next.push(HeldIdentity {
                 identity,

@@ -46,6 +46,41 @@ pub struct AadArgs {
     /// Access-token lifetime in seconds.
     #[arg(long, env = "MISIM_TOKEN_LIFETIME", default_value_t = 86_399)]
     pub token_lifetime: i64,
+    /// Age in seconds at which the token-signing key is rotated (0 = never; default 30 days).
+    #[arg(long, env = "MISIM_SIGNING_KEY_ROTATION", default_value_t = 30 * 86_400)]
+    pub signing_key_rotation: i64,
+    /// HTTPS listen address for the same HTTP API (discovery then names https URLs); off if unset.
+    #[arg(long, env = "MISIM_AAD_HTTPS_LISTEN")]
+    pub https_listen: Option<SocketAddr>,
+    /// Base URL others reach the HTTPS API at; default https://<https-listen>.
+    #[arg(long, env = "MISIM_AAD_HTTPS_PUBLIC_URL")]
+    pub https_public_url: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Where misim's CA lives and which extra names the HTTPS certificate covers.
+#[derive(Args, Debug)]
+pub struct TlsArgs {
+    /// Directory of misim's CA (`ca.pem`, `ca.key`; created on first start, shared by parties).
+    #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
+    pub ca_dir: PathBuf,
+    /// Extra names for the HTTPS certificate besides localhost/127.0.0.1/::1 (e.g. aad,arm).
+    #[arg(long = "tls-name", env = "MISIM_TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Vec<String>,
+}
+
+impl TlsArgs {
+    /// Loads or creates the CA and issues the server certificate.
+    ///
+    /// # Errors
+    /// When the CA cannot be read or created, or a name is invalid.
+    pub fn server_config(&self) -> anyhow::Result<std::sync::Arc<misim_core::tls::ServerConfig>> {
+        let ca = misim_core::tls::LocalCa::load_or_create(&self.ca_dir)
+            .context("cannot set up misim's certificate authority")?;
+        tracing::info!(ca = %ca.ca_file().display(), "clients trust https endpoints through this ca file");
+        Ok(ca.server_config(&self.tls_names)?)
+    }
 }
 
 /// `misim msrp`: MSRP alone.
@@ -87,6 +122,29 @@ pub struct ImdsArgs {
     /// Azure AD HTTP URL.
     #[arg(long, env = "MISIM_AAD_URL", default_value = "http://127.0.0.1:7702")]
     pub aad_url: String,
+    /// Shared IMDS listener for all VMs of this host, identifying the VM by source address (= its
+    /// private IP), e.g. 169.254.169.254:80 inside a host container. Default: per-VM listeners only.
+    #[arg(long, env = "MISIM_IMDS_LISTEN")]
+    pub imds_listen: Option<SocketAddr>,
+    /// Shared VM-extension listener (VM containers forward localhost:50342 here), identifying the VM
+    /// by source address. Default: per-VM extension listeners only.
+    #[arg(long, env = "MISIM_EXTENSION_LISTEN")]
+    pub extension_listen: Option<SocketAddr>,
+    /// Switch IMDS throttling off.
+    #[arg(long, env = "MISIM_NO_THROTTLE")]
+    pub no_throttle: bool,
+    /// Identity-category requests per second per VM before 429 (Azure: 20).
+    #[arg(long, env = "MISIM_IDENTITY_RPS", default_value_t = 20)]
+    pub identity_rps: u32,
+    /// Identity-category requests in progress at once per VM before 429 (Azure: 5).
+    #[arg(long, env = "MISIM_IDENTITY_CONCURRENT", default_value_t = 5)]
+    pub identity_concurrent: u32,
+    /// Requests per second per VM for the other IMDS categories before 429 (Azure: 5).
+    #[arg(long, env = "MISIM_OTHER_RPS", default_value_t = 5)]
+    pub other_rps: u32,
+    /// Send `Retry-After: SECS` with 429 answers (default: none; unknown whether Azure sends it).
+    #[arg(long, env = "MISIM_RETRY_AFTER")]
+    pub retry_after: Option<u32>,
 }
 
 /// `misim arm`: ARM alone.
@@ -118,6 +176,11 @@ pub struct ArmArgs {
         default_value = "host-1=http://127.0.0.1:7711"
     )]
     pub hosts: Vec<String>,
+    /// HTTPS listen address for the REST surface (TLS forwarded to --rest-listen); off if unset.
+    #[arg(long, env = "MISIM_ARM_HTTPS_LISTEN")]
+    pub https_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Runs Azure AD until Ctrl-C / SIGTERM.
@@ -132,13 +195,18 @@ pub async fn run_aad(a: AadArgs) -> anyhow::Result<()> {
         .public_url
         .unwrap_or_else(|| format!("http://{}", a.http_listen));
     tracing::info!(grpc = %a.grpc_listen, http = %a.http_listen, %public_url, "azure ad listening");
-    let cfg = misim_aad::Config {
-        data_dir: a.data_dir,
-        public_url,
-        token_lifetime_secs: a.token_lifetime,
-        clock: Clock::system(),
+    let mut cfg = misim_aad::Config::new(a.data_dir, public_url, Clock::system());
+    cfg.token_lifetime_secs = a.token_lifetime;
+    cfg.signing_key_rotation_secs = a.signing_key_rotation;
+    cfg.https_public_url = a.https_public_url;
+    let https = match a.https_listen {
+        Some(addr) => Some(misim_core::tls::HttpsListener {
+            listener: bind(addr).await?,
+            tls: a.tls.server_config()?,
+        }),
+        None => None,
     };
-    misim_aad::run(cfg, misim_aad::Listeners { grpc, http }, shutdown).await?;
+    misim_aad::run(cfg, misim_aad::Listeners { grpc, http, https }, shutdown).await?;
     Ok(())
 }
 
@@ -167,7 +235,7 @@ pub async fn run_imds(a: ImdsArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let listener = bind(a.listen).await?;
     tracing::info!(host = %a.name, agent = %a.listen, vm_listen_ip = %a.vm_listen_ip, "host agent listening");
-    let cfg = imds_config(
+    let mut cfg = imds_config(
         a.name,
         a.data_dir,
         a.msrp,
@@ -175,6 +243,15 @@ pub async fn run_imds(a: ImdsArgs) -> anyhow::Result<()> {
         a.vm_listen_ip,
         Clock::system(),
     );
+    cfg.imds_listen = a.imds_listen;
+    cfg.extension_listen = a.extension_listen;
+    cfg.limits = misim_imds::ImdsLimits {
+        enabled: !a.no_throttle,
+        identity_per_second: a.identity_rps,
+        identity_concurrent: a.identity_concurrent,
+        other_per_second: a.other_rps,
+        retry_after_secs: a.retry_after,
+    };
     misim_imds::run(cfg, listener, shutdown).await?;
     Ok(())
 }
@@ -209,7 +286,26 @@ pub async fn run_arm(a: ArmArgs) -> anyhow::Result<()> {
         hosts,
         clock: Clock::system(),
     };
-    misim_arm::run(cfg, misim_arm::Listeners { grpc, rest }, shutdown).await?;
+    let forwarder = match a.https_listen {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let tls = a.tls.server_config()?;
+            let upstream = rest.local_addr()?;
+            Some(tokio::spawn(misim_core::tls::serve_tls_forward(
+                listener,
+                upstream,
+                tls,
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
+    let served = misim_arm::run(cfg, misim_arm::Listeners { grpc, rest }, shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(f) = forwarder {
+        f.await??;
+    }
+    served?;
     Ok(())
 }
 
