@@ -69,6 +69,16 @@ pub enum Command {
         #[command(subcommand)]
         command: VmCommand,
     },
+    /// Virtual machine scale sets and their identities (like `az vmss`).
+    Vmss {
+        #[command(subcommand)]
+        command: VmssCommand,
+    },
+    /// Key vaults and secrets (like `az keyvault`).
+    Keyvault {
+        #[command(subcommand)]
+        command: KeyvaultCommand,
+    },
     /// User-assigned managed identities (like `az identity`).
     Identity {
         #[command(subcommand)]
@@ -101,6 +111,12 @@ pub struct UpArgs {
     /// Access-token lifetime in seconds (Azure: about 24 h).
     #[arg(long, env = "MISIM_TOKEN_LIFETIME", default_value_t = 86_399)]
     pub token_lifetime: i64,
+    /// Age in seconds at which Azure AD rotates its token-signing key (0 = never; default 30 days).
+    #[arg(long, env = "MISIM_SIGNING_KEY_ROTATION", default_value_t = 30 * 86_400)]
+    pub signing_key_rotation: i64,
+    /// Extra names for the HTTPS certificate besides localhost/127.0.0.1/::1 (e.g. aad,arm).
+    #[arg(long = "tls-name", env = "MISIM_TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Vec<String>,
 }
 
 /// `misim account …`
@@ -161,6 +177,9 @@ pub enum VmCommand {
         /// VM size.
         #[arg(long, default_value = "Standard_D2s_v3")]
         size: String,
+        /// Private IP address (default: the next free one in 10.0.0.0/16).
+        #[arg(long = "private-ip")]
+        private_ip: Option<String>,
     },
     /// Show a VM, including its identity block and its IMDS endpoint. Example: misim vm show -g rg1 -n vm1
     Show {
@@ -181,6 +200,137 @@ pub enum VmCommand {
     Identity {
         #[command(subcommand)]
         command: VmIdentityCommand,
+    },
+    /// VM extensions (only the legacy managed-identity extension).
+    Extension {
+        #[command(subcommand)]
+        command: VmExtensionCommand,
+    },
+}
+
+/// `misim vm extension …`
+#[derive(Subcommand, Debug)]
+pub enum VmExtensionCommand {
+    /// Install or re-run the managed-identity VM extension.
+    ///
+    /// Example: misim vm extension set -g rg1 --vm-name vm1 -n ManagedIdentityExtensionForLinux \
+    ///            --publisher Microsoft.ManagedIdentity --version 1.0 --settings '{"port":50342}'
+    #[command(verbatim_doc_comment)]
+    Set {
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+        #[arg(long = "vm-name")]
+        vm_name: String,
+        /// Extension name (= type): ManagedIdentityExtensionForLinux or ManagedIdentityExtensionForWindows.
+        #[arg(short = 'n', long = "name")]
+        name: String,
+        #[arg(long, default_value = "Microsoft.ManagedIdentity")]
+        publisher: String,
+        #[arg(long, default_value = "1.0")]
+        version: String,
+        /// Settings JSON, e.g. '{"port":50342}'.
+        #[arg(long)]
+        settings: Option<String>,
+        /// Re-run the extension even if nothing changed (a new forceUpdateTag).
+        #[arg(long)]
+        force_update: bool,
+    },
+    /// Remove the extension. Example: misim vm extension delete -g rg1 --vm-name vm1 -n ManagedIdentityExtensionForLinux
+    Delete {
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+        #[arg(long = "vm-name")]
+        vm_name: String,
+        #[arg(short = 'n', long = "name")]
+        name: String,
+    },
+    /// List the VM's extensions. Example: misim vm extension list -g rg1 --vm-name vm1
+    List {
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+        #[arg(long = "vm-name")]
+        vm_name: String,
+    },
+}
+
+/// `misim vmss …`
+#[derive(Subcommand, Debug)]
+pub enum VmssCommand {
+    /// Create a scale set; its instances are spread over the hosts.
+    /// Example: misim vmss create -g rg1 -n ss1 --instance-count 3
+    #[command(verbatim_doc_comment)]
+    Create {
+        #[command(flatten)]
+        vmss: Named,
+        #[arg(long = "instance-count", default_value_t = 2)]
+        instance_count: u32,
+        #[arg(short = 'l', long)]
+        location: Option<String>,
+        #[arg(long = "vm-sku", default_value = "Standard_D2s_v3")]
+        vm_sku: String,
+    },
+    /// Show a scale set. Example: misim vmss show -g rg1 -n ss1
+    Show {
+        #[command(flatten)]
+        vmss: Named,
+    },
+    /// List scale sets in a resource group.
+    List {
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+    },
+    /// Delete a scale set, its instances and its system-assigned identity.
+    Delete {
+        #[command(flatten)]
+        vmss: Named,
+    },
+    /// Change the instance count. Example: misim vmss scale -g rg1 -n ss1 --new-capacity 3
+    Scale {
+        #[command(flatten)]
+        vmss: Named,
+        #[arg(long = "new-capacity")]
+        new_capacity: u32,
+    },
+    /// List the instances with their hosts and IMDS endpoints.
+    ListInstances {
+        #[command(flatten)]
+        vmss: Named,
+    },
+    /// Managed identities of a scale set (they apply to every instance).
+    Identity {
+        #[command(subcommand)]
+        command: VmIdentityCommand,
+    },
+}
+
+/// `misim keyvault …`
+#[derive(Subcommand, Debug)]
+pub enum KeyvaultCommand {
+    /// Create a vault (RBAC permission model). Example: misim keyvault create -g rg1 -n kv1
+    Create {
+        #[command(flatten)]
+        vault: Named,
+        #[arg(short = 'l', long)]
+        location: Option<String>,
+    },
+    /// Secrets.
+    Secret {
+        #[command(subcommand)]
+        command: SecretCommand,
+    },
+}
+
+/// `misim keyvault secret …`
+#[derive(Subcommand, Debug)]
+pub enum SecretCommand {
+    /// Set a secret. Example: misim keyvault secret set --vault-name kv1 -n db-password --value s3cret
+    Set {
+        #[arg(long = "vault-name")]
+        vault_name: String,
+        #[arg(short = 'n', long = "name")]
+        name: String,
+        #[arg(long)]
+        value: String,
     },
 }
 

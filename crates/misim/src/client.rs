@@ -61,6 +61,8 @@ pub async fn run(arm_url: &str, command: Command) -> anyhow::Result<()> {
         Command::Group { command } => group(&mut arm, command).await?,
         Command::Vm { command } => vm(&mut arm, command).await?,
         Command::Identity { command } => identity(&mut arm, command).await?,
+        Command::Vmss { command } => vmss(&mut arm, command).await?,
+        Command::Keyvault { command } => keyvault(&mut arm, command).await?,
         Command::Role { command } => role(&mut arm, command).await?,
         Command::Token { command } => token(&mut arm, command).await?,
         Command::Up(_)
@@ -132,6 +134,7 @@ async fn vm(arm: &mut Arm, c: VmCommand) -> anyhow::Result<()> {
             host,
             location,
             size,
+            private_ip,
         } => {
             let req = pb::CreateVmRequest {
                 resource_group: vm.resource_group,
@@ -139,6 +142,7 @@ async fn vm(arm: &mut Arm, c: VmCommand) -> anyhow::Result<()> {
                 location: location.unwrap_or_default(),
                 vm_size: size,
                 host: host.unwrap_or_default(),
+                private_ip_address: private_ip.unwrap_or_default(),
                 ..Default::default()
             };
             print(&output::vm(
@@ -172,6 +176,7 @@ async fn vm(arm: &mut Arm, c: VmCommand) -> anyhow::Result<()> {
             arm.delete_vm(req).await.map_err(status)?;
         }
         VmCommand::Identity { command } => vm_identity(arm, command).await?,
+        VmCommand::Extension { command } => vm_extension(arm, command).await?,
     }
     Ok(())
 }
@@ -474,6 +479,227 @@ async fn token(arm: &mut Arm, c: TokenCommand) -> anyhow::Result<()> {
     print(&body);
     if !code.is_success() {
         bail!("IMDS answered {code}");
+    }
+    Ok(())
+}
+
+async fn vm_extension(arm: &mut Arm, c: VmExtensionCommand) -> anyhow::Result<()> {
+    match c {
+        VmExtensionCommand::Set {
+            resource_group,
+            vm_name,
+            name,
+            publisher,
+            version,
+            settings,
+            force_update,
+        } => {
+            let req = pb::SetVmExtensionRequest {
+                resource_group,
+                vm_name,
+                r#type: name.clone(),
+                name,
+                publisher,
+                type_handler_version: version,
+                settings_json: settings.unwrap_or_default(),
+                force_update_tag: if force_update {
+                    // A fresh tag (what `az vm extension set --force-update` does).
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos().to_string())
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            };
+            let e = arm.set_vm_extension(req).await.map_err(status)?;
+            print(&output::vm_extension(&e.into_inner()));
+        }
+        VmExtensionCommand::Delete {
+            resource_group,
+            vm_name,
+            name,
+        } => {
+            let req = pb::DeleteVmExtensionRequest {
+                resource_group,
+                vm_name,
+                name,
+                ..Default::default()
+            };
+            arm.delete_vm_extension(req).await.map_err(status)?;
+        }
+        VmExtensionCommand::List {
+            resource_group,
+            vm_name,
+        } => {
+            let req = pb::ListVmExtensionsRequest {
+                resource_group,
+                vm_name,
+                ..Default::default()
+            };
+            let list = arm.list_vm_extensions(req).await.map_err(status)?;
+            let v = list.into_inner().extensions;
+            print(&Value::Array(v.iter().map(output::vm_extension).collect()));
+        }
+    }
+    Ok(())
+}
+
+async fn vmss(arm: &mut Arm, c: VmssCommand) -> anyhow::Result<()> {
+    let named = |n: &Named| (n.resource_group.clone(), n.name.clone());
+    match c {
+        VmssCommand::Create {
+            vmss,
+            instance_count,
+            location,
+            vm_sku,
+        } => {
+            let req = pb::CreateVmssRequest {
+                resource_group: vmss.resource_group,
+                name: vmss.name,
+                location: location.unwrap_or_default(),
+                vm_size: vm_sku,
+                capacity: instance_count,
+                ..Default::default()
+            };
+            let ss = arm.create_vmss(req).await.map_err(status)?;
+            print(&output::vmss(&ss.into_inner()));
+        }
+        VmssCommand::Show { vmss } => {
+            let (resource_group, name) = named(&vmss);
+            let req = pb::GetVmssRequest {
+                resource_group,
+                name,
+                ..Default::default()
+            };
+            print(&output::vmss(
+                &arm.get_vmss(req).await.map_err(status)?.into_inner(),
+            ));
+        }
+        VmssCommand::List { resource_group } => {
+            let req = pb::ListVmssRequest {
+                resource_group,
+                ..Default::default()
+            };
+            let list = arm.list_vmss(req).await.map_err(status)?.into_inner();
+            print(&Value::Array(
+                list.scale_sets.iter().map(output::vmss).collect(),
+            ));
+        }
+        VmssCommand::Delete { vmss } => {
+            let (resource_group, name) = named(&vmss);
+            let req = pb::DeleteVmssRequest {
+                resource_group,
+                name,
+                ..Default::default()
+            };
+            arm.delete_vmss(req).await.map_err(status)?;
+        }
+        VmssCommand::Scale { vmss, new_capacity } => {
+            let (resource_group, name) = named(&vmss);
+            let req = pb::ScaleVmssRequest {
+                resource_group,
+                name,
+                capacity: new_capacity,
+                ..Default::default()
+            };
+            print(&output::vmss(
+                &arm.scale_vmss(req).await.map_err(status)?.into_inner(),
+            ));
+        }
+        VmssCommand::ListInstances { vmss } => {
+            let (resource_group, name) = named(&vmss);
+            let req = pb::ListVmssInstancesRequest {
+                resource_group,
+                name,
+                ..Default::default()
+            };
+            let list = arm.list_vmss_instances(req).await.map_err(status)?;
+            let v = list.into_inner().instances;
+            print(&Value::Array(v.iter().map(output::vm).collect()));
+        }
+        VmssCommand::Identity { command } => vmss_identity(arm, command).await?,
+    }
+    Ok(())
+}
+
+async fn vmss_identity(arm: &mut Arm, c: VmIdentityCommand) -> anyhow::Result<()> {
+    let identity = match c {
+        VmIdentityCommand::Assign { vm, identities } => {
+            let (system_assigned, user_assigned_identities) =
+                split_identities(arm, &vm.resource_group, &identities).await?;
+            let req = pb::AssignVmssIdentityRequest {
+                resource_group: vm.resource_group,
+                name: vm.name,
+                system_assigned,
+                user_assigned_identities,
+                ..Default::default()
+            };
+            arm.assign_vmss_identity(req)
+                .await
+                .map_err(status)?
+                .into_inner()
+        }
+        VmIdentityCommand::Remove { vm, identities } => {
+            let (system_assigned, user_assigned_identities) =
+                split_identities(arm, &vm.resource_group, &identities).await?;
+            let req = pb::RemoveVmssIdentityRequest {
+                resource_group: vm.resource_group,
+                name: vm.name,
+                system_assigned,
+                user_assigned_identities,
+                ..Default::default()
+            };
+            arm.remove_vmss_identity(req)
+                .await
+                .map_err(status)?
+                .into_inner()
+        }
+        VmIdentityCommand::Show { vm } => {
+            let req = pb::GetVmssRequest {
+                resource_group: vm.resource_group,
+                name: vm.name,
+                ..Default::default()
+            };
+            let ss = arm.get_vmss(req).await.map_err(status)?.into_inner();
+            ss.identity.unwrap_or_default()
+        }
+    };
+    print(&output::vm_identity(Some(&identity)));
+    Ok(())
+}
+
+async fn keyvault(arm: &mut Arm, c: KeyvaultCommand) -> anyhow::Result<()> {
+    match c {
+        KeyvaultCommand::Create { vault, location } => {
+            let req = pb::CreateVaultRequest {
+                resource_group: vault.resource_group,
+                name: vault.name,
+                location: location.unwrap_or_default(),
+                ..Default::default()
+            };
+            print(&output::vault(
+                &arm.create_vault(req).await.map_err(status)?.into_inner(),
+            ));
+        }
+        KeyvaultCommand::Secret {
+            command:
+                SecretCommand::Set {
+                    vault_name,
+                    name,
+                    value,
+                },
+        } => {
+            let req = pb::SetSecretRequest {
+                vault_name,
+                name,
+                value,
+            };
+            print(&output::secret(
+                &arm.set_secret(req).await.map_err(status)?.into_inner(),
+            ));
+        }
     }
     Ok(())
 }

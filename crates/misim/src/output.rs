@@ -67,6 +67,69 @@ pub fn vm(v: &pb::VirtualMachine) -> Value {
         "provisioningState": v.provisioning_state,
         "host": v.host,
         "imdsEndpoint": v.imds_endpoint,
+        "privateIps": v.private_ip_address,
+        "instanceId": none_if_empty(&v.instance_id),
+        "vmScaleSet": none_if_empty(&v.vm_scale_set),
+        "extensionEndpoint": none_if_empty(&v.extension_endpoint),
+    })
+}
+
+/// `az vmss show`.
+pub fn vmss(s: &pb::VirtualMachineScaleSet) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "type": "Microsoft.Compute/virtualMachineScaleSets",
+        "location": s.location,
+        "resourceGroup": s.resource_group,
+        "tags": s.tags,
+        "sku": {"name": s.vm_size, "capacity": s.capacity},
+        "uniqueId": s.unique_id,
+        "identity": vm_identity(s.identity.as_ref()),
+        "provisioningState": s.provisioning_state,
+    })
+}
+
+/// `az vm extension show`, plus misim's endpoint.
+pub fn vm_extension(e: &pb::VmExtension) -> Value {
+    json!({
+        "id": e.id,
+        "name": e.name,
+        "publisher": e.publisher,
+        "typePropertiesType": e.r#type,
+        "typeHandlerVersion": e.type_handler_version,
+        "settings": {"port": e.port},
+        "forceUpdateTag": none_if_empty(&e.force_update_tag),
+        "provisioningState": e.provisioning_state,
+        "endpoint": none_if_empty(&e.endpoint),
+        "credentialPath": none_if_empty(&e.credential_path),
+    })
+}
+
+/// `az keyvault show`, plus misim's data-plane endpoint.
+pub fn vault(v: &pb::Vault) -> Value {
+    json!({
+        "id": v.id,
+        "name": v.name,
+        "type": "Microsoft.KeyVault/vaults",
+        "location": v.location,
+        "resourceGroup": v.resource_group,
+        "properties": {
+            "tenantId": v.tenant_id,
+            "vaultUri": v.vault_uri,
+            "enableRbacAuthorization": true,
+        },
+        "dataPlaneEndpoint": v.data_plane_endpoint,
+    })
+}
+
+/// `az keyvault secret set`.
+pub fn secret(s: &pb::Secret) -> Value {
+    json!({
+        "id": s.id,
+        "name": s.name,
+        "value": s.value,
+        "attributes": {"enabled": true, "created": s.created, "updated": s.updated},
     })
 }
 
