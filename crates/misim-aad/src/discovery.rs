@@ -4,6 +4,8 @@
 //! multi-tenant aliases (`common`, `organizations`) the tenant ID is the literal `{tenantid}` as in
 //! Entra's common documents.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
 
 use crate::claims::{issuer_v1, issuer_v2};
@@ -112,10 +114,12 @@ pub fn openid_configuration_v2(public_url: &str, tid: &str) -> Value {
     })
 }
 
-/// The JWKS `{"keys":[…]}`; v2 key sets carry the v2 `issuer` of tenant `tid` on each key.
-pub fn jwks(key: &SigningKey, v2_tid: Option<&str>) -> Value {
+/// The JWKS `{"keys":[…]}` of the published `keys` (current first, then retired keys whose tokens
+/// may still be valid); v2 key sets carry the v2 `issuer` of tenant `tid` on each key.
+pub fn jwks(keys: &[Arc<SigningKey>], v2_tid: Option<&str>) -> Value {
     let issuer = v2_tid.map(issuer_v2);
-    json!({ "keys": [key.jwk(issuer.as_deref())] })
+    let keys: Vec<Value> = keys.iter().map(|k| k.jwk(issuer.as_deref())).collect();
+    json!({ "keys": keys })
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,7 +15,7 @@ use crate::claims::Version;
 use crate::directory::Directory;
 use crate::discovery::{self, TENANT_PLACEHOLDER};
 use crate::error::{AadError, Result};
-use crate::keys::SigningKey;
+use crate::keyring::KeyRing;
 use crate::token::TokenService;
 
 /// What the HTTP handlers share.
@@ -24,10 +24,8 @@ pub struct HttpState {
     pub directory: Arc<Directory>,
     /// The token endpoint logic.
     pub tokens: TokenService,
-    /// The token-signing key (for JWKS).
-    pub key: Arc<SigningKey>,
-    /// Base URL for discovery documents, no trailing slash.
-    pub public_url: String,
+    /// The token-signing keys (for JWKS).
+    pub keys: Arc<KeyRing>,
     /// Time source (error timestamps).
     pub clock: Clock,
 }
@@ -35,8 +33,11 @@ pub struct HttpState {
 /// The router: `POST /{tenant}/oauth2/token`, `POST /{tenant}/oauth2/v2.0/token`,
 /// `GET /{tenant}/.well-known/openid-configuration`, `GET /{tenant}/v2.0/.well-known/openid-configuration`,
 /// `GET /{tenant}/discovery/keys`, `GET /{tenant}/discovery/v2.0/keys` (`{tenant}` may be `common`) and
-/// `GET /healthz`.
-pub fn router(state: Arc<HttpState>) -> Router {
+/// `GET /healthz`. Discovery documents name URLs under `public_url` (no trailing slash): the same
+/// state is served once over HTTP and once over HTTPS, each with its own base URL, because MSAL
+/// posts to the discovered `token_endpoint` and requires it to be https (reference §3.4, §5.4).
+pub fn router(state: Arc<HttpState>, public_url: &str) -> Router {
+    let public_url = PublicUrl(Arc::from(public_url.trim_end_matches('/')));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/{tenant}/oauth2/token", post(token_v1))
@@ -48,8 +49,13 @@ pub fn router(state: Arc<HttpState>) -> Router {
         )
         .route("/{tenant}/discovery/keys", get(jwks_v1))
         .route("/{tenant}/discovery/v2.0/keys", get(jwks_v2))
+        .layer(Extension(public_url))
         .with_state(state)
 }
+
+/// The base URL of the server a request came in on.
+#[derive(Clone)]
+struct PublicUrl(Arc<str>);
 
 impl HttpState {
     /// Turns a handler result into the response Entra would send.
@@ -112,30 +118,43 @@ async fn token_v2(
     token(&state, &tenant, Version::V2, &body).await
 }
 
-async fn openid_v1(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
+async fn openid_v1(
+    State(state): State<Arc<HttpState>>,
+    Extension(base): Extension<PublicUrl>,
+    Path(tenant): Path<String>,
+) -> Response {
     let doc = state
         .discovery_tenant(&tenant)
-        .map(|tid| discovery::openid_configuration_v1(&state.public_url, &tid));
+        .map(|tid| discovery::openid_configuration_v1(&base.0, &tid));
     state.respond(doc)
 }
 
-async fn openid_v2(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
+async fn openid_v2(
+    State(state): State<Arc<HttpState>>,
+    Extension(base): Extension<PublicUrl>,
+    Path(tenant): Path<String>,
+) -> Response {
     let doc = state
         .discovery_tenant(&tenant)
-        .map(|tid| discovery::openid_configuration_v2(&state.public_url, &tid));
+        .map(|tid| discovery::openid_configuration_v2(&base.0, &tid));
     state.respond(doc)
+}
+
+/// The key set after a possible rotation; `v2` key sets carry the tenant's v2 issuer on each key.
+async fn jwks(state: &HttpState, tenant: &str, v2: bool) -> Response {
+    let result = async {
+        let tid = state.discovery_tenant(tenant)?;
+        let keys = state.keys.published(state.clock.now()).await?;
+        Ok(discovery::jwks(&keys, v2.then_some(tid.as_str())))
+    }
+    .await;
+    state.respond(result)
 }
 
 async fn jwks_v1(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
-    let keys = state
-        .discovery_tenant(&tenant)
-        .map(|_| discovery::jwks(&state.key, None));
-    state.respond(keys)
+    jwks(&state, &tenant, false).await
 }
 
 async fn jwks_v2(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
-    let keys = state
-        .discovery_tenant(&tenant)
-        .map(|tid| discovery::jwks(&state.key, Some(&tid)));
-    state.respond(keys)
+    jwks(&state, &tenant, true).await
 }

@@ -1,23 +1,30 @@
-//! The token-signing key: an RSA-2048 key with a self-signed certificate, generated once on first start,
-//! persisted, and published as a JWK (`kid` = `x5t` = base64url SHA-1 of the certificate, as Entra does).
+//! A token-signing key: an RSA-2048 key with a self-signed certificate, published as a JWK (`kid` =
+//! `x5t` = base64url SHA-1 of the certificate, as Entra does). [`crate::keyring`] rotates them.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::traits::PublicKeyParts;
-use tracing::info;
 
 use crate::error::{AadError, Result};
-use crate::store::{AadStore, SigningKeyRecord};
+use crate::store::SigningKeyRecord;
 
-/// Validity of the signing certificate, seconds (10 years; Entra rolls keys, misim keeps one).
+/// Validity of a signing certificate, seconds (10 years; rotation, not expiry, ends a key's use).
 const CERT_VALIDITY_SECS: i64 = 10 * 365 * 24 * 3600;
 
-/// The loaded token-signing key. Its private part never leaves this struct except into the signer.
+/// One loaded token-signing key. Its private part never leaves this struct except into the signer.
+#[derive(Clone)]
 pub struct SigningKey {
     /// Key ID: base64url (no padding) SHA-1 of the certificate DER; also the `x5t`.
     pub kid: String,
+    /// Sequence number in the key ring (1 for the first key).
+    pub seq: u64,
+    /// When the key became the signing key, epoch seconds.
+    pub activated_at: i64,
+    /// When a newer key replaced it, epoch seconds; `None` while it signs.
+    pub retired_at: Option<i64>,
+    private_key_pkcs8_der: Vec<u8>,
     certificate_der: Vec<u8>,
     encoding_key: jsonwebtoken::EncodingKey,
     n: String,
@@ -25,14 +32,12 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// Loads the persisted key, or generates (on the blocking pool), persists and flushes one.
+    /// Generates (on the blocking pool) a new RSA-2048 key with a self-signed certificate, as the
+    /// record to persist.
     ///
     /// # Errors
-    /// [`AadError::Internal`] when generation or decoding fails, [`AadError::Store`] on store failure.
-    pub async fn load_or_create(store: &AadStore, now: i64) -> Result<Self> {
-        if let Some(record) = store.signing_key()? {
-            return Self::from_record(&record);
-        }
+    /// [`AadError::Internal`] when generation fails.
+    pub async fn generate(now: i64) -> Result<SigningKeyRecord> {
         let private_key_pkcs8_der = misim_core::cert::generate_rsa_key_blocking()
             .await
             .map_err(|e| AadError::Internal(e.to_string()))?;
@@ -43,18 +48,19 @@ impl SigningKey {
             now + CERT_VALIDITY_SECS,
         )
         .map_err(|e| AadError::Internal(e.to_string()))?;
-        let record = SigningKeyRecord {
+        Ok(SigningKeyRecord {
             private_key_pkcs8_der,
             certificate_der: kc.certificate_der,
-        };
-        let record = store.insert_signing_key(&record)?;
-        store.flush().await?;
-        let key = Self::from_record(&record)?;
-        info!(kid = %key.kid, "generated token signing key");
-        Ok(key)
+            activated_at: now,
+            retired_at: None,
+        })
     }
 
-    fn from_record(record: &SigningKeyRecord) -> Result<Self> {
+    /// Loads a persisted key with sequence number `seq`.
+    ///
+    /// # Errors
+    /// [`AadError::Internal`] when the stored key does not decode.
+    pub fn from_record(seq: u64, record: &SigningKeyRecord) -> Result<Self> {
         let private = rsa::RsaPrivateKey::from_pkcs8_der(&record.private_key_pkcs8_der)
             .map_err(|e| AadError::Internal(format!("signing key: {e}")))?;
         let pkcs1 = private
@@ -63,11 +69,25 @@ impl SigningKey {
         let public = private.to_public_key();
         Ok(SigningKey {
             kid: misim_core::cert::x5t(&record.certificate_der),
+            seq,
+            activated_at: record.activated_at,
+            retired_at: record.retired_at,
+            private_key_pkcs8_der: record.private_key_pkcs8_der.clone(),
             certificate_der: record.certificate_der.clone(),
             encoding_key: jsonwebtoken::EncodingKey::from_rsa_der(pkcs1.as_bytes()),
             n: URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
             e: URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
         })
+    }
+
+    /// The record to persist this key as (with its current activation and retirement times).
+    pub fn to_record(&self) -> SigningKeyRecord {
+        SigningKeyRecord {
+            private_key_pkcs8_der: self.private_key_pkcs8_der.clone(),
+            certificate_der: self.certificate_der.clone(),
+            activated_at: self.activated_at,
+            retired_at: self.retired_at,
+        }
     }
 
     /// Signs `claims` as an RS256 JWT with header `{"typ":"JWT","alg":"RS256","kid"}` plus `x5t` when
@@ -110,19 +130,15 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn key_is_generated_once_and_reloaded() {
-        let store = AadStore::open(misim_core::Store::temporary().unwrap()).unwrap();
-        let a = SigningKey::load_or_create(&store, 1_700_000_000)
-            .await
-            .unwrap();
-        let b = SigningKey::load_or_create(&store, 1_700_000_000)
-            .await
-            .unwrap();
-        assert_eq!(a.kid, b.kid);
-        assert_eq!(a.kid.len(), 27);
-        let jwk = a.jwk(Some("iss"));
+    async fn generated_key_loads_and_publishes_an_entra_shaped_jwk() {
+        let record = SigningKey::generate(1_700_000_000).await.unwrap();
+        assert_eq!(record.activated_at, 1_700_000_000);
+        let key = SigningKey::from_record(1, &record).unwrap();
+        assert_eq!(key.kid.len(), 27);
+        let jwk = key.jwk(Some("iss"));
         assert_eq!(jwk["e"], "AQAB");
         assert_eq!(jwk["issuer"], "iss");
         assert_eq!(jwk["x5t"], jwk["kid"]);
+        assert!(key.jwk(None).get("issuer").is_none());
     }
 }

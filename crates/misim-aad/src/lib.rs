@@ -20,6 +20,7 @@ mod discovery;
 pub mod error;
 mod grpc;
 mod http;
+mod keyring;
 mod keys;
 mod model;
 mod store;
@@ -37,8 +38,34 @@ pub struct Config {
     pub public_url: String,
     /// Lifetime of issued access tokens, seconds (Azure managed-identity tokens: about 24 h).
     pub token_lifetime_secs: i64,
+    /// Age at which the token-signing key is replaced by a new one, seconds (default 30 days; 0 =
+    /// never). The retired key stays in JWKS for the token lifetime plus 5 minutes of clock skew.
+    pub signing_key_rotation_secs: i64,
+    /// Base URL of the HTTPS listener (e.g. `https://127.0.0.1:7705`), used in discovery documents
+    /// served over HTTPS; default `https://<https listener address>`.
+    pub https_public_url: Option<String>,
     /// Time source.
     pub clock: Clock,
+}
+
+/// Default of [`Config::token_lifetime_secs`]: 86 399 s, Azure's managed-identity token lifetime.
+pub const DEFAULT_TOKEN_LIFETIME_SECS: i64 = 86_399;
+/// Default of [`Config::signing_key_rotation_secs`]: 30 days.
+pub const DEFAULT_SIGNING_KEY_ROTATION_SECS: i64 = 30 * 86_400;
+
+impl Config {
+    /// A config with misim's defaults: 24 h tokens, signing key rotated every 30 days, HTTPS base URL
+    /// taken from the HTTPS listener.
+    pub fn new(data_dir: PathBuf, public_url: String, clock: Clock) -> Self {
+        Config {
+            data_dir,
+            public_url,
+            token_lifetime_secs: DEFAULT_TOKEN_LIFETIME_SECS,
+            signing_key_rotation_secs: DEFAULT_SIGNING_KEY_ROTATION_SECS,
+            https_public_url: None,
+            clock,
+        }
+    }
 }
 
 /// The listeners Azure AD serves on, bound by the caller.
@@ -47,6 +74,8 @@ pub struct Listeners {
     pub grpc: TcpListener,
     /// OAuth2 / OpenID HTTP API.
     pub http: TcpListener,
+    /// The same HTTP API over TLS (discovery documents name https URLs), if wanted.
+    pub https: Option<misim_core::tls::HttpsListener>,
 }
 
 /// Errors that stop the server.
@@ -75,20 +104,26 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let db = misim_core::Store::open(&config.data_dir)?;
     let store = store::AadStore::open(db)?;
-    let key = Arc::new(keys::SigningKey::load_or_create(&store, config.clock.now()).await?);
+    let retention = config.token_lifetime_secs.max(0) + assertion::CLOCK_SKEW_SECS;
+    let keys = keyring::KeyRing::open(
+        store.clone(),
+        config.clock.now(),
+        config.signing_key_rotation_secs.max(0),
+        retention,
+    )
+    .await?;
+    let keys = Arc::new(keys);
     let directory = Arc::new(directory::Directory::new(store));
-    let public_url = config.public_url.trim_end_matches('/').to_string();
     let tokens = token::TokenService::new(
         directory.clone(),
-        key.clone(),
+        keys.clone(),
         config.clock.clone(),
         config.token_lifetime_secs,
     );
     let state = Arc::new(http::HttpState {
         directory: directory.clone(),
         tokens,
-        key,
-        public_url,
+        keys,
         clock: config.clock,
     });
     let routes = tonic::service::Routes::new(grpc::server(directory));
@@ -96,24 +131,46 @@ pub async fn run(
     let stop = shutdown.child_token();
     let grpc_addr = listeners.grpc.local_addr().ok();
     let http_addr = listeners.http.local_addr().ok();
+    let https = match listeners.https {
+        Some(https) => {
+            let addr = https
+                .listener
+                .local_addr()
+                .map_err(misim_core::serve::ServeError::Http)?;
+            let url = config
+                .https_public_url
+                .unwrap_or_else(|| format!("https://{addr}"));
+            tracing::info!(https = %addr, public_url = %url, "azure ad serving https");
+            let router = http::router(state.clone(), &url);
+            Some(misim_core::tls::serve_https(https, router, stop.clone()))
+        }
+        None => None,
+    };
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "azure ad serving");
     let grpc =
         misim_core::serve::serve_grpc(listeners.grpc, routes, &[grpc::SERVICE_NAME], stop.clone());
-    let http = misim_core::serve::serve_http(listeners.http, http::router(state), stop.clone());
-    let (grpc, http) = tokio::join!(
+    let http = misim_core::serve::serve_http(
+        listeners.http,
+        http::router(state, &config.public_url),
+        stop.clone(),
+    );
+    let stopping = |r| {
+        stop.cancel();
+        r
+    };
+    let (grpc, http, https) = tokio::join!(
+        async { stopping(grpc.await) },
+        async { stopping(http.await) },
         async {
-            let r = grpc.await;
-            stop.cancel();
-            r
-        },
-        async {
-            let r = http.await;
-            stop.cancel();
-            r
+            match https {
+                Some(f) => stopping(f.await),
+                None => Ok(()),
+            }
         }
     );
     grpc?;
     http?;
+    https?;
     tracing::info!("azure ad stopped");
     Ok(())
 }

@@ -10,13 +10,19 @@ use misim_core::{Store, Table};
 use crate::error::Result;
 use crate::model::{ServicePrincipal, Tenant};
 
-/// The persisted token-signing key (generated once, on first start).
+/// A persisted token-signing key: the current one, or a retired one still published in JWKS.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SigningKeyRecord {
     /// PKCS#8 DER of the RSA-2048 private key. Never logged.
     pub private_key_pkcs8_der: Vec<u8>,
     /// Self-signed certificate of the key, DER (published in the JWKS `x5c`).
     pub certificate_der: Vec<u8>,
+    /// When the key became the signing key, epoch seconds (0 in records written before rotation).
+    #[serde(default)]
+    pub activated_at: i64,
+    /// When a newer key replaced it, epoch seconds; `None` for the current key.
+    #[serde(default)]
+    pub retired_at: Option<i64>,
 }
 
 /// Typed access to every table Azure AD keeps.
@@ -33,7 +39,10 @@ pub struct AadStore {
 }
 
 const DEFAULT_TENANT: &str = "default_tenant";
-const SIGNING_KEY: &str = "current";
+/// Key of the single signing key written before rotation existed (migrated on start).
+const LEGACY_SIGNING_KEY: &str = "current";
+/// Prefix of rotated signing keys, followed by a zero-padded sequence number.
+const SIGNING_KEY_PREFIX: &str = "k/";
 
 fn sp_key(tenant_id: &str, id: &str) -> String {
     format!(
@@ -174,13 +183,40 @@ impl AadStore {
         Ok(Some(sp))
     }
 
-    /// The persisted token-signing key, if generated.
-    pub fn signing_key(&self) -> Result<Option<SigningKeyRecord>> {
-        Ok(self.signing.get(SIGNING_KEY)?)
+    /// The persisted token-signing keys with their sequence numbers, oldest first. A key stored by
+    /// a version without rotation is returned as sequence 1 (and moved there).
+    pub fn signing_keys(&self) -> Result<Vec<(u64, SigningKeyRecord)>> {
+        let mut keys: Vec<(u64, SigningKeyRecord)> = self
+            .signing
+            .scan_prefix(SIGNING_KEY_PREFIX)?
+            .into_iter()
+            .filter_map(|(k, r)| {
+                let seq = k.strip_prefix(SIGNING_KEY_PREFIX)?.parse().ok()?;
+                Some((seq, r))
+            })
+            .collect();
+        if keys.is_empty() {
+            if let Some(legacy) = self.signing.get(LEGACY_SIGNING_KEY)? {
+                self.put_signing_key(1, &legacy)?;
+                self.signing.remove(LEGACY_SIGNING_KEY)?;
+                keys.push((1, legacy));
+            }
+        }
+        keys.sort_by_key(|(seq, _)| *seq);
+        Ok(keys)
     }
 
-    /// Persists the token-signing key unless one exists; returns the one now stored.
-    pub fn insert_signing_key(&self, record: &SigningKeyRecord) -> Result<SigningKeyRecord> {
-        Ok(self.signing.insert_if_absent(SIGNING_KEY, record)?)
+    /// Writes the signing key with sequence number `seq`.
+    pub fn put_signing_key(&self, seq: u64, record: &SigningKeyRecord) -> Result<()> {
+        Ok(self
+            .signing
+            .put(&format!("{SIGNING_KEY_PREFIX}{seq:010}"), record)?)
+    }
+
+    /// Removes the signing key with sequence number `seq` (a retired key no token needs any more).
+    pub fn remove_signing_key(&self, seq: u64) -> Result<()> {
+        self.signing
+            .remove(&format!("{SIGNING_KEY_PREFIX}{seq:010}"))?;
+        Ok(())
     }
 }

@@ -12,7 +12,7 @@ use crate::assertion::{self, JtiCache};
 use crate::claims::{TokenFacts, Version};
 use crate::directory::Directory;
 use crate::error::{AadError, Result};
-use crate::keys::SigningKey;
+use crate::keyring::KeyRing;
 
 /// The only `client_assertion_type` Entra accepts for certificate credentials (RFC 7523).
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -38,7 +38,7 @@ pub fn is_known_resource(resource: &str) -> bool {
 /// Issues tokens: validates the request, authenticates the client and signs.
 pub struct TokenService {
     directory: Arc<Directory>,
-    key: Arc<SigningKey>,
+    keys: Arc<KeyRing>,
     jtis: JtiCache,
     clock: Clock,
     lifetime_secs: i64,
@@ -63,16 +63,17 @@ fn audience_from_scope(scope: &str) -> Result<String> {
 }
 
 impl TokenService {
-    /// A token service issuing tokens valid `lifetime_secs` seconds, signed with `key`.
+    /// A token service issuing tokens valid `lifetime_secs` seconds, signed with the current key of
+    /// `keys`.
     pub fn new(
         directory: Arc<Directory>,
-        key: Arc<SigningKey>,
+        keys: Arc<KeyRing>,
         clock: Clock,
         lifetime_secs: i64,
     ) -> Self {
         TokenService {
             directory,
-            key,
+            keys,
             jtis: JtiCache::default(),
             clock,
             lifetime_secs,
@@ -144,7 +145,7 @@ impl TokenService {
             az_rid: param("xms_az_rid"),
         };
         let claims = facts.claims();
-        let key = self.key.clone();
+        let key = self.keys.current(now).await?;
         let with_x5t = version == Version::V1;
         let token = tokio::task::spawn_blocking(move || key.sign(&claims, with_x5t))
             .await

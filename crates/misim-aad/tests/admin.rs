@@ -245,3 +245,35 @@ async fn restart_keeps_tenant_principal_and_signing_key() {
     assert_eq!(status, 200, "{body}");
     aad.stop().await;
 }
+
+#[tokio::test]
+async fn adding_a_certificate_twice_registers_it_once() {
+    // MSRP retries a renewal whose answer it lost; Azure AD must not list the certificate twice.
+    let dir = tempfile::tempdir().unwrap();
+    let aad = start(dir.path(), Clock::manual(T0)).await;
+    let (cert0, cert1) = (client_cert(), client_cert());
+    let (tenant, sp) = aad.principal(VM_ID, &cert0).await;
+    let mut admin = aad.admin();
+    let add = pb::AddKeyCredentialRequest {
+        tenant_id: tenant.tenant_id.clone(),
+        object_id: sp.object_id.clone(),
+        certificate_der: cert1.cert_der.clone(),
+    };
+    let first = admin
+        .add_key_credential(add.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let second = admin.add_key_credential(add).await.unwrap().into_inner();
+    assert_eq!(first.key_credentials.len(), 2);
+    assert_eq!(second.key_credentials, first.key_credentials);
+    // Re-adding the first certificate is a no-op too.
+    let again = pb::AddKeyCredentialRequest {
+        tenant_id: tenant.tenant_id.clone(),
+        object_id: sp.object_id.clone(),
+        certificate_der: cert0.cert_der.clone(),
+    };
+    let third = admin.add_key_credential(again).await.unwrap().into_inner();
+    assert_eq!(third.key_credentials, first.key_credentials);
+    aad.stop().await;
+}

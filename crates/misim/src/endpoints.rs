@@ -16,6 +16,11 @@ pub const AAD_HTTP_OFFSET: u16 = 2;
 pub const AAD_GRPC_OFFSET: u16 = 3;
 /// Offset of MSRP's gRPC API (default 7704).
 pub const MSRP_GRPC_OFFSET: u16 = 4;
+/// Offset of Azure AD's HTTPS API (default 7705): the same API as [`AAD_HTTP_OFFSET`] over TLS, with
+/// discovery documents naming https URLs (what Azure SDK certificate credentials need).
+pub const AAD_HTTPS_OFFSET: u16 = 5;
+/// Offset of ARM's REST surface over TLS (default 7706), forwarded to [`ARM_REST_OFFSET`].
+pub const ARM_REST_HTTPS_OFFSET: u16 = 6;
 /// Offset of host N's agent gRPC API is this plus N (host-1: 7711).
 pub const HOST_AGENT_OFFSET: u16 = 10;
 
@@ -28,6 +33,17 @@ pub struct Endpoints {
     pub arm_rest: String,
     /// Azure AD HTTP: token endpoint, OpenID discovery, JWKS.
     pub aad: String,
+    /// Azure AD over HTTPS (`https://…`), certificate from misim's CA ([`Endpoints::ca_file`]); use it
+    /// as the authority of Azure SDK certificate credentials (`AZURE_AUTHORITY_HOST`).
+    #[serde(default)]
+    pub aad_https: String,
+    /// ARM REST surface over HTTPS.
+    #[serde(default)]
+    pub arm_rest_https: String,
+    /// misim's CA certificate (PEM) that clients must trust for the HTTPS endpoints
+    /// (`REQUESTS_CA_BUNDLE`, `SSL_CERT_FILE`).
+    #[serde(default)]
+    pub ca_file: String,
     /// Azure AD admin gRPC.
     pub aad_grpc: String,
     /// MSRP gRPC.

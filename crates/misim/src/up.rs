@@ -34,19 +34,42 @@ pub struct UpConfig {
     pub bind_ip: IpAddr,
     /// Lifetime of access tokens Azure AD issues, seconds (default 86399, about Azure's 24 h).
     pub token_lifetime_secs: i64,
+    /// Age at which Azure AD replaces its token-signing key, seconds (default 30 days; 0 = never).
+    pub signing_key_rotation_secs: i64,
+    /// Validity of the certificates MSRP issues to identities, seconds (Azure: 90 days).
+    pub cert_validity_secs: i64,
+    /// Age after which MSRP renews an identity's certificate, seconds (Azure: 45 days).
+    pub cert_renew_after_secs: i64,
+    /// How often MSRP looks for certificates to renew or retire, wall-clock seconds (default 60).
+    pub renewal_check_secs: u64,
+    /// How often each host re-fetches its identities' credentials from MSRP, wall-clock seconds
+    /// (default 3600; 0 = never).
+    pub credential_refresh_secs: u64,
+    /// Extra names (DNS names or IPs) the HTTPS certificate covers besides localhost, 127.0.0.1 and
+    /// ::1, e.g. `aad`, `arm` for containers.
+    pub tls_names: Vec<String>,
     /// Time source for every party.
     pub clock: Clock,
 }
 
 impl UpConfig {
-    /// Defaults for `data_dir`: 2 hosts, ports from 7700, 127.0.0.1, 24 h tokens, system clock.
+    /// Defaults for `data_dir`: 2 hosts, ports from 7700, 127.0.0.1, 24 h tokens, signing key rotated
+    /// every 30 days, certificates valid 90 days and renewed after 45 (checked every minute), hosts
+    /// refreshing credentials hourly, system clock.
     pub fn new(data_dir: PathBuf) -> Self {
+        let msrp = misim_msrp::Config::new(PathBuf::new(), String::new(), Clock::system());
         UpConfig {
             data_dir,
             hosts: 2,
             base_port: DEFAULT_BASE_PORT,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            token_lifetime_secs: 86_399,
+            token_lifetime_secs: misim_aad::DEFAULT_TOKEN_LIFETIME_SECS,
+            signing_key_rotation_secs: misim_aad::DEFAULT_SIGNING_KEY_ROTATION_SECS,
+            cert_validity_secs: msrp.cert_validity_secs,
+            cert_renew_after_secs: msrp.cert_renew_after_secs,
+            renewal_check_secs: msrp.renewal_check_secs,
+            credential_refresh_secs: misim_imds::DEFAULT_CREDENTIAL_REFRESH_SECS,
+            tls_names: Vec::new(),
             clock: Clock::system(),
         }
     }
@@ -85,6 +108,8 @@ struct Bound {
     arm_grpc: TcpListener,
     arm_rest: TcpListener,
     aad_http: TcpListener,
+    aad_https: TcpListener,
+    arm_rest_https: TcpListener,
     aad_grpc: TcpListener,
     msrp_grpc: TcpListener,
     hosts: Vec<(String, TcpListener)>,
@@ -109,6 +134,8 @@ async fn bind_all(cfg: &UpConfig) -> anyhow::Result<Bound> {
         arm_grpc: bind(at(ARM_GRPC_OFFSET)?).await?,
         arm_rest: bind(at(ARM_REST_OFFSET)?).await?,
         aad_http: bind(at(AAD_HTTP_OFFSET)?).await?,
+        aad_https: bind(at(AAD_HTTPS_OFFSET)?).await?,
+        arm_rest_https: bind(at(ARM_REST_HTTPS_OFFSET)?).await?,
         aad_grpc: bind(at(AAD_GRPC_OFFSET)?).await?,
         msrp_grpc: bind(at(MSRP_GRPC_OFFSET)?).await?,
         hosts,
@@ -117,6 +144,24 @@ async fn bind_all(cfg: &UpConfig) -> anyhow::Result<Bound> {
 
 fn url(l: &TcpListener) -> anyhow::Result<String> {
     Ok(format!("http://{}", l.local_addr()?))
+}
+
+fn https_url(l: &TcpListener) -> anyhow::Result<String> {
+    Ok(format!("https://{}", l.local_addr()?))
+}
+
+/// Loads or creates misim's CA in `ca_dir` and issues the HTTPS server certificate (off the runtime).
+async fn tls_config(
+    ca_dir: PathBuf,
+    names: Vec<String>,
+) -> anyhow::Result<(PathBuf, std::sync::Arc<misim_core::tls::ServerConfig>)> {
+    tokio::task::spawn_blocking(move || {
+        let ca = misim_core::tls::LocalCa::load_or_create(&ca_dir)?;
+        let tls = ca.server_config(&names)?;
+        Ok::<_, misim_core::tls::TlsError>((ca.ca_file(), tls))
+    })
+    .await?
+    .context("cannot set up misim's certificate authority for https")
 }
 
 /// Starts every party and waits until ARM has bootstrapped the default tenant and subscription.
@@ -137,10 +182,14 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let b = bind_all(&cfg).await?;
+    let (ca_file, tls) = tls_config(cfg.data_dir.join("ca"), cfg.tls_names.clone()).await?;
     let mut endpoints = Endpoints {
         arm_grpc: url(&b.arm_grpc)?,
         arm_rest: url(&b.arm_rest)?,
         aad: url(&b.aad_http)?,
+        aad_https: https_url(&b.aad_https)?,
+        arm_rest_https: https_url(&b.arm_rest_https)?,
+        ca_file: ca_file.display().to_string(),
         aad_grpc: url(&b.aad_grpc)?,
         msrp_grpc: url(&b.msrp_grpc)?,
         hosts: BTreeMap::new(),
@@ -155,12 +204,10 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     let tasks = TaskTracker::new();
     let dir = &cfg.data_dir;
 
-    let aad = misim_aad::Config {
-        data_dir: dir.join("aad"),
-        public_url: endpoints.aad.clone(),
-        token_lifetime_secs: cfg.token_lifetime_secs,
-        clock: cfg.clock.clone(),
-    };
+    let mut aad = misim_aad::Config::new(dir.join("aad"), endpoints.aad.clone(), cfg.clock.clone());
+    aad.token_lifetime_secs = cfg.token_lifetime_secs;
+    aad.signing_key_rotation_secs = cfg.signing_key_rotation_secs;
+    aad.https_public_url = Some(endpoints.aad_https.clone());
     spawn_party(
         &tasks,
         &shutdown,
@@ -170,16 +217,30 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             misim_aad::Listeners {
                 grpc: b.aad_grpc,
                 http: b.aad_http,
+                https: Some(misim_core::tls::HttpsListener {
+                    listener: b.aad_https,
+                    tls: tls.clone(),
+                }),
             },
             shutdown.clone(),
         ),
     );
+    let arm_rest_addr = b.arm_rest.local_addr()?;
+    spawn_party(
+        &tasks,
+        &shutdown,
+        "arm-https",
+        misim_core::tls::serve_tls_forward(b.arm_rest_https, arm_rest_addr, tls, shutdown.clone()),
+    );
 
-    let msrp = crate::parties::msrp_config(
+    let mut msrp = crate::parties::msrp_config(
         dir.join("msrp"),
         endpoints.aad_grpc.clone(),
         cfg.clock.clone(),
     );
+    msrp.cert_validity_secs = cfg.cert_validity_secs;
+    msrp.cert_renew_after_secs = cfg.cert_renew_after_secs;
+    msrp.renewal_check_secs = cfg.renewal_check_secs;
     spawn_party(
         &tasks,
         &shutdown,
@@ -188,7 +249,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     );
 
     for (name, listener) in b.hosts {
-        let host = crate::parties::imds_config(
+        let mut host = crate::parties::imds_config(
             name.clone(),
             dir.join("hosts").join(&name),
             endpoints.msrp_grpc.clone(),
@@ -196,6 +257,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             cfg.bind_ip,
             cfg.clock.clone(),
         );
+        host.credential_refresh_secs = cfg.credential_refresh_secs;
         spawn_party(
             &tasks,
             &shutdown,
@@ -306,6 +368,8 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     cfg.hosts = a.hosts;
     cfg.base_port = a.base_port;
     cfg.token_lifetime_secs = a.token_lifetime;
+    cfg.signing_key_rotation_secs = a.signing_key_rotation;
+    cfg.tls_names = a.tls_names;
     let data_dir = cfg.data_dir.clone();
     let system = start(cfg).await?;
     println!("{}", banner(&system.endpoints, &data_dir));
@@ -327,21 +391,29 @@ pub fn banner(e: &Endpoints, data_dir: &std::path::Path) -> String {
     format!(
         "misim is up.\n\
          \n  ARM gRPC      {arm}   (export MISIM_ARM={arm})\
-         \n  ARM REST      {rest}\
+         \n  ARM REST      {rest}   (https: {rest_https})\
          \n  Azure AD      {aad}   (discovery: {aad}/{tenant}/.well-known/openid-configuration)\
+         \n  Azure AD TLS  {aad_https}\
          \n  Azure AD gRPC {aadg}\
          \n  MSRP gRPC     {msrp}\
          \n{hosts}\
          \n\n  tenant        {tenant}\
          \n  subscription  {sub}\
          \n  endpoints     {file}\
+         \n  CA           {ca}\
+         \n\nTo use the https endpoints (certificate credentials need an https authority):\
+         \n  export REQUESTS_CA_BUNDLE={ca} SSL_CERT_FILE={ca}\
+         \n  export AZURE_AUTHORITY_HOST={aad_https} AZURE_TENANT_ID={tenant}\
          \n\nNext: misim group create -n rg1 && misim vm create -g rg1 -n vm1 && \
          misim vm identity assign -g rg1 -n vm1 --identities system\
          \nThen point an Azure SDK at the VM's IMDS (imdsEndpoint from `misim vm show -g rg1 -n vm1`):\
          \n  export AZURE_POD_IDENTITY_AUTHORITY_HOST=<imdsEndpoint>",
         arm = e.arm_grpc,
         rest = e.arm_rest,
+        rest_https = e.arm_rest_https,
         aad = e.aad,
+        aad_https = e.aad_https,
+        ca = e.ca_file,
         aadg = e.aad_grpc,
         msrp = e.msrp_grpc,
         hosts = hosts.join("\n"),

@@ -33,28 +33,53 @@ pub const UAMI_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/r
 pub struct Aad {
     pub http_url: String,
     pub grpc_url: String,
+    /// `https://127.0.0.1:PORT` when started with HTTPS.
+    pub https_url: Option<String>,
+    /// The CA that issued the HTTPS certificate, PEM.
+    pub ca_pem: Option<String>,
     pub clock: Clock,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), RunError>>,
 }
 
-/// Starts Azure AD with its data in `dir`.
+/// Starts Azure AD with its data in `dir` (no key rotation, no HTTPS).
 pub async fn start(dir: &Path, clock: Clock) -> Aad {
+    start_with(dir, clock, 0, false).await
+}
+
+/// Starts Azure AD rotating its signing key every `rotation_secs` (0 = never), with an HTTPS
+/// listener using a CA in `dir/ca` when `https`.
+pub async fn start_with(dir: &Path, clock: Clock, rotation_secs: i64, https: bool) -> Aad {
     let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_url = format!("http://{}", grpc.local_addr().unwrap());
     let http_url = format!("http://{}", http.local_addr().unwrap());
-    let config = Config {
-        data_dir: dir.to_path_buf(),
-        public_url: http_url.clone(),
-        token_lifetime_secs: LIFETIME,
-        clock: clock.clone(),
-    };
+    let mut config = Config::new(dir.join("db"), http_url.clone(), clock.clone());
+    config.token_lifetime_secs = LIFETIME;
+    config.signing_key_rotation_secs = rotation_secs;
+    let (mut https_url, mut ca_pem, mut https_listener) = (None, None, None);
+    if https {
+        let ca = misim_core::tls::LocalCa::load_or_create(&dir.join("ca")).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        https_url = Some(format!("https://{}", listener.local_addr().unwrap()));
+        ca_pem = Some(ca.ca_pem().to_string());
+        https_listener = Some(misim_core::tls::HttpsListener {
+            listener,
+            tls: ca.server_config(&[]).unwrap(),
+        });
+    }
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(config, Listeners { grpc, http }, shutdown.clone()));
+    let listeners = Listeners {
+        grpc,
+        http,
+        https: https_listener,
+    };
+    let task = tokio::spawn(run(config, listeners, shutdown.clone()));
     Aad {
         http_url,
         grpc_url,
+        https_url,
+        ca_pem,
         clock,
         shutdown,
         task,
