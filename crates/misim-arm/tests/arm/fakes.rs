@@ -121,6 +121,8 @@ pub struct FakeHost {
     pub configured: Arc<Mutex<HashMap<String, Vec<imds::IdentityRef>>>>,
     pub removed: Arc<Mutex<Vec<String>>>,
     pub port: Arc<Mutex<u16>>,
+    /// Installed VM extensions: vm id (lower-cased) → (port, force_update_tag, runs).
+    pub extensions: Arc<Mutex<HashMap<String, (u32, String, u32)>>>,
 }
 
 impl FakeHost {
@@ -156,7 +158,20 @@ impl FakeHost {
     }
     fn placed_vm(&self, info: imds::VmInfo) -> imds::PlacedVm {
         let endpoint = Self::endpoint(&info.resource_id);
+        let ext = self
+            .extensions
+            .lock()
+            .unwrap()
+            .get(&info.resource_id.to_ascii_lowercase())
+            .cloned();
         imds::PlacedVm {
+            extension_endpoint: ext
+                .as_ref()
+                .map(|(p, _, _)| format!("http://127.0.0.1:{p}"))
+                .unwrap_or_default(),
+            extension_credential_path: ext
+                .map(|_| "/var/lib/waagent/ManagedIdentity-Settings".to_string())
+                .unwrap_or_default(),
             vm: Some(info),
             host: self.name.clone(),
             imds_endpoint: endpoint,
@@ -196,8 +211,37 @@ impl HostAgent for FakeHost {
     async fn list_vms(&self, _: Request<imds::ListVmsRequest>) -> R<imds::ListVmsResponse> {
         Err(Status::unimplemented("fake"))
     }
-    async fn set_extension(&self, _: Request<imds::SetExtensionRequest>) -> R<imds::PlacedVm> {
-        Err(Status::unimplemented("fake"))
+    async fn set_extension(&self, r: Request<imds::SetExtensionRequest>) -> R<imds::PlacedVm> {
+        let r = r.into_inner();
+        let id = r.resource_id.to_ascii_lowercase();
+        let info = self
+            .placed
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Status::not_found("vm"))?;
+        let too_many = self
+            .configured
+            .lock()
+            .unwrap()
+            .get(&id)
+            .is_some_and(|v| v.len() > 32);
+        if r.installed && too_many {
+            return Err(Status::failed_precondition(
+                "the VM extension serves at most 32 user-assigned identities",
+            ));
+        }
+        {
+            let mut ext = self.extensions.lock().unwrap();
+            if r.installed {
+                let runs = ext.get(&id).map(|e| e.2).unwrap_or(0) + 1;
+                ext.insert(id, (r.port, r.force_update_tag, runs));
+            } else {
+                ext.remove(&id);
+            }
+        }
+        Ok(Response::new(self.placed_vm(info)))
     }
     async fn remove_vm(&self, r: Request<imds::RemoveVmRequest>) -> R<imds::RemoveVmResponse> {
         if self.fail.load(Ordering::SeqCst) {

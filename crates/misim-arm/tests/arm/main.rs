@@ -6,6 +6,7 @@ mod flow;
 mod identities;
 mod rest;
 mod roles;
+mod scale_sets;
 
 use std::path::Path;
 use std::sync::Arc;
