@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use misim_imds::ImdsLimits;
 use serde_json::json;
 
-use crate::{get_json, system_identity, token, Sandbox, START};
+use crate::{get_json, get_with, http, system_identity, token, Sandbox, START};
 
 #[tokio::test]
 async fn second_request_is_served_from_the_cache_with_a_recomputed_expires_in() {
@@ -125,4 +125,33 @@ async fn sixth_instance_request_in_one_second_is_throttled() {
         assert_eq!(get_json(&url).await.0, 200);
     }
     assert_eq!(get_json(&url).await.0, 429);
+}
+
+#[tokio::test]
+async fn retry_after_is_sent_with_429_only_when_configured() {
+    let url = |e: &str| format!("{e}/metadata/instance?api-version=2021-02-01");
+    let limits = ImdsLimits {
+        other_per_second: 1,
+        ..ImdsLimits::default()
+    };
+    let sb = Sandbox::start(limits.clone()).await;
+    let e = sb.place("vm1").await;
+    assert_eq!(get_json(&url(&e)).await.0, 200);
+    let (status, headers, _) = get_with(&http(), &url(&e), &[("Metadata", "true")]).await;
+    assert_eq!(status, 429);
+    assert!(
+        headers.get("retry-after").is_none(),
+        "default: no Retry-After"
+    );
+
+    let sb = Sandbox::start(ImdsLimits {
+        retry_after_secs: Some(1),
+        ..limits
+    })
+    .await;
+    let e = sb.place("vm1").await;
+    assert_eq!(get_json(&url(&e)).await.0, 200);
+    let (status, headers, _) = get_with(&http(), &url(&e), &[("Metadata", "true")]).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "1");
 }
