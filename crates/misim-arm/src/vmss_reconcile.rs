@@ -131,7 +131,7 @@ impl Arm {
             vm_size: ss.vm_size.clone(),
             os_type: ss.os_type.clone(),
             tags: ss.tags.clone(),
-            host: self.choose_host_among("", &self.peers.host_names())?,
+            host: self.spread_host(&ss.id)?,
             private_ip: self.next_private_ip()?,
             mac_address: crate::vms::mac_from_vm_id(&vm_uuid),
             imds_endpoint: String::new(),
@@ -147,6 +147,23 @@ impl Arm {
             extension_endpoint: String::new(),
             extension_credential_path: String::new(),
         })
+    }
+
+    /// The host for a new instance: the one with the fewest instances of this scale set, then the
+    /// fewest VMs and instances overall (instances spread over hosts, like fault domains).
+    fn spread_host(&self, ss: &ResourceId) -> Result<String> {
+        let mine = self.store.instances_of(ss)?;
+        let names = self.peers.host_names();
+        let least = names
+            .iter()
+            .map(|h| mine.iter().filter(|i| !i.deleting && &i.host == h).count())
+            .min()
+            .unwrap_or(0);
+        let candidates: Vec<String> = names
+            .into_iter()
+            .filter(|h| mine.iter().filter(|i| !i.deleting && &i.host == h).count() == least)
+            .collect();
+        self.choose_host_among("", &candidates)
     }
 
     async fn remove_instance(&self, inst: Vm) -> Result<()> {
