@@ -18,6 +18,7 @@ use crate::aad_client::AadClient;
 use crate::cache::TokenCache;
 use crate::error::{ImdsError, Result};
 use crate::grpc::msrp::MsrpCredentials;
+use crate::listener::ListenerHandle;
 use crate::model::{
     HeldIdentity, IdentityKind, IdentityRef, PlacedVm, ServedIdentity, VmInfo, VmRecord,
 };
@@ -25,35 +26,8 @@ use crate::store::HostStore;
 use crate::throttle::{ImdsLimits, VmThrottle};
 use crate::Config;
 
-/// How long `RemoveVm` waits for the VM's in-flight IMDS requests.
-const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Azure's limit of user-assigned identities per VM served by IMDS (seeds 000–002, S5: "up to 1000").
 pub const MAX_USER_ASSIGNED: usize = 1000;
-
-/// A running listener task: cancel `stop`, then wait for `stopped`.
-#[derive(Debug)]
-pub(crate) struct ListenerHandle {
-    stop: CancellationToken,
-    stopped: CancellationToken,
-}
-
-impl ListenerHandle {
-    /// Closes the listener and waits (up to a grace period) for in-flight requests.
-    pub(crate) async fn close(self, vm: &str, what: &str) {
-        self.stop.cancel();
-        if tokio::time::timeout(STOP_GRACE, self.stopped.cancelled())
-            .await
-            .is_err()
-        {
-            warn!(
-                vm,
-                listener = what,
-                "requests still in flight after the listener closed"
-            );
-        }
-    }
-}
 
 /// One VM placed on this host, while its IMDS listener runs.
 #[derive(Debug)]
@@ -110,8 +84,8 @@ pub struct Host {
     pub cache: TokenCache,
     vms: RwLock<HashMap<String, Arc<Vm>>>,
     pub(crate) admin: tokio::sync::Mutex<()>,
-    shutdown: CancellationToken,
-    tasks: TaskTracker,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
 }
 
 impl Host {
@@ -198,27 +172,6 @@ impl Host {
                     .is_ok_and(|a| a.to_canonical() == ip)
             })
             .cloned()
-    }
-
-    /// Serves `router` on `listener` until the handle is closed or the host shuts down.
-    pub(crate) fn spawn_listener(
-        &self,
-        vm: &str,
-        listener: TcpListener,
-        router: axum::Router,
-    ) -> ListenerHandle {
-        let handle = ListenerHandle {
-            stop: self.shutdown.child_token(),
-            stopped: CancellationToken::new(),
-        };
-        let (stop, stopped, vm) = (handle.stop.clone(), handle.stopped.clone(), vm.to_string());
-        self.tasks.spawn(async move {
-            if let Err(e) = serve::serve_http(listener, router, stop).await {
-                warn!(vm = %vm, error = %e, "vm listener failed");
-            }
-            stopped.cancel();
-        });
-        handle
     }
 
     /// `Retry-After` seconds for 429 answers, when configured.

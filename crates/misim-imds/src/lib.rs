@@ -15,6 +15,7 @@ mod host;
 #[cfg(test)]
 mod host_tests;
 mod http;
+mod listener;
 mod model;
 mod selection;
 mod store;

@@ -1,0 +1,59 @@
+//! The listener tasks of a host's VMs (IMDS and VM extension): each serves one router until it is
+//! closed (VM removed, extension removed or re-run) or the host shuts down.
+
+use misim_core::serve;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use crate::host::Host;
+
+/// How long `RemoveVm` waits for the VM's in-flight IMDS requests.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A running listener task: cancel `stop`, then wait for `stopped`.
+#[derive(Debug)]
+pub struct ListenerHandle {
+    stop: CancellationToken,
+    stopped: CancellationToken,
+}
+
+impl ListenerHandle {
+    /// Closes the listener and waits (up to a grace period) for in-flight requests.
+    pub async fn close(self, vm: &str, what: &str) {
+        self.stop.cancel();
+        if tokio::time::timeout(STOP_GRACE, self.stopped.cancelled())
+            .await
+            .is_err()
+        {
+            warn!(
+                vm,
+                listener = what,
+                "requests still in flight after the listener closed"
+            );
+        }
+    }
+}
+
+impl Host {
+    /// Serves `router` on `listener` until the handle is closed or the host shuts down.
+    pub(crate) fn spawn_listener(
+        &self,
+        vm: &str,
+        listener: TcpListener,
+        router: axum::Router,
+    ) -> ListenerHandle {
+        let handle = ListenerHandle {
+            stop: self.shutdown.child_token(),
+            stopped: CancellationToken::new(),
+        };
+        let (stop, stopped, vm) = (handle.stop.clone(), handle.stopped.clone(), vm.to_string());
+        self.tasks.spawn(async move {
+            if let Err(e) = serve::serve_http(listener, router, stop).await {
+                warn!(vm = %vm, error = %e, "vm listener failed");
+            }
+            stopped.cancel();
+        });
+        handle
+    }
+}
