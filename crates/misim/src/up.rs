@@ -400,7 +400,7 @@ pub fn banner(e: &Endpoints, data_dir: &std::path::Path) -> String {
          \n\n  tenant        {tenant}\
          \n  subscription  {sub}\
          \n  endpoints     {file}\
-         \n  CA           {ca}\
+         \n  CA file       {ca}\
          \n\nTo use the https endpoints (certificate credentials need an https authority):\
          \n  export REQUESTS_CA_BUNDLE={ca} SSL_CERT_FILE={ca}\
          \n  export AZURE_AUTHORITY_HOST={aad_https} AZURE_TENANT_ID={tenant}\
