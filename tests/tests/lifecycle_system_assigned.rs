@@ -38,7 +38,9 @@ async fn grpc_enable_disable_reenable_and_vm_delete() {
     assert!(msrp_has(&sb, &v.id).await, "MSRP created SP + certificate");
     let (status, body) = imds(&sb, &v.imds_endpoint, &[]).await;
     assert_eq!(status, 200, "{body}");
-    let claims = sb.verify(body["access_token"].as_str().unwrap(), MGMT).await;
+    let claims = sb
+        .verify(body["access_token"].as_str().unwrap(), MGMT)
+        .await;
     assert_eq!(claims["oid"], first.principal_id.as_str());
 
     // Disable: IMDS stops serving it, MSRP deleted it.
@@ -87,7 +89,14 @@ fn assert_identity_not_found_pair((status, body): (u16, serde_json::Value)) {
 async fn rest_put_patch_delete_with_an_owner_token() {
     let sb = Sandbox::start().await;
     let owner = owner(&sb).await;
-    let (status, _) = rest(&sb, "PUT", &rg_id(&sb, "app"), &owner, Some(json!({"location":"westeurope"}))).await;
+    let (status, _) = rest(
+        &sb,
+        "PUT",
+        &rg_id(&sb, "app"),
+        &owner,
+        Some(json!({"location":"westeurope"})),
+    )
+    .await;
     assert_eq!(status, 201);
     let path = vm_id(&sb, "app", "web1");
 
@@ -102,8 +111,14 @@ async fn rest_put_patch_delete_with_an_owner_token() {
     .await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["identity"]["type"], "SystemAssigned");
-    let principal = body["identity"]["principalId"].as_str().unwrap().to_string();
-    assert_eq!(body["identity"]["tenantId"], sb.endpoints.tenant_id.as_str());
+    let principal = body["identity"]["principalId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        body["identity"]["tenantId"],
+        sb.endpoints.tenant_id.as_str()
+    );
     let imds_endpoint = sb
         .arm()
         .await
@@ -154,7 +169,14 @@ async fn rest_put_patch_delete_with_an_owner_token() {
     assert_eq!(status, 200, "still enabled after rejected requests");
 
     // PATCH type None: disabled, the identity block disappears, IMDS answers Identity not found.
-    let (status, body) = rest(&sb, "PATCH", &path, &owner, Some(json!({"identity":{"type":"None"}}))).await;
+    let (status, body) = rest(
+        &sb,
+        "PATCH",
+        &path,
+        &owner,
+        Some(json!({"identity":{"type":"None"}})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.get("identity").is_none(), "{body}");
     assert_identity_not_found_pair(imds(&sb, &imds_endpoint, &[]).await);
@@ -165,7 +187,10 @@ async fn rest_put_patch_delete_with_an_owner_token() {
     assert_eq!(status, 200, "{body}");
     let (status, again) = rest(&sb, "PUT", &path, &owner, Some(put)).await;
     assert_eq!(status, 200);
-    assert_eq!(again["identity"]["principalId"], body["identity"]["principalId"]);
+    assert_eq!(
+        again["identity"]["principalId"],
+        body["identity"]["principalId"]
+    );
 
     // DELETE: 200, then 404 on GET, 204 on a second DELETE; IMDS endpoint is gone with the VM.
     let (status, _) = rest(&sb, "DELETE", &path, &owner, None).await;

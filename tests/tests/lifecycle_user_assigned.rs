@@ -36,7 +36,10 @@ async fn shared_identity_survives_vm_delete_and_dangles_after_its_own_delete() {
     assign(&sb, "rg1", "vm1", &id.id).await;
     let identity = assign(&sb, "rg1", "vm2", &id.id).await;
     assert_eq!(identity.r#type, "UserAssigned");
-    assert_eq!(identity.principal_id, "", "no system identity: principalId empty");
+    assert_eq!(
+        identity.principal_id, "",
+        "no system identity: principalId empty"
+    );
     for v in [&vm1, &vm2] {
         let (status, body) = imds(&sb, &v.imds_endpoint, &[("client_id", &id.client_id)]).await;
         assert_eq!(status, 200, "{body}");
@@ -90,13 +93,24 @@ async fn shared_identity_survives_vm_delete_and_dangles_after_its_own_delete() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(vm2_now.r#type, "UserAssigned", "dangling entry kept, as Azure");
-    let entry = vm2_now.user_assigned_identities.values().next().expect("entry");
+    assert_eq!(
+        vm2_now.r#type, "UserAssigned",
+        "dangling entry kept, as Azure"
+    );
+    let entry = vm2_now
+        .user_assigned_identities
+        .values()
+        .next()
+        .expect("entry");
     assert_eq!(entry.client_id, id.client_id, "old ids kept");
     let (status, body) = imds(&sb, &vm2.imds_endpoint, &[("client_id", &id.client_id)]).await;
     assert_identity_not_found(status, &body);
     let claims = sb.verify(&old_token, MGMT).await;
-    assert_eq!(claims["appid"], id.client_id.as_str(), "token issued before stays valid");
+    assert_eq!(
+        claims["appid"],
+        id.client_id.as_str(),
+        "token issued before stays valid"
+    );
     sb.stop().await;
 }
 
@@ -112,12 +126,21 @@ async fn rest_patch_adds_with_empty_object_and_removes_with_null() {
     // Keys in lower-case `resourcegroups`, as the docs' samples send them.
     let a_key = a.id.replace("/resourceGroups/", "/resourcegroups/");
 
-    let (status, body) = rest(&sb, "PATCH", &path, &owner, Some(json!({"identity":{
+    let (status, body) = rest(
+        &sb,
+        "PATCH",
+        &path,
+        &owner,
+        Some(json!({"identity":{
         "type":"SystemAssigned,UserAssigned",
-        "userAssignedIdentities":{a_key.clone():{}, b.id.clone():{}}}}))).await;
+        "userAssignedIdentities":{a_key.clone():{}, b.id.clone():{}}}})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["identity"]["type"], "SystemAssigned, UserAssigned");
-    let uas = body["identity"]["userAssignedIdentities"].as_object().unwrap();
+    let uas = body["identity"]["userAssignedIdentities"]
+        .as_object()
+        .unwrap();
     assert_eq!(uas.len(), 2);
     for id in [&a, &b] {
         let (status, tok) = imds(&sb, &v.imds_endpoint, &[("client_id", &id.client_id)]).await;
@@ -125,11 +148,20 @@ async fn rest_patch_adds_with_empty_object_and_removes_with_null() {
     }
 
     // null removes one (compared case-insensitively); the system identity stays.
-    let (status, body) = rest(&sb, "PATCH", &path, &owner, Some(json!({"identity":{
+    let (status, body) = rest(
+        &sb,
+        "PATCH",
+        &path,
+        &owner,
+        Some(json!({"identity":{
         "type":"SystemAssigned, UserAssigned",
-        "userAssignedIdentities":{a.id.to_uppercase(): Value::Null}}}))).await;
+        "userAssignedIdentities":{a.id.to_uppercase(): Value::Null}}})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let uas = body["identity"]["userAssignedIdentities"].as_object().unwrap();
+    let uas = body["identity"]["userAssignedIdentities"]
+        .as_object()
+        .unwrap();
     assert_eq!(uas.keys().collect::<Vec<_>>(), vec![&b.id]);
     let (status, tok) = imds(&sb, &v.imds_endpoint, &[("client_id", &a.client_id)]).await;
     assert_identity_not_found(status, &tok);
@@ -137,20 +169,48 @@ async fn rest_patch_adds_with_empty_object_and_removes_with_null() {
     assert_eq!(status, 200);
 
     // type SystemAssigned drops all user-assigned identities.
-    let (status, body) = rest(&sb, "PATCH", &path, &owner, Some(json!({"identity":{"type":"SystemAssigned"}}))).await;
+    let (status, body) = rest(
+        &sb,
+        "PATCH",
+        &path,
+        &owner,
+        Some(json!({"identity":{"type":"SystemAssigned"}})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["identity"].get("userAssignedIdentities").is_none(), "{body}");
+    assert!(
+        body["identity"].get("userAssignedIdentities").is_none(),
+        "{body}"
+    );
     let (status, _) = imds(&sb, &v.imds_endpoint, &[("client_id", &b.client_id)]).await;
     assert_eq!(status, 400);
 
     // More than 150 new identities in one request: Azure's BadRequest.
     let many: serde_json::Map<String, Value> = (0..151)
-        .map(|i| (format!("{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u{i}", rg_id(&sb, "app")), json!({})))
+        .map(|i| {
+            (
+                format!(
+                    "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u{i}",
+                    rg_id(&sb, "app")
+                ),
+                json!({}),
+            )
+        })
         .collect();
-    let (status, err) = rest(&sb, "PATCH", &path, &owner, Some(json!({"identity":{"type":"UserAssigned","userAssignedIdentities":many}}))).await;
+    let (status, err) = rest(
+        &sb,
+        "PATCH",
+        &path,
+        &owner,
+        Some(json!({"identity":{"type":"UserAssigned","userAssignedIdentities":many}})),
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(err["error"]["code"], "BadRequest");
-    assert_eq!(err["error"]["message"], "User Assigned Identities Number '151' Assign exceed limit '150' in one request.");
+    assert_eq!(
+        err["error"]["message"],
+        "User Assigned Identities Number '151' Assign exceed limit '150' in one request."
+    );
 
     // Assigning an identity that does not exist is a 404.
     let (status, err) = rest(&sb, "PATCH", &path, &owner, Some(json!({"identity":{"type":"UserAssigned","userAssignedIdentities":{

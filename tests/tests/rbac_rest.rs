@@ -22,7 +22,10 @@ async fn roles_are_inherited_and_role_assignments_are_managed_over_rest() {
     let (status, err) = rest(&sb, "PUT", &path, &ops, Some(put.clone())).await;
     assert_eq!(status, 403, "{err}");
     assert_eq!(err["error"]["code"], "AuthorizationFailed");
-    assert!(err["error"]["message"].as_str().unwrap().contains("Microsoft.Compute/virtualMachines/write"));
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Microsoft.Compute/virtualMachines/write"));
 
     // Owner grants Contributor on the group over REST; it is inherited by resources in it.
     let ra_path = format!(
@@ -55,7 +58,10 @@ async fn roles_are_inherited_and_role_assignments_are_managed_over_rest() {
     let reader = json!({"properties":{"roleDefinitionId":"acdd72a7-3385-48ef-bd42-f606fba81ae7","principalId":ops_pid}});
     let (status, err) = rest(&sb, "PUT", &other, &ops, Some(reader)).await;
     assert_eq!(status, 403, "{err}");
-    assert!(err["error"]["message"].as_str().unwrap().contains("Microsoft.Authorization/roleAssignments/write"));
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Microsoft.Authorization/roleAssignments/write"));
 
     // List at a VM scope includes the inherited group assignment; filter by principal.
     let list_path = format!(
@@ -63,7 +69,12 @@ async fn roles_are_inherited_and_role_assignments_are_managed_over_rest() {
     );
     let (status, list) = rest(&sb, "GET", &list_path, &owner, None).await;
     assert_eq!(status, 200, "{list}");
-    let names: Vec<&str> = list["value"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["0e1f7c39-1a2b-4c3d-8e9f-0a1b2c3d4e5f"]);
 
     // Owner deletes it; the caller loses access.
@@ -85,7 +96,8 @@ async fn attaching_a_user_assigned_identity_needs_assign_action_on_it() {
     let id = uami(&sb, "ids", "shared").await;
     vm(&sb, "app", "web", "host-2").await;
     let path = vm_id(&sb, "app", "web");
-    let patch = json!({"identity":{"type":"UserAssigned","userAssignedIdentities":{id.id.clone():{}}}});
+    let patch =
+        json!({"identity":{"type":"UserAssigned","userAssignedIdentities":{id.id.clone():{}}}});
 
     let (status, err) = rest(&sb, "PATCH", &path, &ops, Some(patch.clone())).await;
     assert_eq!(status, 403, "{err}");
@@ -100,11 +112,21 @@ async fn attaching_a_user_assigned_identity_needs_assign_action_on_it() {
     grant(&sb, &ops_pid, "Managed Identity Operator", &id.id).await;
     let (status, body) = rest(&sb, "PATCH", &path, &ops, Some(patch)).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["identity"]["userAssignedIdentities"][&id.id]["clientId"], id.client_id.as_str());
+    assert_eq!(
+        body["identity"]["userAssignedIdentities"][&id.id]["clientId"],
+        id.client_id.as_str()
+    );
     // Removing needs no linked permission; reading the identity resource does need a role.
     let (status, _) = rest(&sb, "GET", &id.id, &ops, None).await;
     assert_eq!(status, 200, "Managed Identity Operator reads the identity");
-    let (status, body) = rest(&sb, "PATCH", &path, &ops, Some(json!({"identity":{"type":"None"}}))).await;
+    let (status, body) = rest(
+        &sb,
+        "PATCH",
+        &path,
+        &ops,
+        Some(json!({"identity":{"type":"None"}})),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     sb.stop().await;
 }

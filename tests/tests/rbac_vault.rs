@@ -10,10 +10,16 @@ use misim_proto::arm as pb;
 use misim_tests::Sandbox;
 use serde_json::Value;
 
-async fn get_secret(sb: &Sandbox, vault: &str, name: &str, token: Option<&str>) -> (u16, Value, String) {
-    let mut req = sb
-        .http
-        .get(format!("{}/vaults/{vault}/secrets/{name}?api-version=7.4", sb.endpoints.arm_rest));
+async fn get_secret(
+    sb: &Sandbox,
+    vault: &str,
+    name: &str,
+    token: Option<&str>,
+) -> (u16, Value, String) {
+    let mut req = sb.http.get(format!(
+        "{}/vaults/{vault}/secrets/{name}?api-version=7.4",
+        sb.endpoints.arm_rest
+    ));
     if let Some(t) = token {
         req = req.bearer_auth(t);
     }
@@ -43,7 +49,10 @@ async fn workload_reads_a_secret_only_with_a_data_role() {
         .expect("create vault")
         .into_inner();
     assert_eq!(vault.vault_uri, "https://kv-misim.vault.azure.net/");
-    assert_eq!(vault.data_plane_endpoint, format!("{}/vaults/kv-misim", sb.endpoints.arm_rest));
+    assert_eq!(
+        vault.data_plane_endpoint,
+        format!("{}/vaults/kv-misim", sb.endpoints.arm_rest)
+    );
     arm.set_secret(pb::SetSecretRequest {
         vault_name: "kv-misim".into(),
         name: "db-password".into(),
@@ -62,9 +71,18 @@ async fn workload_reads_a_secret_only_with_a_data_role() {
     let (status, err, challenge) = get_secret(&sb, "kv-misim", "db-password", None).await;
     assert_eq!(status, 401, "{err}");
     assert_eq!(err["error"]["code"], "Unauthorized");
-    assert!(challenge.contains("resource=\"https://vault.azure.net\""), "{challenge}");
+    assert!(
+        challenge.contains("resource=\"https://vault.azure.net\""),
+        "{challenge}"
+    );
     let (_, mgmt) = sb.imds_token(&v.imds_endpoint, MGMT, &[]).await;
-    let (status, err, _) = get_secret(&sb, "kv-misim", "db-password", mgmt["access_token"].as_str()).await;
+    let (status, err, _) = get_secret(
+        &sb,
+        "kv-misim",
+        "db-password",
+        mgmt["access_token"].as_str(),
+    )
+    .await;
     assert_eq!(status, 401, "an ARM token is not a Key Vault token: {err}");
 
     // Owner on the vault is control plane only: 403 ForbiddenByRbac.
@@ -73,18 +91,38 @@ async fn workload_reads_a_secret_only_with_a_data_role() {
     assert_eq!(status, 403, "{err}");
     assert_eq!(err["error"]["code"], "Forbidden");
     assert_eq!(err["error"]["innererror"]["code"], "ForbiddenByRbac");
-    assert!(err["error"]["message"].as_str().unwrap().starts_with("Caller is not authorized to perform action on resource."));
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Caller is not authorized to perform action on resource."));
 
     // Key Vault Secrets User on the resource group is inherited by the vault's secrets.
-    grant(&sb, &identity.principal_id, "Key Vault Secrets User", &rg_id(&sb, "app")).await;
+    grant(
+        &sb,
+        &identity.principal_id,
+        "Key Vault Secrets User",
+        &rg_id(&sb, "app"),
+    )
+    .await;
     let (status, secret, _) = get_secret(&sb, "kv-misim", "db-password", Some(&token)).await;
     assert_eq!(status, 200, "{secret}");
     assert_eq!(secret["value"], "s3cret");
-    assert!(secret["id"].as_str().unwrap().starts_with("https://kv-misim.vault.azure.net/secrets/db-password/"));
+    assert!(secret["id"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://kv-misim.vault.azure.net/secrets/db-password/"));
     assert_eq!(secret["attributes"]["enabled"], true);
     // A token for "https://vault.azure.net/" (trailing slash) works too.
-    let (_, slash) = sb.imds_token(&v.imds_endpoint, "https://vault.azure.net/", &[]).await;
-    let (status, _, _) = get_secret(&sb, "kv-misim", "db-password", slash["access_token"].as_str()).await;
+    let (_, slash) = sb
+        .imds_token(&v.imds_endpoint, "https://vault.azure.net/", &[])
+        .await;
+    let (status, _, _) = get_secret(
+        &sb,
+        "kv-misim",
+        "db-password",
+        slash["access_token"].as_str(),
+    )
+    .await;
     assert_eq!(status, 200);
     let (status, err, _) = get_secret(&sb, "kv-misim", "missing", Some(&token)).await;
     assert_eq!(status, 404, "{err}");

@@ -87,12 +87,21 @@ pub fn rg_id(sb: &Sandbox, rg: &str) -> String {
 }
 
 pub fn vm_id(sb: &Sandbox, rg: &str, name: &str) -> String {
-    format!("{}/providers/Microsoft.Compute/virtualMachines/{name}", rg_id(sb, rg))
+    format!(
+        "{}/providers/Microsoft.Compute/virtualMachines/{name}",
+        rg_id(sb, rg)
+    )
 }
 
 /// A caller VM in group `rg` with a system-assigned identity holding `role` at `scope`; returns its
 /// principal id and an ARM token from its IMDS.
-pub async fn caller(sb: &Sandbox, rg: &str, name: &str, role: &str, scope: &str) -> (String, String) {
+pub async fn caller(
+    sb: &Sandbox,
+    rg: &str,
+    name: &str,
+    role: &str,
+    scope: &str,
+) -> (String, String) {
     group(sb, rg).await;
     let v = vm(sb, rg, name, "host-1").await;
     let identity = enable_system(sb, rg, name).await;

@@ -121,8 +121,8 @@ pub struct FakeHost {
     pub configured: Arc<Mutex<HashMap<String, Vec<imds::IdentityRef>>>>,
     pub removed: Arc<Mutex<Vec<String>>>,
     pub port: Arc<Mutex<u16>>,
-    /// Installed VM extensions: vm id (lower-cased) → (port, force_update_tag, runs).
-    pub extensions: Arc<Mutex<HashMap<String, (u32, String, u32)>>>,
+    /// Installed VM extensions by vm id (lower-cased).
+    pub extensions: Arc<Mutex<HashMap<String, Installed>>>,
 }
 
 impl FakeHost {
@@ -180,6 +180,9 @@ impl FakeHost {
         }
     }
 }
+
+/// An installed VM extension: (port, force_update_tag, how many times it ran).
+pub type Installed = (u32, String, u32);
 
 #[tonic::async_trait]
 impl HostAgent for FakeHost {
