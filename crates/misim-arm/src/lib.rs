@@ -13,6 +13,7 @@ pub mod model;
 pub mod rbac;
 pub mod reconcile;
 pub mod rest;
+pub mod roles;
 pub mod service;
 pub mod store;
 pub mod vault;
