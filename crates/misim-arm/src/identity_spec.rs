@@ -109,8 +109,8 @@ pub fn parse_uami_id(raw: &str) -> Result<ResourceId> {
 /// [`MAX_USER_ASSIGNED_PER_REQUEST`] added per request and [`MAX_USER_ASSIGNED`] in total.
 ///
 /// # Errors
-/// [`ArmError::InvalidArgument`] (ARM `InvalidParameter`, 400) or [`ArmError::Conflict`]-free
-/// [`ArmError::BadRequest`] for the per-request limit.
+/// [`ArmError::InvalidArgument`] (ARM `InvalidParameter`, 400), or [`ArmError::BadRequest`] (400)
+/// for the per-request limit.
 pub fn plan(
     current: &BTreeMap<String, ResourceId>,
     req: &IdentityRequest,
