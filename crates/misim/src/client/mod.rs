@@ -1,0 +1,89 @@
+//! The client verbs: each turns a command into ARM gRPC calls (or, for `token get`, an IMDS HTTP call)
+//! and prints az-shaped JSON. Nothing here talks to MSRP, Azure AD or hosts directly.
+
+use anyhow::{bail, Context};
+use misim_proto::arm::{self as pb, arm_client::ArmClient};
+use misim_proto::tonic::transport::Channel;
+use serde_json::Value;
+
+use crate::cli::*;
+use crate::output;
+
+mod identity;
+mod keyvault;
+mod rbac;
+mod resources;
+mod token;
+
+use identity::*;
+use keyvault::*;
+use rbac::*;
+use resources::*;
+use token::*;
+
+pub(crate) type Arm = ArmClient<Channel>;
+
+/// Connects to ARM's gRPC API.
+///
+/// # Errors
+/// When `url` is malformed or nothing answers there (the message says how to start misim).
+pub async fn connect(url: &str) -> anyhow::Result<Arm> {
+    ArmClient::connect(url.to_string()).await.with_context(|| {
+        format!("cannot reach ARM at {url}: is `misim up` running? (set --arm or MISIM_ARM)")
+    })
+}
+
+/// Turns a gRPC status into a one-line error with ARM's message.
+pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", code_name(s.code()), s.message())
+}
+
+fn code_name(c: tonic::Code) -> &'static str {
+    match c {
+        tonic::Code::NotFound => "not found",
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::AlreadyExists => "conflict",
+        tonic::Code::FailedPrecondition => "failed precondition",
+        tonic::Code::PermissionDenied => "forbidden",
+        tonic::Code::Unavailable => "unavailable",
+        _ => "error",
+    }
+}
+
+pub(crate) fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+/// Runs one client verb against ARM at `arm_url`, printing JSON to stdout.
+///
+/// # Errors
+/// When ARM is unreachable or answers with an error; the message is ARM's.
+pub async fn run(arm_url: &str, command: Command) -> anyhow::Result<()> {
+    let mut arm = connect(arm_url).await?;
+    match command {
+        Command::Account {
+            command: AccountCommand::Show,
+        } => {
+            let s = arm
+                .get_account(pb::GetAccountRequest::default())
+                .await
+                .map_err(status)?;
+            print(&output::subscription(&s.into_inner()));
+        }
+        Command::Group { command } => group(&mut arm, command).await?,
+        Command::Vm { command } => vm(&mut arm, command).await?,
+        Command::Identity { command } => identity(&mut arm, command).await?,
+        Command::Vmss { command } => vmss(&mut arm, command).await?,
+        Command::Keyvault { command } => keyvault(&mut arm, command).await?,
+        Command::Role { command } => role(&mut arm, command).await?,
+        Command::Token { command } => token(&mut arm, command).await?,
+        Command::Up(_)
+        | Command::Aad(_)
+        | Command::Msrp(_)
+        | Command::Imds(_)
+        | Command::Arm(_) => {
+            bail!("not a client verb")
+        }
+    }
+    Ok(())
+}
