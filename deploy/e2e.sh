@@ -229,6 +229,29 @@ check "vm-2b (no identity) -> 400 Identity not found" expect_400_not_found vm-2b
 check "vm-1a without the Metadata header -> 400" \
   test "$(imds vm-1a "" "X-Not-Metadata: true" | tail -n1)" = "HTTP 400"
 
+echo "== legacy VM extension: localhost:50342 inside the VM"
+ext_token() { # ext_token VM: GET localhost:50342/oauth2/token inside the VM; prints body, then "HTTP <code>"
+  vm "$1" curl -s --noproxy '*' -H Metadata:true -w '\nHTTP %{http_code}' \
+    "http://localhost:50342/oauth2/token?resource=$resource_q"
+}
+if misim vm extension set -g "$rg" --vm-name vm-1a -n ManagedIdentityExtensionForLinux \
+     --publisher Microsoft.ManagedIdentity --version 1.0 --settings '{"port":50342}' >/dev/null; then
+  pass "misim vm extension set ManagedIdentityExtensionForLinux on vm-1a"
+  out="$(ext_token vm-1a)"
+  if [ "$(tail -n1 <<<"$out")" = "HTTP 200" ]; then
+    pass "vm-1a: curl localhost:50342/oauth2/token (extension) -> 200"
+    check "vm-1a extension token verifies: xms_mirid = vm-1a" \
+      verify --mirid "${vm_id[vm-1a]}" --oid "$pa" <<<"$(sed '$d' <<<"$out")"
+  else
+    fail "vm-1a: curl localhost:50342/oauth2/token (extension) -> 200"
+    printf '%s\n' "$out" | tail -n 5 | sed 's/^/    /'
+  fi
+else
+  fail "misim vm extension set ManagedIdentityExtensionForLinux on vm-1a"
+fi
+check "vm-1b (no extension installed): localhost:50342 -> 401 unknown_source" \
+  test "$(ext_token vm-1b | tail -n1)" = "HTTP 401"
+
 echo "== step 7: ARM REST checks the VM's token"
 token="$(imds_token vm-1a "" | jq -r .access_token)"
 code="$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$arm_rest${vm_id[vm-1a]}?api-version=2024-07-01")"
