@@ -13,7 +13,12 @@ use std::hash::{Hash, Hasher};
 pub enum IdError {
     /// The string does not follow the resource-ID grammar; the message says which part.
     #[error("invalid resource id '{id}': {reason}")]
-    Invalid { id: String, reason: &'static str },
+    Invalid {
+        /// The string given.
+        id: String,
+        /// Which part of the grammar it breaks.
+        reason: &'static str,
+    },
 }
 
 /// A parsed ARM resource ID (subscription, resource group, or a provider resource).
@@ -82,11 +87,17 @@ impl ResourceId {
     }
 
     /// `/subscriptions/{subscription_id}`.
+    ///
+    /// # Panics
+    /// When `subscription_id` is empty or contains `/`; callers pass GUIDs they generated or parsed.
     pub fn subscription(subscription_id: &str) -> Self {
         Self::parse(&format!("/subscriptions/{subscription_id}")).expect("valid subscription id")
     }
 
     /// `/subscriptions/{s}/resourceGroups/{rg}`.
+    ///
+    /// # Panics
+    /// When a part is empty or contains `/`; callers pass validated names.
     pub fn resource_group(subscription_id: &str, resource_group: &str) -> Self {
         Self::parse(&format!(
             "/subscriptions/{subscription_id}/resourceGroups/{resource_group}"

@@ -3,7 +3,7 @@
 //!
 //! sled writes reach disk every 500 ms on their own; acknowledged writes must call [`Store::flush`]
 //! before the API answers, so state the caller saw survives a crash (DEVELOPERS.md: "Writes that the
-//! API acknowledged are flushed").
+//! API acknowledged are flushed", from the product's design rules).
 
 use std::marker::PhantomData;
 use std::path::Path;
@@ -47,6 +47,9 @@ impl Store {
     }
 
     /// A temporary in-memory database (for unit tests).
+    ///
+    /// # Errors
+    /// [`StoreError::Sled`] when sled cannot create it.
     pub fn temporary() -> Result<Self, StoreError> {
         Ok(Store {
             db: sled::Config::new().temporary(true).open()?,
@@ -105,22 +108,34 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// The value at `key`, if any.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
     pub fn get(&self, key: &str) -> Result<Option<T>, StoreError> {
         self.tree.get(key)?.map(|v| self.decode(&v)).transpose()
     }
 
     /// Writes `value` at `key`, replacing any previous value.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
     pub fn put(&self, key: &str, value: &T) -> Result<(), StoreError> {
         self.tree.insert(key, self.encode(value)?)?;
         Ok(())
     }
 
     /// Removes `key`, returning the old value if there was one.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
     pub fn remove(&self, key: &str) -> Result<Option<T>, StoreError> {
         self.tree.remove(key)?.map(|v| self.decode(&v)).transpose()
     }
 
     /// Writes `value` at `key` only if the key is absent; returns the value now stored.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
     pub fn insert_if_absent(&self, key: &str, value: &T) -> Result<T, StoreError> {
         let bytes = self.encode(value)?;
         match self
@@ -133,6 +148,9 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// All values, in key order.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
     pub fn values(&self) -> Result<Vec<T>, StoreError> {
         self.tree
             .iter()
@@ -142,6 +160,9 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
     }
 
     /// All `(key, value)` pairs whose key starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, T)>, StoreError> {
         self.tree
             .scan_prefix(prefix)

@@ -41,7 +41,8 @@ pub enum Command {
     ///
     /// Prints the endpoints and writes them to DATA_DIR/endpoints.json. Fixed default ports:
     /// ARM gRPC 7700, ARM REST 7701, Azure AD HTTP 7702, Azure AD gRPC 7703, MSRP 7704,
-    /// host-N agents 7710+N; --base-port moves the block, --base-port 0 picks free ports.
+    /// Azure AD HTTPS 7705, ARM REST HTTPS 7706, host-N agents 7710+N;
+    /// --base-port moves the block, --base-port 0 picks free ports.
     ///
     /// Example: misim up --data-dir /tmp/misim --hosts 2
     #[command(verbatim_doc_comment)]
@@ -142,13 +143,16 @@ pub struct Named {
 pub enum GroupCommand {
     /// Create (or update) a resource group. Example: misim group create -n rg1 -l westeurope
     Create {
+        /// Resource group name.
         #[arg(short = 'n', long)]
         name: String,
+        /// Location (any Azure region name).
         #[arg(short = 'l', long, default_value = "westeurope")]
         location: String,
     },
     /// Show a resource group. Example: misim group show -n rg1
     Show {
+        /// Resource group name.
         #[arg(short = 'n', long)]
         name: String,
     },
@@ -156,6 +160,7 @@ pub enum GroupCommand {
     List,
     /// Delete an empty resource group. Example: misim group delete -n rg1
     Delete {
+        /// Resource group name.
         #[arg(short = 'n', long)]
         name: String,
     },
@@ -217,15 +222,19 @@ pub enum VmExtensionCommand {
     ///            --publisher Microsoft.ManagedIdentity --version 1.0 --settings '{"port":50342}'
     #[command(verbatim_doc_comment)]
     Set {
+        /// Resource group of the VM.
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
+        /// The VM to install the extension on.
         #[arg(long = "vm-name")]
         vm_name: String,
         /// Extension name (= type): ManagedIdentityExtensionForLinux or ManagedIdentityExtensionForWindows.
         #[arg(short = 'n', long = "name")]
         name: String,
+        /// Extension publisher (only Microsoft.ManagedIdentity is simulated).
         #[arg(long, default_value = "Microsoft.ManagedIdentity")]
         publisher: String,
+        /// typeHandlerVersion (1.x).
         #[arg(long, default_value = "1.0")]
         version: String,
         /// Settings JSON, e.g. '{"port":50342}'.
@@ -262,10 +271,13 @@ pub enum VmssCommand {
     Create {
         #[command(flatten)]
         vmss: Named,
+        /// Number of instances (each is a VM placed on a host, with its own IMDS endpoint).
         #[arg(long = "instance-count", default_value_t = 2)]
         instance_count: u32,
+        /// Location (default: the resource group's).
         #[arg(short = 'l', long)]
         location: Option<String>,
+        /// Instance size.
         #[arg(long = "vm-sku", default_value = "Standard_D2s_v3")]
         vm_sku: String,
     },
@@ -288,6 +300,7 @@ pub enum VmssCommand {
     Scale {
         #[command(flatten)]
         vmss: Named,
+        /// The new number of instances.
         #[arg(long = "new-capacity")]
         new_capacity: u32,
     },
@@ -472,13 +485,16 @@ pub enum RoleAssignmentCommand {
     },
     /// List role assignments at a scope (including inherited ones), optionally for one assignee.
     List {
+        /// Scope (default: the subscription); assignments on parent scopes are included.
         #[arg(long)]
         scope: Option<String>,
+        /// Only assignments of this principal (object) ID.
         #[arg(long)]
         assignee: Option<String>,
     },
     /// Delete a role assignment by ID.
     Delete {
+        /// Role assignment resource ID ({scope}/providers/Microsoft.Authorization/roleAssignments/{guid}).
         #[arg(long)]
         ids: String,
     },

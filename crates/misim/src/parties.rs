@@ -32,7 +32,7 @@ pub fn imds_config(
 #[derive(Args, Debug)]
 pub struct AadArgs {
     /// Directory of Azure AD's database.
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data/aad")]
+    #[arg(long, env = "MISIM_AAD_DATA_DIR", default_value = "misim-data/aad")]
     pub data_dir: PathBuf,
     /// Admin gRPC listen address.
     #[arg(long, env = "MISIM_AAD_GRPC_LISTEN", default_value = "127.0.0.1:7703")]
@@ -87,7 +87,7 @@ impl TlsArgs {
 #[derive(Args, Debug)]
 pub struct MsrpArgs {
     /// Directory of MSRP's database.
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data/msrp")]
+    #[arg(long, env = "MISIM_MSRP_DATA_DIR", default_value = "misim-data/msrp")]
     pub data_dir: PathBuf,
     /// gRPC listen address.
     #[arg(long, env = "MISIM_MSRP_LISTEN", default_value = "127.0.0.1:7704")]
@@ -106,7 +106,7 @@ pub struct ImdsArgs {
     /// Directory of this host's database.
     #[arg(
         long,
-        env = "MISIM_DATA_DIR",
+        env = "MISIM_HOST_DATA_DIR",
         default_value = "misim-data/hosts/host-1"
     )]
     pub data_dir: PathBuf,
@@ -151,7 +151,7 @@ pub struct ImdsArgs {
 #[derive(Args, Debug)]
 pub struct ArmArgs {
     /// Directory of ARM's database.
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data/arm")]
+    #[arg(long, env = "MISIM_ARM_DATA_DIR", default_value = "misim-data/arm")]
     pub data_dir: PathBuf,
     /// Control-plane gRPC listen address.
     #[arg(long, env = "MISIM_ARM_GRPC_LISTEN", default_value = "127.0.0.1:7700")]

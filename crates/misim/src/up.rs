@@ -128,7 +128,13 @@ async fn bind_all(cfg: &UpConfig) -> anyhow::Result<Bound> {
     };
     let mut hosts = Vec::new();
     for i in 1..=cfg.hosts {
-        hosts.push((format!("host-{i}"), bind(at(HOST_AGENT_OFFSET + i)?).await?));
+        hosts.push((
+            format!("host-{i}"),
+            bind(at(HOST_AGENT_OFFSET
+                .checked_add(i)
+                .context("too many hosts for the port block")?)?)
+            .await?,
+        ));
     }
     Ok(Bound {
         arm_grpc: bind(at(ARM_GRPC_OFFSET)?).await?,
