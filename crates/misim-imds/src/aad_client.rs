@@ -89,7 +89,7 @@ pub fn client_assertion(
         jti: uuid::Uuid::new_v4().to_string(),
         nbf: now,
         iat: now,
-        exp: now + ASSERTION_LIFETIME_SECS,
+        exp: now.saturating_add(ASSERTION_LIFETIME_SECS),
     };
     let key = signing_key(credential)?;
     jsonwebtoken::encode(&header, &claims, &key)
@@ -203,19 +203,51 @@ fn number(body: &Value, field: &str) -> Option<i64> {
     }
 }
 
+/// The widest span, in seconds, misim accepts between now and a time Azure AD reports (and for a
+/// lifetime it reports): ten years. Real tokens live minutes to a day; anything beyond this is a broken
+/// answer, and rejecting it keeps the arithmetic on AAD's numbers from overflowing.
+pub const MAX_PLAUSIBLE_SECS: i64 = 10 * 365 * 86_400;
+
+/// `t` (epoch seconds) lies within [`MAX_PLAUSIBLE_SECS`] of `now`.
+fn plausible_time(t: i64, now: i64) -> bool {
+    t.abs_diff(now) <= MAX_PLAUSIBLE_SECS.unsigned_abs()
+}
+
+/// `secs` is a lifetime between zero and [`MAX_PLAUSIBLE_SECS`].
+fn plausible_lifetime(secs: i64) -> bool {
+    (0..=MAX_PLAUSIBLE_SECS).contains(&secs)
+}
+
+/// The token in AAD's success answer. Times and lifetimes outside [`MAX_PLAUSIBLE_SECS`] make the answer
+/// an AAD failure (IMDS then answers 500 `unknown`, S1) rather than a wrapped or overflowing number.
 fn parse_token(body: &Value, now: i64) -> Result<AadToken> {
+    let implausible = |field: &str, v: i64| ImdsError::Aad(format!("implausible {field} {v}"));
     let access_token = body["access_token"]
         .as_str()
         .filter(|t| !t.is_empty())
         .ok_or_else(|| ImdsError::Aad("answer without access_token".into()))?;
-    let expires_on = number(body, "expires_on")
-        .or_else(|| number(body, "expires_in").map(|s| now + s))
-        .ok_or_else(|| ImdsError::Aad("answer without expires_on".into()))?;
+    let expires_on = match (number(body, "expires_on"), number(body, "expires_in")) {
+        (Some(on), _) if plausible_time(on, now) => on,
+        (Some(on), _) => return Err(implausible("expires_on", on)),
+        (None, Some(secs)) if plausible_lifetime(secs) => now.saturating_add(secs),
+        (None, Some(secs)) => return Err(implausible("expires_in", secs)),
+        (None, None) => return Err(ImdsError::Aad("answer without expires_on".into())),
+    };
+    let not_before = match number(body, "not_before") {
+        Some(t) if plausible_time(t, now) => t,
+        Some(t) => return Err(implausible("not_before", t)),
+        None => now,
+    };
+    let ext_expires_in = match number(body, "ext_expires_in") {
+        Some(secs) if plausible_lifetime(secs) => secs,
+        Some(secs) => return Err(implausible("ext_expires_in", secs)),
+        None => expires_on.saturating_sub(now).max(0),
+    };
     Ok(AadToken {
         access_token: access_token.to_string(),
         expires_on,
-        not_before: number(body, "not_before").unwrap_or(now),
-        ext_expires_in: number(body, "ext_expires_in").unwrap_or(expires_on - now),
+        not_before,
+        ext_expires_in,
         resource: body["resource"].as_str().unwrap_or_default().to_string(),
         token_type: body["token_type"].as_str().unwrap_or("Bearer").to_string(),
     })
@@ -237,5 +269,32 @@ mod tests {
         let v2 = json!({"access_token":"a","expires_in":3599,"token_type":"Bearer"});
         assert_eq!(parse_token(&v2, 1_000).unwrap().expires_on, 4_599);
         assert!(parse_token(&json!({"expires_in":1}), 0).is_err());
+    }
+
+    #[test]
+    fn absurd_numbers_are_an_aad_failure_not_a_panic() {
+        let now = 1_800_000_000;
+        let max = i64::MAX.to_string();
+        let min = i64::MIN.to_string();
+        for body in [
+            json!({"access_token":"a","expires_in": i64::MAX}),
+            json!({"access_token":"a","expires_in": max}),
+            json!({"access_token":"a","expires_in": "-5"}),
+            json!({"access_token":"a","expires_on": i64::MAX}),
+            json!({"access_token":"a","expires_on": min}),
+            json!({"access_token":"a","expires_on": "0"}),
+            json!({"access_token":"a","expires_in": 3599, "not_before": i64::MIN}),
+            json!({"access_token":"a","expires_in": 3599, "ext_expires_in": max}),
+            json!({"access_token":"a","expires_in": 3599, "ext_expires_in": -1}),
+        ] {
+            assert!(
+                matches!(parse_token(&body, now), Err(ImdsError::Aad(_))),
+                "{body}"
+            );
+        }
+        // Near the edge of i64 the clock itself is absurd, but nothing overflows either.
+        assert!(parse_token(&json!({"access_token":"a","expires_in":5}), i64::MAX).is_ok());
+        let t = parse_token(&json!({"access_token":"a","expires_on":"1"}), i64::MIN + 1);
+        assert!(t.is_err());
     }
 }

@@ -39,6 +39,26 @@ impl CacheKey {
 
 type Slot = Arc<tokio::sync::Mutex<Option<AadToken>>>;
 
+/// A locked slot; when dropped still empty (the fetch failed or the request was cancelled) the slot is
+/// pruned from the map.
+struct Held<'a> {
+    cache: &'a TokenCache,
+    key: CacheKey,
+    guard: Option<tokio::sync::OwnedMutexGuard<Option<AadToken>>>,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            let empty = guard.is_none();
+            drop(guard);
+            if empty {
+                self.cache.prune(&self.key);
+            }
+        }
+    }
+}
+
 /// Tokens cached per key; a per-key async mutex coalesces concurrent fetches.
 #[derive(Debug)]
 pub struct TokenCache {
@@ -66,7 +86,7 @@ impl TokenCache {
     /// came from the cache.
     ///
     /// # Errors
-    /// Whatever `fetch` returns (nothing is cached then).
+    /// Whatever `fetch` returns (nothing is cached then, and the empty slot is dropped again).
     pub async fn get_or_fetch<F, Fut>(
         &self,
         key: CacheKey,
@@ -77,18 +97,49 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<AadToken>>,
     {
-        let slot = Arc::clone(self.slots()?.entry(key).or_default());
-        let mut cached = slot.lock().await;
+        let slot = Arc::clone(self.slots()?.entry(key.clone()).or_default());
+        let mut held = Held {
+            cache: self,
+            key,
+            guard: Some(slot.lock_owned().await),
+        };
+        let Some(cached) = held.guard.as_mut() else {
+            return Err(ImdsError::Internal("token cache slot vanished".into()));
+        };
         if !bypass {
             if let Some(token) = cached.as_ref() {
-                if token.expires_on - self.clock.now() >= REFRESH_MARGIN_SECS {
+                if token.expires_on.saturating_sub(self.clock.now()) >= REFRESH_MARGIN_SECS {
                     return Ok((token.clone(), true));
                 }
             }
         }
         let token = fetch().await?;
-        *cached = Some(token.clone());
+        **cached = Some(token.clone());
         Ok((token, false))
+    }
+
+    /// Drops the slot of `key` when it holds no token and nobody else holds it: slots are keyed by the
+    /// caller's resource string, so failed fetches (unknown resources) must not grow the map.
+    fn prune(&self, key: &CacheKey) {
+        let Ok(mut slots) = self.slots() else { return };
+        let unused_and_empty = slots.get(key).is_some_and(|slot| {
+            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|t| t.is_none())
+        });
+        if unused_and_empty {
+            slots.remove(key);
+        }
+    }
+
+    /// How many slots the cache holds (tokens and fetches in flight).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots().map_or(0, |s| s.len())
+    }
+
+    /// Whether the cache holds no slot at all.
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Forgets every token of `vm` (store key).
@@ -182,5 +233,51 @@ mod tests {
             .await
             .unwrap();
         assert!(!hit);
+    }
+
+    #[tokio::test]
+    async fn failed_fetches_for_distinct_resources_leave_the_map_size_unchanged() {
+        let cache = TokenCache::new(Clock::manual(0));
+        cache
+            .get_or_fetch(CacheKey::new("vm", "c", "known"), false, || async {
+                Ok(token(10_000))
+            })
+            .await
+            .unwrap();
+        assert_eq!(cache.len(), 1);
+        for i in 0..500 {
+            let key = CacheKey::new("vm", "c", &format!("https://unknown-{i}.example/"));
+            let r = cache
+                .get_or_fetch(key, false, || async {
+                    Err(ImdsError::InvalidResource("AADSTS500011".into()))
+                })
+                .await;
+            assert!(r.is_err());
+        }
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_failures_and_cancelled_fetches_leave_no_slot() {
+        let cache = TokenCache::new(Clock::manual(0));
+        let key = CacheKey::new("vm", "c", "nope");
+        let fail = || async {
+            tokio::task::yield_now().await;
+            Err(ImdsError::Aad("down".into()))
+        };
+        let (a, b) = tokio::join!(
+            cache.get_or_fetch(key.clone(), false, fail),
+            cache.get_or_fetch(key.clone(), false, fail)
+        );
+        assert!(a.is_err() && b.is_err());
+        assert!(cache.is_empty());
+
+        // A request dropped mid-fetch (client went away) leaves nothing behind either.
+        let pending = cache.get_or_fetch(key, false, std::future::pending::<Result<AadToken>>);
+        tokio::select! {
+            _ = pending => unreachable!("the fetch never finishes"),
+            _ = tokio::task::yield_now() => {}
+        }
+        assert!(cache.is_empty());
     }
 }

@@ -120,8 +120,10 @@ async fn fetch(msrp: &MsrpCredentials, host: &str, identity: &IdentityRef) -> Re
             got: client_id,
         });
     }
-    signing_key(&credential)?;
-    Ok(credential)
+    // Parsing the RSA key is CPU work (up to 1000 credentials per ConfigureIdentities): off the runtime.
+    tokio::task::spawn_blocking(move || signing_key(&credential).map(|_| credential))
+        .await
+        .map_err(|e| ImdsError::Internal(format!("credential key check: {e}")))?
 }
 
 /// Spawns the periodic refresh (every `period`) on `tasks` until `stop` is cancelled.

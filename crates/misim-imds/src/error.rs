@@ -71,6 +71,15 @@ pub enum ImdsError {
     /// The VM is not placed on this host.
     #[error("vm {0} is not placed on this host")]
     VmNotFound(String),
+    /// Another VM on this host already has this private IP address (shared listeners identify the
+    /// calling VM by source address, so two VMs with one address would get each other's tokens).
+    #[error("private ip address {ip} is already used by vm {holder} on this host")]
+    IpInUse {
+        /// The address.
+        ip: String,
+        /// Resource ID of the VM that has it.
+        holder: String,
+    },
     /// MSRP could not hand out a credential.
     #[error("msrp: {0}")]
     Msrp(String),
@@ -120,6 +129,7 @@ impl ImdsError {
             ImdsError::CredentialMismatch { .. } | ImdsError::ExtensionLimit(_) => {
                 Status::failed_precondition(self.to_string())
             }
+            ImdsError::IpInUse { .. } => Status::already_exists(self.to_string()),
             ImdsError::Bind(_) => Status::resource_exhausted(self.to_string()),
             _ => Status::internal(self.to_string()),
         }

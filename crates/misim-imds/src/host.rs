@@ -18,6 +18,7 @@ use crate::aad_client::AadClient;
 use crate::cache::TokenCache;
 use crate::error::{ImdsError, Result};
 use crate::grpc::msrp::MsrpCredentials;
+use crate::ip_index::{vm_ip, IpIndex};
 use crate::listener::ListenerHandle;
 use crate::model::{
     HeldIdentity, IdentityKind, IdentityRef, PlacedVm, ServedIdentity, VmInfo, VmRecord,
@@ -83,6 +84,7 @@ pub struct Host {
     /// Token cache.
     pub cache: TokenCache,
     vms: RwLock<HashMap<String, Arc<Vm>>>,
+    by_ip: IpIndex,
     pub(crate) admin: tokio::sync::Mutex<()>,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
@@ -113,6 +115,7 @@ impl Host {
             aad: AadClient::new(&config.aad_url, config.clock.clone())?,
             cache: TokenCache::new(config.clock.clone()),
             vms: RwLock::new(HashMap::new()),
+            by_ip: IpIndex::default(),
             admin: tokio::sync::Mutex::new(()),
             shutdown,
             tasks,
@@ -161,17 +164,7 @@ impl Host {
 
     /// The VM whose private IP address is `ip` (shared listeners identify the caller by source address).
     pub fn vm_by_ip(&self, ip: IpAddr) -> Option<Arc<Vm>> {
-        let ip = ip.to_canonical();
-        self.vms_read()
-            .values()
-            .find(|vm| {
-                vm.snapshot()
-                    .vm
-                    .private_ip_address
-                    .parse::<IpAddr>()
-                    .is_ok_and(|a| a.to_canonical() == ip)
-            })
-            .cloned()
+        self.by_ip.get(ip)
     }
 
     /// `Retry-After` seconds for 429 answers, when configured.
@@ -192,6 +185,7 @@ impl Host {
     }
 
     fn spawn_vm(self: &Arc<Self>, record: VmRecord, listener: TcpListener) -> Arc<Vm> {
+        let ip = vm_ip(&record.vm);
         let vm = Arc::new(Vm {
             key: record.vm.resource_id.key(),
             throttle: VmThrottle::new(self.limits.clone(), self.clock.clone()),
@@ -200,6 +194,7 @@ impl Host {
             record: RwLock::new(record),
         });
         self.vms_write().insert(vm.key.clone(), Arc::clone(&vm));
+        self.by_ip.file(&vm, None, ip);
         let router = crate::http::router(crate::http::VmCtx {
             host: Arc::clone(self),
             vm: Arc::clone(&vm),
@@ -219,17 +214,21 @@ impl Host {
     }
 
     /// Places a VM and opens its IMDS endpoint on a new port; placing a VM again only updates its
-    /// metadata (same endpoint, same identities).
+    /// metadata (same endpoint, same identities). A private IP address belongs to one VM of the host.
     ///
     /// # Errors
-    /// [`ImdsError::Bind`] when no port is free, [`ImdsError::Store`] when the write fails.
+    /// [`ImdsError::IpInUse`] when another VM here has its private IP address, [`ImdsError::Bind`] when
+    /// no port is free, [`ImdsError::Store`] when the write fails.
     pub async fn place_vm(self: &Arc<Self>, info: VmInfo) -> Result<PlacedVm> {
         let _admin = self.admin.lock().await;
+        self.by_ip.check_free(&info)?;
         if let Some(vm) = self.vm(&info.resource_id) {
             let mut record = vm.snapshot();
+            let previous = vm_ip(&record.vm);
             record.vm = info;
             self.store.put(&record).await?;
             vm.set(record.clone());
+            self.by_ip.file(&vm, previous, vm_ip(&record.vm));
             return Ok(self.placed(&record));
         }
         let listener = self.bind(0).await?;
@@ -273,6 +272,7 @@ impl Host {
         self.store.remove(id).await?;
         let removed = self.vms_write().remove(&id.key());
         if let Some(vm) = removed {
+            self.by_ip.remove(&vm);
             // The listeners close at once; in-flight requests get a little time to finish.
             if let Some(h) = Vm::take(&vm.imds) {
                 h.close(&vm.key, "imds").await;
@@ -378,20 +378,12 @@ fn check_identity_set(identities: &[IdentityRef]) -> Result<()> {
             "{user} user-assigned identities: imds serves at most {MAX_USER_ASSIGNED} per vm"
         )));
     }
-    for (i, a) in identities.iter().enumerate() {
-        if identities[..i].iter().any(|b| b.msi_res_id == a.msi_res_id) {
-            return Err(ImdsError::InvalidArgument(format!(
-                "identity {} listed twice",
-                a.msi_res_id
-            )));
-        }
+    let mut seen = std::collections::HashSet::with_capacity(identities.len());
+    if let Some(twice) = identities.iter().find(|i| !seen.insert(i.msi_res_id.key())) {
+        let msg = format!("identity {} listed twice", twice.msi_res_id);
+        return Err(ImdsError::InvalidArgument(msg));
     }
-    if identities
-        .iter()
-        .filter(|i| i.kind == IdentityKind::SystemAssigned)
-        .count()
-        > 1
-    {
+    if identities.len() - user > 1 {
         return Err(ImdsError::InvalidArgument(
             "more than one system-assigned identity".into(),
         ));

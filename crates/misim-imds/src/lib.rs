@@ -15,6 +15,7 @@ mod host;
 #[cfg(test)]
 mod host_tests;
 mod http;
+mod ip_index;
 mod listener;
 mod model;
 mod selection;

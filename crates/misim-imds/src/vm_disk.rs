@@ -167,25 +167,63 @@ fn pem(h: &HeldIdentity) -> String {
         + &cert::to_pem("PRIVATE KEY", &h.credential.private_key_pkcs8_der)
 }
 
-/// Writes `files` into a fresh sibling directory, then swaps it in for `dir`.
+/// Writes `files` into a fresh sibling directory (`<dir>.new`, synced to disk), then swaps it in for
+/// `dir`: the old directory is renamed aside to `<dir>.old`, the new one renamed in, and only then is
+/// the old one deleted. At every moment a complete set of credentials exists on disk (in `dir`, or in
+/// `<dir>.old` after a crash between the two renames; the next write, e.g. on host start, repairs
+/// that). If the second rename fails, the old directory is put back.
 fn write_dir(dir: &Path, files: &[(String, String)]) -> std::io::Result<()> {
     let staging = dir.with_extension("new");
-    let _ = std::fs::remove_dir_all(&staging);
+    let old = dir.with_extension("old");
+    remove_if_present(&staging)?;
     std::fs::create_dir_all(&staging)?;
     for (name, content) in files {
         let path = staging.join(name);
         std::fs::write(&path, content)?;
         set_mode(&path, false)?;
+        sync(&path)?;
     }
     set_mode(&staging, true)?;
+    sync(&staging)?;
     if let Some(parent) = dir.parent() {
         set_mode(parent, true)?;
     }
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
+    // A leftover from a crash mid-swap: when `dir` is gone it holds the last complete set; either
+    // way the fresh set replaces it now.
+    remove_if_present(&old)?;
+    let had_old = match std::fs::rename(dir, &old) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = std::fs::rename(&staging, dir) {
+        if had_old {
+            let _ = std::fs::rename(&old, dir);
+        }
+        return Err(e);
     }
-    std::fs::rename(&staging, dir)
+    if let Some(parent) = dir.parent() {
+        sync(parent)?;
+    }
+    remove_if_present(&old)
+}
+
+fn remove_if_present(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Flushes a file's or directory's contents (directory: its entries) to disk.
+#[cfg(unix)]
+fn sync(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -293,5 +331,27 @@ mod tests {
         disk.remove().await.unwrap();
         assert!(!disk.settings_dir().exists());
         disk.remove().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rewrite_swaps_via_a_side_directory_and_repairs_a_crash_mid_swap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let rec = record("vm1", "rg1");
+        let disk = VmDisk::of(tmp.path(), &rec);
+        let dir = disk.settings_dir();
+        disk.write_settings(&rec).await.unwrap();
+        disk.write_settings(&rec).await.unwrap();
+        assert!(dir.join("client-1.pem").exists());
+        assert!(!dir.with_extension("old").exists() && !dir.with_extension("new").exists());
+
+        // A crash between the two renames: the settings dir is aside, the staging dir half-written.
+        std::fs::rename(&dir, dir.with_extension("old")).unwrap();
+        std::fs::create_dir_all(dir.with_extension("new")).unwrap();
+        std::fs::write(dir.with_extension("new").join("junk"), "x").unwrap();
+        assert!(dir.with_extension("old").join("client-1.pem").exists());
+        disk.write_settings(&rec).await.unwrap();
+        assert!(dir.join("client-1.pem").exists() && dir.join("settings.json").exists());
+        assert!(!dir.join("junk").exists());
+        assert!(!dir.with_extension("old").exists() && !dir.with_extension("new").exists());
     }
 }

@@ -112,7 +112,7 @@ async fn handle(ctx: &VmCtx, method: &Method, uri: &Uri, headers: &HeaderMap) ->
     let body = json!({
         "access_token": token.access_token,
         "refresh_token": "",
-        "expires_in": (token.expires_on - now).max(0).to_string(),
+        "expires_in": token.expires_on.saturating_sub(now).max(0).to_string(),
         "expires_on": token.expires_on.to_string(),
         "not_before": token.not_before.to_string(),
         "resource": resource,

@@ -1,6 +1,8 @@
 //! IMDS query strings: parsed once, with duplicate names rejected ("requests with duplicate query
 //! parameter names will be rejected", S2).
 
+use std::collections::HashSet;
+
 use crate::error::{ImdsError, Result};
 
 /// The decoded query parameters of one request, in order, without duplicates.
@@ -15,10 +17,9 @@ impl Query {
     pub fn parse(raw: Option<&str>) -> Result<Self> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or_default())
             .map_err(|_| ImdsError::InvalidQueryValue("query"))?;
-        for (i, (name, _)) in pairs.iter().enumerate() {
-            if pairs[..i].iter().any(|(n, _)| n == name) {
-                return Err(ImdsError::DuplicateQuery(name.clone()));
-            }
+        let mut seen = HashSet::with_capacity(pairs.len());
+        if let Some((name, _)) = pairs.iter().find(|(n, _)| !seen.insert(n.as_str())) {
+            return Err(ImdsError::DuplicateQuery(name.clone()));
         }
         Ok(Query(pairs))
     }
@@ -48,5 +49,14 @@ mod tests {
             matches!(Query::parse(Some("a=1&b=2&a=3")), Err(ImdsError::DuplicateQuery(n)) if n == "a")
         );
         assert!(Query::parse(None).unwrap().get("a").is_none());
+    }
+
+    #[test]
+    fn many_distinct_names_parse_and_a_late_duplicate_is_found() {
+        let mut raw: String = (0..20_000).map(|i| format!("p{i}=v&")).collect();
+        let q = Query::parse(Some(&raw)).unwrap();
+        assert_eq!(q.get("p19999"), Some("v"));
+        raw.push_str("p7=again");
+        assert!(matches!(Query::parse(Some(&raw)), Err(ImdsError::DuplicateQuery(n)) if n == "p7"));
     }
 }

@@ -79,7 +79,10 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
     let mut put = |k: &str, v: String| body.insert(k.to_string(), Value::String(v));
     put("access_token", token.access_token);
     put("client_id", identity.client_id.clone());
-    put("expires_in", (token.expires_on - now).max(0).to_string());
+    put(
+        "expires_in",
+        token.expires_on.saturating_sub(now).max(0).to_string(),
+    );
     put("expires_on", token.expires_on.to_string());
     put("ext_expires_in", token.ext_expires_in.to_string());
     put("not_before", token.not_before.to_string());

@@ -56,7 +56,10 @@ async fn leaves_need_format_text() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.text().await.unwrap(), "10.0.0.4");
+    assert_eq!(
+        r.text().await.unwrap(),
+        crate::vm_info("vm1").private_ip_address
+    );
 }
 
 #[tokio::test]

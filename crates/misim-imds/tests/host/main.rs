@@ -243,6 +243,16 @@ pub fn vm_id(name: &str) -> String {
     format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/{name}")
 }
 
+/// A private IP address derived from the VM name (10.x.y.z, FNV-1a of the name), so VMs placed on
+/// one host do not share an address.
+pub fn private_ip(name: &str) -> String {
+    let h = name.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let [_, a, b, c] = h.to_be_bytes();
+    format!("10.{a}.{b}.{c}")
+}
+
 pub fn vm_info(name: &str) -> pb::VmInfo {
     pb::VmInfo {
         resource_id: vm_id(name),
@@ -255,7 +265,7 @@ pub fn vm_info(name: &str) -> pb::VmInfo {
         os_type: "Linux".into(),
         vm_scale_set_name: String::new(),
         tags: [("env".to_string(), "ci".to_string())].into(),
-        private_ip_address: "10.0.0.4".into(),
+        private_ip_address: private_ip(name),
         mac_address: "000D3AF806EC".into(),
     }
 }

@@ -7,13 +7,13 @@ use std::collections::BTreeMap;
 use misim_proto::imds as pb;
 
 use crate::{
-    free_loopback_addr, get_with, http_from, system_identity, vm_info, ImdsLimits, Sandbox,
+    free_loopback_addr, get_with, http_from, system_identity, vm_id, vm_info, ImdsLimits, Sandbox,
 };
 
 const TOKEN: &str =
     "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://management.azure.com/";
 
-async fn place_with_ip(sb: &Sandbox, name: &str, ip: &str) {
+async fn try_place_with_ip(sb: &Sandbox, name: &str, ip: &str) -> Result<(), tonic::Status> {
     let mut vm = vm_info(name);
     vm.private_ip_address = ip.into();
     vm.tags = BTreeMap::from([("vm".to_string(), name.to_string())])
@@ -23,7 +23,25 @@ async fn place_with_ip(sb: &Sandbox, name: &str, ip: &str) {
         .await
         .place_vm(pb::PlaceVmRequest { vm: Some(vm) })
         .await
-        .unwrap();
+        .map(drop)
+}
+
+async fn place_with_ip(sb: &Sandbox, name: &str, ip: &str) {
+    try_place_with_ip(sb, name, ip).await.unwrap();
+}
+
+/// The client id of the token the shared listener at `base` hands to `source`, or the error status.
+async fn client_id_for(base: &str, source: &str) -> Result<String, u16> {
+    let (status, _, body) = get_with(
+        &http_from(source),
+        &format!("{base}{TOKEN}"),
+        &[("Metadata", "true")],
+    )
+    .await;
+    match status {
+        200 => Ok(body["client_id"].as_str().unwrap().to_string()),
+        s => Err(s),
+    }
 }
 
 #[tokio::test]
@@ -99,4 +117,87 @@ async fn shared_extension_listener_identifies_the_vm_and_rejects_unknown_sources
         );
         assert_eq!(body["error_description"], format!("Unknown Source {url}"));
     }
+}
+
+#[tokio::test]
+async fn a_private_ip_belongs_to_one_vm_through_re_placement_removal_and_restart() {
+    let imds = free_loopback_addr().await;
+    let mut sb = Sandbox::start_with(ImdsLimits::unlimited(), Some(imds), None).await;
+    let base = format!("http://{imds}");
+    place_with_ip(&sb, "vm2", "127.0.0.2").await;
+    let (s2, s3) = (system_identity("vm2"), system_identity("vm3"));
+    sb.configure("vm2", &[&s2]).await.unwrap();
+
+    // Another VM with vm2's address would be served vm2's tokens: refused, and not placed.
+    let err = try_place_with_ip(&sb, "vm3", "127.0.0.2")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    assert!(
+        err.message().contains("127.0.0.2") && err.message().contains(&vm_id("vm2")),
+        "{}",
+        err.message()
+    );
+    // The same address written differently (IPv4-mapped IPv6) is the same address.
+    let err = try_place_with_ip(&sb, "vm3", "::ffff:127.0.0.2")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    let listed = sb
+        .agent()
+        .await
+        .list_vms(pb::ListVmsRequest {})
+        .await
+        .unwrap();
+    assert_eq!(listed.into_inner().vms.len(), 1);
+    assert_eq!(
+        client_id_for(&base, "127.0.0.2").await,
+        Ok(s2.client_id.clone())
+    );
+
+    // Re-placing vm2 with its own address is fine; moving it frees the old one.
+    place_with_ip(&sb, "vm2", "127.0.0.2").await;
+    place_with_ip(&sb, "vm2", "127.0.0.5").await;
+    assert_eq!(client_id_for(&base, "127.0.0.2").await, Err(400));
+    assert_eq!(
+        client_id_for(&base, "127.0.0.5").await,
+        Ok(s2.client_id.clone())
+    );
+    place_with_ip(&sb, "vm3", "127.0.0.2").await;
+    sb.configure("vm3", &[&s3]).await.unwrap();
+    assert_eq!(
+        client_id_for(&base, "127.0.0.2").await,
+        Ok(s3.client_id.clone())
+    );
+
+    // The index is rebuilt from the store on restart.
+    sb.stop_host().await;
+    sb.start_host().await;
+    assert_eq!(
+        client_id_for(&base, "127.0.0.2").await,
+        Ok(s3.client_id.clone())
+    );
+    assert_eq!(
+        client_id_for(&base, "127.0.0.5").await,
+        Ok(s2.client_id.clone())
+    );
+    let err = try_place_with_ip(&sb, "vm2", "127.0.0.2")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+
+    // A removed VM's address is free again and reaches nobody.
+    sb.agent()
+        .await
+        .remove_vm(pb::RemoveVmRequest {
+            resource_id: vm_id("vm3"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(client_id_for(&base, "127.0.0.2").await, Err(400));
+    place_with_ip(&sb, "vm2", "127.0.0.2").await;
+    assert_eq!(
+        client_id_for(&base, "127.0.0.2").await,
+        Ok(s2.client_id.clone())
+    );
 }
