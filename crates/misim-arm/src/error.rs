@@ -100,6 +100,14 @@ pub enum ArmError {
     /// A request ARM rejects as a whole (ARM `BadRequest`, 400), e.g. too many identities at once.
     #[error("{0}")]
     BadRequest(String),
+    /// A static private IP address another VM or instance holds (ARM `PrivateIPAddressInUse`, 400).
+    #[error("The private IP address {0} is already allocated to another network interface. Choose a free address or let ARM assign one.")]
+    PrivateIpInUse(String),
+    /// No private IP address is free (ARM `SubnetIsFull`, 400).
+    #[error(
+        "Subnet with address prefix 10.0.0.0/16 does not have enough capacity for 1 IP addresses."
+    )]
+    SubnetFull,
     /// Key Vault data plane: no or bad bearer token (Key Vault `Unauthorized`, 401).
     #[error("{0}")]
     VaultUnauthorized(String),
@@ -137,6 +145,8 @@ impl ArmError {
             ArmError::AuthorizationFailed { .. } => "AuthorizationFailed",
             ArmError::LinkedAuthorizationFailed { .. } => "LinkedAuthorizationFailed",
             ArmError::BadRequest(_) => "BadRequest",
+            ArmError::PrivateIpInUse(_) => "PrivateIPAddressInUse",
+            ArmError::SubnetFull => "SubnetIsFull",
             ArmError::VaultUnauthorized(_) => "Unauthorized",
             ArmError::VaultForbidden(_) => "Forbidden",
             ArmError::SecretNotFound(_) => "SecretNotFound",
@@ -157,6 +167,8 @@ impl ArmError {
             ArmError::RoleDefinitionNotFound(_)
             | ArmError::BadRequest(_)
             | ArmError::InvalidArgument(_)
+            | ArmError::PrivateIpInUse(_)
+            | ArmError::SubnetFull
             | ArmError::MissingApiVersion => StatusCode::BAD_REQUEST,
             ArmError::Conflict { .. } => StatusCode::CONFLICT,
             ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => {
@@ -209,7 +221,8 @@ impl From<ArmError> for tonic::Status {
             | ArmError::BadRequest(_)
             | ArmError::MethodNotAllowed(_)
             | ArmError::MissingApiVersion => Code::InvalidArgument,
-            ArmError::Conflict { .. } => Code::AlreadyExists,
+            ArmError::Conflict { .. } | ArmError::PrivateIpInUse(_) => Code::AlreadyExists,
+            ArmError::SubnetFull => Code::ResourceExhausted,
             ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => Code::Unavailable,
             ArmError::AuthenticationFailed(_)
             | ArmError::InvalidToken { .. }

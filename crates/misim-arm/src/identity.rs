@@ -2,6 +2,7 @@
 //! identities, and the user-assigned identity resources themselves. Each change records the desired
 //! state first (flushed), then reconciles MSRP and the host.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use misim_core::ResourceId;
@@ -30,6 +31,57 @@ pub(crate) fn current_set(
         .iter()
         .map(|(k, e)| (k.clone(), e.id.clone()))
         .collect()
+}
+
+/// An identity change asked of a VM or scale set. `az ... identity assign/remove` are turned into
+/// an [`IdentityRequest`] from the resource's identities as they are under its lock, so concurrent
+/// changes (e.g. enabling system-assigned while assigning a user-assigned one) both survive.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Change<'a> {
+    /// An `identity` block as the caller sent it (REST PUT/PATCH).
+    Request(&'a IdentityRequest),
+    /// Add the system-assigned identity and/or these user-assigned ones, keeping the rest.
+    Assign {
+        /// Enable the system-assigned identity.
+        system: bool,
+        /// User-assigned identity ids to add.
+        user: &'a [String],
+    },
+    /// Drop the system-assigned identity and/or these user-assigned ones, keeping the rest.
+    Remove {
+        /// Disable the system-assigned identity.
+        system: bool,
+        /// User-assigned identity ids to remove.
+        user: &'a [String],
+    },
+}
+
+impl<'a> Change<'a> {
+    /// The request this change makes of a resource that has `has_system` and `current`.
+    ///
+    /// # Errors
+    /// [`ArmError::InvalidArgument`] for a malformed identity id.
+    pub(crate) fn request(
+        self,
+        has_system: bool,
+        current: &BTreeMap<String, UserAssignedEntry>,
+    ) -> Result<Cow<'a, IdentityRequest>> {
+        Ok(match self {
+            Change::Request(r) => Cow::Borrowed(r),
+            Change::Assign { system, user } => Cow::Owned(identity_spec::assign_request(
+                has_system,
+                &current_set(current),
+                system,
+                user,
+            )),
+            Change::Remove { system, user } => Cow::Owned(identity_spec::remove_request(
+                has_system,
+                &current_set(current),
+                system,
+                user,
+            )?),
+        })
+    }
 }
 
 impl Arm {
@@ -84,9 +136,21 @@ impl Arm {
         req: &IdentityRequest,
         mode: Mode,
     ) -> Result<VmIdentityView> {
+        self.change_vm_identity(vm_id, Change::Request(req), mode)
+            .await
+    }
+
+    /// [`Arm::update_vm_identity`] with the request made from the VM's identities under its lock.
+    async fn change_vm_identity(
+        &self,
+        vm_id: &ResourceId,
+        change: Change<'_>,
+        mode: Mode,
+    ) -> Result<VmIdentityView> {
         let guard = self.locks.lock(&vm_id.key()).await;
         let mut vm = self.live_vm(vm_id)?;
-        let plan = identity_spec::plan(&current_set(&vm.user_assigned), req, mode)?;
+        let req = change.request(vm.system_assigned, &vm.user_assigned)?;
+        let plan = identity_spec::plan(&current_set(&vm.user_assigned), &req, mode)?;
         let entries = self.plan_entries(&plan, &vm.user_assigned)?;
         if plan.system_assigned && !vm.system_assigned {
             info!(step = 1, vm = %vm_id, "enable system-assigned identity");
@@ -134,14 +198,11 @@ impl Arm {
             ));
         }
         let id = self.vm_id(subscription_id, group, name)?;
-        let vm = self.live_vm(&id)?;
-        let req = identity_spec::assign_request(
-            vm.system_assigned,
-            &current_set(&vm.user_assigned),
-            system_assigned,
-            user_assigned,
-        );
-        self.update_vm_identity(&id, &req, Mode::Patch).await
+        let change = Change::Assign {
+            system: system_assigned,
+            user: user_assigned,
+        };
+        self.change_vm_identity(&id, change, Mode::Patch).await
     }
 
     /// Disables the system-assigned identity and/or unassigns user-assigned identities (`az vm
@@ -160,14 +221,11 @@ impl Arm {
         user_assigned: &[String],
     ) -> Result<VmIdentityView> {
         let id = self.vm_id(subscription_id, group, name)?;
-        let vm = self.live_vm(&id)?;
-        let req = identity_spec::remove_request(
-            vm.system_assigned,
-            &current_set(&vm.user_assigned),
-            system_assigned,
-            user_assigned,
-        )?;
-        self.update_vm_identity(&id, &req, Mode::Patch).await
+        let change = Change::Remove {
+            system: system_assigned,
+            user: user_assigned,
+        };
+        self.change_vm_identity(&id, change, Mode::Patch).await
     }
 
     /// The VM's identity block.

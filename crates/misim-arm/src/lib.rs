@@ -10,6 +10,7 @@ pub mod grpc;
 pub mod identity;
 pub mod identity_spec;
 pub mod model;
+pub mod private_ip;
 pub mod rbac;
 pub mod reconcile;
 pub mod rest;

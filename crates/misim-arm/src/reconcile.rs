@@ -48,6 +48,7 @@ impl Arm {
         match &result {
             Ok(()) if vm.deleting => {
                 self.store.vms.remove(&id.key())?;
+                self.store.release_ip(&vm.private_ip, &id.key())?;
                 info!(vm = %id, "deleted virtual machine");
             }
             Ok(()) => {

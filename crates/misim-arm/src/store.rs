@@ -4,17 +4,11 @@
 use std::path::Path;
 
 use misim_core::{ResourceId, Store, Table};
-use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm, Vmss};
+use crate::private_ip::{Counter, IpClaim};
 use crate::vault::{Secret, Vault};
-
-/// Counters ARM keeps (private IP allocation).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct Counter {
-    next: u64,
-}
 
 /// Typed access to ARM's state.
 #[derive(Clone)]
@@ -38,7 +32,10 @@ pub struct ArmStore {
     pub vaults: Table<Vault>,
     /// Secrets by `{vault name}/{secret name}`, lower-cased.
     pub secrets: Table<Secret>,
-    counters: Table<Counter>,
+    /// Private IP address → its holder ([`crate::private_ip`]).
+    pub ip_claims: Table<IpClaim>,
+    /// Counters (the private IP allocation hint).
+    pub(crate) counters: Table<Counter>,
 }
 
 impl ArmStore {
@@ -55,7 +52,7 @@ impl ArmStore {
     /// # Errors
     /// [`misim_core::StoreError`] when a table cannot be opened.
     pub fn from_store(store: Store) -> Result<Self, misim_core::StoreError> {
-        Ok(ArmStore {
+        let arm = ArmStore {
             subscriptions: store.table("subscriptions")?,
             groups: store.table("resource_groups")?,
             vms: store.table("vms")?,
@@ -65,9 +62,12 @@ impl ArmStore {
             instances: store.table("vmss_instances")?,
             vaults: store.table("vaults")?,
             secrets: store.table("secrets")?,
+            ip_claims: store.table("private_ips")?,
             counters: store.table("counters")?,
             store,
-        })
+        };
+        arm.backfill_ip_claims()?;
+        Ok(arm)
     }
 
     /// Flushes to disk (call before acknowledging a write).
@@ -179,17 +179,5 @@ impl ArmStore {
             .map(|(_, v)| v)
             .filter(|v| !v.deleting)
             .collect())
-    }
-
-    /// The next private IP address index (0, 1, 2, ...), persisted.
-    ///
-    /// # Errors
-    /// Store failures.
-    pub fn next_ip_index(&self) -> Result<u64> {
-        let mut c = self.counters.get("private_ip")?.unwrap_or_default();
-        let n = c.next;
-        c.next += 1;
-        self.counters.put("private_ip", &c)?;
-        Ok(n)
     }
 }

@@ -7,6 +7,7 @@ use tracing::{info, warn};
 
 use crate::error::{ArmError, Result};
 use crate::model::{SyncState, Vm};
+use crate::private_ip;
 use crate::service::{validate_name, Arm};
 
 /// What a caller asks for when creating a VM (empty strings take ARM/az defaults).
@@ -28,7 +29,8 @@ pub struct CreateVm {
     pub host: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
-    /// Private IP address; empty: the next free one in 10.0.0.0/16.
+    /// Private IP address; empty: the next free one in 10.0.0.0/16. Unique across all VMs and
+    /// instances ([`crate::private_ip`]).
     pub private_ip: String,
 }
 
@@ -44,24 +46,6 @@ fn not_found(id: &ResourceId) -> ArmError {
 pub(crate) fn mac_from_vm_id(vm_id: &uuid::Uuid) -> String {
     let b = vm_id.as_bytes();
     format!("000D3A{:02X}{:02X}{:02X}", b[0], b[1], b[2])
-}
-
-/// Checks a caller-given private IP: a valid dotted IPv4 address.
-fn parse_private_ip(raw: &str) -> Result<String> {
-    raw.trim()
-        .parse::<std::net::Ipv4Addr>()
-        .map(|ip| ip.to_string())
-        .map_err(|_| {
-            ArmError::InvalidArgument(format!(
-                "The private IP address '{raw}' is not a valid IPv4 address."
-            ))
-        })
-}
-
-/// Private IP number `n` in 10.0.0.0/16: `.4`–`.253` per /24 (Azure reserves the first four
-/// addresses and the last of a subnet).
-fn private_ip(n: u64) -> String {
-    format!("10.0.{}.{}", (n / 250) % 256, 4 + n % 250)
 }
 
 impl Vm {
@@ -146,9 +130,11 @@ impl Arm {
         }
         let host = self.choose_host(&req.host)?;
         let private_ip = if req.private_ip.is_empty() {
-            self.next_private_ip()?
+            self.store.allocate_ip(&id.key())?
         } else {
-            parse_private_ip(&req.private_ip)?
+            let ip = private_ip::parse(&req.private_ip)?;
+            self.store.claim_static_ip(&ip, &id.key())?;
+            ip
         };
         let vm_uuid = uuid::Uuid::new_v4();
         let vm = Vm {
@@ -182,18 +168,16 @@ impl Arm {
             extension_endpoint: String::new(),
             extension_credential_path: String::new(),
         };
-        self.store.vms.put(&id.key(), &vm)?;
+        if let Err(e) = self.store.vms.put(&id.key(), &vm) {
+            self.store.release_ip(&vm.private_ip, &id.key())?;
+            return Err(e.into());
+        }
         self.store.flush().await?;
-        info!(vm = %id, vm_id = %vm.vm_id, host = %host, "created virtual machine");
+        info!(vm = %id, vm_id = %vm.vm_id, host = %host, ip = %vm.private_ip, "created virtual machine");
         let result = self.reconcile_vm_locked(&id).await;
         drop(guard);
         result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
         self.live_vm(&id)
-    }
-
-    /// The next ARM-assigned private IP address.
-    pub(crate) fn next_private_ip(&self) -> Result<String> {
-        Ok(private_ip(self.store.next_ip_index()?))
     }
 
     /// The host for a new VM or instance: `requested`, or the one with the fewest VMs and scale-set
@@ -308,17 +292,6 @@ impl Arm {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn private_ips_start_at_dot_4_and_stay_in_range() {
-        assert_eq!(private_ip(0), "10.0.0.4");
-        assert_eq!(private_ip(1), "10.0.0.5");
-        for n in 0..2000 {
-            let ip = private_ip(n);
-            let last: u32 = ip.rsplit('.').next().unwrap().parse().unwrap();
-            assert!((4..=253).contains(&last), "{ip}");
-        }
-    }
 
     #[test]
     fn mac_has_microsoft_prefix() {

@@ -8,7 +8,7 @@ use misim_core::ResourceId;
 use tracing::info;
 
 use crate::error::{ArmError, Result};
-use crate::identity::current_set;
+use crate::identity::{current_set, Change};
 use crate::identity_spec::{self, IdentityRequest, Mode};
 use crate::model::{SyncState, Vm, VmIdentityView, Vmss};
 use crate::service::{validate_name, Arm};
@@ -288,9 +288,22 @@ impl Arm {
         req: &IdentityRequest,
         mode: Mode,
     ) -> Result<VmIdentityView> {
+        self.change_vmss_identity(id, Change::Request(req), mode)
+            .await
+    }
+
+    /// [`Arm::update_vmss_identity`] with the request made from the scale set's identities under
+    /// its lock.
+    async fn change_vmss_identity(
+        &self,
+        id: &ResourceId,
+        change: Change<'_>,
+        mode: Mode,
+    ) -> Result<VmIdentityView> {
         let guard = self.locks.lock(&id.key()).await;
         let mut ss = self.live_vmss(id)?;
-        let plan = identity_spec::plan(&current_set(&ss.user_assigned), req, mode)?;
+        let req = change.request(ss.system_assigned, &ss.user_assigned)?;
+        let plan = identity_spec::plan(&current_set(&ss.user_assigned), &req, mode)?;
         let entries = self.plan_entries(&plan, &ss.user_assigned)?;
         if !plan.system_assigned && (ss.system_assigned || ss.system_identity.is_some()) {
             info!(step = 1, vmss = %id, "disable system-assigned identity");
@@ -332,14 +345,11 @@ impl Arm {
             ));
         }
         let id = self.vmss_id(subscription_id, group, name)?;
-        let ss = self.live_vmss(&id)?;
-        let req = identity_spec::assign_request(
-            ss.system_assigned,
-            &current_set(&ss.user_assigned),
-            system_assigned,
-            user_assigned,
-        );
-        self.update_vmss_identity(&id, &req, Mode::Patch).await
+        let change = Change::Assign {
+            system: system_assigned,
+            user: user_assigned,
+        };
+        self.change_vmss_identity(&id, change, Mode::Patch).await
     }
 
     /// `az vmss identity remove`: removes the system-assigned and/or user-assigned identities.
@@ -355,13 +365,10 @@ impl Arm {
         user_assigned: &[String],
     ) -> Result<VmIdentityView> {
         let id = self.vmss_id(subscription_id, group, name)?;
-        let ss = self.live_vmss(&id)?;
-        let req = identity_spec::remove_request(
-            ss.system_assigned,
-            &current_set(&ss.user_assigned),
-            system_assigned,
-            user_assigned,
-        )?;
-        self.update_vmss_identity(&id, &req, Mode::Patch).await
+        let change = Change::Remove {
+            system: system_assigned,
+            user: user_assigned,
+        };
+        self.change_vmss_identity(&id, change, Mode::Patch).await
     }
 }

@@ -123,6 +123,8 @@ impl Arm {
 
     fn new_instance(&self, ss: &Vmss, n: u32) -> Result<Vm> {
         let id = ResourceId::parse(&format!("{}/virtualMachines/{n}", ss.id))?;
+        let host = self.spread_host(&ss.id)?;
+        let private_ip = self.store.allocate_ip(&id.key())?;
         let vm_uuid = uuid::Uuid::new_v4();
         Ok(Vm {
             id,
@@ -131,8 +133,8 @@ impl Arm {
             vm_size: ss.vm_size.clone(),
             os_type: ss.os_type.clone(),
             tags: ss.tags.clone(),
-            host: self.spread_host(&ss.id)?,
-            private_ip: self.next_private_ip()?,
+            host,
+            private_ip,
             mac_address: crate::vms::mac_from_vm_id(&vm_uuid),
             imds_endpoint: String::new(),
             placed: false,
@@ -171,6 +173,7 @@ impl Arm {
             self.peers.remove_vm(&inst.host, inst.id.as_str()).await?;
         }
         self.store.instances.remove(&inst.id.key())?;
+        self.store.release_ip(&inst.private_ip, &inst.id.key())?;
         info!(instance = %inst.id, host = %inst.host, "removed scale set instance");
         Ok(())
     }

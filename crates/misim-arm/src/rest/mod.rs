@@ -74,6 +74,15 @@ fn api_version(query: Option<&str>) -> Option<String> {
     })
 }
 
+/// True for a Key Vault data-plane path (`/vaults/…`, any case). Compares by `get` so a path with
+/// multi-byte UTF-8 near the start cannot panic the handler.
+fn is_vault_path(path: &str) -> bool {
+    path.len() > 8
+        && path
+            .get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("/vaults/"))
+}
+
 async fn handle(
     State(st): State<RestState>,
     method: Method,
@@ -83,7 +92,7 @@ async fn handle(
     bytes: Bytes,
 ) -> Response {
     let path = uri.path();
-    if path.len() > 8 && path[..8].eq_ignore_ascii_case("/vaults/") {
+    if is_vault_path(path) {
         return vault::handle(&st, path, query.as_deref(), &headers).await;
     }
     match serve(&st, &method, path, query.as_deref(), &headers, &bytes).await {
@@ -180,5 +189,15 @@ mod tests {
         );
         assert_eq!(api_version(Some("api-version=")), None);
         assert_eq!(api_version(None), None);
+    }
+
+    #[test]
+    fn vault_paths_are_recognised_without_slicing_inside_a_character() {
+        assert!(is_vault_path("/Vaults/kv1/secrets/s"));
+        assert!(!is_vault_path("/vaults/"));
+        assert!(!is_vault_path("/subscriptions/x"));
+        // "/vaultsé" puts byte 8 inside the two-byte 'é'.
+        assert!(!is_vault_path("/vaults\u{e9}/x"));
+        assert!(!is_vault_path("/\u{1f600}\u{1f600}x"));
     }
 }

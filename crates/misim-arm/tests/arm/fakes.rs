@@ -123,6 +123,10 @@ pub struct FakeHost {
     pub port: Arc<Mutex<u16>>,
     /// Installed VM extensions by vm id (lower-cased).
     pub extensions: Arc<Mutex<HashMap<String, Installed>>>,
+    /// `ConfigureIdentities` waits for a read lock: a test holding the write lock stalls it.
+    pub hold: Arc<tokio::sync::RwLock<()>>,
+    /// Wakes registered waiters when a `ConfigureIdentities` call arrives (before it waits on `hold`).
+    pub configure_entered: Arc<tokio::sync::Notify>,
 }
 
 impl FakeHost {
@@ -263,6 +267,8 @@ impl HostAgent for FakeHost {
         &self,
         r: Request<imds::ConfigureIdentitiesRequest>,
     ) -> R<imds::PlacedVm> {
+        self.configure_entered.notify_waiters();
+        let _held = self.hold.read().await;
         if self.fail.load(Ordering::SeqCst) {
             return Err(Status::unavailable("host down"));
         }

@@ -4,6 +4,7 @@
 mod fakes;
 mod flow;
 mod identities;
+mod races;
 mod rest;
 mod roles;
 mod scale_sets;
