@@ -3,6 +3,8 @@
 //!
 //! Lenient where real clients differ (reference §3.1): `x5t` as base64url with or without padding or as
 //! standard base64, `x5t#S256`, RS256 or PS256, float or integer NumericDates, missing `nbf`/`iat`.
+//! All arithmetic on claim values saturates: a NumericDate of `1e30` or `i64::MAX` is a time-range
+//! rejection, never an overflow.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -16,6 +18,11 @@ use crate::model::{KeyCredential, ServicePrincipal, Tenant};
 
 /// Clock skew tolerated on `nbf`/`exp` and on certificate validity, seconds (Entra allows 5 minutes).
 pub const CLOCK_SKEW_SECS: i64 = 300;
+
+/// Longest accepted time from now to an assertion's `exp`, seconds (1 day). Entra documents 5–10
+/// minutes without publishing its limit (reference §3.1: "not enforced"); clients send now+300 or
+/// now+600. misim's bound leaves them far inside and keeps replay-cache entries short-lived.
+pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 86_400;
 
 /// `jti` values seen within their assertion's lifetime, to reject replays. In memory: a restart forgets
 /// them, which only matters for assertions replayed across a restart.
@@ -117,6 +124,7 @@ fn audience_matches(aud: &str, tenant: &Tenant) -> bool {
 }
 
 /// A NumericDate claim as whole epoch seconds (integer or float), `None` when absent or not a number.
+/// Values beyond the `i64` range saturate (`as` casts from `f64` do), so `1e30` reads as `i64::MAX`.
 fn numeric_date(claims: &Value, name: &str) -> Option<i64> {
     claims.get(name).and_then(Value::as_f64).map(|f| f as i64)
 }
@@ -127,7 +135,8 @@ fn numeric_date(claims: &Value, name: &str) -> Option<i64> {
 /// # Errors
 /// AADSTS50027 [`AadError::MalformedAssertion`], AADSTS700027 [`AadError::InvalidSignature`],
 /// AADSTS700021 [`AadError::AssertionSubjectMismatch`], AADSTS700023
-/// [`AadError::AssertionAudienceMismatch`], AADSTS700024 [`AadError::AssertionTimeRange`], AADSTS50013
+/// [`AadError::AssertionAudienceMismatch`], AADSTS700024 [`AadError::AssertionTimeRange`] (also for an
+/// `exp` more than [`MAX_ASSERTION_LIFETIME_SECS`] ahead), AADSTS50013
 /// [`AadError::AssertionReplayed`].
 pub fn verify(
     assertion: &str,
@@ -157,7 +166,9 @@ pub fn verify(
     if !rsa_algs.contains(&header.alg) {
         return Err(invalid("The signing algorithm is not supported."));
     }
-    if now > key.end_date_time + CLOCK_SKEW_SECS || now + CLOCK_SKEW_SECS < key.start_date_time {
+    if now > key.end_date_time.saturating_add(CLOCK_SKEW_SECS)
+        || now.saturating_add(CLOCK_SKEW_SECS) < key.start_date_time
+    {
         return Err(invalid("The key used is expired."));
     }
     let mut validation = Validation::new(header.alg);
@@ -195,13 +206,14 @@ pub fn verify(
         return Err(AadError::AssertionAudienceMismatch(auds.join(" ")));
     }
     let (nbf, exp) = (numeric_date(&claims, "nbf"), numeric_date(&claims, "exp"));
-    let expired = exp.is_none_or(|exp| now > exp + CLOCK_SKEW_SECS);
-    let early = nbf.is_some_and(|nbf| now + CLOCK_SKEW_SECS < nbf);
-    if expired || early {
+    let expired = exp.is_none_or(|exp| now > exp.saturating_add(CLOCK_SKEW_SECS));
+    let too_long = exp.is_some_and(|exp| exp.saturating_sub(now) > MAX_ASSERTION_LIFETIME_SECS);
+    let early = nbf.is_some_and(|nbf| now.saturating_add(CLOCK_SKEW_SECS) < nbf);
+    if expired || too_long || early {
         return Err(AadError::AssertionTimeRange { now, nbf, exp });
     }
     if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
-        let until = exp.unwrap_or(now) + CLOCK_SKEW_SECS;
+        let until = exp.unwrap_or(now).saturating_add(CLOCK_SKEW_SECS);
         if !jtis.first_use(
             format!("{}/{jti}", sp.app_id.to_ascii_lowercase()),
             until,
@@ -215,7 +227,14 @@ pub fn verify(
 
 #[cfg(test)]
 mod tests {
+    use jsonwebtoken::{EncodingKey, Header};
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    use serde_json::json;
+
     use super::*;
+
+    const NOW: i64 = 1_700_000_000;
 
     fn tenant() -> Tenant {
         Tenant {
@@ -264,5 +283,84 @@ mod tests {
         assert!(c.first_use("a".into(), 100, 50));
         assert!(!c.first_use("a".into(), 100, 60));
         assert!(c.first_use("a".into(), 200, 101));
+    }
+
+    /// A principal of [`tenant`] with one certificate, and the key that signs its assertions.
+    fn principal() -> (ServicePrincipal, EncodingKey) {
+        let pkcs8 = misim_core::cert::generate_rsa_key().unwrap();
+        let kc = misim_core::cert::self_signed(&pkcs8, "c", NOW - 3600, NOW + 86_400).unwrap();
+        let key = rsa::RsaPrivateKey::from_pkcs8_der(&pkcs8).unwrap();
+        let sp = ServicePrincipal {
+            tenant_id: tenant().tenant_id,
+            object_id: "o".into(),
+            app_id: "client".into(),
+            display_name: "d".into(),
+            msi_resource_id: "/subscriptions/s".into(),
+            is_explicit: false,
+            key_credentials: vec![KeyCredential::from_certificate(&kc.certificate_der).unwrap()],
+        };
+        let signer = EncodingKey::from_rsa_der(key.to_pkcs1_der().unwrap().as_bytes());
+        (sp, signer)
+    }
+
+    fn assertion(sp: &ServicePrincipal, signer: &EncodingKey, times: Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.x5t = Some(sp.key_credentials[0].x5t.clone());
+        let mut claims = json!({
+            "aud": format!("http://h/{}/oauth2/token", tenant().tenant_id),
+            "iss": sp.app_id, "sub": sp.app_id, "jti": uuid::Uuid::new_v4().to_string(),
+        });
+        if let (Some(c), Value::Object(t)) = (claims.as_object_mut(), times) {
+            c.extend(t);
+        }
+        jsonwebtoken::encode(&header, &claims, signer).unwrap()
+    }
+
+    #[test]
+    fn extreme_numeric_dates_are_time_range_rejections_not_overflows() {
+        let (sp, signer) = principal();
+        let jtis = JtiCache::default();
+        for times in [
+            json!({"nbf": NOW, "exp": 1e30}),
+            json!({"nbf": NOW, "exp": i64::MAX}),
+            json!({"exp": u64::MAX}),
+            json!({"nbf": 1e30, "exp": 1e30}),
+            json!({"nbf": -1e30, "exp": -1e30}),
+            json!({"exp": i64::MIN}),
+            json!({"nbf": NOW, "exp": NOW + MAX_ASSERTION_LIFETIME_SECS + 1}),
+        ] {
+            let a = assertion(&sp, &signer, times.clone());
+            let err = verify(&a, &sp, &tenant(), NOW, &jtis).unwrap_err();
+            assert!(
+                matches!(err, AadError::AssertionTimeRange { .. }),
+                "{times}: {err:?}"
+            );
+            let response = err.into_http_response(NOW);
+            assert_eq!(response.status(), 401, "{times}");
+        }
+        for times in [
+            json!({"nbf": NOW, "iat": NOW, "exp": NOW + 600}),
+            json!({"iat": 1.7e9, "exp": NOW as f64 + 600.5}),
+            json!({"exp": NOW + MAX_ASSERTION_LIFETIME_SECS}),
+        ] {
+            let a = assertion(&sp, &signer, times.clone());
+            assert!(verify(&a, &sp, &tenant(), NOW, &jtis).is_ok(), "{times}");
+        }
+    }
+
+    #[test]
+    fn key_validity_checks_saturate_at_the_ends_of_time() {
+        let (mut sp, signer) = principal();
+        sp.key_credentials[0].start_date_time = i64::MIN;
+        sp.key_credentials[0].end_date_time = i64::MAX;
+        let jtis = JtiCache::default();
+        let a = assertion(&sp, &signer, json!({"exp": NOW + 600}));
+        assert!(verify(&a, &sp, &tenant(), NOW, &jtis).is_ok());
+        let a = assertion(&sp, &signer, json!({"exp": NOW + 600}));
+        let err = verify(&a, &sp, &tenant(), i64::MIN, &jtis).unwrap_err();
+        assert!(
+            matches!(err, AadError::AssertionTimeRange { .. }),
+            "{err:?}"
+        );
     }
 }

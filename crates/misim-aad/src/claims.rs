@@ -54,14 +54,14 @@ fn opaque(len: usize) -> String {
 }
 
 impl TokenFacts<'_> {
-    /// `exp`, epoch seconds.
+    /// `exp`, epoch seconds (saturating: a clock near the end of time cannot overflow it).
     pub fn expires_on(&self) -> i64 {
-        self.now + self.lifetime_secs
+        self.now.saturating_add(self.lifetime_secs)
     }
 
     /// `iat` = `nbf`, epoch seconds.
     pub fn not_before(&self) -> i64 {
-        self.now - BACKDATE_SECS
+        self.now.saturating_sub(BACKDATE_SECS)
     }
 
     /// The claim set. v1: `aud iss iat nbf exp aio appid appidacr idp idtyp oid sub tid uti ver
@@ -186,5 +186,22 @@ mod tests {
         assert!(c.get("appid").is_none());
         assert_eq!(c["xms_az_rid"], "vm");
         assert_eq!(f.response("x".into())["expires_in"], 60);
+    }
+
+    #[test]
+    fn times_saturate_at_the_ends_of_the_clock() {
+        let p = sp();
+        let f = TokenFacts {
+            version: Version::V1,
+            principal: &p,
+            audience: "r",
+            now: i64::MAX - 10,
+            lifetime_secs: 86_399,
+            az_rid: None,
+        };
+        assert_eq!(f.expires_on(), i64::MAX);
+        assert_eq!(f.claims()["exp"].as_i64(), Some(i64::MAX));
+        let f = TokenFacts { now: i64::MIN, ..f };
+        assert_eq!(f.not_before(), i64::MIN);
     }
 }

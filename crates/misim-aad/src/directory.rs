@@ -70,8 +70,7 @@ impl Directory {
             display_name: DEFAULT_TENANT_NAME.to_string(),
             default_domain: DEFAULT_TENANT_DOMAIN.to_string(),
         };
-        self.store.put_tenant(&tenant)?;
-        self.store.set_default_tenant_id(&tenant.tenant_id)?;
+        self.store.put_tenant(&tenant, true)?;
         self.store.flush().await?;
         info!(tenant_id = %tenant.tenant_id, "created default tenant");
         Ok(tenant)
@@ -117,7 +116,7 @@ impl Directory {
             display_name: display_name.to_string(),
             default_domain: domain,
         };
-        self.store.put_tenant(&tenant)?;
+        self.store.put_tenant(&tenant, false)?;
         self.store.flush().await?;
         info!(tenant_id = %tenant.tenant_id, domain = %tenant.default_domain, "created tenant");
         Ok(tenant)

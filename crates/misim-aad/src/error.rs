@@ -247,10 +247,16 @@ impl AadError {
     }
 }
 
-/// Entra's timestamp format `YYYY-MM-DD HH:MM:SSZ` for epoch seconds.
+/// Entra's timestamp format `YYYY-MM-DD HH:MM:SSZ` for epoch seconds; times beyond the years
+/// -9999..=9999 show as the nearest end of that range.
 pub fn aad_timestamp(epoch_seconds: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(epoch_seconds)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from_unix_timestamp(epoch_seconds).unwrap_or_else(|_| {
+        if epoch_seconds > 0 {
+            time::PrimitiveDateTime::MAX.assume_utc()
+        } else {
+            time::PrimitiveDateTime::MIN.assume_utc()
+        }
+    });
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}Z",
         t.year(),
@@ -269,6 +275,8 @@ mod tests {
     #[test]
     fn timestamp_has_entra_format() {
         assert_eq!(aad_timestamp(1_700_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(aad_timestamp(i64::MAX), "9999-12-31 23:59:59Z");
+        assert!(aad_timestamp(i64::MIN).starts_with("-9999-01-01"));
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl KeyRing {
         match keys.last() {
             None => true,
             Some(current) => {
-                self.rotation_secs > 0 && now - current.activated_at >= self.rotation_secs
+                self.rotation_secs > 0
+                    && now.saturating_sub(current.activated_at) >= self.rotation_secs
             }
         }
     }
@@ -94,7 +95,10 @@ impl KeyRing {
             .snapshot()
             .iter()
             .rev()
-            .filter(|k| k.retired_at.is_none_or(|r| now < r + self.retention_secs))
+            .filter(|k| {
+                k.retired_at
+                    .is_none_or(|r| now < r.saturating_add(self.retention_secs))
+            })
             .cloned()
             .collect())
     }
@@ -118,30 +122,34 @@ impl KeyRing {
     }
 
     /// Makes a new current key at `now`, retiring the previous one and pruning expired retired keys.
-    /// Callers hold `rotating`.
+    /// The store changes are one transaction and the in-memory ring changes only after it commits, so
+    /// a failure leaves both as they were. Callers hold `rotating`.
     async fn add_key(&self, now: i64) -> Result<()> {
         let record = SigningKey::generate(now).await?;
         let old = self.snapshot();
         let seq = old.last().map_or(1, |k| k.seq + 1);
+        let key = Arc::new(SigningKey::from_record(seq, &record)?);
         let mut keys: Vec<Arc<SigningKey>> = Vec::with_capacity(old.len() + 1);
+        let (mut dropped, mut retired) = (Vec::new(), Vec::new());
         for k in old.iter() {
             let retired_at = k.retired_at.unwrap_or(now);
-            if now >= retired_at + self.retention_secs {
-                self.store.remove_signing_key(k.seq)?;
-                info!(kid = %k.kid, "dropped expired token signing key");
-                continue;
-            }
-            if k.retired_at.is_none() {
-                let mut retired = (**k).clone();
-                retired.retired_at = Some(now);
-                self.store.put_signing_key(k.seq, &retired.to_record())?;
-                keys.push(Arc::new(retired));
+            if now >= retired_at.saturating_add(self.retention_secs) {
+                dropped.push(k.clone());
+            } else if k.retired_at.is_none() {
+                let mut r = (**k).clone();
+                r.retired_at = Some(now);
+                retired.push((k.seq, r.to_record()));
+                keys.push(Arc::new(r));
             } else {
                 keys.push(k.clone());
             }
         }
-        self.store.put_signing_key(seq, &record)?;
-        let key = Arc::new(SigningKey::from_record(seq, &record)?);
+        let drop: Vec<u64> = dropped.iter().map(|k| k.seq).collect();
+        self.store
+            .rotate_signing_keys(&drop, &retired, (seq, &record))?;
+        for k in &dropped {
+            info!(kid = %k.kid, "dropped expired token signing key");
+        }
         info!(kid = %key.kid, seq, previous = keys.len(), "new token signing key");
         keys.push(key);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
@@ -163,9 +171,10 @@ mod tests {
 
     #[tokio::test]
     async fn rotation_publishes_old_key_until_its_tokens_expire_and_survives_reopen() {
-        let db = misim_core::Store::temporary().unwrap();
-        let store = AadStore::open(db.clone()).unwrap();
-        let ring = KeyRing::open(store, T0, ROTATE, KEEP).await.unwrap();
+        let store = AadStore::temporary();
+        let ring = KeyRing::open(store.clone(), T0, ROTATE, KEEP)
+            .await
+            .unwrap();
         let k1 = ring.current(T0).await.unwrap();
         assert_eq!(kids(&ring.published(T0).await.unwrap()), [k1.kid.as_str()]);
         assert_eq!(ring.current(T0 + ROTATE - 1).await.unwrap().kid, k1.kid);
@@ -184,7 +193,7 @@ mod tests {
         );
 
         // Reopening the same store finds both keys (k1 still within retention at that time).
-        let reopened = KeyRing::open(AadStore::open(db).unwrap(), T0 + ROTATE, ROTATE, KEEP)
+        let reopened = KeyRing::open(store, T0 + ROTATE, ROTATE, KEEP)
             .await
             .unwrap();
         assert_eq!(reopened.current(T0 + ROTATE + 1).await.unwrap().kid, k2.kid);
@@ -196,12 +205,12 @@ mod tests {
 
     #[tokio::test]
     async fn rotation_zero_never_rotates_and_next_rotation_prunes_the_store() {
-        let store = AadStore::open(misim_core::Store::temporary().unwrap()).unwrap();
+        let store = AadStore::temporary();
         let never = KeyRing::open(store, T0, 0, KEEP).await.unwrap();
         let k = never.current(T0).await.unwrap();
         assert_eq!(never.current(T0 + 10 * ROTATE).await.unwrap().kid, k.kid);
 
-        let store = AadStore::open(misim_core::Store::temporary().unwrap()).unwrap();
+        let store = AadStore::temporary();
         let ring = KeyRing::open(store.clone(), T0, ROTATE, KEEP)
             .await
             .unwrap();
@@ -211,5 +220,26 @@ mod tests {
         // The first key retired at T0+ROTATE and its retention ended before the second rotation.
         assert_eq!(store.signing_keys().unwrap().len(), 2);
         assert!(ring.rotate_if_due(T0 + 2 * ROTATE).await.is_ok_and(|r| !r));
+    }
+
+    #[tokio::test]
+    async fn a_rotation_the_store_rejects_changes_neither_store_nor_ring() {
+        let store = AadStore::temporary();
+        let ring = KeyRing::open(store.clone(), T0, ROTATE, KEEP)
+            .await
+            .unwrap();
+        let k1 = ring.current(T0).await.unwrap();
+        // Sequence 2 already taken behind the ring's back: the rotation's transaction aborts.
+        let stray = store.signing_keys().unwrap()[0].1.clone();
+        store.put_signing_key(2, &stray).unwrap();
+        assert!(ring.current(T0 + ROTATE).await.is_err());
+
+        let in_memory = ring.snapshot();
+        assert_eq!(kids(&in_memory), [k1.kid.as_str()]);
+        assert_eq!(in_memory[0].retired_at, None);
+        let stored = store.signing_keys().unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0].1.retired_at, None);
+        assert_eq!(ring.published(T0).await.unwrap()[0].kid, k1.kid);
     }
 }

@@ -32,20 +32,25 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// Generates (on the blocking pool) a new RSA-2048 key with a self-signed certificate, as the
-    /// record to persist.
+    /// Generates a new RSA-2048 key with a self-signed certificate, as the record to persist. Key
+    /// generation and the certificate's RSA signature both run on the blocking pool, one task.
     ///
     /// # Errors
-    /// [`AadError::Internal`] when generation fails.
+    /// [`AadError::Internal`] when generation fails or the blocking task panics.
     pub async fn generate(now: i64) -> Result<SigningKeyRecord> {
-        let private_key_pkcs8_der = misim_core::cert::generate_rsa_key_blocking()
+        tokio::task::spawn_blocking(move || Self::generate_blocking(now))
             .await
-            .map_err(|e| AadError::Internal(e.to_string()))?;
+            .map_err(|e| AadError::Internal(format!("signing key generation task: {e}")))?
+    }
+
+    fn generate_blocking(now: i64) -> Result<SigningKeyRecord> {
+        let private_key_pkcs8_der =
+            misim_core::cert::generate_rsa_key().map_err(|e| AadError::Internal(e.to_string()))?;
         let kc = misim_core::cert::self_signed(
             &private_key_pkcs8_der,
             "misim azure ad token signing",
-            now - 3600,
-            now + CERT_VALIDITY_SECS,
+            now.saturating_sub(3600),
+            now.saturating_add(CERT_VALIDITY_SECS),
         )
         .map_err(|e| AadError::Internal(e.to_string()))?;
         Ok(SigningKeyRecord {

@@ -24,6 +24,7 @@ mod keyring;
 mod keys;
 mod model;
 mod store;
+mod table;
 mod token;
 
 pub use error::AadError;
@@ -52,8 +53,34 @@ pub struct Config {
 pub const DEFAULT_TOKEN_LIFETIME_SECS: i64 = 86_399;
 /// Default of [`Config::signing_key_rotation_secs`]: 30 days.
 pub const DEFAULT_SIGNING_KEY_ROTATION_SECS: i64 = 30 * 86_400;
+/// Largest accepted [`Config::token_lifetime_secs`] and [`Config::signing_key_rotation_secs`]:
+/// 10 years, in seconds (far beyond Azure's 24 h tokens; keeps every `now + period` in range).
+pub const MAX_CONFIG_PERIOD_SECS: i64 = 10 * 365 * 86_400;
 
 impl Config {
+    /// Checks the periods: `token_lifetime_secs` in 1..=[`MAX_CONFIG_PERIOD_SECS`],
+    /// `signing_key_rotation_secs` in 0..=[`MAX_CONFIG_PERIOD_SECS`] (0 = never rotate).
+    ///
+    /// # Errors
+    /// [`RunError::Config`] naming the field, the accepted range and the value.
+    pub fn validate(&self) -> Result<(), RunError> {
+        let check = |name: &str, value: i64, min: i64| {
+            if (min..=MAX_CONFIG_PERIOD_SECS).contains(&value) {
+                Ok(())
+            } else {
+                Err(RunError::Config(format!(
+                    "{name} must be between {min} and {MAX_CONFIG_PERIOD_SECS} seconds, got {value}"
+                )))
+            }
+        };
+        check("token_lifetime_secs", self.token_lifetime_secs, 1)?;
+        check(
+            "signing_key_rotation_secs",
+            self.signing_key_rotation_secs,
+            0,
+        )
+    }
+
     /// A config with misim's defaults: 24 h tokens, signing key rotated every 30 days, HTTPS base URL
     /// taken from the HTTPS listener.
     pub fn new(data_dir: PathBuf, public_url: String, clock: Clock) -> Self {
@@ -81,6 +108,9 @@ pub struct Listeners {
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The configuration is out of range (see [`Config::validate`]).
+    #[error("invalid azure ad configuration: {0}")]
+    Config(String),
     /// The store could not be opened.
     #[error(transparent)]
     Store(#[from] misim_core::StoreError),
@@ -95,20 +125,23 @@ pub enum RunError {
 /// Runs Azure AD until `shutdown` is cancelled.
 ///
 /// # Errors
-/// [`RunError`] when the store cannot be opened, the signing key cannot be loaded or made, or a server
-/// fails. When one server fails the other is stopped too.
+/// [`RunError`] when the configuration is invalid ([`Config::validate`]), the store cannot be
+/// opened, the signing key cannot be loaded or made, or a server fails. When one server fails the
+/// other is stopped too.
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let db = misim_core::Store::open(&config.data_dir)?;
-    let store = store::AadStore::open(db)?;
-    let retention = config.token_lifetime_secs.max(0) + assertion::CLOCK_SKEW_SECS;
+    config.validate()?;
+    let store = store::AadStore::open(&config.data_dir)?;
+    let retention = config
+        .token_lifetime_secs
+        .saturating_add(assertion::CLOCK_SKEW_SECS);
     let keys = keyring::KeyRing::open(
         store.clone(),
         config.clock.now(),
-        config.signing_key_rotation_secs.max(0),
+        config.signing_key_rotation_secs,
         retention,
     )
     .await?;
@@ -173,4 +206,64 @@ pub async fn run(
     https?;
     tracing::info!("azure ad stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_periods_are_checked_before_anything_starts() {
+        let ok = Config::new("d".into(), "http://127.0.0.1:1".into(), Clock::manual(0));
+        assert!(ok.validate().is_ok());
+        let never_rotate = Config {
+            signing_key_rotation_secs: 0,
+            ..ok.clone()
+        };
+        assert!(never_rotate.validate().is_ok());
+        for (lifetime, rotation) in [
+            (0, DEFAULT_SIGNING_KEY_ROTATION_SECS),
+            (-1, DEFAULT_SIGNING_KEY_ROTATION_SECS),
+            (i64::MAX, DEFAULT_SIGNING_KEY_ROTATION_SECS),
+            (
+                MAX_CONFIG_PERIOD_SECS + 1,
+                DEFAULT_SIGNING_KEY_ROTATION_SECS,
+            ),
+            (DEFAULT_TOKEN_LIFETIME_SECS, -1),
+            (DEFAULT_TOKEN_LIFETIME_SECS, i64::MAX),
+        ] {
+            let bad = Config {
+                token_lifetime_secs: lifetime,
+                signing_key_rotation_secs: rotation,
+                ..ok.clone()
+            };
+            let err = bad.validate().unwrap_err();
+            assert!(matches!(err, RunError::Config(_)), "{lifetime} {rotation}");
+            let field = if lifetime == DEFAULT_TOKEN_LIFETIME_SECS {
+                "signing_key_rotation_secs"
+            } else {
+                "token_lifetime_secs"
+            };
+            assert!(err.to_string().contains(field), "{err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn run_refuses_an_invalid_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(
+            dir.path().join("aad"),
+            "http://127.0.0.1:1".into(),
+            Clock::manual(0),
+        );
+        config.token_lifetime_secs = 0;
+        let listeners = Listeners {
+            grpc: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            http: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            https: None,
+        };
+        let r = run(config, listeners, CancellationToken::new()).await;
+        assert!(matches!(r, Err(RunError::Config(_))));
+        assert!(!dir.path().join("aad").exists());
+    }
 }

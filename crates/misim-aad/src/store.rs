@@ -1,48 +1,39 @@
 //! Azure AD's tables in its sled database and the index keys that make lookups by tenant + appId,
 //! tenant + objectId and tenant + MSI resource ID single reads.
 //!
-//! Callers serialize writes (see `directory.rs`) and call [`AadStore::flush`] before acknowledging.
+//! Writes that belong together are one sled transaction: a principal with its app-ID and MSI indexes,
+//! a tenant with its domain index, a key rotation (`store/signing.rs`). A crash therefore never leaves a principal that its
+//! MSI index does not find (MSRP's idempotent retry would then create a second, orphaned principal).
+//! Callers serialize writes (see `directory.rs`, `keyring.rs`) and call [`AadStore::flush`] before
+//! acknowledging.
 
-use serde::{Deserialize, Serialize};
+use std::path::Path;
 
-use misim_core::{Store, Table};
+use misim_core::StoreError;
+use sled::transaction::TransactionalTree;
+use sled::Transactional;
 
 use crate::error::Result;
 use crate::model::{ServicePrincipal, Tenant};
+use crate::table::{self, finish, Tree, TxResult};
 
-/// A persisted token-signing key: the current one, or a retired one still published in JWKS.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct SigningKeyRecord {
-    /// PKCS#8 DER of the RSA-2048 private key. Never logged.
-    pub private_key_pkcs8_der: Vec<u8>,
-    /// Self-signed certificate of the key, DER (published in the JWKS `x5c`).
-    pub certificate_der: Vec<u8>,
-    /// When the key became the signing key, epoch seconds (0 in records written before rotation).
-    #[serde(default)]
-    pub activated_at: i64,
-    /// When a newer key replaced it, epoch seconds; `None` for the current key.
-    #[serde(default)]
-    pub retired_at: Option<i64>,
-}
+mod signing;
+pub use signing::SigningKeyRecord;
 
 /// Typed access to every table Azure AD keeps.
 #[derive(Clone)]
 pub struct AadStore {
-    store: Store,
-    tenants: Table<Tenant>,
-    tenant_by_domain: Table<String>,
-    meta: Table<String>,
-    principals: Table<ServicePrincipal>,
-    principal_by_app: Table<String>,
-    principal_by_msi: Table<String>,
-    signing: Table<SigningKeyRecord>,
+    db: sled::Db,
+    tenants: Tree<Tenant>,
+    tenant_by_domain: Tree<String>,
+    meta: Tree<String>,
+    principals: Tree<ServicePrincipal>,
+    principal_by_app: Tree<String>,
+    principal_by_msi: Tree<String>,
+    signing: Tree<SigningKeyRecord>,
 }
 
 const DEFAULT_TENANT: &str = "default_tenant";
-/// Key of the single signing key written before rotation existed (migrated on start).
-const LEGACY_SIGNING_KEY: &str = "current";
-/// Prefix of rotated signing keys, followed by a zero-padded sequence number.
-const SIGNING_KEY_PREFIX: &str = "k/";
 
 fn sp_key(tenant_id: &str, id: &str) -> String {
     format!(
@@ -52,21 +43,43 @@ fn sp_key(tenant_id: &str, id: &str) -> String {
     )
 }
 
+/// A principal's three entries, encoded, as one transaction writes them.
+struct PrincipalWrite {
+    key: String,
+    app_key: String,
+    msi_key: String,
+    value: Vec<u8>,
+    object_id: Vec<u8>,
+}
+
+type PrincipalTrees = (TransactionalTree, TransactionalTree, TransactionalTree);
+
 impl AadStore {
-    /// Opens the tables in `store`.
+    /// Opens (or creates) the database in directory `path` and its tables.
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled cannot open a tree.
-    pub fn open(store: Store) -> Result<Self> {
+    /// [`StoreError::Sled`] when the directory cannot be opened (or is locked by another process) or
+    /// a tree cannot be opened.
+    pub fn open(path: &Path) -> std::result::Result<Self, StoreError> {
+        Self::with_db(table::open_db(path)?)
+    }
+
+    /// A store in a temporary in-memory database (unit tests).
+    #[cfg(test)]
+    pub fn temporary() -> Self {
+        Self::with_db(table::temporary_db().unwrap()).unwrap()
+    }
+
+    fn with_db(db: sled::Db) -> std::result::Result<Self, StoreError> {
         Ok(AadStore {
-            tenants: store.table("tenants")?,
-            tenant_by_domain: store.table("tenant_by_domain")?,
-            meta: store.table("meta")?,
-            principals: store.table("service_principals")?,
-            principal_by_app: store.table("service_principal_by_app_id")?,
-            principal_by_msi: store.table("service_principal_by_msi_resource_id")?,
-            signing: store.table("signing_key")?,
-            store,
+            tenants: Tree::open(&db, "tenants")?,
+            tenant_by_domain: Tree::open(&db, "tenant_by_domain")?,
+            meta: Tree::open(&db, "meta")?,
+            principals: Tree::open(&db, "service_principals")?,
+            principal_by_app: Tree::open(&db, "service_principal_by_app_id")?,
+            principal_by_msi: Tree::open(&db, "service_principal_by_msi_resource_id")?,
+            signing: Tree::open(&db, "signing_key")?,
+            db,
         })
     }
 
@@ -75,7 +88,7 @@ impl AadStore {
     /// # Errors
     /// [`crate::error::AadError::Store`] on I/O failure.
     pub async fn flush(&self) -> Result<()> {
-        Ok(self.store.flush().await?)
+        Ok(table::flush(&self.db).await?)
     }
 
     /// The tenant with this ID (case-insensitive).
@@ -96,24 +109,35 @@ impl AadStore {
         Ok(self.tenants.values()?)
     }
 
-    /// Writes a tenant and its domain index.
-    pub fn put_tenant(&self, tenant: &Tenant) -> Result<()> {
-        self.tenants.put(&tenant.tenant_id, tenant)?;
-        self.tenant_by_domain.put(
-            &tenant.default_domain.to_ascii_lowercase(),
-            &tenant.tenant_id,
-        )?;
+    /// Writes a tenant and its domain index, and when `default` records it as the default tenant,
+    /// all in one transaction.
+    ///
+    /// # Errors
+    /// [`crate::error::AadError::Store`] when sled fails; then nothing is written.
+    pub fn put_tenant(&self, tenant: &Tenant, default: bool) -> Result<()> {
+        let key = tenant.tenant_id.to_ascii_lowercase();
+        let domain = tenant.default_domain.to_ascii_lowercase();
+        let value = self.tenants.encode(tenant)?;
+        let id = self.meta.encode(&tenant.tenant_id)?;
+        let trees = (
+            self.tenants.raw(),
+            self.tenant_by_domain.raw(),
+            self.meta.raw(),
+        );
+        finish(trees.transaction(|(tenants, by_domain, meta)| {
+            tenants.insert(key.as_str(), value.clone())?;
+            by_domain.insert(domain.as_str(), id.clone())?;
+            if default {
+                meta.insert(DEFAULT_TENANT, id.clone())?;
+            }
+            Ok(())
+        }))?;
         Ok(())
     }
 
     /// The ID of the default tenant, once created.
     pub fn default_tenant_id(&self) -> Result<Option<String>> {
         Ok(self.meta.get(DEFAULT_TENANT)?)
-    }
-
-    /// Records which tenant is the default one.
-    pub fn set_default_tenant_id(&self, tenant_id: &str) -> Result<()> {
-        Ok(self.meta.put(DEFAULT_TENANT, &tenant_id.to_string())?)
     }
 
     /// The principal with this object ID in the tenant.
@@ -156,67 +180,166 @@ impl AadStore {
             .collect())
     }
 
-    /// Writes a principal and its app-ID and MSI-resource-ID indexes.
-    pub fn put_principal(&self, sp: &ServicePrincipal) -> Result<()> {
-        self.principals
-            .put(&sp_key(&sp.tenant_id, &sp.object_id), sp)?;
-        self.principal_by_app
-            .put(&sp_key(&sp.tenant_id, &sp.app_id), &sp.object_id)?;
-        self.principal_by_msi
-            .put(&sp_key(&sp.tenant_id, &sp.msi_resource_id), &sp.object_id)?;
+    fn principal_write(&self, sp: &ServicePrincipal) -> Result<PrincipalWrite> {
+        Ok(PrincipalWrite {
+            key: sp_key(&sp.tenant_id, &sp.object_id),
+            app_key: sp_key(&sp.tenant_id, &sp.app_id),
+            msi_key: sp_key(&sp.tenant_id, &sp.msi_resource_id),
+            value: self.principals.encode(sp)?,
+            object_id: self.principal_by_app.encode(&sp.object_id)?,
+        })
+    }
+
+    /// Inside a transaction on the three principal trees: writes the principal and both indexes.
+    fn write_principal((sps, by_app, by_msi): &PrincipalTrees, w: &PrincipalWrite) -> TxResult<()> {
+        sps.insert(w.key.as_str(), w.value.clone())?;
+        by_app.insert(w.app_key.as_str(), w.object_id.clone())?;
+        by_msi.insert(w.msi_key.as_str(), w.object_id.clone())?;
         Ok(())
     }
 
-    /// Removes a principal and its indexes; returns it if it existed.
+    fn principal_trees(&self) -> (&sled::Tree, &sled::Tree, &sled::Tree) {
+        (
+            self.principals.raw(),
+            self.principal_by_app.raw(),
+            self.principal_by_msi.raw(),
+        )
+    }
+
+    /// Writes a principal and its app-ID and MSI-resource-ID indexes in one transaction.
+    ///
+    /// # Errors
+    /// [`crate::error::AadError::Store`] when sled fails; then nothing is written.
+    pub fn put_principal(&self, sp: &ServicePrincipal) -> Result<()> {
+        let w = self.principal_write(sp)?;
+        finish(
+            self.principal_trees()
+                .transaction(|trees| Self::write_principal(trees, &w)),
+        )?;
+        Ok(())
+    }
+
+    /// Removes a principal and the index entries that point to it, in one transaction; returns it if
+    /// it existed.
+    ///
+    /// # Errors
+    /// [`crate::error::AadError::Store`] when sled fails or the record does not decode; then nothing
+    /// is removed.
     pub fn remove_principal(
         &self,
         tenant_id: &str,
         object_id: &str,
     ) -> Result<Option<ServicePrincipal>> {
-        let Some(sp) = self.principals.remove(&sp_key(tenant_id, object_id))? else {
-            return Ok(None);
-        };
-        self.principal_by_app
-            .remove(&sp_key(&sp.tenant_id, &sp.app_id))?;
-        self.principal_by_msi
-            .remove(&sp_key(&sp.tenant_id, &sp.msi_resource_id))?;
-        Ok(Some(sp))
-    }
-
-    /// The persisted token-signing keys with their sequence numbers, oldest first. A key stored by
-    /// a version without rotation is returned as sequence 1 (and moved there).
-    pub fn signing_keys(&self) -> Result<Vec<(u64, SigningKeyRecord)>> {
-        let mut keys: Vec<(u64, SigningKeyRecord)> = self
-            .signing
-            .scan_prefix(SIGNING_KEY_PREFIX)?
-            .into_iter()
-            .filter_map(|(k, r)| {
-                let seq = k.strip_prefix(SIGNING_KEY_PREFIX)?.parse().ok()?;
-                Some((seq, r))
-            })
-            .collect();
-        if keys.is_empty() {
-            if let Some(legacy) = self.signing.get(LEGACY_SIGNING_KEY)? {
-                self.put_signing_key(1, &legacy)?;
-                self.signing.remove(LEGACY_SIGNING_KEY)?;
-                keys.push((1, legacy));
+        let key = sp_key(tenant_id, object_id);
+        let removed = self.principal_trees().transaction(|(sps, by_app, by_msi)| {
+            let Some(sp) = self.principals.tx_remove(sps, &key)? else {
+                return Ok(None);
+            };
+            let indexes = [
+                (&self.principal_by_app, by_app, &sp.app_id),
+                (&self.principal_by_msi, by_msi, &sp.msi_resource_id),
+            ];
+            for (index, tx, id) in indexes {
+                let index_key = sp_key(&sp.tenant_id, id);
+                let points_here = index
+                    .tx_get(tx, &index_key)?
+                    .is_some_and(|oid| oid.eq_ignore_ascii_case(&sp.object_id));
+                if points_here {
+                    tx.remove(index_key.as_str())?;
+                }
             }
+            Ok(Some(sp))
+        });
+        Ok(finish(removed)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::abort;
+
+    const TID: &str = "11111111-2222-3333-4444-555555555555";
+    const VM: &str =
+        "/subscriptions/s/resourceGroups/r/providers/Microsoft.Compute/virtualMachines/v";
+
+    fn sp(object_id: &str, app_id: &str) -> ServicePrincipal {
+        ServicePrincipal {
+            tenant_id: TID.into(),
+            object_id: object_id.into(),
+            app_id: app_id.into(),
+            display_name: "v".into(),
+            msi_resource_id: VM.into(),
+            is_explicit: false,
+            key_credentials: vec![],
         }
-        keys.sort_by_key(|(seq, _)| *seq);
-        Ok(keys)
+    }
+    #[test]
+    fn put_principal_makes_object_app_and_msi_lookups_resolve() {
+        let store = AadStore::temporary();
+        let p = sp("o1", "a1");
+        store.put_principal(&p).unwrap();
+        assert_eq!(store.principal(TID, "O1").unwrap(), Some(p.clone()));
+        assert_eq!(
+            store.principal_by_app_id(TID, "A1").unwrap(),
+            Some(p.clone())
+        );
+        let msi = VM.to_ascii_uppercase();
+        assert_eq!(
+            store.principal_by_msi_resource_id(TID, &msi).unwrap(),
+            Some(p)
+        );
     }
 
-    /// Writes the signing key with sequence number `seq`.
-    pub fn put_signing_key(&self, seq: u64, record: &SigningKeyRecord) -> Result<()> {
-        Ok(self
-            .signing
-            .put(&format!("{SIGNING_KEY_PREFIX}{seq:010}"), record)?)
+    #[test]
+    fn principal_writes_aborted_midway_leave_no_table_written() {
+        let store = AadStore::temporary();
+        let w = store.principal_write(&sp("o1", "a1")).unwrap();
+        let r: std::result::Result<(), StoreError> =
+            finish(store.principal_trees().transaction(|trees| {
+                AadStore::write_principal(trees, &w)?;
+                abort(StoreError::Transaction("injected".into()))
+            }));
+        assert!(r.is_err());
+        assert_eq!(store.principal(TID, "o1").unwrap(), None);
+        assert_eq!(store.principal_by_app_id(TID, "a1").unwrap(), None);
+        assert_eq!(store.principal_by_msi_resource_id(TID, VM).unwrap(), None);
+        assert!(store.principal_by_msi.raw().is_empty() && store.principal_by_app.raw().is_empty());
     }
 
-    /// Removes the signing key with sequence number `seq` (a retired key no token needs any more).
-    pub fn remove_signing_key(&self, seq: u64) -> Result<()> {
-        self.signing
-            .remove(&format!("{SIGNING_KEY_PREFIX}{seq:010}"))?;
-        Ok(())
+    #[test]
+    fn remove_principal_drops_its_indexes_but_not_one_that_points_elsewhere() {
+        let store = AadStore::temporary();
+        let (orphan, live) = (sp("o1", "a1"), sp("o2", "a2"));
+        store.put_principal(&orphan).unwrap();
+        // A second principal for the same identity takes over the MSI index.
+        store.put_principal(&live).unwrap();
+        assert_eq!(store.remove_principal(TID, "o1").unwrap(), Some(orphan));
+        assert_eq!(store.principal_by_app_id(TID, "a1").unwrap(), None);
+        assert_eq!(
+            store.principal_by_msi_resource_id(TID, VM).unwrap(),
+            Some(live.clone())
+        );
+        assert_eq!(store.remove_principal(TID, "o2").unwrap(), Some(live));
+        assert_eq!(store.principal_by_msi_resource_id(TID, VM).unwrap(), None);
+        assert_eq!(store.remove_principal(TID, "o2").unwrap(), None);
+    }
+
+    #[test]
+    fn put_tenant_writes_domain_index_and_default_marker_together() {
+        let store = AadStore::temporary();
+        let t = Tenant {
+            tenant_id: TID.into(),
+            display_name: "d".into(),
+            default_domain: "Misim.onmicrosoft.com".into(),
+        };
+        store.put_tenant(&t, false).unwrap();
+        assert_eq!(store.default_tenant_id().unwrap(), None);
+        assert_eq!(
+            store.tenant_by_domain("misim.ONMICROSOFT.com").unwrap(),
+            Some(t.clone())
+        );
+        store.put_tenant(&t, true).unwrap();
+        assert_eq!(store.default_tenant_id().unwrap().as_deref(), Some(TID));
     }
 }
