@@ -17,6 +17,7 @@ pub mod rest;
 pub mod roles;
 pub mod service;
 pub mod store;
+pub mod uami;
 pub mod vault;
 pub mod vms;
 pub mod vmss;

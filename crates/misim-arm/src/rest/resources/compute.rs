@@ -1,0 +1,183 @@
+//! VMs and scale sets on the REST surface: GET, PUT/PATCH (create, capacity, and the `identity`
+//! block with ARM's PUT/PATCH semantics, checking `…/assign/action` on every newly attached
+//! user-assigned identity) and DELETE.
+
+use std::collections::BTreeMap;
+
+use axum::http::Method;
+use misim_core::ResourceId;
+
+use super::{body, deleted, json, ok, put_status, Call, Reply, ASSIGN_ACTION};
+use crate::error::{ArmError, Result};
+use crate::identity::current_set;
+use crate::identity_spec::{self, IdentityRequest, Mode};
+use crate::model::UserAssignedEntry;
+use crate::vms::CreateVm;
+use crate::vmss::CreateVmss;
+
+impl Call<'_> {
+    /// Checks `assign/action` on every identity the request newly attaches (LinkedAuthorizationFailed).
+    fn allow_linked(
+        &self,
+        action: &str,
+        scope: &ResourceId,
+        current: &BTreeMap<String, UserAssignedEntry>,
+        req: &IdentityRequest,
+        mode: Mode,
+    ) -> Result<()> {
+        let plan = identity_spec::plan(&current_set(current), req, mode)?;
+        let denied: Vec<String> = plan
+            .added
+            .iter()
+            .filter(|id| {
+                !self
+                    .arm
+                    .authorize(&self.caller.object_id, ASSIGN_ACTION, id)
+                    .unwrap_or(false)
+            })
+            .map(|id| id.to_string())
+            .collect();
+        if denied.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(principal = %self.caller.object_id, scope = %scope, linked = ?denied, "linked authorization failed");
+        Err(ArmError::LinkedAuthorizationFailed {
+            principal: self.caller.object_id.clone(),
+            action: action.to_string(),
+            scope: scope.to_string(),
+            linked_action: ASSIGN_ACTION.to_string(),
+            linked_scopes: denied.join(","),
+        })
+    }
+}
+
+pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId) -> Result<Reply> {
+    let action = |verb: &str| format!("Microsoft.Compute/virtualMachines/{verb}");
+    let arm = c.arm;
+    match *c.method {
+        Method::GET => {
+            c.allow(&action("read"), id)?;
+            ok(json::vm(&arm.get_vm(s, g, n).await?))
+        }
+        Method::PUT | Method::PATCH => {
+            let write = action("write");
+            c.allow(&write, id)?;
+            let existing = arm.get_vm(s, g, n).await.ok();
+            if existing.is_none() && c.method == Method::PATCH {
+                arm.get_vm(s, g, n).await?;
+            }
+            let identity = body::identity(c.body)?;
+            let mode = if c.method == Method::PUT {
+                Mode::Put
+            } else {
+                Mode::Patch
+            };
+            if let Some(req) = &identity {
+                let current = existing
+                    .as_ref()
+                    .map(|v| v.user_assigned.clone())
+                    .unwrap_or_default();
+                c.allow_linked(&write, id, &current, req, mode)?;
+            }
+            let created = existing.is_none();
+            if created {
+                let props = &c.body["properties"];
+                let req = CreateVm {
+                    subscription_id: s.into(),
+                    resource_group: g.into(),
+                    name: n.into(),
+                    location: body::location(c.body),
+                    vm_size: props["hardwareProfile"]["vmSize"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                    os_type: props["storageProfile"]["osDisk"]["osType"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                    tags: body::tags(c.body).unwrap_or_default(),
+                    ..Default::default()
+                };
+                arm.create_vm(req).await?;
+            }
+            if let Some(req) = &identity {
+                let vm_id = arm.vm_id(s, g, n)?;
+                arm.update_vm_identity(&vm_id, req, mode).await?;
+            }
+            Ok((put_status(created), json::vm(&arm.get_vm(s, g, n).await?)))
+        }
+        Method::DELETE => {
+            c.allow(&action("delete"), id)?;
+            let existed = arm.get_vm(s, g, n).await.is_ok();
+            arm.delete_vm(s, g, n).await?;
+            deleted(existed)
+        }
+        _ => Err(c.not_allowed()),
+    }
+}
+
+pub(super) async fn vmss(
+    c: &Call<'_>,
+    s: &str,
+    g: &str,
+    n: &str,
+    id: &ResourceId,
+) -> Result<Reply> {
+    let action = |verb: &str| format!("Microsoft.Compute/virtualMachineScaleSets/{verb}");
+    let arm = c.arm;
+    match *c.method {
+        Method::GET => {
+            c.allow(&action("read"), id)?;
+            ok(json::vmss(&arm.get_vmss(s, g, n)?))
+        }
+        Method::PUT | Method::PATCH => {
+            let write = action("write");
+            c.allow(&write, id)?;
+            let existing = arm.get_vmss(s, g, n).ok();
+            if existing.is_none() && c.method == Method::PATCH {
+                arm.get_vmss(s, g, n)?;
+            }
+            let identity = body::identity(c.body)?;
+            let mode = if c.method == Method::PUT {
+                Mode::Put
+            } else {
+                Mode::Patch
+            };
+            if let Some(req) = &identity {
+                let current = existing
+                    .as_ref()
+                    .map(|v| v.user_assigned.clone())
+                    .unwrap_or_default();
+                c.allow_linked(&write, id, &current, req, mode)?;
+            }
+            let capacity = body::capacity(c.body)?;
+            let created = existing.is_none();
+            if created {
+                let req = CreateVmss {
+                    subscription_id: s.into(),
+                    resource_group: g.into(),
+                    name: n.into(),
+                    location: body::location(c.body),
+                    vm_size: c.body["sku"]["name"].as_str().unwrap_or_default().into(),
+                    capacity: capacity.unwrap_or(1),
+                    tags: body::tags(c.body).unwrap_or_default(),
+                    ..Default::default()
+                };
+                arm.create_vmss(req).await?;
+            } else if let Some(cap) = capacity {
+                arm.scale_vmss(s, g, n, cap).await?;
+            }
+            if let Some(req) = &identity {
+                arm.update_vmss_identity(id, req, mode).await?;
+            }
+            Ok((put_status(created), json::vmss(&arm.get_vmss(s, g, n)?)))
+        }
+        Method::DELETE => {
+            c.allow(&action("delete"), id)?;
+            let existed = arm.get_vmss(s, g, n).is_ok();
+            arm.delete_vmss(s, g, n).await?;
+            deleted(existed)
+        }
+        _ => Err(c.not_allowed()),
+    }
+}
