@@ -3,7 +3,7 @@
 //! caller's RBAC actions first (403 `AuthorizationFailed`; 403 `LinkedAuthorizationFailed` when a
 //! user-assigned identity is attached without `…/assign/action` on it). Long-running operations
 //! complete synchronously: PUT answers 200 (updated) or 201 (created) with the body, DELETE 200
-//! (deleted) or 204 (absent). VMs and scale sets are in [`compute`].
+//! (deleted) or 204 (absent). VMs and scale sets are in `resources/compute.rs`.
 
 use axum::http::{Method, StatusCode};
 use misim_core::ResourceId;
