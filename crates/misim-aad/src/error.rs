@@ -20,7 +20,9 @@ pub enum AadError {
     /// No service principal with this object ID in the tenant (admin API).
     #[error("service principal '{object_id}' not found in tenant '{tenant_id}'")]
     ServicePrincipalNotFound {
+        /// The tenant searched.
         tenant_id: String,
+        /// The object ID asked for.
         object_id: String,
     },
     /// No key credential with this key ID on the principal (admin API).
@@ -37,7 +39,12 @@ pub enum AadError {
     MissingResource,
     /// The requested resource is not known in the tenant (AADSTS500011).
     #[error("resource principal '{resource}' not found in tenant '{tenant}'")]
-    UnknownResource { resource: String, tenant: String },
+    UnknownResource {
+        /// The resource (audience) asked for.
+        resource: String,
+        /// The tenant it was looked up in.
+        tenant: String,
+    },
     /// `resource` sent to the v2 endpoint (AADSTS901002).
     #[error("the 'resource' request parameter is not supported on v2")]
     ResourceOnV2,
@@ -49,16 +56,29 @@ pub enum AadError {
     MissingAssertion,
     /// A client secret was sent; managed identities have none (AADSTS7000215).
     #[error("invalid client secret")]
-    InvalidClientSecret { client_id: String },
+    InvalidClientSecret {
+        /// The client that sent a secret.
+        client_id: String,
+    },
     /// No service principal with this client ID in the tenant (AADSTS700016).
     #[error("client '{client_id}' not found in tenant '{tenant}'")]
-    UnknownClient { client_id: String, tenant: String },
+    UnknownClient {
+        /// The client ID sent.
+        client_id: String,
+        /// The tenant it was looked up in.
+        tenant: String,
+    },
     /// The assertion is not a well-formed JWT (AADSTS50027).
     #[error("malformed client assertion: {0}")]
     MalformedAssertion(String),
     /// No matching key, an expired key or a bad signature (AADSTS700027).
     #[error("invalid client assertion signature: {reason}")]
-    InvalidSignature { reason: String, thumbprint: String },
+    InvalidSignature {
+        /// Why the signature was refused.
+        reason: String,
+        /// Hex SHA-1 thumbprint of the key the client named.
+        thumbprint: String,
+    },
     /// `iss`/`sub` differ from `client_id` (AADSTS700021).
     #[error("client assertion subject or issuer does not match client_id")]
     AssertionSubjectMismatch,
@@ -68,8 +88,11 @@ pub enum AadError {
     /// `nbf`/`exp` do not cover now (AADSTS700024); all epoch seconds.
     #[error("client assertion outside its valid time range")]
     AssertionTimeRange {
+        /// Azure AD's time.
         now: i64,
+        /// The assertion's `nbf`, if any.
         nbf: Option<i64>,
+        /// The assertion's `exp`, if any.
         exp: Option<i64>,
     },
     /// The assertion's `jti` was already used within its lifetime (AADSTS50013).

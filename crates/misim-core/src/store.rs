@@ -19,7 +19,9 @@ pub enum StoreError {
     /// A value could not be (de)serialized.
     #[error("store: bad value in table {table}: {source}")]
     Codec {
+        /// The table the value belongs to.
         table: &'static str,
+        /// Why it did not (de)serialize.
         source: serde_json::Error,
     },
     /// A transaction failed.

@@ -7,21 +7,25 @@ pub use prost;
 pub use tonic;
 
 /// ARM control plane (`misim.arm.v1`).
+#[allow(missing_docs)] // generated; the .proto files document each message and field
 pub mod arm {
     tonic::include_proto!("misim.arm.v1");
 }
 
 /// MSRP, the Managed Identity Resource Provider (`misim.msrp.v1`).
+#[allow(missing_docs)] // generated; the .proto files document each message and field
 pub mod msrp {
     tonic::include_proto!("misim.msrp.v1");
 }
 
 /// Azure AD admin API (`misim.aad.v1`).
+#[allow(missing_docs)] // generated; the .proto files document each message and field
 pub mod aad {
     tonic::include_proto!("misim.aad.v1");
 }
 
 /// Host agent next to IMDS (`misim.imds.v1`).
+#[allow(missing_docs)] // generated; the .proto files document each message and field
 pub mod imds {
     tonic::include_proto!("misim.imds.v1");
 }

@@ -30,6 +30,7 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `misim_imds=debug`.
     #[arg(long, global = true, env = "MISIM_LOG", default_value = "info")]
     pub log: String,
+    /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,41 +58,49 @@ pub enum Command {
     Arm(ArmArgs),
     /// Subscription of the running system (like `az account show`).
     Account {
+        /// The subcommand.
         #[command(subcommand)]
         command: AccountCommand,
     },
     /// Resource groups (like `az group`).
     Group {
+        /// The subcommand.
         #[command(subcommand)]
         command: GroupCommand,
     },
     /// Virtual machines and their identities (like `az vm`).
     Vm {
+        /// The subcommand.
         #[command(subcommand)]
         command: VmCommand,
     },
     /// Virtual machine scale sets and their identities (like `az vmss`).
     Vmss {
+        /// The subcommand.
         #[command(subcommand)]
         command: VmssCommand,
     },
     /// Key vaults and secrets (like `az keyvault`).
     Keyvault {
+        /// The subcommand.
         #[command(subcommand)]
         command: KeyvaultCommand,
     },
     /// User-assigned managed identities (like `az identity`).
     Identity {
+        /// The subcommand.
         #[command(subcommand)]
         command: IdentityCommand,
     },
     /// Role assignments (like `az role assignment`).
     Role {
+        /// The subcommand.
         #[command(subcommand)]
         command: RoleCommand,
     },
     /// Ask a VM's IMDS for a token, as code inside the VM would (step 5 of the flow).
     Token {
+        /// The subcommand.
         #[command(subcommand)]
         command: TokenCommand,
     },
@@ -171,6 +180,7 @@ pub enum GroupCommand {
 pub enum VmCommand {
     /// Create a VM and place it on a host. Example: misim vm create -g rg1 -n vm1 --host host-1
     Create {
+        /// The VM (resource group and name).
         #[command(flatten)]
         vm: Named,
         /// Host to place the VM on (default: the host with the fewest VMs).
@@ -188,26 +198,31 @@ pub enum VmCommand {
     },
     /// Show a VM, including its identity block and its IMDS endpoint. Example: misim vm show -g rg1 -n vm1
     Show {
+        /// The VM (resource group and name).
         #[command(flatten)]
         vm: Named,
     },
     /// List VMs in a resource group. Example: misim vm list -g rg1
     List {
+        /// Resource group.
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
     },
     /// Delete a VM (its system-assigned identity goes with it). Example: misim vm delete -g rg1 -n vm1
     Delete {
+        /// The VM (resource group and name).
         #[command(flatten)]
         vm: Named,
     },
     /// Managed identities of a VM.
     Identity {
+        /// The subcommand.
         #[command(subcommand)]
         command: VmIdentityCommand,
     },
     /// VM extensions (only the legacy managed-identity extension).
     Extension {
+        /// The subcommand.
         #[command(subcommand)]
         command: VmExtensionCommand,
     },
@@ -246,17 +261,22 @@ pub enum VmExtensionCommand {
     },
     /// Remove the extension. Example: misim vm extension delete -g rg1 --vm-name vm1 -n ManagedIdentityExtensionForLinux
     Delete {
+        /// Resource group.
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
+        /// The VM.
         #[arg(long = "vm-name")]
         vm_name: String,
+        /// Name.
         #[arg(short = 'n', long = "name")]
         name: String,
     },
     /// List the VM's extensions. Example: misim vm extension list -g rg1 --vm-name vm1
     List {
+        /// Resource group.
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
+        /// The VM.
         #[arg(long = "vm-name")]
         vm_name: String,
     },
@@ -269,6 +289,7 @@ pub enum VmssCommand {
     /// Example: misim vmss create -g rg1 -n ss1 --instance-count 3
     #[command(verbatim_doc_comment)]
     Create {
+        /// The scale set (resource group and name).
         #[command(flatten)]
         vmss: Named,
         /// Number of instances (each is a VM placed on a host, with its own IMDS endpoint).
@@ -283,21 +304,25 @@ pub enum VmssCommand {
     },
     /// Show a scale set. Example: misim vmss show -g rg1 -n ss1
     Show {
+        /// The scale set (resource group and name).
         #[command(flatten)]
         vmss: Named,
     },
     /// List scale sets in a resource group.
     List {
+        /// Resource group.
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
     },
     /// Delete a scale set, its instances and its system-assigned identity.
     Delete {
+        /// The scale set (resource group and name).
         #[command(flatten)]
         vmss: Named,
     },
     /// Change the instance count. Example: misim vmss scale -g rg1 -n ss1 --new-capacity 3
     Scale {
+        /// The scale set (resource group and name).
         #[command(flatten)]
         vmss: Named,
         /// The new number of instances.
@@ -306,11 +331,13 @@ pub enum VmssCommand {
     },
     /// List the instances with their hosts and IMDS endpoints.
     ListInstances {
+        /// The scale set (resource group and name).
         #[command(flatten)]
         vmss: Named,
     },
     /// Managed identities of a scale set (they apply to every instance).
     Identity {
+        /// The subcommand.
         #[command(subcommand)]
         command: VmIdentityCommand,
     },
@@ -321,13 +348,16 @@ pub enum VmssCommand {
 pub enum KeyvaultCommand {
     /// Create a vault (RBAC permission model). Example: misim keyvault create -g rg1 -n kv1
     Create {
+        /// The vault (resource group and name).
         #[command(flatten)]
         vault: Named,
+        /// Location (default: the resource group's).
         #[arg(short = 'l', long)]
         location: Option<String>,
     },
     /// Secrets.
     Secret {
+        /// The subcommand.
         #[command(subcommand)]
         command: SecretCommand,
     },
@@ -338,10 +368,13 @@ pub enum KeyvaultCommand {
 pub enum SecretCommand {
     /// Set a secret. Example: misim keyvault secret set --vault-name kv1 -n db-password --value s3cret
     Set {
+        /// The vault.
         #[arg(long = "vault-name")]
         vault_name: String,
+        /// Name.
         #[arg(short = 'n', long = "name")]
         name: String,
+        /// The secret value.
         #[arg(long)]
         value: String,
     },
@@ -358,6 +391,7 @@ pub enum VmIdentityCommand {
     /// Example: misim vm identity assign -g rg1 -n vm1 --identities system id1
     #[command(verbatim_doc_comment)]
     Assign {
+        /// The VM (resource group and name).
         #[command(flatten)]
         vm: Named,
         /// Identities: `system` and/or user-assigned identity resource IDs or names.
@@ -369,6 +403,7 @@ pub enum VmIdentityCommand {
     /// Example: misim vm identity remove -g rg1 -n vm1 --identities system
     #[command(verbatim_doc_comment)]
     Remove {
+        /// The VM (resource group and name).
         #[command(flatten)]
         vm: Named,
         /// Identities: `system` and/or user-assigned identity resource IDs or names.
@@ -377,6 +412,7 @@ pub enum VmIdentityCommand {
     },
     /// Show the VM's identity block. Example: misim vm identity show -g rg1 -n vm1
     Show {
+        /// The VM (resource group and name).
         #[command(flatten)]
         vm: Named,
     },
@@ -387,28 +423,34 @@ pub enum VmIdentityCommand {
 pub enum IdentityCommand {
     /// Create a user-assigned identity. Example: misim identity create -g rg1 -n id1
     Create {
+        /// The identity (resource group and name).
         #[command(flatten)]
         identity: Named,
+        /// Location (default: the resource group's).
         #[arg(short = 'l', long)]
         location: Option<String>,
     },
     /// Show a user-assigned identity (clientId, principalId, tenantId).
     Show {
+        /// The identity (resource group and name).
         #[command(flatten)]
         identity: Named,
     },
     /// List user-assigned identities in a resource group.
     List {
+        /// Resource group.
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
     },
     /// Delete a user-assigned identity (VMs keep a dangling entry, as in Azure).
     Delete {
+        /// The identity (resource group and name).
         #[command(flatten)]
         identity: Named,
     },
     /// The identity's certificate credential (for tests only).
     Credential {
+        /// The subcommand.
         #[command(subcommand)]
         command: CredentialCommand,
     },
@@ -454,11 +496,13 @@ pub enum CredentialCommand {
 pub enum RoleCommand {
     /// Role assignments (step 4 of the flow).
     Assignment {
+        /// The subcommand.
         #[command(subcommand)]
         command: RoleAssignmentCommand,
     },
     /// Role definitions.
     Definition {
+        /// The subcommand.
         #[command(subcommand)]
         command: RoleDefinitionCommand,
     },
@@ -515,6 +559,7 @@ pub enum TokenCommand {
     /// Example: misim token get -g rg1 -n vm1 --resource https://management.azure.com/
     #[command(verbatim_doc_comment)]
     Get {
+        /// The VM (resource group and name).
         #[command(flatten)]
         vm: Named,
         /// Resource (audience) of the token.

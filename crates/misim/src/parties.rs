@@ -55,6 +55,7 @@ pub struct AadArgs {
     /// Base URL others reach the HTTPS API at; default https://<https-listen>.
     #[arg(long, env = "MISIM_AAD_HTTPS_PUBLIC_URL")]
     pub https_public_url: Option<String>,
+    /// TLS certificate options.
     #[command(flatten)]
     pub tls: TlsArgs,
 }
@@ -179,6 +180,7 @@ pub struct ArmArgs {
     /// HTTPS listen address for the REST surface (TLS forwarded to --rest-listen); off if unset.
     #[arg(long, env = "MISIM_ARM_HTTPS_LISTEN")]
     pub https_listen: Option<SocketAddr>,
+    /// TLS certificate options.
     #[command(flatten)]
     pub tls: TlsArgs,
 }

@@ -1,5 +1,6 @@
 //! Integration tests of misim-arm against fake peers (MSRP, host agents, Azure AD), all on
 //! 127.0.0.1:0 listeners with a temporary data directory.
+#![allow(missing_docs)] // helpers shared by the test modules, not an API
 
 mod fakes;
 mod flow;

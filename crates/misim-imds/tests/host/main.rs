@@ -1,5 +1,6 @@
 //! Integration tests of one host: the agent gRPC API and the per-VM IMDS endpoints, run in-process on
 //! 127.0.0.1:0 against a fake MSRP and a fake Azure AD.
+#![allow(missing_docs)] // helpers shared by the test modules, not an API
 
 mod agent;
 mod cache_throttle;
