@@ -401,7 +401,7 @@ pub fn banner(e: &Endpoints, data_dir: &std::path::Path) -> String {
          \n  Azure AD      {aad}   (discovery: {aad}/{tenant}/.well-known/openid-configuration)\
          \n  Azure AD TLS  {aad_https}\
          \n  Azure AD gRPC {aadg}\
-         \n  MSRP gRPC     {msrp}\
+         \n  MSRP gRPC     {msrp}   (export MISIM_MSRP={msrp}, for `misim identity credential export`)\
          \n{hosts}\
          \n\n  tenant        {tenant}\
          \n  subscription  {sub}\
@@ -410,6 +410,8 @@ pub fn banner(e: &Endpoints, data_dir: &std::path::Path) -> String {
          \n\nTo use the https endpoints (certificate credentials need an https authority):\
          \n  export REQUESTS_CA_BUNDLE={ca} SSL_CERT_FILE={ca}\
          \n  export AZURE_AUTHORITY_HOST={aad_https} AZURE_TENANT_ID={tenant}\
+         \n  and disable instance discovery in the SDK (azure-identity: disable_instance_discovery=True;\
+         \n  msal: instance_discovery=False), or MSAL asks login.microsoftonline.com about the authority\
          \n\nNext: misim group create -n rg1 && misim vm create -g rg1 -n vm1 && \
          misim vm identity assign -g rg1 -n vm1 --identities system\
          \nThen point an Azure SDK at the VM's IMDS (imdsEndpoint from `misim vm show -g rg1 -n vm1`):\

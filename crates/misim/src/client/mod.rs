@@ -28,6 +28,9 @@ pub(crate) type Arm = ArmClient<Channel>;
 /// # Errors
 /// When `url` is malformed or nothing answers there (the message says how to start misim).
 pub async fn connect(url: &str) -> anyhow::Result<Arm> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        anyhow::bail!("--arm / MISIM_ARM must be a URL such as http://127.0.0.1:7700, not {url:?}");
+    }
     ArmClient::connect(url.to_string()).await.with_context(|| {
         format!("cannot reach ARM at {url}: is `misim up` running? (set --arm or MISIM_ARM)")
     })
@@ -35,6 +38,13 @@ pub async fn connect(url: &str) -> anyhow::Result<Arm> {
 
 /// Turns a gRPC status into a one-line error with ARM's message.
 pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
+    if s.message().contains("invalid compression flag") || s.message().contains("content-type") {
+        // An HTTP server answered instead of a gRPC one: typically ARM's REST port (7701).
+        return anyhow::anyhow!(
+            "the address in --arm / MISIM_ARM answered HTTP, not gRPC: use ARM's gRPC endpoint \
+             (arm_grpc in endpoints.json, default http://127.0.0.1:7700), not its REST port"
+        );
+    }
     anyhow::anyhow!("{}: {}", code_name(s.code()), s.message())
 }
 

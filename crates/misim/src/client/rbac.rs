@@ -17,8 +17,12 @@ pub(super) async fn role(arm: &mut Arm, c: RoleCommand) -> anyhow::Result<()> {
                     scope,
                 },
         } => {
+            let scope = match scope {
+                Some(scope) => scope,
+                None => default_scope(arm).await?,
+            };
             let req = pb::CreateRoleAssignmentRequest {
-                scope: scope.unwrap_or_default(),
+                scope,
                 role,
                 principal_id: assignee_object_id,
                 principal_type: String::new(),
@@ -73,4 +77,14 @@ pub(super) async fn role(arm: &mut Arm, c: RoleCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `/subscriptions/{default subscription}`, the scope `az role assignment create` defaults to.
+async fn default_scope(arm: &mut Arm) -> anyhow::Result<String> {
+    let sub = arm
+        .get_account(pb::GetAccountRequest::default())
+        .await
+        .map_err(status)?
+        .into_inner();
+    Ok(sub.id)
 }
