@@ -167,9 +167,10 @@ async fn serve(
 
 fn authorize(arm: &Arm, caller: &Caller, action: &str, scope: &ResourceId) -> Result<()> {
     if arm.authorize(&caller.object_id, action, scope)? {
+        tracing::info!(step = 7, principal = %caller.object_id, action, scope = %scope, "bearer token accepted and authorized");
         return Ok(());
     }
-    tracing::info!(principal = %caller.object_id, action, scope = %scope, "authorization failed");
+    tracing::info!(step = 7, principal = %caller.object_id, action, scope = %scope, "authorization failed");
     Err(ArmError::AuthorizationFailed {
         principal: caller.object_id.clone(),
         action: action.to_string(),
