@@ -96,3 +96,18 @@ def test_vms_route_imds_to_their_own_host(compose):
         assert len(hosts) == 1, f"{name}: no single host at {host_ip} on {net}"
         command = services[hosts[0]]["command"]
         assert command[command.index("--imds-listen") + 1] == f"{host_ip}:80", f"{hosts[0]} IMDS not on {host_ip}:80"
+
+
+def test_every_network_has_a_fixed_subnet_and_they_do_not_overlap(compose):
+    """Docker's auto-allocated subnets drift (172.17 -> 172.31) and can collide with the fixed VM
+    subnets, so every network of the stack pins its own, and no two overlap."""
+    nets = compose["networks"]
+    subnets = {}
+    for name, net in nets.items():
+        configs = ((net or {}).get("ipam") or {}).get("config") or []
+        assert configs and configs[0].get("subnet"), f"network {name} has no fixed subnet"
+        subnets[name] = ipaddress.ip_network(configs[0]["subnet"])
+    names = list(subnets)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not subnets[a].overlaps(subnets[b]), f"{a} and {b} overlap"
