@@ -557,11 +557,15 @@ pub enum TokenCommand {
     /// Call the VM's IMDS token endpoint and print its JSON answer.
     ///
     /// Example: misim token get -g rg1 -n vm1 --resource https://management.azure.com/
+    /// A scale-set instance: misim token get -g rg1 -n ss1 --instance-id 0
     #[command(verbatim_doc_comment)]
     Get {
-        /// The VM (resource group and name).
+        /// The VM (resource group and name), or the scale set with --instance-id.
         #[command(flatten)]
         vm: Named,
+        /// Call the IMDS of this instance of scale set -n (ids from `misim vmss list-instances`).
+        #[arg(long)]
+        instance_id: Option<String>,
         /// Resource (audience) of the token.
         #[arg(long, default_value = "https://management.azure.com/")]
         resource: String,

@@ -10,17 +10,23 @@ use crate::cli::*;
 pub(super) async fn token(arm: &mut Arm, c: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Get {
         vm,
+        instance_id,
         resource,
         client_id,
         object_id,
         msi_res_id,
     } = c;
-    let req = pb::GetVmRequest {
-        resource_group: vm.resource_group.clone(),
-        name: vm.name.clone(),
-        ..Default::default()
+    let v = match instance_id {
+        Some(instance) => scale_set_instance(arm, &vm, &instance).await?,
+        None => {
+            let req = pb::GetVmRequest {
+                resource_group: vm.resource_group.clone(),
+                name: vm.name.clone(),
+                ..Default::default()
+            };
+            arm.get_vm(req).await.map_err(status)?.into_inner()
+        }
     };
-    let v = arm.get_vm(req).await.map_err(status)?.into_inner();
     if v.imds_endpoint.is_empty() {
         bail!(
             "VM {} has no IMDS endpoint yet (is its host running?)",
@@ -75,4 +81,35 @@ pub(super) async fn token(arm: &mut Arm, c: TokenCommand) -> anyhow::Result<()> 
         bail!("IMDS answered {code}");
     }
     Ok(())
+}
+
+/// Instance `instance` of scale set `vmss`, as ARM lists it (with its IMDS endpoint).
+async fn scale_set_instance(
+    arm: &mut Arm,
+    vmss: &Named,
+    instance: &str,
+) -> anyhow::Result<pb::VirtualMachine> {
+    let req = pb::ListVmssInstancesRequest {
+        resource_group: vmss.resource_group.clone(),
+        name: vmss.name.clone(),
+        ..Default::default()
+    };
+    let instances = arm
+        .list_vmss_instances(req)
+        .await
+        .map_err(status)?
+        .into_inner()
+        .instances;
+    let ids: Vec<&str> = instances.iter().map(|i| i.instance_id.as_str()).collect();
+    let ids = ids.join(", ");
+    instances
+        .iter()
+        .find(|i| i.instance_id == instance)
+        .cloned()
+        .with_context(|| {
+            format!(
+                "scale set {} has no instance {instance:?} (instances: {ids})",
+                vmss.name
+            )
+        })
 }
