@@ -6,6 +6,7 @@ against ARM's gRPC API, exactly as a user would drive it.
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import tempfile
 import time
@@ -57,6 +58,7 @@ def misim():
     except subprocess.TimeoutExpired:
         proc.kill()
     log.close()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

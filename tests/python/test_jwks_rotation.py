@@ -9,6 +9,7 @@ wall-clock time and the test only needs *a* rotation to have happened.
 import json
 import os
 import pathlib
+import shutil
 import ssl
 import subprocess
 import tempfile
@@ -96,6 +97,7 @@ class RotatingMisim:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
