@@ -15,10 +15,14 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 /// # Errors
 /// [`StoreError::Sled`] when the directory cannot be opened or is locked by another process.
 pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
-    Ok(sled::Config::new()
+    misim_core::fsperm::create_private_dir(path).map_err(sled::Error::Io)?;
+    let db = sled::Config::new()
         .path(path)
         .flush_every_ms(Some(500))
-        .open()?)
+        .open()?;
+    // The token-signing key lives here: private to the user whatever the umask.
+    misim_core::fsperm::restrict_tree(path).map_err(sled::Error::Io)?;
+    Ok(db)
 }
 
 /// A temporary in-memory database (unit tests).

@@ -4,7 +4,10 @@
 
 pub mod cert;
 pub mod clock;
+pub mod control;
+pub mod fsperm;
 pub mod ids;
+pub mod limits;
 pub mod serve;
 pub mod store;
 pub mod tls;

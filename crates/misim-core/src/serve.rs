@@ -1,10 +1,12 @@
 //! Serving plumbing shared by every party: gRPC (with `grpc.health.v1` and reflection) and HTTP (axum),
 //! both on pre-bound listeners and both stopped by a cancellation token.
 
+use std::time::Duration;
+
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::limits::{Admission, ConnLimits};
 
 /// Errors while serving.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +31,9 @@ pub enum ServeError {
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, adding `grpc.health.v1` (each of
-/// `service_names` reported SERVING, plus the empty overall name) and server reflection for all misim protos.
+/// `service_names` reported SERVING, plus the empty overall name) and server reflection for all misim
+/// protos. Plain HTTP/2 with [`ConnLimits::GRPC`]: for unit tests with fake peers and for the
+/// user-facing ARM API; internal services use [`serve_grpc_tls`].
 ///
 /// # Errors
 /// [`ServeError`] when reflection cannot be built or the transport fails.
@@ -37,6 +41,22 @@ pub async fn serve_grpc(
     listener: TcpListener,
     routes: tonic::service::Routes,
     service_names: &[&str],
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    serve_grpc_tls(listener, routes, service_names, None, shutdown).await
+}
+
+/// [`serve_grpc`] with an optional TLS config (control-plane mTLS: see [`crate::control`]), behind
+/// [`ConnLimits::GRPC`] (caps per listener and source address, a process-wide descriptor budget, and
+/// back-off when accept fails).
+///
+/// # Errors
+/// [`ServeError`] when reflection cannot be built, the TLS config is refused, or the transport fails.
+pub async fn serve_grpc_tls(
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    service_names: &[&str],
+    tls: Option<tonic::transport::ServerTlsConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -50,36 +70,92 @@ pub async fn serve_grpc(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     let routes = routes.add_service(health).add_service(reflection);
-    // Small gRPC messages otherwise wait ~40 ms for Nagle + delayed ACK on every call.
-    let incoming = TcpListenerStream::new(listener).map(|conn| {
-        if let Ok(stream) = &conn {
-            let _ = stream.set_nodelay(true);
-        }
-        conn
-    });
-    tonic::transport::Server::builder()
+    let admission = Admission::new(ConnLimits::GRPC);
+    let incoming = futures_util::stream::unfold(
+        (listener, admission),
+        |(listener, admission)| async move {
+            let (stream, _) = admission.accept(&listener).await;
+            Some((Ok::<_, std::io::Error>(stream), (listener, admission)))
+        },
+    );
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .concurrency_limit_per_connection(256);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    builder
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await?;
     Ok(())
 }
 
-/// Serves an axum `router` on `listener` until `shutdown` is cancelled. The router sees the peer's
-/// socket address through `axum::extract::ConnectInfo<SocketAddr>`.
+/// Serves an axum `router` on `listener` until `shutdown` is cancelled, with [`ConnLimits::HTTP`].
+/// The router sees the peer's socket address through `axum::extract::ConnectInfo<SocketAddr>`.
 ///
 /// # Errors
-/// [`ServeError::Http`] when accepting connections fails.
+/// [`ServeError::Http`] when the listener's address cannot be read.
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await?;
+    serve_http_limited(listener, router, ConnLimits::HTTP, shutdown).await
+}
+
+/// How long in-flight requests may take to finish after shutdown.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+
+/// [`serve_http`] with explicit limits: HTTP/1.1 and HTTP/2 (hyper-util's auto builder), headers
+/// within `limits.header_timeout`, idle connections closed after `limits.idle_timeout`, connections
+/// over the caps closed on accept. On shutdown, stops accepting and gives open requests 5 s.
+///
+/// # Errors
+/// [`ServeError::Http`] when the listener's address cannot be read.
+pub async fn serve_http_limited(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    listener.local_addr()?;
+    let admission = Admission::new(limits);
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = admission.accept(&listener) => accepted,
+        };
+        let svc = router
+            .clone()
+            .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            });
+        let svc = hyper_util::service::TowerToHyperService::new(svc);
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(peer = %peer, error = %e, "http connection ended");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(HTTP_DRAIN, graceful.shutdown()).await;
     Ok(())
 }
 

@@ -40,11 +40,15 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Sled`] when the directory cannot be opened or is locked by another process.
+    /// The directory is made 0700 and its files 0600 ([`crate::fsperm`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        crate::fsperm::create_private_dir(path).map_err(sled::Error::Io)?;
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(500))
             .open()?;
+        // Keys live in these files: private to the user whatever the umask.
+        crate::fsperm::restrict_tree(path).map_err(sled::Error::Io)?;
         Ok(Store { db })
     }
 

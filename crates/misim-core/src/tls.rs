@@ -147,7 +147,7 @@ impl LocalCa {
         params.not_after = now + time::Duration::seconds(CA_VALIDITY_SECS);
         let cert = params.self_signed(&key)?;
         let tmp = parent.join(format!(".ca-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        crate::fsperm::create_private_dir(&tmp).map_err(io_err(&tmp))?;
         write_private(&tmp.join(CA_KEY_FILE), &key.serialize_pem())?;
         let cert_path = tmp.join(CA_CERT_FILE);
         std::fs::write(&cert_path, cert.pem()).map_err(io_err(&cert_path))?;
@@ -169,6 +169,11 @@ impl LocalCa {
                 })
             }
         }
+    }
+
+    /// The CA as the issuer of certificates it signs (control-plane party certificates).
+    pub(crate) fn issuer(&self) -> Issuer<'static, &KeyPair> {
+        Issuer::new(ca_params(), &self.key)
     }
 
     /// Path of the CA certificate clients must trust.
@@ -208,7 +213,7 @@ impl LocalCa {
         let now = now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::seconds(LEAF_VALIDITY_SECS);
-        let issuer = Issuer::new(ca_params(), &self.key);
+        let issuer = self.issuer();
         let leaf = params.signed_by(&leaf_key, &issuer)?;
         let ca_der = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|e| {
             TlsError::BadCa {
