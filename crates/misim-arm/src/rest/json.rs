@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm, VmIdentityView, Vmss};
-use crate::rbac::find_role;
+use crate::rbac::{find_role, RoleDefinition};
 use crate::vault::Vault;
 
 /// `GET /subscriptions/{s}` body (Subscriptions - Get).
@@ -97,7 +97,10 @@ pub fn vm(vm: &Vm) -> Value {
                 }
             },
             "osProfile": { "computerName": vm.id.name() },
-            "networkProfile": { "networkInterfaces": [{ "properties": { "privateIPAddress": vm.private_ip } }] },
+            "networkProfile": { "networkInterfaces": [{
+                "id": nic_id(vm),
+                "properties": { "primary": true, "privateIPAddress": vm.private_ip }
+            }] },
             "provisioningState": vm.provisioning_state()
         }
     });
@@ -212,6 +215,150 @@ pub fn role_assignment(ra: &RoleAssignment) -> Value {
             "scope": ra.scope.to_string()
         }
     })
+}
+
+/// The id of the VM's one network interface, named `{vm}VMNic` as `az vm create` names it.
+pub fn nic_id(vm: &Vm) -> String {
+    format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/networkInterfaces/{}VMNic",
+        vm.id.subscription_id(),
+        vm.id.resource_group_name().unwrap_or_default(),
+        vm.id.name()
+    )
+}
+
+/// `GET …/Microsoft.Network/networkInterfaces/{nic}` body (Network Interfaces - Get): one primary
+/// ip configuration with the VM's private IP, its MAC address and the VM it is attached to.
+pub fn nic(vm: &Vm) -> Value {
+    let id = nic_id(vm);
+    let subnet = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/virtualNetworks/{}VNET/subnets/{}Subnet",
+        vm.id.subscription_id(),
+        vm.id.resource_group_name().unwrap_or_default(),
+        vm.id.name(),
+        vm.id.name()
+    );
+    let mac = vm
+        .mac_address
+        .as_bytes()
+        .chunks(2)
+        .map(|c| String::from_utf8_lossy(c).to_string())
+        .collect::<Vec<_>>()
+        .join("-");
+    json!({
+        "name": format!("{}VMNic", vm.id.name()),
+        "id": id,
+        "type": "Microsoft.Network/networkInterfaces",
+        "location": vm.location,
+        "tags": {},
+        "properties": {
+            "provisioningState": "Succeeded",
+            "ipConfigurations": [{
+                "name": format!("ipconfig{}", vm.id.name()),
+                "id": format!("{id}/ipConfigurations/ipconfig{}", vm.id.name()),
+                "type": "Microsoft.Network/networkInterfaces/ipConfigurations",
+                "properties": {
+                    "provisioningState": "Succeeded",
+                    "privateIPAddress": vm.private_ip,
+                    "privateIPAllocationMethod": "Dynamic",
+                    "privateIPAddressVersion": "IPv4",
+                    "subnet": { "id": subnet },
+                    "primary": true
+                }
+            }],
+            "dnsSettings": { "dnsServers": [], "appliedDnsServers": [] },
+            "macAddress": mac,
+            "enableAcceleratedNetworking": false,
+            "enableIPForwarding": false,
+            "primary": true,
+            "virtualMachine": { "id": vm.id.to_string() },
+            "nicType": "Standard"
+        }
+    })
+}
+
+/// A VM's instance view (Virtual Machines - Instance View): provisioning and power state.
+pub fn instance_view(vm: &Vm, now: i64) -> Value {
+    let time = rfc3339(now);
+    let state = vm.provisioning_state();
+    let (power, power_text) = if vm.placed {
+        ("PowerState/running", "VM running")
+    } else {
+        ("PowerState/starting", "VM starting")
+    };
+    json!({
+        "computerName": vm.id.name(),
+        "osName": if vm.os_type.eq_ignore_ascii_case("windows") { "Windows" } else { "Linux" },
+        "vmAgent": {
+            "vmAgentVersion": "2.13.1.1",
+            "statuses": [{ "code": "ProvisioningState/succeeded", "level": "Info", "displayStatus": "Ready", "message": "Guest Agent is running", "time": time }]
+        },
+        "disks": [],
+        "hyperVGeneration": "V2",
+        "statuses": [
+            { "code": format!("ProvisioningState/{}", state.to_ascii_lowercase()), "level": "Info", "displayStatus": format!("Provisioning {}", state.to_ascii_lowercase()), "time": time },
+            { "code": power, "level": "Info", "displayStatus": power_text }
+        ]
+    })
+}
+
+/// `2026-12-01T14:31:08Z` for epoch seconds (Azure's timestamps).
+pub fn rfc3339(epoch_seconds: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(epoch_seconds)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// A built-in role definition (Role Definitions - Get).
+pub fn role_definition(r: &RoleDefinition, scope: &str) -> Value {
+    let scope = scope.trim_end_matches('/');
+    json!({
+        "id": format!("{scope}/providers/Microsoft.Authorization/roleDefinitions/{}", r.guid),
+        "name": r.guid,
+        "type": "Microsoft.Authorization/roleDefinitions",
+        "properties": {
+            "roleName": r.role_name,
+            "type": "BuiltInRole",
+            "description": r.description,
+            "assignableScopes": ["/"],
+            "permissions": [{
+                "actions": r.actions,
+                "notActions": r.not_actions,
+                "dataActions": r.data_actions,
+                "notDataActions": r.not_data_actions
+            }],
+            "createdOn": "2015-02-02T21:55:09.8806423Z",
+            "updatedOn": "2021-11-11T20:13:47.8628684Z",
+            "createdBy": null,
+            "updatedBy": null
+        }
+    })
+}
+
+/// A generic resource entry of `…/resources` (Resources - List): the common envelope of a full
+/// resource body (id, name, type, location, tags, identity, sku).
+pub fn generic(full: &Value) -> Value {
+    let mut v = json!({
+        "id": full["id"],
+        "name": full["name"],
+        "type": full["type"],
+        "location": full["location"],
+        "tags": full.get("tags").cloned().unwrap_or(json!({})),
+    });
+    for key in ["identity", "sku", "kind"] {
+        if let Some(x) = full.get(key) {
+            v[key] = x.clone();
+        }
+    }
+    v
 }
 
 /// A list response: `{"value":[...]}`.

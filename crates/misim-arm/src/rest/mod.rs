@@ -6,11 +6,14 @@
 pub mod auth;
 pub mod body;
 pub mod json;
+pub mod listing;
+pub mod metadata;
 pub mod path;
+pub mod query;
 pub mod resources;
 pub mod vault;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, RawQuery, State};
@@ -19,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use misim_core::ResourceId;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::error::{ArmError, Result};
 use crate::service::Arm;
@@ -83,6 +86,59 @@ fn is_vault_path(path: &str) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case("/vaults/"))
 }
 
+/// Why a request failed: an [`ArmError`], or an error shape only the REST surface produces
+/// (`InvalidResourceType`, `InvalidResourceNamespace`, `InvalidApiVersionParameter`, …).
+pub enum Fail {
+    /// A domain error, mapped by [`ArmError::http_status`] and [`ArmError::body`].
+    Arm(ArmError),
+    /// Status, ARM error code and message.
+    Api(StatusCode, &'static str, String),
+}
+
+impl From<ArmError> for Fail {
+    fn from(e: ArmError) -> Self {
+        Fail::Arm(e)
+    }
+}
+
+/// Response headers a handler adds (e.g. `Location` and `Retry-After` of an asynchronous delete).
+pub type ExtraHeaders = Mutex<Vec<(&'static str, String)>>;
+
+/// The base URL the client used to reach this listener: `https://{Host}` when the request came
+/// through the TLS forwarder (a port other than the plain listener's), else `http://{Host}`.
+pub fn base_url(arm: &Arm, headers: &HeaderMap) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let plain = arm.rest_url();
+    let port_of = |h: &str| h.rsplit_once(':').map(|(_, p)| p.to_string());
+    let plain_port = port_of(plain.rsplit('/').next().unwrap_or_default());
+    if host.is_empty() {
+        return plain.to_string();
+    }
+    if plain.is_empty() || port_of(host) == plain_port {
+        format!("http://{host}")
+    } else {
+        format!("https://{host}")
+    }
+}
+
+/// True for an `api-version` ARM accepts the form of: `YYYY-MM-DD`, optionally `-preview`/`-beta`.
+fn api_version_well_formed(v: &str) -> bool {
+    let date = v
+        .strip_suffix("-preview")
+        .or_else(|| v.strip_suffix("-beta"))
+        .or_else(|| v.strip_suffix("-privatepreview"))
+        .unwrap_or(v);
+    let b = date.as_bytes();
+    b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        })
+}
+
 async fn handle(
     State(st): State<RestState>,
     method: Method,
@@ -93,12 +149,29 @@ async fn handle(
 ) -> Response {
     let path = uri.path();
     if is_vault_path(path) {
-        return vault::handle(&st, path, query.as_deref(), &headers).await;
+        return vault::handle(&st, &method, path, query.as_deref(), &headers, &bytes).await;
     }
-    match serve(&st, &method, path, query.as_deref(), &headers, &bytes).await {
+    if metadata::is_metadata_path(path) {
+        return metadata::handle(&st, &method, query.as_deref(), &headers);
+    }
+    let base = base_url(&st.arm, &headers);
+    let extra = ExtraHeaders::default();
+    let req = Request {
+        method: &method,
+        path,
+        query: query.as_deref().unwrap_or_default(),
+        headers: &headers,
+        bytes: &bytes,
+        base: &base,
+        extra: &extra,
+    };
+    let mut resp = match serve(&st, &req).await {
         Ok((status, Value::Null)) => status.into_response(),
         Ok((status, v)) => (status, Json(v)).into_response(),
-        Err(error) => {
+        Err(Fail::Api(status, code, message)) => {
+            (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
+        }
+        Err(Fail::Arm(error)) => {
             if matches!(error, ArmError::Store(_) | ArmError::Unavailable(_)) {
                 tracing::warn!(path, error = %error, "rest request failed");
             }
@@ -108,32 +181,80 @@ async fn handle(
             }
             .into_response()
         }
+    };
+    for (name, value) in extra.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().insert(name, v);
+        }
     }
+    resp
 }
 
-async fn serve(
-    st: &RestState,
-    method: &Method,
-    path: &str,
-    query: Option<&str>,
-    headers: &HeaderMap,
-    bytes: &[u8],
-) -> Result<(StatusCode, Value)> {
+/// One REST request as the handlers see it.
+pub struct Request<'a> {
+    /// HTTP method.
+    pub method: &'a Method,
+    /// Request path.
+    pub path: &'a str,
+    /// Raw query string (empty when none).
+    pub query: &'a str,
+    /// Request headers.
+    pub headers: &'a HeaderMap,
+    /// Request body.
+    pub bytes: &'a [u8],
+    /// The base URL the client used ([`base_url`]).
+    pub base: &'a str,
+    /// Response headers to add.
+    pub extra: &'a ExtraHeaders,
+}
+
+async fn serve(st: &RestState, req: &Request<'_>) -> std::result::Result<(StatusCode, Value), Fail> {
     let arm = &st.arm;
+    let (method, path) = (req.method, req.path);
     let tenants: Vec<String> = arm
         .list_subscriptions()?
         .into_iter()
         .map(|s| s.tenant_id.to_ascii_lowercase())
         .collect();
-    let auth = headers
+    let auth = req
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let caller = st
         .validator
         .validate(auth, |tid| tenants.contains(&tid.to_ascii_lowercase()))
         .await?;
-    let api = api_version(query).ok_or(ArmError::MissingApiVersion)?;
-    let target = path::parse(path).ok_or_else(|| ArmError::RouteNotFound(path.to_string()))?;
+    let api = api_version(Some(req.query)).ok_or(ArmError::MissingApiVersion)?;
+    if !api_version_well_formed(&api) {
+        return Err(Fail::Api(
+            StatusCode::BAD_REQUEST,
+            "InvalidApiVersionParameter",
+            format!("The api-version '{api}' is invalid. The supported versions are dates such as '2024-07-01' (optionally with '-preview')."),
+        ));
+    }
+    let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match seg.as_slice() {
+        [t] if t.eq_ignore_ascii_case("tenants") && *method == Method::GET => {
+            return Ok(listing::tenants(arm, &caller)?);
+        }
+        [t] if t.eq_ignore_ascii_case("subscriptions") && *method == Method::GET => {
+            return Ok(listing::subscriptions(arm, &caller, req)?);
+        }
+        _ => {}
+    }
+    let target = path::parse_detailed(path).map_err(|e| match e {
+        path::PathError::NotFound => Fail::Arm(ArmError::RouteNotFound(path.to_string())),
+        path::PathError::Namespace(ns) => Fail::Api(
+            StatusCode::NOT_FOUND,
+            "InvalidResourceNamespace",
+            format!("The resource namespace '{ns}' is invalid."),
+        ),
+        path::PathError::Type(ns, ty) => Fail::Api(
+            StatusCode::BAD_REQUEST,
+            "InvalidResourceType",
+            format!("The resource type '{ty}' could not be found in the namespace '{ns}' for api version '{api}'."),
+        ),
+    })?;
     let sub_id = target.subscription().unwrap_or_default().to_string();
     let sub = arm
         .store()
@@ -146,10 +267,11 @@ async fn serve(
                 "The access token is from the wrong issuer 'https://sts.windows.net/{}/'. It must match the tenant 'https://sts.windows.net/{}/' associated with this subscription. Please use the authority (URL) 'https://login.windows.net/{}' to get the token.",
                 caller.tenant_id, sub.tenant_id, sub.tenant_id
             ),
-        });
+        }
+        .into());
     }
     let body = if matches!(*method, Method::PUT | Method::PATCH) {
-        body::parse(bytes)?
+        body::parse(req.bytes)?
     } else {
         Value::Object(Default::default())
     };
@@ -160,7 +282,10 @@ async fn serve(
         method,
         api: &api,
         body: &body,
-        query: query.unwrap_or_default(),
+        query: req.query,
+        path,
+        base: req.base,
+        extra: req.extra,
     };
     resources::serve(&call, target).await
 }

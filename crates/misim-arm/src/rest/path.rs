@@ -1,6 +1,9 @@
-//! ARM resource paths the REST surface serves, parsed case-insensitively: subscriptions, resource
-//! groups, VMs, scale sets (and their instances), user-assigned identities, key vaults, and role
-//! assignments under any scope (`{scope}/providers/Microsoft.Authorization/roleAssignments/{guid}`).
+//! ARM resource paths the REST surface serves, parsed case-insensitively: subscriptions (and their
+//! locations, resource groups, generic `resources` lists and subscription-wide provider lists),
+//! resource groups, VMs (and `instanceView`), network interfaces, scale sets (and their instances),
+//! user-assigned identities, key vaults, and the extension resources ARM serves under any scope:
+//! `Microsoft.Authorization/{roleAssignments,roleDefinitions,permissions}` and
+//! `Microsoft.ManagedIdentity/identities/default`.
 
 /// A resource kind under a resource group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,7 +16,22 @@ pub enum Kind {
     Uami,
     /// `Microsoft.KeyVault/vaults`.
     Vault,
+    /// `Microsoft.Network/networkInterfaces` (one per VM, read-only).
+    Nic,
 }
+
+/// Every kind, in listing order.
+pub const KINDS: [Kind; 5] = [Kind::Vm, Kind::Vmss, Kind::Uami, Kind::Vault, Kind::Nic];
+
+/// Resource provider namespaces misim serves (others are `InvalidResourceNamespace`).
+pub const NAMESPACES: &[&str] = &[
+    "Microsoft.Compute",
+    "Microsoft.ManagedIdentity",
+    "Microsoft.KeyVault",
+    "Microsoft.Network",
+    "Microsoft.Authorization",
+    "Microsoft.Resources",
+];
 
 impl Kind {
     /// `Namespace/type`.
@@ -23,16 +41,19 @@ impl Kind {
             Kind::Vmss => "Microsoft.Compute/virtualMachineScaleSets",
             Kind::Uami => "Microsoft.ManagedIdentity/userAssignedIdentities",
             Kind::Vault => "Microsoft.KeyVault/vaults",
+            Kind::Nic => "Microsoft.Network/networkInterfaces",
         }
     }
 
-    fn parse(namespace: &str, ty: &str) -> Option<Kind> {
-        [Kind::Vm, Kind::Vmss, Kind::Uami, Kind::Vault]
+    /// The kind of a `Namespace/type` string, any case.
+    pub fn from_type(full: &str) -> Option<Kind> {
+        KINDS
             .into_iter()
-            .find(|k| {
-                k.resource_type()
-                    .eq_ignore_ascii_case(&format!("{namespace}/{ty}"))
-            })
+            .find(|k| k.resource_type().eq_ignore_ascii_case(full))
+    }
+
+    fn parse(namespace: &str, ty: &str) -> Option<Kind> {
+        Kind::from_type(&format!("{namespace}/{ty}"))
     }
 }
 
@@ -41,18 +62,49 @@ impl Kind {
 pub enum Target {
     /// `/subscriptions/{s}`.
     Subscription(String),
+    /// `/subscriptions/{s}/locations`.
+    Locations(String),
+    /// `/subscriptions/{s}/resourceGroups` (list).
+    Groups(String),
     /// `/subscriptions/{s}/resourceGroups/{g}`.
     Group(String, String),
+    /// `/subscriptions/{s}[/resourceGroups/{g}]/resources` (generic resources list).
+    Resources(String, Option<String>),
+    /// `/subscriptions/{s}/providers/{ns}/{type}` (list across the subscription).
+    SubCollection(String, Kind),
     /// `…/providers/{ns}/{type}` (list).
     Collection(String, String, Kind),
     /// `…/providers/{ns}/{type}/{name}`.
     Resource(String, String, Kind, String),
+    /// `…/virtualMachines/{name}/instanceView`.
+    InstanceView(String, String, String),
     /// `…/virtualMachineScaleSets/{name}/virtualMachines` (list instances).
     VmssInstances(String, String, String),
+    /// `/subscriptions/{s}/operationresults/{id}` (a finished asynchronous operation).
+    OperationResult(String, String),
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments` (list).
     RoleAssignments(String),
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{guid}`.
     RoleAssignment(String, String),
+    /// `{scope}/providers/Microsoft.Authorization/roleDefinitions` (list).
+    RoleDefinitions(String),
+    /// `{scope}/providers/Microsoft.Authorization/roleDefinitions/{guid}`.
+    RoleDefinition(String, String),
+    /// `{scope}/providers/Microsoft.Authorization/permissions` (the caller's).
+    Permissions(String),
+    /// `{scope}/providers/Microsoft.ManagedIdentity/identities/default` (system-assigned identity).
+    DefaultIdentity(String),
+}
+
+/// Why a path is not served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// No such route (ARM answers 404 `NotFound`-like).
+    NotFound,
+    /// A namespace ARM does not know (404 `InvalidResourceNamespace`).
+    Namespace(String),
+    /// A known namespace without this type (400 `InvalidResourceType`).
+    Type(String, String),
 }
 
 impl Target {
@@ -60,13 +112,22 @@ impl Target {
     pub fn subscription(&self) -> Option<&str> {
         match self {
             Target::Subscription(s)
+            | Target::Locations(s)
+            | Target::Groups(s)
             | Target::Group(s, _)
+            | Target::Resources(s, _)
+            | Target::SubCollection(s, _)
             | Target::Collection(s, ..)
             | Target::Resource(s, ..)
+            | Target::InstanceView(s, ..)
+            | Target::OperationResult(s, _)
             | Target::VmssInstances(s, ..) => Some(s),
-            Target::RoleAssignments(scope) | Target::RoleAssignment(scope, _) => {
-                scope.split('/').nth(2)
-            }
+            Target::RoleAssignments(scope)
+            | Target::RoleAssignment(scope, _)
+            | Target::RoleDefinitions(scope)
+            | Target::RoleDefinition(scope, _)
+            | Target::Permissions(scope)
+            | Target::DefaultIdentity(scope) => scope.split('/').nth(2),
         }
     }
 }
@@ -77,50 +138,98 @@ fn is(seg: &[&str], i: usize, word: &str) -> bool {
 
 /// Parses a request path; `None` when ARM has no such route.
 pub fn parse(path: &str) -> Option<Target> {
+    parse_detailed(path).ok()
+}
+
+/// Parses a request path, saying why it is not served.
+///
+/// # Errors
+/// [`PathError`] for an unknown route, namespace or resource type.
+pub fn parse_detailed(path: &str) -> Result<Target, PathError> {
     let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    // Role assignments under any scope.
+    // Extension resources under any scope.
     if let Some(p) = (0..seg.len()).rev().find(|&i| {
         is(&seg, i, "providers")
-            && is(&seg, i + 1, "Microsoft.Authorization")
-            && is(&seg, i + 2, "roleAssignments")
+            && ((is(&seg, i + 1, "Microsoft.Authorization") && seg.len() > i + 2)
+                || (is(&seg, i + 1, "Microsoft.ManagedIdentity") && is(&seg, i + 2, "identities")))
+            && i >= 2
     }) {
         let scope = format!("/{}", seg[..p].join("/"));
         parse_scope(&seg[..p])?;
-        return match seg.len() - p {
-            3 => Some(Target::RoleAssignments(scope)),
-            4 => Some(Target::RoleAssignment(scope, seg[p + 3].to_string())),
-            _ => None,
+        let rest = &seg[p + 2..];
+        if is(&seg, p + 1, "Microsoft.ManagedIdentity") {
+            return match rest {
+                [_, name] if name.eq_ignore_ascii_case("default") => {
+                    Ok(Target::DefaultIdentity(scope))
+                }
+                _ => Err(PathError::NotFound),
+            };
+        }
+        let ty = rest[0];
+        return match (ty.to_ascii_lowercase().as_str(), rest.len()) {
+            ("roleassignments", 1) => Ok(Target::RoleAssignments(scope)),
+            ("roleassignments", 2) => Ok(Target::RoleAssignment(scope, rest[1].to_string())),
+            ("roledefinitions", 1) => Ok(Target::RoleDefinitions(scope)),
+            ("roledefinitions", 2) => Ok(Target::RoleDefinition(scope, rest[1].to_string())),
+            ("permissions", 1) => Ok(Target::Permissions(scope)),
+            ("roleassignments" | "roledefinitions" | "permissions", _) => Err(PathError::NotFound),
+            _ => Err(PathError::Type("Microsoft.Authorization".into(), ty.to_string())),
         };
     }
     parse_scope(&seg)
 }
 
-fn parse_scope(seg: &[&str]) -> Option<Target> {
+fn provider(namespace: &str, ty: &str) -> Result<Kind, PathError> {
+    if let Some(k) = Kind::parse(namespace, ty) {
+        return Ok(k);
+    }
+    if NAMESPACES.iter().any(|n| n.eq_ignore_ascii_case(namespace)) {
+        Err(PathError::Type(namespace.to_string(), ty.to_string()))
+    } else {
+        Err(PathError::Namespace(namespace.to_string()))
+    }
+}
+
+fn parse_scope(seg: &[&str]) -> Result<Target, PathError> {
     if !is(seg, 0, "subscriptions") || seg.len() < 2 {
-        return None;
+        return Err(PathError::NotFound);
     }
     let s = seg[1].to_string();
-    if seg.len() == 2 {
-        return Some(Target::Subscription(s));
+    match seg.len() {
+        2 => return Ok(Target::Subscription(s)),
+        3 if is(seg, 2, "locations") => return Ok(Target::Locations(s)),
+        3 if is(seg, 2, "resourceGroups") => return Ok(Target::Groups(s)),
+        3 if is(seg, 2, "resources") => return Ok(Target::Resources(s, None)),
+        4 if is(seg, 2, "operationresults") => {
+            return Ok(Target::OperationResult(s, seg[3].to_string()))
+        }
+        5 if is(seg, 2, "providers") => return Ok(Target::SubCollection(s, provider(seg[3], seg[4])?)),
+        _ => {}
     }
     if !is(seg, 2, "resourceGroups") || seg.len() < 4 {
-        return None;
+        return Err(PathError::NotFound);
     }
     let g = seg[3].to_string();
     if seg.len() == 4 {
-        return Some(Target::Group(s, g));
+        return Ok(Target::Group(s, g));
+    }
+    if seg.len() == 5 && is(seg, 4, "resources") {
+        return Ok(Target::Resources(s, Some(g)));
     }
     if !is(seg, 4, "providers") || seg.len() < 7 {
-        return None;
+        return Err(PathError::NotFound);
     }
-    let kind = Kind::parse(seg[5], seg[6])?;
+    let kind = provider(seg[5], seg[6])?;
     match seg.len() {
-        7 => Some(Target::Collection(s, g, kind)),
-        8 => Some(Target::Resource(s, g, kind, seg[7].to_string())),
+        7 => Ok(Target::Collection(s, g, kind)),
+        8 => Ok(Target::Resource(s, g, kind, seg[7].to_string())),
         9 if kind == Kind::Vmss && is(seg, 8, "virtualMachines") => {
-            Some(Target::VmssInstances(s, g, seg[7].to_string()))
+            Ok(Target::VmssInstances(s, g, seg[7].to_string()))
         }
-        _ => None,
+        9 if kind == Kind::Vm && is(seg, 8, "instanceView") => {
+            Ok(Target::InstanceView(s, g, seg[7].to_string()))
+        }
+        _ => Err(PathError::NotFound),
     }
 }
 
@@ -155,6 +264,41 @@ mod tests {
         );
         assert!(parse("/subscriptions/s/foo/g").is_none());
         assert!(parse("/tenants").is_none());
+    }
+
+    #[test]
+    fn lists_and_sub_resources_parse() {
+        assert_eq!(parse("/subscriptions/s/resourcegroups"), Some(Target::Groups("s".into())));
+        assert_eq!(parse("/subscriptions/s/locations"), Some(Target::Locations("s".into())));
+        assert_eq!(parse("/subscriptions/s/resources"), Some(Target::Resources("s".into(), None)));
+        assert_eq!(
+            parse("/subscriptions/s/resourceGroups/g/resources"),
+            Some(Target::Resources("s".into(), Some("g".into())))
+        );
+        assert_eq!(
+            parse("/subscriptions/s/providers/Microsoft.Compute/virtualMachines"),
+            Some(Target::SubCollection("s".into(), Kind::Vm))
+        );
+        assert_eq!(
+            parse("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/v/instanceView"),
+            Some(Target::InstanceView("s".into(), "g".into(), "v".into()))
+        );
+        assert_eq!(
+            parse("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/v/providers/Microsoft.ManagedIdentity/identities/default"),
+            Some(Target::DefaultIdentity("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/v".into()))
+        );
+        assert_eq!(
+            parse("/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/abc"),
+            Some(Target::RoleDefinition("/subscriptions/s".into(), "abc".into()))
+        );
+        assert_eq!(
+            parse_detailed("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks/d"),
+            Err(PathError::Type("Microsoft.Compute".into(), "disks".into()))
+        );
+        assert_eq!(
+            parse_detailed("/subscriptions/s/providers/Microsoft.Nope/things"),
+            Err(PathError::Namespace("Microsoft.Nope".into()))
+        );
     }
 
     #[test]

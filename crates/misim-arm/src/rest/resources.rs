@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::auth::Caller;
 use super::path::{Kind, Target};
-use super::{authorize, body, json};
+use super::{authorize, body, json, listing, Fail};
 use crate::error::{ArmError, Result};
 use crate::model::Subscription;
 use crate::service::Arm;
@@ -38,11 +38,17 @@ pub struct Call<'a> {
     pub body: &'a Value,
     /// Raw query string.
     pub query: &'a str,
+    /// Request path.
+    pub path: &'a str,
+    /// The base URL the client used (for `nextLink`s and operation URLs).
+    pub base: &'a str,
+    /// Response headers to add.
+    pub extra: &'a super::ExtraHeaders,
 }
 
-type Reply = (StatusCode, Value);
+pub(super) type Reply = (StatusCode, Value);
 
-fn ok(v: Value) -> Result<Reply> {
+pub(super) fn ok(v: Value) -> Result<Reply> {
     Ok((StatusCode::OK, v))
 }
 
@@ -63,11 +69,19 @@ fn deleted(existed: bool) -> Result<Reply> {
 }
 
 impl Call<'_> {
-    fn allow(&self, action: &str, scope: &ResourceId) -> Result<()> {
+    pub(super) fn allow(&self, action: &str, scope: &ResourceId) -> Result<()> {
         authorize(self.arm, self.caller, action, scope)
     }
 
-    fn not_allowed(&self) -> ArmError {
+    /// Adds the headers of an accepted asynchronous operation: `Location` (polled until it answers
+    /// 200) and `Retry-After: 0`.
+    pub(super) fn accepted(&self, path_and_query: &str) {
+        let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        extra.push(("location", format!("{}{path_and_query}", self.base)));
+        extra.push(("retry-after", "0".to_string()));
+    }
+
+    pub(super) fn not_allowed(&self) -> ArmError {
         ArmError::MethodNotAllowed(self.method.to_string())
     }
 }
@@ -76,7 +90,26 @@ impl Call<'_> {
 ///
 /// # Errors
 /// Authorization, validation and lookup errors in ARM's shape.
-pub async fn serve(c: &Call<'_>, target: Target) -> Result<Reply> {
+pub async fn serve(c: &Call<'_>, target: Target) -> std::result::Result<Reply, Fail> {
+    match target {
+        Target::Locations(_) => Ok(listing::locations(c)?),
+        Target::Groups(_) => listing::groups(c),
+        Target::Resources(_, g) => listing::resources(c, g.as_deref()),
+        Target::SubCollection(_, kind) => listing::sub_collection(c, kind),
+        Target::Collection(_, g, Kind::Nic) => listing::nics(c, &g),
+        Target::Resource(_, g, Kind::Nic, n) => Ok(listing::nic(c, &g, &n).await?),
+        Target::InstanceView(_, g, n) => Ok(compute::instance_view(c, &g, &n).await?),
+        Target::OperationResult(_, _) => Ok(listing::operation_result(c)?),
+        Target::RoleDefinitions(scope) => listing::role_definitions(c, &scope),
+        Target::RoleDefinition(scope, name) => Ok(listing::role_definition(c, &scope, &name)?),
+        Target::Permissions(scope) => Ok(listing::permissions(c, &scope)?),
+        Target::DefaultIdentity(scope) => Ok(listing::default_identity(c, &scope).await?),
+        Target::RoleAssignments(scope) => listing::role_assignments(c, &scope),
+        other => Ok(serve_resource(c, other).await?),
+    }
+}
+
+async fn serve_resource(c: &Call<'_>, target: Target) -> Result<Reply> {
     let s = c.sub.subscription_id.as_str();
     let bad_name = |e: misim_core::ids::IdError| ArmError::RouteNotFound(e.to_string());
     match target {
@@ -112,6 +145,7 @@ pub async fn serve(c: &Call<'_>, target: Target) -> Result<Reply> {
                     .filter(|v| v.id.is_within(&scope))
                     .map(json::vault)
                     .collect(),
+                Kind::Nic => Vec::new(),
             };
             ok(json::list(items))
         }
@@ -126,6 +160,7 @@ pub async fn serve(c: &Call<'_>, target: Target) -> Result<Reply> {
                 Kind::Vmss => vmss(c, s, &g, &n, &id).await,
                 Kind::Uami => uami(c, s, &g, &n, &id).await,
                 Kind::Vault => vault(c, s, &g, &n, &id).await,
+                Kind::Nic => Err(ArmError::RouteNotFound(c.path.to_string())),
             }
         }
         Target::VmssInstances(_, g, n) => {
@@ -142,36 +177,9 @@ pub async fn serve(c: &Call<'_>, target: Target) -> Result<Reply> {
                 instances.iter().map(|i| json::instance(&ss, i)).collect(),
             ))
         }
-        Target::RoleAssignments(scope) => {
-            if c.method != Method::GET {
-                return Err(c.not_allowed());
-            }
-            let scope_id = ResourceId::parse(&scope).map_err(bad_name)?;
-            c.allow("Microsoft.Authorization/roleAssignments/read", &scope_id)?;
-            let principal = principal_filter(c.query);
-            let list = c.arm.list_role_assignments(&scope, &principal)?;
-            ok(json::list(list.iter().map(json::role_assignment).collect()))
-        }
         Target::RoleAssignment(scope, name) => role_assignment(c, &scope, &name).await,
+        _ => Err(ArmError::RouteNotFound(c.path.to_string())),
     }
-}
-
-/// `$filter=principalId eq '{id}'` (URL-encoded or not).
-fn principal_filter(query: &str) -> String {
-    let decoded = query
-        .replace("%20", " ")
-        .replace("%27", "'")
-        .replace('+', " ")
-        .replace("%24", "$")
-        .replace("%3D", "=")
-        .replace("%3d", "=");
-    decoded
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("$filter="))
-        .and_then(|f| f.trim().strip_prefix("principalId eq '"))
-        .and_then(|rest| rest.split('\'').next())
-        .unwrap_or_default()
-        .to_string()
 }
 
 async fn group(c: &Call<'_>, s: &str, g: &str) -> Result<Reply> {
@@ -195,9 +203,16 @@ async fn group(c: &Call<'_>, s: &str, g: &str) -> Result<Reply> {
         }
         Method::DELETE => {
             c.allow(&action("delete"), &id)?;
-            let existed = c.arm.group(s, g).is_ok();
+            c.arm.group(s, g)?;
             c.arm.delete_group(s, g).await?;
-            deleted(existed)
+            // ARM deletes a group asynchronously: 202 with a Location to poll (Resource Groups -
+            // Delete). misim finishes before answering, so the first poll reports completion.
+            let op = uuid::Uuid::new_v4().simple().to_string().to_ascii_uppercase();
+            c.accepted(&format!(
+                "/subscriptions/{s}/operationresults/RESOURCEGROUPDELETIONJOB-{op}?api-version={}",
+                c.api
+            ));
+            Ok((StatusCode::ACCEPTED, Value::Null))
         }
         _ => Err(c.not_allowed()),
     }
@@ -298,20 +313,5 @@ async fn role_assignment(c: &Call<'_>, scope: &str, name: &str) -> Result<Reply>
             }
         }
         _ => Err(c.not_allowed()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn principal_filter_reads_encoded_and_plain_queries() {
-        assert_eq!(
-            principal_filter("api-version=2022-04-01&$filter=principalId%20eq%20%27abc%27"),
-            "abc"
-        );
-        assert_eq!(principal_filter("$filter=principalId eq 'x'"), "x");
-        assert_eq!(principal_filter("api-version=1"), "");
     }
 }

@@ -6,7 +6,7 @@
 //! `Microsoft.KeyVault/vaults/secrets/getSecret/action` at the secret, the vault or a parent scope
 //! (RBAC permission model: Owner/Contributor do not grant it).
 
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use misim_core::ResourceId;
@@ -24,9 +24,11 @@ pub const GET_SECRET: &str = "Microsoft.KeyVault/vaults/secrets/getSecret/action
 /// Handles `/vaults/{vault}/…`; returns Key Vault's JSON or its error shape.
 pub async fn handle(
     st: &RestState,
+    _method: &Method,
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
+    _body: &[u8],
 ) -> Response {
     let vault_name = path.split('/').nth(2).unwrap_or_default().to_string();
     match serve(st, path, query, headers).await {

@@ -57,7 +57,13 @@ pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId)
     match *c.method {
         Method::GET => {
             c.allow(&action("read"), id)?;
-            ok(json::vm(&arm.get_vm(s, g, n).await?))
+            let vm = arm.get_vm(s, g, n).await?;
+            let mut body = json::vm(&vm);
+            let expand = super::super::query::param(c.query, "$expand").unwrap_or_default();
+            if expand.split(',').any(|e| e.trim().eq_ignore_ascii_case("instanceView")) {
+                body["properties"]["instanceView"] = json::instance_view(&vm, arm.clock().now());
+            }
+            ok(body)
         }
         Method::PUT | Method::PATCH => {
             let write = action("write");
@@ -114,6 +120,18 @@ pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId)
         }
         _ => Err(c.not_allowed()),
     }
+}
+
+/// `GET …/virtualMachines/{vm}/instanceView`.
+pub(super) async fn instance_view(c: &Call<'_>, g: &str, n: &str) -> Result<Reply> {
+    if c.method != Method::GET {
+        return Err(c.not_allowed());
+    }
+    let s = c.sub.subscription_id.as_str();
+    let id = ResourceId::vm(s, g, n)?;
+    c.allow("Microsoft.Compute/virtualMachines/read", &id)?;
+    let vm = c.arm.get_vm(s, g, n).await?;
+    ok(json::instance_view(&vm, c.arm.clock().now()))
 }
 
 pub(super) async fn vmss(
