@@ -46,6 +46,27 @@ pub struct Secret {
     pub created: i64,
     /// Updated, epoch seconds.
     pub updated: i64,
+    /// `contentType`, empty when not set.
+    #[serde(default)]
+    pub content_type: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// When the secret was soft-deleted, epoch seconds (`None`: live). Only the current-version
+    /// record carries it; a deleted secret keeps all its versions until purged or recovered.
+    #[serde(default)]
+    pub deleted: Option<i64>,
+}
+
+/// Days a soft-deleted secret is kept before it may be purged (Key Vault's default retention).
+pub const RETENTION_DAYS: i64 = 90;
+
+fn secret_key(vault: &str, name: &str) -> String {
+    format!("{vault}/{name}").to_ascii_lowercase()
+}
+
+fn version_key(vault: &str, name: &str, version: &str) -> String {
+    format!("{vault}/{name}/{version}").to_ascii_lowercase()
 }
 
 impl Secret {
@@ -159,42 +180,182 @@ impl Arm {
     /// Sets a secret (a new version; `az keyvault secret set`).
     ///
     /// # Errors
-    /// [`ArmError::ResourceNotFound`] for an unknown vault, name rules.
+    /// [`ArmError::ResourceNotFound`] for an unknown vault, name rules, [`ArmError::Conflict`] while a
+    /// deleted secret of that name is kept (Key Vault: recover or purge it first).
     pub async fn set_secret(&self, vault: &str, name: &str, value: &str) -> Result<Secret> {
+        self.set_secret_with(vault, name, value, "", Default::default())
+            .await
+    }
+
+    /// As [`Arm::set_secret`], with `contentType` and tags.
+    ///
+    /// # Errors
+    /// As [`Arm::set_secret`].
+    pub async fn set_secret_with(
+        &self,
+        vault: &str,
+        name: &str,
+        value: &str,
+        content_type: &str,
+        tags: std::collections::BTreeMap<String, String>,
+    ) -> Result<Secret> {
         let v = self.vault(vault)?;
         validate_secret_name(name)?;
-        let key = format!("{}/{}", vault, name).to_ascii_lowercase();
+        let key = secret_key(vault, name);
         let _guard = self.locks.lock(&key).await;
         let now = self.clock.now();
-        let created = self
-            .store
-            .secrets
-            .get(&key)?
-            .map(|s| s.created)
-            .unwrap_or(now);
+        let current = self.store.secrets.get(&key)?;
+        if current.as_ref().is_some_and(|c| c.deleted.is_some()) {
+            return Err(ArmError::Conflict {
+                code: "Conflict",
+                message: format!("Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged."),
+            });
+        }
         let secret = Secret {
             vault: v.id.name().to_string(),
             name: name.to_string(),
             value: value.to_string(),
             version: uuid::Uuid::new_v4().simple().to_string(),
-            created,
+            created: now,
             updated: now,
+            content_type: content_type.to_string(),
+            tags,
+            deleted: None,
         };
         self.store.secrets.put(&key, &secret)?;
+        self.store
+            .secrets
+            .put(&version_key(vault, name, &secret.version), &secret)?;
         self.store.flush().await?;
         info!(vault = %v.id, secret = name, "set secret");
         Ok(secret)
     }
 
-    /// The current version of a secret.
+    /// The current version of a live secret.
     ///
     /// # Errors
     /// [`ArmError::SecretNotFound`].
     pub fn secret(&self, vault: &str, name: &str) -> Result<Secret> {
         self.store
             .secrets
-            .get(&format!("{vault}/{name}").to_ascii_lowercase())?
+            .get(&secret_key(vault, name))?
+            .filter(|s| s.deleted.is_none())
             .ok_or_else(|| ArmError::SecretNotFound(name.to_string()))
+    }
+
+    /// One version of a live secret (the current one for an empty `version`).
+    ///
+    /// # Errors
+    /// [`ArmError::SecretNotFound`].
+    pub fn secret_version(&self, vault: &str, name: &str, version: &str) -> Result<Secret> {
+        let current = self.secret(vault, name)?;
+        if version.is_empty() || version.eq_ignore_ascii_case(&current.version) {
+            return Ok(current);
+        }
+        self.store
+            .secrets
+            .get(&version_key(vault, name, version))?
+            .ok_or_else(|| ArmError::SecretNotFound(format!("{name}/{version}")))
+    }
+
+    /// Every secret of a vault (current versions, live or deleted), by name.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn list_secrets(&self, vault: &str, deleted: bool) -> Result<Vec<Secret>> {
+        let prefix = format!("{}/", vault.to_ascii_lowercase());
+        let mut out: Vec<Secret> = self
+            .store
+            .secrets
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .filter(|(k, _)| !k[prefix.len()..].contains('/'))
+            .map(|(_, s)| s)
+            .filter(|s| s.deleted.is_some() == deleted)
+            .collect();
+        out.sort_by(|a, b| a.name.to_ascii_lowercase().cmp(&b.name.to_ascii_lowercase()));
+        Ok(out)
+    }
+
+    /// Every version of a live secret, oldest first.
+    ///
+    /// # Errors
+    /// [`ArmError::SecretNotFound`].
+    pub fn list_secret_versions(&self, vault: &str, name: &str) -> Result<Vec<Secret>> {
+        let prefix = format!("{}/", secret_key(vault, name));
+        let mut out: Vec<Secret> = self
+            .store
+            .secrets
+            .scan_prefix(&prefix)?
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        // Secrets set before versions were recorded have only their current version.
+        let current = self.secret(vault, name)?;
+        if !out.iter().any(|s| s.version == current.version) {
+            out.push(current);
+        }
+        out.sort_by_key(|s| (s.created, s.version.clone()));
+        Ok(out)
+    }
+
+    /// Soft-deletes a secret (all versions): it moves to the vault's deleted secrets.
+    ///
+    /// # Errors
+    /// [`ArmError::SecretNotFound`].
+    pub async fn delete_secret(&self, vault: &str, name: &str) -> Result<Secret> {
+        let key = secret_key(vault, name);
+        let _guard = self.locks.lock(&key).await;
+        let mut s = self.secret(vault, name)?;
+        s.deleted = Some(self.clock.now());
+        self.store.secrets.put(&key, &s)?;
+        self.store.flush().await?;
+        info!(vault, secret = name, "soft-deleted secret");
+        Ok(s)
+    }
+
+    /// A soft-deleted secret.
+    ///
+    /// # Errors
+    /// [`ArmError::SecretNotFound`] when no deleted secret has that name.
+    pub fn deleted_secret(&self, vault: &str, name: &str) -> Result<Secret> {
+        self.store
+            .secrets
+            .get(&secret_key(vault, name))?
+            .filter(|s| s.deleted.is_some())
+            .ok_or_else(|| ArmError::SecretNotFound(name.to_string()))
+    }
+
+    /// Recovers a soft-deleted secret with all its versions.
+    ///
+    /// # Errors
+    /// [`ArmError::SecretNotFound`] when no deleted secret has that name.
+    pub async fn recover_secret(&self, vault: &str, name: &str) -> Result<Secret> {
+        let key = secret_key(vault, name);
+        let _guard = self.locks.lock(&key).await;
+        let mut s = self.deleted_secret(vault, name)?;
+        s.deleted = None;
+        self.store.secrets.put(&key, &s)?;
+        self.store.flush().await?;
+        info!(vault, secret = name, "recovered secret");
+        Ok(s)
+    }
+
+    /// Purges a soft-deleted secret: every version is gone for good.
+    ///
+    /// # Errors
+    /// [`ArmError::SecretNotFound`] when no deleted secret has that name.
+    pub async fn purge_secret(&self, vault: &str, name: &str) -> Result<()> {
+        let key = secret_key(vault, name);
+        let _guard = self.locks.lock(&key).await;
+        self.deleted_secret(vault, name)?;
+        for (k, _) in self.store.secrets.scan_prefix(&format!("{key}/"))? {
+            self.store.secrets.remove(&k)?;
+        }
+        self.store.secrets.remove(&key)?;
+        self.store.flush().await?;
+        info!(vault, secret = name, "purged secret");
+        Ok(())
     }
 
     /// Deletes a vault's secrets with the vault (resource group deletion).

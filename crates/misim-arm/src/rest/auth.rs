@@ -51,6 +51,8 @@ struct Claims {
     oid: String,
     #[serde(default)]
     appid: String,
+    #[serde(default)]
+    azp: String,
 }
 
 #[derive(Deserialize, Clone)]
@@ -223,7 +225,15 @@ impl TokenValidator {
         let claims = jsonwebtoken::decode::<Claims>(token, &key, &validation)
             .map_err(|_| invalid("The access token signature is invalid."))?
             .claims;
-        if claims.iss != discovery.issuer {
+        // ARM accepts v1 (`https://sts.windows.net/{tid}/`) and v2
+        // (`https://login.microsoftonline.com/{tid}/v2.0`) tokens for its audience: the issuer must
+        // be the one the tenant's v1 or v2 OpenID discovery document names.
+        if claims.iss != discovery.issuer
+            && self
+                .discovery_at(&format!("{}/v2.0", unverified.tid))
+                .await
+                .map_or(true, |v2| claims.iss != v2.issuer)
+        {
             return Err(invalid(format!(
                 "The access token is from the wrong issuer '{}'.",
                 claims.iss
@@ -267,7 +277,11 @@ impl TokenValidator {
         Ok(Caller {
             object_id: claims.oid,
             tenant_id: claims.tid,
-            app_id: claims.appid,
+            app_id: if claims.appid.is_empty() {
+                claims.azp
+            } else {
+                claims.appid
+            },
         })
     }
 
@@ -291,6 +305,12 @@ impl TokenValidator {
     }
 
     async fn discovery(&self, tenant: &str) -> Result<Discovery> {
+        self.discovery_at(tenant).await
+    }
+
+    /// The OpenID discovery document at `/{prefix}/.well-known/openid-configuration` (`prefix` is
+    /// `{tenant}` or `{tenant}/v2.0`), cached.
+    async fn discovery_at(&self, tenant: &str) -> Result<Discovery> {
         if let Some(d) = self
             .cache
             .lock()

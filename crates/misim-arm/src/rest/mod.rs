@@ -148,7 +148,7 @@ async fn handle(
     bytes: Bytes,
 ) -> Response {
     let path = uri.path();
-    if is_vault_path(path) {
+    if is_vault_path(path) || vault::is_root_vault_path(path) {
         return vault::handle(&st, &method, path, query.as_deref(), &headers, &bytes).await;
     }
     if metadata::is_metadata_path(path) {
