@@ -25,7 +25,9 @@ class Misim:
 
     def cli(self, *args: str, check: bool = True) -> dict:
         """Runs `misim <args>` against this system's ARM and returns its JSON output."""
-        env = dict(os.environ, MISIM_ARM=self.endpoints["arm_grpc"])
+        # The admin certificate `misim up` writes: internal gRPC (MSRP) is mutual TLS.
+        env = dict(os.environ, MISIM_ARM=self.endpoints["arm_grpc"],
+                   MISIM_ADMIN_CERT_DIR=str(self.data_dir / "ca" / "admin"))
         out = subprocess.run([MISIM, *args], env=env, capture_output=True, text=True, timeout=60)
         if check and out.returncode != 0:
             raise AssertionError(f"misim {' '.join(args)} failed: {out.stderr}")

@@ -160,12 +160,52 @@ impl Sandbox {
             .expect("JSON")
     }
 
+    /// [`admin_channel`] for this sandbox.
+    pub async fn admin(&self, url: &str) -> Channel {
+        admin_channel(self.dir.path(), url).await
+    }
+
     /// Stops the system.
     pub async fn stop(mut self) {
         if let Some(s) = self.system.take() {
             s.stop().await;
         }
     }
+}
+
+/// A channel to an internal gRPC service (`url`: MSRP, a host agent, Azure AD admin) with the admin
+/// certificate `misim up` wrote below `data_dir` (internal gRPC is mutual TLS).
+///
+/// # Panics
+/// When the certificate cannot be loaded or the peer cannot be reached (the test fails).
+pub async fn admin_channel(data_dir: &std::path::Path, url: &str) -> Channel {
+    let admin = misim_core::control::ControlTls::load(&data_dir.join("ca").join("admin"))
+        .expect("admin certificate written by misim up");
+    admin
+        .endpoint(url)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect with the admin certificate")
+}
+
+/// A channel to `url` presenting a certificate of `role` freshly issued by the CA below `data_dir`
+/// (what a party holding that role could do), for authorization tests.
+///
+/// # Panics
+/// When the CA cannot be loaded or the peer cannot be reached.
+pub async fn channel_as(
+    data_dir: &std::path::Path,
+    role: misim_core::control::Role,
+    url: &str,
+) -> Channel {
+    let ca = misim_core::tls::LocalCa::load_or_create(&data_dir.join("ca")).expect("ca");
+    let tls = misim_core::control::ControlTls::issue(&ca, role, &[]).expect("issue");
+    tls.endpoint(url)
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect")
 }
 
 fn config(dir: &std::path::Path, hosts: u16) -> UpConfig {

@@ -38,15 +38,13 @@ async fn tokens_never_fail_while_a_certificate_is_renewed_and_the_old_one_retire
     .await;
     let tid = sys.endpoints.tenant_id.clone();
     let (vm, identity) = sys.vm_with_system_identity("rg1", "vm1").await;
-    let mut msrp = MsrpClient::connect(sys.endpoints.msrp_grpc.clone())
-        .await
-        .expect("msrp");
-    let host = HostAgentClient::connect(sys.endpoints.hosts["host-1"].clone())
-        .await
-        .expect("host agent");
-    let mut aad = AadAdminClient::connect(sys.endpoints.aad_grpc.clone())
-        .await
-        .expect("aad admin");
+    let admin = |url: String| {
+        let dir = sys.dir.path().to_path_buf();
+        async move { misim_tests::admin_channel(&dir, &url).await }
+    };
+    let mut msrp = MsrpClient::new(admin(sys.endpoints.msrp_grpc.clone()).await);
+    let host = HostAgentClient::new(admin(sys.endpoints.hosts["host-1"].clone()).await);
+    let mut aad = AadAdminClient::new(admin(sys.endpoints.aad_grpc.clone()).await);
     let get_identity = GetIdentityRequest {
         resource_id: vm.id.clone(),
     };

@@ -75,9 +75,7 @@ async fn extension_token_verifies_and_its_vm_side_credential_is_a_stealable_secr
         .expect("enable system identity")
         .into_inner();
 
-    let mut host = HostAgentClient::connect(sb.endpoints.hosts["host-1"].clone())
-        .await
-        .expect("host agent");
+    let mut host = HostAgentClient::new(sb.admin(&sb.endpoints.hosts["host-1"]).await);
     let placed = host
         .set_extension(hpb::SetExtensionRequest {
             resource_id: vm.id.clone(),
@@ -199,9 +197,7 @@ async fn the_same_client_code_works_against_the_extension_and_imds_by_changing_t
     })
     .await
     .expect("enable system identity");
-    let mut host = HostAgentClient::connect(sb.endpoints.hosts["host-1"].clone())
-        .await
-        .expect("host agent");
+    let mut host = HostAgentClient::new(sb.admin(&sb.endpoints.hosts["host-1"]).await);
     let ext = host
         .set_extension(hpb::SetExtensionRequest {
             resource_id: vm.id.clone(),

@@ -11,9 +11,7 @@ use misim_tests::Sandbox;
 use serde_json::json;
 
 async fn msrp_has(sb: &Sandbox, resource_id: &str) -> bool {
-    let mut msrp = MsrpClient::connect(sb.endpoints.msrp_grpc.clone())
-        .await
-        .expect("connect msrp");
+    let mut msrp = MsrpClient::new(sb.admin(&sb.endpoints.msrp_grpc).await);
     match msrp
         .get_identity(GetIdentityRequest {
             resource_id: resource_id.into(),

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use misim_core::control::{ControlAuth, RoleKind};
+
 use misim_proto::aad as pb;
 use misim_proto::aad::aad_admin_server::{AadAdmin, AadAdminServer};
 use tonic::{Request, Response, Status};
@@ -17,12 +19,20 @@ pub const SERVICE_NAME: &str = pb::aad_admin_server::SERVICE_NAME;
 /// The admin service over a directory.
 pub struct AdminService {
     directory: Arc<Directory>,
+    auth: ControlAuth,
 }
 
-/// The tonic server of the admin API.
-pub fn server(directory: Arc<Directory>) -> AadAdminServer<AdminService> {
-    AadAdminServer::new(AdminService { directory })
+/// The tonic server of the admin API, checking callers as `auth` says: tenants are read and ensured
+/// by ARM and MSRP; service principals and their key credentials are managed by MSRP only (in Azure
+/// the resource provider, not ARM or a host, registers an identity's credentials).
+pub fn server(directory: Arc<Directory>, auth: ControlAuth) -> AadAdminServer<AdminService> {
+    AadAdminServer::new(AdminService { directory, auth })
 }
+
+/// Who may read and ensure tenants and read service principals.
+const ARM_OR_MSRP: &[RoleKind] = &[RoleKind::Arm, RoleKind::Msrp];
+/// Who may change service principals and key credentials.
+const MSRP_ONLY: &[RoleKind] = &[RoleKind::Msrp];
 
 fn required(value: &str, name: &str) -> Result<(), Status> {
     if value.trim().is_empty() {
@@ -87,8 +97,10 @@ impl TryFrom<pb::CreateServicePrincipalRequest> for NewServicePrincipal {
 impl AadAdmin for AdminService {
     async fn ensure_default_tenant(
         &self,
-        _: Request<pb::EnsureDefaultTenantRequest>,
+        req: Request<pb::EnsureDefaultTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
+        self.auth
+            .check(&req, "AadAdmin/EnsureDefaultTenant", ARM_OR_MSRP)?;
         Ok(Response::new(
             self.directory.ensure_default_tenant().await?.into(),
         ))
@@ -98,6 +110,7 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
+        self.auth.check(&req, "AadAdmin/CreateTenant", ARM_OR_MSRP)?;
         let r = req.into_inner();
         let id = Some(r.tenant_id.as_str()).filter(|s| !s.is_empty());
         Ok(Response::new(
@@ -112,6 +125,7 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
+        self.auth.check(&req, "AadAdmin/GetTenant", ARM_OR_MSRP)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         Ok(Response::new(self.directory.tenant(&r.tenant_id)?.into()))
@@ -119,8 +133,9 @@ impl AadAdmin for AdminService {
 
     async fn list_tenants(
         &self,
-        _: Request<pb::ListTenantsRequest>,
+        req: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        self.auth.check(&req, "AadAdmin/ListTenants", ARM_OR_MSRP)?;
         let tenants = self
             .directory
             .tenants()?
@@ -134,6 +149,7 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::CreateServicePrincipalRequest>,
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        self.auth.check(&req, "AadAdmin/CreateServicePrincipal", MSRP_ONLY)?;
         let new = NewServicePrincipal::try_from(req.into_inner())?;
         Ok(Response::new(
             self.directory.create_service_principal(new).await?.into(),
@@ -144,6 +160,7 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::GetServicePrincipalRequest>,
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        self.auth.check(&req, "AadAdmin/GetServicePrincipal", ARM_OR_MSRP)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         self.directory.tenant(&r.tenant_id)?;
@@ -173,6 +190,7 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::ListServicePrincipalsRequest>,
     ) -> Result<Response<pb::ListServicePrincipalsResponse>, Status> {
+        self.auth.check(&req, "AadAdmin/ListServicePrincipals", ARM_OR_MSRP)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         let service_principals = self
@@ -190,6 +208,7 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::AddKeyCredentialRequest>,
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        self.auth.check(&req, "AadAdmin/AddKeyCredential", MSRP_ONLY)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         required(&r.object_id, "object_id")?;
@@ -204,6 +223,7 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::RemoveKeyCredentialRequest>,
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
+        self.auth.check(&req, "AadAdmin/RemoveKeyCredential", MSRP_ONLY)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         required(&r.object_id, "object_id")?;
@@ -219,6 +239,7 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::DeleteServicePrincipalRequest>,
     ) -> Result<Response<pb::DeleteServicePrincipalResponse>, Status> {
+        self.auth.check(&req, "AadAdmin/DeleteServicePrincipal", MSRP_ONLY)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         required(&r.object_id, "object_id")?;

@@ -47,6 +47,10 @@ pub struct Config {
     pub https_public_url: Option<String>,
     /// Time source.
     pub clock: Clock,
+    /// Control-plane mTLS: Azure AD's certificate (role `aad`) for the admin gRPC API, whose callers
+    /// must present misim certificates ([`misim_core::control`]). `None` only in unit tests: plain
+    /// gRPC and no caller checks.
+    pub control: Option<misim_core::control::ControlTls>,
 }
 
 /// Default of [`Config::token_lifetime_secs`]: 86 399 s, Azure's managed-identity token lifetime.
@@ -91,6 +95,7 @@ impl Config {
             signing_key_rotation_secs: DEFAULT_SIGNING_KEY_ROTATION_SECS,
             https_public_url: None,
             clock,
+            control: None,
         }
     }
 }
@@ -159,7 +164,9 @@ pub async fn run(
         keys,
         clock: config.clock,
     });
-    let routes = tonic::service::Routes::new(grpc::server(directory));
+    let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
+    let routes = tonic::service::Routes::new(grpc::server(directory, auth));
+    let grpc_tls = config.control.as_ref().map(|c| c.server_tls());
 
     let stop = shutdown.child_token();
     let grpc_addr = listeners.grpc.local_addr().ok();
@@ -180,8 +187,13 @@ pub async fn run(
         None => None,
     };
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "azure ad serving");
-    let grpc =
-        misim_core::serve::serve_grpc(listeners.grpc, routes, &[grpc::SERVICE_NAME], stop.clone());
+    let grpc = misim_core::serve::serve_grpc_tls(
+        listeners.grpc,
+        routes,
+        &[grpc::SERVICE_NAME],
+        grpc_tls,
+        stop.clone(),
+    );
     let http = misim_core::serve::serve_http(
         listeners.http,
         http::router(state, &config.public_url),

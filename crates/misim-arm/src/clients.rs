@@ -8,7 +8,8 @@ use misim_proto::aad::aad_admin_client::AadAdminClient;
 use misim_proto::imds::host_agent_client::HostAgentClient;
 use misim_proto::msrp::msrp_client::MsrpClient;
 use misim_proto::{aad, imds, msrp};
-use tonic::transport::{Channel, Endpoint};
+use misim_core::control::ControlTls;
+use tonic::transport::Channel;
 
 use crate::error::{ArmError, Result};
 use crate::model::{IdentityIds, IdentityKind};
@@ -74,9 +75,9 @@ pub struct IdentityRef {
     pub ids: IdentityIds,
 }
 
-fn channel(url: &str) -> Result<Channel> {
-    let endpoint = Endpoint::from_shared(url.to_string())
-        .map_err(|e| ArmError::InvalidArgument(format!("invalid peer url '{url}': {e}")))?
+fn channel(url: &str, control: Option<&ControlTls>) -> Result<Channel> {
+    let endpoint = misim_core::control::peer_endpoint(control, url)
+        .map_err(ArmError::InvalidArgument)?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
     Ok(endpoint.connect_lazy())
@@ -106,20 +107,50 @@ pub struct Peers {
 }
 
 impl Peers {
-    /// Builds lazy clients for MSRP, Azure AD admin and each `(name, url)` host.
+    /// Builds lazy clients for MSRP, Azure AD admin and each `(name, url)` host, over mutual TLS
+    /// with `control`'s certificate when given.
     ///
     /// # Errors
     /// [`ArmError::InvalidArgument`] when a URL is malformed.
-    pub fn new(msrp_url: &str, aad_url: &str, hosts: &[(String, String)]) -> Result<Self> {
+    pub fn new(
+        msrp_url: &str,
+        aad_url: &str,
+        hosts: &[(String, String)],
+        control: Option<&ControlTls>,
+    ) -> Result<Self> {
         let mut h = BTreeMap::new();
         for (name, url) in hosts {
-            h.insert(name.clone(), HostAgentClient::new(channel(url)?));
+            h.insert(name.clone(), HostAgentClient::new(channel(url, control)?));
         }
         Ok(Peers {
-            msrp: MsrpClient::new(channel(msrp_url)?),
-            aad: AadAdminClient::new(channel(aad_url)?),
+            msrp: MsrpClient::new(channel(msrp_url, control)?),
+            aad: AadAdminClient::new(channel(aad_url, control)?),
             hosts: h,
         })
+    }
+
+    /// MSRP `SetHostAccess`: the identities VM `resource_id` on `host` has, so that host may fetch
+    /// their credentials (an empty list revokes). Called before the host is configured.
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when MSRP cannot be reached or fails.
+    pub async fn set_host_access(
+        &self,
+        host: &str,
+        resource_id: &str,
+        identities: &[IdentityRef],
+    ) -> Result<()> {
+        let req = msrp::SetHostAccessRequest {
+            host: host.to_string(),
+            vm_resource_id: resource_id.to_string(),
+            identity_resource_ids: identities.iter().map(|i| i.msi_res_id.clone()).collect(),
+        };
+        self.msrp
+            .clone()
+            .set_host_access(req)
+            .await
+            .map_err(|s| unavailable("msrp", s))?;
+        Ok(())
     }
 
     /// Names of the configured hosts.
@@ -287,7 +318,8 @@ impl Peers {
             .remove_vm(req)
             .await
             .map_err(|s| unavailable(&format!("host {host}"), s))?;
-        Ok(())
+        // The VM is gone from the host: revoke its grant.
+        self.set_host_access(host, resource_id, &[]).await
     }
 
     /// Host `ConfigureIdentities` with the full set the VM should have (step 3).
@@ -300,6 +332,8 @@ impl Peers {
         resource_id: &str,
         identities: &[IdentityRef],
     ) -> Result<()> {
+        // MSRP learns the grant first, so the host's credential fetches are allowed.
+        self.set_host_access(host, resource_id, identities).await?;
         let identities = identities
             .iter()
             .map(|r| imds::IdentityRef {

@@ -57,6 +57,9 @@ pub struct Config {
     pub hosts: Vec<HostEndpoint>,
     /// Time source.
     pub clock: Clock,
+    /// Control-plane mTLS: ARM's certificate (role `arm`), presented to MSRP, Azure AD admin and the
+    /// hosts ([`misim_core::control`]). `None` only in unit tests with fake peers (plain gRPC).
+    pub control: Option<misim_core::control::ControlTls>,
 }
 
 /// The listeners ARM serves on, bound by the caller.
@@ -93,7 +96,7 @@ pub fn build(config: &Config) -> Result<Arc<Arm>, RunError> {
         .iter()
         .map(|h| (h.name.clone(), h.agent_grpc.clone()))
         .collect();
-    let peers = clients::Peers::new(&config.msrp_grpc, &config.aad_grpc, &hosts)
+    let peers = clients::Peers::new(&config.msrp_grpc, &config.aad_grpc, &hosts, config.control.as_ref())
         .map_err(|e| RunError::Config(e.to_string()))?;
     Ok(Arc::new(Arm::new(store, peers, config.clock.clone())))
 }

@@ -36,11 +36,19 @@ pub struct ConnLimits {
 }
 
 impl ConnLimits {
-    /// Limits of a public HTTP listener (IMDS, Azure AD, ARM REST): 256 connections, 64 per source
-    /// address, idle 60 s, headers within 10 s.
+    /// Limits of an HTTP listener (a VM's own IMDS listener, Azure AD, ARM REST): 1024 connections
+    /// (whatever their source: on loopback every caller is 127.0.0.1), idle 60 s, headers within 10 s.
     pub const HTTP: ConnLimits = ConnLimits {
-        max_connections: 256,
-        max_per_peer: 64,
+        max_connections: 1024,
+        max_per_peer: 1024,
+        idle_timeout: Some(Duration::from_secs(60)),
+        header_timeout: Duration::from_secs(10),
+    };
+    /// Limits of a listener shared by several VMs, which tells them apart by source address (the
+    /// stack's IMDS and extension listeners): 4096 connections, 128 per VM, idle 60 s.
+    pub const SHARED: ConnLimits = ConnLimits {
+        max_connections: 4096,
+        max_per_peer: 128,
         idle_timeout: Some(Duration::from_secs(60)),
         header_timeout: Duration::from_secs(10),
     };

@@ -98,7 +98,7 @@ impl Host {
         record.extension = Some(ExtensionState {
             port,
             force_update_tag,
-            listen_port: local_port(&listener)?,
+            listen_port: local_port(listener.as_ref())?,
         });
         let written = async {
             VmDisk::of(&self.data_dir, &record)
@@ -136,7 +136,7 @@ impl Host {
         let listener = self
             .bind_or_new(ext.listen_port, &record.vm.resource_id)
             .await?;
-        let port = local_port(&listener)?;
+        let port = local_port(listener.as_ref())?;
         if port != ext.listen_port {
             ext.listen_port = port;
             self.store.put(&record).await?;
@@ -179,7 +179,7 @@ impl Host {
     pub(crate) fn placed_extension(&self, record: &VmRecord) -> Option<PlacedExtension> {
         let ext = record.extension.as_ref()?;
         Some(PlacedExtension {
-            endpoint: self.endpoint(ext.listen_port),
+            endpoint: self.extension_endpoint(ext.listen_port),
             credential_path: VmDisk::of(&self.data_dir, record)
                 .settings_dir()
                 .display()
@@ -188,7 +188,10 @@ impl Host {
         })
     }
 
-    fn start_extension_listener(self: &Arc<Self>, vm: &Arc<Vm>, listener: TcpListener) {
+    fn start_extension_listener(self: &Arc<Self>, vm: &Arc<Vm>, listener: Option<TcpListener>) {
+        let Some(listener) = listener else {
+            return;
+        };
         let router = crate::http::extension::router(crate::http::VmCtx {
             host: Arc::clone(self),
             vm: Arc::clone(vm),

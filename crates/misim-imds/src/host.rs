@@ -74,6 +74,11 @@ pub struct Host {
     pub(crate) host_name: String,
     pub(crate) data_dir: PathBuf,
     listen_ip: IpAddr,
+    /// Whether each VM gets its own loopback listeners ([`crate::Config::vm_listeners`]).
+    vm_listeners: bool,
+    /// The shared listeners' addresses, reported as the endpoints when per-VM listeners are off.
+    shared_imds: Option<SocketAddr>,
+    shared_extension: Option<SocketAddr>,
     limits: ImdsLimits,
     /// Time source.
     pub clock: Clock,
@@ -108,10 +113,13 @@ impl Host {
             host_name: config.host_name.clone(),
             data_dir: config.data_dir.clone(),
             listen_ip: config.vm_listen_ip,
+            vm_listeners: config.vm_listeners,
+            shared_imds: config.imds_listen,
+            shared_extension: config.extension_listen,
             limits: config.limits.clone(),
             clock: config.clock.clone(),
             store,
-            msrp: MsrpCredentials::new(&config.msrp_grpc)?,
+            msrp: MsrpCredentials::new(&config.msrp_grpc, config.control.as_ref())?,
             aad: AadClient::new(&config.aad_url, config.clock.clone())?,
             cache: TokenCache::new(config.clock.clone()),
             vms: RwLock::new(HashMap::new()),
@@ -128,7 +136,7 @@ impl Host {
                     host.bind(0).await?
                 }
             };
-            let port = local_port(&listener)?;
+            let port = local_port(listener.as_ref())?;
             if port != record.port {
                 record.port = port;
                 host.store.put(&record).await?;
@@ -140,8 +148,13 @@ impl Host {
         Ok(host)
     }
 
-    /// Binds `vm_listen_ip:port`; when `port` is taken (a previous run's port), a new one.
-    pub(crate) async fn bind_or_new(&self, port: u16, vm: &ResourceId) -> Result<TcpListener> {
+    /// Binds `vm_listen_ip:port`; when `port` is taken (a previous run's port), a new one. `None` when
+    /// per-VM listeners are off (the shared listeners serve every VM).
+    pub(crate) async fn bind_or_new(
+        &self,
+        port: u16,
+        vm: &ResourceId,
+    ) -> Result<Option<TcpListener>> {
         match self.bind(port).await {
             Ok(l) => Ok(l),
             Err(e) if port != 0 => {
@@ -152,14 +165,32 @@ impl Host {
         }
     }
 
-    async fn bind(&self, port: u16) -> Result<TcpListener> {
+    async fn bind(&self, port: u16) -> Result<Option<TcpListener>> {
+        if !self.vm_listeners {
+            return Ok(None);
+        }
         serve::bind(SocketAddr::new(self.listen_ip, port))
             .await
+            .map(Some)
             .map_err(|e| ImdsError::Bind(e.to_string()))
     }
 
+    /// The IMDS endpoint of a VM whose listener has `port` (0: no own listener, the shared one).
     pub(crate) fn endpoint(&self, port: u16) -> String {
-        format!("http://{}", SocketAddr::new(self.listen_ip, port))
+        match (port, self.shared_imds) {
+            (0, Some(shared)) => format!("http://{shared}"),
+            (0, None) => String::new(),
+            _ => format!("http://{}", SocketAddr::new(self.listen_ip, port)),
+        }
+    }
+
+    /// The extension endpoint of a VM whose extension listener has `port` (0: the shared one).
+    pub(crate) fn extension_endpoint(&self, port: u16) -> String {
+        match (port, self.shared_extension) {
+            (0, Some(shared)) => format!("http://{shared}"),
+            (0, None) => String::new(),
+            _ => format!("http://{}", SocketAddr::new(self.listen_ip, port)),
+        }
     }
 
     /// The VM whose private IP address is `ip` (shared listeners identify the caller by source address).
@@ -184,7 +215,7 @@ impl Host {
         self.vms_read().get(&id.key()).cloned()
     }
 
-    fn spawn_vm(self: &Arc<Self>, record: VmRecord, listener: TcpListener) -> Arc<Vm> {
+    fn spawn_vm(self: &Arc<Self>, record: VmRecord, listener: Option<TcpListener>) -> Arc<Vm> {
         let ip = vm_ip(&record.vm);
         let vm = Arc::new(Vm {
             key: record.vm.resource_id.key(),
@@ -199,7 +230,9 @@ impl Host {
             host: Arc::clone(self),
             vm: Arc::clone(&vm),
         });
-        Vm::put(&vm.imds, self.spawn_listener(&vm.key, listener, router));
+        if let Some(listener) = listener {
+            Vm::put(&vm.imds, self.spawn_listener(&vm.key, listener, router));
+        }
         vm
     }
 
@@ -234,7 +267,7 @@ impl Host {
         let listener = self.bind(0).await?;
         let record = VmRecord {
             vm: info,
-            port: local_port(&listener)?,
+            port: local_port(listener.as_ref())?,
             identities: Vec::new(),
             extension: None,
         };
@@ -391,7 +424,11 @@ fn check_identity_set(identities: &[IdentityRef]) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn local_port(listener: &TcpListener) -> Result<u16> {
+/// The port `listener` is bound to; 0 without a listener (per-VM listeners off).
+pub(crate) fn local_port(listener: Option<&TcpListener>) -> Result<u16> {
+    let Some(listener) = listener else {
+        return Ok(0);
+    };
     listener
         .local_addr()
         .map(|a| a.port())

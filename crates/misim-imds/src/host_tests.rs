@@ -49,6 +49,12 @@ impl Msrp for FakeMsrp {
     ) -> Result<Response<mpb::DeleteIdentityResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn set_host_access(
+        &self,
+        _: Request<mpb::SetHostAccessRequest>,
+    ) -> Result<Response<mpb::SetHostAccessResponse>, Status> {
+        Err(Status::unimplemented("hosts never set host access"))
+    }
     async fn get_credential(
         &self,
         _: Request<mpb::GetCredentialRequest>,
@@ -117,6 +123,8 @@ async fn refresh_picks_up_a_certificate_msrp_renewed() {
         credential_refresh_secs: 0,
         imds_listen: None,
         extension_listen: None,
+        vm_listeners: true,
+        control: None,
     };
     let store = HostStore::new(Store::temporary().unwrap()).unwrap();
     let host = Host::start(&config, store, shutdown.clone(), TaskTracker::new())

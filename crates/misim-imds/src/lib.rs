@@ -73,6 +73,15 @@ pub struct Config {
     /// identifies the VM by source address like [`Config::imds_listen`]. `None` (default): only the
     /// per-VM loopback extension listeners.
     pub extension_listen: Option<SocketAddr>,
+    /// Whether each VM gets its own IMDS (and extension) listener on `vm_listen_ip`, which tells VMs
+    /// apart by port. Such listeners are loopback-only: in local mode every local process is trusted
+    /// like code in that VM. Off in the container stack, where only the shared listeners (source
+    /// address = the VM's private IP) exist. Default on.
+    pub vm_listeners: bool,
+    /// Control-plane mTLS: this host's certificate (role `host:<name>`), used to serve the host agent
+    /// API (only ARM may call it) and to fetch credentials from MSRP. `None` only in unit tests with
+    /// fake peers: plain gRPC and no caller checks.
+    pub control: Option<misim_core::control::ControlTls>,
 }
 
 /// Default of [`Config::credential_refresh_secs`]: one hour.
@@ -100,6 +109,8 @@ impl Config {
             credential_refresh_secs: DEFAULT_CREDENTIAL_REFRESH_SECS,
             imds_listen: None,
             extension_listen: None,
+            vm_listeners: true,
+            control: None,
         }
     }
 }
@@ -116,6 +127,9 @@ pub enum RunError {
     /// The stored VMs could not be reloaded (unreadable store, no port for a listener).
     #[error(transparent)]
     Host(#[from] ImdsError),
+    /// The configuration is unsafe or incomplete; the message says what to change.
+    #[error("host config: {0}")]
+    Config(String),
 }
 
 /// Runs the host agent on `agent_listener` and the IMDS endpoints of the VMs placed here, until
@@ -129,6 +143,20 @@ pub async fn run(
     agent_listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    if config.vm_listeners && !config.vm_listen_ip.is_loopback() {
+        return Err(RunError::Config(format!(
+            "per-VM IMDS listeners tell VMs apart by port and are loopback-only, but vm_listen_ip is \
+             {}: use 127.0.0.1, or switch per-VM listeners off (--no-vm-listeners) and serve VMs through \
+             the shared listener (--imds-listen), which identifies them by source address",
+            config.vm_listen_ip
+        )));
+    }
+    if !config.vm_listeners && config.imds_listen.is_none() {
+        return Err(RunError::Config(
+            "per-VM listeners are off but no shared IMDS listener is set: add --imds-listen ADDR:PORT"
+                .into(),
+        ));
+    }
     let store = store::HostStore::new(Store::open(&config.data_dir)?)?;
     let tasks = TaskTracker::new();
     let vms_shutdown = shutdown.child_token();
@@ -151,7 +179,10 @@ pub async fn run(
         info!(host = %config.host_name, listener = what, addr = ?listener.local_addr().ok(), "shared listener identifying vms by source address");
         let stop = vms_shutdown.clone();
         tasks.spawn(async move {
-            if let Err(e) = misim_core::serve::serve_http(listener, router, stop).await {
+            let limits = misim_core::limits::ConnLimits::SHARED;
+            if let Err(e) =
+                misim_core::serve::serve_http_limited(listener, router, limits, stop).await
+            {
                 tracing::warn!(listener = what, error = %e, "shared listener failed");
             }
         });
@@ -160,13 +191,15 @@ pub async fn run(
         let period = Duration::from_secs(config.credential_refresh_secs);
         credentials::spawn_periodic_refresh(host.clone(), period, &tasks, vms_shutdown.clone());
     }
-    let service = HostAgentServer::new(grpc::agent::AgentService::new(host.clone()));
+    let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
+    let service = HostAgentServer::new(grpc::agent::AgentService::new(host.clone(), auth));
     let name = <HostAgentServer<grpc::agent::AgentService> as NamedService>::NAME;
     info!(host = %config.host_name, agent = ?agent_listener.local_addr().ok(), "host agent listening");
-    let served = misim_core::serve::serve_grpc(
+    let served = misim_core::serve::serve_grpc_tls(
         agent_listener,
         tonic::service::Routes::new(service),
         &[name],
+        config.control.as_ref().map(|c| c.server_tls()),
         shutdown,
     )
     .await;

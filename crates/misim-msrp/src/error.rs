@@ -18,6 +18,15 @@ pub enum MsrpError {
     /// No identity exists for this resource ID.
     #[error("identity '{0}' not found")]
     NotFound(String),
+    /// A host asked for the credential of an identity that no VM placed on it has (ARM grants
+    /// access with `SetHostAccess` before configuring the host).
+    #[error("host '{host}' may not fetch the credential of identity '{identity}': no VM placed on that host has it")]
+    HostNotGranted {
+        /// The requesting host.
+        host: String,
+        /// The identity asked for.
+        identity: String,
+    },
     /// The identity exists but its service principal is not created yet (a create is in progress or
     /// failed half-way and will be completed by the next create).
     #[error("identity '{0}' is not ready: its service principal is still being created")]
@@ -75,6 +84,7 @@ impl From<MsrpError> for tonic::Status {
             }
             MsrpError::NotFound(_) | MsrpError::NotReady(_) => tonic::Status::not_found(msg),
             MsrpError::TenantConflict { .. } => tonic::Status::failed_precondition(msg),
+            MsrpError::HostNotGranted { .. } => tonic::Status::permission_denied(msg),
             MsrpError::AadUnavailable { .. } => tonic::Status::unavailable(msg),
             MsrpError::AadRejected { code, .. } => match code {
                 tonic::Code::InvalidArgument

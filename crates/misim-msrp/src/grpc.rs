@@ -6,12 +6,13 @@ pub mod aad;
 
 use std::sync::Arc;
 
+use misim_core::control::{ControlAuth, Role, RoleKind};
 use misim_core::ResourceId;
 use misim_proto::msrp::msrp_server::{Msrp as MsrpRpc, MsrpServer};
 use misim_proto::msrp::{
     CreateIdentityRequest, Credential, DeleteIdentityRequest, DeleteIdentityResponse,
     GetCredentialRequest, GetIdentityRequest, Identity, IdentityKind as PbKind,
-    ListIdentitiesRequest, ListIdentitiesResponse,
+    ListIdentitiesRequest, ListIdentitiesResponse, SetHostAccessRequest, SetHostAccessResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -22,15 +23,20 @@ use crate::service::Msrp;
 /// The gRPC service name, as reported by `grpc.health.v1`.
 pub const SERVICE_NAME: &str = misim_proto::msrp::msrp_server::SERVICE_NAME;
 
-/// The tonic server for `msrp`.
-pub fn server(msrp: Arc<Msrp>) -> MsrpServer<MsrpGrpc> {
-    MsrpServer::new(MsrpGrpc { msrp })
+/// The tonic server for `msrp`, checking callers as `auth` says: ARM (and admin) manage identities
+/// and host access; hosts fetch credentials, each only for the identities of its own VMs.
+pub fn server(msrp: Arc<Msrp>, auth: ControlAuth) -> MsrpServer<MsrpGrpc> {
+    MsrpServer::new(MsrpGrpc { msrp, auth })
 }
 
 /// `misim.msrp.v1.Msrp` over an [`Msrp`].
 pub struct MsrpGrpc {
     msrp: Arc<Msrp>,
+    auth: ControlAuth,
 }
+
+/// Who may manage identities: ARM only (admin is always allowed).
+const ARM_ONLY: &[RoleKind] = &[RoleKind::Arm];
 
 fn parse_id(s: &str) -> Result<ResourceId> {
     if s.trim().is_empty() {
@@ -87,6 +93,7 @@ impl MsrpRpc for MsrpGrpc {
         &self,
         req: Request<CreateIdentityRequest>,
     ) -> Result<Response<Identity>, Status> {
+        self.auth.check(&req, "Msrp/CreateIdentity", ARM_ONLY)?;
         let new = NewIdentity::try_from(req.into_inner())?;
         let record = self.msrp.create(new).await?;
         Ok(Response::new(Identity::from(&record)))
@@ -96,14 +103,16 @@ impl MsrpRpc for MsrpGrpc {
         &self,
         req: Request<GetIdentityRequest>,
     ) -> Result<Response<Identity>, Status> {
+        self.auth.check(&req, "Msrp/GetIdentity", ARM_ONLY)?;
         let id = parse_id(&req.into_inner().resource_id)?;
         Ok(Response::new(Identity::from(&self.msrp.get(&id)?)))
     }
 
     async fn list_identities(
         &self,
-        _req: Request<ListIdentitiesRequest>,
+        req: Request<ListIdentitiesRequest>,
     ) -> Result<Response<ListIdentitiesResponse>, Status> {
+        self.auth.check(&req, "Msrp/ListIdentities", ARM_ONLY)?;
         let identities = self.msrp.list()?.iter().map(Identity::from).collect();
         Ok(Response::new(ListIdentitiesResponse { identities }))
     }
@@ -112,6 +121,7 @@ impl MsrpRpc for MsrpGrpc {
         &self,
         req: Request<DeleteIdentityRequest>,
     ) -> Result<Response<DeleteIdentityResponse>, Status> {
+        self.auth.check(&req, "Msrp/DeleteIdentity", ARM_ONLY)?;
         let id = parse_id(&req.into_inner().resource_id)?;
         self.msrp.delete(&id).await?;
         Ok(Response::new(DeleteIdentityResponse {}))
@@ -121,13 +131,40 @@ impl MsrpRpc for MsrpGrpc {
         &self,
         req: Request<GetCredentialRequest>,
     ) -> Result<Response<Credential>, Status> {
+        let caller = self
+            .auth
+            .check(&req, "Msrp/GetCredential", &[RoleKind::Host])?;
         let req = req.into_inner();
         let id = parse_id(&req.resource_id)?;
-        let record = self.msrp.credential(&id, &req.host)?;
+        let record = match caller {
+            // A host fetches for itself, whatever name the request carries.
+            Some(Role::Host(host)) => self.msrp.credential_for_host(&id, &host)?,
+            // Admin (debugging) or checks off (unit tests with fakes).
+            _ => self.msrp.credential(&id, &req.host)?,
+        };
         Ok(Response::new(Credential {
             identity: Some(Identity::from(&record)),
             certificate_der: record.current.certificate_der.clone(),
             private_key_pkcs8_der: record.current.private_key_pkcs8_der.clone(),
         }))
+    }
+
+    async fn set_host_access(
+        &self,
+        req: Request<SetHostAccessRequest>,
+    ) -> Result<Response<SetHostAccessResponse>, Status> {
+        self.auth.check(&req, "Msrp/SetHostAccess", ARM_ONLY)?;
+        let req = req.into_inner();
+        if req.host.trim().is_empty() {
+            return Err(MsrpError::InvalidArgument("host is required".into()).into());
+        }
+        let vm = parse_id(&req.vm_resource_id)?;
+        let identities = req
+            .identity_resource_ids
+            .iter()
+            .map(|s| parse_id(s))
+            .collect::<Result<Vec<_>>>()?;
+        self.msrp.set_host_access(&req.host, &vm, &identities).await?;
+        Ok(Response::new(SetHostAccessResponse {}))
     }
 }

@@ -45,6 +45,10 @@ pub struct Config {
     pub key_pool_size: usize,
     /// How often the renewal task looks for certificates to renew or retire, seconds (default 60).
     pub renewal_check_secs: u64,
+    /// Control-plane mTLS: MSRP's certificate (role `msrp`), used to serve (callers must present
+    /// misim certificates; see [`misim_core::control`]) and to call Azure AD. `None` only in unit
+    /// tests with fake peers: plain gRPC and no caller checks.
+    pub control: Option<misim_core::control::ControlTls>,
 }
 
 impl Config {
@@ -59,6 +63,7 @@ impl Config {
             clock,
             key_pool_size: 4,
             renewal_check_secs: 60,
+            control: None,
         }
     }
 }
@@ -91,7 +96,7 @@ pub fn open(config: &Config, shutdown: CancellationToken) -> Result<Arc<Msrp>, R
         .into());
     }
     let store = store::IdentityStore::new(misim_core::Store::open(&config.data_dir)?)?;
-    let aad = grpc::aad::AadClient::new(&config.aad_grpc)?;
+    let aad = grpc::aad::AadClient::new(&config.aad_grpc, config.control.as_ref())?;
     let keys = keypool::KeyPool::start(config.key_pool_size, shutdown);
     let policy = CertPolicy {
         validity_secs: config.cert_validity_secs,
@@ -126,9 +131,17 @@ pub async fn run(
         key_pool_size = config.key_pool_size,
         "msrp serving"
     );
-    let routes = tonic::service::Routes::new(grpc::server(msrp));
-    let served =
-        misim_core::serve::serve_grpc(listener, routes, &[grpc::SERVICE_NAME], shutdown).await;
+    let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
+    let routes = tonic::service::Routes::new(grpc::server(msrp, auth));
+    let tls = config.control.as_ref().map(|c| c.server_tls());
+    let served = misim_core::serve::serve_grpc_tls(
+        listener,
+        routes,
+        &[grpc::SERVICE_NAME],
+        tls,
+        shutdown,
+    )
+    .await;
     tasks.cancel();
     let _ = renewal.await;
     Ok(served?)

@@ -222,6 +222,43 @@ impl Msrp {
     /// # Errors
     /// [`MsrpError::NotFound`] when absent, [`MsrpError::NotReady`] while Pending; store errors.
     pub fn credential(&self, id: &ResourceId, host: &str) -> Result<IdentityRecord> {
+        self.credential_checked(id, host, false)
+    }
+
+    /// [`Msrp::credential`] for a host authenticated as `host`: refused with
+    /// [`MsrpError::HostNotGranted`] unless ARM granted the identity to a VM placed on that host
+    /// ([`Msrp::set_host_access`]). In Azure a host holds only the credentials of its own VMs'
+    /// identities (<https://learn.microsoft.com/en-us/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>).
+    ///
+    /// # Errors
+    /// [`MsrpError::HostNotGranted`], and those of [`Msrp::credential`].
+    pub fn credential_for_host(&self, id: &ResourceId, host: &str) -> Result<IdentityRecord> {
+        self.credential_checked(id, host, true)
+    }
+
+    /// Records which identities VM `vm` on `host` has (replacing the previous grant; empty revokes).
+    ///
+    /// # Errors
+    /// [`MsrpError::Store`] on a store failure.
+    pub async fn set_host_access(
+        &self,
+        host: &str,
+        vm: &ResourceId,
+        identities: &[ResourceId],
+    ) -> Result<()> {
+        self.store.set_host_access(host, vm, identities).await?;
+        info!(host, vm = %vm, identities = identities.len(), "host access set");
+        Ok(())
+    }
+
+    fn credential_checked(&self, id: &ResourceId, host: &str, check: bool) -> Result<IdentityRecord> {
+        if check && !self.store.host_has_access(host, id)? {
+            tracing::warn!(host, identity = %id, "refused a credential to a host none of whose VMs has the identity");
+            return Err(MsrpError::HostNotGranted {
+                host: host.to_string(),
+                identity: id.as_str().to_string(),
+            });
+        }
         let record = self.get(id)?;
         if !record.is_ready() {
             return Err(MsrpError::NotReady(id.as_str().to_string()));

@@ -7,12 +7,15 @@ use crate::error::Result;
 use crate::identity::IdentityRecord;
 
 const IDENTITIES: &str = "identities";
+const HOST_ACCESS: &str = "host_access";
 
-/// The identity table behind MSRP.
+/// The identity table behind MSRP, and the host-access grants ARM sets.
 #[derive(Clone)]
 pub struct IdentityStore {
     store: Store,
     identities: Table<IdentityRecord>,
+    /// Key `"<host>\n<lower-cased VM id>"` → lower-cased identity resource IDs the VM has.
+    host_access: Table<Vec<String>>,
 }
 
 impl IdentityStore {
@@ -22,7 +25,49 @@ impl IdentityStore {
     /// [`crate::MsrpError::Store`] when sled cannot open the table.
     pub fn new(store: Store) -> Result<Self> {
         let identities = store.table(IDENTITIES)?;
-        Ok(IdentityStore { store, identities })
+        let host_access = store.table(HOST_ACCESS)?;
+        Ok(IdentityStore {
+            store,
+            identities,
+            host_access,
+        })
+    }
+
+    /// Replaces the identities that VM `vm` on `host` has (empty: removes the grant) and flushes.
+    ///
+    /// # Errors
+    /// [`crate::MsrpError::Store`] on a sled failure.
+    pub async fn set_host_access(
+        &self,
+        host: &str,
+        vm: &ResourceId,
+        identities: &[ResourceId],
+    ) -> Result<()> {
+        let key = format!("{host}\n{}", vm.key());
+        if identities.is_empty() {
+            self.host_access.remove(&key)?;
+        } else {
+            let mut ids: Vec<String> = identities.iter().map(ResourceId::key).collect();
+            ids.sort();
+            ids.dedup();
+            self.host_access.put(&key, &ids)?;
+        }
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Whether any VM placed on `host` has been granted identity `id`.
+    ///
+    /// # Errors
+    /// [`crate::MsrpError::Store`] on a sled or decoding failure.
+    pub fn host_has_access(&self, host: &str, id: &ResourceId) -> Result<bool> {
+        let prefix = format!("{host}\n");
+        let key = id.key();
+        Ok(self
+            .host_access
+            .scan_prefix(&prefix)?
+            .iter()
+            .any(|(_, ids)| ids.binary_search(&key).is_ok()))
     }
 
     /// The record of `id`, if any.

@@ -104,6 +104,40 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Control-plane certificates (mutual TLS between parties; see docs/security.md).
+    Certs {
+        /// The subcommand.
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+/// `misim certs …`
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Issue a party certificate from misim's CA: OUT/cert.pem, OUT/key.pem (0600), OUT/ca.pem.
+    ///
+    /// Every internal gRPC call is mutual TLS; the certificate's role decides what its holder may
+    /// call: arm (configures hosts, creates identities), msrp (manages key credentials in Azure AD),
+    /// aad, host:NAME (fetches the credentials of its own VMs' identities), admin (everything; for
+    /// debugging, e.g. grpcurl -cacert OUT/ca.pem -cert OUT/cert.pem -key OUT/key.pem).
+    ///
+    /// Example: misim certs issue --ca-dir misim-data/ca --role host:host-1 --name host-1 --out certs/host-1
+    #[command(verbatim_doc_comment)]
+    Issue {
+        /// Directory of misim's CA (ca.pem, ca.key; created if missing).
+        #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
+        ca_dir: PathBuf,
+        /// Role: arm, msrp, aad, admin or host:NAME.
+        #[arg(long)]
+        role: String,
+        /// DNS names or IP addresses the party is reached by, besides localhost/127.0.0.1/::1.
+        #[arg(long = "name", value_delimiter = ',')]
+        names: Vec<String>,
+        /// Directory to write cert.pem, key.pem and ca.pem into (created 0700).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// `misim up` options.
@@ -488,6 +522,10 @@ pub enum CredentialCommand {
         /// MSRP gRPC endpoint.
         #[arg(long, env = "MISIM_MSRP", default_value = "http://127.0.0.1:7704")]
         msrp: String,
+        /// Directory of the admin client certificate (cert.pem, key.pem, ca.pem) for MSRP's mutual
+        /// TLS; `misim up` writes it to DATA_DIR/ca/admin.
+        #[arg(long, env = "MISIM_ADMIN_CERT_DIR", default_value = "misim-data/ca/admin")]
+        cert_dir: PathBuf,
     },
 }
 

@@ -8,15 +8,33 @@ use misim_core::cert::{sha1_thumbprint_hex, to_pem};
 use misim_proto::msrp::{msrp_client::MsrpClient, GetCredentialRequest};
 use serde_json::{json, Value};
 
-/// Fetches the credential of `resource_id` from MSRP at `msrp_url` and writes certificate + PKCS#8
+/// Fetches the credential of `resource_id` from MSRP at `msrp_url` (mutual TLS with the admin
+/// certificate in `cert_dir`) and writes certificate + PKCS#8
 /// key as one PEM file at `out` (mode 0600 on Unix). Returns what to print.
 ///
 /// # Errors
 /// When MSRP is unreachable, does not know the identity, or the file cannot be written.
-pub async fn export_pem(msrp_url: &str, resource_id: &str, out: &Path) -> anyhow::Result<Value> {
-    let mut msrp = MsrpClient::connect(msrp_url.to_string())
+pub async fn export_pem(
+    msrp_url: &str,
+    cert_dir: &Path,
+    resource_id: &str,
+    out: &Path,
+) -> anyhow::Result<Value> {
+    let admin = misim_core::control::ControlTls::load(cert_dir).with_context(|| {
+        format!(
+            "MSRP answers only callers with a misim certificate: cannot load the admin certificate \
+             from {} (misim up writes it to DATA_DIR/ca/admin; set --cert-dir or MISIM_ADMIN_CERT_DIR, \
+             or make one with `misim certs issue --role admin`)",
+            cert_dir.display()
+        )
+    })?;
+    let channel = admin
+        .endpoint(msrp_url)
+        .map_err(|e| anyhow::anyhow!(e))?
+        .connect()
         .await
         .with_context(|| format!("cannot reach MSRP at {msrp_url} (set --msrp or MISIM_MSRP)"))?;
+    let mut msrp = MsrpClient::new(channel);
     let cred = msrp
         .get_credential(GetCredentialRequest {
             resource_id: resource_id.to_string(),
@@ -33,7 +51,7 @@ pub async fn export_pem(msrp_url: &str, resource_id: &str, out: &Path) -> anyhow
         to_pem("CERTIFICATE", &cred.certificate_der),
         to_pem("PRIVATE KEY", &cred.private_key_pkcs8_der)
     );
-    write_private(out, pem.as_bytes())
+    misim_core::fsperm::write_private(out, pem.as_bytes())
         .with_context(|| format!("cannot write {}", out.display()))?;
     Ok(json!({
         "resourceId": identity.resource_id,
@@ -45,21 +63,3 @@ pub async fn export_pem(msrp_url: &str, resource_id: &str, out: &Path) -> anyhow
     }))
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        f.write_all(bytes)
-    }
-    #[cfg(not(unix))]
-    {
-        std::fs::write(path, bytes)
-    }
-}

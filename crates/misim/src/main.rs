@@ -6,6 +6,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // Keys, stores and exported PEMs are private to the user whatever the shell's umask.
+    misim_core::fsperm::private_umask();
     let cli = Cli::parse();
     let is_server = matches!(
         cli.command,
@@ -28,6 +30,7 @@ async fn main() -> std::process::ExitCode {
         Command::Msrp(a) => misim::parties::run_msrp(a).await,
         Command::Imds(a) => misim::parties::run_imds(a).await,
         Command::Arm(a) => misim::parties::run_arm(a).await,
+        Command::Certs { command } => misim::parties::certs(command),
         verb => misim::client::run(&cli.arm, verb).await,
     };
     match result {

@@ -2,10 +2,11 @@
 //! processes and containers), and the config constructors `misim up` shares with them.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
+use misim_core::control::{ControlTls, Role};
 use misim_core::serve::bind;
 use misim_core::Clock;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,79 @@ pub fn imds_config(
     clock: Clock,
 ) -> misim_imds::Config {
     misim_imds::Config::new(host_name, data_dir, msrp_grpc, aad_url, vm_listen_ip, clock)
+}
+
+/// Control-plane mutual TLS of a party run alone.
+#[derive(Args, Debug)]
+pub struct ControlArgs {
+    /// Directory with this party's certificate (cert.pem, key.pem, ca.pem; see `misim certs issue`).
+    /// Default: issue one at start from the CA in --ca-dir (convenient for several local processes;
+    /// in containers give each party its own directory, and the CA key to none of them).
+    #[arg(long, env = "MISIM_CONTROL_TLS_DIR")]
+    pub control_tls_dir: Option<PathBuf>,
+}
+
+impl ControlArgs {
+    /// Loads this party's certificate from `--control-tls-dir`, or issues one for `role` from the CA
+    /// in `ca_dir` (created if missing).
+    ///
+    /// # Errors
+    /// When the files cannot be read, carry another role, or the CA cannot be used.
+    pub fn load(&self, role: Role, ca_dir: &Path) -> anyhow::Result<ControlTls> {
+        match &self.control_tls_dir {
+            Some(dir) => {
+                let tls = ControlTls::load(dir).with_context(|| {
+                    format!(
+                        "cannot load the control-plane certificate from {} (make it with `misim certs issue --role {role} --out {}`)",
+                        dir.display(),
+                        dir.display()
+                    )
+                })?;
+                if *tls.role() != role {
+                    anyhow::bail!(
+                        "the certificate in {} is for role {}, but this party is {role}",
+                        dir.display(),
+                        tls.role()
+                    );
+                }
+                Ok(tls)
+            }
+            None => {
+                let ca = misim_core::tls::LocalCa::load_or_create(ca_dir)
+                    .context("cannot set up misim's certificate authority")?;
+                Ok(ControlTls::issue(&ca, role, &[])?)
+            }
+        }
+    }
+}
+
+/// `misim certs issue`: writes a party certificate.
+///
+/// # Errors
+/// When the role is unknown, the CA cannot be used, or the files cannot be written.
+pub fn certs(command: crate::cli::CertsCommand) -> anyhow::Result<()> {
+    let crate::cli::CertsCommand::Issue {
+        ca_dir,
+        role,
+        names,
+        out,
+    } = command;
+    let role = Role::parse(&role).map_err(|e| anyhow::anyhow!(e))?;
+    let ca = misim_core::tls::LocalCa::load_or_create(&ca_dir)
+        .with_context(|| format!("cannot use misim's CA in {}", ca_dir.display()))?;
+    let tls = ControlTls::issue(&ca, role.clone(), &names)?;
+    tls.write(&out)
+        .with_context(|| format!("cannot write the certificate to {}", out.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "role": role.to_string(),
+            "cert": out.join(misim_core::control::CERT_FILE),
+            "key": out.join(misim_core::control::KEY_FILE),
+            "ca": out.join(misim_core::control::CA_FILE),
+        })
+    );
+    Ok(())
 }
 
 /// `misim aad`: Azure AD alone.
@@ -58,6 +132,9 @@ pub struct AadArgs {
     /// TLS certificate options.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Control-plane mutual TLS.
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 /// Where misim's CA lives and which extra names the HTTPS certificate covers.
@@ -96,6 +173,12 @@ pub struct MsrpArgs {
     /// Azure AD admin gRPC URL.
     #[arg(long, env = "MISIM_AAD_GRPC", default_value = "http://127.0.0.1:7703")]
     pub aad_grpc: String,
+    /// Directory of misim's CA (used to issue this party's certificate when --control-tls-dir is unset).
+    #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
+    pub ca_dir: PathBuf,
+    /// Control-plane mutual TLS.
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 /// `misim imds`: one host (host agent + the IMDS endpoints of its VMs).
@@ -146,6 +229,17 @@ pub struct ImdsArgs {
     /// Send `Retry-After: SECS` with 429 answers (default: none; unknown whether Azure sends it).
     #[arg(long, env = "MISIM_RETRY_AFTER")]
     pub retry_after: Option<u32>,
+    /// No per-VM IMDS listeners: serve every VM through --imds-listen (and --extension-listen),
+    /// identifying it by source address. Required when VMs are on a network (containers): per-VM
+    /// listeners tell VMs apart by port and are loopback-only.
+    #[arg(long, env = "MISIM_NO_VM_LISTENERS")]
+    pub no_vm_listeners: bool,
+    /// Directory of misim's CA (used to issue this host's certificate when --control-tls-dir is unset).
+    #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
+    pub ca_dir: PathBuf,
+    /// Control-plane mutual TLS.
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 /// `misim arm`: ARM alone.
@@ -183,6 +277,9 @@ pub struct ArmArgs {
     /// TLS certificate options.
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Control-plane mutual TLS.
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 /// Runs Azure AD until Ctrl-C / SIGTERM.
@@ -201,6 +298,7 @@ pub async fn run_aad(a: AadArgs) -> anyhow::Result<()> {
     cfg.token_lifetime_secs = a.token_lifetime;
     cfg.signing_key_rotation_secs = a.signing_key_rotation;
     cfg.https_public_url = a.https_public_url;
+    cfg.control = Some(a.control.load(Role::Aad, &a.tls.ca_dir)?);
     let https = match a.https_listen {
         Some(addr) => Some(misim_core::tls::HttpsListener {
             listener: bind(addr).await?,
@@ -220,12 +318,9 @@ pub async fn run_msrp(a: MsrpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let listener = bind(a.listen).await?;
     tracing::info!(grpc = %a.listen, aad = %a.aad_grpc, "msrp listening");
-    misim_msrp::run(
-        msrp_config(a.data_dir, a.aad_grpc, Clock::system()),
-        listener,
-        shutdown,
-    )
-    .await?;
+    let mut cfg = msrp_config(a.data_dir, a.aad_grpc, Clock::system());
+    cfg.control = Some(a.control.load(Role::Msrp, &a.ca_dir)?);
+    misim_msrp::run(cfg, listener, shutdown).await?;
     Ok(())
 }
 
@@ -247,6 +342,8 @@ pub async fn run_imds(a: ImdsArgs) -> anyhow::Result<()> {
     );
     cfg.imds_listen = a.imds_listen;
     cfg.extension_listen = a.extension_listen;
+    cfg.vm_listeners = !a.no_vm_listeners;
+    cfg.control = Some(a.control.load(Role::Host(cfg.host_name.clone()), &a.ca_dir)?);
     cfg.limits = misim_imds::ImdsLimits {
         enabled: !a.no_throttle,
         identity_per_second: a.identity_rps,
@@ -287,6 +384,7 @@ pub async fn run_arm(a: ArmArgs) -> anyhow::Result<()> {
         aad_url: a.aad_url,
         hosts,
         clock: Clock::system(),
+        control: Some(a.control.load(Role::Arm, &a.tls.ca_dir)?),
     };
     let forwarder = match a.https_listen {
         Some(addr) => {

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use misim_core::control::{ControlTls, Role};
 use misim_core::serve::bind;
 use misim_core::Clock;
 use misim_proto::arm::arm_client::ArmClient;
@@ -157,17 +158,46 @@ fn https_url(l: &TcpListener) -> anyhow::Result<String> {
 }
 
 /// Loads or creates misim's CA in `ca_dir` and issues the HTTPS server certificate (off the runtime).
+/// The control-plane certificates of one `misim up`: one per party instance, issued at start from
+/// the data directory's CA ([`misim_core::control`]).
+struct ControlCerts {
+    arm: ControlTls,
+    msrp: ControlTls,
+    aad: ControlTls,
+    hosts: BTreeMap<String, ControlTls>,
+}
+
+/// Directory (below the CA directory) of the admin certificate for debugging internal gRPC calls.
+pub const ADMIN_CERT_DIR: &str = "admin";
+
 async fn tls_config(
     ca_dir: PathBuf,
     names: Vec<String>,
-) -> anyhow::Result<(PathBuf, std::sync::Arc<misim_core::tls::ServerConfig>)> {
+    hosts: Vec<String>,
+) -> anyhow::Result<(
+    PathBuf,
+    std::sync::Arc<misim_core::tls::ServerConfig>,
+    ControlCerts,
+)> {
     tokio::task::spawn_blocking(move || {
         let ca = misim_core::tls::LocalCa::load_or_create(&ca_dir)?;
         let tls = ca.server_config(&names)?;
-        Ok::<_, misim_core::tls::TlsError>((ca.ca_file(), tls))
+        let issue = |role| ControlTls::issue(&ca, role, &[]);
+        let certs = ControlCerts {
+            arm: issue(Role::Arm)?,
+            msrp: issue(Role::Msrp)?,
+            aad: issue(Role::Aad)?,
+            hosts: hosts
+                .into_iter()
+                .map(|h| Ok((h.clone(), issue(Role::Host(h))?)))
+                .collect::<Result<_, misim_core::tls::TlsError>>()?,
+        };
+        // For people debugging internal calls (grpcurl -cert/-key) and `identity credential export`.
+        issue(Role::Admin)?.write(&ca_dir.join(ADMIN_CERT_DIR))?;
+        Ok::<_, misim_core::tls::TlsError>((ca.ca_file(), tls, certs))
     })
     .await?
-    .context("cannot set up misim's certificate authority for https")
+    .context("cannot set up misim's certificate authority for https and the control plane")
 }
 
 /// Starts every party and waits until ARM has bootstrapped the default tenant and subscription.
@@ -188,7 +218,9 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
     let b = bind_all(&cfg).await?;
-    let (ca_file, tls) = tls_config(cfg.data_dir.join("ca"), cfg.tls_names.clone()).await?;
+    let host_names: Vec<String> = b.hosts.iter().map(|(name, _)| name.clone()).collect();
+    let (ca_file, tls, mut certs) =
+        tls_config(cfg.data_dir.join("ca"), cfg.tls_names.clone(), host_names).await?;
     let mut endpoints = Endpoints {
         arm_grpc: url(&b.arm_grpc)?,
         arm_rest: url(&b.arm_rest)?,
@@ -196,14 +228,14 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
         aad_https: https_url(&b.aad_https)?,
         arm_rest_https: https_url(&b.arm_rest_https)?,
         ca_file: ca_file.display().to_string(),
-        aad_grpc: url(&b.aad_grpc)?,
-        msrp_grpc: url(&b.msrp_grpc)?,
+        aad_grpc: https_url(&b.aad_grpc)?,
+        msrp_grpc: https_url(&b.msrp_grpc)?,
         hosts: BTreeMap::new(),
         tenant_id: String::new(),
         subscription_id: String::new(),
     };
     for (name, l) in &b.hosts {
-        endpoints.hosts.insert(name.clone(), url(l)?);
+        endpoints.hosts.insert(name.clone(), https_url(l)?);
     }
 
     let shutdown = CancellationToken::new();
@@ -214,6 +246,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     aad.token_lifetime_secs = cfg.token_lifetime_secs;
     aad.signing_key_rotation_secs = cfg.signing_key_rotation_secs;
     aad.https_public_url = Some(endpoints.aad_https.clone());
+    aad.control = Some(certs.aad);
     spawn_party(
         &tasks,
         &shutdown,
@@ -247,6 +280,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     msrp.cert_validity_secs = cfg.cert_validity_secs;
     msrp.cert_renew_after_secs = cfg.cert_renew_after_secs;
     msrp.renewal_check_secs = cfg.renewal_check_secs;
+    msrp.control = Some(certs.msrp);
     spawn_party(
         &tasks,
         &shutdown,
@@ -264,6 +298,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             cfg.clock.clone(),
         );
         host.credential_refresh_secs = cfg.credential_refresh_secs;
+        host.control = certs.hosts.remove(&name);
         spawn_party(
             &tasks,
             &shutdown,
@@ -286,6 +321,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             })
             .collect(),
         clock: cfg.clock.clone(),
+        control: Some(certs.arm),
     };
     spawn_party(
         &tasks,

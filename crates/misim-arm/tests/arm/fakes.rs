@@ -110,6 +110,12 @@ impl Msrp for FakeMsrp {
     async fn get_credential(&self, _: Request<msrp::GetCredentialRequest>) -> R<msrp::Credential> {
         Err(Status::permission_denied("arm never asks for credentials"))
     }
+    async fn set_host_access(
+        &self,
+        _: Request<msrp::SetHostAccessRequest>,
+    ) -> R<msrp::SetHostAccessResponse> {
+        Ok(Response::new(msrp::SetHostAccessResponse {}))
+    }
 }
 
 /// Fake host agent: placed VMs, the last identity set configured per VM, removals, a failure switch.

@@ -75,6 +75,7 @@ impl FakePeers {
                 })
                 .collect(),
             clock,
+            control: None,
         }
     }
 }

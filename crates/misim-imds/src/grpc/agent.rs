@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use misim_core::control::{ControlAuth, RoleKind};
 use misim_proto::imds as pb;
 use misim_proto::imds::host_agent_server::HostAgent;
 use tonic::{Request, Response, Status};
@@ -17,12 +18,16 @@ use crate::model::{IdentityRef, VmInfo};
 #[derive(Clone)]
 pub struct AgentService {
     host: Arc<Host>,
+    auth: ControlAuth,
 }
 
+/// Only ARM configures hosts (and admin, for debugging), as only Azure's fabric configures a node.
+const ARM_ONLY: &[RoleKind] = &[RoleKind::Arm];
+
 impl AgentService {
-    /// Serves `host`.
-    pub fn new(host: Arc<Host>) -> Self {
-        AgentService { host }
+    /// Serves `host`, checking callers as `auth` says (ARM only).
+    pub fn new(host: Arc<Host>, auth: ControlAuth) -> Self {
+        AgentService { host, auth }
     }
 }
 
@@ -32,6 +37,7 @@ impl HostAgent for AgentService {
         &self,
         request: Request<pb::PlaceVmRequest>,
     ) -> Result<Response<pb::PlacedVm>, Status> {
+        self.auth.check(&request, "HostAgent/PlaceVm", ARM_ONLY)?;
         let vm = request
             .into_inner()
             .vm
@@ -44,14 +50,16 @@ impl HostAgent for AgentService {
         &self,
         request: Request<pb::GetVmRequest>,
     ) -> Result<Response<pb::PlacedVm>, Status> {
+        self.auth.check(&request, "HostAgent/GetVm", ARM_ONLY)?;
         let id = resource_id("resource_id", &request.into_inner().resource_id)?;
         Ok(Response::new(self.host.get_vm(&id)?.into()))
     }
 
     async fn list_vms(
         &self,
-        _request: Request<pb::ListVmsRequest>,
+        request: Request<pb::ListVmsRequest>,
     ) -> Result<Response<pb::ListVmsResponse>, Status> {
+        self.auth.check(&request, "HostAgent/ListVms", ARM_ONLY)?;
         let vms = self.host.list_vms().into_iter().map(Into::into).collect();
         Ok(Response::new(pb::ListVmsResponse { vms }))
     }
@@ -60,6 +68,7 @@ impl HostAgent for AgentService {
         &self,
         request: Request<pb::RemoveVmRequest>,
     ) -> Result<Response<pb::RemoveVmResponse>, Status> {
+        self.auth.check(&request, "HostAgent/RemoveVm", ARM_ONLY)?;
         let id = resource_id("resource_id", &request.into_inner().resource_id)?;
         self.host.remove_vm(&id).await?;
         Ok(Response::new(pb::RemoveVmResponse {}))
@@ -69,6 +78,7 @@ impl HostAgent for AgentService {
         &self,
         request: Request<pb::SetExtensionRequest>,
     ) -> Result<Response<pb::PlacedVm>, Status> {
+        self.auth.check(&request, "HostAgent/SetExtension", ARM_ONLY)?;
         let request = request.into_inner();
         let id = resource_id("resource_id", &request.resource_id)?;
         let port = u16::try_from(request.port).map_err(|_| {
@@ -85,6 +95,7 @@ impl HostAgent for AgentService {
         &self,
         request: Request<pb::ConfigureIdentitiesRequest>,
     ) -> Result<Response<pb::PlacedVm>, Status> {
+        self.auth.check(&request, "HostAgent/ConfigureIdentities", ARM_ONLY)?;
         let request = request.into_inner();
         let id = resource_id("resource_id", &request.resource_id)?;
         let identities = request

@@ -20,13 +20,14 @@ pub struct MsrpCredentials {
 }
 
 impl MsrpCredentials {
-    /// A client for the MSRP gRPC endpoint `url`; connects on first use, so start order does not matter.
+    /// A client for the MSRP gRPC endpoint `url` (mutual TLS with `control`'s host certificate when
+    /// given); connects on first use, so start order does not matter.
     ///
     /// # Errors
     /// [`ImdsError::Internal`] when `url` is not a valid endpoint URI.
-    pub fn new(url: &str) -> Result<Self> {
-        let channel = Channel::from_shared(url.to_string())
-            .map_err(|e| ImdsError::Internal(format!("msrp endpoint '{url}': {e}")))?
+    pub fn new(url: &str, control: Option<&misim_core::control::ControlTls>) -> Result<Self> {
+        let channel = misim_core::control::peer_endpoint(control, url)
+            .map_err(|e| ImdsError::Internal(format!("msrp endpoint: {e}")))?
             .connect_lazy();
         Ok(MsrpCredentials {
             client: MsrpClient::new(channel),

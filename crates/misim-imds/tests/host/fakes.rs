@@ -136,6 +136,12 @@ impl Msrp for FakeMsrp {
     ) -> Result<Response<mpb::DeleteIdentityResponse>, Status> {
         Err(Status::unimplemented("fake"))
     }
+    async fn set_host_access(
+        &self,
+        _: Request<mpb::SetHostAccessRequest>,
+    ) -> Result<Response<mpb::SetHostAccessResponse>, Status> {
+        Err(Status::unimplemented("hosts never set host access"))
+    }
     async fn get_credential(
         &self,
         r: Request<mpb::GetCredentialRequest>,

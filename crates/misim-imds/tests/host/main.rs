@@ -125,6 +125,8 @@ impl Sandbox {
             credential_refresh_secs: 0,
             imds_listen: self.imds_listen,
             extension_listen: self.extension_listen,
+            vm_listeners: true,
+            control: None,
         };
         let listener = loopback().await;
         let agent_url = format!("http://{}", listener.local_addr().unwrap());

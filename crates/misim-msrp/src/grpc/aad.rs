@@ -12,7 +12,7 @@ use misim_proto::aad::{
     AddKeyCredentialRequest, CreateServicePrincipalRequest, DeleteServicePrincipalRequest,
     ListServicePrincipalsRequest, RemoveKeyCredentialRequest, ServicePrincipal,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::warn;
 
 use crate::error::{MsrpError, Result};
@@ -89,15 +89,17 @@ pub struct AadClient {
 }
 
 impl AadClient {
-    /// A client for `endpoint` (e.g. `http://127.0.0.1:7703`); does not connect until the first call.
+    /// A client for `endpoint` (e.g. `http://127.0.0.1:7703`), over mutual TLS with `control`'s
+    /// certificate when given; does not connect until the first call.
     ///
     /// # Errors
     /// [`MsrpError::InvalidArgument`] when `endpoint` is not a valid URI.
-    pub fn new(endpoint: &str) -> Result<Self> {
-        let channel = Endpoint::from_shared(endpoint.to_string())
-            .map_err(|e| {
-                MsrpError::InvalidArgument(format!("invalid azure ad endpoint '{endpoint}': {e}"))
-            })?
+    pub fn new(
+        endpoint: &str,
+        control: Option<&misim_core::control::ControlTls>,
+    ) -> Result<Self> {
+        let channel = misim_core::control::peer_endpoint(control, endpoint)
+            .map_err(|e| MsrpError::InvalidArgument(format!("azure ad endpoint: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .timeout(Duration::from_secs(15))
             .connect_lazy();

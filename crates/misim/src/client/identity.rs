@@ -136,6 +136,7 @@ pub(super) async fn identity(arm: &mut Arm, c: IdentityCommand) -> anyhow::Resul
                     resource_id,
                     out,
                     msrp,
+                    cert_dir,
                 },
         } => {
             let resource_id = match resource_id {
@@ -153,7 +154,7 @@ pub(super) async fn identity(arm: &mut Arm, c: IdentityCommand) -> anyhow::Resul
                         .id
                 }
             };
-            print(&crate::export::export_pem(&msrp, &resource_id, &out).await?);
+            print(&crate::export::export_pem(&msrp, &cert_dir, &resource_id, &out).await?);
         }
         IdentityCommand::Delete { identity } => {
             let req = pb::DeleteUserAssignedIdentityRequest {

@@ -91,7 +91,8 @@ pub async fn run(arm_url: &str, command: Command) -> anyhow::Result<()> {
         | Command::Aad(_)
         | Command::Msrp(_)
         | Command::Imds(_)
-        | Command::Arm(_) => {
+        | Command::Arm(_)
+        | Command::Certs { .. } => {
             bail!("not a client verb")
         }
     }
