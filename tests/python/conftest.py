@@ -78,3 +78,40 @@ def imds_env(monkeypatch):
         monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds_endpoint)
 
     return point_at
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@pytest.fixture(scope="session")
+def client_world(misim):
+    """What the real-client suites (Azure CLI, management SDKs, Key Vault SDK) share: a group with a
+    VM that has a system-assigned identity (Owner on the subscription) and two user-assigned ones
+    (`reader`: Key Vault Secrets User on the vault; `officer`: Key Vault Secrets Officer), and the
+    session's one key vault with a secret (misim serves root `/secrets` paths, which the CLI's `--id`
+    needs, while it has exactly one vault, so every suite uses this one)."""
+    rg = "py-clients-rg"
+    misim.cli("group", "create", "-n", rg, "-l", "westeurope")
+    vm = misim.cli("vm", "create", "-g", rg, "-n", "py-clients-vm")
+    system = misim.cli("vm", "identity", "assign", "-g", rg, "-n", "py-clients-vm", "--identities", "system")
+    reader = misim.cli("identity", "create", "-g", rg, "-n", "py-kv-reader")
+    officer = misim.cli("identity", "create", "-g", rg, "-n", "py-kv-officer")
+    misim.cli("vm", "identity", "assign", "-g", rg, "-n", "py-clients-vm", "--identities",
+              "py-kv-reader", "py-kv-officer")
+    sub = misim.cli("account", "show")["id"]
+    misim.cli("role", "assignment", "create", "--assignee-object-id", system["principalId"],
+              "--role", "Owner", "--scope", f"/subscriptions/{sub}")
+    vault = misim.cli("keyvault", "create", "-g", rg, "-n", "pyclientskv")
+    vault_scope = f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.KeyVault/vaults/pyclientskv"
+    misim.cli("role", "assignment", "create", "--assignee-object-id", reader["principalId"],
+              "--role", "Key Vault Secrets User", "--scope", vault_scope)
+    for principal in (officer["principalId"], system["principalId"]):
+        misim.cli("role", "assignment", "create", "--assignee-object-id", principal,
+                  "--role", "Key Vault Secrets Officer", "--scope", vault_scope)
+    misim.cli("keyvault", "secret", "set", "--vault-name", "pyclientskv", "-n", "greeting", "--value", "hello")
+    shown = misim.cli("vm", "show", "-g", rg, "-n", "py-clients-vm")
+    return {
+        "rg": rg, "vm": shown, "system": system, "reader": reader, "officer": officer, "sub": sub,
+        "vault": vault, "vault_name": "pyclientskv", "imds": shown["imdsEndpoint"],
+        "arm": misim.endpoints["arm_rest_https"], "ca": misim.endpoints["ca_file"],
+    }

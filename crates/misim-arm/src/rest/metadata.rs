@@ -33,6 +33,7 @@ pub fn document(arm_base: &str, aad_base: &str) -> Value {
             "tenant": "common",
             "identityProvider": "AAD"
         },
+        "microsoftGraphResourceId": format!("{}/", arm_base.trim_end_matches('/')),
         "suffixes": { "keyVaultDns": "vault.azure.net" }
     })
 }
@@ -75,6 +76,6 @@ mod tests {
         assert_eq!(d["resourceManager"], "https://127.0.0.1:7706/");
         assert_eq!(d["authentication"]["loginEndpoint"], "https://127.0.0.1:7705");
         assert_eq!(d["authentication"]["audiences"][0], "https://management.core.windows.net/");
-        assert!(d.get("microsoftGraphResourceId").is_none());
+        assert_eq!(d["microsoftGraphResourceId"], "https://127.0.0.1:7706/");
     }
 }
