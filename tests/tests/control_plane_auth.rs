@@ -283,3 +283,41 @@ async fn a_user_assigned_identity_shared_by_vms_on_two_hosts_is_fetched_by_both_
     h1.get_credential(get_credential(&uami.id)).await.unwrap();
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_arm_api_token_option_refuses_calls_without_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = misim::up::UpConfig::new(dir.path().to_path_buf());
+    cfg.base_port = 0;
+    cfg.hosts = 1;
+    cfg.arm_api_token = Some("s3cret-token".into());
+    // `start` itself waits for ARM through the token.
+    let system = misim::up::start(cfg).await.expect("misim starts with a token");
+    let url = system.endpoints.arm_grpc.clone();
+
+    let mut open = misim_proto::arm::arm_client::ArmClient::connect(url.clone())
+        .await
+        .unwrap();
+    let s = open
+        .get_account(pb::GetAccountRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    assert!(s.message().contains("MISIM_ARM_TOKEN"), "{}", s.message());
+
+    let mut wrong = misim::client::connect(&url, Some("s3cret-tokeN")).await.unwrap();
+    let s = wrong
+        .get_account(pb::GetAccountRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+
+    let mut right = misim::client::connect(&url, Some("s3cret-token")).await.unwrap();
+    let sub = right
+        .get_account(pb::GetAccountRequest::default())
+        .await
+        .expect("the right token is accepted")
+        .into_inner();
+    assert!(!sub.subscription_id.is_empty());
+    system.stop().await;
+}

@@ -60,6 +60,9 @@ pub struct Config {
     /// Control-plane mTLS: ARM's certificate (role `arm`), presented to MSRP, Azure AD admin and the
     /// hosts ([`misim_core::control`]). `None` only in unit tests with fake peers (plain gRPC).
     pub control: Option<misim_core::control::ControlTls>,
+    /// When set, the user-facing gRPC API requires `authorization: Bearer <api_token>` on every call
+    /// (for machines shared with other users); `None`: open on its (loopback) listener.
+    pub api_token: Option<String>,
 }
 
 /// The listeners ARM serves on, bound by the caller.
@@ -128,7 +131,13 @@ pub async fn run(
         });
     }
     background.close();
-    let routes = tonic::service::Routes::new(grpc::ArmGrpc::server(arm.clone()));
+    let routes = match config.api_token.clone() {
+        None => tonic::service::Routes::new(grpc::ArmGrpc::server(arm.clone())),
+        Some(token) => tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
+            grpc::ArmGrpc::server(arm.clone()),
+            grpc::BearerCheck::new(token),
+        )),
+    };
     let rest_router = rest::router(rest::RestState {
         arm,
         validator: Arc::new(validator),

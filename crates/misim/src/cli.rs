@@ -27,6 +27,9 @@ pub struct Cli {
         default_value = "http://127.0.0.1:7700"
     )]
     pub arm: String,
+    /// Bearer token for ARM's gRPC API when misim was started with --arm-api-token.
+    #[arg(long, global = true, env = "MISIM_ARM_TOKEN", hide_env_values = true)]
+    pub arm_token: Option<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `misim_imds=debug`.
     #[arg(long, global = true, env = "MISIM_LOG", default_value = "info")]
     pub log: String,
@@ -161,6 +164,10 @@ pub struct UpArgs {
     /// Extra names for the HTTPS certificate besides localhost/127.0.0.1/::1 (e.g. aad,arm).
     #[arg(long = "tls-name", env = "MISIM_TLS_NAMES", value_delimiter = ',')]
     pub tls_names: Vec<String>,
+    /// Require `authorization: Bearer TOKEN` on ARM's gRPC API, for machines shared with other
+    /// users (the API is otherwise open to every local process); clients set MISIM_ARM_TOKEN.
+    #[arg(long, env = "MISIM_ARM_API_TOKEN", hide_env_values = true)]
+    pub arm_api_token: Option<String>,
 }
 
 /// `misim account …`

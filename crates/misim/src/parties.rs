@@ -271,6 +271,10 @@ pub struct ArmArgs {
         default_value = "host-1=http://127.0.0.1:7711"
     )]
     pub hosts: Vec<String>,
+    /// Require `authorization: Bearer TOKEN` on ARM's gRPC API (machines shared with other users;
+    /// clients set MISIM_ARM_TOKEN).
+    #[arg(long = "api-token", env = "MISIM_ARM_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
     /// HTTPS listen address for the REST surface (TLS forwarded to --rest-listen); off if unset.
     #[arg(long, env = "MISIM_ARM_HTTPS_LISTEN")]
     pub https_listen: Option<SocketAddr>,
@@ -385,6 +389,7 @@ pub async fn run_arm(a: ArmArgs) -> anyhow::Result<()> {
         hosts,
         clock: Clock::system(),
         control: Some(a.control.load(Role::Arm, &a.tls.ca_dir)?),
+        api_token: a.api_token,
     };
     let forwarder = match a.https_listen {
         Some(addr) => {

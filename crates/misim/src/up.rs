@@ -13,7 +13,6 @@ use anyhow::{bail, Context};
 use misim_core::control::{ControlTls, Role};
 use misim_core::serve::bind;
 use misim_core::Clock;
-use misim_proto::arm::arm_client::ArmClient;
 use misim_proto::arm::GetAccountRequest;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +48,8 @@ pub struct UpConfig {
     /// Extra names (DNS names or IPs) the HTTPS certificate covers besides localhost, 127.0.0.1 and
     /// ::1, e.g. `aad`, `arm` for containers.
     pub tls_names: Vec<String>,
+    /// When set, ARM's gRPC API requires `authorization: Bearer <token>` (shared machines).
+    pub arm_api_token: Option<String>,
     /// Time source for every party.
     pub clock: Clock,
 }
@@ -71,6 +72,7 @@ impl UpConfig {
             renewal_check_secs: msrp.renewal_check_secs,
             credential_refresh_secs: misim_imds::DEFAULT_CREDENTIAL_REFRESH_SECS,
             tls_names: Vec::new(),
+            arm_api_token: None,
             clock: Clock::system(),
         }
     }
@@ -322,7 +324,9 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             .collect(),
         clock: cfg.clock.clone(),
         control: Some(certs.arm),
+        api_token: cfg.arm_api_token.clone(),
     };
+    let cfg_token = cfg.arm_api_token.clone();
     spawn_party(
         &tasks,
         &shutdown,
@@ -342,7 +346,13 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
         shutdown,
         tasks,
     };
-    match wait_for_bootstrap(&system.endpoints.arm_grpc, &system.shutdown).await {
+    match wait_for_bootstrap(
+        &system.endpoints.arm_grpc,
+        cfg_token.as_deref(),
+        &system.shutdown,
+    )
+    .await
+    {
         Ok((tenant, sub)) => {
             let mut system = system;
             system.endpoints.tenant_id = tenant;
@@ -378,6 +388,7 @@ fn spawn_party<E: std::fmt::Display>(
 
 async fn wait_for_bootstrap(
     arm_grpc: &str,
+    token: Option<&str>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(String, String)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -386,7 +397,7 @@ async fn wait_for_bootstrap(
         if shutdown.is_cancelled() {
             bail!("a party stopped during start-up (see the log above)");
         }
-        match ArmClient::connect(arm_grpc.to_string()).await {
+        match crate::client::connect(arm_grpc, token).await {
             Ok(mut arm) => match arm.get_account(GetAccountRequest::default()).await {
                 Ok(sub) => {
                     let sub = sub.into_inner();
@@ -412,6 +423,7 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     cfg.token_lifetime_secs = a.token_lifetime;
     cfg.signing_key_rotation_secs = a.signing_key_rotation;
     cfg.tls_names = a.tls_names;
+    cfg.arm_api_token = a.arm_api_token;
     let data_dir = cfg.data_dir.clone();
     let system = start(cfg).await?;
     println!("{}", banner(&system.endpoints, &data_dir));

@@ -30,6 +30,47 @@ impl ArmGrpc {
 
 type R<T> = Result<Response<T>, Status>;
 
+/// Checks `authorization: Bearer <token>` on every call of the user-facing API (the `api_token`
+/// option for shared machines); refusals are `UNAUTHENTICATED` with what to set.
+#[derive(Clone)]
+pub struct BearerCheck {
+    expected: Arc<Vec<u8>>,
+}
+
+impl BearerCheck {
+    /// Accepts calls carrying `token`.
+    pub fn new(token: String) -> Self {
+        BearerCheck {
+            expected: Arc::new(format!("Bearer {token}").into_bytes()),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerCheck {
+    fn call(&mut self, req: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let given = req
+            .metadata()
+            .get("authorization")
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        // Constant-time comparison: the token is a shared secret.
+        let same = given.len() == self.expected.len()
+            && given
+                .iter()
+                .zip(self.expected.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0;
+        if same {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated(
+                "ARM's gRPC API requires `authorization: Bearer <token>`: set MISIM_ARM_TOKEN to the \
+                 token misim up was started with (--arm-api-token / MISIM_ARM_API_TOKEN)",
+            ))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl ArmApi for ArmGrpc {
     async fn get_account(&self, r: Request<pb::GetAccountRequest>) -> R<pb::Subscription> {

@@ -76,6 +76,7 @@ impl FakePeers {
                 .collect(),
             clock,
             control: None,
+            api_token: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use anyhow::{bail, Context};
 use misim_proto::arm::{self as pb, arm_client::ArmClient};
+use misim_proto::tonic::service::interceptor::InterceptedService;
 use misim_proto::tonic::transport::Channel;
 use serde_json::Value;
 
@@ -21,19 +22,45 @@ use rbac::*;
 use resources::*;
 use token::*;
 
-pub(crate) type Arm = ArmClient<Channel>;
+/// The CLI's ARM client: bearer token added when set.
+pub type Arm = ArmClient<InterceptedService<Channel, BearerToken>>;
 
-/// Connects to ARM's gRPC API.
+/// Adds `authorization: Bearer <token>` to every call when a token is set (`--arm-token`).
+#[derive(Clone)]
+pub struct BearerToken(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// Connects to ARM's gRPC API, sending `token` as a bearer token when given.
 ///
 /// # Errors
 /// When `url` is malformed or nothing answers there (the message says how to start misim).
-pub async fn connect(url: &str) -> anyhow::Result<Arm> {
+pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<Arm> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         anyhow::bail!("--arm / MISIM_ARM must be a URL such as http://127.0.0.1:7700, not {url:?}");
     }
-    ArmClient::connect(url.to_string()).await.with_context(|| {
-        format!("cannot reach ARM at {url}: is `misim up` running? (set --arm or MISIM_ARM)")
-    })
+    let token = token
+        .map(|t| {
+            format!("Bearer {t}")
+                .parse()
+                .context("MISIM_ARM_TOKEN has characters not allowed in a header")
+        })
+        .transpose()?;
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("--arm / MISIM_ARM {url:?} is not a valid URL"))?
+        .connect()
+        .await
+        .with_context(|| {
+            format!("cannot reach ARM at {url}: is `misim up` running? (set --arm or MISIM_ARM)")
+        })?;
+    Ok(ArmClient::with_interceptor(channel, BearerToken(token)))
 }
 
 /// Turns a gRPC status into a one-line error with ARM's message.
@@ -68,8 +95,8 @@ pub(crate) fn print(v: &Value) {
 ///
 /// # Errors
 /// When ARM is unreachable or answers with an error; the message is ARM's.
-pub async fn run(arm_url: &str, command: Command) -> anyhow::Result<()> {
-    let mut arm = connect(arm_url).await?;
+pub async fn run(arm_url: &str, arm_token: Option<&str>, command: Command) -> anyhow::Result<()> {
+    let mut arm = connect(arm_url, arm_token).await?;
     match command {
         Command::Account {
             command: AccountCommand::Show,
