@@ -100,6 +100,11 @@ def main() -> None:
                 [misim, *cmd, f"--data-dir={d / 'data'}", f"--control-tls-dir={d / 'tls'}"],
                 stdout=open(d / "log", "w"), stderr=subprocess.STDOUT, env=env, cwd=d)
             wait_port(ports[wait_for[party]], procs[party])
+        deadline = time.time() + 60  # ARM creates its default subscription once Azure AD answers
+        while subprocess.run([misim, "account", "show"], capture_output=True, env=env).returncode != 0:
+            if time.time() > deadline:
+                raise SystemExit("ARM has no default subscription after 60 s")
+            time.sleep(0.2)
         time.sleep(2)
         before = {p: usage(pr.pid) for p, pr in procs.items()}
         cli = lambda *args: subprocess.run([misim, *args], check=True, capture_output=True, env=env)  # noqa: E731

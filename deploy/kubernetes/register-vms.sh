@@ -18,6 +18,13 @@ export MISIM_ARM
 misim=${MISIM:-misim}
 command -v "$misim" >/dev/null || { echo "register-vms.sh: '$misim' not found: put it on PATH or set MISIM" >&2; exit 1; }
 
+# Right after an install, ARM answers before its default subscription exists (it waits for Azure AD).
+for _ in $(seq 60); do
+  "$misim" account show >/dev/null 2>&1 && break
+  sleep 1
+done
+"$misim" account show >/dev/null || { echo "register-vms.sh: ARM at $MISIM_ARM is not ready (see its log: kubectl -n $ns logs deploy/misim-arm)" >&2; exit 1; }
+
 lines=$(kubectl -n "$ns" get pods -l misim/vm -o jsonpath='{range .items[*]}{.metadata.labels.misim/vm}{" "}{.spec.nodeName}{" "}{.status.podIP}{" "}{.status.phase}{" "}{.metadata.annotations.misim/resource-group}{"\n"}{end}')
 failed=0
 declare -A groups=()

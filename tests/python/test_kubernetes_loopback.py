@@ -235,6 +235,12 @@ def test_manifest_commands_run_together_on_loopback(request, tmp_path_factory):
         imds_port = port_map[next(a for a in args["host"] if a.startswith("--imds-listen=")).rsplit(":", 1)[1]]
         env["MISIM_ARM"] = f"http://127.0.0.1:{port_map[arm_grpc]}"
 
+        # ARM's listener is up before its default subscription exists (it waits for Azure AD)
+        deadline = time.time() + 60
+        while subprocess.run([MISIM, "account", "show"], env=env, capture_output=True).returncode != 0:
+            assert time.time() < deadline, "ARM has no default subscription after 60 s:\n" + (work / "arm" / "log").read_text()[-3000:]
+            time.sleep(0.2)
+
         # --- the VM pod: registered by register-vms.sh, then given a system-assigned identity -------
         (stub / "pods.txt").write_text(f"vm-a {node} 127.0.0.1 Running rg1\n")
         reg = subprocess.run(["bash", str(K8S / "register-vms.sh"), "misim"], env=env,
