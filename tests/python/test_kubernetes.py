@@ -5,7 +5,8 @@ design (docs/kubernetes.md):
 - no workload pod gets NET_ADMIN, privileges or the host's network; only the host DaemonSet's
   init container `imds-redirect` has NET_ADMIN, and only the host DaemonSet uses the node's network;
 - VM pods reach only IMDS and the public surfaces (ARM REST, Azure AD HTTP) plus cluster DNS;
-- ARM, MSRP, Azure AD and the hosts have grpc.health.v1 probes; the stores are on PVCs;
+- ARM, MSRP, Azure AD and the hosts have grpc.health.v1 probes (over mTLS where the listener is
+  mTLS); the stores are on PVCs;
 - the DaemonSet redirects 169.254.169.254:80 to the shared IMDS listener of its node, which
   identifies VMs by pod IP; the control-plane certificates come from Secrets, never the CA key.
 
@@ -299,17 +300,40 @@ def check_network_policies(docs: list[dict]) -> list[str]:
     return problems
 
 
+# gRPC listeners that serve mutual TLS when the party has --control-tls-dir (ARM's is the user-facing
+# API, plaintext). The kubelet's own gRPC probe speaks plaintext only.
+TLS_LISTENERS = {"msrp", "aad", "host"}
+SERVING = "grep -qx 00000000020801"  # gRPC frame of HealthCheckResponse{status: SERVING}
+
+
 def check_probes(docs: list[dict]) -> list[str]:
-    """ARM, MSRP, Azure AD and the hosts: readiness and liveness probes on grpc.health.v1 (kubelet gRPC
-    probe) at their gRPC port."""
+    """ARM, MSRP, Azure AD and the hosts: readiness and liveness probes on grpc.health.v1 at their gRPC
+    port: the kubelet's gRPC probe on a plaintext listener; on an mTLS listener, an exec of an HTTP/2
+    Health/Check with the party's own certificate that passes only on SERVING."""
     problems = []
     for component, port_name in GRPC_PARTIES.items():
         doc, _, c = party(docs, component)
         want = port_named(c, port_name)
-        for probe in ("readinessProbe", "livenessProbe"):
-            got = (c.get(probe) or {}).get("grpc", {}).get("port")
-            if want is None or got != want:
-                problems.append(f"{name(doc)} {probe}: grpc port {got}, expected {port_name}={want}")
+        tls = arg(c, "control-tls-dir") if component in TLS_LISTENERS else None
+        for kind in ("readinessProbe", "livenessProbe"):
+            probe = c.get(kind) or {}
+            where = f"{name(doc)} {kind}"
+            if "grpc" in probe:
+                if tls:
+                    problems.append(f"{where}: the kubelet's plaintext gRPC probe cannot reach the mTLS listener")
+                elif probe["grpc"].get("port") != want:
+                    problems.append(f"{where}: grpc port {probe['grpc'].get('port')}, expected {port_name}={want}")
+            elif "exec" in probe and tls:
+                cmd = " ".join(probe["exec"].get("command", []))
+                needed = [f":{want}/grpc.health.v1.Health/Check", "--http2", f"--cacert {tls}/ca.pem",
+                          f"--cert {tls}/cert.pem", f"--key {tls}/key.pem", SERVING]
+                missing = [n for n in needed if n not in cmd]
+                if missing:
+                    problems.append(f"{where}: the exec health check lacks {missing}")
+                if (probe.get("timeoutSeconds") or 1) < 5:
+                    problems.append(f"{where}: timeoutSeconds {probe.get('timeoutSeconds')} is shorter than curl's 4 s")
+            else:
+                problems.append(f"{where}: no grpc.health.v1 probe ({sorted(probe) or 'none'})")
     return problems
 
 
@@ -482,10 +506,12 @@ def test_chart_refuses_unusable_node_lists(helm_bin, tmp_path, values, message):
 
 
 def test_plaintext_control_plane_variant_renders_valid_and_keeps_the_policy(helm_bin):
-    """controlTls.enabled=false (binaries without --control-tls-dir): no TLS flags or volumes, and
-    every policy but the TLS one still holds."""
+    """controlTls.enabled=false (binaries without --control-tls-dir): no TLS flags or volumes, the
+    kubelet's gRPC probes, and every policy but the TLS one still holds."""
     docs = render_docs(helm_bin, "--set", "controlTls.enabled=false")
     assert "--control-tls-dir" not in yaml.safe_dump_all(docs)
+    for component in GRPC_PARTIES:
+        assert "grpc" in party(docs, component)[2]["livenessProbe"], component
     for check in CHECKS:
         if check is not check_control_tls:
             assert check(docs) == [], check.__name__
@@ -582,7 +608,15 @@ BREAKAGES = {
         lambda d: party(d, "arm")[2].update(readinessProbe={"tcpSocket": {"port": 7700}}), check_probes),
     "host liveness probe missing": (lambda d: party(d, "host")[2].pop("livenessProbe"), check_probes),
     "msrp probe on the wrong port": (
-        lambda d: party(d, "msrp")[2]["livenessProbe"]["grpc"].update(port=7703), check_probes),
+        lambda d: party(d, "msrp")[2]["livenessProbe"]["exec"]["command"].__setitem__(
+            2, party(d, "msrp")[2]["livenessProbe"]["exec"]["command"][2].replace(":7704/", ":7703/")),
+        check_probes),
+    "msrp probe passes on any answer": (
+        lambda d: party(d, "msrp")[2]["readinessProbe"]["exec"]["command"].__setitem__(
+            2, party(d, "msrp")[2]["readinessProbe"]["exec"]["command"][2].replace(SERVING, "true")),
+        check_probes),
+    "host probed with the kubelet's plaintext gRPC": (
+        lambda d: party(d, "host")[2].update(livenessProbe={"grpc": {"port": 7711}}), check_probes),
     "aad store on an emptyDir": (
         lambda d: party(d, "aad")[1]["volumes"][0].update(persistentVolumeClaim=None, emptyDir={}),
         check_stores),

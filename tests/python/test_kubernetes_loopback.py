@@ -15,8 +15,10 @@ changing only what a cluster would provide:
   is 127.0.0.1 on that node.
 
 Then the "pod" gets a token from the host's shared IMDS listener (identified by its source address),
-and a source that is no VM of the host gets none. What this cannot show: the 169.254.169.254 DNAT,
-NetworkPolicies and probes, which need a cluster (see test_kubernetes.py and docs/kubernetes.md).
+and a source that is no VM of the host gets none. The manifests' probes then run against the parties:
+the exec health checks over mTLS pass, a plaintext check (what the kubelet's gRPC probe sends) fails
+on the mTLS listeners and passes on ARM's. What this cannot show: the 169.254.169.254 DNAT and the
+NetworkPolicies, which need a cluster (see test_kubernetes.py and docs/kubernetes.md).
 """
 from __future__ import annotations
 
@@ -119,19 +121,29 @@ def imds_token(port: int, source: str) -> tuple[int, dict]:
         conn.close()
 
 
-def party_args(docs: list[dict]) -> tuple[dict[str, list[str]], dict]:
-    """Main-container args of aad, msrp, arm and host, and the host DaemonSet's pod spec."""
+def party_containers(docs: list[dict]) -> tuple[dict[str, dict], dict]:
+    """Main containers of aad, msrp, arm and host, and the host DaemonSet's pod spec."""
     out, host_spec = {}, None
     for d in docs:
         if d["kind"] not in ("Deployment", "DaemonSet"):
             continue
         spec = d["spec"]["template"]["spec"]
         comp = d["spec"]["template"]["metadata"]["labels"][COMPONENT]
-        out[comp] = list(spec["containers"][0]["args"])
+        out[comp] = spec["containers"][0]
         if comp == "host":
             host_spec = spec
     assert set(out) == {"aad", "msrp", "arm", "host"}, sorted(out)
     return out, host_spec
+
+
+def plaintext_health(port: int) -> bool:
+    """What the kubelet's gRPC probe does: grpc.health.v1.Health/Check over plaintext HTTP/2."""
+    out = subprocess.run(
+        ["/bin/sh", "-c", "printf '\\0\\0\\0\\0\\0' | curl -sS --http2-prior-knowledge --max-time 4 "
+         "-H 'content-type: application/grpc' -H 'te: trailers' --data-binary @- "
+         f"http://127.0.0.1:{port}/grpc.health.v1.Health/Check | od -An -tx1 | tr -d ' \\n'"],
+        capture_output=True, text=True, timeout=20)
+    return out.stdout.strip() == "00000000020801"
 
 
 def test_manifest_commands_run_together_on_loopback(request, tmp_path_factory):
@@ -142,7 +154,8 @@ def test_manifest_commands_run_together_on_loopback(request, tmp_path_factory):
         skip_loudly(request, f"{MISIM} has no `certs issue` (built before the control-plane mTLS)")
 
     docs = [d for d in yaml.safe_load_all((K8S / "misim.yaml").read_text()) if d]
-    args, host_spec = party_args(docs)
+    containers, host_spec = party_containers(docs)
+    args = {comp: list(c["args"]) for comp, c in containers.items()}
     work = pathlib.Path(tempfile.mkdtemp(prefix="misim-k8s-loop-"))
     procs: list[tuple[subprocess.Popen, object]] = []
     try:
@@ -273,6 +286,21 @@ def test_manifest_commands_run_together_on_loopback(request, tmp_path_factory):
         # another source address is no VM of this host: no token
         other_status, other = imds_token(imds_port, "127.0.0.2")
         assert other_status != 200 and "access_token" not in other, (other_status, other)
+
+        # --- the manifests' probes, run as the kubelet would ----------------------------------------
+        if shutil.which("curl") is None:
+            return  # the probes run curl (the misim image has it); nothing more to check here
+        for comp in ("aad", "msrp", "host"):
+            for kind in ("readinessProbe", "livenessProbe"):
+                command = containers[comp][kind]["exec"]["command"]
+                script = command[2].replace("/tls/", f"{work / comp / 'tls'}/").replace("${NODE_IP}", "127.0.0.1")
+                script = re.sub(r"https://127\.0\.0\.1:(\d+)/", lambda m: f"https://127.0.0.1:{port_map[m.group(1)]}/", script)
+                probed = subprocess.run([*command[:2], script], capture_output=True, text=True, timeout=20, env=env)
+                assert probed.returncode == 0, f"{comp} {kind} failed: {probed.stderr}"
+            grpc_port = port_map[re.search(r":(\d+)/grpc\.health", containers[comp]["livenessProbe"]["exec"]["command"][2]).group(1)]
+            assert not plaintext_health(grpc_port), f"{comp}'s mTLS listener answered a plaintext health check"
+        assert containers["arm"]["livenessProbe"]["grpc"]["port"] == int(arm_grpc)
+        assert plaintext_health(port_map[arm_grpc]), "ARM's gRPC API does not answer the kubelet's plaintext probe"
     finally:
         for proc, fh in procs:
             proc.terminate()

@@ -85,17 +85,34 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
-{{/* grpc.health.v1 probes (kubelet gRPC probe) on a port. */}}
+{{/* grpc.health.v1 probes of a party; call with (dict "ctx" $ "port" PORT "tls" BOOL "addr" ADDR).
+With control-plane TLS, the kubelet's own gRPC probe cannot connect (it speaks plaintext), so the
+probe is an exec of curl in the container: an HTTP/2 grpc.health.v1.Health/Check over mTLS with the
+party's own certificate, passing only on the answer SERVING (frame 00 00000002, message 08 01).
+A probe port set in values (a plaintext health listener) uses the kubelet's gRPC probe. */}}
+{{- define "misim.grpcProbe" -}}
+{{- if .tls -}}
+exec:
+  command:
+    - /bin/sh
+    - -c
+    - {{ printf "printf '\\0\\0\\0\\0\\0' | curl -sS --http2 --max-time 4 --cacert /tls/ca.pem --cert /tls/cert.pem --key /tls/key.pem -H 'content-type: application/grpc' -H 'te: trailers' --data-binary @- https://%s:%v/grpc.health.v1.Health/Check | od -An -tx1 | tr -d ' \\n' | grep -qx 00000000020801" .addr .port | toJson }}
+{{- else -}}
+grpc:
+  port: {{ .port }}
+{{- end }}
+timeoutSeconds: 5
+periodSeconds: {{ .ctx.Values.probes.periodSeconds }}
+failureThreshold: {{ .ctx.Values.probes.failureThreshold }}
+{{- end -}}
+
 {{- define "misim.grpcProbes" -}}
+{{- $tls := and .tls (not .override) -}}
+{{- $port := .override | default .port -}}
+{{- $p := dict "ctx" .ctx "port" $port "tls" $tls "addr" (.addr | default "127.0.0.1") -}}
 readinessProbe:
-  grpc:
-    port: {{ .port }}
-  periodSeconds: {{ .ctx.Values.probes.periodSeconds }}
-  failureThreshold: {{ .ctx.Values.probes.failureThreshold }}
+  {{- include "misim.grpcProbe" $p | nindent 2 }}
 livenessProbe:
-  grpc:
-    port: {{ .port }}
+  {{- include "misim.grpcProbe" $p | nindent 2 }}
   initialDelaySeconds: 10
-  periodSeconds: {{ .ctx.Values.probes.periodSeconds }}
-  failureThreshold: {{ .ctx.Values.probes.failureThreshold }}
 {{- end -}}
