@@ -96,7 +96,7 @@ const REGIONS: &[(&str, &str, &str, &str, &str, &str)] = &[
 /// `GET /subscriptions/{s}/locations` (Subscriptions - List Locations).
 ///
 /// # Errors
-/// 403 without `Microsoft.Resources/subscriptions/locations/read`.
+/// 403 without `Microsoft.Resources/subscriptions/locations/read` on the subscription.
 pub fn locations(c: &Call<'_>) -> Result<Reply> {
     get_only(c)?;
     c.allow("Microsoft.Resources/subscriptions/locations/read", &c.sub.id())?;

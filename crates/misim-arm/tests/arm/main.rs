@@ -7,6 +7,7 @@ mod flow;
 mod identities;
 mod races;
 mod rest;
+mod rest_clients;
 mod roles;
 mod scale_sets;
 
