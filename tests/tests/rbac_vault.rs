@@ -110,7 +110,7 @@ async fn workload_reads_a_secret_only_with_a_data_role() {
     assert!(secret["id"]
         .as_str()
         .unwrap()
-        .starts_with("https://kv-misim.vault.azure.net/secrets/db-password/"));
+        .starts_with(&format!("{}/secrets/db-password/", sb.endpoints.arm_rest)));
     assert_eq!(secret["attributes"]["enabled"], true);
     // A token for "https://vault.azure.net/" (trailing slash) works too.
     let (_, slash) = sb
