@@ -156,6 +156,9 @@ def listen_port(container: dict, flag: str) -> int | None:
 # ------------------------------------------------------------------------------------------- checks
 # Each returns a list of problems ([] = the policy holds).
 
+HOST_INIT_CAPS = {"imds-redirect": {"NET_ADMIN", "NET_RAW"}, "data-dir": {"CHOWN"}}
+
+
 def check_privileges(docs: list[dict]) -> list[str]:
     """No workload pod has NET_ADMIN, host networking, host namespaces, privileges or host paths;
     the host DaemonSet's init container imds-redirect is the only holder of NET_ADMIN."""
@@ -170,7 +173,8 @@ def check_privileges(docs: list[dict]) -> list[str]:
                 problems.append(f"{where} sets {ns}")
         for vol in spec.get("volumes", []) or []:
             hp = vol.get("hostPath")
-            if hp and not (host and hp.get("path") == "/run/xtables.lock"):
+            if hp and not (host and (hp.get("path") == "/run/xtables.lock"
+                                     or (vol["name"] == "data" and hp.get("path", "").startswith("/var/lib/misim/")))):
                 problems.append(f"{where} mounts hostPath {hp.get('path')}")
         pod_non_root = (spec.get("securityContext") or {}).get("runAsNonRoot")
         for phase, c in containers(spec):
@@ -178,18 +182,20 @@ def check_privileges(docs: list[dict]) -> list[str]:
             cname = f"{where} container {c['name']}"
             caps = sc.get("capabilities") or {}
             added = set(caps.get("add") or [])
-            redirect = host and phase == "init" and c["name"] == "imds-redirect"
+            # the host DaemonSet's short-lived root init containers and the capabilities they may add
+            allowed = HOST_INIT_CAPS.get(c["name"], set()) if host and phase == "init" else set()
+            root_init = bool(allowed)
             if "NET_ADMIN" in added:
                 net_admin.append(cname)
             if sc.get("privileged"):
                 problems.append(f"{cname} is privileged")
-            if added and not (redirect and added <= {"NET_ADMIN", "NET_RAW"}):
+            if added and not added <= allowed:
                 problems.append(f"{cname} adds capabilities {sorted(added)}")
             if "ALL" not in (caps.get("drop") or []):
                 problems.append(f"{cname} does not drop ALL capabilities")
             if sc.get("allowPrivilegeEscalation") is not False:
                 problems.append(f"{cname} allows privilege escalation")
-            if not redirect and not (sc.get("runAsNonRoot", pod_non_root) is True):
+            if not root_init and not (sc.get("runAsNonRoot", pod_non_root) is True):
                 problems.append(f"{cname} may run as root")
             for p in c.get("ports", []) or []:
                 if p.get("hostPort") and not host:
@@ -338,7 +344,8 @@ def check_probes(docs: list[dict]) -> list[str]:
 
 
 def check_stores(docs: list[dict]) -> list[str]:
-    """ARM, MSRP and Azure AD keep their stores on a PVC (one replica, Recreate: a single writer)."""
+    """ARM, MSRP and Azure AD keep their stores on a PVC (one replica, Recreate: a single writer); each
+    host keeps its store on its node's disk."""
     problems = []
     claims = {(namespace(d), d["metadata"]["name"]): d for d in docs if d["kind"] == "PersistentVolumeClaim"}
     for component in STORE_PARTIES:
@@ -357,6 +364,12 @@ def check_stores(docs: list[dict]) -> list[str]:
             problems.append(f"{where}: PVC {claim} is not in the manifests")
         elif "ReadWriteOnce" not in claims[(namespace(doc), claim)]["spec"].get("accessModes", []):
             problems.append(f"{where}: PVC {claim} is not ReadWriteOnce")
+    # a host's store survives its pod (ARM re-pushes identities to hosts only when ARM starts)
+    doc, spec, c = party(docs, "host")
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", []) or []}
+    vol = next((v for v in spec.get("volumes", []) if v["name"] == mounts.get(arg(c, "data-dir") or "")), {})
+    if "hostPath" not in vol:
+        problems.append(f"{name(doc)}: the host's --data-dir is not on the node's disk: a restarted host forgets its VMs")
     return problems
 
 
@@ -563,6 +576,10 @@ def _vm_egress(docs):
     return next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-vm-egress"))
 
 
+def _init(docs, container):
+    return next(c for c in party(docs, "host")[1]["initContainers"] if c["name"] == container)
+
+
 def _labels(component):
     return {"app.kubernetes.io/name": "misim", "app.kubernetes.io/instance": "misim", COMPONENT: component}
 
@@ -620,6 +637,13 @@ BREAKAGES = {
     "aad store on an emptyDir": (
         lambda d: party(d, "aad")[1]["volumes"][0].update(persistentVolumeClaim=None, emptyDir={}),
         check_stores),
+    "host store on an emptyDir": (
+        lambda d: [v.pop("hostPath") and v.update(emptyDir={})
+                   for v in party(d, "host")[1]["volumes"] if v["name"] == "data"],
+        check_stores),
+    "data-dir init container gets SYS_ADMIN": (
+        lambda d: _init(d, "data-dir")["securityContext"]["capabilities"]["add"].append("SYS_ADMIN"),
+        check_privileges),
     "arm scaled to two writers": (lambda d: party(d, "arm")[0]["spec"].update(replicas=2), check_stores),
     "msrp PVC missing": (
         lambda d: d.remove(next(x for x in d if x["kind"] == "PersistentVolumeClaim"
@@ -628,8 +652,8 @@ BREAKAGES = {
         lambda d: d.remove(next(x for x in d if x["kind"] == "Service" and x["metadata"]["name"].endswith("-aad"))),
         check_services),
     "redirect to the wrong port": (
-        lambda d: party(d, "host")[1]["initContainers"][0]["args"].__setitem__(
-            0, party(d, "host")[1]["initContainers"][0]["args"][0].replace(":7780", ":7781")),
+        lambda d: _init(d, "imds-redirect")["args"].__setitem__(
+            0, _init(d, "imds-redirect")["args"][0].replace(":7780", ":7781")),
         check_redirect),
     "host off the node network": (lambda d: party(d, "host")[1].update(hostNetwork=False), check_redirect),
     "per-VM listeners left on": (lambda d: party(d, "host")[2]["args"].remove("--no-vm-listeners"), check_redirect),

@@ -15,7 +15,8 @@ changing only what a cluster would provide:
   is 127.0.0.1 on that node.
 
 Then the "pod" gets a token from the host's shared IMDS listener (identified by its source address),
-and a source that is no VM of the host gets none. The manifests' probes then run against the parties:
+and a source that is no VM of the host gets none; after the host restarts on the same store (the
+node's disk in the DaemonSet) the pod still gets its token. The manifests' probes then run against the parties:
 the exec health checks over mTLS pass, a plaintext check (what the kubelet's gRPC probe sends) fails
 on the mTLS listeners and passes on ARM's. What this cannot show: the 169.254.169.254 DNAT and the
 NetworkPolicies, which need a cluster (see test_kubernetes.py and docs/kubernetes.md).
@@ -222,6 +223,22 @@ def test_manifest_commands_run_together_on_loopback(request, tmp_path_factory):
                 f.chmod(0o400)
 
         # --- start the parties with the manifests' args ---------------------------------------------
+        running: dict[str, subprocess.Popen] = {}
+
+        def start(comp: str, log_name: str = "log") -> None:
+            pdir = work / comp
+            cmd = [fix_hosts(localize(a)) for a in args[comp]]
+            cmd = [a.replace("--data-dir=/data", f"--data-dir={pdir / 'data'}")
+                    .replace("--control-tls-dir=/tls", f"--control-tls-dir={pdir / 'tls'}") for a in cmd]
+            log = pdir / log_name
+            fh = open(log, "w")
+            proc = subprocess.Popen([MISIM, *cmd], stdout=fh, stderr=subprocess.STDOUT,
+                                    env=dict(env, MISIM_LOG="info"), cwd=pdir)
+            procs.append((proc, fh))
+            running[comp] = proc
+            listen = next(a for a in cmd if re.match(r"--(grpc-)?listen=", a)).rsplit(":", 1)[1]
+            wait_port(int(listen), proc, log)
+
         for comp in ("aad", "msrp", "host", "arm"):
             pdir = work / comp
             (pdir / "data").mkdir(parents=True)
@@ -233,16 +250,7 @@ def test_manifest_commands_run_together_on_loopback(request, tmp_path_factory):
                     mount_secret(src["secret"]["name"], src["secret"]["items"], tls, folder=node)
             else:
                 mount_secret(f"misim-tls-{comp}", None, tls)
-            cmd = [fix_hosts(localize(a)) for a in args[comp]]
-            cmd = [a.replace("--data-dir=/data", f"--data-dir={pdir / 'data'}")
-                    .replace("--control-tls-dir=/tls", f"--control-tls-dir={tls}") for a in cmd]
-            log = pdir / "log"
-            fh = open(log, "w")
-            proc = subprocess.Popen([MISIM, *cmd], stdout=fh, stderr=subprocess.STDOUT,
-                                    env=dict(env, MISIM_LOG="info"), cwd=pdir)
-            procs.append((proc, fh))
-            listen = next(a for a in cmd if re.match(r"--(grpc-)?listen=", a)).rsplit(":", 1)[1]
-            wait_port(int(listen), proc, log)
+            start(comp)
 
         arm_grpc = next(a for a in args["arm"] if a.startswith("--grpc-listen=")).rsplit(":", 1)[1]
         imds_port = port_map[next(a for a in args["host"] if a.startswith("--imds-listen=")).rsplit(":", 1)[1]]
@@ -286,6 +294,19 @@ def test_manifest_commands_run_together_on_loopback(request, tmp_path_factory):
         # another source address is no VM of this host: no token
         other_status, other = imds_token(imds_port, "127.0.0.2")
         assert other_status != 200 and "access_token" not in other, (other_status, other)
+
+        # --- the host pod restarts (a rolling update, a node reboot): its store is on the node's disk -
+        running["host"].terminate()
+        running["host"].wait(timeout=20)
+        start("host", log_name="log.restarted")
+        deadline, status = time.time() + 20, 0
+        while time.time() < deadline:
+            with contextlib.suppress(OSError):
+                status, body = imds_token(imds_port, "127.0.0.1")
+                if status == 200:
+                    break
+            time.sleep(0.5)
+        assert status == 200, f"the restarted host does not serve its VM: {status} {body}"
 
         # --- the manifests' probes, run as the kubelet would ----------------------------------------
         if shutil.which("curl") is None:
