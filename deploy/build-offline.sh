@@ -3,8 +3,9 @@
 # the misim binary built on this machine, and the VM image's Python wheels downloaded on this machine.
 #
 # Produces (never pushed anywhere):
-#   local/debian:bookworm        debootstrap --variant=minbase bookworm, imported (also tagged
-#                                debian:bookworm-slim so the Dockerfiles' FROM lines resolve offline)
+#   local/misim-base:bookworm    debootstrap --variant=minbase bookworm, imported under a project-local
+#                                name (no machine-wide name such as debian:bookworm-slim is touched);
+#                                the Dockerfiles take it as build argument BASE_IMAGE
 #   local/misim:latest           Dockerfile.prebuilt + target/release/misim
 #   local/misim-vm:latest        Dockerfile.vm + deploy/.wheels (azure-identity, PyJWT, requests)
 #
@@ -13,11 +14,13 @@
 #   MISIM_BIN=path        use this misim binary instead of `cargo build --release --bin misim`
 #   MISIM_DEBIAN_MIRROR   Debian mirror for debootstrap (default: URIs of /etc/apt/sources.list.d/debian.sources)
 #   MISIM_REBUILD_BASE=1  make the base image again even if it exists
+#   MISIM_BASE_IMAGE      name of the base image (default local/misim-base:bookworm)
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 log() { printf '== %s\n' "$*"; }
+base_image="${MISIM_BASE_IMAGE:-local/misim-base:bookworm}"
 
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -51,8 +54,8 @@ remove_rootfs() {
 }
 
 build_base() {
-  if [ "${MISIM_REBUILD_BASE:-0}" != 1 ] && image_exists local/debian:bookworm; then
-    log "base image local/debian:bookworm exists"
+  if [ "${MISIM_REBUILD_BASE:-0}" != 1 ] && image_exists "$base_image"; then
+    log "base image $base_image exists"
   else
     if ! command -v debootstrap >/dev/null 2>&1; then
       log "installing debootstrap"
@@ -69,18 +72,15 @@ build_base() {
     fi
     # what the official slim image also drops: apt lists and downloaded packages
     rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/archives/*.deb
-    log "docker import local/debian:bookworm"
+    log "docker import $base_image"
     tar -C "$rootfs" -c . | docker import \
       -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       -c 'CMD ["bash"]' \
-      -m "debootstrap --variant=minbase bookworm $mirror" - local/debian:bookworm >/dev/null
+      -m "debootstrap --variant=minbase bookworm $mirror" - "$base_image" >/dev/null
     remove_rootfs "$rootfs"
   fi
-  # The Dockerfiles say FROM debian:bookworm-slim (the online build); offline that name is our import.
-  if ! image_exists debian:bookworm-slim || [ "${MISIM_REBUILD_BASE:-0}" = 1 ]; then
-    log "tagging local/debian:bookworm as debian:bookworm-slim (local only)"
-    docker tag local/debian:bookworm debian:bookworm-slim
-  fi
+  # The Dockerfiles default to FROM debian:bookworm-slim (the online build); offline, docker_build
+  # passes --build-arg BASE_IMAGE=$base_image instead, so no machine-wide image name is (re)tagged.
 }
 
 fetch_wheels() {
@@ -120,7 +120,7 @@ stage_binary() {
 docker_build() { # docker_build TAG DOCKERFILE: context deploy/, output shown only on failure
   local out
   log "docker build $1 ($2)"
-  if ! out="$(nice docker build -t "$1" -f "$here/$2" "$here" 2>&1)"; then
+  if ! out="$(nice docker build --build-arg "BASE_IMAGE=$base_image" -t "$1" -f "$here/$2" "$here" 2>&1)"; then
     printf '%s\n' "$out" | tail -n 40 >&2
     return 1
   fi

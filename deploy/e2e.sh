@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end check of the container deployment: brings the stack up from a clean state, drives ARM from
 # the machine with the misim CLI (published loopback port), gets tokens inside VM containers from
-# 169.254.169.254 (curl and azure-identity), verifies them on the machine against Azure AD's JWKS,
-# restarts ARM, and tears everything down (volumes included).
+# 169.254.169.254 (curl and azure-identity), verifies them against Azure AD's JWKS (fetched from the
+# published loopback port; the verifier runs in the VM image, network none, so the machine's Python
+# does not matter), restarts ARM, runs the attack suite (deploy/attack.sh), and tears everything down
+# (volumes included).
 #
 #   deploy/e2e.sh
 #
@@ -12,6 +14,7 @@
 # MISIM_AAD_HTTP_PORT (published loopback ports, default 7700 / 7701 / 7702).
 # Safety: the machine only talks to 127.0.0.1; 169.254.169.254 is called only inside VM containers,
 # which sit on internal networks.
+# Files: its own temporary directory (mktemp -d), removed at the end.
 set -uo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -30,6 +33,8 @@ export MISIM_AAD_HTTP_PORT="${MISIM_AAD_HTTP_PORT:-7702}"
 export MISIM_ARM="http://127.0.0.1:$MISIM_ARM_GRPC_PORT"
 misim_bin="${MISIM_BIN:-$root/target/release/misim}"
 jwks="http://127.0.0.1:$MISIM_AAD_HTTP_PORT/common/discovery/keys"
+vm_image="local/misim-vm:latest"
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/misim-e2e.XXXXXX")" || { echo "mktemp -d failed" >&2; exit 1; }
 arm_rest="http://127.0.0.1:$MISIM_ARM_REST_PORT"
 resource="https://management.azure.com/"
 resource_q="https%3A%2F%2Fmanagement.azure.com%2F"
@@ -50,6 +55,7 @@ finish() {
   else
     compose down -v --remove-orphans >/dev/null 2>&1
   fi
+  rm -rf "$tmp"
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]
   exit
@@ -101,7 +107,13 @@ sdk_token() {
   done
   return 1
 }
-verify() { "$here/.venv/bin/python" "$here/verify_token.py" --jwks "$jwks" --tenant "$tid" --aud "$resource" "$@"; }
+# verify ARGS... < ANSWER: verify_token.py in the VM image (its Python has PyJWT[crypto]), no network,
+# against the JWKS fetched from Azure AD's published loopback port just before
+verify() {
+  curl -fsS --noproxy '*' -m 10 -o "$tmp/jwks.json" "$jwks" || { echo "cannot fetch $jwks"; return 1; }
+  docker run --rm -i --network none -v "$tmp/jwks.json:/misim/jwks.json:ro" -v "$here/verify_token.py:/misim/verify_token.py:ro" \
+    --entrypoint python "$vm_image" /misim/verify_token.py --jwks file:///misim/jwks.json --tenant "$tid" --aud "$resource" "$@"
+}
 # azure-identity turns the scope https://management.azure.com/.default into resource=https://management.azure.com
 verify_sdk() { verify --aud "${resource%/}" "$@"; }
 token_verifies() { # token_verifies VM QUERY VERIFY-ARGS...: IMDS token from VM passes verify_token.py
@@ -138,11 +150,6 @@ if [ "${MISIM_E2E_SKIP_BUILD:-0}" != 1 ]; then
   "$here/build-offline.sh" || abort "build images (deploy/build-offline.sh)"
 fi
 [ -x "$misim_bin" ] || abort "misim CLI at $misim_bin (cargo build --release --bin misim)"
-if ! "$here/.venv/bin/python" -c 'import jwt, cryptography' 2>/dev/null; then
-  python3 -m venv "$here/.venv" &&
-    "$here/.venv/bin/pip" install --quiet --disable-pip-version-check --no-index --find-links "$here/.wheels" \
-      'PyJWT[crypto]' || abort "verifier venv (PyJWT from deploy/.wheels)"
-fi
 
 echo "== clean start"
 compose down -v --remove-orphans >/dev/null 2>&1
@@ -151,23 +158,50 @@ for port in "$MISIM_ARM_GRPC_PORT" "$MISIM_ARM_REST_PORT" "$MISIM_AAD_HTTP_PORT"
     abort "127.0.0.1:$port is free (something else listens there, e.g. misim up; move the stack with MISIM_ARM_GRPC_PORT, MISIM_ARM_REST_PORT, MISIM_AAD_HTTP_PORT)"
   fi
 done
-compose up -d >/tmp/misim-e2e-up.log 2>&1 || { cat /tmp/misim-e2e-up.log; abort "docker-compose up -d"; }
-services=(aad msrp host-1 host-2 arm vm-1a vm-1b vm-2a vm-2b)
-if wait_healthy 120 "${services[@]}"; then
-  pass "all ${#services[@]} containers running and healthy"
+compose up -d >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; abort "docker-compose up -d"; }
+services=(aad msrp host-1 host-2 arm edge vm-1a-net vm-1b-net vm-2a-net vm-2b-net vm-1a vm-1b vm-2a vm-2b)
+if wait_healthy 150 "${services[@]}"; then
+  pass "all ${#services[@]} long-running containers running and healthy"
 else
   abort "containers healthy"
 fi
+certs_state="$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$(compose ps -q certs)" 2>&1)"
+check "certs (one-shot: CA + one certificate per party) exited 0 (got: $certs_state)" test "$certs_state" = "exited 0"
+
+echo "== control-plane certificates: where the keys are"
+mounts_of() { # mounts_of SERVICE: the named volumes the service's container mounts, sorted, space separated
+  docker inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' "$(compose ps -q "$1")" |
+    tr ' ' '\n' | sed '/^$/d' | sort | tr '\n' ' '
+}
+p="${COMPOSE_PROJECT_NAME}_"
+check "certs mounts the CA volume and every party's certificate volume" \
+  test "$(mounts_of certs)" = "${p}ca ${p}tls-aad ${p}tls-arm ${p}tls-host-1 ${p}tls-host-2 ${p}tls-msrp "
+for party in aad msrp arm host-1 host-2; do
+  check "$party mounts its data and its own certificate volume only (no CA)" \
+    test "$(mounts_of "$party")" = "${p}$party-data ${p}tls-$party "
+done
+for name in edge vm-1a-net vm-1b-net vm-2a-net vm-2b-net vm-1a vm-1b vm-2a vm-2b; do
+  check "$name mounts no volume" test -z "$(mounts_of "$name")"
+done
 
 echo "== network isolation"
 for v in vm-1a:host1-vms:172.31.1.2 vm-1b:host1-vms:172.31.1.2 vm-2a:host2-vms:172.31.2.2 vm-2b:host2-vms:172.31.2.2; do
   IFS=: read -r name net host_ip <<<"$v"
-  nets="$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$(compose ps -q "$name")")"
-  check "$name joins only ${COMPOSE_PROJECT_NAME}_$net (joins: $nets)" test "$nets" = "${COMPOSE_PROJECT_NAME}_$net "
+  net_id="$(compose ps -q "$name-net")"
+  nets="$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$net_id")"
+  check "$name-net joins only ${p}$net and ${p}public (joins: $nets)" test "$nets" = "${p}$net ${p}public "
+  mode="$(docker inspect -f '{{.HostConfig.NetworkMode}}' "$(compose ps -q "$name")")"
+  check "$name runs in $name-net's network namespace (NetworkMode $mode)" test "$mode" = "container:$net_id"
   routes="$(vm "$name" ip -4 route)"
   check "$name has no default route and routes 169.254.169.254 via $host_ip" routes_ok "$routes" "$host_ip"
-  check "$name DNATs 169.254.169.254:80 to $host_ip:80" \
-    grep -q -- "-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination $host_ip:80" <<<"$(vm "$name" iptables -t nat -S OUTPUT)"
+  check "$name-net DNATs 169.254.169.254:80 to $host_ip:80" \
+    grep -q -- "-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination $host_ip:80" <<<"$(vm "$name-net" iptables -t nat -S OUTPUT)"
+  gw="${host_ip%.*}.1"
+  check "$name-net drops everything to the machine ($gw, 172.31.10.1)" \
+    test "$(vm "$name-net" iptables -S MISIM-NO-MACHINE | grep -c -e "-d $gw/32 -j DROP" -e "-d 172.31.10.1/32 -j DROP")" = 2
+  capeff="$(vm "$name" sh -c 'grep ^CapEff: /proc/self/status' | awk '{print $2}')"
+  check "$name: processes (docker-compose exec) hold neither NET_ADMIN nor NET_RAW (CapEff ${capeff:-?})" \
+    test -n "$capeff" -a "$(( (0x${capeff:-0} >> 12) & 3 ))" = 0
 done
 
 echo "== control plane from the machine (misim CLI -> $MISIM_ARM)"
@@ -252,6 +286,12 @@ fi
 check "vm-1b (no extension installed): localhost:50342 -> 401 unknown_source" \
   test "$(ext_token vm-1b | tail -n1)" = "HTTP 401"
 
+echo "== public surfaces from inside a VM (via edge, as a VM reaches them over the internet)"
+aad_keys_from_vm() { vm vm-1a curl -fsS --noproxy '*' -m 10 http://aad:7702/common/discovery/keys | jq -e '.keys | length > 0'; }
+check "vm-1a: Azure AD discovery keys at http://aad:7702 -> 200 with keys" aad_keys_from_vm
+code="$(vm vm-1a curl -s --noproxy '*' -m 10 -o /dev/null -w '%{http_code}' "http://arm:7701${vm_id[vm-1a]}?api-version=2024-07-01")"
+check "vm-1a: ARM REST at http://arm:7701 without a token -> 401 (got $code)" test "$code" = 401
+
 echo "== step 7: ARM REST checks the VM's token"
 token="$(imds_token vm-1a "" | jq -r .access_token)"
 code="$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$arm_rest${vm_id[vm-1a]}?api-version=2024-07-01")"
@@ -260,6 +300,8 @@ misim role assignment create --assignee-object-id "$pa" --role Reader --scope "/
   fail "role assignment create Reader for vm-1a's identity"
 code="$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "$arm_rest${vm_id[vm-1a]}?api-version=2024-07-01")"
 check "GET vm-1a with Reader on the group -> 200 (got $code)" test "$code" = 200
+code="$(vm vm-1a curl -s --noproxy '*' -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://arm:7701${vm_id[vm-1a]}?api-version=2024-07-01")"
+check "the same GET from inside vm-1a (http://arm:7701) -> 200 (got $code)" test "$code" = 200
 
 echo "== ARM killed and started again"
 compose kill arm >/dev/null 2>&1 && compose start arm >/dev/null 2>&1 || fail "docker-compose kill arm; start arm"
@@ -274,6 +316,19 @@ if out="$(misim vm identity assign -g "$rg" -n vm-2b --identities system)"; then
     token_verifies vm-2b "" --mirid "${vm_id[vm-2b]}" --oid "$p2b"
 else
   fail "misim vm identity assign vm-2b after ARM restart"
+fi
+
+echo "== attack suite (deploy/attack.sh): every attempt must be refused"
+MISIM_BIN="$misim_bin" MISIM_ATTACK_RG="$rg" bash "$here/attack.sh" >"$tmp/attack.log" 2>&1
+attack_rc=$?
+sed 's/^/  /' "$tmp/attack.log"
+counts="$(tail -n1 "$tmp/attack.log")"
+if [[ "$counts" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+  passed=$((passed + BASH_REMATCH[1]))
+  failed=$((failed + BASH_REMATCH[2]))
+  [ "$attack_rc" = 0 ] || [ "${BASH_REMATCH[2]}" != 0 ] || fail "attack.sh exit status $attack_rc"
+else
+  fail "attack.sh ends with 'N passed, M failed' (got: $counts)"
 fi
 
 finish
