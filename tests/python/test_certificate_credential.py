@@ -63,12 +63,13 @@ def exported(misim, tmp_path_factory):
     return {"uami": uami, "info": info, "path": out}
 
 
-def verify_v2(authority: str, ca_file: str, tenant: str, token: str) -> dict:
-    """Validates like a relying party: v2 discovery over HTTPS -> jwks_uri -> signature, issuer,
-    audience and expiry."""
+def verify_arm_token(authority: str, ca_file: str, tenant: str, token: str) -> dict:
+    """Validates like ARM: discovery over HTTPS -> jwks_uri -> signature, issuer, audience and expiry.
+    ARM's application accepts v1 tokens only, so Entra issues v1-shaped tokens for it from the v2
+    endpoint too: the issuer is the v1 discovery document's."""
     import requests
 
-    doc = requests.get(f"{authority}/{tenant}/v2.0/.well-known/openid-configuration",
+    doc = requests.get(f"{authority}/{tenant}/.well-known/openid-configuration",
                        verify=ca_file, timeout=10).json()
     assert doc["jwks_uri"].startswith("https://127.0.0.1:")
     client = jwt.PyJWKClient(doc["jwks_uri"], ssl_context=ssl.create_default_context(cafile=ca_file))
@@ -79,12 +80,14 @@ def verify_v2(authority: str, ca_file: str, tenant: str, token: str) -> dict:
 def assert_identity_claims(claims: dict, exported: dict, tenant: str):
     uami = exported["uami"]
     assert claims["tid"] == tenant
-    assert claims["azp"] == uami["clientId"]
-    assert claims["azpacr"] == "2"  # certificate authentication
+    assert claims["iss"] == f"https://sts.windows.net/{tenant}/"
+    assert claims["appid"] == uami["clientId"]
+    assert claims["appidacr"] == "2"  # certificate authentication
+    assert "azp" not in claims
     assert claims["oid"] == uami["principalId"]
     assert claims["sub"] == uami["principalId"]
     assert claims["idtyp"] == "app"
-    assert claims["ver"] == "2.0"
+    assert claims["ver"] == "1.0"
     assert claims["xms_mirid"].lower() == uami["id"].lower()
 
 
@@ -95,8 +98,16 @@ def test_azure_identity_certificate_credential_gets_a_verifiable_token(misim, ht
         authority=https_env, disable_instance_discovery=True)
     token = credential.get_token(SCOPE)
     assert token.expires_on > 0
-    claims = verify_v2(https_env, misim.endpoints["ca_file"], tenant, token.token)
+    claims = verify_arm_token(https_env, misim.endpoints["ca_file"], tenant, token.token)
     assert_identity_claims(claims, exported, tenant)
+    # misim's ARM accepts it (the identity has no role: an empty subscription list, not a 401).
+    import requests
+
+    resp = requests.get(f"{misim.endpoints['arm_rest_https']}/subscriptions?api-version=2022-12-01",
+                        headers={"Authorization": f"Bearer {token.token}"},
+                        verify=misim.endpoints["ca_file"], timeout=10)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["value"] == []
 
 
 def key_and_cert(path) -> tuple[str, str]:
@@ -126,7 +137,7 @@ def test_msal_confidential_client_gets_a_verifiable_token(misim, https_env, expo
     result = app.acquire_token_for_client(scopes=[SCOPE])
     assert "access_token" in result, result
     assert result["token_type"] == "Bearer"
-    claims = verify_v2(https_env, misim.endpoints["ca_file"], tenant, result["access_token"])
+    claims = verify_arm_token(https_env, misim.endpoints["ca_file"], tenant, result["access_token"])
     assert_identity_claims(claims, exported, tenant)
 
 

@@ -44,6 +44,23 @@ pub struct TokenFacts<'a> {
     pub az_rid: Option<&'a str>,
 }
 
+/// Resources whose Entra application accepts v1 access tokens only (`accessTokenAcceptedVersion`
+/// unset): Azure Resource Manager. Entra issues such a resource v1-shaped tokens (issuer
+/// `https://sts.windows.net/{tid}/`, `appid`, `ver` 1.0) whichever endpoint was asked, so a token
+/// from `/oauth2/v2.0/token` for `https://management.azure.com/.default` is a v1 token
+/// (Microsoft identity platform, "Access tokens", token formats:
+/// <https://learn.microsoft.com/en-us/entra/identity-platform/access-tokens#token-formats>).
+pub const V1_ONLY_RESOURCES: &[&str] = &[
+    "https://management.azure.com",
+    "https://management.core.windows.net",
+];
+
+/// True when `audience` (with or without trailing slash, any case) only accepts v1 tokens.
+pub fn accepts_v1_only(audience: &str) -> bool {
+    let a = audience.trim_end_matches('/');
+    V1_ONLY_RESOURCES.iter().any(|r| r.eq_ignore_ascii_case(a))
+}
+
 fn opaque(len: usize) -> String {
     let mut bytes = Vec::with_capacity(len);
     while bytes.len() < len {
@@ -64,12 +81,23 @@ impl TokenFacts<'_> {
         self.now.saturating_sub(BACKDATE_SECS)
     }
 
+    /// The shape of the token itself: v1 for a resource that accepts only v1 tokens (ARM), else
+    /// the endpoint's version. The response body keeps the endpoint's shape either way.
+    pub fn token_version(&self) -> Version {
+        if accepts_v1_only(self.audience) {
+            Version::V1
+        } else {
+            self.version
+        }
+    }
+
     /// The claim set. v1: `aud iss iat nbf exp aio appid appidacr idp idtyp oid sub tid uti ver
     /// xms_mirid [xms_az_rid]`; v2 swaps `appid`/`appidacr` for `azp`/`azpacr` and has ver "2.0".
+    /// The shape follows [`TokenFacts::token_version`].
     pub fn claims(&self) -> Value {
         let sp = self.principal;
         let tid = &sp.tenant_id;
-        let iss = match self.version {
+        let iss = match self.token_version() {
             Version::V1 => issuer_v1(tid),
             Version::V2 => issuer_v2(tid),
         };
@@ -91,7 +119,7 @@ impl TokenFacts<'_> {
         let Some(obj) = c.as_object_mut() else {
             return c;
         };
-        match self.version {
+        match self.token_version() {
             Version::V1 => {
                 obj.insert("appid".into(), sp.app_id.clone().into());
                 obj.insert("appidacr".into(), "2".into());
@@ -149,6 +177,32 @@ mod tests {
             is_explicit: false,
             key_credentials: vec![],
         }
+    }
+
+    #[test]
+    fn arm_tokens_are_v1_shaped_from_the_v2_endpoint_too() {
+        let p = sp();
+        let f = TokenFacts {
+            version: Version::V2,
+            principal: &p,
+            audience: "https://management.azure.com",
+            now: 1000,
+            lifetime_secs: 60,
+            az_rid: None,
+        };
+        assert_eq!(f.token_version(), Version::V1);
+        let c = f.claims();
+        assert_eq!(
+            (c["iss"].as_str(), c["appid"].as_str(), c["ver"].as_str()),
+            (Some("https://sts.windows.net/t/"), Some("a"), Some("1.0"))
+        );
+        assert!(c.get("azp").is_none());
+        assert_eq!(f.response("x".into())["expires_in"], 60, "v2 response body");
+        let vault = TokenFacts {
+            audience: "https://vault.azure.net",
+            ..f
+        };
+        assert_eq!(vault.token_version(), Version::V2);
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl TokenService {
         };
         let claims = facts.claims();
         let key = self.keys.current(now).await?;
-        let with_x5t = version == Version::V1;
+        let with_x5t = facts.token_version() == Version::V1;
         let token = tokio::task::spawn_blocking(move || key.sign(&claims, with_x5t))
             .await
             .map_err(|e| AadError::Internal(format!("signing task: {e}")))??;
