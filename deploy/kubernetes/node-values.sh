@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints the `hosts.nodes` values of the misim chart for the current kubectl context: each node that
-# pods can be scheduled on (no NoSchedule taint), or each node matching MISIM_NODE_SELECTOR (a label
+# pods can be scheduled on (no NoSchedule or NoExecute taint), or each node matching MISIM_NODE_SELECTOR (a label
 # selector), with its first IPv4 InternalIP. One simulated host runs on each listed node.
 #
 #   deploy/kubernetes/node-values.sh > nodes.yaml
@@ -20,7 +20,7 @@ count=0
 while IFS='|' read -r name addresses taints; do
   [ -n "$name" ] || continue
   if [ -z "${MISIM_NODE_SELECTOR:-}" ]; then
-    case "$taints" in *NoSchedule*) continue ;; esac
+    case ",$taints" in *,NoSchedule,* | *,NoExecute,*) continue ;; esac
   fi
   address=""
   for a in $addresses; do

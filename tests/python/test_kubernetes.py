@@ -22,7 +22,9 @@ import importlib.util
 import os
 import pathlib
 import re
+import socket
 import subprocess
+import time
 import uuid
 
 import kubernetes_validate
@@ -678,12 +680,34 @@ def test_each_policy_check_reports_a_broken_manifest(docs, breakage):
     assert check(broken), f"{check.__name__} did not notice: {breakage}"
 
 
+# ------------------------------------------------------------------------------------------- scripts
+
+def test_node_values_lists_schedulable_nodes_with_their_ipv4(tmp_path):
+    """node-values.sh (with a stand-in kubectl printing its jsonpath output): tainted control planes
+    are left out, the IPv4 InternalIP is picked on dual-stack nodes, a node without one is reported."""
+    (tmp_path / "kubectl").write_text(
+        "#!/bin/sh\nprintf '%s\\n' 'kind-control-plane|172.18.0.2 |NoSchedule,' "
+        "'kind-worker|fd00::3 172.18.0.3 |' 'kind-worker2|172.18.0.4 |PreferNoSchedule,' 'v6-only|fd00::9 |'\n")
+    (tmp_path / "kubectl").chmod(0o755)
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}")
+    env.pop("MISIM_NODE_SELECTOR", None)
+    out = subprocess.run(["bash", str(K8S / "node-values.sh")], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(out.stdout) == {"hosts": {"nodes": [
+        {"name": "kind-worker", "address": "172.18.0.3"}, {"name": "kind-worker2", "address": "172.18.0.4"}]}}
+    assert "v6-only has no IPv4 InternalIP" in out.stderr
+
+
 # --------------------------------------------------------------------------------------- real cluster
 
-def test_install_on_a_real_cluster(helm_bin, request):
-    """Installs the chart into a throw-away namespace of the cluster named by MISIM_K8S_TEST_CONTEXT
-    (a disposable kind or k3s context with local/misim and local/misim-vm loaded), waits for every
-    party to be ready, and uninstalls. Never runs against whatever kubectl points at by default."""
+def test_install_on_a_real_cluster(helm_bin, request, tmp_path):
+    """The whole flow on the cluster named by MISIM_K8S_TEST_CONTEXT: a disposable kind or k3s cluster
+    with local/misim and local/misim-vm loaded, a CNI that enforces NetworkPolicies, no other misim
+    release (host ports), and the misim binary (MISIM_BIN) here. Installs into a throw-away namespace
+    with the certificates of make-certs.sh and an example VM pod, waits for every pod to be ready,
+    registers the VM, assigns it an identity and gets a token with curl inside the pod from
+    169.254.169.254, then uninstalls (the nodes keep the redirect chain and the hosts' store
+    directories: see docs/kubernetes.md, Uninstall). Never uses the default kubectl context."""
     context = os.environ.get("MISIM_K8S_TEST_CONTEXT")
     if not context:
         reason = ("no Kubernetes cluster: set MISIM_K8S_TEST_CONTEXT to a disposable kind/k3s context "
@@ -693,26 +717,55 @@ def test_install_on_a_real_cluster(helm_bin, request):
         with capture.global_and_fixture_disabled():
             print(f"\nSKIPPED test_install_on_a_real_cluster: {reason}")
         pytest.skip(reason)
-    kubectl = ["kubectl", "--context", context]
-    nodes = yaml.safe_load(subprocess.run(kubectl + ["get", "nodes", "-o", "yaml"], check=True,
-                                          capture_output=True, text=True).stdout)["items"]
-    listed = [{"name": n["metadata"]["name"],
-               "address": next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")}
-              for n in nodes if not any(t.get("effect") == "NoSchedule" for t in n["spec"].get("taints", []) or [])]
+    misim = os.environ.get("MISIM_BIN", str(ROOT / "target" / "debug" / "misim"))
+    # every kubectl call of the scripts goes to the named context only
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    real_kubectl = subprocess.run(["sh", "-c", "command -v kubectl"], capture_output=True, text=True).stdout.strip()
+    (shim / "kubectl").write_text(f'#!/bin/sh\nexec {real_kubectl} --context "{context}" "$@"\n')
+    (shim / "kubectl").chmod(0o755)
+    env = dict(os.environ, PATH=f"{shim}:{os.environ['PATH']}", MISIM=misim, MISIM_CA_DIR=str(tmp_path / "ca"))
+    run = lambda *cmd, **kw: subprocess.run(list(cmd), env=env, capture_output=True, text=True, **kw)  # noqa: E731
     ns = f"misim-test-{uuid.uuid4().hex[:6]}"
-    values = pathlib.Path(os.environ.get("TMPDIR", "/tmp")) / f"{ns}.yaml"
-    values.write_text(yaml.safe_dump({"hosts": {"nodes": listed},
-                                      "controlTls": {"enabled": os.environ.get("MISIM_K8S_TEST_TLS") == "1"}}))
+    nodes = run("bash", str(K8S / "node-values.sh"))
+    assert nodes.returncode == 0, nodes.stderr
+    values = tmp_path / "nodes.yaml"
+    values.write_text(nodes.stdout)
+    first = yaml.safe_load(nodes.stdout)["hosts"]["nodes"][0]["name"]
+    forward = None
     try:
+        assert run("kubectl", "create", "namespace", ns).returncode == 0
+        made = run("bash", str(K8S / "make-certs.sh"), ns, str(values), "misim")
+        assert made.returncode == 0, made.stderr
         render.helm(helm_bin, "install", "misim", str(render.CHART), "--kube-context", context,
-                    "--namespace", ns, "--create-namespace", "-f", str(values), "--wait", "--timeout", "5m")
-        out = subprocess.run(kubectl + ["-n", ns, "get", "pods", "-o", "yaml"], check=True,
-                             capture_output=True, text=True).stdout
-        for pod in yaml.safe_load(out)["items"]:
+                    "--namespace", ns, "-f", str(values), "--set", "examples.vms[0].name=vm-a",
+                    "--set", f"examples.vms[0].node={first}", "--wait", "--timeout", "5m")
+        pods = yaml.safe_load(run("kubectl", "-n", ns, "get", "pods", "-o", "yaml", check=True).stdout)["items"]
+        for pod in pods:
             ready = {c["type"]: c["status"] for c in pod["status"].get("conditions", [])}.get("Ready")
             assert ready == "True", f"pod {pod['metadata']['name']} is not ready"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        forward = subprocess.Popen(["kubectl", "-n", ns, "port-forward", "svc/misim-arm", f"{port}:7700"],
+                                   env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env["MISIM_ARM"] = f"http://127.0.0.1:{port}"
+        registered = run("bash", str(K8S / "register-vms.sh"), ns, timeout=180)
+        assert registered.returncode == 0, registered.stderr
+        assert run(misim, "vm", "identity", "assign", "-g", "rg1", "-n", "vm-a", "--identities", "system").returncode == 0
+        url = ("http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01"
+               "&resource=https%3A%2F%2Fmanagement.azure.com%2F")
+        body = ""
+        for _ in range(30):
+            got = run("kubectl", "-n", ns, "exec", "vm-a", "-c", "vm", "--", "curl", "-s", "-H", "Metadata:true", url)
+            body = got.stdout
+            if '"access_token"' in body:
+                break
+            time.sleep(2)
+        assert '"access_token"' in body, body
     finally:
+        if forward:
+            forward.terminate()
         subprocess.run([str(helm_bin), "uninstall", "misim", "--kube-context", context, "--namespace", ns],
                        capture_output=True)
-        subprocess.run(kubectl + ["delete", "namespace", ns, "--wait=false"], capture_output=True)
-        values.unlink(missing_ok=True)
+        run("kubectl", "delete", "namespace", ns, "--wait=false")

@@ -8,8 +8,8 @@ changing only what a cluster would provide:
 - addresses: 0.0.0.0, $(NODE_IP), Service names and node addresses become 127.0.0.1, and every port
   a free ephemeral one (nothing here uses a fixed port or a non-loopback address);
 - $(NODE_NAME) becomes the first listed node; /data and /tls become temporary directories;
-- the Secrets: deploy/kubernetes/make-certs.sh runs with a stand-in `kubectl` that stores what it
-  would apply, and each party's /tls is filled from those Secrets the way the manifests mount them
+- the Secrets: deploy/kubernetes/node-values.sh and make-certs.sh run with a stand-in `kubectl`
+  that lists the nodes and stores what make-certs.sh would apply, and each party's /tls is filled from those Secrets the way the manifests mount them
   (for the host: the projected volume's folder of its node, as subPathExpr selects it);
 - the VM pod: deploy/kubernetes/register-vms.sh runs with the stand-in kubectl listing a pod whose IP
   is 127.0.0.1 on that node.
@@ -48,7 +48,7 @@ COMPONENT = "app.kubernetes.io/component"
 
 # A stand-in for kubectl: `create secret generic … --dry-run=client -o yaml` prints the Secret,
 # `label --local -f - -o yaml K=V…` adds labels, `apply -f -` stores the object in $STUB_DIR,
-# `get pods …` prints $STUB_DIR/pods.txt (register-vms.sh's jsonpath output).
+# `get pods …` / `get nodes …` print $STUB_DIR/pods.txt / nodes.txt (the scripts' jsonpath output).
 KUBECTL_STUB = r'''
 import base64, json, os, pathlib, sys
 args = sys.argv[1:]
@@ -77,6 +77,8 @@ elif args[:1] == ["apply"]:
     (stub / f"{doc['kind']}-{doc['metadata']['name']}.json").write_text(json.dumps(doc))
 elif args[:2] == ["get", "pods"]:
     sys.stdout.write((stub / "pods.txt").read_text())
+elif args[:2] == ["get", "nodes"]:
+    sys.stdout.write((stub / "nodes.txt").read_text())
 else:
     sys.exit(f"kubectl stub: unexpected {args}")
 '''
@@ -193,14 +195,17 @@ def test_manifest_commands_run_together_on_loopback(request, tmp_path_factory):
         kubectl = stub / "bin" / "kubectl"
         kubectl.write_text(f"#!{sys.executable}\n{KUBECTL_STUB}")
         kubectl.chmod(kubectl.stat().st_mode | stat.S_IEXEC)
-        nodes_values = work / "nodes.yaml"
-        nodes_values.write_text("hosts:\n  nodes:\n" + "".join(
-            f"    - {{name: {n}, address: 127.0.0.1}}\n" for n in nodes))
         env = dict(os.environ, PATH=f"{stub / 'bin'}:{pathlib.Path(MISIM).parent}:{os.environ['PATH']}",
                    STUB_DIR=str(stub), MISIM=MISIM, MISIM_CA_DIR=str(work / "ca"), NO_COLOR="1",
                    NO_PROXY="*", no_proxy="*")
-        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "MISIM_NODE_SELECTOR"):
             env.pop(var, None)
+        # the nodes' values, as node-values.sh prints them (every node's address is loopback here)
+        (stub / "nodes.txt").write_text("".join(f"{n}|127.0.0.1 |\n" for n in nodes))
+        listed = subprocess.run(["bash", str(K8S / "node-values.sh")], env=env, capture_output=True, text=True)
+        assert listed.returncode == 0, listed.stderr
+        nodes_values = work / "nodes.yaml"
+        nodes_values.write_text(listed.stdout)
         made = subprocess.run(["bash", str(K8S / "make-certs.sh"), "misim", str(nodes_values), "misim"],
                               env=env, capture_output=True, text=True, timeout=120)
         assert made.returncode == 0, made.stderr + made.stdout
