@@ -231,8 +231,9 @@ def check_vm_pods(docs: list[dict]) -> list[str]:
 
 
 def check_network_policies(docs: list[dict]) -> list[str]:
-    """Every VM pod is selected by an egress NetworkPolicy that lets it reach only IMDS
-    (169.254.169.254:80 or its node's IMDS/extension listeners), ARM REST, Azure AD HTTP and DNS."""
+    """Every VM pod is selected by an egress NetworkPolicy that lets it reach only IMDS (the listed
+    nodes' IMDS/extension listeners, where the redirect sends 169.254.169.254:80, and not that address
+    itself), ARM REST, Azure AD HTTP and DNS."""
     problems = []
     _, _, arm = party(docs, "arm")
     _, _, aad = party(docs, "aad")
@@ -286,8 +287,9 @@ def check_network_policies(docs: list[dict]) -> list[str]:
                 for peer in peers:
                     if "ipBlock" in peer:
                         cidr = peer["ipBlock"]["cidr"]
-                        if cidr == f"{IMDS}/32" and nums == {80}:
-                            reach_required["imds"] = True
+                        if cidr == f"{IMDS}/32":
+                            problems.append(f"{where} allows {IMDS} itself: without the redirect a VM "
+                                            "would reach whatever answers that address")
                         elif cidr.endswith("/32") and cidr[:-3] in nodes and nums <= host_ports:
                             reach_required["imds"] = True
                         else:
@@ -533,6 +535,16 @@ def test_plaintext_control_plane_variant_renders_valid_and_keeps_the_policy(helm
     assert validation_errors(docs, KUBE_VERSIONS[-1]) == []
 
 
+def test_imds_address_is_allowed_only_on_request(helm_bin):
+    """networkPolicies.allowImdsAddress=true (eBPF dataplanes) adds 169.254.169.254:80 and nothing else."""
+    docs = render_docs(helm_bin, "--set", "networkPolicies.allowImdsAddress=true")
+    egress = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-vm-egress"))
+    assert egress["spec"]["egress"][0] == {"to": [{"ipBlock": {"cidr": f"{IMDS}/32"}}],
+                                           "ports": [{"protocol": "TCP", "port": 80}]}
+    problems = check_network_policies(docs)
+    assert problems and all(f"allows {IMDS} itself" in p for p in problems), problems
+
+
 def test_extra_vm_namespaces_get_the_vm_egress_policy(helm_bin):
     docs = render_docs(helm_bin, "--set", "vms.namespaces={team-a}")
     egress = {namespace(d) for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-vm-egress")}
@@ -605,6 +617,10 @@ BREAKAGES = {
         lambda d: _vm(d).update(automountServiceAccountToken=True), check_vm_pods),
     "vm egress policy removed": (lambda d: d.remove(_vm_egress(d)), check_network_policies),
     "vm egress allows everything": (lambda d: _vm_egress(d)["spec"]["egress"].append({}), check_network_policies),
+    "vm egress allows 169.254.169.254 itself": (
+        lambda d: _vm_egress(d)["spec"]["egress"].append(
+            {"to": [{"ipBlock": {"cidr": "169.254.169.254/32"}}], "ports": [{"protocol": "TCP", "port": 80}]}),
+        check_network_policies),
     "vm egress allows the internet": (
         lambda d: _vm_egress(d)["spec"]["egress"].append(
             {"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"protocol": "TCP", "port": 443}]}),
@@ -614,10 +630,10 @@ BREAKAGES = {
             {"to": [{"podSelector": {"matchLabels": _labels("msrp")}}], "ports": [{"protocol": "TCP", "port": 7704}]}),
         check_network_policies),
     "vm egress allows ARM gRPC": (
-        lambda d: _vm_egress(d)["spec"]["egress"][2]["ports"].append({"protocol": "TCP", "port": 7700}),
+        lambda d: _vm_egress(d)["spec"]["egress"][1]["ports"].append({"protocol": "TCP", "port": 7700}),
         check_network_policies),
     "vm egress allows the host agents": (
-        lambda d: _vm_egress(d)["spec"]["egress"][1]["ports"].append({"protocol": "TCP", "port": 7711}),
+        lambda d: _vm_egress(d)["spec"]["egress"][0]["ports"].append({"protocol": "TCP", "port": 7711}),
         check_network_policies),
     "vm egress allows every pod of the namespace": (
         lambda d: _vm_egress(d)["spec"]["egress"].append(
@@ -753,11 +769,17 @@ def test_install_on_a_real_cluster(helm_bin, request, tmp_path):
         registered = run("bash", str(K8S / "register-vms.sh"), ns, timeout=180)
         assert registered.returncode == 0, registered.stderr
         assert run(misim, "vm", "identity", "assign", "-g", "rg1", "-n", "vm-a", "--identities", "system").returncode == 0
+        # never let the VM pod's request leave the node: the redirect must be in place on its node
+        host_pod = next(p["metadata"]["name"] for p in pods
+                        if p["metadata"]["labels"].get(COMPONENT) == "host" and p["spec"].get("nodeName") == first)
+        redirect_log = run("kubectl", "-n", ns, "logs", host_pod, "-c", "imds-redirect").stdout
+        assert f"tcp {IMDS}:80 from the pods of {first}" in redirect_log, redirect_log
         url = ("http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01"
                "&resource=https%3A%2F%2Fmanagement.azure.com%2F")
         body = ""
         for _ in range(30):
-            got = run("kubectl", "-n", ns, "exec", "vm-a", "-c", "vm", "--", "curl", "-s", "-H", "Metadata:true", url)
+            got = run("kubectl", "-n", ns, "exec", "vm-a", "-c", "vm", "--",
+                      "curl", "-s", "--max-time", "5", "-H", "Metadata:true", url)
             body = got.stdout
             if '"access_token"' in body:
                 break
