@@ -19,7 +19,18 @@ use crate::parties::{AadArgs, ArmArgs, ImdsArgs, MsrpArgs};
 #[derive(Parser, Debug)]
 #[command(name = "misim", version, verbatim_doc_comment)]
 pub struct Cli {
-    /// ARM gRPC endpoint the client verbs talk to.
+    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `misim_imds=debug`.
+    #[arg(long, global = true, env = "MISIM_LOG", default_value = "info")]
+    pub log: String,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the client verbs find ARM's gRPC API.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ArmConn {
+    /// ARM gRPC endpoint (arm_grpc in DATA_DIR/endpoints.json).
     #[arg(
         long,
         global = true,
@@ -30,12 +41,6 @@ pub struct Cli {
     /// Bearer token for ARM's gRPC API when misim was started with --arm-api-token.
     #[arg(long, global = true, env = "MISIM_ARM_TOKEN", hide_env_values = true)]
     pub arm_token: Option<String>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `misim_imds=debug`.
-    #[arg(long, global = true, env = "MISIM_LOG", default_value = "info")]
-    pub log: String,
-    /// The subcommand.
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 /// Every `misim` verb.
@@ -61,48 +66,72 @@ pub enum Command {
     Arm(ArmArgs),
     /// Subscription of the running system (like `az account show`).
     Account {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
         /// The subcommand.
         #[command(subcommand)]
         command: AccountCommand,
     },
     /// Resource groups (like `az group`).
     Group {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
         /// The subcommand.
         #[command(subcommand)]
         command: GroupCommand,
     },
     /// Virtual machines and their identities (like `az vm`).
     Vm {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
         /// The subcommand.
         #[command(subcommand)]
         command: VmCommand,
     },
     /// Virtual machine scale sets and their identities (like `az vmss`).
     Vmss {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
         /// The subcommand.
         #[command(subcommand)]
         command: VmssCommand,
     },
     /// Key vaults and secrets (like `az keyvault`).
     Keyvault {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
         /// The subcommand.
         #[command(subcommand)]
         command: KeyvaultCommand,
     },
     /// User-assigned managed identities (like `az identity`).
     Identity {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
         /// The subcommand.
         #[command(subcommand)]
         command: IdentityCommand,
     },
     /// Role assignments (like `az role assignment`).
     Role {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
         /// The subcommand.
         #[command(subcommand)]
         command: RoleCommand,
     },
     /// Ask a VM's IMDS for a token, as code inside the VM would (step 5 of the flow).
     Token {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
         /// The subcommand.
         #[command(subcommand)]
         command: TokenCommand,

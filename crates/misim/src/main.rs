@@ -31,7 +31,7 @@ async fn main() -> std::process::ExitCode {
         Command::Imds(a) => misim::parties::run_imds(a).await,
         Command::Arm(a) => misim::parties::run_arm(a).await,
         Command::Certs { command } => misim::parties::certs(command),
-        verb => misim::client::run(&cli.arm, cli.arm_token.as_deref(), verb).await,
+        verb => misim::client::run(verb).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

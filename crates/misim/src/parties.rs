@@ -90,14 +90,14 @@ pub fn certs(command: crate::cli::CertsCommand) -> anyhow::Result<()> {
     let tls = ControlTls::issue(&ca, role.clone(), &names)?;
     tls.write(&out)
         .with_context(|| format!("cannot write the certificate to {}", out.display()))?;
-    println!(
-        "{}",
-        serde_json::json!({
+    crate::client::print_text(
+        &serde_json::json!({
             "role": role.to_string(),
             "cert": out.join(misim_core::control::CERT_FILE),
             "key": out.join(misim_core::control::KEY_FILE),
             "ca": out.join(misim_core::control::CA_FILE),
         })
+        .to_string(),
     );
     Ok(())
 }

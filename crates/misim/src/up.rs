@@ -82,8 +82,14 @@ impl UpConfig {
 pub struct System {
     /// Where each party listens.
     pub endpoints: Endpoints,
+    /// Whether the data directory held state from an earlier run.
+    pub resumed: bool,
+    /// The absolute data directory.
+    pub data_dir: PathBuf,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// Held while running: one `misim up` per data directory.
+    _lock: Option<std::fs::File>,
 }
 
 impl System {
@@ -92,11 +98,13 @@ impl System {
         self.shutdown.clone()
     }
 
-    /// Stops every party and waits until all have closed their listeners and flushed their stores.
+    /// Stops every party and waits until all have closed their listeners and flushed their stores;
+    /// removes `endpoints.json` (its ports are no longer served).
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
+        let _ = std::fs::remove_file(self.data_dir.join(ENDPOINTS_FILE));
     }
 
     /// Waits until the system stops (a party failed or the token was cancelled).
@@ -118,6 +126,25 @@ struct Bound {
     hosts: Vec<(String, TcpListener)>,
 }
 
+/// Binds `addr` for `what`, with an error that says what to do when the port is taken.
+async fn bind_named(what: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    match bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(misim_core::serve::ServeError::Bind { source, .. })
+            if source.kind() == std::io::ErrorKind::AddrInUse =>
+        {
+            bail!(
+                "cannot listen for {what} on {addr}: the port is in use, most likely by another \
+                 `misim up` (stop it, e.g. Ctrl-C in its terminal) or another program. To run beside \
+                 it, move misim's port block: --base-port N (ports N..N+{span}), or --base-port 0 \
+                 for free ports (they are written to DATA_DIR/endpoints.json)",
+                span = HOST_AGENT_OFFSET + 9
+            )
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot listen for {what} on {addr}"))),
+    }
+}
+
 async fn bind_all(cfg: &UpConfig) -> anyhow::Result<Bound> {
     let at = |offset: u16| -> anyhow::Result<SocketAddr> {
         let port = if cfg.base_port == 0 {
@@ -129,26 +156,63 @@ async fn bind_all(cfg: &UpConfig) -> anyhow::Result<Bound> {
         };
         Ok(SocketAddr::new(cfg.bind_ip, port))
     };
+    // ARM's gRPC first: the port a user knows (7700) is the one a busy-port error names.
+    let arm_grpc = bind_named("ARM gRPC", at(ARM_GRPC_OFFSET)?).await?;
+    let arm_rest = bind_named("ARM REST", at(ARM_REST_OFFSET)?).await?;
+    let aad_http = bind_named("Azure AD HTTP", at(AAD_HTTP_OFFSET)?).await?;
+    let aad_https = bind_named("Azure AD HTTPS", at(AAD_HTTPS_OFFSET)?).await?;
+    let arm_rest_https = bind_named("ARM REST HTTPS", at(ARM_REST_HTTPS_OFFSET)?).await?;
+    let aad_grpc = bind_named("Azure AD gRPC", at(AAD_GRPC_OFFSET)?).await?;
+    let msrp_grpc = bind_named("MSRP gRPC", at(MSRP_GRPC_OFFSET)?).await?;
     let mut hosts = Vec::new();
     for i in 1..=cfg.hosts {
-        hosts.push((
-            format!("host-{i}"),
-            bind(at(HOST_AGENT_OFFSET
-                .checked_add(i)
-                .context("too many hosts for the port block")?)?)
-            .await?,
-        ));
+        let name = format!("host-{i}");
+        let offset = HOST_AGENT_OFFSET
+            .checked_add(i)
+            .context("too many hosts for the port block")?;
+        let listener = bind_named(&format!("the {name} agent"), at(offset)?).await?;
+        hosts.push((name, listener));
     }
     Ok(Bound {
-        arm_grpc: bind(at(ARM_GRPC_OFFSET)?).await?,
-        arm_rest: bind(at(ARM_REST_OFFSET)?).await?,
-        aad_http: bind(at(AAD_HTTP_OFFSET)?).await?,
-        aad_https: bind(at(AAD_HTTPS_OFFSET)?).await?,
-        arm_rest_https: bind(at(ARM_REST_HTTPS_OFFSET)?).await?,
-        aad_grpc: bind(at(AAD_GRPC_OFFSET)?).await?,
-        msrp_grpc: bind(at(MSRP_GRPC_OFFSET)?).await?,
+        arm_grpc,
+        arm_rest,
+        aad_http,
+        aad_https,
+        arm_rest_https,
+        aad_grpc,
+        msrp_grpc,
         hosts,
     })
+}
+
+/// Name of the file (in the data directory) listing every endpoint; removed when misim stops.
+pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+/// Takes the data directory's lock (`.lock`, an exclusive `flock`), so a second `misim up` on the same
+/// directory says so instead of failing inside a party's store.
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::Write;
+    let path = dir.join(".lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        let holder = holder.trim();
+        bail!(
+            "data directory {} is in use by another `misim up`{}: stop that one, or give this one \
+             its own directory with --data-dir DIR (and --base-port N or 0 for its ports)",
+            dir.display(),
+            if holder.is_empty() { String::new() } else { format!(" (pid {holder})") }
+        );
+    }
+    file.set_len(0)?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 fn url(l: &TcpListener) -> anyhow::Result<String> {
@@ -217,8 +281,14 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     if cfg.hosts == 0 {
         bail!("--hosts must be at least 1");
     }
+    let mut cfg = cfg;
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    // Absolute paths in endpoints.json and the banner, right from any directory.
+    cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
+        .with_context(|| format!("cannot resolve data directory {}", cfg.data_dir.display()))?;
+    let lock = lock_data_dir(&cfg.data_dir)?;
+    let resumed = cfg.data_dir.join("arm").exists();
     let b = bind_all(&cfg).await?;
     let host_names: Vec<String> = b.hosts.iter().map(|(name, _)| name.clone()).collect();
     let (ca_file, tls, mut certs) =
@@ -343,8 +413,11 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
 
     let system = System {
         endpoints,
+        resumed,
+        data_dir: cfg.data_dir.clone(),
         shutdown,
         tasks,
+        _lock: Some(lock),
     };
     match wait_for_bootstrap(
         &system.endpoints.arm_grpc,
@@ -357,8 +430,8 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             let mut system = system;
             system.endpoints.tenant_id = tenant;
             system.endpoints.subscription_id = sub;
-            std::fs::write(dir.join("endpoints.json"), system.endpoints.to_json()).with_context(
-                || format!("cannot write {}", dir.join("endpoints.json").display()),
+            std::fs::write(dir.join(ENDPOINTS_FILE), system.endpoints.to_json()).with_context(
+                || format!("cannot write {}", dir.join(ENDPOINTS_FILE).display()),
             )?;
             info!(data_dir = %dir.display(), "misim is up");
             Ok(system)
@@ -407,7 +480,7 @@ async fn wait_for_bootstrap(
             },
             Err(e) => last = e.to_string(),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     bail!("ARM did not bootstrap its default subscription within 30 s: {last}")
 }
@@ -424,9 +497,8 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     cfg.signing_key_rotation_secs = a.signing_key_rotation;
     cfg.tls_names = a.tls_names;
     cfg.arm_api_token = a.arm_api_token;
-    let data_dir = cfg.data_dir.clone();
     let system = start(cfg).await?;
-    println!("{}", banner(&system.endpoints, &data_dir));
+    crate::client::print_text(&banner(&system.endpoints, &system.data_dir, system.resumed));
     let signal = crate::parties::shutdown_on_signal();
     tokio::select! {
         _ = signal.cancelled() => system.stop().await,
@@ -436,7 +508,18 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
 }
 
 /// What `misim up` prints once everything is up.
-pub fn banner(e: &Endpoints, data_dir: &std::path::Path) -> String {
+pub fn banner(e: &Endpoints, data_dir: &std::path::Path, resumed: bool) -> String {
+    let next = if resumed {
+        format!(
+            "State from an earlier run in {dir} is loaded: resource groups, VMs and identities keep \
+             their IDs, and VMs their IMDS ports.\nSee it with: misim group list, misim vm list -g <group>",
+            dir = data_dir.display()
+        )
+    } else {
+        "Next: misim group create -n rg1 && misim vm create -g rg1 -n vm1 && \
+         misim vm identity assign -g rg1 -n vm1 --identities system"
+            .to_string()
+    };
     let hosts: Vec<String> = e
         .hosts
         .iter()
@@ -460,8 +543,7 @@ pub fn banner(e: &Endpoints, data_dir: &std::path::Path) -> String {
          \n  export AZURE_AUTHORITY_HOST={aad_https} AZURE_TENANT_ID={tenant}\
          \n  and disable instance discovery in the SDK (azure-identity: disable_instance_discovery=True;\
          \n  msal: instance_discovery=False), or MSAL asks login.microsoftonline.com about the authority\
-         \n\nNext: misim group create -n rg1 && misim vm create -g rg1 -n vm1 && \
-         misim vm identity assign -g rg1 -n vm1 --identities system\
+         \n\n{next}\
          \nThen point an Azure SDK at the VM's IMDS (imdsEndpoint from `misim vm show -g rg1 -n vm1`):\
          \n  export AZURE_POD_IDENTITY_AUTHORITY_HOST=<imdsEndpoint>",
         arm = e.arm_grpc,
@@ -475,6 +557,6 @@ pub fn banner(e: &Endpoints, data_dir: &std::path::Path) -> String {
         hosts = hosts.join("\n"),
         tenant = e.tenant_id,
         sub = e.subscription_id,
-        file = data_dir.join("endpoints.json").display(),
+        file = data_dir.join(ENDPOINTS_FILE).display(),
     )
 }

@@ -138,11 +138,16 @@ impl Sandbox {
             agent_url,
         });
         // The agent answers only once `run` has reloaded the VMs and bound their listeners.
-        self.agent()
-            .await
-            .list_vms(pb::ListVmsRequest {})
-            .await
-            .expect("host ready");
+        let ready = self.agent().await.list_vms(pb::ListVmsRequest {}).await;
+        if let Err(status) = ready {
+            let host = self.host.take().expect("host running");
+            let ended = if host.handle.is_finished() {
+                format!("{:?}", host.handle.await)
+            } else {
+                "still running".to_string()
+            };
+            panic!("host not ready: {status:?}; host run: {ended}");
+        }
     }
 
     /// Stops the host and waits until it has released its store and listeners.

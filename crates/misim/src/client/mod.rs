@@ -60,7 +60,15 @@ pub async fn connect(url: &str, token: Option<&str>) -> anyhow::Result<Arm> {
         .with_context(|| {
             format!("cannot reach ARM at {url}: is `misim up` running? (set --arm or MISIM_ARM)")
         })?;
+    let _ = ARM_URL.set(url.to_string());
     Ok(ArmClient::with_interceptor(channel, BearerToken(token)))
+}
+
+/// The ARM endpoint this invocation talks to, for error messages.
+static ARM_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn arm_url() -> &'static str {
+    ARM_URL.get().map(String::as_str).unwrap_or("?")
 }
 
 /// Turns a gRPC status into a one-line error with ARM's message.
@@ -68,11 +76,31 @@ pub(crate) fn status(s: tonic::Status) -> anyhow::Error {
     if s.message().contains("invalid compression flag") || s.message().contains("content-type") {
         // An HTTP server answered instead of a gRPC one: typically ARM's REST port (7701).
         return anyhow::anyhow!(
-            "the address in --arm / MISIM_ARM answered HTTP, not gRPC: use ARM's gRPC endpoint \
-             (arm_grpc in endpoints.json, default http://127.0.0.1:7700), not its REST port"
+            "{url} (from --arm / MISIM_ARM) answered HTTP, not gRPC: use ARM's gRPC endpoint \
+             (arm_grpc in misim-data/endpoints.json, default http://127.0.0.1:7700), not its REST port \
+             or another server",
+            url = arm_url()
         );
     }
-    anyhow::anyhow!("{}: {}", code_name(s.code()), s.message())
+    match s.code() {
+        tonic::Code::Unimplemented => anyhow::anyhow!(
+            "the server at {url} is not misim's ARM (it does not serve misim.arm.v1.Arm): set --arm or \
+             MISIM_ARM to arm_grpc from misim-data/endpoints.json",
+            url = arm_url()
+        ),
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal => anyhow::anyhow!(
+            "{}: {} (ARM at {}; is `misim up` still running? --arm / MISIM_ARM choose the endpoint)",
+            code_name(s.code()),
+            s.message(),
+            arm_url()
+        ),
+        tonic::Code::Unauthenticated => anyhow::anyhow!(
+            "ARM at {} refused the call: {}",
+            arm_url(),
+            s.message()
+        ),
+        _ => anyhow::anyhow!("{}: {}", code_name(s.code()), s.message()),
+    }
 }
 
 fn code_name(c: tonic::Code) -> &'static str {
@@ -88,18 +116,46 @@ fn code_name(c: tonic::Code) -> &'static str {
 }
 
 pub(crate) fn print(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    print_text(&serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-/// Runs one client verb against ARM at `arm_url`, printing JSON to stdout.
+/// Prints `text` and a newline to stdout; a closed pipe (`misim … | head -1`) is not an error.
+pub fn print_text(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: cannot write to stdout: {e}");
+        }
+    }
+}
+
+/// Runs one client verb against ARM (its `--arm` / `--arm-token`), printing JSON to stdout.
 ///
 /// # Errors
 /// When ARM is unreachable or answers with an error; the message is ARM's.
-pub async fn run(arm_url: &str, arm_token: Option<&str>, command: Command) -> anyhow::Result<()> {
-    let mut arm = connect(arm_url, arm_token).await?;
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    let conn = match &command {
+        Command::Account { conn, .. }
+        | Command::Group { conn, .. }
+        | Command::Vm { conn, .. }
+        | Command::Identity { conn, .. }
+        | Command::Vmss { conn, .. }
+        | Command::Keyvault { conn, .. }
+        | Command::Role { conn, .. }
+        | Command::Token { conn, .. } => conn.clone(),
+        Command::Up(_)
+        | Command::Aad(_)
+        | Command::Msrp(_)
+        | Command::Imds(_)
+        | Command::Arm(_)
+        | Command::Certs { .. } => bail!("not a client verb"),
+    };
+    let mut arm = connect(&conn.arm, conn.arm_token.as_deref()).await?;
     match command {
         Command::Account {
             command: AccountCommand::Show,
+            ..
         } => {
             let s = arm
                 .get_account(pb::GetAccountRequest::default())
@@ -107,13 +163,13 @@ pub async fn run(arm_url: &str, arm_token: Option<&str>, command: Command) -> an
                 .map_err(status)?;
             print(&output::subscription(&s.into_inner()));
         }
-        Command::Group { command } => group(&mut arm, command).await?,
-        Command::Vm { command } => vm(&mut arm, command).await?,
-        Command::Identity { command } => identity(&mut arm, command).await?,
-        Command::Vmss { command } => vmss(&mut arm, command).await?,
-        Command::Keyvault { command } => keyvault(&mut arm, command).await?,
-        Command::Role { command } => role(&mut arm, command).await?,
-        Command::Token { command } => token(&mut arm, command).await?,
+        Command::Group { command, .. } => group(&mut arm, command).await?,
+        Command::Vm { command, .. } => vm(&mut arm, command).await?,
+        Command::Identity { command, .. } => identity(&mut arm, command).await?,
+        Command::Vmss { command, .. } => vmss(&mut arm, command).await?,
+        Command::Keyvault { command, .. } => keyvault(&mut arm, command).await?,
+        Command::Role { command, .. } => role(&mut arm, command).await?,
+        Command::Token { command, .. } => token(&mut arm, command).await?,
         Command::Up(_)
         | Command::Aad(_)
         | Command::Msrp(_)

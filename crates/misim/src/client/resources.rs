@@ -68,6 +68,21 @@ pub(super) async fn vm(arm: &mut Arm, c: VmCommand) -> anyhow::Result<()> {
             size,
             private_ip,
         } => {
+            let existing = arm
+                .get_vm(pb::GetVmRequest {
+                    resource_group: vm.resource_group.clone(),
+                    name: vm.name.clone(),
+                    ..Default::default()
+                })
+                .await
+                .is_ok();
+            if existing {
+                eprintln!(
+                    "note: VM {} already exists in {}: misim returns it unchanged (in Azure, a create \
+                     on an existing VM is an update of it)",
+                    vm.name, vm.resource_group
+                );
+            }
             let req = pb::CreateVmRequest {
                 resource_group: vm.resource_group,
                 name: vm.name,

@@ -24,7 +24,13 @@ pub(super) async fn token(arm: &mut Arm, c: TokenCommand) -> anyhow::Result<()> 
                 name: vm.name.clone(),
                 ..Default::default()
             };
-            arm.get_vm(req).await.map_err(status)?.into_inner()
+            match arm.get_vm(req).await {
+                Ok(v) => v.into_inner(),
+                Err(s) if s.code() == tonic::Code::NotFound => {
+                    return Err(not_a_vm(arm, &vm, s).await);
+                }
+                Err(s) => return Err(status(s)),
+            }
         }
     };
     if v.imds_endpoint.is_empty() {
@@ -78,9 +84,68 @@ pub(super) async fn token(arm: &mut Arm, c: TokenCommand) -> anyhow::Result<()> 
         .context("IMDS answered with something other than JSON")?;
     print(&body);
     if !code.is_success() {
-        bail!("IMDS answered {code}");
+        let hint = identity_hint(&v, &body);
+        bail!("IMDS answered {code}{hint}");
     }
     Ok(())
+}
+
+/// When `vm` is not a VM: a scale set of that name gets a hint to name an instance.
+async fn not_a_vm(arm: &mut Arm, vm: &Named, s: tonic::Status) -> anyhow::Error {
+    let req = pb::ListVmssInstancesRequest {
+        resource_group: vm.resource_group.clone(),
+        name: vm.name.clone(),
+        ..Default::default()
+    };
+    match arm.list_vmss_instances(req).await {
+        Ok(r) => {
+            let ids: Vec<String> = r
+                .into_inner()
+                .instances
+                .into_iter()
+                .map(|i| i.instance_id)
+                .collect();
+            anyhow::anyhow!(
+                "{name} in {rg} is a scale set, not a VM: ask one of its instances with --instance-id N \
+                 (instances: {ids}), e.g. misim token get -g {rg} -n {name} --instance-id {first}",
+                name = vm.name,
+                rg = vm.resource_group,
+                ids = if ids.is_empty() { "none yet".to_string() } else { ids.join(", ") },
+                first = ids.first().map_or("0", String::as_str),
+            )
+        }
+        Err(_) => status(s),
+    }
+}
+
+/// What to do after IMDS refused: assign an identity, or pick one the VM has.
+fn identity_hint(v: &pb::VirtualMachine, body: &Value) -> String {
+    let described = body["error_description"].as_str().unwrap_or_default();
+    if !described.contains("Identity not found") {
+        return String::new();
+    }
+    let rg = &v.resource_group;
+    let name = if v.vm_scale_set.is_empty() { &v.name } else { &v.vm_scale_set };
+    let verb = if v.vm_scale_set.is_empty() { "vm" } else { "vmss" };
+    match &v.identity {
+        Some(id) if id.r#type != "None" && !id.r#type.is_empty() => {
+            let mut have = Vec::new();
+            if !id.principal_id.is_empty() {
+                have.push(format!("system-assigned (object_id {})", id.principal_id));
+            }
+            for (res, u) in &id.user_assigned_identities {
+                have.push(format!("{res} (client_id {})", u.client_id));
+            }
+            format!(
+                "\nhint: {name} has these identities, pick one with --client-id, --object-id or --msi-res-id: {}",
+                have.join("; ")
+            )
+        }
+        _ => format!(
+            "\nhint: {name} has no managed identity: enable one with \
+             `misim {verb} identity assign -g {rg} -n {name} --identities system` (or a user-assigned identity's name)"
+        ),
+    }
 }
 
 /// Instance `instance` of scale set `vmss`, as ARM lists it (with its IMDS endpoint).
