@@ -93,7 +93,10 @@ async fn https_discovery_names_https_endpoints_and_issues_tokens() {
     )
     .await
     .1;
-    assert_eq!((claims["appid"].as_str(), claims["ver"].as_str()), (Some(cid), Some("1.0")));
+    assert_eq!(
+        (claims["appid"].as_str(), claims["ver"].as_str()),
+        (Some(cid), Some("1.0"))
+    );
     assert_eq!(claims["xms_mirid"], UAMI_ID);
     aad.stop().await;
 }

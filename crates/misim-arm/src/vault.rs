@@ -273,7 +273,7 @@ impl Arm {
             .map(|(_, s)| s)
             .filter(|s| s.deleted.is_some() == deleted)
             .collect();
-        out.sort_by(|a, b| a.name.to_ascii_lowercase().cmp(&b.name.to_ascii_lowercase()));
+        out.sort_by_key(|s| s.name.to_ascii_lowercase());
         Ok(out)
     }
 

@@ -85,11 +85,32 @@ pub fn subscriptions(arm: &Arm, caller: &Caller, req: &Request<'_>) -> Result<Re
 
 /// Azure regions misim lists (name, display name, geography, latitude, longitude, paired region).
 const REGIONS: &[(&str, &str, &str, &str, &str, &str)] = &[
-    ("westeurope", "West Europe", "Europe", "52.3667", "4.9", "northeurope"),
-    ("northeurope", "North Europe", "Europe", "53.3478", "-6.2597", "westeurope"),
+    (
+        "westeurope",
+        "West Europe",
+        "Europe",
+        "52.3667",
+        "4.9",
+        "northeurope",
+    ),
+    (
+        "northeurope",
+        "North Europe",
+        "Europe",
+        "53.3478",
+        "-6.2597",
+        "westeurope",
+    ),
     ("eastus", "East US", "US", "37.3719", "-79.8164", "westus"),
     ("westus", "West US", "US", "37.783", "-122.417", "eastus"),
-    ("westus2", "West US 2", "US", "47.233", "-119.852", "westcentralus"),
+    (
+        "westus2",
+        "West US 2",
+        "US",
+        "47.233",
+        "-119.852",
+        "westcentralus",
+    ),
     ("uksouth", "UK South", "UK", "50.941", "-0.799", "ukwest"),
 ];
 
@@ -99,7 +120,10 @@ const REGIONS: &[(&str, &str, &str, &str, &str, &str)] = &[
 /// 403 without `Microsoft.Resources/subscriptions/locations/read` on the subscription.
 pub fn locations(c: &Call<'_>) -> Result<Reply> {
     get_only(c)?;
-    c.allow("Microsoft.Resources/subscriptions/locations/read", &c.sub.id())?;
+    c.allow(
+        "Microsoft.Resources/subscriptions/locations/read",
+        &c.sub.id(),
+    )?;
     let s = &c.sub.subscription_id;
     let value: Vec<Value> = REGIONS
         .iter()
@@ -144,7 +168,13 @@ pub fn groups(c: &Call<'_>) -> std::result::Result<Reply, Fail> {
         .arm
         .list_groups(&c.sub.subscription_id)?
         .into_iter()
-        .filter(|g| readable(c, "Microsoft.Resources/subscriptions/resourceGroups/read", &g.id))
+        .filter(|g| {
+            readable(
+                c,
+                "Microsoft.Resources/subscriptions/resourceGroups/read",
+                &g.id,
+            )
+        })
         .filter(|g| match tag {
             Some(t) => g
                 .tags
@@ -214,7 +244,10 @@ pub fn resources(c: &Call<'_>, group: Option<&str>) -> std::result::Result<Reply
     let clauses = query::filter(c.query).map_err(bad_request)?;
     let scope = scope_of(c, group)?;
     if group.is_some() {
-        c.allow("Microsoft.Resources/subscriptions/resourceGroups/resources/read", &scope)?;
+        c.allow(
+            "Microsoft.Resources/subscriptions/resourceGroups/resources/read",
+            &scope,
+        )?;
     }
     let group_filter = query::eq(&clauses, "resourceGroup");
     let type_filter = query::eq(&clauses, "resourceType");
@@ -228,11 +261,15 @@ pub fn resources(c: &Call<'_>, group: Option<&str>) -> std::result::Result<Reply
             continue;
         }
         for (id, body) in bodies(c, kind, &scope)? {
-            let keep = group_filter
-                .is_none_or(|g| id.resource_group_name().is_some_and(|n| n.eq_ignore_ascii_case(g)))
-                && name_filter.is_none_or(|n| id.name().eq_ignore_ascii_case(n))
-                && location_filter
-                    .is_none_or(|l| body["location"].as_str().is_some_and(|x| x.eq_ignore_ascii_case(l)))
+            let keep = group_filter.is_none_or(|g| {
+                id.resource_group_name()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(g))
+            }) && name_filter.is_none_or(|n| id.name().eq_ignore_ascii_case(n))
+                && location_filter.is_none_or(|l| {
+                    body["location"]
+                        .as_str()
+                        .is_some_and(|x| x.eq_ignore_ascii_case(l))
+                })
                 && tag.is_none_or(|t| {
                     body["tags"].as_object().is_some_and(|m| {
                         m.iter().any(|(k, v)| {
@@ -274,7 +311,10 @@ pub fn nics(c: &Call<'_>, group: &str) -> std::result::Result<Reply, Fail> {
     get_only(c)?;
     let scope = scope_of(c, Some(group))?;
     c.allow("Microsoft.Network/networkInterfaces/read", &scope)?;
-    let items = bodies(c, Kind::Nic, &scope)?.into_iter().map(|(_, b)| b).collect();
+    let items = bodies(c, Kind::Nic, &scope)?
+        .into_iter()
+        .map(|(_, b)| b)
+        .collect();
     paged(c, items)
 }
 
@@ -297,9 +337,16 @@ pub async fn nic(c: &Call<'_>, group: &str, name: &str) -> Result<Reply> {
     let vm_name = name
         .len()
         .checked_sub(5)
-        .and_then(|n| name.get(..n).filter(|_| name[n..].eq_ignore_ascii_case("VMNic")))
+        .and_then(|n| {
+            name.get(..n)
+                .filter(|_| name[n..].eq_ignore_ascii_case("VMNic"))
+        })
         .ok_or_else(not_found)?;
-    let vm = c.arm.get_vm(s, group, vm_name).await.map_err(|_| not_found())?;
+    let vm = c
+        .arm
+        .get_vm(s, group, vm_name)
+        .await
+        .map_err(|_| not_found())?;
     ok(shapes::nic(&vm))
 }
 
@@ -428,9 +475,15 @@ pub async fn default_identity(c: &Call<'_>, scope: &str) -> Result<Reply> {
     };
     let store = c.arm.store();
     let (location, ids) = if let Some(vm) = store.vm(&scope_id)?.filter(|v| !v.deleting) {
-        (vm.location.clone(), vm.system_identity.filter(|_| vm.system_assigned))
+        (
+            vm.location.clone(),
+            vm.system_identity.filter(|_| vm.system_assigned),
+        )
     } else if let Some(ss) = store.vmss.get(&scope_id.key())?.filter(|v| !v.deleting) {
-        (ss.location.clone(), ss.system_identity.filter(|_| ss.system_assigned))
+        (
+            ss.location.clone(),
+            ss.system_identity.filter(|_| ss.system_assigned),
+        )
     } else {
         return Err(not_found());
     };

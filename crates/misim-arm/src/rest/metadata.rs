@@ -40,7 +40,12 @@ pub fn document(arm_base: &str, aad_base: &str) -> Value {
 
 /// Answers `GET /metadata/endpoints`: 400 `MissingApiVersionParameter` without an api-version, 405
 /// for other methods, else the document.
-pub fn handle(st: &RestState, method: &Method, query: Option<&str>, headers: &HeaderMap) -> Response {
+pub fn handle(
+    st: &RestState,
+    method: &Method,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
     if *method != Method::GET {
         let body = json!({ "error": { "code": "MethodNotAllowed", "message": format!("The requested resource does not support http method '{method}'.") } });
         return (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response();
@@ -74,8 +79,14 @@ mod tests {
     fn document_points_at_misim() {
         let d = document("https://127.0.0.1:7706", "https://127.0.0.1:7705/");
         assert_eq!(d["resourceManager"], "https://127.0.0.1:7706/");
-        assert_eq!(d["authentication"]["loginEndpoint"], "https://127.0.0.1:7705");
-        assert_eq!(d["authentication"]["audiences"][0], "https://management.core.windows.net/");
+        assert_eq!(
+            d["authentication"]["loginEndpoint"],
+            "https://127.0.0.1:7705"
+        );
+        assert_eq!(
+            d["authentication"]["audiences"][0],
+            "https://management.core.windows.net/"
+        );
         assert_eq!(d["microsoftGraphResourceId"], "https://127.0.0.1:7706/");
     }
 }

@@ -168,9 +168,11 @@ async fn handle(
     let mut resp = match serve(&st, &req).await {
         Ok((status, Value::Null)) => status.into_response(),
         Ok((status, v)) => (status, Json(v)).into_response(),
-        Err(Fail::Api(status, code, message)) => {
-            (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response()
-        }
+        Err(Fail::Api(status, code, message)) => (
+            status,
+            Json(json!({ "error": { "code": code, "message": message } })),
+        )
+            .into_response(),
         Err(Fail::Arm(error)) => {
             if matches!(error, ArmError::Store(_) | ArmError::Unavailable(_)) {
                 tracing::warn!(path, error = %error, "rest request failed");
@@ -208,7 +210,10 @@ pub struct Request<'a> {
     pub extra: &'a ExtraHeaders,
 }
 
-async fn serve(st: &RestState, req: &Request<'_>) -> std::result::Result<(StatusCode, Value), Fail> {
+async fn serve(
+    st: &RestState,
+    req: &Request<'_>,
+) -> std::result::Result<(StatusCode, Value), Fail> {
     let arm = &st.arm;
     let (method, path) = (req.method, req.path);
     let tenants: Vec<String> = arm

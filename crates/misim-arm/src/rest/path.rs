@@ -173,7 +173,10 @@ pub fn parse_detailed(path: &str) -> Result<Target, PathError> {
             ("roledefinitions", 2) => Ok(Target::RoleDefinition(scope, rest[1].to_string())),
             ("permissions", 1) => Ok(Target::Permissions(scope)),
             ("roleassignments" | "roledefinitions" | "permissions", _) => Err(PathError::NotFound),
-            _ => Err(PathError::Type("Microsoft.Authorization".into(), ty.to_string())),
+            _ => Err(PathError::Type(
+                "Microsoft.Authorization".into(),
+                ty.to_string(),
+            )),
         };
     }
     parse_scope(&seg)
@@ -203,7 +206,9 @@ fn parse_scope(seg: &[&str]) -> Result<Target, PathError> {
         4 if is(seg, 2, "operationresults") => {
             return Ok(Target::OperationResult(s, seg[3].to_string()))
         }
-        5 if is(seg, 2, "providers") => return Ok(Target::SubCollection(s, provider(seg[3], seg[4])?)),
+        5 if is(seg, 2, "providers") => {
+            return Ok(Target::SubCollection(s, provider(seg[3], seg[4])?))
+        }
         _ => {}
     }
     if !is(seg, 2, "resourceGroups") || seg.len() < 4 {
@@ -268,9 +273,18 @@ mod tests {
 
     #[test]
     fn lists_and_sub_resources_parse() {
-        assert_eq!(parse("/subscriptions/s/resourcegroups"), Some(Target::Groups("s".into())));
-        assert_eq!(parse("/subscriptions/s/locations"), Some(Target::Locations("s".into())));
-        assert_eq!(parse("/subscriptions/s/resources"), Some(Target::Resources("s".into(), None)));
+        assert_eq!(
+            parse("/subscriptions/s/resourcegroups"),
+            Some(Target::Groups("s".into()))
+        );
+        assert_eq!(
+            parse("/subscriptions/s/locations"),
+            Some(Target::Locations("s".into()))
+        );
+        assert_eq!(
+            parse("/subscriptions/s/resources"),
+            Some(Target::Resources("s".into(), None))
+        );
         assert_eq!(
             parse("/subscriptions/s/resourceGroups/g/resources"),
             Some(Target::Resources("s".into(), Some("g".into())))
@@ -289,7 +303,10 @@ mod tests {
         );
         assert_eq!(
             parse("/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/abc"),
-            Some(Target::RoleDefinition("/subscriptions/s".into(), "abc".into()))
+            Some(Target::RoleDefinition(
+                "/subscriptions/s".into(),
+                "abc".into()
+            ))
         );
         assert_eq!(
             parse_detailed("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/disks/d"),

@@ -180,14 +180,20 @@ mod tests {
         let q = "api-version=2021-04-01&%24filter=resourceGroup%20eq%20%27rg1%27%20and%20resourceType%20eq%20%27Microsoft.Compute%2FvirtualMachines%27";
         let f = filter(q).unwrap();
         assert_eq!(eq(&f, "resourcegroup"), Some("rg1"));
-        assert_eq!(eq(&f, "resourceType"), Some("Microsoft.Compute/virtualMachines"));
+        assert_eq!(
+            eq(&f, "resourceType"),
+            Some("Microsoft.Compute/virtualMachines")
+        );
         assert_eq!(
             filter("$filter=atScope() and assignedTo('abc')").unwrap(),
             vec![Clause::AtScope, Clause::AssignedTo("abc".into())]
         );
         assert_eq!(
             filter("$filter=roleName eq 'Key Vault Secrets User'").unwrap(),
-            vec![Clause::Eq("roleName".into(), "Key Vault Secrets User".into())]
+            vec![Clause::Eq(
+                "roleName".into(),
+                "Key Vault Secrets User".into()
+            )]
         );
         assert!(filter("$filter=name ne 'x'").is_err());
         assert_eq!(decode("a%2"), "a%2");
@@ -198,10 +204,25 @@ mod tests {
         let items: Vec<Value> = (0..5).map(|i| json!(i)).collect();
         let p = page(items.clone(), "https://h", "/x", "api-version=1&$top=2").unwrap();
         assert_eq!(p["value"], json!([0, 1]));
-        assert_eq!(p["nextLink"], "https://h/x?api-version=1&$top=2&%24skiptoken=2");
-        let p = page(items.clone(), "https://h", "/x", "api-version=1&$top=2&%24skiptoken=4").unwrap();
+        assert_eq!(
+            p["nextLink"],
+            "https://h/x?api-version=1&$top=2&%24skiptoken=2"
+        );
+        let p = page(
+            items.clone(),
+            "https://h",
+            "/x",
+            "api-version=1&$top=2&%24skiptoken=4",
+        )
+        .unwrap();
         assert_eq!(p["value"], json!([4]));
         assert!(p.get("nextLink").is_none());
-        assert_eq!(page(items, "", "/x", "").unwrap()["value"].as_array().unwrap().len(), 5);
+        assert_eq!(
+            page(items, "", "/x", "").unwrap()["value"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
     }
 }

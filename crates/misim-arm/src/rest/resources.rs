@@ -207,7 +207,10 @@ async fn group(c: &Call<'_>, s: &str, g: &str) -> Result<Reply> {
             c.arm.delete_group(s, g).await?;
             // ARM deletes a group asynchronously: 202 with a Location to poll (Resource Groups -
             // Delete). misim finishes before answering, so the first poll reports completion.
-            let op = uuid::Uuid::new_v4().simple().to_string().to_ascii_uppercase();
+            let op = uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .to_ascii_uppercase();
             c.accepted(&format!(
                 "/subscriptions/{s}/operationresults/RESOURCEGROUPDELETIONJOB-{op}?api-version={}",
                 c.api

@@ -62,7 +62,18 @@ pub async fn handle(
         .as_ref()
         .map(|(v, _)| v.tenant_id.clone())
         .unwrap_or_default();
-    match serve(st, method, path, query.unwrap_or_default(), headers, body, &base, vault).await {
+    match serve(
+        st,
+        method,
+        path,
+        query.unwrap_or_default(),
+        headers,
+        body,
+        &base,
+        vault,
+    )
+    .await
+    {
         Ok((status, Value::Null)) => status.into_response(),
         Ok((status, v)) => (status, Json(v)).into_response(),
         Err(e) => {
@@ -85,7 +96,10 @@ pub async fn handle(
 /// The vault a path addresses and the path segments after the vault prefix.
 fn resolve(st: &RestState, path: &str) -> Option<(Vault, usize)> {
     let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if seg.first().is_some_and(|s| s.eq_ignore_ascii_case("vaults")) {
+    if seg
+        .first()
+        .is_some_and(|s| s.eq_ignore_ascii_case("vaults"))
+    {
         return st.arm.vault(seg.get(1)?).ok().map(|v| (v, 2));
     }
     let vaults = st.arm.store().vaults.values().ok()?;
@@ -170,9 +184,17 @@ fn list(items: Vec<Value>, base: &str, path: &str, query: &str) -> Result<Value>
         })
         .collect::<Vec<_>>()
         .join("&");
-    let q = if max.is_some() { translated } else { query.to_string() };
+    let q = if max.is_some() {
+        translated
+    } else {
+        query.to_string()
+    };
     let mut page = super::query::page(items, base, path, &q).map_err(ArmError::BadRequest)?;
-    if let Some(next) = page.get("nextLink").and_then(Value::as_str).map(|n| n.replace("$top=", "maxresults=")) {
+    if let Some(next) = page
+        .get("nextLink")
+        .and_then(Value::as_str)
+        .map(|n| n.replace("$top=", "maxresults="))
+    {
         page["nextLink"] = json!(next);
     } else {
         page["nextLink"] = Value::Null;
@@ -217,7 +239,11 @@ async fn serve(
             "{path}: no such vault; use the vault URL {base}/vaults/{{vault}} (root paths work only while misim has exactly one vault)"
         ))
     })?;
-    let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).skip(skip).collect();
+    let seg: Vec<&str> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .skip(skip)
+        .collect();
     let seg_lower: Vec<String> = seg.iter().map(|s| s.to_ascii_lowercase()).collect();
     let words: Vec<&str> = seg_lower.iter().map(String::as_str).collect();
     let arm = &st.arm;
@@ -275,7 +301,13 @@ async fn serve(
             })?;
             let tags = super::body::tags(&req).unwrap_or_default();
             let s = arm
-                .set_secret_with(&vname, name, value, req["contentType"].as_str().unwrap_or_default(), tags)
+                .set_secret_with(
+                    &vname,
+                    name,
+                    value,
+                    req["contentType"].as_str().unwrap_or_default(),
+                    tags,
+                )
                 .await?;
             ok(bundle(&s, base, true, true))
         }
@@ -303,7 +335,12 @@ async fn serve(
         (["deletedsecrets", _], &Method::GET) => {
             let name = seg[1];
             allow(READ_METADATA, Some(name))?;
-            ok(bundle(&arm.deleted_secret(&vname, name)?, base, false, true))
+            ok(bundle(
+                &arm.deleted_secret(&vname, name)?,
+                base,
+                false,
+                true,
+            ))
         }
         (["deletedsecrets", _], &Method::DELETE) => {
             let name = seg[1];

@@ -125,9 +125,7 @@ impl World {
         } else {
             format!("{}{path_or_url}", self.sb.rest_url)
         };
-        let mut req = self
-            .http
-            .request(method.parse().unwrap(), url);
+        let mut req = self.http.request(method.parse().unwrap(), url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -138,7 +136,11 @@ impl World {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
-        (status, headers, serde_json::from_str(&text).unwrap_or(Value::Null))
+        (
+            status,
+            headers,
+            serde_json::from_str(&text).unwrap_or(Value::Null),
+        )
     }
 
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
@@ -167,21 +169,37 @@ fn oid() -> String {
 async fn cloud_metadata_is_unauthenticated_and_points_at_the_url_the_client_used() {
     let w = World::start().await;
     let (status, _, doc) = w
-        .call("GET", "//metadata/endpoints?api-version=2022-09-01", None, None)
+        .call(
+            "GET",
+            "//metadata/endpoints?api-version=2022-09-01",
+            None,
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{doc}");
     assert_eq!(doc["resourceManager"], format!("{}/", w.sb.rest_url));
     assert_eq!(
         doc["authentication"]["audiences"],
-        json!(["https://management.core.windows.net/", "https://management.azure.com/"])
+        json!([
+            "https://management.core.windows.net/",
+            "https://management.azure.com/"
+        ])
     );
     assert_eq!(doc["suffixes"]["keyVaultDns"], "vault.azure.net");
     let (_, _, old) = w
-        .call("GET", "/metadata/endpoints?api-version=2019-05-01", None, None)
+        .call(
+            "GET",
+            "/metadata/endpoints?api-version=2019-05-01",
+            None,
+            None,
+        )
         .await;
     assert_eq!(old[0]["name"], "misim");
     let (status, _, err) = w.call("GET", "/metadata/endpoints", None, None).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("MissingApiVersionParameter")));
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("MissingApiVersionParameter"))
+    );
 }
 
 #[tokio::test]
@@ -189,58 +207,123 @@ async fn subscriptions_list_only_those_the_caller_has_a_role_in_and_tenants_list
     let w = World::start().await;
     let (who, nobody) = (oid(), oid());
     w.grant(&w.rg(), "Reader", &who).await;
-    let (status, subs) = w.get("/subscriptions?api-version=2022-12-01", &w.token(&who)).await;
+    let (status, subs) = w
+        .get("/subscriptions?api-version=2022-12-01", &w.token(&who))
+        .await;
     assert_eq!(status, 200, "{subs}");
     assert_eq!(subs["value"][0]["subscriptionId"], w.sub);
     assert_eq!(subs["count"]["value"], 1);
-    let (_, none) = w.get("/subscriptions?api-version=2022-12-01", &w.token(&nobody)).await;
+    let (_, none) = w
+        .get("/subscriptions?api-version=2022-12-01", &w.token(&nobody))
+        .await;
     assert_eq!(none["value"], json!([]));
-    let (_, tenants) = w.get("/tenants?api-version=2022-12-01", &w.token(&who)).await;
+    let (_, tenants) = w
+        .get("/tenants?api-version=2022-12-01", &w.token(&who))
+        .await;
     assert_eq!(tenants["value"][0]["tenantId"], TENANT);
     let (status, _) = w
-        .get(&format!("/subscriptions/{}/locations?api-version=2022-12-01", w.sub), &w.token(&who))
+        .get(
+            &format!("/subscriptions/{}/locations?api-version=2022-12-01", w.sub),
+            &w.token(&who),
+        )
         .await;
-    assert_eq!(status, 403, "a group-scope role does not grant reading the subscription");
-    w.grant(&format!("/subscriptions/{}", w.sub), "Reader", &who).await;
+    assert_eq!(
+        status, 403,
+        "a group-scope role does not grant reading the subscription"
+    );
+    w.grant(&format!("/subscriptions/{}", w.sub), "Reader", &who)
+        .await;
     let (status, locations) = w
-        .get(&format!("/subscriptions/{}/locations?api-version=2022-12-01", w.sub), &w.token(&who))
+        .get(
+            &format!("/subscriptions/{}/locations?api-version=2022-12-01", w.sub),
+            &w.token(&who),
+        )
         .await;
     assert_eq!(status, 200, "{locations}");
-    assert!(locations["value"].as_array().unwrap().iter().any(|l| l["name"] == "westeurope"));
+    assert!(locations["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l["name"] == "westeurope"));
 }
 
 #[tokio::test]
 async fn groups_list_what_the_caller_reads_and_delete_is_accepted_with_a_location_to_poll() {
     let w = World::start().await;
     let owner = oid();
-    w.grant(&format!("/subscriptions/{}", w.sub), "Owner", &owner).await;
+    w.grant(&format!("/subscriptions/{}", w.sub), "Owner", &owner)
+        .await;
     let t = w.token(&owner);
     let api = "api-version=2021-04-01";
     let (status, _, created) = w
-        .call("PUT", &format!("/subscriptions/{}/resourcegroups/rg2?{api}", w.sub), Some(&t), Some(json!({"location":"westeurope"})))
+        .call(
+            "PUT",
+            &format!("/subscriptions/{}/resourcegroups/rg2?{api}", w.sub),
+            Some(&t),
+            Some(json!({"location":"westeurope"})),
+        )
         .await;
     assert_eq!(status, 201, "{created}");
-    let (_, list) = w.get(&format!("/subscriptions/{}/resourcegroups?{api}", w.sub), &t).await;
-    let names: Vec<&str> = list["value"].as_array().unwrap().iter().filter_map(|g| g["name"].as_str()).collect();
+    let (_, list) = w
+        .get(
+            &format!("/subscriptions/{}/resourcegroups?{api}", w.sub),
+            &t,
+        )
+        .await;
+    let names: Vec<&str> = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
     assert_eq!(names, ["rg", "rg2"]);
     let reader = oid();
     w.grant(&w.rg(), "Reader", &reader).await;
-    let (_, list) = w.get(&format!("/subscriptions/{}/resourcegroups?{api}", w.sub), &w.token(&reader)).await;
+    let (_, list) = w
+        .get(
+            &format!("/subscriptions/{}/resourcegroups?{api}", w.sub),
+            &w.token(&reader),
+        )
+        .await;
     assert_eq!(list["value"].as_array().unwrap().len(), 1, "{list}");
 
     let (status, headers, _) = w
-        .call("DELETE", &format!("/subscriptions/{}/resourcegroups/rg2?{api}", w.sub), Some(&t), None)
+        .call(
+            "DELETE",
+            &format!("/subscriptions/{}/resourcegroups/rg2?{api}", w.sub),
+            Some(&t),
+            None,
+        )
         .await;
     assert_eq!(status, 202);
     assert_eq!(headers["retry-after"], "0");
     let location = headers["location"].to_str().unwrap().to_string();
-    assert!(location.starts_with(&format!("{}/subscriptions/{}/operationresults/", w.sb.rest_url, w.sub)), "{location}");
+    assert!(
+        location.starts_with(&format!(
+            "{}/subscriptions/{}/operationresults/",
+            w.sb.rest_url, w.sub
+        )),
+        "{location}"
+    );
     let (status, _, _) = w.call("GET", &location, Some(&t), None).await;
     assert_eq!(status, 200);
-    let (status, err) = w.get(&format!("/subscriptions/{}/resourcegroups/rg2?{api}", w.sub), &t).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("ResourceGroupNotFound")));
+    let (status, err) = w
+        .get(
+            &format!("/subscriptions/{}/resourcegroups/rg2?{api}", w.sub),
+            &t,
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("ResourceGroupNotFound"))
+    );
     let (status, _, _) = w
-        .call("DELETE", &format!("/subscriptions/{}/resourcegroups/rg2?{api}", w.sub), Some(&t), None)
+        .call(
+            "DELETE",
+            &format!("/subscriptions/{}/resourcegroups/rg2?{api}", w.sub),
+            Some(&t),
+            None,
+        )
         .await;
     assert_eq!(status, 404);
 }
@@ -249,30 +332,64 @@ async fn groups_list_what_the_caller_reads_and_delete_is_accepted_with_a_locatio
 async fn generic_resources_filter_and_page_with_next_links() {
     let w = World::start().await;
     let who = oid();
-    w.grant(&format!("/subscriptions/{}", w.sub), "Reader", &who).await;
+    w.grant(&format!("/subscriptions/{}", w.sub), "Reader", &who)
+        .await;
     w.sb.arm
         .create_user_assigned_identity("", "rg", "id1", "", Default::default())
         .await
         .unwrap();
     let t = w.token(&who);
-    let (status, all) = w.get(&format!("{}/resources?api-version=2021-04-01", w.rg()), &t).await;
+    let (status, all) = w
+        .get(&format!("{}/resources?api-version=2021-04-01", w.rg()), &t)
+        .await;
     assert_eq!(status, 200, "{all}");
-    let types: Vec<&str> = all["value"].as_array().unwrap().iter().filter_map(|r| r["type"].as_str()).collect();
-    assert_eq!(types, ["Microsoft.Compute/virtualMachines", "Microsoft.ManagedIdentity/userAssignedIdentities", "Microsoft.Network/networkInterfaces"]);
+    let types: Vec<&str> = all["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["type"].as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "Microsoft.Compute/virtualMachines",
+            "Microsoft.ManagedIdentity/userAssignedIdentities",
+            "Microsoft.Network/networkInterfaces"
+        ]
+    );
     let filter = "%24filter=resourceGroup%20eq%20%27RG%27%20and%20resourceType%20eq%20%27Microsoft.Compute%2FvirtualMachines%27";
     let (_, vms) = w
-        .get(&format!("/subscriptions/{}/resources?api-version=2021-04-01&{filter}&%24expand=createdTime", w.sub), &t)
+        .get(
+            &format!(
+                "/subscriptions/{}/resources?api-version=2021-04-01&{filter}&%24expand=createdTime",
+                w.sub
+            ),
+            &t,
+        )
         .await;
     assert_eq!(vms["value"].as_array().unwrap().len(), 1, "{vms}");
     assert_eq!(vms["value"][0]["name"], "vm");
-    let (_, page) = w.get(&format!("{}/resources?api-version=2021-04-01&$top=2", w.rg()), &t).await;
+    let (_, page) = w
+        .get(
+            &format!("{}/resources?api-version=2021-04-01&$top=2", w.rg()),
+            &t,
+        )
+        .await;
     assert_eq!(page["value"].as_array().unwrap().len(), 2);
     let next = page["nextLink"].as_str().unwrap();
     assert!(next.starts_with(&w.sb.rest_url), "{next}");
     let (_, rest) = w.get(next, &t).await;
     assert_eq!(rest["value"].as_array().unwrap().len(), 1);
     assert!(rest.get("nextLink").is_none());
-    let (status, err) = w.get(&format!("{}/resources?api-version=2021-04-01&$filter=name%20ne%20%27x%27", w.rg()), &t).await;
+    let (status, err) = w
+        .get(
+            &format!(
+                "{}/resources?api-version=2021-04-01&$filter=name%20ne%20%27x%27",
+                w.rg()
+            ),
+            &t,
+        )
+        .await;
     assert_eq!(status, 400, "{err}");
 }
 
@@ -284,30 +401,51 @@ async fn vms_list_across_the_subscription_with_instance_view_and_nic_by_referenc
     let t = w.token(&who);
     let api = "api-version=2024-07-01";
     let (_, all) = w
-        .get(&format!("/subscriptions/{}/providers/Microsoft.Compute/virtualMachines?{api}", w.sub), &t)
+        .get(
+            &format!(
+                "/subscriptions/{}/providers/Microsoft.Compute/virtualMachines?{api}",
+                w.sub
+            ),
+            &t,
+        )
         .await;
     assert_eq!(all["value"][0]["name"], "vm", "{all}");
     let vm_path = format!("{}/providers/Microsoft.Compute/virtualMachines/vm", w.rg());
     let (_, plain) = w.get(&format!("{vm_path}?{api}"), &t).await;
     assert!(plain["properties"].get("instanceView").is_none());
-    let (_, expanded) = w.get(&format!("{vm_path}?{api}&$expand=instanceView"), &t).await;
-    let statuses = expanded["properties"]["instanceView"]["statuses"].as_array().unwrap();
-    assert!(statuses.iter().any(|s| s["code"] == "PowerState/running"), "{expanded}");
+    let (_, expanded) = w
+        .get(&format!("{vm_path}?{api}&$expand=instanceView"), &t)
+        .await;
+    let statuses = expanded["properties"]["instanceView"]["statuses"]
+        .as_array()
+        .unwrap();
+    assert!(
+        statuses.iter().any(|s| s["code"] == "PowerState/running"),
+        "{expanded}"
+    );
     let (status, view) = w.get(&format!("{vm_path}/instanceView?{api}"), &t).await;
     assert_eq!(status, 200, "{view}");
     assert_eq!(view["statuses"][0]["code"], "ProvisioningState/succeeded");
-    let nic_id = expanded["properties"]["networkProfile"]["networkInterfaces"][0]["id"].as_str().unwrap();
+    let nic_id = expanded["properties"]["networkProfile"]["networkInterfaces"][0]["id"]
+        .as_str()
+        .unwrap();
     let (status, nic) = w.get(&format!("{nic_id}?api-version=2024-05-01"), &t).await;
     assert_eq!(status, 200, "{nic}");
     assert_eq!(nic["id"], nic_id);
     let vm = w.sb.arm.get_vm("", "rg", "vm").await.unwrap();
-    assert_eq!(nic["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"], vm.private_ip);
+    assert_eq!(
+        nic["properties"]["ipConfigurations"][0]["properties"]["privateIPAddress"],
+        vm.private_ip
+    );
     assert_eq!(nic["properties"]["virtualMachine"]["id"], vm_path);
     let (_, identity) = w
         .get(&format!("{vm_path}/providers/Microsoft.ManagedIdentity/identities/default?api-version=2023-01-31"), &t)
         .await;
     let sys = vm.system_identity.unwrap();
-    assert_eq!(identity["properties"]["principalId"], sys.principal_id, "{identity}");
+    assert_eq!(
+        identity["properties"]["principalId"], sys.principal_id,
+        "{identity}"
+    );
     assert_eq!(identity["properties"]["clientId"], sys.client_id);
 }
 
@@ -317,7 +455,12 @@ async fn role_definitions_filter_by_name_and_assignments_by_scope_and_principal(
     let (admin, other) = (oid(), oid());
     let sub_scope = format!("/subscriptions/{}", w.sub);
     w.grant(&sub_scope, "Owner", &admin).await;
-    w.grant(&format!("{}/providers/Microsoft.Compute/virtualMachines/vm", w.rg()), "Reader", &other).await;
+    w.grant(
+        &format!("{}/providers/Microsoft.Compute/virtualMachines/vm", w.rg()),
+        "Reader",
+        &other,
+    )
+    .await;
     let t = w.token(&admin);
     let api = "api-version=2022-04-01";
     let (_, defs) = w
@@ -326,18 +469,64 @@ async fn role_definitions_filter_by_name_and_assignments_by_scope_and_principal(
     let defs = defs["value"].as_array().unwrap();
     assert_eq!(defs.len(), 1);
     assert_eq!(defs[0]["properties"]["roleName"], "Key Vault Secrets User");
-    assert_eq!(defs[0]["properties"]["permissions"][0]["dataActions"][0], "Microsoft.KeyVault/vaults/secrets/getSecret/action");
+    assert_eq!(
+        defs[0]["properties"]["permissions"][0]["dataActions"][0],
+        "Microsoft.KeyVault/vaults/secrets/getSecret/action"
+    );
     let (status, one) = w
         .get(&format!("{sub_scope}/providers/Microsoft.Authorization/roleDefinitions/acdd72a7-3385-48ef-bd42-f606fba81ae7?{api}"), &t)
         .await;
-    assert_eq!((status, one["properties"]["roleName"].as_str()), (200, Some("Reader")));
-    let assignments = format!("{sub_scope}/providers/Microsoft.Authorization/roleAssignments?{api}");
+    assert_eq!(
+        (status, one["properties"]["roleName"].as_str()),
+        (200, Some("Reader"))
+    );
+    let assignments =
+        format!("{sub_scope}/providers/Microsoft.Authorization/roleAssignments?{api}");
     let count = |v: Value| v["value"].as_array().unwrap().len();
-    assert_eq!(count(w.get(&assignments, &t).await.1), 2, "below the scope too");
-    assert_eq!(count(w.get(&format!("{assignments}&$filter=atScope()"), &t).await.1), 1);
-    assert_eq!(count(w.get(&format!("{assignments}&$filter=principalId%20eq%20%27{other}%27"), &t).await.1), 1);
-    assert_eq!(count(w.get(&format!("{assignments}&$filter=assignedTo(%27{admin}%27)"), &t).await.1), 1);
-    let (_, perms) = w.get(&format!("{}/providers/Microsoft.Authorization/permissions?{api}", w.rg()), &w.token(&admin)).await;
+    assert_eq!(
+        count(w.get(&assignments, &t).await.1),
+        2,
+        "below the scope too"
+    );
+    assert_eq!(
+        count(
+            w.get(&format!("{assignments}&$filter=atScope()"), &t)
+                .await
+                .1
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            w.get(
+                &format!("{assignments}&$filter=principalId%20eq%20%27{other}%27"),
+                &t
+            )
+            .await
+            .1
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            w.get(
+                &format!("{assignments}&$filter=assignedTo(%27{admin}%27)"),
+                &t
+            )
+            .await
+            .1
+        ),
+        1
+    );
+    let (_, perms) = w
+        .get(
+            &format!(
+                "{}/providers/Microsoft.Authorization/permissions?{api}",
+                w.rg()
+            ),
+            &w.token(&admin),
+        )
+        .await;
     assert_eq!(perms["value"][0]["actions"], json!(["*"]));
 }
 
@@ -345,14 +534,43 @@ async fn role_definitions_filter_by_name_and_assignments_by_scope_and_principal(
 async fn unknown_types_namespaces_and_api_versions_answer_in_azures_shapes() {
     let w = World::start().await;
     let who = oid();
-    w.grant(&format!("/subscriptions/{}", w.sub), "Reader", &who).await;
+    w.grant(&format!("/subscriptions/{}", w.sub), "Reader", &who)
+        .await;
     let t = w.token(&who);
-    let (status, err) = w.get(&format!("{}/providers/Microsoft.Compute/disks/d?api-version=2024-03-02", w.rg()), &t).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("InvalidResourceType")), "{err}");
-    let (status, err) = w.get(&format!("{}/providers/Microsoft.Nope/things/x?api-version=2024-03-02", w.rg()), &t).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (404, Some("InvalidResourceNamespace")), "{err}");
+    let (status, err) = w
+        .get(
+            &format!(
+                "{}/providers/Microsoft.Compute/disks/d?api-version=2024-03-02",
+                w.rg()
+            ),
+            &t,
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("InvalidResourceType")),
+        "{err}"
+    );
+    let (status, err) = w
+        .get(
+            &format!(
+                "{}/providers/Microsoft.Nope/things/x?api-version=2024-03-02",
+                w.rg()
+            ),
+            &t,
+        )
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("InvalidResourceNamespace")),
+        "{err}"
+    );
     let (status, err) = w.get(&format!("{}?api-version=latest", w.rg()), &t).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (400, Some("InvalidApiVersionParameter")), "{err}");
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (400, Some("InvalidApiVersionParameter")),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -361,11 +579,18 @@ async fn arm_accepts_v2_tokens_for_its_audience() {
     let who = oid();
     w.grant(&w.rg(), "Reader", &who).await;
     let v2 = w.token_with(&who, "https://management.azure.com", true);
-    let (status, body) = w.get(&format!("{}?api-version=2021-04-01", w.rg()), &v2).await;
+    let (status, body) = w
+        .get(&format!("{}?api-version=2021-04-01", w.rg()), &v2)
+        .await;
     assert_eq!(status, 200, "{body}");
     let vault_token = w.token_with(&who, VAULT_AUD, true);
-    let (status, err) = w.get(&format!("{}?api-version=2021-04-01", w.rg()), &vault_token).await;
-    assert_eq!((status, err["error"]["code"].as_str()), (401, Some("InvalidAuthenticationTokenAudience")));
+    let (status, err) = w
+        .get(&format!("{}?api-version=2021-04-01", w.rg()), &vault_token)
+        .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("InvalidAuthenticationTokenAudience"))
+    );
 }
 
 #[tokio::test]
@@ -374,58 +599,176 @@ async fn key_vault_data_plane_follows_the_methods_and_data_actions() {
     w.sb.arm.create_vault("", "rg", "kv1", "").await.unwrap();
     let vault_scope = format!("{}/providers/Microsoft.KeyVault/vaults/kv1", w.rg());
     let (officer, user) = (oid(), oid());
-    w.grant(&vault_scope, "Key Vault Secrets Officer", &officer).await;
+    w.grant(&vault_scope, "Key Vault Secrets Officer", &officer)
+        .await;
     w.grant(&vault_scope, "Key Vault Secrets User", &user).await;
-    let (o, u) = (w.token_with(&officer, VAULT_AUD, false), w.token_with(&user, VAULT_AUD, true));
+    let (o, u) = (
+        w.token_with(&officer, VAULT_AUD, false),
+        w.token_with(&user, VAULT_AUD, true),
+    );
     let kv = "/vaults/kv1";
     let api = "api-version=7.5";
     let put = |value: &str| json!({ "value": value, "contentType": "text/plain" });
-    let (status, _, first) = w.call("PUT", &format!("{kv}/secrets/s?{api}"), Some(&o), Some(put("one"))).await;
+    let (status, _, first) = w
+        .call(
+            "PUT",
+            &format!("{kv}/secrets/s?{api}"),
+            Some(&o),
+            Some(put("one")),
+        )
+        .await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["value"], "one");
-    let (_, _, second) = w.call("PUT", &format!("{kv}/secrets/s?{api}"), Some(&o), Some(put("two"))).await;
+    let (_, _, second) = w
+        .call(
+            "PUT",
+            &format!("{kv}/secrets/s?{api}"),
+            Some(&o),
+            Some(put("two")),
+        )
+        .await;
     assert_eq!(second["value"], "two", "set returns the new value");
-    let v1 = first["id"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
-    assert!(first["id"].as_str().unwrap().starts_with(&format!("{}/secrets/s/", w.sb.rest_url)));
-    assert_eq!(w.get(&format!("{kv}/secrets/s?{api}"), &u).await.1["value"], "two");
-    assert_eq!(w.get(&format!("{kv}/secrets/s/{v1}?{api}"), &u).await.1["value"], "one");
-    assert_eq!(w.get(&format!("{kv}/secrets/s/{}?{api}", "0".repeat(32)), &u).await.0, 404);
+    let v1 = first["id"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(first["id"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{}/secrets/s/", w.sb.rest_url)));
+    assert_eq!(
+        w.get(&format!("{kv}/secrets/s?{api}"), &u).await.1["value"],
+        "two"
+    );
+    assert_eq!(
+        w.get(&format!("{kv}/secrets/s/{v1}?{api}"), &u).await.1["value"],
+        "one"
+    );
+    assert_eq!(
+        w.get(&format!("{kv}/secrets/s/{}?{api}", "0".repeat(32)), &u)
+            .await
+            .0,
+        404
+    );
     let (_, list) = w.get(&format!("{kv}/secrets?{api}"), &u).await;
-    assert_eq!(list["value"][0]["id"], format!("{}/secrets/s", w.sb.rest_url));
+    assert_eq!(
+        list["value"][0]["id"],
+        format!("{}/secrets/s", w.sb.rest_url)
+    );
     assert!(list["value"][0].get("value").is_none());
-    let (_, versions) = w.get(&format!("{kv}/secrets/s/versions?{api}&maxresults=1"), &u).await;
+    let (_, versions) = w
+        .get(&format!("{kv}/secrets/s/versions?{api}&maxresults=1"), &u)
+        .await;
     assert_eq!(versions["value"].as_array().unwrap().len(), 1);
     let next = versions["nextLink"].as_str().unwrap();
     assert!(next.contains("maxresults=1"), "{next}");
-    assert_eq!(w.get(next, &u).await.1["value"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        w.get(next, &u).await.1["value"].as_array().unwrap().len(),
+        1
+    );
 
     // Secrets User reads but may not write or delete.
-    let (status, _, err) = w.call("PUT", &format!("{kv}/secrets/s?{api}"), Some(&u), Some(put("x"))).await;
+    let (status, _, err) = w
+        .call(
+            "PUT",
+            &format!("{kv}/secrets/s?{api}"),
+            Some(&u),
+            Some(put("x")),
+        )
+        .await;
     assert_eq!(status, 403, "{err}");
     assert_eq!(err["error"]["innererror"]["code"], "ForbiddenByRbac");
-    assert!(err["error"]["message"].as_str().unwrap().contains("setSecret/action"));
-    assert_eq!(w.call("DELETE", &format!("{kv}/secrets/s?{api}"), Some(&u), None).await.0, 403);
+    assert!(err["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("setSecret/action"));
+    assert_eq!(
+        w.call("DELETE", &format!("{kv}/secrets/s?{api}"), Some(&u), None)
+            .await
+            .0,
+        403
+    );
 
     // Soft delete, recover, delete again, purge.
-    let (status, _, deleted) = w.call("DELETE", &format!("{kv}/secrets/s?{api}"), Some(&o), None).await;
+    let (status, _, deleted) = w
+        .call("DELETE", &format!("{kv}/secrets/s?{api}"), Some(&o), None)
+        .await;
     assert_eq!(status, 200, "{deleted}");
-    assert_eq!(deleted["recoveryId"], format!("{}/deletedsecrets/s", w.sb.rest_url));
+    assert_eq!(
+        deleted["recoveryId"],
+        format!("{}/deletedsecrets/s", w.sb.rest_url)
+    );
     assert_eq!(w.get(&format!("{kv}/secrets/s?{api}"), &o).await.0, 404);
-    assert_eq!(w.get(&format!("{kv}/deletedsecrets/s?{api}"), &o).await.0, 200);
-    assert_eq!(w.get(&format!("{kv}/deletedsecrets?{api}"), &o).await.1["value"].as_array().unwrap().len(), 1);
-    let (status, _, _) = w.call("PUT", &format!("{kv}/secrets/s?{api}"), Some(&o), Some(put("three"))).await;
-    assert_eq!(status, 409, "a deleted name is kept until recovered or purged");
-    let (status, _, _) = w.call("POST", &format!("{kv}/deletedsecrets/s/recover?{api}"), Some(&o), None).await;
+    assert_eq!(
+        w.get(&format!("{kv}/deletedsecrets/s?{api}"), &o).await.0,
+        200
+    );
+    assert_eq!(
+        w.get(&format!("{kv}/deletedsecrets?{api}"), &o).await.1["value"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (status, _, _) = w
+        .call(
+            "PUT",
+            &format!("{kv}/secrets/s?{api}"),
+            Some(&o),
+            Some(put("three")),
+        )
+        .await;
+    assert_eq!(
+        status, 409,
+        "a deleted name is kept until recovered or purged"
+    );
+    let (status, _, _) = w
+        .call(
+            "POST",
+            &format!("{kv}/deletedsecrets/s/recover?{api}"),
+            Some(&o),
+            None,
+        )
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(w.get(&format!("{kv}/secrets/s?{api}"), &o).await.1["value"], "two");
-    w.call("DELETE", &format!("{kv}/secrets/s?{api}"), Some(&o), None).await;
-    assert_eq!(w.call("DELETE", &format!("{kv}/deletedsecrets/s?{api}"), Some(&o), None).await.0, 204);
-    assert_eq!(w.get(&format!("{kv}/deletedsecrets/s?{api}"), &o).await.0, 404);
+    assert_eq!(
+        w.get(&format!("{kv}/secrets/s?{api}"), &o).await.1["value"],
+        "two"
+    );
+    w.call("DELETE", &format!("{kv}/secrets/s?{api}"), Some(&o), None)
+        .await;
+    assert_eq!(
+        w.call(
+            "DELETE",
+            &format!("{kv}/deletedsecrets/s?{api}"),
+            Some(&o),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    assert_eq!(
+        w.get(&format!("{kv}/deletedsecrets/s?{api}"), &o).await.0,
+        404
+    );
     // With one vault, the root data plane addresses it.
     let (status, root) = w.get(&format!("/secrets?{api}"), &o).await;
-    assert_eq!((status, root["value"].as_array().map(Vec::len)), (200, Some(0)), "{root}");
+    assert_eq!(
+        (status, root["value"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{root}"
+    );
     // A 401 carries the challenge clients read.
-    let (status, headers, _) = w.call("GET", &format!("{kv}/secrets/s?{api}"), None, None).await;
+    let (status, headers, _) = w
+        .call("GET", &format!("{kv}/secrets/s?{api}"), None, None)
+        .await;
     assert_eq!(status, 401);
-    assert!(headers["www-authenticate"].to_str().unwrap().contains("resource=\"https://vault.azure.net\""));
+    assert!(headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("resource=\"https://vault.azure.net\""));
 }

@@ -60,7 +60,10 @@ pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId)
             let vm = arm.get_vm(s, g, n).await?;
             let mut body = json::vm(&vm);
             let expand = super::super::query::param(c.query, "$expand").unwrap_or_default();
-            if expand.split(',').any(|e| e.trim().eq_ignore_ascii_case("instanceView")) {
+            if expand
+                .split(',')
+                .any(|e| e.trim().eq_ignore_ascii_case("instanceView"))
+            {
                 body["properties"]["instanceView"] = json::instance_view(&vm, arm.clock().now());
             }
             ok(body)
