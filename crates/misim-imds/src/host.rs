@@ -79,6 +79,7 @@ pub struct Host {
     /// The shared listeners' addresses, reported as the endpoints when per-VM listeners are off.
     shared_imds: Option<SocketAddr>,
     shared_extension: Option<SocketAddr>,
+    vm_ports: Option<std::ops::RangeInclusive<u16>>,
     limits: ImdsLimits,
     /// Time source.
     pub clock: Clock,
@@ -116,6 +117,7 @@ impl Host {
             vm_listeners: config.vm_listeners,
             shared_imds: config.imds_listen,
             shared_extension: config.extension_listen,
+            vm_ports: config.vm_ports.clone(),
             limits: config.limits.clone(),
             clock: config.clock.clone(),
             store,
@@ -168,6 +170,20 @@ impl Host {
     async fn bind(&self, port: u16) -> Result<Option<TcpListener>> {
         if !self.vm_listeners {
             return Ok(None);
+        }
+        if let (0, Some(range)) = (port, &self.vm_ports) {
+            // The lowest free port of the configured range.
+            for p in range.clone() {
+                if let Ok(l) = serve::bind(SocketAddr::new(self.listen_ip, p)).await {
+                    return Ok(Some(l));
+                }
+            }
+            return Err(ImdsError::Bind(format!(
+                "no free port left in the VM port range {}-{} on {}: widen it (--vm-ports)",
+                range.start(),
+                range.end(),
+                self.listen_ip
+            )));
         }
         serve::bind(SocketAddr::new(self.listen_ip, port))
             .await

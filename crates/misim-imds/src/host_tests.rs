@@ -124,6 +124,7 @@ async fn refresh_picks_up_a_certificate_msrp_renewed() {
         imds_listen: None,
         extension_listen: None,
         vm_listeners: true,
+        vm_ports: None,
         control: None,
     };
     let store = HostStore::new(Store::temporary().unwrap()).unwrap();

@@ -78,6 +78,9 @@ pub struct Config {
     /// like code in that VM. Off in the container stack, where only the shared listeners (source
     /// address = the VM's private IP) exist. Default on.
     pub vm_listeners: bool,
+    /// Ports the per-VM listeners take, lowest free first (a VM keeps its port across restarts when
+    /// it is free). `None`: any free port the system gives.
+    pub vm_ports: Option<std::ops::RangeInclusive<u16>>,
     /// Control-plane mTLS: this host's certificate (role `host:<name>`), used to serve the host agent
     /// API (only ARM may call it) and to fetch credentials from MSRP. `None` only in unit tests with
     /// fake peers: plain gRPC and no caller checks.
@@ -110,6 +113,7 @@ impl Config {
             imds_listen: None,
             extension_listen: None,
             vm_listeners: true,
+            vm_ports: None,
             control: None,
         }
     }

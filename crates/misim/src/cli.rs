@@ -50,7 +50,7 @@ pub enum Command {
     ///
     /// Prints the endpoints and writes them to DATA_DIR/endpoints.json. Fixed default ports:
     /// ARM gRPC 7700, ARM REST 7701, Azure AD HTTP 7702, Azure AD gRPC 7703, MSRP 7704,
-    /// Azure AD HTTPS 7705, ARM REST HTTPS 7706, host-N agents 7710+N;
+    /// Azure AD HTTPS 7705, ARM REST HTTPS 7706, host-N agents 7710+N, VMs' IMDS 7800-8799;
     /// --base-port moves the block, --base-port 0 picks free ports.
     ///
     /// Example: misim up --data-dir /tmp/misim --hosts 2
@@ -193,6 +193,10 @@ pub struct UpArgs {
     /// Extra names for the HTTPS certificate besides localhost/127.0.0.1/::1 (e.g. aad,arm).
     #[arg(long = "tls-name", env = "MISIM_TLS_NAMES", value_delimiter = ',')]
     pub tls_names: Vec<String>,
+    /// Ports of the VMs' own IMDS listeners, START-END (default: base port + 100 to + 1099, i.e.
+    /// 7800-8799; any free port with --base-port 0). A VM keeps its port across restarts.
+    #[arg(long, env = "MISIM_VM_PORTS")]
+    pub vm_ports: Option<String>,
     /// Require `authorization: Bearer TOKEN` on ARM's gRPC API, for machines shared with other
     /// users (the API is otherwise open to every local process); clients set MISIM_ARM_TOKEN.
     #[arg(long, env = "MISIM_ARM_API_TOKEN", hide_env_values = true)]

@@ -234,6 +234,9 @@ pub struct ImdsArgs {
     /// listeners tell VMs apart by port and are loopback-only.
     #[arg(long, env = "MISIM_NO_VM_LISTENERS")]
     pub no_vm_listeners: bool,
+    /// Ports of the VMs' own IMDS listeners, START-END (default: any free port).
+    #[arg(long, env = "MISIM_VM_PORTS")]
+    pub vm_ports: Option<String>,
     /// Directory of misim's CA (used to issue this host's certificate when --control-tls-dir is unset).
     #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
     pub ca_dir: PathBuf,
@@ -347,6 +350,11 @@ pub async fn run_imds(a: ImdsArgs) -> anyhow::Result<()> {
     cfg.imds_listen = a.imds_listen;
     cfg.extension_listen = a.extension_listen;
     cfg.vm_listeners = !a.no_vm_listeners;
+    cfg.vm_ports = a
+        .vm_ports
+        .as_deref()
+        .map(crate::up::parse_port_range)
+        .transpose()?;
     cfg.control = Some(a.control.load(Role::Host(cfg.host_name.clone()), &a.ca_dir)?);
     cfg.limits = misim_imds::ImdsLimits {
         enabled: !a.no_throttle,

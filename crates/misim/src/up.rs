@@ -50,6 +50,9 @@ pub struct UpConfig {
     pub tls_names: Vec<String>,
     /// When set, ARM's gRPC API requires `authorization: Bearer <token>` (shared machines).
     pub arm_api_token: Option<String>,
+    /// Ports of the VMs' own IMDS (and extension) listeners. `None`: [`default_vm_ports`] of the
+    /// base port (any free port with `base_port` 0).
+    pub vm_ports: Option<std::ops::RangeInclusive<u16>>,
     /// Time source for every party.
     pub clock: Clock,
 }
@@ -73,6 +76,7 @@ impl UpConfig {
             credential_refresh_secs: misim_imds::DEFAULT_CREDENTIAL_REFRESH_SECS,
             tls_names: Vec::new(),
             arm_api_token: None,
+            vm_ports: None,
             clock: Clock::system(),
         }
     }
@@ -183,6 +187,32 @@ async fn bind_all(cfg: &UpConfig) -> anyhow::Result<Bound> {
         msrp_grpc,
         hosts,
     })
+}
+
+/// The VMs' IMDS ports for a port block at `base_port`: `base_port + 100` to `base_port + 1099`
+/// (7800-8799 by default: 1,000 VM listeners); `None` (any free port) when `base_port` is 0 or the
+/// range would pass 65535.
+pub fn default_vm_ports(base_port: u16) -> Option<std::ops::RangeInclusive<u16>> {
+    if base_port == 0 {
+        return None;
+    }
+    let start = base_port.checked_add(100)?;
+    let end = base_port.checked_add(1099)?;
+    Some(start..=end)
+}
+
+/// Parses `START-END` (inclusive).
+///
+/// # Errors
+/// When it is not two ports with START <= END.
+pub fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    let bad = || anyhow::anyhow!("--vm-ports {s:?} is not START-END, e.g. 7800-8799");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
 }
 
 /// Name of the file (in the data directory) listing every endpoint; removed when misim stops.
@@ -370,6 +400,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             cfg.clock.clone(),
         );
         host.credential_refresh_secs = cfg.credential_refresh_secs;
+        host.vm_ports = cfg.vm_ports.clone().or_else(|| default_vm_ports(cfg.base_port));
         host.control = certs.hosts.remove(&name);
         spawn_party(
             &tasks,
@@ -497,6 +528,7 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     cfg.signing_key_rotation_secs = a.signing_key_rotation;
     cfg.tls_names = a.tls_names;
     cfg.arm_api_token = a.arm_api_token;
+    cfg.vm_ports = a.vm_ports.as_deref().map(parse_port_range).transpose()?;
     let system = start(cfg).await?;
     crate::client::print_text(&banner(&system.endpoints, &system.data_dir, system.resumed));
     let signal = crate::parties::shutdown_on_signal();

@@ -126,6 +126,7 @@ impl Sandbox {
             imds_listen: self.imds_listen,
             extension_listen: self.extension_listen,
             vm_listeners: true,
+            vm_ports: None,
             control: None,
         };
         let listener = loopback().await;
