@@ -87,9 +87,8 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 def client_world(misim):
     """What the real-client suites (Azure CLI, management SDKs, Key Vault SDK) share: a group with a
     VM that has a system-assigned identity (Owner on the subscription) and two user-assigned ones
-    (`reader`: Key Vault Secrets User on the vault; `officer`: Key Vault Secrets Officer), and the
-    session's one key vault with a secret (misim serves root `/secrets` paths, which the CLI's `--id`
-    needs, while it has exactly one vault, so every suite uses this one)."""
+    (`reader`: Key Vault Secrets User on the vault; `officer`: Key Vault Secrets Officer), and a key
+    vault with a secret (its data plane has its own https port: `properties.vaultUri`)."""
     rg = "py-clients-rg"
     misim.cli("group", "create", "-n", rg, "-l", "westeurope")
     vm = misim.cli("vm", "create", "-g", rg, "-n", "py-clients-vm")

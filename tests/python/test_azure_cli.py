@@ -132,10 +132,17 @@ def test_login_with_user_assigned_identity_and_key_vault_secrets(az, client_worl
     accounts = az("login", "--identity", "--client-id", client_world["officer"]["clientId"],
                   "--allow-no-subscriptions")
     assert accounts[0]["tenantId"] == client_world["system"]["tenantId"]
-    # The CLI needs a vault host for `--vault-name` (DNS); `--id` takes the vault URL, here misim's
-    # root data plane (the session's one vault).
-    base = client_world["arm"]
-    assert az("keyvault", "secret", "show", "--id", f"{base}/secrets/greeting")["value"] == "hello"
+    # `--vault-name` needs a vault host name (DNS); `--id` takes the vault's URL (its vaultUri).
+    uri = ""
+    for _ in range(50):
+        uri = az("resource", "show", "--ids", client_world["vault"]["id"], "--api-version", "2023-07-01",
+                 "--query", "properties.vaultUri")
+        if uri.startswith("https://127.0.0.1:"):
+            break
+    base = uri.rstrip("/")
+    shown = az("keyvault", "secret", "show", "--id", f"{base}/secrets/greeting")
+    assert shown["value"] == "hello"
+    assert shown["id"].startswith(f"{base}/secrets/greeting/")
     assert "greeting" in [s["name"] for s in az("keyvault", "secret", "list", "--id", base)]
     name = f"cli-{uuid.uuid4().hex[:6]}"
     out = az.run("keyvault", "secret", "set", "--id", f"{base}/secrets/{name}", "--value", "x", check=False)

@@ -1,7 +1,8 @@
 """The Azure management SDKs (azure-mgmt-resource, -compute, -msi, -authorization) and
 azure-keyvault-secrets, unmodified, against misim's ARM REST surface over HTTPS, with tokens from the
 VM's IMDS through azure-identity's ManagedIdentityCredential. The only knobs are the documented ones:
-`base_url` (ARM), `vault_url` (Key Vault), `AZURE_POD_IDENTITY_AUTHORITY_HOST` (IMDS), and
+`base_url` (ARM), `vault_url` (Key Vault: the vault's `vaultUri`, which misim serves on its own
+loopback https port), `AZURE_POD_IDENTITY_AUTHORITY_HOST` (IMDS), and
 `REQUESTS_CA_BUNDLE` (misim's CA). Key Vault also needs `verify_challenge_resource=False`: the SDK
 accepts a challenge only when the vault host is a subdomain of the challenge's resource
 (`vault.azure.net`), which a loopback address cannot be without DNS changes (the Azure CLI passes the
@@ -9,6 +10,7 @@ same option itself).
 
 Safety: a guard fails the test if anything resolves a host other than loopback."""
 import socket
+import time
 import uuid
 
 import pytest
@@ -130,9 +132,21 @@ def test_role_definitions_and_assignments(world):
     assert name not in [a.name for a in client.role_assignments.list_for_scope(scope)]
 
 
+def vault_uri(world) -> str:
+    """`properties.vaultUri` read through ARM, as an app would (its own https port, opened within
+    a moment of the vault's creation)."""
+    client = mgmt(ResourceManagementClient, world)
+    for _ in range(50):
+        uri = client.resources.get_by_id(world["vault"]["id"], api_version="2023-07-01").properties["vaultUri"]
+        if uri.startswith("https://127.0.0.1:"):
+            return uri
+        time.sleep(0.1)
+    raise AssertionError(f"vault has no misim data-plane URL yet: {uri}")
+
+
 def secrets(world, identity=None):
     cred = ManagedIdentityCredential(client_id=identity["clientId"]) if identity else ManagedIdentityCredential()
-    return SecretClient(f"{world['arm']}/vaults/{world['vault_name']}", cred, verify_challenge_resource=False)
+    return SecretClient(vault_uri(world), cred, verify_challenge_resource=False)
 
 
 def test_key_vault_secrets_get_set_list_delete_recover(world):
@@ -141,7 +155,8 @@ def test_key_vault_secrets_get_set_list_delete_recover(world):
     first = client.set_secret("py-sdk-secret", "one")
     second = client.set_secret("py-sdk-secret", "two")
     assert second.properties.version != first.properties.version
-    assert second.id.startswith(world["arm"] + "/secrets/py-sdk-secret/")
+    assert second.id.startswith(client.vault_url.rstrip("/") + "/secrets/py-sdk-secret/")
+    assert second.properties.vault_url == client.vault_url.rstrip("/")
     assert client.get_secret("py-sdk-secret").value == "two"
     assert client.get_secret("py-sdk-secret", first.properties.version).value == "one"
     assert "py-sdk-secret" in [s.name for s in client.list_properties_of_secrets()]

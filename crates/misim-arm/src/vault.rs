@@ -19,11 +19,19 @@ pub struct Vault {
     pub location: String,
     /// Tenant of the subscription (Key Vault trusts tokens of this tenant only).
     pub tenant_id: String,
+    /// The loopback HTTPS port that serves this vault's data plane at its root, as Key Vault
+    /// serves `https://{vault}.vault.azure.net/`; 0 until one is opened (`rest::vault_hosts`).
+    #[serde(default)]
+    pub port: u16,
 }
 
 impl Vault {
-    /// `https://{name}.vault.azure.net/` (what Azure reports as `properties.vaultUri`).
+    /// `properties.vaultUri`: `https://127.0.0.1:{port}/` once the vault has its own HTTPS port,
+    /// else `https://{name}.vault.azure.net/` (what Azure reports).
     pub fn vault_uri(&self) -> String {
+        if self.port != 0 {
+            return format!("https://127.0.0.1:{}/", self.port);
+        }
         format!(
             "https://{}.vault.azure.net/",
             self.id.name().to_ascii_lowercase()
@@ -159,6 +167,7 @@ impl Arm {
                 location.to_string()
             },
             tenant_id: self.subscription(g.id.subscription_id())?.tenant_id,
+            port: 0,
         };
         self.store.vaults.put(&name.to_ascii_lowercase(), &vault)?;
         self.store.flush().await?;
@@ -356,6 +365,22 @@ impl Arm {
         self.store.flush().await?;
         info!(vault, secret = name, "purged secret");
         Ok(())
+    }
+
+    /// Records the HTTPS port serving a vault's data plane.
+    ///
+    /// # Errors
+    /// [`ArmError::ResourceNotFound`], store failures.
+    pub async fn set_vault_port(&self, name: &str, port: u16) -> Result<Vault> {
+        let _guard = self.locks.lock("vaults").await;
+        let mut v = self.vault(name)?;
+        if v.port != port {
+            v.port = port;
+            self.store.vaults.put(&name.to_ascii_lowercase(), &v)?;
+            self.store.flush().await?;
+            info!(vault = %v.id, uri = %v.vault_uri(), "key vault data plane listening");
+        }
+        Ok(v)
     }
 
     /// Deletes a vault's secrets with the vault (resource group deletion).

@@ -12,6 +12,7 @@ pub mod path;
 pub mod query;
 pub mod resources;
 pub mod vault;
+pub mod vault_hosts;
 
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +24,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use misim_core::ResourceId;
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ArmError, Result};
 use crate::service::Arm;
@@ -40,6 +42,9 @@ pub struct RestState {
 /// The REST router: `/healthz`, the Key Vault data plane under `/vaults/`, and every ARM resource
 /// path (any method).
 pub fn router(state: RestState) -> Router {
+    if vault_hosts::enabled() {
+        vault_hosts::spawn(state.arm.clone(), CancellationToken::new());
+    }
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .fallback(handle)

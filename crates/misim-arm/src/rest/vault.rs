@@ -4,8 +4,9 @@
 //! `GET /deletedsecrets`, `POST /deletedsecrets/{name}/recover`.
 //!
 //! Real Key Vault is host-based (`https://{vault}.vault.azure.net/secrets/{name}`); misim serves the
-//! same API on ARM's REST listener under `/vaults/{vault}` (the vault URL clients use is
-//! `{arm_rest_https}/vaults/{vault}`), and at the root (`/secrets/…`) when misim has exactly one vault.
+//! same API at each vault's own loopback HTTPS port (`properties.vaultUri`, `https://127.0.0.1:{port}/`,
+//! see `vault_hosts`), on ARM's REST listener under `/vaults/{vault}`, and at that listener's root
+//! (`/secrets/…`) while misim has exactly one vault.
 //! Returned `id`s and `nextLink`s use the URL the client called (ids in the host-rooted form
 //! `{base}/secrets/{name}/{version}` the SDKs parse). Tokens must be for `https://vault.azure.net`
 //! (with or without trailing slash) from the vault's tenant; every operation needs its RBAC data
@@ -57,7 +58,7 @@ pub async fn handle(
     body: &[u8],
 ) -> Response {
     let base = super::base_url(&st.arm, headers);
-    let vault = resolve(st, path);
+    let vault = resolve(st, path, headers);
     let tenant = vault
         .as_ref()
         .map(|(v, _)| v.tenant_id.clone())
@@ -93,8 +94,10 @@ pub async fn handle(
     }
 }
 
-/// The vault a path addresses and the path segments after the vault prefix.
-fn resolve(st: &RestState, path: &str) -> Option<(Vault, usize)> {
+/// The vault a request addresses and how many path segments name it: `/vaults/{vault}/…` (2), a
+/// vault's own port (`Host` port, see `vault_hosts`) or, while misim has exactly one vault, the
+/// root of ARM's listener (0).
+fn resolve(st: &RestState, path: &str, headers: &HeaderMap) -> Option<(Vault, usize)> {
     let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     if seg
         .first()
@@ -103,6 +106,14 @@ fn resolve(st: &RestState, path: &str) -> Option<(Vault, usize)> {
         return st.arm.vault(seg.get(1)?).ok().map(|v| (v, 2));
     }
     let vaults = st.arm.store().vaults.values().ok()?;
+    let port = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.rsplit_once(':'))
+        .and_then(|(_, p)| p.parse::<u16>().ok());
+    if let Some(v) = port.and_then(|p| vaults.iter().find(|v| v.port != 0 && v.port == p)) {
+        return Some((v.clone(), 0));
+    }
     match vaults.as_slice() {
         [only] => Some((only.clone(), 0)),
         _ => None,
