@@ -182,3 +182,19 @@ def test_key_vault_secrets_user_reads_but_is_refused_set_with_forbidden_by_rbac(
     assert e.value.error.code == "Forbidden"
     assert "ForbiddenByRbac" in str(e.value)
     assert client.get_secret("greeting").value == "hello"
+
+
+def test_scale_set_instances_list_get_and_instance_view(world, misim):
+    misim.cli("vmss", "create", "-g", world["rg"], "-n", "py-sdk-ss", "--instance-count", "2")
+    client = mgmt(ComputeManagementClient, world)
+    assert "py-sdk-ss" in [s.name for s in client.virtual_machine_scale_sets.list(world["rg"])]
+    instances = list(client.virtual_machine_scale_set_vms.list(world["rg"], "py-sdk-ss"))
+    assert len(instances) == 2
+    first = instances[0].instance_id
+    vm = client.virtual_machine_scale_set_vms.get(world["rg"], "py-sdk-ss", first, expand="instanceView")
+    assert vm.instance_id == first
+    assert any(s.code.startswith("PowerState/") for s in vm.instance_view.statuses)
+    view = client.virtual_machine_scale_set_vms.get_instance_view(world["rg"], "py-sdk-ss", first)
+    assert view.statuses[0].code.startswith("ProvisioningState/")
+    with pytest.raises(ResourceNotFoundError):
+        client.virtual_machine_scale_set_vms.get(world["rg"], "py-sdk-ss", "99")

@@ -80,6 +80,9 @@ pub enum Target {
     InstanceView(String, String, String),
     /// `…/virtualMachineScaleSets/{name}/virtualMachines` (list instances).
     VmssInstances(String, String, String),
+    /// `…/virtualMachineScaleSets/{name}/virtualMachines/{instanceId}[/instanceView]`; the flag is
+    /// true for the instance view.
+    VmssInstance(String, String, String, String, bool),
     /// `/subscriptions/{s}/operationresults/{id}` (a finished asynchronous operation).
     OperationResult(String, String),
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments` (list).
@@ -121,7 +124,8 @@ impl Target {
             | Target::Resource(s, ..)
             | Target::InstanceView(s, ..)
             | Target::OperationResult(s, _)
-            | Target::VmssInstances(s, ..) => Some(s),
+            | Target::VmssInstances(s, ..)
+            | Target::VmssInstance(s, ..) => Some(s),
             Target::RoleAssignments(scope)
             | Target::RoleAssignment(scope, _)
             | Target::RoleDefinitions(scope)
@@ -234,6 +238,25 @@ fn parse_scope(seg: &[&str]) -> Result<Target, PathError> {
         9 if kind == Kind::Vm && is(seg, 8, "instanceView") => {
             Ok(Target::InstanceView(s, g, seg[7].to_string()))
         }
+        10 if kind == Kind::Vmss && is(seg, 8, "virtualMachines") => Ok(Target::VmssInstance(
+            s,
+            g,
+            seg[7].to_string(),
+            seg[9].to_string(),
+            false,
+        )),
+        11 if kind == Kind::Vmss
+            && is(seg, 8, "virtualMachines")
+            && is(seg, 10, "instanceView") =>
+        {
+            Ok(Target::VmssInstance(
+                s,
+                g,
+                seg[7].to_string(),
+                seg[9].to_string(),
+                true,
+            ))
+        }
         _ => Err(PathError::NotFound),
     }
 }
@@ -292,6 +315,10 @@ mod tests {
         assert_eq!(
             parse("/subscriptions/s/providers/Microsoft.Compute/virtualMachines"),
             Some(Target::SubCollection("s".into(), Kind::Vm))
+        );
+        assert_eq!(
+            parse("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachineScaleSets/ss/virtualMachines/3/instanceView"),
+            Some(Target::VmssInstance("s".into(), "g".into(), "ss".into(), "3".into(), true))
         );
         assert_eq!(
             parse("/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/virtualMachines/v/instanceView"),

@@ -99,6 +99,9 @@ pub async fn serve(c: &Call<'_>, target: Target) -> std::result::Result<Reply, F
         Target::Collection(_, g, Kind::Nic) => listing::nics(c, &g),
         Target::Resource(_, g, Kind::Nic, n) => Ok(listing::nic(c, &g, &n).await?),
         Target::InstanceView(_, g, n) => Ok(compute::instance_view(c, &g, &n).await?),
+        Target::VmssInstance(_, g, n, i, view) => {
+            Ok(compute::vmss_instance(c, &g, &n, &i, view).await?)
+        }
         Target::OperationResult(_, _) => Ok(listing::operation_result(c)?),
         Target::RoleDefinitions(scope) => listing::role_definitions(c, &scope),
         Target::RoleDefinition(scope, name) => Ok(listing::role_definition(c, &scope, &name)?),

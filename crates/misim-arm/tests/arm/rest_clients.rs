@@ -772,3 +772,44 @@ async fn key_vault_data_plane_follows_the_methods_and_data_actions() {
         .unwrap()
         .contains("resource=\"https://vault.azure.net\""));
 }
+
+#[tokio::test]
+async fn scale_set_instances_are_readable_one_by_one_with_their_instance_view() {
+    let w = World::start().await;
+    w.sb.arm
+        .create_vmss(misim_arm::vmss::CreateVmss {
+            resource_group: "rg".into(),
+            name: "ss".into(),
+            capacity: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let who = oid();
+    w.grant(&w.rg(), "Reader", &who).await;
+    let t = w.token(&who);
+    let ss = format!(
+        "{}/providers/Microsoft.Compute/virtualMachineScaleSets/ss/virtualMachines",
+        w.rg()
+    );
+    let api = "api-version=2024-07-01";
+    let (_, list) = w.get(&format!("{ss}?{api}"), &t).await;
+    let first = list["value"][0]["instanceId"].as_str().unwrap().to_string();
+    let (status, one) = w
+        .get(&format!("{ss}/{first}?{api}&$expand=instanceView"), &t)
+        .await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["instanceId"], first.as_str());
+    assert!(one["properties"]["instanceView"]["statuses"].is_array());
+    let (status, view) = w.get(&format!("{ss}/{first}/instanceView?{api}"), &t).await;
+    assert_eq!(status, 200, "{view}");
+    assert!(view["statuses"][1]["code"]
+        .as_str()
+        .unwrap()
+        .starts_with("PowerState/"));
+    let (status, err) = w.get(&format!("{ss}/99?{api}"), &t).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (404, Some("ResourceNotFound"))
+    );
+}

@@ -137,6 +137,48 @@ pub(super) async fn instance_view(c: &Call<'_>, g: &str, n: &str) -> Result<Repl
     ok(json::instance_view(&vm, c.arm.clock().now()))
 }
 
+/// `GET …/virtualMachineScaleSets/{ss}/virtualMachines/{instanceId}` (with `$expand=instanceView`)
+/// and `…/{instanceId}/instanceView`.
+pub(super) async fn vmss_instance(
+    c: &Call<'_>,
+    g: &str,
+    n: &str,
+    instance: &str,
+    view: bool,
+) -> Result<Reply> {
+    if c.method != Method::GET {
+        return Err(c.not_allowed());
+    }
+    let s = c.sub.subscription_id.as_str();
+    let id = c.arm.vmss_id(s, g, n)?;
+    c.allow(
+        "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read",
+        &id,
+    )?;
+    let (ss, instances) = c.arm.list_vmss_instances(s, g, n).await?;
+    let inst = instances
+        .iter()
+        .find(|i| i.id.name().eq_ignore_ascii_case(instance))
+        .ok_or_else(|| ArmError::ResourceNotFound {
+            resource_type: "Microsoft.Compute/virtualMachineScaleSets/virtualMachines".into(),
+            name: format!("{n}/{instance}"),
+            group: g.into(),
+        })?;
+    let now = c.arm.clock().now();
+    if view {
+        return ok(json::instance_view(inst, now));
+    }
+    let mut body = json::instance(&ss, inst);
+    let expand = super::super::query::param(c.query, "$expand").unwrap_or_default();
+    if expand
+        .split(',')
+        .any(|e| e.trim().eq_ignore_ascii_case("instanceView"))
+    {
+        body["properties"]["instanceView"] = json::instance_view(inst, now);
+    }
+    ok(body)
+}
+
 pub(super) async fn vmss(
     c: &Call<'_>,
     s: &str,
