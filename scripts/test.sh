@@ -15,3 +15,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 MISIM_BIN="$PWD/target/debug/misim" .venv/bin/python -m pytest -q tests/python
+
+echo "== docs: every shell example of README.md and docs/*.md against a live misim"
+MISIM_BIN="$PWD/target/debug/misim" .venv/bin/python scripts/run_docs.py

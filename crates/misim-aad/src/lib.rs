@@ -140,18 +140,50 @@ pub async fn run(
 ) -> Result<(), RunError> {
     config.validate()?;
     let store = store::AadStore::open(&config.data_dir)?;
+    let directory = Arc::new(directory::Directory::new(store.clone()));
+    let stop = shutdown.child_token();
+    let grpc_addr = listeners.grpc.local_addr().ok();
+    let http_addr = listeners.http.local_addr().ok();
+
+    // The admin API needs no signing key: serve it at once, so ARM and MSRP start while the first
+    // signing key is generated (its HTTP listener is bound already; clients wait in its backlog).
+    let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
+    let routes = tonic::service::Routes::new(grpc::server(directory.clone(), auth));
+    let grpc_tls = config.control.as_ref().map(|c| c.server_tls());
+    let grpc = {
+        let stop = stop.clone();
+        let served = misim_core::serve::serve_grpc_tls(
+            listeners.grpc,
+            routes,
+            &[grpc::SERVICE_NAME],
+            grpc_tls,
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let r = served.await;
+            stop.cancel();
+            r
+        })
+    };
+
     let retention = config
         .token_lifetime_secs
         .saturating_add(assertion::CLOCK_SKEW_SECS);
-    let keys = keyring::KeyRing::open(
+    let keys = match keyring::KeyRing::open(
         store.clone(),
         config.clock.now(),
         config.signing_key_rotation_secs,
         retention,
     )
-    .await?;
-    let keys = Arc::new(keys);
-    let directory = Arc::new(directory::Directory::new(store));
+    .await
+    {
+        Ok(keys) => Arc::new(keys),
+        Err(e) => {
+            stop.cancel();
+            let _ = grpc.await;
+            return Err(e.into());
+        }
+    };
     let tokens = token::TokenService::new(
         directory.clone(),
         keys.clone(),
@@ -159,18 +191,12 @@ pub async fn run(
         config.token_lifetime_secs,
     );
     let state = Arc::new(http::HttpState {
-        directory: directory.clone(),
+        directory,
         tokens,
         keys,
         clock: config.clock,
     });
-    let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
-    let routes = tonic::service::Routes::new(grpc::server(directory, auth));
-    let grpc_tls = config.control.as_ref().map(|c| c.server_tls());
 
-    let stop = shutdown.child_token();
-    let grpc_addr = listeners.grpc.local_addr().ok();
-    let http_addr = listeners.http.local_addr().ok();
     let https = match listeners.https {
         Some(https) => {
             let addr = https
@@ -187,13 +213,6 @@ pub async fn run(
         None => None,
     };
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "azure ad serving");
-    let grpc = misim_core::serve::serve_grpc_tls(
-        listeners.grpc,
-        routes,
-        &[grpc::SERVICE_NAME],
-        grpc_tls,
-        stop.clone(),
-    );
     let http = misim_core::serve::serve_http(
         listeners.http,
         http::router(state, &config.public_url),
@@ -203,8 +222,7 @@ pub async fn run(
         stop.cancel();
         r
     };
-    let (grpc, http, https) = tokio::join!(
-        async { stopping(grpc.await) },
+    let (http, https) = tokio::join!(
         async { stopping(http.await) },
         async {
             match https {
@@ -213,6 +231,9 @@ pub async fn run(
             }
         }
     );
+    let grpc = grpc
+        .await
+        .map_err(|e| RunError::Config(format!("admin grpc task: {e}")))?;
     grpc?;
     http?;
     https?;

@@ -19,6 +19,8 @@ pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     let db = sled::Config::new()
         .path(path)
         .flush_every_ms(Some(500))
+        // misim's state is small: a small page cache keeps idle memory low (sled's default is 1 GiB).
+        .cache_capacity(misim_core::store::STORE_CACHE_BYTES)
         .open()?;
     // The token-signing key lives here: private to the user whatever the umask.
     misim_core::fsperm::restrict_tree(path).map_err(sled::Error::Io)?;

@@ -10,6 +10,9 @@ use std::path::Path;
 
 use serde::{de::DeserializeOwned, Serialize};
 
+/// Page cache of each party's database, bytes (sled's default is 1 GiB).
+pub const STORE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,6 +49,8 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .flush_every_ms(Some(500))
+            // misim's state is small: a small page cache keeps idle memory low (sled's default is 1 GiB).
+            .cache_capacity(STORE_CACHE_BYTES)
             .open()?;
         // Keys live in these files: private to the user whatever the umask.
         crate::fsperm::restrict_tree(path).map_err(sled::Error::Io)?;
