@@ -144,6 +144,52 @@ fn api_version_well_formed(v: &str) -> bool {
         })
 }
 
+/// The first api-version of each resource type misim serves (from the providers' published
+/// api-version lists); ARM refuses older ones, and any dated after today, with
+/// `NoRegisteredProviderFound`.
+fn first_api_version(target: &path::Target) -> Option<(&'static str, &'static str)> {
+    use path::{Kind, Target};
+    let kind = match target {
+        Target::SubCollection(_, k)
+        | Target::Collection(_, _, k)
+        | Target::Resource(_, _, k, _) => *k,
+        Target::InstanceView(..) => Kind::Vm,
+        Target::VmssInstances(..) | Target::VmssInstance(..) => Kind::Vmss,
+        Target::RoleAssignments(_) | Target::RoleAssignment(..) => {
+            return Some(("roleAssignments", "2014-07-01-preview"))
+        }
+        Target::RoleDefinitions(_) | Target::RoleDefinition(..) => {
+            return Some(("roleDefinitions", "2014-07-01-preview"))
+        }
+        _ => return None,
+    };
+    Some(match kind {
+        Kind::Vm => ("virtualMachines", "2015-05-01-preview"),
+        Kind::Vmss => ("virtualMachineScaleSets", "2015-05-01-preview"),
+        Kind::Uami => ("userAssignedIdentities", "2015-08-31-preview"),
+        Kind::Vault => ("vaults", "2015-06-01"),
+        Kind::Nic => ("networkInterfaces", "2014-12-01-preview"),
+    })
+}
+
+fn check_api_version(target: &path::Target, api: &str, now: i64) -> std::result::Result<(), Fail> {
+    let Some((ty, first)) = first_api_version(target) else {
+        return Ok(());
+    };
+    let today = json::rfc3339(now);
+    let date = api.get(..10).unwrap_or(api);
+    if date >= first.get(..10).unwrap_or(first) && date <= today.get(..10).unwrap_or_default() {
+        return Ok(());
+    }
+    Err(Fail::Api(
+        StatusCode::BAD_REQUEST,
+        "NoRegisteredProviderFound",
+        format!(
+            "No registered resource provider found for location 'westeurope' and API version '{api}' for type '{ty}'. The supported api-versions are those from '{first}' up to today's date."
+        ),
+    ))
+}
+
 async fn handle(
     State(st): State<RestState>,
     method: Method,
@@ -265,6 +311,7 @@ async fn serve(
             format!("The resource type '{ty}' could not be found in the namespace '{ns}' for api version '{api}'."),
         ),
     })?;
+    check_api_version(&target, &api, arm.clock().now())?;
     let sub_id = target.subscription().unwrap_or_default().to_string();
     let sub = arm
         .store()

@@ -565,6 +565,17 @@ async fn unknown_types_namespaces_and_api_versions_answer_in_azures_shapes() {
         (404, Some("InvalidResourceNamespace")),
         "{err}"
     );
+    let vm = format!("{}/providers/Microsoft.Compute/virtualMachines/vm", w.rg());
+    for old_or_future in ["2014-01-01", "2999-01-01"] {
+        let (status, err) = w
+            .get(&format!("{vm}?api-version={old_or_future}"), &t)
+            .await;
+        assert_eq!(
+            (status, err["error"]["code"].as_str()),
+            (400, Some("NoRegisteredProviderFound")),
+            "{err}"
+        );
+    }
     let (status, err) = w.get(&format!("{}?api-version=latest", w.rg()), &t).await;
     assert_eq!(
         (status, err["error"]["code"].as_str()),
