@@ -114,6 +114,19 @@ def test_login_with_system_assigned_identity_and_arm_commands(az, client_world):
     assert "Microsoft.Network/networkInterfaces" in types
 
 
+def test_group_and_identity_create_and_delete(az, client_world):
+    az("login", "--identity")
+    name = f"py-cli-{uuid.uuid4().hex[:6]}"
+    assert az("group", "create", "-n", name, "-l", "westeurope")["properties"]["provisioningState"] == "Succeeded"
+    created = az("identity", "create", "-g", name, "-n", "cli-id")
+    assert created["clientId"] and created["principalId"]
+    az("identity", "delete", "-g", name, "-n", "cli-id")
+    az("group", "delete", "-n", name, "--yes")  # 202 + Location, polled to completion
+    assert name not in [g["name"] for g in az("group", "list")]
+    missing = az.run("group", "show", "-n", name, check=False)
+    assert missing.returncode != 0 and "ResourceGroupNotFound" in missing.stderr
+
+
 def test_role_assignment_create_list_delete(az, client_world):
     az("login", "--identity")
     scope = f"/subscriptions/{client_world['sub']}/resourceGroups/{client_world['rg']}"
