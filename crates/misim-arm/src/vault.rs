@@ -26,10 +26,11 @@ pub struct Vault {
 }
 
 impl Vault {
-    /// `properties.vaultUri`: `https://127.0.0.1:{port}/` once the vault has its own HTTPS port,
-    /// else `https://{name}.vault.azure.net/` (what Azure reports).
+    /// `properties.vaultUri`: `https://127.0.0.1:{port}/` once the vault has its own HTTPS port
+    /// (and this process serves vault ports), else `https://{name}.vault.azure.net/` (what Azure
+    /// reports).
     pub fn vault_uri(&self) -> String {
-        if self.port != 0 {
+        if self.port != 0 && crate::rest::vault_hosts::enabled() {
             return format!("https://127.0.0.1:{}/", self.port);
         }
         format!(
