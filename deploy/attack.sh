@@ -179,32 +179,10 @@ fi
 
 # ------------------------------------------------------------------------------- key files at rest
 echo "== key files in the parties' volumes (what another local user or a non-root process could read)"
-# shellcheck disable=SC2016 # evaluated by python in the container
-keyscan='
-import os, stat, sys
-bad, seen = [], 0
-for root, dirs, files in os.walk("/v"):
-    sled = ("conf" in files and "db" in files) or os.path.basename(root) == "blobs"
-    for f in files:
-        p = os.path.join(root, f)
-        st = os.lstat(p)
-        if not stat.S_ISREG(st.st_mode):
-            continue
-        with open(p, "rb") as fh:
-            key = b"PRIVATE KEY-----" in fh.read(1 << 20)
-        # sled database files (db, snap.*, blobs/*) hold keys as base64 PKCS#8; conf is sled settings
-        if not (key or (sled and f != "conf") or f.endswith(".key") or f == "key.pem"):
-            continue
-        seen += 1
-        if st.st_mode & 0o077:
-            bad.append(f"{p[2:]} {stat.S_IMODE(st.st_mode):04o}")
-print(("FAIL " if bad else "PASS ") + sys.argv[1] + ": key material readable only by its owner -- "
-      + (("readable: " + ", ".join(bad[:6])) if bad else f"{seen} key/database files, none readable beyond the owner"))
-'
 for vol in ca tls-aad tls-msrp tls-arm tls-host-1 tls-host-2 aad-data msrp-data arm-data host-1-data host-2-data; do
   docker volume inspect "${project}_$vol" >/dev/null 2>&1 || continue
-  tally < <(docker run --rm --network none -v "${project}_$vol:/v:ro" --entrypoint python "$vm_image" \
-    -c "$keyscan" "volume ${project}_$vol" 2>&1)
+  tally < <(docker run --rm -i --network none -v "${project}_$vol:/v:ro" --entrypoint python "$vm_image" \
+    - keys "{\"root\": \"/v\", \"label\": \"volume ${project}_$vol\"}" <"$here/attack_vm.py" 2>&1)
 done
 echo "== CA key only in the certs service"
 if docker volume inspect "${project}_ca" >/dev/null 2>&1; then

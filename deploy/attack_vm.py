@@ -7,7 +7,8 @@ MODE `vm`: code in a VM (docker-compose exec -T vm-1b ...) trying to get an iden
 own: through its host's agent gRPC, MSRP, Azure AD admin, ARM gRPC, other hosts' listeners, per-VM
 ports found by a port scan, forwarding headers, address spoofing, raw sockets, the machine's addresses,
 and key material in reach. MODE `control`: a container on the control network (no certificate, or a
-party's certificate in /tls) calling the parties' control gRPC.
+party's certificate in /tls) calling the parties' control gRPC. MODE `keys`: key files in a volume that
+another user could read.
 
 Prints one line per attempt, `PASS <what>` when it was refused, `FAIL <what>` when it was not, each
 with the evidence after ` -- `. deploy/attack.sh counts them.
@@ -574,9 +575,60 @@ def control_mode(cfg):
                    "above are authorization, not a broken handshake", ev)
 
 
+# ------------------------------------------------------------------------------------------- keys mode
+def keys_mode(cfg):
+    """Key material in a volume mounted at cfg["root"]: sled database files (db, snap.*, blobs/*: keys
+    as base64 PKCS#8; conf is only sled's settings), PEM private keys, *.key and key.pem. PASS when a
+    process of another user (uid/gid 65534) can read none of them."""
+    import stat
+    top = cfg["root"]
+    keys, loose = [], []
+    for root, dirs, files in os.walk(top):
+        sled = ("conf" in files and "db" in files) or os.path.basename(root) == "blobs"
+        for f in files:
+            p = os.path.join(root, f)
+            st = os.lstat(p)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            with open(p, "rb") as fh:
+                pem = b"PRIVATE KEY-----" in fh.read(1 << 20)
+            if pem or (sled and f != "conf") or f.endswith(".key") or f == "key.pem":
+                keys.append(p)
+                if st.st_mode & 0o077:
+                    loose.append(f"{p[len(top):]} {stat.S_IMODE(st.st_mode):04o}")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+        got = []
+        for p in keys:
+            try:
+                with open(p, "rb") as fh:
+                    fh.read(1)
+                got.append(p[len(top):])
+            except OSError:
+                pass
+        os.write(w, "\n".join(got).encode())
+        os._exit(0)
+    os.close(w)
+    read = [line for line in os.read(r, 1 << 20).decode().split("\n") if line]
+    os.waitpid(pid, 0)
+    what = f"{cfg['label']}: key material readable only by its owner"
+    if read:
+        report(False, what, f"uid 65534 read {', '.join(read[:6])}")
+    else:
+        mode = stat.S_IMODE(os.stat(top).st_mode)
+        note = (f"; group/other bits on {', '.join(loose[:3])}, but the directories (top {mode:04o}) keep "
+                "other users out") if loose else ""
+        report(True, what, f"{len(keys)} key/database files, none readable by uid 65534{note}")
+
+
 def main():
     mode, cfg = sys.argv[1], json.loads(sys.argv[2])
-    {"vm": vm_mode, "control": control_mode}[mode](cfg)
+    {"vm": vm_mode, "control": control_mode, "keys": keys_mode}[mode](cfg)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ sdk_token() {
 verify() {
   curl -fsS --noproxy '*' -m 10 -o "$tmp/jwks.json" "$jwks" || { echo "cannot fetch $jwks"; return 1; }
   docker run --rm -i --network none -v "$tmp/jwks.json:/misim/jwks.json:ro" -v "$here/verify_token.py:/misim/verify_token.py:ro" \
-    --entrypoint python "$vm_image" /misim/verify_token.py --jwks file:///misim/jwks.json --tenant "$tid" --aud "$resource" "$@"
+    --entrypoint python "$vm_image" /misim/verify_token.py --jwks-file /misim/jwks.json --tenant "$tid" --aud "$resource" "$@"
 }
 # azure-identity turns the scope https://management.azure.com/.default into resource=https://management.azure.com
 verify_sdk() { verify --aud "${resource%/}" "$@"; }
@@ -197,8 +197,8 @@ for v in vm-1a:host1-vms:172.31.1.2 vm-1b:host1-vms:172.31.1.2 vm-2a:host2-vms:1
   check "$name-net DNATs 169.254.169.254:80 to $host_ip:80" \
     grep -q -- "-d 169.254.169.254/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination $host_ip:80" <<<"$(vm "$name-net" iptables -t nat -S OUTPUT)"
   gw="${host_ip%.*}.1"
-  check "$name-net drops everything to the machine ($gw, 172.31.10.1)" \
-    test "$(vm "$name-net" iptables -S MISIM-NO-MACHINE | grep -c -e "-d $gw/32 -j DROP" -e "-d 172.31.10.1/32 -j DROP")" = 2
+  check "$name-net rejects everything to the machine ($gw, 172.31.10.1)" \
+    test "$(vm "$name-net" iptables -S MISIM-NO-MACHINE | grep -c -e "-d $gw/32 -j REJECT" -e "-d 172.31.10.1/32 -j REJECT")" = 2
   capeff="$(vm "$name" sh -c 'grep ^CapEff: /proc/self/status' | awk '{print $2}')"
   check "$name: processes (docker-compose exec) hold neither NET_ADMIN nor NET_RAW (CapEff ${capeff:-?})" \
     test -n "$capeff" -a "$(( (0x${capeff:-0} >> 12) & 3 ))" = 0

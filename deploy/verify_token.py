@@ -1,7 +1,8 @@
 """Verifies a misim access token on the machine: RS256 signature against Azure AD's JWKS (reached at
 its published loopback port), issuer, audience, expiry, and the identity claims the e2e expects.
 
-Reads JSON with `access_token` (IMDS answer, check_token.py output) on stdin. Exits 0 and prints the
+Reads JSON with `access_token` (IMDS answer, check_token.py output) on stdin; the keys come from
+--jwks URL or --jwks-file (a JWKS document fetched before). Exits 0 and prints the
 checked claims when every check holds, 1 with the failed checks otherwise. Needs PyJWT[crypto].
 Example:
     ... | python3 deploy/verify_token.py --jwks http://127.0.0.1:7702/common/discovery/keys \\
@@ -18,7 +19,9 @@ import jwt
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jwks", required=True, help="JWKS URL (loopback)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--jwks", help="JWKS URL (loopback)")
+    source.add_argument("--jwks-file", help="JWKS document already fetched (deploy/e2e.sh: the verifier runs with no network)")
     parser.add_argument("--tenant", required=True, help="expected tid")
     parser.add_argument("--aud", required=True, help="expected aud")
     parser.add_argument("--mirid", help="expected xms_mirid (identity resource id)")
@@ -34,7 +37,16 @@ def main() -> int:
         print(f"verify_token: no access_token in input: {raw[:200]!r}", file=sys.stderr)
         return 1
 
-    key = jwt.PyJWKClient(args.jwks).get_signing_key_from_jwt(token)
+    try:
+        if args.jwks_file:
+            with open(args.jwks_file, encoding="utf-8") as f:
+                keys = jwt.PyJWKSet.from_dict(json.load(f))
+            key = keys[jwt.get_unverified_header(token)["kid"]]
+        else:
+            key = jwt.PyJWKClient(args.jwks).get_signing_key_from_jwt(token)
+    except (OSError, ValueError, KeyError, jwt.PyJWTError) as err:
+        print(f"verify_token: no signing key for the token: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     issuer = f"https://sts.windows.net/{args.tenant}/"
     try:
         claims = jwt.decode(

@@ -13,10 +13,10 @@
 # - forward localhost:50342 to its host's shared VM-extension listener (MISIM_HOST_IP:50342): the legacy
 #   managed-identity extension's endpoint is on the VM itself; the host answers for the VMs that have
 #   the extension installed (401 unknown_source otherwise), telling them apart by source address;
-# - remove any default route, and drop (chain MISIM-NO-MACHINE) every packet to the machine's address on
-#   each network the VM joins (the bridge gateway, the first address of the subnet, pinned so in
+# - remove any default route, and reject (chain MISIM-NO-MACHINE) every packet to the machine's address
+#   on each network the VM joins (the bridge gateway, the first address of the subnet, pinned so in
 #   docker-compose.yml) plus MISIM_BLOCK (more addresses, space separated): nothing of the machine is
-#   reachable from the VM; a connect() there fails at once with EPERM;
+#   reachable from the VM; a connect() there fails at once (EHOSTUNREACH, "administratively prohibited");
 # - drop all IPv6 but loopback (link-local addresses would otherwise reach the machine's bridges).
 set -eu
 
@@ -37,7 +37,7 @@ gateways="$(ip -4 -o addr show scope global | awk '{print $4}' |
 blocked="$gateways ${MISIM_BLOCK:-}"
 iptables -N MISIM-NO-MACHINE 2>/dev/null || iptables -F MISIM-NO-MACHINE
 for addr in $blocked; do
-  iptables -A MISIM-NO-MACHINE -d "$addr/32" -j DROP
+  iptables -A MISIM-NO-MACHINE -d "$addr/32" -j REJECT --reject-with icmp-admin-prohibited
 done
 iptables -C OUTPUT -j MISIM-NO-MACHINE 2>/dev/null || iptables -I OUTPUT 1 -j MISIM-NO-MACHINE
 

@@ -288,7 +288,11 @@ def test_every_party_has_its_own_certificate_and_only_certs_holds_the_ca(compose
     certs_cmd = yaml.safe_dump(services["certs"])
     ca_dirs = set(re.findall(r"--ca-dir[ =](\S+)", certs_cmd))
     assert ca_dirs, "certs issues no certificate (misim certs issue --ca-dir ...)"
-    ca_volumes = {src for src, target, _ in volume_mounts(services["certs"]) if target in ca_dirs}
+    ca_volumes = {
+        src
+        for src, target, _ in volume_mounts(services["certs"])
+        if any(d == target or d.startswith(target.rstrip("/") + "/") for d in ca_dirs)
+    }
     assert ca_volumes, f"the CA directory {ca_dirs} is not on a volume of certs"
     assert services["certs"].get("network_mode") == "none", "certs (holding the CA key) has a network"
     for name, service in services.items():
