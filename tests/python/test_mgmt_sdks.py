@@ -198,3 +198,18 @@ def test_scale_set_instances_list_get_and_instance_view(world, misim):
     assert view.statuses[0].code.startswith("ProvisioningState/")
     with pytest.raises(ResourceNotFoundError):
         client.virtual_machine_scale_set_vms.get(world["rg"], "py-sdk-ss", "99")
+
+
+def test_vm_create_and_delete_pollers_follow_the_asynchronous_operations(world):
+    client = mgmt(ComputeManagementClient, world)
+    rg = world["rg"]
+    poller = client.virtual_machines.begin_create_or_update(rg, "py-sdk-vm", {
+        "location": "westeurope",
+        "hardware_profile": {"vm_size": "Standard_B1s"},
+        "storage_profile": {"os_disk": {"os_type": "Linux", "create_option": "FromImage"}},
+    })
+    vm = poller.result()
+    assert vm.provisioning_state == "Succeeded" and vm.name == "py-sdk-vm"
+    client.virtual_machines.begin_delete(rg, "py-sdk-vm").result()
+    with pytest.raises(ResourceNotFoundError):
+        client.virtual_machines.get(rg, "py-sdk-vm")

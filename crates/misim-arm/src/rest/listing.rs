@@ -360,6 +360,65 @@ pub fn operation_result(c: &Call<'_>) -> Result<Reply> {
     Ok((StatusCode::OK, Value::Null))
 }
 
+/// `GET /subscriptions/{s}/providers/{ns}/locations/{loc}/operations/{id}[?monitor=true]`: the
+/// status of an asynchronous PUT or DELETE misim accepted (`async_operation`): `Succeeded` once the
+/// resource reached the requested state (provisioned, or gone), else `InProgress` with
+/// `Retry-After: 1`. With `monitor=true` (the `Location` form): 202 while in progress, then 200.
+///
+/// # Errors
+/// 404 for an operation id misim did not hand out.
+pub async fn operation_status(c: &Call<'_>, op: &str) -> Result<Reply> {
+    use base64::Engine;
+    get_only(c)?;
+    let unknown = || ArmError::RouteNotFound(format!("operation '{op}'"));
+    let decoded = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(op)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .ok_or_else(unknown)?;
+    let id =
+        ResourceId::parse(decoded["id"].as_str().unwrap_or_default()).map_err(|_| unknown())?;
+    if !id
+        .subscription_id()
+        .eq_ignore_ascii_case(&c.sub.subscription_id)
+    {
+        return Err(unknown());
+    }
+    let store = c.arm.store();
+    let state = if let Some(vm) = store.vm(&id)? {
+        (!vm.deleting).then(|| vm.provisioning_state())
+    } else if let Some(ss) = store.vmss.get(&id.key())? {
+        (!ss.deleting).then(|| ss.provisioning_state())
+    } else {
+        None
+    };
+    let done = match decoded["v"].as_str() {
+        Some("delete") => state.is_none(),
+        _ => state == Some("Succeeded"),
+    };
+    let started = shapes::rfc3339(decoded["t"].as_i64().unwrap_or_default());
+    if super::query::param(c.query, "monitor").is_some_and(|m| m.eq_ignore_ascii_case("true")) {
+        if !done {
+            c.extra
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(("retry-after", "1".into()));
+            return Ok((StatusCode::ACCEPTED, Value::Null));
+        }
+        return Ok((StatusCode::OK, Value::Null));
+    }
+    let mut body = json!({ "name": op, "startTime": started, "status": if done { "Succeeded" } else { "InProgress" } });
+    if done {
+        body["endTime"] = json!(shapes::rfc3339(c.arm.clock().now()));
+    } else {
+        c.extra
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(("retry-after", "1".into()));
+    }
+    ok(body)
+}
+
 /// `GET {scope}/providers/Microsoft.Authorization/roleDefinitions` (Role Definitions - List), with
 /// `$filter=roleName eq '…'` or `type eq 'BuiltInRole'`.
 ///

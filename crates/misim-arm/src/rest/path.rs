@@ -85,6 +85,9 @@ pub enum Target {
     VmssInstance(String, String, String, String, bool),
     /// `/subscriptions/{s}/operationresults/{id}` (a finished asynchronous operation).
     OperationResult(String, String),
+    /// `/subscriptions/{s}/providers/{ns}/locations/{loc}/operations/{id}` (an asynchronous
+    /// operation's status).
+    Operation(String, String, String),
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments` (list).
     RoleAssignments(String),
     /// `{scope}/providers/Microsoft.Authorization/roleAssignments/{guid}`.
@@ -124,6 +127,7 @@ impl Target {
             | Target::Resource(s, ..)
             | Target::InstanceView(s, ..)
             | Target::OperationResult(s, _)
+            | Target::Operation(s, ..)
             | Target::VmssInstances(s, ..)
             | Target::VmssInstance(s, ..) => Some(s),
             Target::RoleAssignments(scope)
@@ -209,6 +213,9 @@ fn parse_scope(seg: &[&str]) -> Result<Target, PathError> {
         3 if is(seg, 2, "resources") => return Ok(Target::Resources(s, None)),
         4 if is(seg, 2, "operationresults") => {
             return Ok(Target::OperationResult(s, seg[3].to_string()))
+        }
+        8 if is(seg, 2, "providers") && is(seg, 4, "locations") && is(seg, 6, "operations") => {
+            return Ok(Target::Operation(s, seg[3].to_string(), seg[7].to_string()))
         }
         5 if is(seg, 2, "providers") => {
             return Ok(Target::SubCollection(s, provider(seg[3], seg[4])?))

@@ -81,6 +81,42 @@ impl Call<'_> {
         extra.push(("retry-after", "0".to_string()));
     }
 
+    /// Adds the headers of an ARM asynchronous operation on `id` (`verb` is `put` or `delete`):
+    /// `Azure-AsyncOperation` (the operation's status, `InProgress` until the resource reached the
+    /// requested state) and `Location` (the same operation with `monitor=true`: 202 until done,
+    /// then 200), as Compute answers PUT and DELETE.
+    pub(super) fn async_operation(&self, verb: &str, id: &ResourceId, location: &str) {
+        use base64::Engine;
+        let op = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+            serde_json::json!({ "v": verb, "id": id.to_string(), "t": self.arm.clock().now() })
+                .to_string(),
+        );
+        let ns = id
+            .resource_type()
+            .and_then(|t| t.split('/').next().map(str::to_string))
+            .unwrap_or_else(|| "Microsoft.Compute".into());
+        let loc = if location.is_empty() {
+            "westeurope"
+        } else {
+            location
+        };
+        let url = format!(
+            "{}/subscriptions/{}/providers/{ns}/locations/{loc}/operations/{op}",
+            self.base,
+            id.subscription_id()
+        );
+        let mut extra = self.extra.lock().unwrap_or_else(|p| p.into_inner());
+        extra.push((
+            "azure-asyncoperation",
+            format!("{url}?api-version={}", self.api),
+        ));
+        extra.push((
+            "location",
+            format!("{url}?monitor=true&api-version={}", self.api),
+        ));
+        extra.push(("retry-after", "0".to_string()));
+    }
+
     pub(super) fn not_allowed(&self) -> ArmError {
         ArmError::MethodNotAllowed(self.method.to_string())
     }
@@ -103,6 +139,7 @@ pub async fn serve(c: &Call<'_>, target: Target) -> std::result::Result<Reply, F
             Ok(compute::vmss_instance(c, &g, &n, &i, view).await?)
         }
         Target::OperationResult(_, _) => Ok(listing::operation_result(c)?),
+        Target::Operation(_, _, op) => Ok(listing::operation_status(c, &op).await?),
         Target::RoleDefinitions(scope) => listing::role_definitions(c, &scope),
         Target::RoleDefinition(scope, name) => Ok(listing::role_definition(c, &scope, &name)?),
         Target::Permissions(scope) => Ok(listing::permissions(c, &scope)?),

@@ -824,3 +824,53 @@ async fn scale_set_instances_are_readable_one_by_one_with_their_instance_view() 
         (404, Some("ResourceNotFound"))
     );
 }
+
+#[tokio::test]
+async fn vm_put_and_delete_are_asynchronous_operations_that_complete() {
+    let w = World::start().await;
+    let owner = oid();
+    w.grant(&w.rg(), "Owner", &owner).await;
+    let t = w.token(&owner);
+    let api = "api-version=2024-07-01";
+    let vm2 = format!("{}/providers/Microsoft.Compute/virtualMachines/vm2", w.rg());
+    let body = json!({ "location": "westeurope", "properties": { "hardwareProfile": { "vmSize": "Standard_B1s" } } });
+    let (status, headers, created) = w
+        .call("PUT", &format!("{vm2}?{api}"), Some(&t), Some(body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let op = headers["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        op.starts_with(&format!(
+            "{}/subscriptions/{}/providers/Microsoft.Compute/locations/westeurope/operations/",
+            w.sb.rest_url, w.sub
+        )),
+        "{op}"
+    );
+    let (status, status_body) = w.get(&op, &t).await;
+    assert_eq!(
+        (status, status_body["status"].as_str()),
+        (200, Some("Succeeded")),
+        "{status_body}"
+    );
+
+    let (status, headers, _) = w
+        .call("DELETE", &format!("{vm2}?{api}"), Some(&t), None)
+        .await;
+    assert_eq!(status, 200);
+    let op = headers["azure-asyncoperation"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let monitor = headers["location"].to_str().unwrap().to_string();
+    assert!(monitor.contains("monitor=true"), "{monitor}");
+    assert_eq!(w.get(&op, &t).await.1["status"], "Succeeded");
+    assert_eq!(w.call("GET", &monitor, Some(&t), None).await.0, 200);
+    assert_eq!(w.get(&format!("{vm2}?{api}"), &t).await.0, 404);
+    let (status, _) = w
+        .get(&format!("/subscriptions/{}/providers/Microsoft.Compute/locations/westeurope/operations/bm90LWFuLW9w?{api}", w.sub), &t)
+        .await;
+    assert_eq!(status, 404, "an operation misim did not hand out");
+}

@@ -113,13 +113,18 @@ pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId)
                 let vm_id = arm.vm_id(s, g, n)?;
                 arm.update_vm_identity(&vm_id, req, mode).await?;
             }
-            Ok((put_status(created), json::vm(&arm.get_vm(s, g, n).await?)))
+            let vm = arm.get_vm(s, g, n).await?;
+            c.async_operation("put", id, &vm.location);
+            Ok((put_status(created), json::vm(&vm)))
         }
         Method::DELETE => {
             c.allow(&action("delete"), id)?;
-            let existed = arm.get_vm(s, g, n).await.is_ok();
+            let existing = arm.get_vm(s, g, n).await.ok();
             arm.delete_vm(s, g, n).await?;
-            deleted(existed)
+            if let Some(vm) = &existing {
+                c.async_operation("delete", id, &vm.location);
+            }
+            deleted(existing.is_some())
         }
         _ => Err(c.not_allowed()),
     }
@@ -233,13 +238,18 @@ pub(super) async fn vmss(
             if let Some(req) = &identity {
                 arm.update_vmss_identity(id, req, mode).await?;
             }
-            Ok((put_status(created), json::vmss(&arm.get_vmss(s, g, n)?)))
+            let ss = arm.get_vmss(s, g, n)?;
+            c.async_operation("put", id, &ss.location);
+            Ok((put_status(created), json::vmss(&ss)))
         }
         Method::DELETE => {
             c.allow(&action("delete"), id)?;
-            let existed = arm.get_vmss(s, g, n).is_ok();
+            let existing = arm.get_vmss(s, g, n).ok();
             arm.delete_vmss(s, g, n).await?;
-            deleted(existed)
+            if let Some(ss) = &existing {
+                c.async_operation("delete", id, &ss.location);
+            }
+            deleted(existing.is_some())
         }
         _ => Err(c.not_allowed()),
     }
