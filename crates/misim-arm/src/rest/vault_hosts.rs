@@ -35,7 +35,8 @@ pub fn enabled() -> bool {
 }
 
 /// Starts the task that opens a port for every vault (when enabled and ARM's plain REST URL is
-/// known); it stops with `shutdown`.
+/// known); it and the ports stop with `shutdown`. It holds ARM only weakly between scans, so the
+/// ARM core (and its store) never outlives the server because of it.
 pub fn spawn(arm: Arc<Arm>, shutdown: CancellationToken) {
     let Some(tls) = TLS.get().cloned() else {
         return;
@@ -51,9 +52,16 @@ pub fn spawn(arm: Arc<Arm>, shutdown: CancellationToken) {
         );
         return;
     };
+    let weak = Arc::downgrade(&arm);
+    drop(arm);
+    let ports = shutdown.child_token();
     tokio::spawn(async move {
         let mut open: HashSet<String> = HashSet::new();
         loop {
+            let Some(arm) = weak.upgrade() else {
+                ports.cancel();
+                return;
+            };
             if let Ok(vaults) = arm.store().vaults.values() {
                 for v in vaults {
                     let name = v.id.name().to_ascii_lowercase();
@@ -82,12 +90,13 @@ pub fn spawn(arm: Arc<Arm>, shutdown: CancellationToken) {
                         listener,
                         upstream,
                         tls.clone(),
-                        shutdown.clone(),
+                        ports.clone(),
                     ));
                 }
             }
+            drop(arm);
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = ports.cancelled() => return,
                 _ = tokio::time::sleep(SCAN_EVERY) => {}
             }
         }
