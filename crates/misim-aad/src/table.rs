@@ -16,12 +16,13 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 /// [`StoreError::Sled`] when the directory cannot be opened or is locked by another process.
 pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
     misim_core::fsperm::create_private_dir(path).map_err(sled::Error::Io)?;
-    let db = sled::Config::new()
-        .path(path)
-        .flush_every_ms(Some(500))
-        // misim's state is small: a small page cache keeps idle memory low (sled's default is 1 GiB).
-        .cache_capacity(misim_core::store::STORE_CACHE_BYTES)
-        .open()?;
+    let db = misim_core::store::open_sled(path, || {
+        sled::Config::new()
+            .path(path)
+            .flush_every_ms(Some(500))
+            .cache_capacity(misim_core::store::STORE_CACHE_BYTES)
+            .open()
+    })?;
     // The token-signing key lives here: private to the user whatever the umask.
     misim_core::fsperm::restrict_tree(path).map_err(sled::Error::Io)?;
     Ok(db)

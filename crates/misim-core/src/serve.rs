@@ -131,7 +131,11 @@ pub async fn serve_http_limited(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection task, so that none outlives this function: the router's state (a party's
+    // store among it) is released when serving returns, and the party can be started again at once.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = admission.accept(&listener) => accepted,
@@ -148,14 +152,21 @@ pub async fn serve_http_limited(
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(peer = %peer, error = %e, "http connection ended");
             }
         });
     }
     drop(listener);
-    let _ = tokio::time::timeout(HTTP_DRAIN, graceful.shutdown()).await;
+    if tokio::time::timeout(HTTP_DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("http connections still open after the drain period: closing them");
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
     Ok(())
 }
 

@@ -13,6 +13,38 @@ use serde::{de::DeserializeOwned, Serialize};
 /// Page cache of each party's database, bytes (sled's default is 1 GiB).
 pub const STORE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// How long opening a database waits for the file lock of a store that was just closed in this
+/// process: sled releases it from a background thread shortly after the last handle is dropped.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Runs `open` until it does not fail on sled's file lock, for up to [`LOCK_WAIT`] (a restart in the
+/// same process right after a stop); a lock held longer (another process) is returned as the error.
+///
+/// # Errors
+/// sled's error from the last attempt.
+pub fn open_sled(
+    path: &Path,
+    open: impl Fn() -> sled::Result<sled::Db>,
+) -> Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match open() {
+            Err(sled::Error::Io(e))
+                if is_lock_error(&e) && started.elapsed() < LOCK_WAIT =>
+            {
+                tracing::debug!(path = %path.display(), "store locked; waiting for its release");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Whether sled failed to take its file lock (it wraps `WouldBlock` in a message).
+pub fn is_lock_error(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
+}
+
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,12 +78,14 @@ impl Store {
     /// The directory is made 0700 and its files 0600 ([`crate::fsperm`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         crate::fsperm::create_private_dir(path).map_err(sled::Error::Io)?;
-        let db = sled::Config::new()
-            .path(path)
-            .flush_every_ms(Some(500))
-            // misim's state is small: a small page cache keeps idle memory low (sled's default is 1 GiB).
-            .cache_capacity(STORE_CACHE_BYTES)
-            .open()?;
+        let db = open_sled(path, || {
+            sled::Config::new()
+                .path(path)
+                .flush_every_ms(Some(500))
+                // misim's state is small: a small page cache keeps idle memory low (sled's default is 1 GiB).
+                .cache_capacity(STORE_CACHE_BYTES)
+                .open()
+        })?;
         // Keys live in these files: private to the user whatever the umask.
         crate::fsperm::restrict_tree(path).map_err(sled::Error::Io)?;
         Ok(Store { db })

@@ -2,9 +2,8 @@
 //! verifying through discovery + JWKS (fetched over HTTPS, as a relying party would) until it has
 //! expired; then the retired key leaves the key set.
 
-mod aad_common;
 
-use aad_common::*;
+use crate::aad_common::*;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 

@@ -3,10 +3,8 @@
 //! may), and LinkedAuthorizationFailed when attaching a user-assigned identity without
 //! `…/assign/action` on it.
 
-#[path = "lifecycle_common/mod.rs"]
-mod lifecycle_common;
 
-use lifecycle_common::*;
+use crate::lifecycle_common::*;
 use misim_tests::Sandbox;
 use serde_json::json;
 

@@ -3,9 +3,8 @@
 //! no new token, and a token issued before still verifies. PATCH semantics over REST ({} adds, null
 //! removes, the no-space type spelling, the per-request limit).
 
-mod lifecycle_common;
 
-use lifecycle_common::*;
+use crate::lifecycle_common::*;
 use misim_proto::arm as pb;
 use misim_tests::Sandbox;
 use serde_json::{json, Value};

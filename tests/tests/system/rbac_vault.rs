@@ -2,10 +2,8 @@
 //! with another audience, 403 ForbiddenByRbac without a data role (Owner's actions do not grant data
 //! actions), 200 with Key Vault Secrets User inherited from the resource group.
 
-#[path = "lifecycle_common/mod.rs"]
-mod lifecycle_common;
 
-use lifecycle_common::*;
+use crate::lifecycle_common::*;
 use misim_proto::arm as pb;
 use misim_tests::Sandbox;
 use serde_json::Value;

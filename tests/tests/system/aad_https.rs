@@ -2,9 +2,8 @@
 //! misim's CA (kept in `<data_dir>/ca/`, reused across restarts); Azure AD's discovery over HTTPS
 //! names https endpoints; endpoints.json says where everything is.
 
-mod aad_common;
 
-use aad_common::*;
+use crate::aad_common::*;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,13 +6,12 @@
 //! The clock is manual; only MSRP's renewal check and the host's credential refresh run on short
 //! wall-clock periods (1 s), so the test waits for those background passes, never for expiry.
 
-mod aad_common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aad_common::*;
+use crate::aad_common::*;
 use misim_proto::aad::aad_admin_client::AadAdminClient;
 use misim_proto::aad::GetServicePrincipalRequest;
 use misim_proto::imds::host_agent_client::HostAgentClient;

@@ -3,9 +3,8 @@
 //! serve on every instance; scale out configures new instances, scale in removes instances; delete
 //! removes the identity. Over gRPC and REST.
 
-mod lifecycle_common;
 
-use lifecycle_common::*;
+use crate::lifecycle_common::*;
 use misim_proto::arm as pb;
 use misim_tests::Sandbox;
 use serde_json::json;
