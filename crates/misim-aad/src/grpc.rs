@@ -110,7 +110,8 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        self.auth.check(&req, "AadAdmin/CreateTenant", ARM_OR_MSRP)?;
+        self.auth
+            .check(&req, "AadAdmin/CreateTenant", ARM_OR_MSRP)?;
         let r = req.into_inner();
         let id = Some(r.tenant_id.as_str()).filter(|s| !s.is_empty());
         Ok(Response::new(
@@ -149,7 +150,8 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::CreateServicePrincipalRequest>,
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
-        self.auth.check(&req, "AadAdmin/CreateServicePrincipal", MSRP_ONLY)?;
+        self.auth
+            .check(&req, "AadAdmin/CreateServicePrincipal", MSRP_ONLY)?;
         let new = NewServicePrincipal::try_from(req.into_inner())?;
         Ok(Response::new(
             self.directory.create_service_principal(new).await?.into(),
@@ -160,7 +162,8 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::GetServicePrincipalRequest>,
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
-        self.auth.check(&req, "AadAdmin/GetServicePrincipal", ARM_OR_MSRP)?;
+        self.auth
+            .check(&req, "AadAdmin/GetServicePrincipal", ARM_OR_MSRP)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         self.directory.tenant(&r.tenant_id)?;
@@ -190,7 +193,8 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::ListServicePrincipalsRequest>,
     ) -> Result<Response<pb::ListServicePrincipalsResponse>, Status> {
-        self.auth.check(&req, "AadAdmin/ListServicePrincipals", ARM_OR_MSRP)?;
+        self.auth
+            .check(&req, "AadAdmin/ListServicePrincipals", ARM_OR_MSRP)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         let service_principals = self
@@ -208,7 +212,8 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::AddKeyCredentialRequest>,
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
-        self.auth.check(&req, "AadAdmin/AddKeyCredential", MSRP_ONLY)?;
+        self.auth
+            .check(&req, "AadAdmin/AddKeyCredential", MSRP_ONLY)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         required(&r.object_id, "object_id")?;
@@ -223,7 +228,8 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::RemoveKeyCredentialRequest>,
     ) -> Result<Response<pb::ServicePrincipal>, Status> {
-        self.auth.check(&req, "AadAdmin/RemoveKeyCredential", MSRP_ONLY)?;
+        self.auth
+            .check(&req, "AadAdmin/RemoveKeyCredential", MSRP_ONLY)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         required(&r.object_id, "object_id")?;
@@ -239,7 +245,8 @@ impl AadAdmin for AdminService {
         &self,
         req: Request<pb::DeleteServicePrincipalRequest>,
     ) -> Result<Response<pb::DeleteServicePrincipalResponse>, Status> {
-        self.auth.check(&req, "AadAdmin/DeleteServicePrincipal", MSRP_ONLY)?;
+        self.auth
+            .check(&req, "AadAdmin/DeleteServicePrincipal", MSRP_ONLY)?;
         let r = req.into_inner();
         required(&r.tenant_id, "tenant_id")?;
         required(&r.object_id, "object_id")?;

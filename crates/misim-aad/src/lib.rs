@@ -222,15 +222,12 @@ pub async fn run(
         stop.cancel();
         r
     };
-    let (http, https) = tokio::join!(
-        async { stopping(http.await) },
-        async {
-            match https {
-                Some(f) => stopping(f.await),
-                None => Ok(()),
-            }
+    let (http, https) = tokio::join!(async { stopping(http.await) }, async {
+        match https {
+            Some(f) => stopping(f.await),
+            None => Ok(()),
         }
-    );
+    });
     let grpc = grpc
         .await
         .map_err(|e| RunError::Config(format!("admin grpc task: {e}")))?;

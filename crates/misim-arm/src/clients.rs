@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use misim_core::control::ControlTls;
 use misim_proto::aad::aad_admin_client::AadAdminClient;
 use misim_proto::imds::host_agent_client::HostAgentClient;
 use misim_proto::msrp::msrp_client::MsrpClient;
 use misim_proto::{aad, imds, msrp};
-use misim_core::control::ControlTls;
 use tonic::transport::Channel;
 
 use crate::error::{ArmError, Result};

@@ -99,8 +99,13 @@ pub fn build(config: &Config) -> Result<Arc<Arm>, RunError> {
         .iter()
         .map(|h| (h.name.clone(), h.agent_grpc.clone()))
         .collect();
-    let peers = clients::Peers::new(&config.msrp_grpc, &config.aad_grpc, &hosts, config.control.as_ref())
-        .map_err(|e| RunError::Config(e.to_string()))?;
+    let peers = clients::Peers::new(
+        &config.msrp_grpc,
+        &config.aad_grpc,
+        &hosts,
+        config.control.as_ref(),
+    )
+    .map_err(|e| RunError::Config(e.to_string()))?;
     Ok(Arc::new(Arm::new(store, peers, config.clock.clone())))
 }
 
@@ -133,10 +138,12 @@ pub async fn run(
     background.close();
     let routes = match config.api_token.clone() {
         None => tonic::service::Routes::new(grpc::ArmGrpc::server(arm.clone())),
-        Some(token) => tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
-            grpc::ArmGrpc::server(arm.clone()),
-            grpc::BearerCheck::new(token),
-        )),
+        Some(token) => {
+            tonic::service::Routes::new(tonic::service::interceptor::InterceptedService::new(
+                grpc::ArmGrpc::server(arm.clone()),
+                grpc::BearerCheck::new(token),
+            ))
+        }
     };
     let rest_router = rest::router(rest::RestState {
         arm,

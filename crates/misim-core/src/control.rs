@@ -26,9 +26,7 @@ use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType,
 };
-use tonic::transport::{
-    Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig,
-};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 use crate::tls::{LocalCa, TlsError, LOOPBACK_NAMES};
@@ -131,7 +129,9 @@ impl Role {
         match rest.strip_prefix("host/") {
             Some(name) if valid_host_name(name) => Some(Role::Host(name.to_string())),
             Some(_) => None,
-            None => Role::parse(rest).ok().filter(|r| r.kind() != RoleKind::Host),
+            None => Role::parse(rest)
+                .ok()
+                .filter(|r| r.kind() != RoleKind::Host),
         }
     }
 }
@@ -229,7 +229,8 @@ impl ControlTls {
         let cert_pem = read(CERT_FILE)?;
         let key_pem = read(KEY_FILE)?;
         let ca_pem = read(CA_FILE)?;
-        let der = pem_der(&cert_pem).ok_or_else(|| bad(dir.join(CERT_FILE), "not a PEM certificate"))?;
+        let der =
+            pem_der(&cert_pem).ok_or_else(|| bad(dir.join(CERT_FILE), "not a PEM certificate"))?;
         let role = role_of(&der).ok_or_else(|| {
             bad(
                 dir.join(CERT_FILE),
@@ -418,7 +419,9 @@ pub fn caller<T>(req: &Request<T>, rpc: &str) -> Result<Role, Status> {
         ))
     })?;
     let leaf = certs.first().ok_or_else(|| {
-        Status::unauthenticated(format!("{rpc}: the connection presented no client certificate"))
+        Status::unauthenticated(format!(
+            "{rpc}: the connection presented no client certificate"
+        ))
     })?;
     role_of(leaf.as_ref()).ok_or_else(|| {
         Status::unauthenticated(format!(

@@ -71,13 +71,11 @@ pub async fn serve_grpc_tls(
         .build_v1()?;
     let routes = routes.add_service(health).add_service(reflection);
     let admission = Admission::new(ConnLimits::GRPC);
-    let incoming = futures_util::stream::unfold(
-        (listener, admission),
-        |(listener, admission)| async move {
+    let incoming =
+        futures_util::stream::unfold((listener, admission), |(listener, admission)| async move {
             let (stream, _) = admission.accept(&listener).await;
             Some((Ok::<_, std::io::Error>(stream), (listener, admission)))
-        },
-    );
+        });
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -140,13 +138,13 @@ pub async fn serve_http_limited(
             _ = shutdown.cancelled() => break,
             accepted = admission.accept(&listener) => accepted,
         };
-        let svc = router
-            .clone()
-            .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        let svc = router.clone().map_request(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
                 req
-            });
+            },
+        );
         let svc = hyper_util::service::TowerToHyperService::new(svc);
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)

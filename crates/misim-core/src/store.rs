@@ -29,9 +29,7 @@ pub fn open_sled(
     let started = std::time::Instant::now();
     loop {
         match open() {
-            Err(sled::Error::Io(e))
-                if is_lock_error(&e) && started.elapsed() < LOCK_WAIT =>
-            {
+            Err(sled::Error::Io(e)) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
                 tracing::debug!(path = %path.display(), "store locked; waiting for its release");
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }

@@ -61,7 +61,10 @@ async fn burst(pool: usize, n: usize) {
     let fill = fill.elapsed();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let routes = tonic::service::Routes::new(misim_msrp::grpc::server(msrp.clone(), misim_core::control::ControlAuth::Off));
+    let routes = tonic::service::Routes::new(misim_msrp::grpc::server(
+        msrp.clone(),
+        misim_core::control::ControlAuth::Off,
+    ));
     tokio::spawn(misim_core::serve::serve_grpc(
         listener,
         routes,

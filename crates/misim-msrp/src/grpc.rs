@@ -164,7 +164,9 @@ impl MsrpRpc for MsrpGrpc {
             .iter()
             .map(|s| parse_id(s))
             .collect::<Result<Vec<_>>>()?;
-        self.msrp.set_host_access(&req.host, &vm, &identities).await?;
+        self.msrp
+            .set_host_access(&req.host, &vm, &identities)
+            .await?;
         Ok(Response::new(SetHostAccessResponse {}))
     }
 }

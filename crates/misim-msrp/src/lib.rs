@@ -134,14 +134,9 @@ pub async fn run(
     let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
     let routes = tonic::service::Routes::new(grpc::server(msrp, auth));
     let tls = config.control.as_ref().map(|c| c.server_tls());
-    let served = misim_core::serve::serve_grpc_tls(
-        listener,
-        routes,
-        &[grpc::SERVICE_NAME],
-        tls,
-        shutdown,
-    )
-    .await;
+    let served =
+        misim_core::serve::serve_grpc_tls(listener, routes, &[grpc::SERVICE_NAME], tls, shutdown)
+            .await;
     tasks.cancel();
     let _ = renewal.await;
     Ok(served?)

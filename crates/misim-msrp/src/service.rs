@@ -251,7 +251,12 @@ impl Msrp {
         Ok(())
     }
 
-    fn credential_checked(&self, id: &ResourceId, host: &str, check: bool) -> Result<IdentityRecord> {
+    fn credential_checked(
+        &self,
+        id: &ResourceId,
+        host: &str,
+        check: bool,
+    ) -> Result<IdentityRecord> {
         if check && !self.store.host_has_access(host, id)? {
             tracing::warn!(host, identity = %id, "refused a credential to a host none of whose VMs has the identity");
             return Err(MsrpError::HostNotGranted {

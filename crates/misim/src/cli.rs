@@ -564,7 +564,11 @@ pub enum CredentialCommand {
         msrp: String,
         /// Directory of the admin client certificate (cert.pem, key.pem, ca.pem) for MSRP's mutual
         /// TLS; `misim up` writes it to DATA_DIR/ca/admin.
-        #[arg(long, env = "MISIM_ADMIN_CERT_DIR", default_value = "misim-data/ca/admin")]
+        #[arg(
+            long,
+            env = "MISIM_ADMIN_CERT_DIR",
+            default_value = "misim-data/ca/admin"
+        )]
         cert_dir: PathBuf,
     },
 }

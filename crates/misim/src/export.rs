@@ -62,4 +62,3 @@ pub async fn export_pem(
         "path": out.display().to_string(),
     }))
 }
-

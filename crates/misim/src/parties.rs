@@ -276,7 +276,11 @@ pub struct ArmArgs {
     pub hosts: Vec<String>,
     /// Require `authorization: Bearer TOKEN` on ARM's gRPC API (machines shared with other users;
     /// clients set MISIM_ARM_TOKEN).
-    #[arg(long = "api-token", env = "MISIM_ARM_API_TOKEN", hide_env_values = true)]
+    #[arg(
+        long = "api-token",
+        env = "MISIM_ARM_API_TOKEN",
+        hide_env_values = true
+    )]
     pub api_token: Option<String>,
     /// HTTPS listen address for the REST surface (TLS forwarded to --rest-listen); off if unset.
     #[arg(long, env = "MISIM_ARM_HTTPS_LISTEN")]
@@ -355,7 +359,10 @@ pub async fn run_imds(a: ImdsArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(crate::up::parse_port_range)
         .transpose()?;
-    cfg.control = Some(a.control.load(Role::Host(cfg.host_name.clone()), &a.ca_dir)?);
+    cfg.control = Some(
+        a.control
+            .load(Role::Host(cfg.host_name.clone()), &a.ca_dir)?,
+    );
     cfg.limits = misim_imds::ImdsLimits {
         enabled: !a.no_throttle,
         identity_per_second: a.identity_rps,

@@ -208,7 +208,10 @@ pub fn default_vm_ports(base_port: u16) -> Option<std::ops::RangeInclusive<u16>>
 pub fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
     let bad = || anyhow::anyhow!("--vm-ports {s:?} is not START-END, e.g. 7800-8799");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u16, u16) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if a == 0 || a > b {
         return Err(bad());
     }
@@ -237,7 +240,11 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
             "data directory {} is in use by another `misim up`{}: stop that one, or give this one \
              its own directory with --data-dir DIR (and --base-port N or 0 for its ports)",
             dir.display(),
-            if holder.is_empty() { String::new() } else { format!(" (pid {holder})") }
+            if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (pid {holder})")
+            }
         );
     }
     file.set_len(0)?;
@@ -401,7 +408,10 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             cfg.clock.clone(),
         );
         host.credential_refresh_secs = cfg.credential_refresh_secs;
-        host.vm_ports = cfg.vm_ports.clone().or_else(|| default_vm_ports(cfg.base_port));
+        host.vm_ports = cfg
+            .vm_ports
+            .clone()
+            .or_else(|| default_vm_ports(cfg.base_port));
         host.control = certs.hosts.remove(&name);
         spawn_party(
             &tasks,
@@ -462,9 +472,8 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             let mut system = system;
             system.endpoints.tenant_id = tenant;
             system.endpoints.subscription_id = sub;
-            std::fs::write(dir.join(ENDPOINTS_FILE), system.endpoints.to_json()).with_context(
-                || format!("cannot write {}", dir.join(ENDPOINTS_FILE).display()),
-            )?;
+            std::fs::write(dir.join(ENDPOINTS_FILE), system.endpoints.to_json())
+                .with_context(|| format!("cannot write {}", dir.join(ENDPOINTS_FILE).display()))?;
             info!(data_dir = %dir.display(), "misim is up");
             Ok(system)
         }

@@ -2,7 +2,6 @@
 //! misim's CA (kept in `<data_dir>/ca/`, reused across restarts); Azure AD's discovery over HTTPS
 //! names https endpoints; endpoints.json says where everything is.
 
-
 use crate::aad_common::*;
 use serde_json::Value;
 

@@ -6,7 +6,6 @@
 //! The clock is manual; only MSRP's renewal check and the host's credential refresh run on short
 //! wall-clock periods (1 s), so the test waits for those background passes, never for expiry.
 
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,6 @@
 //! verifying through discovery + JWKS (fetched over HTTPS, as a relying party would) until it has
 //! expired; then the retired key leaves the key set.
 
-
 use crate::aad_common::*;
 use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde_json::Value;

@@ -84,9 +84,16 @@ async fn callers_without_a_certificate_are_refused_everywhere() {
 
     // TLS without a client certificate: UNAUTHENTICATED, with what to do.
     let mut msrp = MsrpClient::new(no_client_cert(&sb, &e.msrp_grpc).await);
-    let s = msrp.get_credential(get_credential(&vm.id)).await.unwrap_err();
+    let s = msrp
+        .get_credential(get_credential(&vm.id))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
-    assert!(s.message().contains("client certificate"), "{}", s.message());
+    assert!(
+        s.message().contains("client certificate"),
+        "{}",
+        s.message()
+    );
 
     let mut host = HostAgentClient::new(no_client_cert(&sb, &e.hosts["host-1"]).await);
     let s = host.list_vms(ListVmsRequest {}).await.unwrap_err();
@@ -119,7 +126,10 @@ async fn callers_without_a_certificate_are_refused_everywhere() {
             .await
             .is_err(),
     };
-    assert!(refused, "a certificate from another CA must not be accepted");
+    assert!(
+        refused,
+        "a certificate from another CA must not be accepted"
+    );
     sb.stop().await;
 }
 
@@ -133,7 +143,8 @@ async fn a_host_gets_only_the_credentials_of_its_own_vms_identities() {
     let e = &sb.endpoints;
 
     // host-1 fetches its own VM's identity.
-    let mut as_host1 = MsrpClient::new(channel_as(dir, Role::Host("host-1".into()), &e.msrp_grpc).await);
+    let mut as_host1 =
+        MsrpClient::new(channel_as(dir, Role::Host("host-1".into()), &e.msrp_grpc).await);
     let cred = as_host1
         .get_credential(get_credential(&vm1.id))
         .await
@@ -162,7 +173,11 @@ async fn a_host_gets_only_the_credentials_of_its_own_vms_identities() {
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
-    assert!(s.message().contains("caller host:host-1") && s.message().contains("only arm"), "{}", s.message());
+    assert!(
+        s.message().contains("caller host:host-1") && s.message().contains("only arm"),
+        "{}",
+        s.message()
+    );
     let s = as_host1
         .create_identity(CreateIdentityRequest {
             resource_id: vm1.id.clone(),
@@ -172,8 +187,9 @@ async fn a_host_gets_only_the_credentials_of_its_own_vms_identities() {
         .unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
 
-    let mut other_host =
-        HostAgentClient::new(channel_as(dir, Role::Host("host-1".into()), &e.hosts["host-2"]).await);
+    let mut other_host = HostAgentClient::new(
+        channel_as(dir, Role::Host("host-1".into()), &e.hosts["host-2"]).await,
+    );
     let s = other_host
         .configure_identities(ConfigureIdentitiesRequest {
             resource_id: vm2.id.clone(),
@@ -196,7 +212,10 @@ async fn a_host_gets_only_the_credentials_of_its_own_vms_identities() {
 
     // ARM never sees a private key.
     let mut as_arm = MsrpClient::new(channel_as(dir, Role::Arm, &e.msrp_grpc).await);
-    let s = as_arm.get_credential(get_credential(&vm1.id)).await.unwrap_err();
+    let s = as_arm
+        .get_credential(get_credential(&vm1.id))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
 
     // Once the identity is removed from vm1, host-1 may no longer fetch it.
@@ -277,7 +296,10 @@ async fn a_user_assigned_identity_shared_by_vms_on_two_hosts_is_fetched_by_both_
     .await
     .unwrap();
     let mut h2 = MsrpClient::new(channel_as(dir, Role::Host("host-2".into()), &e.msrp_grpc).await);
-    let s = h2.get_credential(get_credential(&uami.id)).await.unwrap_err();
+    let s = h2
+        .get_credential(get_credential(&uami.id))
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
     let mut h1 = MsrpClient::new(channel_as(dir, Role::Host("host-1".into()), &e.msrp_grpc).await);
     h1.get_credential(get_credential(&uami.id)).await.unwrap();
@@ -292,7 +314,9 @@ async fn the_arm_api_token_option_refuses_calls_without_the_token() {
     cfg.hosts = 1;
     cfg.arm_api_token = Some("s3cret-token".into());
     // `start` itself waits for ARM through the token.
-    let system = misim::up::start(cfg).await.expect("misim starts with a token");
+    let system = misim::up::start(cfg)
+        .await
+        .expect("misim starts with a token");
     let url = system.endpoints.arm_grpc.clone();
 
     let mut open = misim_proto::arm::arm_client::ArmClient::connect(url.clone())
@@ -305,14 +329,18 @@ async fn the_arm_api_token_option_refuses_calls_without_the_token() {
     assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
     assert!(s.message().contains("MISIM_ARM_TOKEN"), "{}", s.message());
 
-    let mut wrong = misim::client::connect(&url, Some("s3cret-tokeN")).await.unwrap();
+    let mut wrong = misim::client::connect(&url, Some("s3cret-tokeN"))
+        .await
+        .unwrap();
     let s = wrong
         .get_account(pb::GetAccountRequest::default())
         .await
         .unwrap_err();
     assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
 
-    let mut right = misim::client::connect(&url, Some("s3cret-token")).await.unwrap();
+    let mut right = misim::client::connect(&url, Some("s3cret-token"))
+        .await
+        .unwrap();
     let sub = right
         .get_account(pb::GetAccountRequest::default())
         .await

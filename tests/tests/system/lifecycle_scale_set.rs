@@ -3,7 +3,6 @@
 //! serve on every instance; scale out configures new instances, scale in removes instances; delete
 //! removes the identity. Over gRPC and REST.
 
-
 use crate::lifecycle_common::*;
 use misim_proto::arm as pb;
 use misim_tests::Sandbox;

@@ -2,7 +2,6 @@
 //! principal and certificate in MSRP) with the disable request or with its VM; IMDS serves it only in
 //! between. Driven over gRPC and over ARM's REST surface with an Owner's token.
 
-
 use crate::lifecycle_common::*;
 use misim_proto::arm as pb;
 use misim_proto::msrp::{msrp_client::MsrpClient, GetIdentityRequest};

@@ -3,7 +3,6 @@
 //! no new token, and a token issued before still verifies. PATCH semantics over REST ({} adds, null
 //! removes, the no-space type spelling, the per-request limit).
 
-
 use crate::lifecycle_common::*;
 use misim_proto::arm as pb;
 use misim_tests::Sandbox;

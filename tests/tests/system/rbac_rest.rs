@@ -3,7 +3,6 @@
 //! may), and LinkedAuthorizationFailed when attaching a user-assigned identity without
 //! `…/assign/action` on it.
 
-
 use crate::lifecycle_common::*;
 use misim_tests::Sandbox;
 use serde_json::json;

@@ -2,7 +2,6 @@
 //! with another audience, 403 ForbiddenByRbac without a data role (Owner's actions do not grant data
 //! actions), 200 with Key Vault Secrets User inherited from the resource group.
 
-
 use crate::lifecycle_common::*;
 use misim_proto::arm as pb;
 use misim_tests::Sandbox;

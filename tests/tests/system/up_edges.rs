@@ -37,9 +37,10 @@ async fn vm_imds_ports_come_from_the_configured_range() {
     let mut cfg = config(dir.path());
     cfg.vm_ports = Some(range.clone());
     let system = start(cfg).await.expect("starts");
-    let mut arm = misim_proto::arm::arm_client::ArmClient::connect(system.endpoints.arm_grpc.clone())
-        .await
-        .unwrap();
+    let mut arm =
+        misim_proto::arm::arm_client::ArmClient::connect(system.endpoints.arm_grpc.clone())
+            .await
+            .unwrap();
     arm.create_resource_group(pb::CreateResourceGroupRequest {
         name: "rg".into(),
         location: "westeurope".into(),
@@ -57,8 +58,18 @@ async fn vm_imds_ports_come_from_the_configured_range() {
             .await
             .unwrap()
             .into_inner();
-        let port: u16 = vm.imds_endpoint.rsplit(':').next().unwrap().parse().unwrap();
-        assert!(range.contains(&port), "{} outside {range:?}", vm.imds_endpoint);
+        let port: u16 = vm
+            .imds_endpoint
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            range.contains(&port),
+            "{} outside {range:?}",
+            vm.imds_endpoint
+        );
     }
     system.stop().await;
 }
@@ -76,9 +87,15 @@ async fn one_misim_per_data_dir_absolute_paths_and_no_stale_endpoints_file() {
     assert!(std::path::Path::new(written["ca_file"].as_str().unwrap()).is_absolute());
 
     let second = start(config(dir.path())).await;
-    let err = format!("{:#}", second.err().expect("a second misim on the same dir fails"));
+    let err = format!(
+        "{:#}",
+        second.err().expect("a second misim on the same dir fails")
+    );
     assert!(err.contains("in use by another `misim up`"), "{err}");
-    assert!(err.contains(&format!("pid {}", std::process::id())), "{err}");
+    assert!(
+        err.contains(&format!("pid {}", std::process::id())),
+        "{err}"
+    );
 
     system.stop().await;
     assert!(!file.exists(), "endpoints.json removed on stop");

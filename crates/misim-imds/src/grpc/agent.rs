@@ -78,7 +78,8 @@ impl HostAgent for AgentService {
         &self,
         request: Request<pb::SetExtensionRequest>,
     ) -> Result<Response<pb::PlacedVm>, Status> {
-        self.auth.check(&request, "HostAgent/SetExtension", ARM_ONLY)?;
+        self.auth
+            .check(&request, "HostAgent/SetExtension", ARM_ONLY)?;
         let request = request.into_inner();
         let id = resource_id("resource_id", &request.resource_id)?;
         let port = u16::try_from(request.port).map_err(|_| {
@@ -95,7 +96,8 @@ impl HostAgent for AgentService {
         &self,
         request: Request<pb::ConfigureIdentitiesRequest>,
     ) -> Result<Response<pb::PlacedVm>, Status> {
-        self.auth.check(&request, "HostAgent/ConfigureIdentities", ARM_ONLY)?;
+        self.auth
+            .check(&request, "HostAgent/ConfigureIdentities", ARM_ONLY)?;
         let request = request.into_inner();
         let id = resource_id("resource_id", &request.resource_id)?;
         let identities = request

@@ -94,10 +94,7 @@ impl AadClient {
     ///
     /// # Errors
     /// [`MsrpError::InvalidArgument`] when `endpoint` is not a valid URI.
-    pub fn new(
-        endpoint: &str,
-        control: Option<&misim_core::control::ControlTls>,
-    ) -> Result<Self> {
+    pub fn new(endpoint: &str, control: Option<&misim_core::control::ControlTls>) -> Result<Self> {
         let channel = misim_core::control::peer_endpoint(control, endpoint)
             .map_err(|e| MsrpError::InvalidArgument(format!("azure ad endpoint: {e}")))?
             .connect_timeout(Duration::from_secs(2))

@@ -285,7 +285,10 @@ impl Running {
         let msrp = misim_msrp::open(config, shutdown.clone()).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let routes = tonic::service::Routes::new(misim_msrp::grpc::server(msrp.clone(), misim_core::control::ControlAuth::Off));
+        let routes = tonic::service::Routes::new(misim_msrp::grpc::server(
+            msrp.clone(),
+            misim_core::control::ControlAuth::Off,
+        ));
         let token = shutdown.clone();
         let join = tokio::spawn(async move {
             misim_core::serve::serve_grpc(

@@ -125,8 +125,16 @@ fn identity_hint(v: &pb::VirtualMachine, body: &Value) -> String {
         return String::new();
     }
     let rg = &v.resource_group;
-    let name = if v.vm_scale_set.is_empty() { &v.name } else { &v.vm_scale_set };
-    let verb = if v.vm_scale_set.is_empty() { "vm" } else { "vmss" };
+    let name = if v.vm_scale_set.is_empty() {
+        &v.name
+    } else {
+        &v.vm_scale_set
+    };
+    let verb = if v.vm_scale_set.is_empty() {
+        "vm"
+    } else {
+        "vmss"
+    };
     match &v.identity {
         Some(id) if id.r#type != "None" && !id.r#type.is_empty() => {
             let mut have = Vec::new();
