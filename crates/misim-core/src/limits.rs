@@ -94,7 +94,7 @@ pub fn raise_fd_limit() -> u64 {
         if let (Some(cur), Some(max)) = (lim.current, lim.maximum) {
             if cur < max {
                 lim.current = Some(max);
-                if setrlimit(Resource::Nofile, lim.clone()).is_ok() {
+                if setrlimit(Resource::Nofile, lim).is_ok() {
                     return max;
                 }
             }
