@@ -113,4 +113,5 @@ def client_world(misim):
         "rg": rg, "vm": shown, "system": system, "reader": reader, "officer": officer, "sub": sub,
         "vault": vault, "vault_name": "pyclientskv", "imds": shown["imdsEndpoint"],
         "arm": misim.endpoints["arm_rest_https"], "ca": misim.endpoints["ca_file"],
+        "aad_https": misim.endpoints["aad_https"],
     }

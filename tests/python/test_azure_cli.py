@@ -92,6 +92,7 @@ def test_cloud_registered_from_misims_metadata_document(az, client_world):
     cloud = az("cloud", "show", "-n", "misim")
     assert cloud["endpoints"]["resourceManager"].rstrip("/") == client_world["arm"]
     assert cloud["endpoints"]["activeDirectoryResourceId"] == "https://management.core.windows.net/"
+    assert cloud["endpoints"]["activeDirectory"] == client_world["aad_https"]
     assert cloud["suffixes"]["keyvaultDns"] == ".vault.azure.net"
 
 

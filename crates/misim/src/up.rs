@@ -375,6 +375,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     );
     let arm_rest_addr = b.arm_rest.local_addr()?;
     misim_arm::rest::vault_hosts::enable(tls.clone()); // each key vault gets its own https port
+    misim_arm::rest::metadata::set_login_endpoint(endpoints.aad_https.clone()); // cloud metadata
     spawn_party(
         &tasks,
         &shutdown,

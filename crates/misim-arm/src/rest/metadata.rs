@@ -14,6 +14,15 @@ use serde_json::{json, Value};
 
 use super::RestState;
 
+static LOGIN_ENDPOINT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names the Azure AD URL the document advertises as `authentication.loginEndpoint` (misim up:
+/// Azure AD's HTTPS URL, which MSAL-based logins require); without it, the Azure AD URL ARM
+/// validates tokens against is used.
+pub fn set_login_endpoint(url: String) {
+    let _ = LOGIN_ENDPOINT.set(url);
+}
+
 /// True for `/metadata/endpoints` (any case, extra slashes ignored: clients append the path to an
 /// endpoint that may end with `/`).
 pub fn is_metadata_path(path: &str) -> bool {
@@ -57,7 +66,11 @@ pub fn handle(
         )
             .into_response();
     };
-    let doc = document(&super::base_url(&st.arm, headers), st.validator.aad_url());
+    let login = LOGIN_ENDPOINT
+        .get()
+        .map(String::as_str)
+        .unwrap_or_else(|| st.validator.aad_url());
+    let doc = document(&super::base_url(&st.arm, headers), login);
     if api.as_str() < "2022-09-01" {
         return (StatusCode::OK, Json(json!([doc]))).into_response();
     }
