@@ -40,7 +40,8 @@ pub struct RestState {
 }
 
 /// The REST router: `/healthz`, the Key Vault data plane under `/vaults/`, and every ARM resource
-/// path (any method).
+/// path (any method). With [`vault_hosts::enable`]d, it also opens each vault's HTTPS port; those
+/// close once the router (and with it the ARM core) is dropped.
 pub fn router(state: RestState) -> Router {
     if vault_hosts::enabled() {
         vault_hosts::spawn(state.arm.clone(), CancellationToken::new());
