@@ -1,7 +1,8 @@
 //! ARM resource IDs: the one place that knows ARM's resource-ID grammar.
 //!
 //! `/subscriptions/{sub}[/resourceGroups/{rg}[/providers/{Namespace}/{type}/{name}[/{type}/{name}]…]]`.
-//! ARM compares resource IDs case-insensitively (reference §4: "compare case-insensitively"), so
+//! ARM compares resource IDs case-insensitively (Microsoft's samples write `resourcegroups`,
+//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/qs-configure-rest-vm>), so
 //! equality, hashing and [`ResourceId::key`] ignore case while [`ResourceId::as_str`] keeps the casing
 //! the resource was created with.
 

@@ -2,8 +2,8 @@
 //! sled database per party.
 //!
 //! sled writes reach disk every 500 ms on their own; acknowledged writes must call [`Store::flush`]
-//! before the API answers, so state the caller saw survives a crash (DEVELOPERS.md: "Writes that the
-//! API acknowledged are flushed", from the product's design rules).
+//! before the API answers, so state the caller saw survives a crash (docs/ARCHITECTURE.md; the test
+//! `flushed_writes_survive_reopen` below).
 
 use std::marker::PhantomData;
 use std::path::Path;

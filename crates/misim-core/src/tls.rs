@@ -5,7 +5,9 @@
 //! Certificate validity uses wall-clock time, never the injected [`crate::Clock`]: TLS clients check
 //! it against their own clock. Clients trust misim by trusting `<ca dir>/ca.pem`
 //! (`REQUESTS_CA_BUNDLE`, `SSL_CERT_FILE`); Azure SDK certificate credentials refuse plain-HTTP
-//! authorities (reference §5.4), hence HTTPS.
+//! authorities, hence HTTPS (MSAL Python's authority check,
+//! <https://github.com/AzureAD/microsoft-authentication-library-for-python/blob/1.39.0/msal/authority.py>;
+//! tests/python/test_certificate_credential.py).
 
 use std::io;
 use std::net::SocketAddr;
