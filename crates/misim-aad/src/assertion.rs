@@ -1,8 +1,11 @@
 //! Client-assertion verification (RFC 7523 `private_key_jwt`) as Entra does it for certificate
 //! credentials: key lookup by thumbprint header, RS/PS signature, `iss`/`sub`/`aud`, time range, replay.
 //!
-//! Lenient where real clients differ (reference §3.1): `x5t` as base64url with or without padding or as
-//! standard base64, `x5t#S256`, RS256 or PS256, float or integer NumericDates, missing `nbf`/`iat`.
+//! Lenient where real clients differ (each variant is exercised in tests/token.rs): `x5t` as base64url
+//! with or without padding or as standard base64, `x5t#S256`, RS256 or PS256, float or integer
+//! NumericDates, missing `nbf`/`iat`. The clients' assertion code: msal Python
+//! <https://github.com/AzureAD/microsoft-authentication-library-for-python/blob/1.39.0/msal/oauth2cli/assertion.py>,
+//! Rust azure_identity <https://docs.rs/crate/azure_identity/1.0.0/source/src/client_certificate_credential.rs>.
 //! All arithmetic on claim values saturates: a NumericDate of `1e30` or `i64::MAX` is a time-range
 //! rejection, never an overflow.
 
@@ -20,7 +23,8 @@ use crate::model::{KeyCredential, ServicePrincipal, Tenant};
 pub const CLOCK_SKEW_SECS: i64 = 300;
 
 /// Longest accepted time from now to an assertion's `exp`, seconds (1 day). Entra documents 5–10
-/// minutes without publishing its limit (reference §3.1: "not enforced"); clients send now+300 or
+/// minutes without publishing its limit
+/// (<https://learn.microsoft.com/entra/identity-platform/certificate-credentials>); clients send now+300 or
 /// now+600. misim's bound leaves them far inside and keeps replay-cache entries short-lived.
 pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 86_400;
 

@@ -1,4 +1,6 @@
-//! Access-token claims and the token endpoint's success body, v1 and v2 (reference §3.1, §3.3; brief).
+//! Access-token claims and the token endpoint's success body, v1 and v2
+//! (<https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference>,
+//! <https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow>).
 
 use base64::Engine;
 use serde_json::{json, Value};

@@ -1,4 +1,6 @@
-//! OpenID Connect discovery documents (v1 and v2) and JWKS bodies in Entra's shape (reference §3.4).
+//! OpenID Connect discovery documents (v1 and v2) and JWKS bodies in Entra's shape
+//! (<https://learn.microsoft.com/entra/identity-platform/v2-protocols-oidc>; Entra's common documents as captured in
+//! <https://github.com/panva/wellknown/blob/99a4b3ae9d1de76decf16c46cd945d29aa9b2a63/issuers/entra-common/entra-common.mjs>).
 //!
 //! URLs use the configured public URL; `issuer` equals the `iss` of issued tokens. For the
 //! multi-tenant aliases (`common`, `organizations`) the tenant ID is the literal `{tenantid}` as in

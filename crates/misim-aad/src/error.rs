@@ -8,7 +8,8 @@ use axum::response::{IntoResponse, Response};
 pub type Result<T, E = AadError> = std::result::Result<T, E>;
 
 /// Everything that can go wrong in Azure AD: admin API misuse, token request rejections (one variant
-/// per AADSTS code, reference §3.2) and internal failures.
+/// per AADSTS code, <https://learn.microsoft.com/entra/identity-platform/reference-error-codes>)
+/// and internal failures.
 #[derive(Debug, thiserror::Error)]
 pub enum AadError {
     /// A request argument is missing or malformed (admin API).
@@ -134,7 +135,9 @@ struct AadsTs {
 }
 
 impl AadError {
-    /// Status, `error` and AADSTS code + message as Entra answers (reference §3.2, sources S11/S17).
+    /// Status, `error` and AADSTS code + message as Entra answers
+    /// (<https://learn.microsoft.com/entra/identity-platform/reference-error-codes>; statuses as real
+    /// responses quoted in public issues show them, listed in docs/sources.md).
     fn aadsts(&self) -> AadsTs {
         use AadError::*;
         let (bad, unauth) = (StatusCode::BAD_REQUEST, StatusCode::UNAUTHORIZED);
@@ -239,7 +242,8 @@ impl AadError {
 
     /// The HTTP response Entra sends for this error: its status and the JSON body
     /// `{"error","error_description":"AADSTSn: …\r\nTrace ID: …\r\nCorrelation ID: …\r\nTimestamp: …",
-    /// "error_codes":[n],"timestamp","trace_id","correlation_id","error_uri"}` (reference §3.1), with
+    /// "error_codes":[n],"timestamp","trace_id","correlation_id","error_uri"}`
+    /// (<https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow>), with
     /// `now` (epoch seconds) as the timestamp.
     pub fn into_http_response(self, now: i64) -> Response {
         if matches!(self, AadError::Store(_) | AadError::Internal(_)) {

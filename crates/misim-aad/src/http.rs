@@ -35,7 +35,8 @@ pub struct HttpState {
 /// `GET /{tenant}/discovery/keys`, `GET /{tenant}/discovery/v2.0/keys` (`{tenant}` may be `common`) and
 /// `GET /healthz`. Discovery documents name URLs under `public_url` (no trailing slash): the same
 /// state is served once over HTTP and once over HTTPS, each with its own base URL, because MSAL
-/// posts to the discovered `token_endpoint` and requires it to be https (reference §3.4, §5.4).
+/// posts to the discovered `token_endpoint` and requires it to be https
+/// (<https://github.com/AzureAD/microsoft-authentication-library-for-python/blob/1.39.0/msal/authority.py>).
 pub fn router(state: Arc<HttpState>, public_url: &str) -> Router {
     let public_url = PublicUrl(Arc::from(public_url.trim_end_matches('/')));
     Router::new()

@@ -2,7 +2,7 @@
 //! retired keys, still published in JWKS until every token they signed has expired.
 //!
 //! Entra rolls its signing keys and tells relying parties to refresh JWKS rather than pin a key
-//! (reference §3.4; Microsoft "Signing key rollover in the Microsoft identity platform"). misim
+//! (<https://learn.microsoft.com/entra/identity-platform/signing-key-rollover>). misim
 //! rotates lazily: the first token request or JWKS read at or after the rotation time makes the next
 //! key (so tests drive rotation with a manual clock, without waiting). A retired key is kept for the
 //! token lifetime plus clock skew after its retirement, then dropped from JWKS and the store.

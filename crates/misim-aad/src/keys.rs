@@ -96,7 +96,8 @@ impl SigningKey {
     }
 
     /// Signs `claims` as an RS256 JWT with header `{"typ":"JWT","alg":"RS256","kid"}` plus `x5t` when
-    /// `with_x5t` (v1 tokens carry both, v2 only `kid`; reference §3.3). CPU-bound: call from a
+    /// `with_x5t` (v1 tokens carry both, v2 only `kid`;
+    /// <https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference>). CPU-bound: call from a
     /// blocking thread.
     ///
     /// # Errors
@@ -112,7 +113,8 @@ impl SigningKey {
     }
 
     /// The public key as a JWK in Entra's shape: `kty, use, kid, x5t, n, e, x5c` (standard base64 DER),
-    /// plus `issuer` for v2 key sets (reference §3.4, S19).
+    /// plus `issuer` for v2 key sets (Entra's key set as captured in
+    /// <https://github.com/panva/wellknown/blob/99a4b3ae9d1de76decf16c46cd945d29aa9b2a63/issuers/entra-common/entra-common.mjs>).
     pub fn jwk(&self, issuer: Option<&str>) -> serde_json::Value {
         let mut jwk = serde_json::json!({
             "kty": "RSA",

@@ -17,7 +17,8 @@ use crate::keyring::KeyRing;
 /// The only `client_assertion_type` Entra accepts for certificate credentials (RFC 7523).
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// Resources every misim tenant knows (brief: unknown → AADSTS500011), compared without trailing slash.
+/// Resources every misim tenant knows (any other → AADSTS500011,
+/// <https://learn.microsoft.com/entra/identity-platform/reference-error-codes>), compared without trailing slash.
 pub const KNOWN_RESOURCES: &[&str] = &[
     "https://management.azure.com/",
     "https://management.core.windows.net/",
@@ -84,7 +85,8 @@ impl TokenService {
     /// returns the JSON success body.
     ///
     /// # Errors
-    /// Every rejection as the [`AadError`] variant of its AADSTS code (reference §3.2).
+    /// Every rejection as the [`AadError`] variant of its AADSTS code
+    /// (<https://learn.microsoft.com/entra/identity-platform/reference-error-codes>).
     pub async fn issue(
         &self,
         tenant: &str,
