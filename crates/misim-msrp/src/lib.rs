@@ -52,8 +52,8 @@ pub struct Config {
 }
 
 impl Config {
-    /// A config with Azure's certificate lifetimes (valid 90 days, renewed after 45; reference §4,
-    /// how-managed-identities-work-vm.md), a key pool of 4 and a renewal check every 60 seconds.
+    /// A config with Azure's certificate lifetimes (valid 90 days, renewed after 45;
+    /// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>), a key pool of 4 and a renewal check every 60 seconds.
     pub fn new(data_dir: PathBuf, aad_grpc: String, clock: Clock) -> Self {
         Config {
             data_dir,

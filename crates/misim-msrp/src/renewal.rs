@@ -1,6 +1,7 @@
 //! Certificate renewal: certificates older than the renewal age (Azure: 45 of 90 days,
-//! how-managed-identities-work-vm.md) are replaced by a new key and certificate registered in Azure AD;
-//! the replaced one stays registered until it expires, then is removed from Azure AD.
+//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>)
+//! are replaced by a new key and certificate registered in Azure AD; the replaced one stays
+//! registered until it expires, then is removed from Azure AD.
 //!
 //! Hosts keep using the old credential until they refresh through `GetCredential`, which returns the
 //! newest one; both certificates are valid in Azure AD in between. Age and expiry read the [`Clock`], so

@@ -18,8 +18,9 @@ use crate::identity::{IdentityKind, IdentityRecord, IdentityState, NewIdentity, 
 use crate::keypool::KeyPool;
 use crate::store::IdentityStore;
 
-/// Certificate lifetimes (Azure: valid 90 days, renewed after 45; how-managed-identities-work-vm.md,
-/// managed-identities-faq.md).
+/// Certificate lifetimes (Azure: valid 90 days, renewed after 45;
+/// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>,
+/// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/managed-identities-faq>).
 #[derive(Clone, Copy, Debug)]
 pub struct CertPolicy {
     /// Certificate validity, seconds.
