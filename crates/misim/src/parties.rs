@@ -12,7 +12,7 @@ use misim_core::Clock;
 use tokio_util::sync::CancellationToken;
 
 /// MSRP's config with misim's defaults: certificates valid 90 days, renewed after 45 (Azure's values,
-/// how-managed-identities-work-vm.md / managed-identities-faq.md).
+/// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>).
 pub fn msrp_config(data_dir: PathBuf, aad_grpc: String, clock: Clock) -> misim_msrp::Config {
     misim_msrp::Config::new(data_dir, aad_grpc, clock)
 }
