@@ -1,8 +1,9 @@
 //! ARM's one error enum, mapped once to `tonic::Status` and once to ARM's HTTP error body.
 //!
-//! The HTTP shape is ARM's `{"error":{"code","message"}}` with the real status codes (reference §4,
-//! ARM common error responses); the gRPC codes follow the same classes (404 → NotFound, 409 →
-//! AlreadyExists, 401 → Unauthenticated, 403 → PermissionDenied, 503 → Unavailable).
+//! The HTTP shape is ARM's `{"error":{"code","message"}}` with the real status codes
+//! (<https://learn.microsoft.com/azure/azure-resource-manager/troubleshooting/common-deployment-errors>);
+//! the gRPC codes follow the same classes (404 → NotFound, 409 → AlreadyExists, 401 →
+//! Unauthenticated, 403 → PermissionDenied, 503 → Unavailable).
 
 use axum::http::StatusCode;
 
@@ -81,7 +82,7 @@ pub enum ArmError {
         scope: String,
     },
     /// REST: RBAC allows the write but not `assign/action` on a linked user-assigned identity (ARM
-    /// `LinkedAuthorizationFailed`, 403; aad-pod-identity#487, reference §4).
+    /// `LinkedAuthorizationFailed`, 403; <https://github.com/Azure/aad-pod-identity/issues/487>).
     #[error(
         "The client '{principal}' with object id '{principal}' has permission to perform action '{action}' on scope '{scope}'; however, it does not have permission to perform action(s) '{linked_action}' on the linked scope(s) '{linked_scopes}' (respectively) or the linked scope(s) are invalid."
     )]

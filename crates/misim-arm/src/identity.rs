@@ -199,7 +199,8 @@ impl Arm {
     /// Disables the system-assigned identity and/or unassigns user-assigned identities (`az vm
     /// identity remove`): the host is configured without them, then a disabled system-assigned
     /// identity is deleted in MSRP with its service principal and certificate (its lifecycle is tied
-    /// to the VM, how-managed-identities-work-vm.md). Removing an identity the VM lacks is a no-op.
+    /// to the VM, <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>).
+    /// Removing an identity the VM lacks is a no-op.
     ///
     /// # Errors
     /// As [`Arm::update_vm_identity`].

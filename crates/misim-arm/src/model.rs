@@ -61,7 +61,8 @@ pub enum IdentityKind {
 
 /// One user-assigned identity as a VM's identity block shows it. The values are a snapshot taken
 /// when assigned (refreshed while the UAMI exists), so a deleted UAMI stays as a dangling entry with
-/// its old ids, as Azure does (reference §4).
+/// its old ids, as Azure does
+/// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-manage-user-assigned-managed-identities>).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct UserAssignedEntry {
     /// UAMI resource id, in the casing it was assigned with.
@@ -142,8 +143,9 @@ pub struct Vm {
     pub extension_credential_path: String,
 }
 
-/// A legacy managed-identity VM extension (reference §2, S5: publisher `Microsoft.ManagedIdentity`,
-/// type `ManagedIdentityExtensionForWindows|Linux`, settings `{"port":50342}`).
+/// A legacy managed-identity VM extension (publisher `Microsoft.ManagedIdentity`, type
+/// `ManagedIdentityExtensionForWindows|Linux`, settings `{"port":50342}`;
+/// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct VmExtension {
     /// Extension resource name, as given.
@@ -232,7 +234,8 @@ pub struct RoleAssignment {
     pub principal_type: String,
 }
 
-/// The VM `identity` block as ARM shows it (reference §4).
+/// The VM `identity` block as ARM shows it
+/// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/qs-configure-rest-vm>).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct VmIdentityView {
     /// `None` | `SystemAssigned` | `UserAssigned` | `SystemAssigned, UserAssigned`.

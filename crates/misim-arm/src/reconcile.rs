@@ -134,7 +134,8 @@ impl Arm {
 
     /// The identities a VM or scale set (`owner`) should have served: creates its system-assigned
     /// identity in MSRP when missing (step 2) and refreshes the user-assigned entries' ids. Deleted
-    /// user-assigned identities keep their dangling entry but are not served (reference §4).
+    /// user-assigned identities keep their dangling entry but are not served
+    /// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-manage-user-assigned-managed-identities>).
     pub(crate) async fn identity_refs(
         &self,
         owner: &ResourceId,

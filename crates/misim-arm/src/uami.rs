@@ -128,7 +128,9 @@ impl Arm {
     }
 
     /// Deletes a user-assigned identity and (through MSRP) its service principal. VMs keep a dangling
-    /// entry with the old ids, as Azure does (reference §4). Deleting an absent identity succeeds.
+    /// entry with the old ids, as Azure does
+    /// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-manage-user-assigned-managed-identities>).
+    /// Deleting an absent identity succeeds.
     ///
     /// # Errors
     /// Lookup errors, [`ArmError::ReconcilePending`] when MSRP is down (retried).

@@ -1,5 +1,7 @@
 //! Azure's JSON shapes for the REST surface: subscription, resource group, virtual machine (with its
-//! `identity` block, reference §4) and user-assigned identity.
+//! `identity` block,
+//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/qs-configure-rest-vm>)
+//! and user-assigned identity.
 
 use serde_json::{json, Map, Value};
 
@@ -111,7 +113,8 @@ pub fn vm(vm: &Vm) -> Value {
 }
 
 /// `GET …/Microsoft.ManagedIdentity/userAssignedIdentities/{name}` body; `isolationScope` only from
-/// api-version 2024-11-30 (reference §4).
+/// api-version 2024-11-30
+/// (<https://github.com/Azure/azure-rest-api-specs/tree/bf53060244d1691ff4ed8b38e849e572e668d460/specification/msi/resource-manager/Microsoft.ManagedIdentity/stable/2024-11-30>).
 pub fn uami(u: &Uami, api_version: &str) -> Value {
     let (principal_id, client_id) = u
         .identity

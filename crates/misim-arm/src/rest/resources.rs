@@ -19,7 +19,8 @@ use crate::service::Arm;
 mod compute;
 use compute::{vm, vmss};
 
-/// The permission needed to attach a user-assigned identity (reference §4, S4).
+/// The permission needed to attach a user-assigned identity
+/// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/managed-identities-faq>).
 pub const ASSIGN_ACTION: &str = "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action";
 
 /// One authenticated REST request.
