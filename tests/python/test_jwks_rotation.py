@@ -85,7 +85,9 @@ class RotatingMisim:
         self.endpoints = json.loads((self.dir / "endpoints.json").read_text())
 
     def cli(self, *args: str) -> dict:
-        env = dict(os.environ, MISIM_ARM=self.endpoints["arm_grpc"])
+        # The admin certificate `misim up` writes: internal gRPC (MSRP) is mutual TLS.
+        env = dict(os.environ, MISIM_ARM=self.endpoints["arm_grpc"],
+                   MISIM_ADMIN_CERT_DIR=str(self.dir / "ca" / "admin"))
         out = subprocess.run([MISIM, *args], env=env, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout) if out.stdout.strip() else {}
