@@ -151,7 +151,7 @@ def test_pyjwkclient_keeps_validating_across_a_rotation(rotating, tmp_path, monk
         b = fresh_token()
     kid_b = jwt.get_unverified_header(b)["kid"]
 
-    assert validate(b)["azp"] == info["clientId"]  # unknown kid -> the client re-fetches the key set
-    assert validate(a)["azp"] == info["clientId"]  # the retired key is still published
+    assert validate(b)["appid"] == info["clientId"]  # v1 claims; unknown kid -> the client re-fetches the key set
+    assert validate(a)["appid"] == info["clientId"]  # the retired key is still published
     kids = [k["kid"] for k in requests.get(doc["jwks_uri"], verify=ca, timeout=10).json()["keys"]]
     assert kids[0] != kid_a and kid_a in kids and kid_b in kids
