@@ -1,5 +1,7 @@
 //! Step 6: IMDS asks Azure AD for a token on behalf of a VM identity with the client-credentials grant
-//! and a certificate client assertion (the brief's AAD contract; Entra "certificate credentials", S13).
+//! and a certificate client assertion
+//! (<https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow>,
+//! <https://learn.microsoft.com/entra/identity-platform/certificate-credentials>).
 
 use std::time::Duration;
 
@@ -137,7 +139,8 @@ impl AadClient {
     /// # Errors
     /// [`ImdsError::InvalidResource`] with AAD's description when AAD answers `invalid_resource`
     /// (unknown resource, AADSTS500011); [`ImdsError::Aad`] when AAD is unreachable or answers
-    /// anything else (IMDS then reports 500 "Failed to retrieve token from the Active directory", S1).
+    /// anything else (IMDS then reports 500 "Failed to retrieve token from the Active directory",
+    /// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>).
     pub async fn fetch(&self, req: TokenRequest<'_>) -> Result<AadToken> {
         let endpoint = format!("{}/{}/oauth2/token", self.aad_url, req.tenant_id);
         let now = self.clock.now();
@@ -219,7 +222,8 @@ fn plausible_lifetime(secs: i64) -> bool {
 }
 
 /// The token in AAD's success answer. Times and lifetimes outside [`MAX_PLAUSIBLE_SECS`] make the answer
-/// an AAD failure (IMDS then answers 500 `unknown`, S1) rather than a wrapped or overflowing number.
+/// an AAD failure (IMDS then answers 500 `unknown`, as [`AadClient::fetch`] says) rather than a
+/// wrapped or overflowing number.
 fn parse_token(body: &Value, now: i64) -> Result<AadToken> {
     let implausible = |field: &str, v: i64| ImdsError::Aad(format!("implausible {field} {v}"));
     let access_token = body["access_token"]

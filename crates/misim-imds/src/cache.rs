@@ -1,7 +1,8 @@
 //! The IMDS token cache: one token per (VM, identity client id, resource). Azure AD is called only on
 //! a miss, when the cached token has less than five minutes left, or on `bypass_cache=true`
-//! (reference §1.5: "on-the-wire Entra calls only on cache miss or expired cached token"; S3 for
-//! `bypass_cache`). Concurrent misses for one key wait on the same slot, so they cause one AAD call.
+//! (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>; `bypass_cache` from the IMDS REST spec,
+//! <https://github.com/Azure/azure-rest-api-specs/blob/ea83a2a3e90ca3f0420e9d0ef55a811523541aba/specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json>).
+//! Concurrent misses for one key wait on the same slot, so they cause one AAD call.
 
 use std::collections::HashMap;
 use std::future::Future;

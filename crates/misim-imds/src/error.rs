@@ -1,5 +1,11 @@
 //! The crate's one error type, mapped once to a gRPC `Status` (host agent API) and once to the IMDS
-//! HTTP error bodies (reference §1.4), so every surface answers in the real service's shape.
+//! HTTP error bodies, so every surface answers in the real service's shape. docs/imds.md lists each
+//! body with its public source; the item docs below name these by their short titles:
+//! - IMDS doc: <https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service>
+//! - token how-to: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>
+//! - IMDS REST spec: <https://github.com/Azure/azure-rest-api-specs/blob/ea83a2a3e90ca3f0420e9d0ef55a811523541aba/specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json>
+//! - MI FAQ: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/managed-identities-faq>
+//! - migration guide: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};
@@ -12,14 +18,15 @@ pub type Result<T, E = ImdsError> = std::result::Result<T, E>;
 /// Everything that can go wrong on this host, for the agent API and for the IMDS endpoints.
 #[derive(Debug, thiserror::Error)]
 pub enum ImdsError {
-    /// The `Metadata: true` header is missing or wrong (IMDS requires it on every request, S1/S2).
+    /// The `Metadata: true` header is missing or wrong (IMDS requires it on every request; IMDS doc,
+    /// token how-to).
     #[error("required metadata header not specified")]
     MissingMetadataHeader,
-    /// The request carries `X-Forwarded-For` (IMDS rejects proxied requests, S2).
+    /// The request carries `X-Forwarded-For` (IMDS rejects proxied requests; IMDS doc).
     #[error("request carries an x-forwarded-for header")]
     ForwardedFor,
     /// A query parameter name appears twice ("requests with duplicate query parameter names will be
-    /// rejected", S2).
+    /// rejected"; IMDS doc).
     #[error("duplicate query parameter '{0}'")]
     DuplicateQuery(String),
     /// A required query variable (`api-version`, `resource`) is missing or empty.
@@ -28,16 +35,16 @@ pub enum ImdsError {
     /// `api-version` is not a known IMDS version (or too old for the identity category).
     #[error("invalid api-version '{0}'")]
     InvalidApiVersion(String),
-    /// More than one of `client_id`, `object_id`, `msi_res_id`/`mi_res_id` was given (S3).
+    /// More than one of `client_id`, `object_id`, `msi_res_id`/`mi_res_id` was given (IMDS REST spec).
     #[error("more than one identity selector given")]
     ConflictingSelectors,
     /// A query variable has a value IMDS does not accept (e.g. `bypass_cache=false`).
     #[error("invalid value for query variable '{0}'")]
     InvalidQueryValue(&'static str),
-    /// The VM has no identity matching the request (reference §1.3).
+    /// The VM has no identity matching the request (MI FAQ; token how-to).
     #[error("identity not found")]
     IdentityNotFound,
-    /// No selector given and the VM has two or more user-assigned identities and no system one (§1.3).
+    /// No selector given and the VM has two or more user-assigned identities and no system one (MI FAQ).
     #[error("multiple user-assigned identities exist and no selector was given")]
     MultipleUserAssigned,
     /// Azure AD answered `invalid_resource` (AADSTS500011); carries AAD's `error_description`.
@@ -46,7 +53,7 @@ pub enum ImdsError {
     /// Azure AD could not be reached or answered something other than a token or `invalid_resource`.
     #[error("azure ad token request failed: {0}")]
     Aad(String),
-    /// Per-VM rate or concurrency limit exceeded (reference §1.5).
+    /// Per-VM rate or concurrency limit exceeded (IMDS doc; MI FAQ).
     #[error("throttled")]
     Throttled,
     /// Unknown IMDS path.
@@ -55,14 +62,15 @@ pub enum ImdsError {
     /// An HTTP verb other than GET.
     #[error("method not allowed")]
     MethodNotAllowed,
-    /// A leaf of the instance metadata was requested without `format=text` (S2).
+    /// A leaf of the instance metadata was requested without `format=text` (IMDS doc).
     #[error("leaf nodes require format=text")]
     LeafNeedsText,
     /// The request came from an address that is no VM on this host (shared listeners identify the VM
     /// by source address); carries the request URI.
     #[error("unknown source of request {0}")]
     UnknownSource(String),
-    /// The VM extension would serve more user-assigned identities than it supports (S5: 32).
+    /// The VM extension would serve more user-assigned identities than it supports (32; migration
+    /// guide).
     #[error("the managed identity vm extension supports at most 32 user-assigned identities per vm, this vm would have {0}; remove the extension and use imds, which serves up to 1000")]
     ExtensionLimit(usize),
     /// A host agent request is malformed.
@@ -105,7 +113,7 @@ pub enum ImdsError {
 }
 
 /// Which IMDS category answers: the identity category and the instance/other categories use
-/// different error shapes (reference §1.4).
+/// different error shapes (IMDS doc; token how-to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Surface {
     /// `/metadata/identity/*`: `{"error","error_description"}`.
@@ -135,8 +143,8 @@ impl ImdsError {
         }
     }
 
-    /// The HTTP status and JSON body IMDS answers with on `surface` (reference §1.4; exact bodies where
-    /// the reference has them, the same shape otherwise).
+    /// The HTTP status and JSON body IMDS answers with on `surface` (exact bodies where a public source
+    /// quotes them, listed in docs/imds.md; the same shape otherwise).
     pub fn http(&self, surface: Surface) -> (StatusCode, Value) {
         match surface {
             Surface::Identity => self.identity_http(),
@@ -226,8 +234,8 @@ impl ImdsError {
 }
 
 impl ImdsError {
-    /// The HTTP status and JSON body the legacy VM extension's `/oauth2/token` answers with (S1's
-    /// extension table): 400 `bad_request_102` for the Metadata header, 401 `unknown_source` for a
+    /// The HTTP status and JSON body the legacy VM extension's `/oauth2/token` answers with (the token
+    /// how-to's extension table): 400 `bad_request_102` for the Metadata header, 401 `unknown_source` for a
     /// wrong URI or source, 500 `unknown` naming the extension's log file (`log_path`) when no token
     /// could be obtained, and the OAuth 2.0 codes of that table with status 400 (RFC 6749 §5.2; the
     /// table leaves their status blank) for malformed requests (`invalid_request`) and for an identity

@@ -1,6 +1,7 @@
 //! The legacy managed-identity VM extension (`Microsoft.ManagedIdentity/ManagedIdentityExtensionFor
 //! Windows|Linux`, deprecated in favour of IMDS): installing, re-running (new `forceUpdateTag`) and
-//! removing it on a VM, and its limits (seeds 000–002, S5; reference §2).
+//! removing it on a VM, and its limits (the migration guide,
+//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
 //!
 //! While installed the VM has the extension's token endpoint `GET /oauth2/token` (in local mode on a
 //! loopback listener of its own, since two VMs on one loopback cannot both have port 50342) and the
@@ -19,11 +20,12 @@ use crate::model::{
 };
 use crate::vm_disk::VmDisk;
 
-/// The extension's default `settings.port` (S5: "50342 is the default port and can be configured").
+/// The extension's default `settings.port` (migration guide: "50342 is the default port and
+/// can be configured").
 pub const DEFAULT_PORT: u16 = 50342;
 
-/// User-assigned identities the extension serves per VM (S5: "the VM extension only supports having
-/// 32 user-assigned managed identities per VM").
+/// User-assigned identities the extension serves per VM (migration guide: "the VM extension only
+/// supports having 32 user-assigned managed identities per VM").
 pub const MAX_USER_ASSIGNED: usize = 32;
 
 /// The key the extension's token cache is filed under: its own cache, apart from IMDS's.

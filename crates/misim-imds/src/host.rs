@@ -27,7 +27,8 @@ use crate::store::HostStore;
 use crate::throttle::{ImdsLimits, VmThrottle};
 use crate::Config;
 
-/// Azure's limit of user-assigned identities per VM served by IMDS (seeds 000–002, S5: "up to 1000").
+/// Azure's limit of user-assigned identities per VM served by IMDS ("up to 1000",
+/// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
 pub const MAX_USER_ASSIGNED: usize = 1000;
 
 /// One VM placed on this host, while its IMDS listener runs.

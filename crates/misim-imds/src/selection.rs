@@ -1,11 +1,14 @@
-//! Which of a VM's identities a token request gets: the selection table of reference §1.3.
+//! Which of a VM's identities a token request gets: Azure's selection rules
+//! (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/managed-identities-faq>,
+//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>); the selectors and their echo come from the IMDS REST spec
+//! (<https://github.com/Azure/azure-rest-api-specs/blob/ea83a2a3e90ca3f0420e9d0ef55a811523541aba/specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json>).
 
 use misim_core::ResourceId;
 
 use crate::error::{ImdsError, Result};
 use crate::model::{HeldIdentity, IdentityKind};
 
-/// The identity selector of a token request (at most one, S3).
+/// The identity selector of a token request (at most one; IMDS REST spec).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selector {
     /// No selector: system-assigned if present, else the only user-assigned one.
@@ -19,7 +22,7 @@ pub enum Selector {
 }
 
 impl Selector {
-    /// The selector as the success body echoes it (`object_id` / `msi_res_id`, S3 2023-07-01).
+    /// The selector as the success body echoes it (`object_id` / `msi_res_id`; IMDS REST spec 2023-07-01).
     pub fn echo(&self) -> Option<(&'static str, &str)> {
         match self {
             Selector::ObjectId(v) => Some(("object_id", v)),
@@ -29,7 +32,7 @@ impl Selector {
     }
 }
 
-/// Picks the identity for `selector` among `identities` (reference §1.3):
+/// Picks the identity for `selector` among `identities` (Azure's rules, see the module doc):
 ///
 /// | VM identities | no selector | matching selector | unknown selector |
 /// |---|---|---|---|

@@ -1,6 +1,8 @@
-//! Per-VM IMDS throttling (reference §1.5): the identity category allows 20 requests per second and
-//! 5 concurrent requests per VM, the other categories 5 requests per second; beyond that IMDS answers
-//! 429 "Temporarily throttled, too many requests" (S2, S4, hashicorp/terraform-provider-azurerm#20901).
+//! Per-VM IMDS throttling: the identity category allows 20 requests per second and 5 concurrent
+//! requests per VM, the other categories 5 requests per second; beyond that IMDS answers 429
+//! "Temporarily throttled, too many requests" (<https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service>,
+//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/managed-identities-faq>;
+//! the body as <https://github.com/hashicorp/terraform-provider-azurerm/issues/20901> quotes it).
 //!
 //! Windows are whole seconds of the injected [`Clock`], so tests control them.
 
@@ -23,7 +25,7 @@ pub struct ImdsLimits {
     /// Other categories (`/metadata/instance`, `/metadata/versions`): requests per second per VM (Azure: 5).
     pub other_per_second: u32,
     /// `Retry-After` seconds sent with 429 answers; `None` (default) sends none. Whether real IMDS
-    /// sends it is unknown (reference §7); clients honour it when present (azure-core's retry policy,
+    /// sends it is undocumented; clients honour it when present (azure-core's retry policy,
     /// msal's throttle cache, which otherwise holds a 429 for 5 s).
     pub retry_after_secs: Option<u32>,
 }

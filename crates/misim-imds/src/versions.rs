@@ -1,8 +1,11 @@
-//! IMDS api-versions: the list IMDS knows (reference §1.1, S2/S3) and the per-category minimum.
+//! IMDS api-versions: the list IMDS knows and the per-category minimum. Sources: the IMDS doc
+//! <https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service>, the IMDS REST spec
+//! <https://github.com/Azure/azure-rest-api-specs/blob/ea83a2a3e90ca3f0420e9d0ef55a811523541aba/specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json>
+//! and the token how-to <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>.
 
 use crate::error::{ImdsError, Result};
 
-/// Every api-version IMDS accepts, oldest first (S2 list plus the 2023-07-01 spec version, S3).
+/// Every api-version IMDS accepts, oldest first (the IMDS doc's list plus the 2023-07-01 REST spec version).
 pub const KNOWN: &[&str] = &[
     "2017-03-01",
     "2017-04-02",
@@ -37,10 +40,10 @@ pub const KNOWN: &[&str] = &[
     "2023-07-01",
 ];
 
-/// The first api-version with the identity category ("use 2018-02-01 or greater", S1).
+/// The first api-version with the identity category ("use 2018-02-01 or greater", token how-to).
 pub const IDENTITY_MINIMUM: &str = "2018-02-01";
 
-/// The `n` newest versions, newest first (the `newest-versions` field of instance errors, S2).
+/// The `n` newest versions, newest first (the `newest-versions` field of instance errors, IMDS doc).
 pub fn newest(n: usize) -> Vec<&'static str> {
     KNOWN.iter().rev().take(n).copied().collect()
 }

@@ -2,7 +2,8 @@
 //! stands in for the VM's disk. The extension keeps each served identity's certificate and private key
 //! there, world-readable, next to a settings file like the real extension's
 //! `/var/lib/waagent/ManagedIdentity-Settings` — "the credentials used to request tokens are stored on
-//! the virtual machine", which is why Azure replaced the extension with IMDS (seeds 000–002, S5).
+//! the virtual machine", which is why Azure replaced the extension with IMDS
+//! (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
 //! IMDS itself never writes a credential anywhere the VM can read.
 
 use std::path::{Path, PathBuf};
@@ -17,8 +18,8 @@ use crate::model::{HeldIdentity, IdentityKind, VmRecord};
 /// `/var/lib/waagent/ManagedIdentity-Settings`).
 pub const SETTINGS_DIR: &str = "ManagedIdentity-Settings";
 
-/// File mode of everything the extension writes: readable by anyone on the VM (S5: "an attacker who
-/// compromises the VM can steal the credentials").
+/// File mode of everything the extension writes: readable by anyone on the VM (the migration guide
+/// of the module doc: "an attacker who compromises the VM can steal the credentials").
 #[cfg(unix)]
 const FILE_MODE: u32 = 0o644;
 #[cfg(unix)]
@@ -60,7 +61,7 @@ impl VmDisk {
     }
 
     /// The extension's log file, named in its 500 `unknown` error ("For details see logs in <file
-    /// path>", S1).
+    /// path>", <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>).
     pub fn log_file(&self) -> PathBuf {
         self.root.join("ManagedIdentity-Logs").join("extension.log")
     }

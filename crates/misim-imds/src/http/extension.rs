@@ -1,8 +1,11 @@
 //! The legacy VM extension's token endpoint: `GET /oauth2/token?resource=…[&client_id=…|&object_id=…]`
-//! with `Metadata: true` and no `api-version` (seeds 000–002, S5), on the VM's localhost port
-//! (default 50342). The success body is the one of S5's example (all values strings, `refresh_token`
-//! empty); errors follow S1's extension table ([`ImdsError::extension_http`]). The extension has its
-//! own token cache and no throttling (it runs on the VM).
+//! with `Metadata: true` and no `api-version`, on the VM's localhost port (default 50342). The success
+//! body is the one of the migration guide's example (all values strings, `refresh_token` empty);
+//! errors follow the token how-to's extension table ([`ImdsError::extension_http`]). The extension has
+//! its own token cache and no throttling (it runs on the VM).
+//!
+//! - migration guide: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>
+//! - token how-to: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -132,7 +135,7 @@ fn request_uri(uri: &Uri, headers: &HeaderMap) -> String {
     format!("http://{host}{path}")
 }
 
-/// A JSON answer with `Content-Type: application/json` (S5's example response).
+/// A JSON answer with `Content-Type: application/json` (the migration guide's example response).
 fn json(status: StatusCode, body: &Value) -> Response {
     let mut response = (status, body.to_string()).into_response();
     response.headers_mut().insert(

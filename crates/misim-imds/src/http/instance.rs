@@ -1,4 +1,6 @@
-//! `GET /metadata/instance[/path…]`: the VM's compute and network metadata (reference §2, S2/S3).
+//! `GET /metadata/instance[/path…]`: the VM's compute and network metadata
+//! (<https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service>,
+//! <https://github.com/Azure/azure-rest-api-specs/blob/ea83a2a3e90ca3f0420e9d0ef55a811523541aba/specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json>).
 //! All primitives are strings, missing values `""`; a sub-path selects a node (array elements by
 //! index); leaves need `format=text`, which answers plain text (non-leaves: one child name a line).
 
@@ -100,7 +102,7 @@ fn as_text(node: &Value) -> String {
 /// # Errors
 /// api-version errors (instance shape), [`ImdsError::InvalidQueryValue`] for a `format` other than
 /// `json`/`text`, [`ImdsError::NotFound`] for an unknown path, [`ImdsError::LeafNeedsText`] for a leaf
-/// without `format=text` (S2).
+/// without `format=text` (IMDS doc, see the module doc).
 pub fn instance(vm: &VmInfo, path: &[&str], query: &Query) -> Result<Response> {
     versions::check(query.get("api-version"), INSTANCE_MINIMUM)?;
     let text = match query.get("format") {

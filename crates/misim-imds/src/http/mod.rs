@@ -3,8 +3,11 @@
 //! listener (containers: one address such as 169.254.169.254:80 for every VM of the host) identifies
 //! the VM by the request's source address instead.
 //!
-//! Routing is done by hand because IMDS treats the `/metadata` segment case-insensitively (S6) and
-//! answers unknown paths and verbs in its own error shapes (reference §1.4, §2).
+//! Routing is done by hand because IMDS treats the `/metadata` segment case-insensitively (as the
+//! aad-pod-identity IMDS emulator notes,
+//! <https://github.com/Azure/aad-pod-identity/blob/07b01ea01e79bcc594ea0b34f9cd8a2d1fe73a9f/pkg/nmi/server/server.go>)
+//! and answers unknown paths and verbs in its own error shapes
+//! (<https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service>; docs/imds.md).
 
 pub mod extension;
 mod instance;
@@ -27,7 +30,7 @@ use crate::throttle::Category;
 use crate::versions;
 use query::Query;
 
-/// The `Server` header real IMDS sends (reference §1.2, Hexadite/acs-keyvault-agent#43).
+/// The `Server` header real IMDS sends (<https://github.com/Hexadite/acs-keyvault-agent/issues/43>).
 pub const SERVER: &str = "IMDS/150.870.65.1854";
 
 /// What a VM's router needs: the host (cache, AAD client, clock) and the VM it serves.

@@ -1,5 +1,6 @@
 //! IMDS query strings: parsed once, with duplicate names rejected ("requests with duplicate query
-//! parameter names will be rejected", S2).
+//! parameter names will be rejected",
+//! <https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service>).
 
 use std::collections::HashSet;
 

@@ -1,8 +1,10 @@
 //! `GET /metadata/identity/oauth2/token` (steps 5 and 6) and `GET /metadata/identity/info`.
 //!
-//! Checks in the order of reference §6: api-version, resource, selector, then identity selection
-//! (§1.3), then the token cache, and only on a miss Azure AD. The answer has the §1.2 shape: every value
-//! a JSON string, `expires_in` recomputed from `expires_on` on cache hits.
+//! Checks in this order (docs/imds.md): api-version, resource, selector, then identity selection
+//! ([`crate::selection`]), then the token cache, and only on a miss Azure AD. The answer has the
+//! documented shape (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>,
+//! <https://github.com/Azure/azure-rest-api-specs/blob/ea83a2a3e90ca3f0420e9d0ef55a811523541aba/specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json>):
+//! every value a JSON string, `expires_in` recomputed from `expires_on` on cache hits.
 
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -21,7 +23,8 @@ use crate::model::{HeldIdentity, IdentityKind};
 use crate::selection::{select, Selector};
 use crate::versions;
 
-/// The identity selector of `query`; `msi_res_id` and its older name `mi_res_id` are the same selector (S6).
+/// The identity selector of `query`; `msi_res_id` and its older name `mi_res_id` are the same selector
+/// (<https://github.com/Azure/aad-pod-identity/blob/07b01ea01e79bcc594ea0b34f9cd8a2d1fe73a9f/pkg/nmi/server/server.go>).
 ///
 /// # Errors
 /// [`ImdsError::ConflictingSelectors`] when more than one is given.
@@ -56,7 +59,7 @@ fn bypass_cache(query: &Query) -> Result<bool> {
 /// Answers a token request for the VM of `ctx`.
 ///
 /// # Errors
-/// The §1.4 rows: missing/invalid `api-version`, missing `resource`, conflicting selectors, bad
+/// The IMDS token errors (docs/imds.md): missing/invalid `api-version`, missing `resource`, conflicting selectors, bad
 /// `bypass_cache`, Identity not found / Multiple user assigned identities, AAD `invalid_resource`,
 /// AAD failure.
 pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
@@ -126,7 +129,7 @@ pub async fn obtain(
     Ok(token)
 }
 
-/// `GET /metadata/identity/info`: `{"tenantId": …}` of the system-assigned identity (S3), or of the
+/// `GET /metadata/identity/info`: `{"tenantId": …}` of the system-assigned identity (IMDS REST spec), or of the
 /// first identity when the VM has only user-assigned ones.
 ///
 /// # Errors

@@ -1,5 +1,6 @@
 //! Token cache (AAD called only on a miss, near expiry or `bypass_cache=true`; concurrent misses
-//! coalesce) and per-VM throttling (reference §1.5).
+//! coalesce) and per-VM throttling (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>,
+//! <https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service>).
 
 use std::sync::atomic::Ordering;
 

@@ -1,5 +1,5 @@
-//! `GET /metadata/identity/oauth2/token`: success shape, selection table (§1.3), error catalogue (§1.4),
-//! VM isolation and `/metadata/identity/info`.
+//! `GET /metadata/identity/oauth2/token`: success shape, selection table (`src/selection.rs`), error
+//! catalogue (docs/imds.md), VM isolation and `/metadata/identity/info`.
 
 use serde_json::{json, Value};
 
