@@ -1,4 +1,5 @@
-"""Azure SDK certificate credentials against misim's Azure AD over HTTPS (reference §5.4).
+"""Azure SDK certificate credentials against misim's Azure AD over HTTPS (the SDKs refuse http
+authorities: https://github.com/AzureAD/microsoft-authentication-library-for-python/blob/1.39.0/msal/authority.py).
 
 azure-identity `CertificateCredential` and msal `ConfidentialClientApplication` refuse non-https
 authorities, discover the tenant's v2 OpenID configuration and post a client assertion signed with the
@@ -122,7 +123,8 @@ def key_and_cert(path) -> tuple[str, str]:
 @pytest.mark.parametrize("variant", ["thumbprint", "public_certificate"])
 def test_msal_confidential_client_gets_a_verifiable_token(misim, https_env, exported, variant):
     """`thumbprint` makes msal sign RS256 with a SHA-1 `x5t`; `public_certificate` makes it sign PS256
-    with `x5t#S256` and send the chain in `x5c` (reference §3.1)."""
+    with `x5t#S256` and send the chain in `x5c`
+    (https://github.com/AzureAD/microsoft-authentication-library-for-python/blob/1.39.0/msal/application.py)."""
     tenant = exported["info"]["tenantId"]
     key_pem, cert_pem = key_and_cert(exported["path"])
     if variant == "thumbprint":

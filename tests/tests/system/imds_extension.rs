@@ -1,7 +1,8 @@
 //! The legacy managed-identity VM extension over the real system: installed on an ARM-created VM
 //! through its host's agent API, it serves verifiable tokens on `/oauth2/token`, and the credential it
 //! keeps on the VM side is readable by anyone on the VM and usable against Azure AD without the host
-//! (the weakness that made Azure replace it with IMDS, S5); removal deletes it.
+//! (the weakness that made Azure replace it with IMDS,
+//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>); removal deletes it.
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -210,7 +211,7 @@ async fn the_same_client_code_works_against_the_extension_and_imds_by_changing_t
         .into_inner()
         .extension_endpoint;
 
-    // S5: "there are few changes to the request": only the URL differs.
+    // The migration guide: "there are few changes to the request": only the URL differs.
     let urls = [
         format!("{ext}/oauth2/token?resource={MGMT}"),
         format!(
