@@ -14,8 +14,9 @@ use crate::error::{ArmError, Result};
 pub const MAX_USER_ASSIGNED: usize = 1000;
 
 /// The most user-assigned identities one request may add. Azure answers 400 `BadRequest` "User
-/// Assigned Identities Number '151' Assign exceed limit '150' in one request." (Azure/bicep#16559,
-/// aad-pod-identity#813).
+/// Assigned Identities Number '151' Assign exceed limit '150' in one request."
+/// (<https://github.com/Azure/bicep/issues/16559>,
+/// <https://github.com/Azure/aad-pod-identity/issues/813>).
 pub const MAX_USER_ASSIGNED_PER_REQUEST: usize = 150;
 
 /// Parsed `identity.type`.
