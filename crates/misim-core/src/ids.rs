@@ -2,7 +2,7 @@
 //!
 //! `/subscriptions/{sub}[/resourceGroups/{rg}[/providers/{Namespace}/{type}/{name}[/{type}/{name}]…]]`.
 //! ARM compares resource IDs case-insensitively (Microsoft's samples write `resourcegroups`,
-//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/qs-configure-rest-vm>), so
+//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-configure-managed-identities?pivots=identity-mi-methods-rest>), so
 //! equality, hashing and [`ResourceId::key`] ignore case while [`ResourceId::as_str`] keeps the casing
 //! the resource was created with.
 
