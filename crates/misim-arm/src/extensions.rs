@@ -1,6 +1,6 @@
 //! The legacy managed-identity VM extension (`Microsoft.Compute/virtualMachines/extensions`,
 //! publisher `Microsoft.ManagedIdentity`,
-//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>):
+//! <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>):
 //! set (install or re-run), delete and list.
 //! ARM records the extension on the VM (flushed) and the reconciler asks the VM's host to
 //! install/remove it (`HostAgent.SetExtension`), storing the endpoint the host reports.

@@ -1,5 +1,5 @@
 //! The `identity` block of a VM or scale set PUT/PATCH as ARM interprets it
-//! (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/qs-configure-rest-vm>): which `type` values exist, how `userAssignedIdentities` entries add (`{}`) and remove (`null`), the old
+//! (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-configure-managed-identities?pivots=identity-mi-methods-rest>): which `type` values exist, how `userAssignedIdentities` entries add (`{}`) and remove (`null`), the old
 //! `identityIds` array, and the 400s for contradictory requests. Pure functions; no store access.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use crate::error::{ArmError, Result};
 
 /// The most user-assigned identities one VM or scale set can have (Azure: 1000 with IMDS; the
 /// legacy VM extension serves at most 32,
-/// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
+/// <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>).
 pub const MAX_USER_ASSIGNED: usize = 1000;
 
 /// The most user-assigned identities one request may add. Azure answers 400 `BadRequest` "User

@@ -145,7 +145,7 @@ pub struct Vm {
 
 /// A legacy managed-identity VM extension (publisher `Microsoft.ManagedIdentity`, type
 /// `ManagedIdentityExtensionForWindows|Linux`, settings `{"port":50342}`;
-/// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
+/// <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct VmExtension {
     /// Extension resource name, as given.
@@ -235,7 +235,7 @@ pub struct RoleAssignment {
 }
 
 /// The VM `identity` block as ARM shows it
-/// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/qs-configure-rest-vm>).
+/// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-configure-managed-identities?pivots=identity-mi-methods-rest>).
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct VmIdentityView {
     /// `None` | `SystemAssigned` | `UserAssigned` | `SystemAssigned, UserAssigned`.

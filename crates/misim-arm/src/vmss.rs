@@ -1,6 +1,7 @@
 //! Virtual machine scale sets: create with a capacity (instances spread over hosts), read, list,
 //! scale, delete, and the scale set's identities, which apply to every instance. The system-assigned
-//! identity of a scale set is one identity whose resource id is the scale set (qs-configure-rest-vmss).
+//! identity of a scale set is one identity whose resource id is the scale set
+//! (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-configure-managed-identities-scale-sets?pivots=identity-mi-methods-rest>).
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,6 @@
 //! Azure's JSON shapes for the REST surface: subscription, resource group, virtual machine (with its
 //! `identity` block,
-//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/qs-configure-rest-vm>)
+//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-configure-managed-identities?pivots=identity-mi-methods-rest>)
 //! and user-assigned identity.
 
 use serde_json::{json, Map, Value};
