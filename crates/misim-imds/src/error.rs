@@ -5,7 +5,7 @@
 //! - token how-to: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>
 //! - IMDS REST spec: <https://github.com/Azure/azure-rest-api-specs/blob/ea83a2a3e90ca3f0420e9d0ef55a811523541aba/specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json>
 //! - MI FAQ: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/managed-identities-faq>
-//! - migration guide: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>
+//! - migration guide: <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>
 
 use axum::http::StatusCode;
 use serde_json::{json, Value};

@@ -1,7 +1,7 @@
 //! The legacy managed-identity VM extension (`Microsoft.ManagedIdentity/ManagedIdentityExtensionFor
 //! Windows|Linux`, deprecated in favour of IMDS): installing, re-running (new `forceUpdateTag`) and
 //! removing it on a VM, and its limits (the migration guide,
-//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
+//! <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>).
 //!
 //! While installed the VM has the extension's token endpoint `GET /oauth2/token` (in local mode on a
 //! loopback listener of its own, since two VMs on one loopback cannot both have port 50342) and the

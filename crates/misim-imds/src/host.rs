@@ -28,7 +28,7 @@ use crate::throttle::{ImdsLimits, VmThrottle};
 use crate::Config;
 
 /// Azure's limit of user-assigned identities per VM served by IMDS ("up to 1000",
-/// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
+/// <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>).
 pub const MAX_USER_ASSIGNED: usize = 1000;
 
 /// One VM placed on this host, while its IMDS listener runs.

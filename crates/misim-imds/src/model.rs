@@ -112,7 +112,7 @@ pub struct VmRecord {
 }
 
 /// The legacy managed-identity VM extension (`Microsoft.ManagedIdentity/ManagedIdentityExtensionFor*`)
-/// as installed on a VM (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
+/// as installed on a VM (<https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtensionState {
     /// `settings.port`: the port the extension serves on the VM's localhost (Azure default 50342).

@@ -3,7 +3,7 @@
 //! there, world-readable, next to a settings file like the real extension's
 //! `/var/lib/waagent/ManagedIdentity-Settings` — "the credentials used to request tokens are stored on
 //! the virtual machine", which is why Azure replaced the extension with IMDS
-//! (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
+//! (<https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>).
 //! IMDS itself never writes a credential anywhere the VM can read.
 
 use std::path::{Path, PathBuf};

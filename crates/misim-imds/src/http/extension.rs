@@ -4,7 +4,7 @@
 //! errors follow the token how-to's extension table ([`ImdsError::extension_http`]). The extension has
 //! its own token cache and no throttling (it runs on the VM).
 //!
-//! - migration guide: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>
+//! - migration guide: <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>
 //! - token how-to: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>
 
 use std::net::SocketAddr;

@@ -33,7 +33,7 @@ async fn installed_extension_serves_tokens_and_keeps_readable_credentials_on_the
     let ext = placed.extension_endpoint.clone();
 
     // Token without api-version, Metadata: true, and the response shape: the request and response of
-    // https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension
+    // https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension
     let url = format!("{ext}/oauth2/token?resource={MGMT}");
     let (status, headers, body) = get_with(&http(), &url, &[("Metadata", "true")]).await;
     assert_eq!(status, 200, "{body}");

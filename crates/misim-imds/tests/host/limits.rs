@@ -1,5 +1,5 @@
 //! Identity limits per VM: IMDS serves up to 1000 user-assigned identities, the VM extension 32
-//! (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>).
+//! (<https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>).
 
 use crate::fakes::TestIdentity;
 use crate::{token, user_identity, Sandbox};
