@@ -2,7 +2,7 @@
 //! through its host's agent API, it serves verifiable tokens on `/oauth2/token`, and the credential it
 //! keeps on the VM side is readable by anyone on the VM and usable against Azure AD without the host
 //! (the weakness that made Azure replace it with IMDS,
-//! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/howto-migrate-vm-extension>); removal deletes it.
+//! <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>); removal deletes it.
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
