@@ -7,7 +7,7 @@
 //! (`REQUESTS_CA_BUNDLE`, `SSL_CERT_FILE`); Azure SDK certificate credentials refuse plain-HTTP
 //! authorities, hence HTTPS (MSAL Python's authority check,
 //! <https://github.com/AzureAD/microsoft-authentication-library-for-python/blob/1.39.0/msal/authority.py>;
-//! tests/python/test_certificate_credential.py).
+//! `test_plain_http_authority_is_refused_by_the_sdk` in tests/python/test_certificate_credential.py).
 
 use std::io;
 use std::net::SocketAddr;
