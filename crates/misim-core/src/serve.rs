@@ -31,8 +31,8 @@ pub enum ServeError {
 }
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, adding `grpc.health.v1` (each of
-/// `service_names` reported SERVING, plus the empty overall name) and server reflection for all misim
-/// protos. Plain HTTP/2 with [`ConnLimits::GRPC`]: for unit tests with fake peers and for the
+/// `service_names` reported SERVING, plus the empty overall name) and server reflection listing
+/// `service_names`, health and reflection (every misim service when `service_names` is empty). Plain HTTP/2 with [`ConnLimits::GRPC`]: for unit tests with fake peers and for the
 /// user-facing ARM API; internal services use [`serve_grpc_tls`].
 ///
 /// # Errors
@@ -65,10 +65,19 @@ pub async fn serve_grpc_tls(
             .set_service_status(*name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let reflection = tonic_reflection::server::Builder::configure()
+    let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(misim_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    // Reflection lists what this port serves, not every misim service.
+    if !service_names.is_empty() {
+        for name in service_names.iter().copied().chain([
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+        ]) {
+            reflection = reflection.with_service_name(name);
+        }
+    }
+    let reflection = reflection.build_v1()?;
     let routes = routes.add_service(health).add_service(reflection);
     let admission = Admission::new(ConnLimits::GRPC);
     let incoming =

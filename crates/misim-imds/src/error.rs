@@ -157,7 +157,7 @@ impl ImdsError {
         match self {
             ImdsError::MissingMetadataHeader => bad("Required metadata header not specified"),
             ImdsError::ForwardedFor => bad("Request must not contain the X-Forwarded-For header"),
-            ImdsError::DuplicateQuery(n) => bad(&format!("Duplicate query parameter name '{n}' in request")),
+            ImdsError::DuplicateQuery(n) => bad(&format!("Duplicate query parameter name '{}' in request", echo(n))),
             ImdsError::MissingQuery(n) => bad(&format!("Required query variable '{n}' is missing")),
             ImdsError::InvalidApiVersion(_) => bad("Invalid 'api-version' requested"),
             ImdsError::ConflictingSelectors => {
@@ -168,7 +168,7 @@ impl ImdsError {
             ImdsError::MultipleUserAssigned => bad(
                 "Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request",
             ),
-            ImdsError::InvalidResource(d) => (StatusCode::BAD_REQUEST, identity_body("invalid_resource", d)),
+            ImdsError::InvalidResource(d) => (StatusCode::BAD_REQUEST, identity_body("invalid_resource", &echo(d))),
             ImdsError::Aad(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 identity_body("unknown", "Failed to retrieve token from the Active directory"),
@@ -257,7 +257,7 @@ impl ImdsError {
             ),
             ImdsError::UnknownSource(uri) => (
                 StatusCode::UNAUTHORIZED,
-                identity_body("unknown_source", &format!("Unknown Source {uri}")),
+                identity_body("unknown_source", &format!("Unknown Source {}", echo(uri))),
             ),
             ImdsError::IdentityNotFound => (
                 StatusCode::BAD_REQUEST,
@@ -297,6 +297,24 @@ impl From<ImdsError> for tonic::Status {
     fn from(e: ImdsError) -> Self {
         e.to_status()
     }
+}
+
+/// Longest piece of caller input echoed in an error body, characters.
+const ECHO_MAX_CHARS: usize = 200;
+
+/// Caller input as it may appear in an error body: at most [`ECHO_MAX_CHARS`] characters (then `…`),
+/// control characters replaced by U+FFFD (JSON encoding escapes the rest), so a 10 KB resource or
+/// raw bytes are not reflected back.
+pub(crate) fn echo(input: &str) -> String {
+    let mut out: String = input
+        .chars()
+        .take(ECHO_MAX_CHARS)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect();
+    if input.chars().nth(ECHO_MAX_CHARS).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]

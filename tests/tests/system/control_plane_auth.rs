@@ -349,3 +349,58 @@ async fn the_arm_api_token_option_refuses_calls_without_the_token() {
     assert!(!sub.subscription_id.is_empty());
     system.stop().await;
 }
+
+/// The services gRPC reflection lists on `channel`.
+async fn reflected_services(channel: Channel) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let resp = stream.message().await.unwrap().expect("one response");
+    match resp.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            let mut names: Vec<String> = l.service.into_iter().map(|s| s.name).collect();
+            names.sort();
+            names
+        }
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_on_each_port_lists_only_the_services_it_serves() {
+    let sb = Sandbox::start_with_hosts(1).await;
+    let e = &sb.endpoints;
+    let arm = Endpoint::from_shared(e.arm_grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(
+        reflected_services(arm).await,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "misim.arm.v1.Arm"
+        ]
+    );
+    let msrp = sb.admin(&e.msrp_grpc).await;
+    assert_eq!(
+        reflected_services(msrp).await,
+        [
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "misim.msrp.v1.Msrp"
+        ]
+    );
+    sb.stop().await;
+}

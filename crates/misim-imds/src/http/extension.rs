@@ -88,13 +88,7 @@ async fn handle(ctx: &VmCtx, method: &Method, uri: &Uri, headers: &HeaderMap) ->
     if method != Method::GET {
         return Err(ImdsError::MethodNotAllowed);
     }
-    let metadata = headers
-        .get("metadata")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    if metadata != Some("true") {
-        return Err(ImdsError::MissingMetadataHeader);
-    }
+    super::check_metadata_header(headers)?;
     let query = Query::parse(uri.query())?;
     let resource = query
         .get("resource")

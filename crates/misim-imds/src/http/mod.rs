@@ -73,6 +73,21 @@ async fn dispatch_shared(
     }
 }
 
+/// Checks the `Metadata: true` header IMDS requires (IMDS doc: "Metadata: true" must be present): one
+/// such header, value `true` (surrounding spaces ignored). A repeated header is refused like a
+/// missing one: which of two values IMDS would honour is not documented, so neither is trusted.
+///
+/// # Errors
+/// [`ImdsError::MissingMetadataHeader`].
+pub(crate) fn check_metadata_header(headers: &HeaderMap) -> Result<()> {
+    let mut values = headers.get_all("metadata").iter();
+    let first = values.next().and_then(|v| v.to_str().ok()).map(str::trim);
+    if first != Some("true") || values.next().is_some() {
+        return Err(ImdsError::MissingMetadataHeader);
+    }
+    Ok(())
+}
+
 /// The IMDS paths misim serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route<'a> {
@@ -148,13 +163,7 @@ async fn handle(
     if method != Method::GET {
         return Err(ImdsError::MethodNotAllowed);
     }
-    let metadata = headers
-        .get("metadata")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim);
-    if metadata != Some("true") {
-        return Err(ImdsError::MissingMetadataHeader);
-    }
+    check_metadata_header(headers)?;
     if headers.contains_key("x-forwarded-for") {
         return Err(ImdsError::ForwardedFor);
     }

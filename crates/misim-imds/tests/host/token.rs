@@ -315,3 +315,39 @@ async fn identity_info_returns_the_tenant() {
         .unwrap();
     assert_eq!(get_json(&url).await, (200, json!({"tenantId": TENANT})));
 }
+
+#[tokio::test]
+async fn a_repeated_metadata_header_is_refused_and_long_input_is_not_echoed_whole() {
+    let sb = Sandbox::unlimited().await;
+    let e = sb.place("vm1").await;
+    sb.configure("vm1", &[&system_identity("vm1")])
+        .await
+        .unwrap();
+    let url = format!("{e}/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https://vault.azure.net");
+    // Two `Metadata` headers: refused like a missing one, whatever their values.
+    let r = http()
+        .get(&url)
+        .header("Metadata", "true")
+        .header("Metadata", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        invalid_request("Required metadata header not specified")
+    );
+    // A 10 KB parameter name repeated: the error names it, cut to 200 characters.
+    let long = "p".repeat(10_000);
+    let (status, body) = raw(&format!("{url}&{long}=1&{long}=2"), Some("true")).await;
+    assert_eq!(status, 400);
+    let d = body["error_description"].as_str().unwrap();
+    assert!(d.len() < 400, "{} bytes echoed", d.len());
+    assert!(d.contains(&format!("{}…", "p".repeat(200))), "{d}");
+    // Control characters in the echoed name are replaced.
+    let (status, body) = raw(&format!("{url}&a%01b=1&a%01b=2"), Some("true")).await;
+    assert_eq!(status, 400);
+    let d = body["error_description"].as_str().unwrap();
+    assert!(d.contains("a\u{FFFD}b") && !d.contains('\u{1}'), "{d:?}");
+}
