@@ -4,17 +4,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== cargo build (bins)"
+# Seconds per phase, printed at the end (README "Timings").
+phase() { echo "== $1"; PHASES+=("$1"); STARTS+=("$SECONDS"); }
+PHASES=(); STARTS=()
+summary() {
+  local i end
+  echo "== timings (seconds)"
+  for i in "${!PHASES[@]}"; do
+    end=${STARTS[$((i + 1))]:-$SECONDS}
+    printf '   %-60s %5d\n' "${PHASES[$i]}" "$((end - STARTS[i]))"
+  done
+  printf '   %-60s %5d\n' "total" "$SECONDS"
+  if [ -d target ]; then du -sh target | awk '{print "   target/ " $1}'; fi
+}
+trap summary EXIT
+
+phase "cargo build (bins): what the quick start's cargo run builds"
 cargo build --workspace --bins
-echo "== cargo test"
+phase "cargo test"
 cargo test --workspace
 
-echo "== python tests (real Azure SDK clients)"
+phase "python tests (real Azure SDK clients)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 MISIM_BIN="$PWD/target/debug/misim" .venv/bin/python -m pytest -q tests/python
 
-echo "== docs: every shell example of README.md and docs/*.md against a live misim"
+phase "docs: every shell example of README.md and docs/*.md against a live misim"
 MISIM_BIN="$PWD/target/debug/misim" .venv/bin/python scripts/run_docs.py
