@@ -245,6 +245,7 @@ mod tests {
             tenant_id: "11111111-2222-3333-4444-555555555555".into(),
             display_name: "d".into(),
             default_domain: "misim.onmicrosoft.com".into(),
+            created_date_time: 1,
         }
     }
 

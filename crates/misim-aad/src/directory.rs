@@ -4,6 +4,7 @@
 //! Writes are serialized by one async mutex (held across the flush, never a std lock across `.await`),
 //! which makes "create unless it exists" and read-modify-write of key credentials race-free.
 
+use misim_core::Clock;
 use tokio::sync::Mutex;
 use tracing::info;
 
@@ -35,6 +36,7 @@ pub struct NewServicePrincipal {
 pub struct Directory {
     store: AadStore,
     writes: Mutex<()>,
+    clock: Clock,
 }
 
 fn require(value: &str, name: &str) -> Result<()> {
@@ -45,11 +47,12 @@ fn require(value: &str, name: &str) -> Result<()> {
 }
 
 impl Directory {
-    /// A directory over `store`.
-    pub fn new(store: AadStore) -> Self {
+    /// A directory over `store` whose new tenants get `clock`'s time as their creation time.
+    pub fn new(store: AadStore, clock: Clock) -> Self {
         Directory {
             store,
             writes: Mutex::new(()),
+            clock,
         }
     }
 
@@ -69,6 +72,7 @@ impl Directory {
             tenant_id: uuid::Uuid::new_v4().to_string(),
             display_name: DEFAULT_TENANT_NAME.to_string(),
             default_domain: DEFAULT_TENANT_DOMAIN.to_string(),
+            created_date_time: self.clock.now(),
         };
         self.store.put_tenant(&tenant, true)?;
         self.store.flush().await?;
@@ -115,6 +119,7 @@ impl Directory {
             tenant_id: id,
             display_name: display_name.to_string(),
             default_domain: domain,
+            created_date_time: self.clock.now(),
         };
         self.store.put_tenant(&tenant, false)?;
         self.store.flush().await?;

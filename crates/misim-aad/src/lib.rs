@@ -23,6 +23,7 @@ mod http;
 mod keyring;
 mod keys;
 mod model;
+pub mod resources;
 mod store;
 mod table;
 mod token;
@@ -140,7 +141,10 @@ pub async fn run(
 ) -> Result<(), RunError> {
     config.validate()?;
     let store = store::AadStore::open(&config.data_dir)?;
-    let directory = Arc::new(directory::Directory::new(store.clone()));
+    let directory = Arc::new(directory::Directory::new(
+        store.clone(),
+        config.clock.clone(),
+    ));
     let stop = shutdown.child_token();
     let grpc_addr = listeners.grpc.local_addr().ok();
     let http_addr = listeners.http.local_addr().ok();

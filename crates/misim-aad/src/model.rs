@@ -14,6 +14,10 @@ pub struct Tenant {
     pub display_name: String,
     /// Initial domain, e.g. `misim.onmicrosoft.com`; the token endpoint accepts it in place of the ID.
     pub default_domain: String,
+    /// When the tenant was created, epoch seconds: the `xms_tcdt` claim of every token it issues.
+    /// 0 for tenants stored before misim recorded it (their tokens then omit `xms_tcdt`).
+    #[serde(default)]
+    pub created_date_time: i64,
 }
 
 /// A managed identity's service principal (Graph `servicePrincipal` with

@@ -332,6 +332,7 @@ mod tests {
             tenant_id: TID.into(),
             display_name: "d".into(),
             default_domain: "Misim.onmicrosoft.com".into(),
+            created_date_time: 1,
         };
         store.put_tenant(&t, false).unwrap();
         assert_eq!(store.default_tenant_id().unwrap(), None);

@@ -17,23 +17,12 @@ use crate::keyring::KeyRing;
 /// The only `client_assertion_type` Entra accepts for certificate credentials (RFC 7523).
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
-/// Resources every misim tenant knows (any other → AADSTS500011,
-/// <https://learn.microsoft.com/entra/identity-platform/reference-error-codes>), compared without trailing slash.
-pub const KNOWN_RESOURCES: &[&str] = &[
-    "https://management.azure.com/",
-    "https://management.core.windows.net/",
-    "https://vault.azure.net",
-    "https://storage.azure.com/",
-    "https://database.windows.net/",
-    "https://graph.microsoft.com/",
-];
-
-/// True when `resource` is a known resource, with or without trailing slash, any casing.
+/// True when `resource` names a first-party resource every misim tenant knows (any other →
+/// AADSTS500011, <https://learn.microsoft.com/entra/identity-platform/reference-error-codes>):
+/// its application ID URI with or without trailing slash, any casing, a per-account host, or its
+/// application ID ([`crate::resources::lookup`]).
 pub fn is_known_resource(resource: &str) -> bool {
-    let r = resource.trim_end_matches('/');
-    KNOWN_RESOURCES
-        .iter()
-        .any(|k| k.trim_end_matches('/').eq_ignore_ascii_case(r))
+    crate::resources::is_known(resource)
 }
 
 /// Issues tokens: validates the request, authenticates the client and signs.
@@ -145,6 +134,7 @@ impl TokenService {
             now,
             lifetime_secs: self.lifetime_secs,
             az_rid: param("xms_az_rid"),
+            tenant_created: tenant.created_date_time,
         };
         let claims = facts.claims();
         let key = self.keys.current(now).await?;
@@ -197,6 +187,7 @@ mod tests {
     fn known_resources_match_with_or_without_trailing_slash() {
         assert!(is_known_resource("https://management.azure.com"));
         assert!(is_known_resource("https://vault.azure.net/"));
+        assert!(is_known_resource("https://cognitiveservices.azure.com"));
         assert!(!is_known_resource("https://example.com/"));
     }
 }

@@ -97,6 +97,6 @@ async fn https_discovery_names_https_endpoints_and_issues_tokens() {
         (claims["appid"].as_str(), claims["ver"].as_str()),
         (Some(cid), Some("1.0"))
     );
-    assert_eq!(claims["xms_mirid"], UAMI_ID);
+    assert_eq!(claims["xms_mirid"], mirid(UAMI_ID));
     aad.stop().await;
 }

@@ -72,7 +72,7 @@ async fn v1_and_v2_tokens_verify_against_discovered_jwks_with_expected_claims() 
             c["idtyp"].as_str(),
             c["xms_mirid"].as_str()
         ),
-        (Some(tid), Some("app"), Some(VM_ID))
+        (Some(tid), Some("app"), Some(mirid(VM_ID).as_str()))
     );
     assert_eq!(
         (c["iat"].as_i64(), c["nbf"].as_i64(), c["exp"].as_i64()),
@@ -108,7 +108,8 @@ async fn v1_and_v2_tokens_verify_against_discovered_jwks_with_expected_claims() 
         &aad,
         &format!("/{tid}/v2.0/.well-known/openid-configuration"),
         token,
-        "https://vault.azure.net",
+        // v2 tokens carry the resource application's ID: Key Vault's.
+        "cfa8b339-82a2-471a-a3c9-0fc0be7a4093",
     )
     .await;
     assert!(header.x5t.is_none());

@@ -29,6 +29,11 @@ pub const VM_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/res
 pub const UAMI_ID: &str = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg1/\
                            providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1";
 
+/// `id` as a token's `xms_mirid` carries it: `/resourcegroups/` in lower case, the rest as is.
+pub fn mirid(id: &str) -> String {
+    id.replacen("/resourceGroups/", "/resourcegroups/", 1)
+}
+
 /// A running Azure AD.
 pub struct Aad {
     pub http_url: String,
