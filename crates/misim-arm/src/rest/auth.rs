@@ -12,12 +12,15 @@ use tracing::{info, warn};
 
 use crate::error::{ArmError, Result};
 
-/// Audiences ARM accepts (the ARM resource URIs, with and without trailing slash).
+/// Audiences ARM accepts: the ARM resource URIs, with and without trailing slash, and ARM's
+/// first-party application ID (the `aud` of v2-shaped tokens,
+/// <https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference>).
 pub const ARM_AUDIENCES: &[&str] = &[
     "https://management.azure.com/",
     "https://management.azure.com",
     "https://management.core.windows.net/",
     "https://management.core.windows.net",
+    "797f4846-ba00-4fd7-ba43-dac1f8f63013",
 ];
 
 /// Clock skew tolerated on `exp` and `nbf`, seconds (ARM and Entra tolerate 5 minutes).

@@ -24,8 +24,15 @@ use super::RestState;
 use crate::error::{ArmError, Result};
 use crate::vault::{Secret, Vault, RETENTION_DAYS};
 
-/// Audiences Key Vault accepts.
-pub const VAULT_AUDIENCES: &[&str] = &["https://vault.azure.net", "https://vault.azure.net/"];
+/// Audiences Key Vault accepts: its resource URI (v1 tokens carry it as requested) and its
+/// first-party application ID, which v2 tokens carry as `aud`
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/access-token-claims-reference>,
+/// <https://learn.microsoft.com/en-us/troubleshoot/azure/entra/entra-id/governance/verify-first-party-apps-sign-in>).
+pub const VAULT_AUDIENCES: &[&str] = &[
+    "https://vault.azure.net",
+    "https://vault.azure.net/",
+    "cfa8b339-82a2-471a-a3c9-0fc0be7a4093",
+];
 
 /// The data action needed to read a secret's value.
 pub const GET_SECRET: &str = "Microsoft.KeyVault/vaults/secrets/getSecret/action";
