@@ -152,6 +152,40 @@ for spec in vm-1b:vm-1a:host-1:172.31.1.2:172.31.2.2:id-victim-2 vm-2b:vm-2a:hos
   tally < <(compose exec -T "$attacker" python - vm "$cfg" <"$here/attack_vm.py" 2>&1)
 done
 
+# ------------------------------------------------------------------------------- connection flood
+echo "== connection flood: vm-2b holds ~24000 idle connections to host-2's IMDS (more than a process's"
+echo "   20000 open files in the stack); vm-2a asks for its token meanwhile"
+# two processes: each VM process has its own open-files limit too
+flood_logs=()
+flood_pids=()
+for i in 1 2; do
+  flood_logs[$i]="$(mktemp "${TMPDIR:-/tmp}/misim-attack-flood.XXXXXX")"
+  compose exec -T vm-2b python - flood '{"host": "172.31.2.2", "port": 80, "count": 12000, "hold": 30}' \
+    <"$here/attack_vm.py" >"${flood_logs[$i]}" 2>&1 &
+  flood_pids[$i]=$!
+done
+for _ in $(seq 1 120); do
+  up=0
+  for i in 1 2; do
+    if grep -q '^holding' "${flood_logs[$i]}" || ! kill -0 "${flood_pids[$i]}" 2>/dev/null; then up=$((up + 1)); fi
+  done
+  [ "$up" = 2 ] && break
+  sleep 1
+done
+holding="$(for i in 1 2; do grep '^holding' "${flood_logs[$i]}" || tail -n 2 "${flood_logs[$i]}"; done | tr '\n' ';')"
+cid2="$(jget .clientId <<<"${uami[id-victim-2]}")"
+res="$(compose exec -T vm-2a curl -s --noproxy '*' -m 15 -o /dev/null -w '%{http_code} %{time_total}' -H Metadata:true \
+  "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=$resource_q&client_id=$cid2")"
+read -r code secs <<<"$res"
+if [ "$code" = 200 ] && awk -v t="${secs:-99}" 'BEGIN { exit !(t < 1.0) }'; then
+  echo "PASS vm-2a gets its token within 1 s while vm-2b floods their host -- HTTP $code in ${secs}s; vm-2b: $holding"
+  passed=$((passed + 1))
+else
+  fail "vm-2a gets its token within 1 s while vm-2b floods their host -- HTTP ${code:-none} in ${secs:-?}s; vm-2b: $holding"
+fi
+wait "${flood_pids[@]}" 2>/dev/null
+rm -f "${flood_logs[@]}"
+
 # ------------------------------------------------------------------------------- control-network attacks
 victim2="$(ref id-victim-2 | jq -c '. + {host: "host-2"}')"
 attach="$(jq -nc --arg id "$(jget .id <<<"${vm_json[vm-1a]}")" '{host: "host-1", vm_id: $id, vm_name: "vm-1a"}')"

@@ -387,6 +387,26 @@ def vm_mode(cfg):
     report(not bad, f"{me}: another VM's token from any open port of {host_name} (per-VM listeners)",
            "; ".join(bad[:4]) or f"{len(answers)} requests on ports {open_ports}, no foreign token")
 
+    # --- a request whose headers never end (one connection held open forever starved the old hosts)
+    wait = cfg.get("slow_wait", 20)
+    try:
+        s = socket.create_connection((host_ip, 80), timeout=3)
+        s.sendall(b"GET /metadata/instance?api-version=2021-02-01 HTTP/1.1\r\nHost: 169.254.169.254\r\nMetadata: true\r\n")
+        s.settimeout(wait)
+        t0 = time.time()
+        try:
+            data = s.recv(4096)
+            took = time.time() - t0
+            report(True, f"{me}: a request whose headers never end is cut off (header-read timeout)",
+                   f"closed after {took:.0f}s" + (f" with {data.splitlines()[0][:40]!r}" if data else ""))
+        except socket.timeout:
+            report(False, f"{me}: a request whose headers never end is cut off (header-read timeout)",
+                   f"still open after {wait}s")
+        finally:
+            s.close()
+    except OSError as e:
+        report(False, f"{me}: a request whose headers never end is cut off (header-read timeout)", f"no connection: {e}")
+
     # --- other hosts' listeners and the control network
     answers = []
     for ip in cfg["other_host_ips"] + [control[h] for h in cfg["host_names"]]:
@@ -626,9 +646,53 @@ def keys_mode(cfg):
         report(True, what, f"{len(keys)} key/database files, none readable by uid 65534{note}")
 
 
+# ------------------------------------------------------------------------------------------- flood mode
+def flood_mode(cfg):
+    """Opens cfg["count"] idle TCP connections to cfg["host"]:cfg["port"], prints `holding N open (of M
+    connected)` once they are up, keeps them cfg["hold"] seconds, then closes them. Not an attempt of
+    its own: deploy/attack.sh measures another VM's token meanwhile."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    count = min(cfg["count"], hard - 64)
+    socks = []
+    for i in range(0, count, 500):  # batch by batch; connections not up within 3 s count as refused
+        pending = selectors.DefaultSelector()
+        for _ in range(min(500, count - i)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setblocking(False)
+            err = s.connect_ex((cfg["host"], cfg["port"]))
+            if err == errno.EINPROGRESS:
+                pending.register(s, selectors.EVENT_WRITE)
+            elif err == 0:
+                socks.append(s)
+            else:
+                s.close()
+        deadline = time.time() + 3
+        while pending.get_map() and time.time() < deadline:
+            for key, _ in pending.select(timeout=max(0.0, deadline - time.time())):
+                pending.unregister(key.fileobj)
+                if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    socks.append(key.fileobj)
+                else:
+                    key.fileobj.close()
+        for key in list(pending.get_map().values()):
+            key.fileobj.close()
+        pending.close()
+    time.sleep(2)
+    check = selectors.DefaultSelector()
+    for s in socks:
+        check.register(s, selectors.EVENT_READ)
+    closed = len(check.select(timeout=0))
+    print(f"holding {len(socks) - closed} open (of {len(socks)} connected, {count} tried)", flush=True)
+    time.sleep(cfg["hold"])
+    for s in socks:
+        s.close()
+    print("flood over", flush=True)
+
+
 def main():
     mode, cfg = sys.argv[1], json.loads(sys.argv[2])
-    {"vm": vm_mode, "control": control_mode, "keys": keys_mode}[mode](cfg)
+    {"vm": vm_mode, "control": control_mode, "keys": keys_mode, "flood": flood_mode}[mode](cfg)
 
 
 if __name__ == "__main__":
