@@ -54,6 +54,11 @@ def test_every_file_below_the_data_dir_is_private_under_umask_022():
         _cli(endpoints, "vm", "create", "-g", "rg", "-n", "vm1")
         _cli(endpoints, "vm", "identity", "assign", "-g", "rg", "-n", "vm1", "--identities", "system")
         _cli(endpoints, "identity", "create", "-g", "rg", "-n", "id1")
+        # The legacy VM extension writes its credentials on the VM's (simulated) disk, readable by
+        # anyone on that VM as in Azure; on the machine they sit below the host's private store.
+        _cli(endpoints, "vm", "extension", "set", "-g", "rg", "--vm-name", "vm1",
+             "-n", "ManagedIdentityExtensionForLinux", "--publisher", "Microsoft.ManagedIdentity",
+             "--version", "1.0", "--settings", '{"port":50342}')
         pem = root / "id1.pem"
         _cli(endpoints, "identity", "credential", "export", "-g", "rg", "-n", "id1", "--out", str(pem),
              "--msrp", endpoints["msrp_grpc"], "--cert-dir", str(data_dir / "ca" / "admin"))
@@ -64,13 +69,22 @@ def test_every_file_below_the_data_dir_is_private_under_umask_022():
         proc.wait(timeout=30)
 
     try:
-        loose = []
+        loose, vm_side = [], []
         for path in [data_dir, *data_dir.rglob("*")]:
             mode = stat.S_IMODE(path.lstat().st_mode)
+            if "vm-disks" in path.relative_to(data_dir).parts:
+                vm_side.append(path)
+                continue
             if path.is_dir() and mode & 0o077:
                 loose.append(f"{path} dir {oct(mode)}")
             elif path.is_file() and mode & 0o077:
                 loose.append(f"{path} file {oct(mode)}")
+        # The VM-side files are the one deliberate exception (readable on the VM), and no other user
+        # of the machine can reach them: a directory above them is private.
+        assert any(p.name.endswith(".pem") for p in vm_side), "the extension wrote its credentials"
+        for p in vm_side:
+            above = [a for a in p.parents if data_dir in a.parents or a == data_dir]
+            assert any(not stat.S_IMODE(a.lstat().st_mode) & 0o001 for a in above), p
         # The stores that hold private keys and the key files themselves must exist to be checked.
         for must in ["msrp/db", "aad/db", "hosts/host-1/db", "ca/ca.key", "ca/admin/key.pem"]:
             assert (data_dir / must).exists(), must

@@ -140,6 +140,11 @@ impl LocalCa {
     }
 
     fn create(dir: &Path) -> Result<(), TlsError> {
+        if dir.is_dir() {
+            // An existing (empty) directory, e.g. a volume's mount point, which cannot be replaced
+            // by a rename: write the files into it, the key first, each through a rename.
+            return Self::create_in(dir);
+        }
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
         let key = KeyPair::generate()?;
@@ -176,6 +181,27 @@ impl LocalCa {
     /// The CA as the issuer of certificates it signs (control-plane party certificates).
     pub(crate) fn issuer(&self) -> Issuer<'static, &KeyPair> {
         Issuer::new(ca_params(), &self.key)
+    }
+
+    fn create_in(dir: &Path) -> Result<(), TlsError> {
+        let key = KeyPair::generate()?;
+        let mut params = ca_params();
+        let now = now_utc();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::seconds(CA_VALIDITY_SECS);
+        let cert = params.self_signed(&key)?;
+        crate::fsperm::create_private_dir(dir).map_err(io_err(dir))?;
+        let stage = |name: &str| dir.join(format!(".{name}.{}", uuid::Uuid::new_v4()));
+        let key_tmp = stage(CA_KEY_FILE);
+        write_private(&key_tmp, &key.serialize_pem())?;
+        let cert_tmp = stage(CA_CERT_FILE);
+        std::fs::write(&cert_tmp, cert.pem()).map_err(io_err(&cert_tmp))?;
+        let key_path = dir.join(CA_KEY_FILE);
+        std::fs::rename(&key_tmp, &key_path).map_err(io_err(&key_path))?;
+        let cert_path = dir.join(CA_CERT_FILE);
+        std::fs::rename(&cert_tmp, &cert_path).map_err(io_err(&cert_path))?;
+        info!(ca = %cert_path.display(), "created local certificate authority");
+        Ok(())
     }
 
     /// Path of the CA certificate clients must trust.
@@ -418,6 +444,21 @@ mod tests {
         }
         b.server_config(&["aad".into(), "10.0.0.5".into()]).unwrap();
         assert!(b.server_config(&["nämé".into()]).is_err());
+    }
+
+    #[test]
+    fn a_ca_is_made_inside_an_existing_directory_such_as_a_mount_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("mounted");
+        std::fs::create_dir(&ca_dir).unwrap();
+        let a = LocalCa::load_or_create(&ca_dir).unwrap();
+        let b = LocalCa::load_or_create(&ca_dir).unwrap();
+        assert_eq!(a.ca_pem(), b.ca_pem());
+        let names: Vec<_> = std::fs::read_dir(&ca_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "no staging files left: {names:?}");
     }
 
     fn client(ca: &LocalCa) -> reqwest::Client {
