@@ -216,15 +216,25 @@ pub fn verify(
     if expired || too_long || early {
         return Err(AadError::AssertionTimeRange { now, nbf, exp });
     }
-    if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
-        let until = exp.unwrap_or(now).saturating_add(CLOCK_SKEW_SECS);
-        if !jtis.first_use(
-            format!("{}/{jti}", sp.app_id.to_ascii_lowercase()),
-            until,
-            now,
-        ) {
-            return Err(AadError::AssertionReplayed(jti.to_string()));
-        }
+    // `jti` is a required claim of a client assertion
+    // (<https://learn.microsoft.com/en-us/entra/identity-platform/certificate-credentials>); without
+    // it a replay could not be told from a new assertion.
+    let Some(jti) = claims
+        .get("jti")
+        .and_then(Value::as_str)
+        .filter(|j| !j.is_empty())
+    else {
+        return Err(AadError::MalformedAssertion(
+            "the client assertion has no jti claim".into(),
+        ));
+    };
+    let until = exp.unwrap_or(now).saturating_add(CLOCK_SKEW_SECS);
+    if !jtis.first_use(
+        format!("{}/{jti}", sp.app_id.to_ascii_lowercase()),
+        until,
+        now,
+    ) {
+        return Err(AadError::AssertionReplayed(jti.to_string()));
     }
     Ok(key.thumbprint_sha1_hex.clone())
 }
@@ -319,6 +329,32 @@ mod tests {
             c.extend(t);
         }
         jsonwebtoken::encode(&header, &claims, signer).unwrap()
+    }
+
+    #[test]
+    fn an_assertion_without_jti_is_refused_and_one_with_jti_is_accepted_once() {
+        let (sp, signer) = principal();
+        let jtis = JtiCache::default();
+        for missing in [json!(null), json!(""), json!(7)] {
+            let a = assertion(
+                &sp,
+                &signer,
+                json!({"nbf": NOW, "exp": NOW + 300, "jti": missing}),
+            );
+            assert!(
+                matches!(
+                    verify(&a, &sp, &tenant(), NOW, &jtis),
+                    Err(AadError::MalformedAssertion(_))
+                ),
+                "jti {missing}"
+            );
+        }
+        let a = assertion(&sp, &signer, json!({"nbf": NOW, "exp": NOW + 300}));
+        assert!(verify(&a, &sp, &tenant(), NOW, &jtis).is_ok());
+        assert!(matches!(
+            verify(&a, &sp, &tenant(), NOW, &jtis),
+            Err(AadError::AssertionReplayed(_))
+        ));
     }
 
     #[test]
