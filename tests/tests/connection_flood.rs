@@ -10,51 +10,24 @@ use misim_tests::Sandbox;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-const MGMT: &str = "https://management.azure.com/";
+#[path = "system/lifecycle_common/mod.rs"]
+mod lifecycle_common;
+use lifecycle_common::{enable_system, group, vm, MGMT};
 
-async fn vm(sb: &Sandbox, name: &str) -> pb::VirtualMachine {
-    let mut arm = sb.arm().await;
-    arm.create_vm(pb::CreateVmRequest {
-        resource_group: "rg".into(),
-        name: name.into(),
-        host: "host-1".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("vm");
-    arm.assign_vm_identity(pb::AssignVmIdentityRequest {
-        resource_group: "rg".into(),
-        name: name.into(),
-        system_assigned: true,
-        ..Default::default()
-    })
-    .await
-    .expect("identity");
-    arm.get_vm(pb::GetVmRequest {
-        resource_group: "rg".into(),
-        name: name.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("get")
-    .into_inner()
+/// A VM with a system-assigned identity on host-1, in group `rg`.
+async fn vm_with_identity(sb: &Sandbox, name: &str) -> pb::VirtualMachine {
+    let created = vm(sb, "rg", name, "host-1").await;
+    enable_system(sb, "rg", name).await;
+    created
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_connections_to_one_vm_leaves_another_vm_its_token() {
     misim_core::limits::raise_fd_limit();
     let sb = Sandbox::start_with_hosts(1).await;
-    sb.arm()
-        .await
-        .create_resource_group(pb::CreateResourceGroupRequest {
-            name: "rg".into(),
-            location: "westeurope".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let attacker = vm(&sb, "attacker").await;
-    let victim = vm(&sb, "victim").await;
+    group(&sb, "rg").await;
+    let attacker = vm_with_identity(&sb, "attacker").await;
+    let victim = vm_with_identity(&sb, "victim").await;
     // The victim's token is cached before the flood (a cold token measures Azure AD, not fairness).
     let (status, _) = sb.imds_token(&victim.imds_endpoint, MGMT, &[]).await;
     assert_eq!(status, 200);

@@ -2,7 +2,6 @@
 //! besides `grpc.rs` that touches generated types; they take and return domain types.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use misim_core::control::ControlTls;
 use misim_proto::aad::aad_admin_client::AadAdminClient;
@@ -76,10 +75,9 @@ pub struct IdentityRef {
 }
 
 fn channel(url: &str, control: Option<&ControlTls>) -> Result<Channel> {
-    let endpoint = misim_core::control::peer_endpoint(control, url)
-        .map_err(ArmError::InvalidArgument)?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30));
+    // Timeouts: 3 s to connect, 30 s per call (peer_endpoint's).
+    let endpoint =
+        misim_core::control::peer_endpoint(control, url).map_err(ArmError::InvalidArgument)?;
     Ok(endpoint.connect_lazy())
 }
 

@@ -19,7 +19,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{
@@ -296,41 +295,41 @@ impl ControlTls {
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
     }
 
-    /// A lazily connected endpoint for a peer at `url` with this identity: `http://` URLs are switched
-    /// to `https://` (peer flags may keep the plain scheme), 3 s connect timeout, 30 s per call.
+    /// A lazily connected endpoint for a peer at `url` with this identity ([`peer_endpoint`]).
     ///
     /// # Errors
     /// A message when the URL is malformed or the TLS config is refused.
     pub fn endpoint(&self, url: &str) -> Result<Endpoint, String> {
-        let url = match url.strip_prefix("http://") {
-            Some(rest) => format!("https://{rest}"),
-            None => url.to_string(),
-        };
-        Endpoint::from_shared(url.clone())
-            .map_err(|e| format!("invalid peer url '{url}': {e}"))?
-            .tls_config(self.client_tls())
-            .map_err(|e| format!("tls config for '{url}': {e}"))
-            .map(|e| {
-                e.connect_timeout(Duration::from_secs(3))
-                    .timeout(Duration::from_secs(30))
-            })
+        peer_endpoint(Some(self), url)
     }
 }
 
-/// A plain or mutual-TLS endpoint for an internal peer, as the party's config says.
+/// Connect timeout of internal peer endpoints.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Per-call timeout of internal peer endpoints.
+const PEER_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The endpoint of an internal peer at `url`: mutual TLS with `control`'s certificate when given
+/// (`http://` URLs are switched to `https://`, so peer flags may keep the plain scheme), plain
+/// otherwise; 3 s connect timeout, 30 s per call.
 ///
 /// # Errors
-/// A message when the URL is malformed.
+/// A message when the URL is malformed or the TLS config is refused.
 pub fn peer_endpoint(control: Option<&ControlTls>, url: &str) -> Result<Endpoint, String> {
-    match control {
-        Some(c) => c.endpoint(url),
-        None => Endpoint::from_shared(url.to_string())
-            .map(|e| {
-                e.connect_timeout(Duration::from_secs(3))
-                    .timeout(Duration::from_secs(30))
-            })
-            .map_err(|e| format!("invalid peer url '{url}': {e}")),
+    let url = match (control, url.strip_prefix("http://")) {
+        (Some(_), Some(rest)) => format!("https://{rest}"),
+        _ => url.to_string(),
+    };
+    let mut endpoint =
+        Endpoint::from_shared(url.clone()).map_err(|e| format!("invalid peer url '{url}': {e}"))?;
+    if let Some(c) = control {
+        endpoint = endpoint
+            .tls_config(c.client_tls())
+            .map_err(|e| format!("tls config for '{url}': {e}"))?;
     }
+    Ok(endpoint
+        .connect_timeout(PEER_CONNECT_TIMEOUT)
+        .timeout(PEER_CALL_TIMEOUT))
 }
 
 fn bad(path: PathBuf, reason: &str) -> TlsError {
@@ -429,9 +428,6 @@ pub fn caller<T>(req: &Request<T>, rpc: &str) -> Result<Role, Status> {
         ))
     })
 }
-
-/// Shared, cheaply cloned control TLS.
-pub type SharedControlTls = Arc<ControlTls>;
 
 #[cfg(test)]
 mod tests {

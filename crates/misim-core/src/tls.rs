@@ -147,17 +147,12 @@ impl LocalCa {
         }
         let parent = dir.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let key = KeyPair::generate()?;
-        let mut params = ca_params();
-        let now = now_utc();
-        params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::seconds(CA_VALIDITY_SECS);
-        let cert = params.self_signed(&key)?;
+        let (key_pem, cert_pem) = Self::generate()?;
         let tmp = parent.join(format!(".ca-{}", uuid::Uuid::new_v4()));
         crate::fsperm::create_private_dir(&tmp).map_err(io_err(&tmp))?;
-        write_private(&tmp.join(CA_KEY_FILE), &key.serialize_pem())?;
+        write_private(&tmp.join(CA_KEY_FILE), &key_pem)?;
         let cert_path = tmp.join(CA_CERT_FILE);
-        std::fs::write(&cert_path, cert.pem()).map_err(io_err(&cert_path))?;
+        std::fs::write(&cert_path, cert_pem).map_err(io_err(&cert_path))?;
         match std::fs::rename(&tmp, dir) {
             Ok(()) => {
                 info!(ca = %dir.join(CA_CERT_FILE).display(), "created local certificate authority");
@@ -183,19 +178,25 @@ impl LocalCa {
         Issuer::new(ca_params(), &self.key)
     }
 
-    fn create_in(dir: &Path) -> Result<(), TlsError> {
+    /// A new CA key and its self-signed certificate (valid from an hour ago for 10 years), PEM.
+    fn generate() -> Result<(String, String), TlsError> {
         let key = KeyPair::generate()?;
         let mut params = ca_params();
         let now = now_utc();
         params.not_before = now - time::Duration::hours(1);
         params.not_after = now + time::Duration::seconds(CA_VALIDITY_SECS);
         let cert = params.self_signed(&key)?;
+        Ok((key.serialize_pem(), cert.pem()))
+    }
+
+    fn create_in(dir: &Path) -> Result<(), TlsError> {
+        let (key_pem, cert_pem) = Self::generate()?;
         crate::fsperm::create_private_dir(dir).map_err(io_err(dir))?;
         let stage = |name: &str| dir.join(format!(".{name}.{}", uuid::Uuid::new_v4()));
         let key_tmp = stage(CA_KEY_FILE);
-        write_private(&key_tmp, &key.serialize_pem())?;
+        write_private(&key_tmp, &key_pem)?;
         let cert_tmp = stage(CA_CERT_FILE);
-        std::fs::write(&cert_tmp, cert.pem()).map_err(io_err(&cert_tmp))?;
+        std::fs::write(&cert_tmp, cert_pem).map_err(io_err(&cert_tmp))?;
         let key_path = dir.join(CA_KEY_FILE);
         std::fs::rename(&key_tmp, &key_path).map_err(io_err(&key_path))?;
         let cert_path = dir.join(CA_CERT_FILE);
@@ -263,16 +264,7 @@ impl LocalCa {
 }
 
 fn write_private(path: &Path, contents: &str) -> Result<(), TlsError> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(io_err(path))?;
-    f.write_all(contents.as_bytes()).map_err(io_err(path))
+    crate::fsperm::write_private(path, contents.as_bytes()).map_err(io_err(path))
 }
 
 /// A listener bound for HTTPS, with the TLS config to serve it with.

@@ -194,16 +194,17 @@ impl Host {
 
     /// The IMDS endpoint of a VM whose listener has `port` (0: no own listener, the shared one).
     pub(crate) fn endpoint(&self, port: u16) -> String {
-        match (port, self.shared_imds) {
-            (0, Some(shared)) => format!("http://{shared}"),
-            (0, None) => String::new(),
-            _ => format!("http://{}", SocketAddr::new(self.listen_ip, port)),
-        }
+        self.listener_url(port, self.shared_imds)
     }
 
     /// The extension endpoint of a VM whose extension listener has `port` (0: the shared one).
     pub(crate) fn extension_endpoint(&self, port: u16) -> String {
-        match (port, self.shared_extension) {
+        self.listener_url(port, self.shared_extension)
+    }
+
+    /// `http://` URL of a VM's own listener on `port`, or of `shared` when it has none (port 0).
+    fn listener_url(&self, port: u16, shared: Option<SocketAddr>) -> String {
+        match (port, shared) {
             (0, Some(shared)) => format!("http://{shared}"),
             (0, None) => String::new(),
             _ => format!("http://{}", SocketAddr::new(self.listen_ip, port)),

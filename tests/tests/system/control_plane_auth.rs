@@ -16,40 +16,14 @@ use misim_proto::tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpo
 use misim_proto::tonic::Code;
 use misim_tests::{channel_as, Sandbox};
 
-/// A VM with a system-assigned identity, placed on `host`.
+use crate::lifecycle_common::{enable_system, group, vm};
+
+/// A VM with a system-assigned identity, placed on `host`, in a new group `rg`.
 async fn vm_with_identity(sb: &Sandbox, rg: &str, name: &str, host: &str) -> pb::VirtualMachine {
-    let mut arm = sb.arm().await;
-    arm.create_resource_group(pb::CreateResourceGroupRequest {
-        name: rg.into(),
-        location: "westeurope".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("group");
-    arm.create_vm(pb::CreateVmRequest {
-        resource_group: rg.into(),
-        name: name.into(),
-        host: host.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("vm");
-    arm.assign_vm_identity(pb::AssignVmIdentityRequest {
-        resource_group: rg.into(),
-        name: name.into(),
-        system_assigned: true,
-        ..Default::default()
-    })
-    .await
-    .expect("identity");
-    arm.get_vm(pb::GetVmRequest {
-        resource_group: rg.into(),
-        name: name.into(),
-        ..Default::default()
-    })
-    .await
-    .expect("get vm")
-    .into_inner()
+    group(sb, rg).await;
+    let created = vm(sb, rg, name, host).await;
+    enable_system(sb, rg, name).await;
+    created
 }
 
 /// TLS that trusts misim's CA but presents no client certificate.
