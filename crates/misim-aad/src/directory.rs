@@ -12,6 +12,9 @@ use crate::error::{AadError, Result};
 use crate::model::{KeyCredential, ServicePrincipal, Tenant};
 use crate::store::AadStore;
 
+mod applications;
+pub use applications::RoleRef;
+
 /// Display name of the default tenant.
 pub const DEFAULT_TENANT_NAME: &str = "misim default directory";
 /// Initial domain of the default tenant.
@@ -304,13 +307,14 @@ impl Directory {
         Ok(sp)
     }
 
-    /// Deletes a principal; deleting an absent one succeeds.
+    /// Deletes a principal and the app-role assignments it holds; deleting an absent one succeeds.
     ///
     /// # Errors
     /// [`AadError::Store`] on store failure.
     pub async fn delete_service_principal(&self, tenant_id: &str, object_id: &str) -> Result<()> {
         let _w = self.writes.lock().await;
         if let Some(sp) = self.store.remove_principal(tenant_id, object_id)? {
+            self.remove_assignments_of(&sp.tenant_id, &sp.object_id)?;
             self.store.flush().await?;
             info!(
                 identity = %sp.msi_resource_id,

@@ -14,11 +14,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 mod assertion;
+mod applications;
 mod claims;
 mod directory;
 mod discovery;
 pub mod error;
 mod grpc;
+mod grpc_applications;
 mod http;
 mod keyring;
 mod keys;
@@ -153,13 +155,18 @@ pub async fn run(
     // signing key is generated (its HTTP listener is bound already; clients wait in its backlog).
     let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
     let routes = tonic::service::Routes::new(grpc::server(directory.clone(), auth));
+    // App registrations (misim.aad.v1.Applications), admin only.
+    let routes = routes.add_service(grpc_applications::server(
+        directory.clone(),
+        misim_core::control::ControlAuth::for_config(config.control.as_ref()),
+    ));
     let grpc_tls = config.control.as_ref().map(|c| c.server_tls());
     let grpc = {
         let stop = stop.clone();
         let served = misim_core::serve::serve_grpc_tls(
             listeners.grpc,
             routes,
-            &[grpc::SERVICE_NAME],
+            &[grpc::SERVICE_NAME, grpc_applications::SERVICE_NAME],
             grpc_tls,
             stop.clone(),
         );

@@ -19,6 +19,8 @@ use crate::table::{self, finish, Tree, TxResult};
 
 mod signing;
 pub use signing::SigningKeyRecord;
+mod applications;
+pub use applications::AppTrees;
 
 /// Typed access to every table Azure AD keeps.
 #[derive(Clone)]
@@ -31,6 +33,7 @@ pub struct AadStore {
     principal_by_app: Tree<String>,
     principal_by_msi: Tree<String>,
     signing: Tree<SigningKeyRecord>,
+    apps: AppTrees,
 }
 
 const DEFAULT_TENANT: &str = "default_tenant";
@@ -79,6 +82,7 @@ impl AadStore {
             principal_by_app: Tree::open(&db, "service_principal_by_app_id")?,
             principal_by_msi: Tree::open(&db, "service_principal_by_msi_resource_id")?,
             signing: Tree::open(&db, "signing_key")?,
+            apps: AppTrees::open(&db)?,
             db,
         })
     }

@@ -121,7 +121,13 @@ impl TokenService {
             })?;
         let now = self.clock.now();
         let thumbprint = assertion::verify(assertion, &sp, &tenant, now, &self.jtis)?;
-        if !is_known_resource(&audience) {
+        // An application registered in the tenant (identifier URI or appId), else a first-party one.
+        let app = self.directory.resolve_application_audience(
+            &tenant.tenant_id,
+            &audience,
+            &sp.object_id,
+        )?;
+        if app.is_none() && !is_known_resource(&audience) {
             return Err(AadError::UnknownResource {
                 resource: audience,
                 tenant: tenant.tenant_id,
@@ -136,9 +142,12 @@ impl TokenService {
             az_rid: param("xms_az_rid"),
             tenant_created: tenant.created_date_time,
         };
-        let claims = facts.claims();
+        let (claims, token_version) = match &app {
+            Some(app) => (app.claims(&facts), app.application.token_version()),
+            None => (facts.claims(), facts.token_version()),
+        };
         let key = self.keys.current(now).await?;
-        let with_x5t = facts.token_version() == Version::V1;
+        let with_x5t = token_version == Version::V1;
         let token = tokio::task::spawn_blocking(move || key.sign(&claims, with_x5t))
             .await
             .map_err(|e| AadError::Internal(format!("signing task: {e}")))??;
