@@ -10,6 +10,7 @@ pub mod ids;
 pub mod limits;
 pub mod serve;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 pub use clock::Clock;

@@ -79,6 +79,10 @@ pub async fn serve_grpc_tls(
     }
     let reflection = reflection.build_v1()?;
     let routes = routes.add_service(health).add_service(reflection);
+    // Each call continues its caller's trace (W3C traceparent) and is counted.
+    let trace = crate::telemetry::propagation::TraceLayer::new(
+        crate::telemetry::propagation::listener_party(listener.local_addr().ok()),
+    );
     let admission = Admission::new(ConnLimits::GRPC);
     let incoming =
         futures_util::stream::unfold((listener, admission), |(listener, admission)| async move {
@@ -88,7 +92,8 @@ pub async fn serve_grpc_tls(
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-        .concurrency_limit_per_connection(256);
+        .concurrency_limit_per_connection(256)
+        .layer(trace);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
@@ -130,7 +135,9 @@ pub async fn serve_http_limited(
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt;
 
-    listener.local_addr()?;
+    let trace = crate::telemetry::propagation::TraceLayer::new(
+        crate::telemetry::propagation::listener_party(Some(listener.local_addr()?)),
+    );
     let admission = Admission::new(limits);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -154,6 +161,7 @@ pub async fn serve_http_limited(
                 req
             },
         );
+        let svc = tower::Layer::layer(&trace, svc);
         let svc = hyper_util::service::TowerToHyperService::new(svc);
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), svc)

@@ -360,6 +360,10 @@ pub async fn serve_https(
         .await;
     });
     let incoming = TlsIncoming { streams: rx, local }.tap_io(|_| {});
+    // Each request continues its caller's trace and is counted (see crate::telemetry).
+    let router = router.layer(crate::telemetry::propagation::TraceLayer::new(
+        crate::telemetry::propagation::listener_party(Some(local)),
+    ));
     let served = axum::serve(
         incoming,
         router.into_make_service_with_connect_info::<SocketAddr>(),
