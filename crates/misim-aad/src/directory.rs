@@ -215,6 +215,10 @@ impl Directory {
             principal_id = %sp.object_id,
             "created service principal"
         );
+        let step = misim_core::telemetry::step_span(2, "aad"); // the flow's trace
+        step.record("identity", sp.msi_resource_id.as_str());
+        step.record("principal", sp.object_id.as_str());
+        step.record("outcome", "success");
         Ok(sp)
     }
 

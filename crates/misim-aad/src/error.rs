@@ -190,6 +190,11 @@ impl AadError {
             }
             UnsupportedGrantType(g) => {
                 format!("The app requested an unsupported grant type '{g}'.")
+    /// The AADSTS number of this error (for the refused-requests metric).
+    pub(crate) fn aadsts_code(&self) -> u32 {
+        self.aadsts().code
+    }
+
             }
             MissingResource => "Resource identifier is not provided.".into(),
             UnknownResource { resource, tenant } => format!(

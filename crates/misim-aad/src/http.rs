@@ -98,6 +98,13 @@ async fn token(state: &HttpState, tenant: &str, version: Version, body: &[u8]) -
         Ok(form) => state.tokens.issue(tenant, version, &form).await,
         Err(e) => Err(e),
     };
+    if let Err(e) = &result {
+        // Refused token requests by AADSTS code (misim_core::telemetry::metrics).
+        misim_core::telemetry::metrics::get()
+            .assertion_failures
+            .with_label_values(&["aad", &e.aadsts_code().to_string()])
+            .inc();
+    }
     state.respond(result)
 }
 

@@ -151,6 +151,10 @@ impl KeyRing {
             info!(kid = %k.kid, "dropped expired token signing key");
         }
         info!(kid = %key.kid, seq, previous = keys.len(), "new token signing key");
+        misim_core::telemetry::metrics::get()
+            .key_rotations
+            .with_label_values(&["aad"])
+            .inc();
         keys.push(key);
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
         Ok(())

@@ -174,6 +174,16 @@ mod tests {
             audience_from_scope("https://vault.azure.net/.default").unwrap(),
             "https://vault.azure.net"
         );
+        // The flow's trace and metrics (misim_core::telemetry).
+        let step = misim_core::telemetry::step_span(6, "aad");
+        step.record("identity", sp.msi_resource_id.as_str());
+        step.record("principal", sp.object_id.as_str());
+        step.record("resource", audience.as_str());
+        step.record("outcome", "success");
+        misim_core::telemetry::metrics::get()
+            .tokens_issued
+            .with_label_values(&["aad", audience.as_str(), "client_credentials"])
+            .inc();
         assert_eq!(
             audience_from_scope("openid https://management.azure.com//.default offline_access")
                 .unwrap(),

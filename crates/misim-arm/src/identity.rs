@@ -164,7 +164,11 @@ impl Arm {
         vm.sync = SyncState::Pending;
         self.store.vms.put(&vm_id.key(), &vm)?;
         self.store.flush().await?;
-        let result = self.reconcile_vm_locked(vm_id).await;
+        // Step 1 in the flow's trace; MSRP (2) and the host (3) continue it (misim_core::telemetry).
+        let step = misim_core::telemetry::step_span(1, "arm");
+        misim_core::telemetry::record_vm(&step, vm_id.as_str());
+        let result = tracing::Instrument::instrument(self.reconcile_vm_locked(vm_id), step.clone()).await;
+        misim_core::telemetry::record_outcome(&step, &result);
         drop(guard);
         result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
         Ok(self.live_vm(vm_id)?.identity_view())

@@ -141,6 +141,10 @@ impl Arm {
             .put(&ra.id.to_ascii_lowercase(), &ra)?;
         self.store.flush().await?;
         info!(step = 4, principal = %principal, role = def.role_name, scope = %scope, assignment = %ra.name, "created role assignment");
+        let step = misim_core::telemetry::step_span(4, "arm"); // the flow's trace
+        step.record("principal", principal.as_str());
+        step.record("resource", scope.as_str());
+        step.record("outcome", "success");
         Ok((ra, true))
     }
 

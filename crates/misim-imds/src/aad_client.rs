@@ -170,6 +170,7 @@ impl AadClient {
         let resp = self
             .http
             .post(&endpoint)
+            .headers(trace_headers())
             .form(&form)
             .send()
             .await
@@ -255,6 +256,14 @@ fn parse_token(body: &Value, now: i64) -> Result<AadToken> {
         resource: body["resource"].as_str().unwrap_or_default().to_string(),
         token_type: body["token_type"].as_str().unwrap_or("Bearer").to_string(),
     })
+}
+
+
+/// The current flow's W3C `traceparent` for the call to Azure AD (misim_core::telemetry).
+fn trace_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    misim_core::telemetry::propagation::inject_headers(&mut headers);
+    headers
 }
 
 #[cfg(test)]

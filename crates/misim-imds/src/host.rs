@@ -449,6 +449,10 @@ pub(crate) fn local_port(listener: Option<&TcpListener>) -> Result<u16> {
     };
     listener
         .local_addr()
+            let step = misim_core::telemetry::step_span(3, &self.host_name); // the flow's trace
+            misim_core::telemetry::record_vm(&step, id.as_str());
+            step.record("identity", identity.msi_res_id.as_str());
+            step.record("outcome", "success");
         .map(|a| a.port())
         .map_err(|e| ImdsError::Bind(e.to_string()))
 }

@@ -102,6 +102,21 @@ impl VmThrottle {
     /// # Errors
     /// [`ImdsError::Throttled`] when this second's budget or (identity) the concurrency limit is used up.
     pub fn admit(&self, category: Category) -> Result<Admission> {
+        let admitted = self.admit_inner(category);
+        if admitted.is_err() {
+            let name = match category {
+                Category::Identity => "identity",
+                Category::Other => "other",
+            };
+            misim_core::telemetry::metrics::get()
+                .throttled
+                .with_label_values(&["imds", name])
+                .inc();
+        }
+        admitted
+    }
+
+    fn admit_inner(&self, category: Category) -> Result<Admission> {
         if !self.limits.enabled {
             return Ok(Admission { _permit: None });
         }

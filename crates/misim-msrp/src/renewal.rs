@@ -54,6 +54,10 @@ impl Msrp {
             match self.renew_one(&id).await {
                 Ok((renewed, retired)) => {
                     if renewed {
+                        misim_core::telemetry::metrics::get()
+                            .cert_renewals
+                            .with_label_values(&["msrp"])
+                            .inc();
                         report.renewed.push(record.resource_id.clone());
                     }
                     report.retired += retired;

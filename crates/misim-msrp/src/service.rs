@@ -161,6 +161,10 @@ impl Msrp {
             thumbprint = %record.current.thumbprint_sha1_hex,
             "created service principal and certificate"
         );
+        let step = misim_core::telemetry::step_span(2, "msrp"); // the flow's trace
+        step.record("identity", id.as_str());
+        step.record("principal", principal.object_id.as_str());
+        step.record("outcome", "success");
         Ok(record)
     }
 
@@ -278,6 +282,10 @@ impl Msrp {
             not_after = record.current.not_after,
             "issued credential to host"
         );
+        let step = misim_core::telemetry::step_span(3, "msrp"); // the flow's trace
+        step.record("identity", id.as_str());
+        step.record("host", host);
+        step.record("outcome", "success");
         Ok(record)
     }
 }

@@ -349,6 +349,16 @@ async fn serve(
 }
 
 fn authorize(arm: &Arm, caller: &Caller, action: &str, scope: &ResourceId) -> Result<()> {
+    // Step 7 in the flow's trace (misim_core::telemetry).
+    let step = misim_core::telemetry::step_span(7, "arm");
+    step.record("principal", caller.object_id.as_str());
+    step.record("resource", scope.as_str());
+    let result = authorize_inner(arm, caller, action, scope);
+    misim_core::telemetry::record_outcome(&step, &result);
+    result
+}
+
+fn authorize_inner(arm: &Arm, caller: &Caller, action: &str, scope: &ResourceId) -> Result<()> {
     if arm.authorize(&caller.object_id, action, scope)? {
         tracing::info!(step = 7, principal = %caller.object_id, action, scope = %scope, "bearer token accepted and authorized");
         return Ok(());

@@ -75,7 +75,15 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
     let (vm, identity) = (&record.vm.resource_id, &held.identity);
     info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from imds");
 
-    let token = obtain(&ctx.host, &ctx.vm.key, vm, held, resource, bypass, "imds").await?;
+    // Step 5 in the flow's trace; step 6 (Azure AD) continues it (misim_core::telemetry).
+    let step = misim_core::telemetry::step_span(5, "imds");
+    misim_core::telemetry::record_vm(&step, vm.as_str());
+    step.record("identity", identity.msi_res_id.as_str());
+    step.record("resource", resource);
+    let obtained = obtain(&ctx.host, &ctx.vm.key, vm, held, resource, bypass, "imds");
+    let token = tracing::Instrument::instrument(obtained, step.clone()).await;
+    misim_core::telemetry::record_outcome(&step, &token);
+    let token = token?;
 
     let now = ctx.host.clock.now();
     let mut body = Map::new();
@@ -121,11 +129,20 @@ pub async fn obtain(
             credential: &held.credential,
             xms_az_rid: (identity.kind == IdentityKind::UserAssigned).then_some(vm.as_str()),
         };
-        let token = host.aad.fetch(request).await?;
+        let step = misim_core::telemetry::step_span(6, "imds"); // the flow's trace
+        step.record("identity", identity.msi_res_id.as_str());
+        step.record("resource", resource);
+        let token = tracing::Instrument::instrument(host.aad.fetch(request), step.clone()).await;
+        misim_core::telemetry::record_outcome(&step, &token);
+        let token = token?;
         info!(step = 6, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, served_by, expires_on = token.expires_on, "obtained a token from azure ad");
         Ok(token)
     };
-    let (token, _from_cache) = host.cache.get_or_fetch(key, bypass, fetch).await?;
+    let (token, from_cache) = host.cache.get_or_fetch(key, bypass, fetch).await?;
+    misim_core::telemetry::metrics::get()
+        .imds_cache
+        .with_label_values(&["imds", if from_cache { "hit" } else { "miss" }])
+        .inc();
     Ok(token)
 }
 
