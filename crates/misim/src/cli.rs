@@ -136,6 +136,13 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Azure AD app registrations, app roles and their assignments to managed identities
+    /// (like `az ad app` / `az ad sp`).
+    ///
+    /// Example: misim ad app create --display-name orders-api --identifier-uris api://orders-api \
+    ///            --app-role Orders.Read
+    #[command(verbatim_doc_comment)]
+    Ad(crate::client::ad::AdArgs),
     /// Control-plane certificates (mutual TLS between parties; see docs/security.md).
     Certs {
         /// The subcommand.

@@ -1,5 +1,6 @@
 //! The client verbs: each turns a command into ARM gRPC calls (or, for `token get`, an IMDS HTTP call)
-//! and prints az-shaped JSON. Nothing here talks to MSRP, Azure AD or hosts directly.
+//! and prints az-shaped JSON. Nothing here talks to MSRP, Azure AD or hosts directly, except `misim ad`
+//! (ad.rs: Azure AD's Applications API, the part of Microsoft Graph misim has).
 
 use anyhow::{bail, Context};
 use misim_proto::arm::{self as pb, arm_client::ArmClient};
@@ -10,6 +11,7 @@ use serde_json::Value;
 use crate::cli::*;
 use crate::output;
 
+pub mod ad;
 mod identity;
 mod keyvault;
 mod rbac;
@@ -135,6 +137,11 @@ pub fn print_text(text: &str) {
 /// # Errors
 /// When ARM is unreachable or answers with an error; the message is ARM's.
 pub async fn run(command: Command) -> anyhow::Result<()> {
+    // `misim ad …` talks to Azure AD (Microsoft Graph's part), not ARM.
+    let command = match command {
+        Command::Ad(args) => return ad::run(args).await,
+        other => other,
+    };
     let conn = match &command {
         Command::Account { conn, .. }
         | Command::Group { conn, .. }
@@ -145,6 +152,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Role { conn, .. }
         | Command::Token { conn, .. } => conn.clone(),
         Command::Up(_)
+        | Command::Ad(_)
         | Command::Aad(_)
         | Command::Msrp(_)
         | Command::Imds(_)
@@ -171,6 +179,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Role { command, .. } => role(&mut arm, command).await?,
         Command::Token { command, .. } => token(&mut arm, command).await?,
         Command::Up(_)
+        | Command::Ad(_)
         | Command::Aad(_)
         | Command::Msrp(_)
         | Command::Imds(_)
