@@ -51,6 +51,8 @@ pub struct HostVm {
     pub extension_endpoint: String,
     /// Where the extension keeps credentials on the VM side.
     pub extension_credential_path: String,
+    /// Web apps: the App Service identity endpoint (`IDENTITY_ENDPOINT`); empty for VMs.
+    pub identity_endpoint: String,
 }
 
 impl From<imds::PlacedVm> for HostVm {
@@ -59,6 +61,7 @@ impl From<imds::PlacedVm> for HostVm {
             imds_endpoint: p.imds_endpoint,
             extension_endpoint: p.extension_endpoint,
             extension_credential_path: p.extension_credential_path,
+            identity_endpoint: p.identity_endpoint,
         }
     }
 }
@@ -87,6 +90,24 @@ fn unavailable(peer: &str, status: tonic::Status) -> ArmError {
         status.message(),
         status.code()
     ))
+}
+
+/// The host's view of a placement (VM, scale-set instance or web app).
+fn vm_info(vm: &VmPlacement) -> imds::VmInfo {
+    imds::VmInfo {
+        resource_id: vm.resource_id.clone(),
+        vm_id: vm.vm_id.clone(),
+        name: vm.name.clone(),
+        subscription_id: vm.subscription_id.clone(),
+        resource_group: vm.resource_group.clone(),
+        location: vm.location.clone(),
+        vm_size: vm.vm_size.clone(),
+        os_type: vm.os_type.clone(),
+        tags: vm.tags.clone().into_iter().collect(),
+        private_ip_address: vm.private_ip.clone(),
+        mac_address: vm.mac_address.clone(),
+        vm_scale_set_name: vm.vm_scale_set_name.clone(),
+    }
 }
 
 fn kind_to_msrp(kind: IdentityKind) -> i32 {
@@ -228,28 +249,39 @@ impl Peers {
     /// # Errors
     /// [`ArmError::Unavailable`] when the host cannot be reached or fails.
     pub async fn place_vm(&self, host: &str, vm: &VmPlacement) -> Result<String> {
-        let info = imds::VmInfo {
-            resource_id: vm.resource_id.clone(),
-            vm_id: vm.vm_id.clone(),
-            name: vm.name.clone(),
-            subscription_id: vm.subscription_id.clone(),
-            resource_group: vm.resource_group.clone(),
-            location: vm.location.clone(),
-            vm_size: vm.vm_size.clone(),
-            os_type: vm.os_type.clone(),
-            tags: vm.tags.clone().into_iter().collect(),
-            private_ip_address: vm.private_ip.clone(),
-            mac_address: vm.mac_address.clone(),
-            vm_scale_set_name: vm.vm_scale_set_name.clone(),
+        let request = imds::PlaceVmRequest {
+            vm: Some(vm_info(vm)),
+            app_service: None,
         };
-        let placed = self
-            .host(host)?
-            .place_vm(imds::PlaceVmRequest { vm: Some(info) })
-            .await;
+        let placed = self.host(host)?.place_vm(request).await;
         Ok(placed
             .map_err(|s| unavailable(&format!("host {host}"), s))?
             .into_inner()
             .imds_endpoint)
+    }
+
+    /// Host `PlaceVm` for an App Service web app (idempotent): the host serves it the App Service
+    /// identity endpoint guarded by `identity_header`; answers the live endpoints.
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when the host cannot be reached or fails.
+    pub async fn place_site(
+        &self,
+        host: &str,
+        site: &VmPlacement,
+        identity_header: &str,
+    ) -> Result<HostVm> {
+        let request = imds::PlaceVmRequest {
+            vm: Some(vm_info(site)),
+            app_service: Some(imds::AppServiceSite {
+                identity_header: identity_header.to_string(),
+            }),
+        };
+        let placed = self.host(host)?.place_vm(request).await;
+        Ok(placed
+            .map_err(|s| unavailable(&format!("host {host}"), s))?
+            .into_inner()
+            .into())
     }
 
     /// Host `GetVm`: the VM's live endpoints, `None` when the host does not know the VM.

@@ -22,6 +22,7 @@ pub mod vault;
 pub mod vms;
 pub mod vmss;
 pub mod vmss_reconcile;
+pub mod webapps;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -237,7 +237,7 @@ impl Arm {
         result
     }
 
-    /// One pass over UAMIs, VMs, then scale sets (all of them, or only dirty ones); returns how many failed.
+    /// One pass over UAMIs, VMs, scale sets, then web apps (all of them, or only dirty ones); returns how many failed.
     ///
     /// # Errors
     /// Store failures while listing.
@@ -259,6 +259,7 @@ impl Arm {
                 failed += 1;
             }
         }
+        failed += self.reconcile_webapps(only_dirty).await?;
         Ok(failed)
     }
 }

@@ -207,6 +207,9 @@ impl Arm {
         for ss in self.store.vmss_within(&group.id)? {
             self.delete_vmss(&sub, name, ss.id.name()).await?;
         }
+        for site in self.webapps_within(&group.id)? {
+            self.delete_webapp(&sub, name, site.id.name()).await?;
+        }
         for vault in self.store.vaults.values()? {
             if vault.id.is_within(&group.id) {
                 self.delete_vault_record(&vault)?;

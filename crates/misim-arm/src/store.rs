@@ -36,6 +36,8 @@ pub struct ArmStore {
     pub ip_claims: Table<IpClaim>,
     /// Counters (the private IP allocation hint).
     pub(crate) counters: Table<Counter>,
+    /// App Service web apps (`Microsoft.Web/sites`) by id key.
+    pub sites: Table<crate::webapps::WebApp>,
 }
 
 impl ArmStore {
@@ -64,6 +66,7 @@ impl ArmStore {
             secrets: store.table("secrets")?,
             ip_claims: store.table("private_ips")?,
             counters: store.table("counters")?,
+            sites: store.table("sites")?,
             store,
         };
         arm.backfill_ip_claims()?;

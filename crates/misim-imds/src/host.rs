@@ -21,7 +21,8 @@ use crate::grpc::msrp::MsrpCredentials;
 use crate::ip_index::{vm_ip, IpIndex};
 use crate::listener::ListenerHandle;
 use crate::model::{
-    HeldIdentity, IdentityKind, IdentityRef, PlacedVm, ServedIdentity, VmInfo, VmRecord,
+    AppServiceSite, HeldIdentity, IdentityKind, IdentityRef, PlacedVm, ServedIdentity, VmInfo,
+    VmRecord,
 };
 use crate::store::HostStore;
 use crate::throttle::{ImdsLimits, VmThrottle};
@@ -244,10 +245,15 @@ impl Host {
         });
         self.vms_write().insert(vm.key.clone(), Arc::clone(&vm));
         self.by_ip.file(&vm, None, ip);
-        let router = crate::http::router(crate::http::VmCtx {
+        let ctx = crate::http::VmCtx {
             host: Arc::clone(self),
             vm: Arc::clone(&vm),
-        });
+        };
+        let router = if vm.snapshot().app_service.is_some() {
+            crate::http::app_service::router(ctx)
+        } else {
+            crate::http::router(ctx)
+        };
         if let Some(listener) = listener {
             Vm::put(&vm.imds, self.spawn_listener(&vm.key, listener, router));
         }
@@ -255,28 +261,63 @@ impl Host {
     }
 
     pub(crate) fn placed(&self, record: &VmRecord) -> PlacedVm {
+        // A web app has no IMDS: its listener serves the App Service protocol at `/msi/token`
+        // (only on its own loopback listener; the shared listeners serve VMs only).
+        let (imds_endpoint, identity_endpoint) = match (&record.app_service, record.port) {
+            (None, port) => (self.endpoint(port), String::new()),
+            (Some(_), 0) => (String::new(), String::new()),
+            (Some(_), port) => (
+                String::new(),
+                format!(
+                    "{}{}",
+                    self.listener_url(port, None),
+                    crate::http::app_service::TOKEN_PATH
+                ),
+            ),
+        };
         PlacedVm {
             vm: record.vm.clone(),
             host: self.host_name.clone(),
-            imds_endpoint: self.endpoint(record.port),
+            imds_endpoint,
             identities: record.identities.iter().map(ServedIdentity::of).collect(),
             extension: self.placed_extension(record),
+            identity_endpoint,
         }
     }
 
     /// Places a VM and opens its IMDS endpoint on a new port; placing a VM again only updates its
     /// metadata (same endpoint, same identities). A private IP address belongs to one VM of the host.
+    /// `app_service` makes the placement an App Service web app instead of a VM: its listener then
+    /// serves the App Service identity protocol with the site's secret, and placing again also
+    /// updates the secret.
     ///
     /// # Errors
     /// [`ImdsError::IpInUse`] when another VM here has its private IP address, [`ImdsError::Bind`] when
-    /// no port is free, [`ImdsError::Store`] when the write fails.
-    pub async fn place_vm(self: &Arc<Self>, info: VmInfo) -> Result<PlacedVm> {
+    /// no port is free, [`ImdsError::Store`] when the write fails, [`ImdsError::InvalidArgument`] when
+    /// a placement would change between VM and web app.
+    pub async fn place(
+        self: &Arc<Self>,
+        info: VmInfo,
+        app_service: Option<AppServiceSite>,
+    ) -> Result<PlacedVm> {
         let _admin = self.admin.lock().await;
         self.by_ip.check_free(&info)?;
         if let Some(vm) = self.vm(&info.resource_id) {
             let mut record = vm.snapshot();
+            if record.app_service.is_some() != app_service.is_some() {
+                return Err(ImdsError::InvalidArgument(format!(
+                    "{} is already placed here as a {}",
+                    info.resource_id,
+                    if record.app_service.is_some() {
+                        "web app"
+                    } else {
+                        "vm"
+                    }
+                )));
+            }
             let previous = vm_ip(&record.vm);
             record.vm = info;
+            record.app_service = app_service;
             self.store.put(&record).await?;
             vm.set(record.clone());
             self.by_ip.file(&vm, previous, vm_ip(&record.vm));
@@ -288,6 +329,7 @@ impl Host {
             port: local_port(listener.as_ref())?,
             identities: Vec::new(),
             extension: None,
+            app_service,
         };
         self.store.put(&record).await?;
         info!(vm = %record.vm.resource_id, endpoint = %self.endpoint(record.port), "vm placed on host");
@@ -407,6 +449,10 @@ impl Host {
         }
         for identity in &fetched {
             info!(step = 3, vm = %id, identity = %identity.msi_res_id, client_id = %identity.client_id, "identity configured on host");
+            let step = misim_core::telemetry::step_span(3, &self.host_name); // the flow's trace
+            misim_core::telemetry::record_vm(&step, id.as_str());
+            step.record("identity", identity.msi_res_id.as_str());
+            step.record("outcome", "success");
         }
         self.rewrite_extension_files(&record).await?;
         Ok(self.placed(&record))
@@ -449,10 +495,6 @@ pub(crate) fn local_port(listener: Option<&TcpListener>) -> Result<u16> {
     };
     listener
         .local_addr()
-            let step = misim_core::telemetry::step_span(3, &self.host_name); // the flow's trace
-            misim_core::telemetry::record_vm(&step, id.as_str());
-            step.record("identity", identity.msi_res_id.as_str());
-            step.record("outcome", "success");
         .map(|a| a.port())
         .map_err(|e| ImdsError::Bind(e.to_string()))
 }

@@ -132,7 +132,7 @@ async fn refresh_picks_up_a_certificate_msrp_renewed() {
         .await
         .unwrap();
     let vm = ResourceId::vm("sub", "rg", "vm1").unwrap();
-    host.place_vm(vm_info(&vm)).await.unwrap();
+    host.place(vm_info(&vm), None).await.unwrap();
     let identity = IdentityRef {
         msi_res_id: vm.clone(),
         kind: IdentityKind::SystemAssigned,

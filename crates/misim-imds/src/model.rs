@@ -109,6 +109,25 @@ pub struct VmRecord {
     /// The legacy managed-identity VM extension, when installed (absent in records of older runs).
     #[serde(default)]
     pub extension: Option<ExtensionState>,
+    /// Set when this placement is an App Service web app: its listener then speaks the App Service
+    /// identity protocol ([`crate::http::app_service`]) instead of IMDS.
+    #[serde(default)]
+    pub app_service: Option<AppServiceSite>,
+}
+
+/// A web app (`Microsoft.Web/sites`) as the host runs it: the secret the platform puts in the app's
+/// `IDENTITY_HEADER` (<https://learn.microsoft.com/azure/app-service/overview-managed-identity#rest-endpoint-reference>).
+/// `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppServiceSite {
+    /// The value callers must send as `X-IDENTITY-HEADER`.
+    pub identity_header: String,
+}
+
+impl std::fmt::Debug for AppServiceSite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppServiceSite").finish_non_exhaustive()
+    }
 }
 
 /// The legacy managed-identity VM extension (`Microsoft.ManagedIdentity/ManagedIdentityExtensionFor*`)
@@ -147,6 +166,8 @@ pub struct PlacedVm {
     pub identities: Vec<ServedIdentity>,
     /// The VM extension's endpoint, when installed.
     pub extension: Option<PlacedExtension>,
+    /// Web apps: `IDENTITY_ENDPOINT`, e.g. `http://127.0.0.1:40125/msi/token`; empty for VMs.
+    pub identity_endpoint: String,
 }
 
 /// The installed VM extension as the agent API reports it.

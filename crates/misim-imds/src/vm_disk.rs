@@ -282,6 +282,7 @@ mod tests {
                 force_update_tag: "a".into(),
                 listen_port: 2,
             }),
+            app_service: None,
         }
     }
 

@@ -127,6 +127,25 @@ pub enum Command {
         #[command(subcommand)]
         command: RoleCommand,
     },
+    /// App Service / Functions web apps and their identities (like `az webapp`).
+    Webapp {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
+        /// The subcommand.
+        #[command(subcommand)]
+        command: WebappCommand,
+    },
+    /// AKS clusters as OIDC issuers and their pods' projected service-account tokens (like
+    /// `az aks` with workload identity). Example: misim aks create -g rg1 -n aks1
+    Aks {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
+        /// The subcommand.
+        #[command(subcommand)]
+        command: crate::client::aks::AksCommand,
+    },
     /// Ask a VM's IMDS for a token, as code inside the VM would (step 5 of the flow).
     Token {
         /// Where ARM is.
@@ -535,6 +554,13 @@ pub enum IdentityCommand {
         #[command(subcommand)]
         command: CredentialCommand,
     },
+    /// Federated identity credentials: tokens of an external issuer (an AKS cluster) that Azure AD
+    /// exchanges for this identity's tokens (like `az identity federated-credential`).
+    FederatedCredential {
+        /// The subcommand.
+        #[command(subcommand)]
+        command: crate::client::aks::FederatedCredentialCommand,
+    },
 }
 
 /// `misim identity credential …`
@@ -649,12 +675,19 @@ pub enum TokenCommand {
     /// A scale-set instance: misim token get -g rg1 -n ss1 --instance-id 0
     #[command(verbatim_doc_comment)]
     Get {
-        /// The VM (resource group and name), or the scale set with --instance-id.
-        #[command(flatten)]
-        vm: Named,
+        /// Resource group.
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+        /// The VM, or the scale set with --instance-id.
+        #[arg(short = 'n', long = "name", required_unless_present = "webapp")]
+        name: Option<String>,
         /// Call the IMDS of this instance of scale set -n (ids from `misim vmss list-instances`).
         #[arg(long)]
         instance_id: Option<String>,
+        /// Call this web app's App Service identity endpoint (IDENTITY_ENDPOINT with its
+        /// X-IDENTITY-HEADER) instead of a VM's IMDS.
+        #[arg(long, conflicts_with_all = ["name", "instance_id"])]
+        webapp: Option<String>,
         /// Resource (audience) of the token.
         #[arg(long, default_value = "https://management.azure.com/")]
         resource: String,
@@ -667,5 +700,92 @@ pub enum TokenCommand {
         /// Select a user-assigned identity by resource ID.
         #[arg(long, conflicts_with_all = ["client_id", "object_id"])]
         msi_res_id: Option<String>,
+    },
+}
+
+/// `misim webapp …`
+#[derive(Subcommand, Debug)]
+pub enum WebappCommand {
+    /// Create a web app (Microsoft.Web/sites) and place it on a host.
+    ///
+    /// Example: misim webapp create -g rg1 -n web1
+    /// A function app: misim webapp create -g rg1 -n func1 --kind functionapp
+    #[command(verbatim_doc_comment)]
+    Create {
+        /// The web app (resource group and name).
+        #[command(flatten)]
+        site: Named,
+        /// `app` or `functionapp`.
+        #[arg(long, default_value = "app")]
+        kind: String,
+        /// Host to run the web app on (default: the host with the fewest placements).
+        #[arg(long)]
+        host: Option<String>,
+        /// Location (default: the resource group's).
+        #[arg(short = 'l', long)]
+        location: Option<String>,
+    },
+    /// Show a web app with its identity block and the IDENTITY_ENDPOINT / IDENTITY_HEADER the
+    /// platform sets in its environment. Example: misim webapp show -g rg1 -n web1
+    Show {
+        /// The web app (resource group and name).
+        #[command(flatten)]
+        site: Named,
+    },
+    /// List web apps in a resource group. Example: misim webapp list -g rg1
+    List {
+        /// Resource group.
+        #[arg(short = 'g', long = "resource-group")]
+        resource_group: String,
+    },
+    /// Delete a web app (its system-assigned identity goes with it). Example: misim webapp delete -g rg1 -n web1
+    Delete {
+        /// The web app (resource group and name).
+        #[command(flatten)]
+        site: Named,
+    },
+    /// Managed identities of a web app (like `az webapp identity`).
+    Identity {
+        /// The subcommand.
+        #[command(subcommand)]
+        command: WebappIdentityCommand,
+    },
+}
+
+/// `misim webapp identity …`
+#[derive(Subcommand, Debug)]
+pub enum WebappIdentityCommand {
+    /// Enable the system-assigned identity and/or assign user-assigned ones.
+    ///
+    /// `system` (or `[system]`) means the system-assigned identity; other values are user-assigned
+    /// identity resource IDs or names in the same resource group.
+    ///
+    /// Example: misim webapp identity assign -g rg1 -n web1 --identities [system] id1
+    #[command(verbatim_doc_comment)]
+    Assign {
+        /// The web app (resource group and name).
+        #[command(flatten)]
+        site: Named,
+        /// Identities: `system` and/or user-assigned identity resource IDs or names.
+        #[arg(long, num_args = 1.., default_values_t = vec!["system".to_string()])]
+        identities: Vec<String>,
+    },
+    /// Disable the system-assigned identity and/or remove user-assigned ones.
+    ///
+    /// Example: misim webapp identity remove -g rg1 -n web1 --identities id1
+    #[command(verbatim_doc_comment)]
+    Remove {
+        /// The web app (resource group and name).
+        #[command(flatten)]
+        site: Named,
+        /// Identities: `system` and/or user-assigned identity resource IDs or names.
+        #[arg(long, num_args = 1.., default_values_t = vec!["system".to_string()])]
+        identities: Vec<String>,
+    },
+    /// Show the web app's identity block. Example: misim webapp identity show -g rg1 -n web1
+    Show {
+        /// The web app (resource group and name).
+        #[command(flatten)]
+        site: Named,
     },
 }

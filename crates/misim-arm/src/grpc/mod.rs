@@ -14,6 +14,7 @@ use crate::vms::CreateVm;
 use crate::vmss::CreateVmss;
 
 mod convert;
+mod webapps;
 use convert::*;
 
 /// gRPC service over the shared ARM core.
@@ -501,5 +502,49 @@ impl ArmApi for ArmGrpc {
             .set_secret(&r.vault_name, &r.name, &r.value)
             .await?;
         Ok(Response::new(secret_pb(s)))
+    }
+
+    // App Service web apps: in `webapps.rs`.
+    async fn create_web_app(&self, r: Request<pb::CreateWebAppRequest>) -> R<pb::WebApp> {
+        self.webapp_create(r).await
+    }
+
+    async fn get_web_app(&self, r: Request<pb::GetWebAppRequest>) -> R<pb::WebApp> {
+        self.webapp_get(r).await
+    }
+
+    async fn list_web_apps(
+        &self,
+        r: Request<pb::ListWebAppsRequest>,
+    ) -> R<pb::ListWebAppsResponse> {
+        self.webapp_list(r).await
+    }
+
+    async fn delete_web_app(
+        &self,
+        r: Request<pb::DeleteWebAppRequest>,
+    ) -> R<pb::DeleteWebAppResponse> {
+        self.webapp_delete(r).await
+    }
+
+    async fn assign_web_app_identity(
+        &self,
+        r: Request<pb::AssignVmIdentityRequest>,
+    ) -> R<pb::VmIdentity> {
+        self.webapp_identity_assign(r).await
+    }
+
+    async fn remove_web_app_identity(
+        &self,
+        r: Request<pb::RemoveVmIdentityRequest>,
+    ) -> R<pb::VmIdentity> {
+        self.webapp_identity_remove(r).await
+    }
+
+    async fn get_web_app_identity(
+        &self,
+        r: Request<pb::GetVmIdentityRequest>,
+    ) -> R<pb::VmIdentity> {
+        self.webapp_identity_get(r).await
     }
 }

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use super::convert::resource_id;
 use crate::error::ImdsError;
 use crate::host::Host;
-use crate::model::{IdentityRef, VmInfo};
+use crate::model::{AppServiceSite, IdentityRef, VmInfo};
 
 /// The host agent API over a [`Host`].
 #[derive(Clone)]
@@ -38,11 +38,23 @@ impl HostAgent for AgentService {
         request: Request<pb::PlaceVmRequest>,
     ) -> Result<Response<pb::PlacedVm>, Status> {
         self.auth.check(&request, "HostAgent/PlaceVm", ARM_ONLY)?;
+        let request = request.into_inner();
         let vm = request
-            .into_inner()
             .vm
             .ok_or_else(|| ImdsError::InvalidArgument("vm is required".into()))?;
-        let placed = self.host.place_vm(VmInfo::try_from(vm)?).await?;
+        let app_service = match request.app_service {
+            Some(site) if site.identity_header.len() < 16 => {
+                return Err(ImdsError::InvalidArgument(
+                    "app_service.identity_header must be a secret of at least 16 characters".into(),
+                )
+                .into())
+            }
+            Some(site) => Some(AppServiceSite {
+                identity_header: site.identity_header,
+            }),
+            None => None,
+        };
+        let placed = self.host.place(VmInfo::try_from(vm)?, app_service).await?;
         Ok(Response::new(placed.into()))
     }
 

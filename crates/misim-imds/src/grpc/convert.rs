@@ -119,6 +119,7 @@ impl From<PlacedVm> for pb::PlacedVm {
             extension_endpoint: ext.map(|e| e.endpoint.clone()).unwrap_or_default(),
             extension_credential_path: ext.map(|e| e.credential_path.clone()).unwrap_or_default(),
             extension_port: ext.map(|e| u32::from(e.port)).unwrap_or_default(),
+            identity_endpoint: p.identity_endpoint,
         }
     }
 }

@@ -9,6 +9,7 @@
 //! and answers unknown paths and verbs in its own error shapes
 //! (<https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service>; docs/imds.md).
 
+pub mod app_service;
 pub mod extension;
 mod instance;
 mod query;

@@ -15,7 +15,10 @@ async fn place_vm_opens_a_loopback_endpoint_and_placing_again_keeps_it() {
     let again = sb
         .agent()
         .await
-        .place_vm(pb::PlaceVmRequest { vm: Some(info) })
+        .place_vm(pb::PlaceVmRequest {
+            vm: Some(info),
+            app_service: None,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -47,7 +50,10 @@ async fn bad_agent_requests_are_rejected_with_grpc_codes() {
     let sb = Sandbox::unlimited().await;
     let mut agent = sb.agent().await;
     let err = agent
-        .place_vm(pb::PlaceVmRequest { vm: None })
+        .place_vm(pb::PlaceVmRequest {
+            vm: None,
+            app_service: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);

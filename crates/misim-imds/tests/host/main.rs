@@ -171,6 +171,7 @@ impl Sandbox {
             .await
             .place_vm(pb::PlaceVmRequest {
                 vm: Some(vm_info(name)),
+                app_service: None,
             })
             .await
             .unwrap();

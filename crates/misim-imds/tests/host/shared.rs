@@ -21,7 +21,10 @@ async fn try_place_with_ip(sb: &Sandbox, name: &str, ip: &str) -> Result<(), ton
         .collect();
     sb.agent()
         .await
-        .place_vm(pb::PlaceVmRequest { vm: Some(vm) })
+        .place_vm(pb::PlaceVmRequest {
+            vm: Some(vm),
+            app_service: None,
+        })
         .await
         .map(drop)
 }

@@ -12,17 +12,20 @@ use crate::cli::*;
 use crate::output;
 
 pub mod ad;
+pub mod aks;
 mod identity;
 mod keyvault;
 mod rbac;
 mod resources;
 mod token;
+mod webapp;
 
 use identity::*;
 use keyvault::*;
 use rbac::*;
 use resources::*;
 use token::*;
+use webapp::*;
 
 /// The CLI's ARM client: bearer token added when set.
 pub type Arm = ArmClient<InterceptedService<Channel, BearerToken>>;
@@ -150,7 +153,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Vmss { conn, .. }
         | Command::Keyvault { conn, .. }
         | Command::Role { conn, .. }
-        | Command::Token { conn, .. } => conn.clone(),
+        | Command::Token { conn, .. }
+        | Command::Webapp { conn, .. }
+        | Command::Aks { conn, .. } => conn.clone(),
         Command::Up(_)
         | Command::Ad(_)
         | Command::Aad(_)
@@ -178,6 +183,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Keyvault { command, .. } => keyvault(&mut arm, command).await?,
         Command::Role { command, .. } => role(&mut arm, command).await?,
         Command::Token { command, .. } => token(&mut arm, command).await?,
+        Command::Webapp { command, .. } => webapp(&mut arm, command).await?,
+        Command::Aks { command, .. } => aks::aks(&mut arm, command).await?,
         Command::Up(_)
         | Command::Ad(_)
         | Command::Aad(_)

@@ -9,13 +9,27 @@ use crate::cli::*;
 
 pub(super) async fn token(arm: &mut Arm, c: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Get {
-        vm,
+        resource_group,
+        name,
         instance_id,
+        webapp,
         resource,
         client_id,
         object_id,
         msi_res_id,
     } = c;
+    if let Some(site) = webapp {
+        let selector = super::webapp::WebappSelector {
+            client_id,
+            principal_id: object_id,
+            mi_res_id: msi_res_id,
+        };
+        return super::webapp::webapp_token(arm, &resource_group, &site, &resource, selector).await;
+    }
+    let vm = Named {
+        resource_group,
+        name: name.unwrap_or_default(),
+    };
     let v = match instance_id {
         Some(instance) => scale_set_instance(arm, &vm, &instance).await?,
         None => {
