@@ -18,7 +18,10 @@
 //! the client ID or the resource URI used in the request"
 //! (<https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims>):
 //! v1 the resource as requested, v2 the appId. `roles`: the values of the enabled app roles assigned
-//! to the calling principal, omitted when there are none (same reference, `roles`).
+//! to the calling principal, omitted when there are none (same reference, `roles`). `xms_mirid` and
+//! `xms_az_rid` are left out: Entra issues them only in tokens for first-party resources, not for a
+//! tenant's own app registrations (Microsoft's answer quoted in
+//! <https://github.com/hashicorp/vault-plugin-auth-azure/issues/237>).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -159,7 +162,8 @@ pub struct AppAudience {
 impl AppAudience {
     /// The claims of a token for this application: the managed-identity claim set of
     /// [`TokenFacts::claims`] in the application's token version, with `aud` (v1: the resource as
-    /// requested; v2: the appId), `rh` naming the application, and `roles` when any are assigned.
+    /// requested; v2: the appId), `rh` naming the application, `roles` when any are assigned, and
+    /// without the first-party-only `xms_mirid` / `xms_az_rid`.
     pub fn claims(&self, facts: &TokenFacts<'_>) -> Value {
         let version = self.application.token_version();
         let shaped = TokenFacts { version, ..*facts };
@@ -175,6 +179,8 @@ impl AppAudience {
                 crate::claims::rh(&self.application.tenant_id, Some(&self.application.app_id))
                     .into(),
             );
+            obj.remove("xms_mirid");
+            obj.remove("xms_az_rid");
             if !self.roles.is_empty() {
                 obj.insert("roles".into(), self.roles.clone().into());
             }
@@ -261,7 +267,7 @@ mod tests {
             audience: "api://Orders/",
             now: 1000,
             lifetime_secs: 60,
-            az_rid: None,
+            az_rid: Some("/subscriptions/s/resourceGroups/r/providers/x/y/vm"),
             tenant_created: 0,
         };
         let a = AppAudience {
@@ -273,6 +279,7 @@ mod tests {
         assert_eq!(c["aud"], "api://Orders/");
         assert_eq!(c["appid"], "client");
         assert_eq!(c["roles"], serde_json::json!(["Orders.Read"]));
+        assert!(c.get("xms_mirid").is_none() && c.get("xms_az_rid").is_none());
         let v2 = AppAudience {
             application: app(Some(2)),
             roles: vec![],
