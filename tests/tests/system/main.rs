@@ -8,6 +8,7 @@ mod lifecycle_common;
 mod aad_https;
 mod aad_renewal;
 mod aad_rotation;
+mod app_roles;
 mod app_service;
 mod control_plane_auth;
 mod flow;
