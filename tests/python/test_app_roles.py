@@ -80,6 +80,8 @@ def test_azure_identity_token_for_the_api_carries_the_assigned_roles(misim, worl
     assert claims["oid"] == claims["sub"] == world["system"]["principalId"]
     assert (claims["ver"], claims["idtyp"]) == ("1.0", "app")
     assert claims["tid"] == misim.endpoints["tenant_id"]
+    # Entra adds xms_mirid only for first-party resources (hashicorp/vault-plugin-auth-azure#237).
+    assert "xms_mirid" not in claims
 
 
 def test_msal_token_for_the_api_carries_the_assigned_roles(misim, world, imds_env):
