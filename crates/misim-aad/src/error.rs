@@ -105,6 +105,19 @@ pub enum AadError {
     /// Anything else that is our fault (key generation, signing, a panicked blocking task).
     #[error("internal: {0}")]
     Internal(String),
+    /// A federated assertion (workload identity federation) was refused: its AADSTS code, whether the
+    /// status is 401 (else 400), the `error` value and the message ([`crate::federation`]).
+    #[error("AADSTS{code}: {message}")]
+    Federated {
+        /// The AADSTS number.
+        code: u32,
+        /// 401 when true, else 400.
+        unauthorized: bool,
+        /// The OAuth2 `error` value.
+        error: &'static str,
+        /// The AADSTS message.
+        message: String,
+    },
 }
 
 impl From<AadError> for tonic::Status {
@@ -162,6 +175,12 @@ impl AadError {
             AssertionTimeRange { .. } => (unauth, "invalid_client", 700024),
             AssertionReplayed(_) => (unauth, "invalid_client", 50013),
             Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90015),
+            Federated {
+                code,
+                unauthorized,
+                error,
+                ..
+            } => (if *unauthorized { unauth } else { bad }, *error, *code),
         };
         AadsTs {
             status,
@@ -169,6 +188,11 @@ impl AadError {
             code,
             message: self.aadsts_message(),
         }
+    }
+
+    /// The AADSTS number of this error (for the refused-requests metric).
+    pub(crate) fn aadsts_code(&self) -> u32 {
+        self.aadsts().code
     }
 
     /// The AADSTS message text (after `AADSTSnnnn: `), as Entra words it.
@@ -190,11 +214,6 @@ impl AadError {
             }
             UnsupportedGrantType(g) => {
                 format!("The app requested an unsupported grant type '{g}'.")
-    /// The AADSTS number of this error (for the refused-requests metric).
-    pub(crate) fn aadsts_code(&self) -> u32 {
-        self.aadsts().code
-    }
-
             }
             MissingResource => "Resource identifier is not provided.".into(),
             UnknownResource { resource, tenant } => format!(
@@ -242,6 +261,7 @@ impl AadError {
                                      already been used."
                 .into(),
             Store(_) | Internal(_) => "An internal error occurred.".into(),
+            Federated { message, .. } => message.clone(),
         }
     }
 

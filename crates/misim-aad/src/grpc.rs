@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::directory::{Directory, NewServicePrincipal};
 use crate::error::AadError;
+use crate::federation::{FederatedCredential, Federation};
 use crate::model::{KeyCredential, ServicePrincipal, Tenant};
 
 /// Fully-qualified gRPC service name, for health reporting.
@@ -19,14 +20,25 @@ pub const SERVICE_NAME: &str = pb::aad_admin_server::SERVICE_NAME;
 /// The admin service over a directory.
 pub struct AdminService {
     directory: Arc<Directory>,
+    federation: Arc<Federation>,
     auth: ControlAuth,
 }
 
 /// The tonic server of the admin API, checking callers as `auth` says: tenants are read and ensured
 /// by ARM and MSRP; service principals and their key credentials are managed by MSRP only (in Azure
 /// the resource provider, not ARM or a host, registers an identity's credentials).
-pub fn server(directory: Arc<Directory>, auth: ControlAuth) -> AadAdminServer<AdminService> {
-    AadAdminServer::new(AdminService { directory, auth })
+/// Federated identity credentials are set by MSRP only, as the resource provider that owns the
+/// identity's principal.
+pub fn server(
+    directory: Arc<Directory>,
+    federation: Arc<Federation>,
+    auth: ControlAuth,
+) -> AadAdminServer<AdminService> {
+    AadAdminServer::new(AdminService {
+        directory,
+        federation,
+        auth,
+    })
 }
 
 /// Who may read and ensure tenants and read service principals.
@@ -253,6 +265,36 @@ impl AadAdmin for AdminService {
         self.directory
             .delete_service_principal(&r.tenant_id, &r.object_id)
             .await?;
+        // Its federated identity credentials go with it.
+        self.federation.remove(&r.tenant_id, &r.object_id).await?;
         Ok(Response::new(pb::DeleteServicePrincipalResponse {}))
+    }
+
+    async fn set_federated_identity_credentials(
+        &self,
+        req: Request<pb::SetFederatedIdentityCredentialsRequest>,
+    ) -> Result<Response<pb::SetFederatedIdentityCredentialsResponse>, Status> {
+        self.auth
+            .check(&req, "AadAdmin/SetFederatedIdentityCredentials", MSRP_ONLY)?;
+        let r = req.into_inner();
+        required(&r.tenant_id, "tenant_id")?;
+        required(&r.object_id, "object_id")?;
+        // The principal must exist (a deleted identity cannot gain credentials).
+        self.directory
+            .service_principal(&r.tenant_id, &r.object_id)?;
+        let credentials = r
+            .credentials
+            .into_iter()
+            .map(|c| FederatedCredential {
+                name: c.name,
+                issuer: c.issuer,
+                subject: c.subject,
+                audiences: c.audiences,
+            })
+            .collect();
+        self.federation
+            .set(&r.tenant_id, &r.object_id, credentials)
+            .await?;
+        Ok(Response::new(pb::SetFederatedIdentityCredentialsResponse {}))
     }
 }

@@ -19,6 +19,7 @@ mod claims;
 mod directory;
 mod discovery;
 pub mod error;
+mod federation;
 mod grpc;
 mod grpc_applications;
 mod http;
@@ -154,7 +155,8 @@ pub async fn run(
     // The admin API needs no signing key: serve it at once, so ARM and MSRP start while the first
     // signing key is generated (its HTTP listener is bound already; clients wait in its backlog).
     let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
-    let routes = tonic::service::Routes::new(grpc::server(directory.clone(), auth));
+    let federation = Arc::new(federation::Federation::open(&store)?);
+    let routes = tonic::service::Routes::new(grpc::server(directory.clone(), federation.clone(), auth));
     // App registrations (misim.aad.v1.Applications), admin only.
     let routes = routes.add_service(grpc_applications::server(
         directory.clone(),
@@ -200,7 +202,8 @@ pub async fn run(
         keys.clone(),
         config.clock.clone(),
         config.token_lifetime_secs,
-    );
+    )
+    .with_federation(federation);
     let state = Arc::new(http::HttpState {
         directory,
         tokens,

@@ -95,6 +95,18 @@ impl AadStore {
         Ok(table::flush(&self.db).await?)
     }
 
+    /// Opens another table of this database (workload identity federation keeps its credentials in
+    /// one, [`crate::federation`]).
+    ///
+    /// # Errors
+    /// [`crate::error::AadError::Store`] when sled cannot open the tree.
+    pub fn open_tree<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        name: &'static str,
+    ) -> Result<Tree<T>> {
+        Ok(Tree::open(&self.db, name)?)
+    }
+
     /// The tenant with this ID (case-insensitive).
     pub fn tenant(&self, tenant_id: &str) -> Result<Option<Tenant>> {
         Ok(self.tenants.get(&tenant_id.to_ascii_lowercase())?)

@@ -32,6 +32,7 @@ pub struct TokenService {
     jtis: JtiCache,
     clock: Clock,
     lifetime_secs: i64,
+    federation: Option<Arc<crate::federation::Federation>>,
 }
 
 /// OIDC scopes clients may add next to `<resource>/.default`; they do not name a resource.
@@ -67,7 +68,15 @@ impl TokenService {
             jtis: JtiCache::default(),
             clock,
             lifetime_secs,
+            federation: None,
         }
+    }
+
+    /// Also accepts external tokens as client assertions, validated against the principals'
+    /// federated identity credentials (workload identity federation, [`crate::federation`]).
+    pub fn with_federation(mut self, federation: Arc<crate::federation::Federation>) -> Self {
+        self.federation = Some(federation);
+        self
     }
 
     /// Handles one token request to `/{tenant}/oauth2[/v2.0]/token` with form parameters `form`;
@@ -120,7 +129,12 @@ impl TokenService {
                 tenant: tenant.tenant_id.clone(),
             })?;
         let now = self.clock.now();
-        let thumbprint = assertion::verify(assertion, &sp, &tenant, now, &self.jtis)?;
+        let thumbprint = match &self.federation {
+            Some(f) if crate::federation::is_federated(assertion, &sp.app_id) => {
+                format!("federated:{}", f.verify(assertion, &sp, now).await?)
+            }
+            _ => assertion::verify(assertion, &sp, &tenant, now, &self.jtis)?,
+        };
         // An application registered in the tenant (identifier URI or appId), else a first-party one.
         let app = self.directory.resolve_application_audience(
             &tenant.tenant_id,
@@ -160,6 +174,16 @@ impl TokenService {
             thumbprint = %thumbprint,
             "issued access token"
         );
+        // The flow's trace and metrics (misim_core::telemetry).
+        let step = misim_core::telemetry::step_span(6, "aad");
+        step.record("identity", sp.msi_resource_id.as_str());
+        step.record("principal", sp.object_id.as_str());
+        step.record("resource", audience.as_str());
+        step.record("outcome", "success");
+        misim_core::telemetry::metrics::get()
+            .tokens_issued
+            .with_label_values(&["aad", audience.as_str(), "client_credentials"])
+            .inc();
         Ok(facts.response(token))
     }
 }
@@ -174,16 +198,6 @@ mod tests {
             audience_from_scope("https://vault.azure.net/.default").unwrap(),
             "https://vault.azure.net"
         );
-        // The flow's trace and metrics (misim_core::telemetry).
-        let step = misim_core::telemetry::step_span(6, "aad");
-        step.record("identity", sp.msi_resource_id.as_str());
-        step.record("principal", sp.object_id.as_str());
-        step.record("resource", audience.as_str());
-        step.record("outcome", "success");
-        misim_core::telemetry::metrics::get()
-            .tokens_issued
-            .with_label_values(&["aad", audience.as_str(), "client_credentials"])
-            .inc();
         assert_eq!(
             audience_from_scope("openid https://management.azure.com//.default offline_access")
                 .unwrap(),

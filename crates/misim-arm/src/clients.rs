@@ -388,3 +388,35 @@ impl Peers {
         Ok(())
     }
 }
+
+impl Peers {
+    /// Replaces the federated identity credentials of user-assigned identity `resource_id` through
+    /// MSRP (which registers them on the identity's service principal in Azure AD).
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when MSRP refuses or cannot be reached.
+    pub async fn set_federated_credentials(
+        &self,
+        resource_id: &str,
+        credentials: &[crate::workload::FederatedCredential],
+    ) -> Result<()> {
+        let req = msrp::SetFederatedIdentityCredentialsRequest {
+            resource_id: resource_id.to_string(),
+            credentials: credentials
+                .iter()
+                .map(|c| msrp::FederatedIdentityCredential {
+                    name: c.name().to_string(),
+                    issuer: c.issuer.clone(),
+                    subject: c.subject.clone(),
+                    audiences: c.audiences.clone(),
+                })
+                .collect(),
+        };
+        self.msrp
+            .clone()
+            .set_federated_identity_credentials(req)
+            .await
+            .map_err(|s| unavailable("msrp", s))?;
+        Ok(())
+    }
+}

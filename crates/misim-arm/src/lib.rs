@@ -23,6 +23,7 @@ pub mod vms;
 pub mod vmss;
 pub mod vmss_reconcile;
 pub mod webapps;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::sync::Arc;

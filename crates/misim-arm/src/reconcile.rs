@@ -221,6 +221,8 @@ impl Arm {
         match &result {
             Ok(()) if uami.deleting => {
                 self.store.uamis.remove(&id.key())?;
+                // Its federated identity credentials go with it (Azure AD's copy went with the principal).
+                self.forget_federated_credentials(id)?;
                 info!(identity = %id, "deleted user-assigned identity");
             }
             Ok(()) => {

@@ -38,6 +38,10 @@ pub struct ArmStore {
     pub(crate) counters: Table<Counter>,
     /// App Service web apps (`Microsoft.Web/sites`) by id key.
     pub sites: Table<crate::webapps::WebApp>,
+    /// Federated identity credentials of user-assigned identities by id key ([`crate::workload`]).
+    pub federated_credentials: Table<crate::workload::FederatedCredential>,
+    /// AKS managed clusters by id key ([`crate::workload`]).
+    pub clusters: Table<crate::workload::ManagedCluster>,
 }
 
 impl ArmStore {
@@ -67,6 +71,8 @@ impl ArmStore {
             ip_claims: store.table("private_ips")?,
             counters: store.table("counters")?,
             sites: store.table("sites")?,
+            federated_credentials: store.table("federated_identity_credentials")?,
+            clusters: store.table("managed_clusters")?,
             store,
         };
         arm.backfill_ip_claims()?;

@@ -55,6 +55,12 @@ impl Msrp for FakeMsrp {
     ) -> Result<Response<mpb::SetHostAccessResponse>, Status> {
         Err(Status::unimplemented("hosts never set host access"))
     }
+    async fn set_federated_identity_credentials(
+        &self,
+        _: Request<mpb::SetFederatedIdentityCredentialsRequest>,
+    ) -> Result<Response<mpb::SetFederatedIdentityCredentialsResponse>, Status> {
+        Err(Status::unimplemented("hosts never set federated credentials"))
+    }
     async fn get_credential(
         &self,
         _: Request<mpb::GetCredentialRequest>,

@@ -169,4 +169,28 @@ impl MsrpRpc for MsrpGrpc {
             .await?;
         Ok(Response::new(SetHostAccessResponse {}))
     }
+
+    async fn set_federated_identity_credentials(
+        &self,
+        req: Request<misim_proto::msrp::SetFederatedIdentityCredentialsRequest>,
+    ) -> Result<Response<misim_proto::msrp::SetFederatedIdentityCredentialsResponse>, Status> {
+        self.auth
+            .check(&req, "Msrp/SetFederatedIdentityCredentials", ARM_ONLY)?;
+        let req = req.into_inner();
+        let id = parse_id(&req.resource_id)?;
+        let credentials = req
+            .credentials
+            .into_iter()
+            .map(|c| crate::federation::FederatedCredential {
+                name: c.name,
+                issuer: c.issuer,
+                subject: c.subject,
+                audiences: c.audiences,
+            })
+            .collect();
+        self.msrp.set_federated_credentials(&id, credentials).await?;
+        Ok(Response::new(
+            misim_proto::msrp::SetFederatedIdentityCredentialsResponse {},
+        ))
+    }
 }

@@ -7,6 +7,7 @@
 //! [`grpc`] (the only module seeing pb types: the MSRP server and the Azure AD client), [`error`].
 
 pub mod error;
+pub mod federation;
 pub mod grpc;
 pub mod identity;
 pub mod keypool;

@@ -15,6 +15,7 @@ use crate::vmss::CreateVmss;
 
 mod convert;
 mod webapps;
+mod workload;
 use convert::*;
 
 /// gRPC service over the shared ARM core.
@@ -546,5 +547,55 @@ impl ArmApi for ArmGrpc {
         r: Request<pb::GetVmIdentityRequest>,
     ) -> R<pb::VmIdentity> {
         self.webapp_identity_get(r).await
+    }
+
+    // AKS workload identity: in `workload.rs`.
+    async fn create_federated_identity_credential(
+        &self,
+        r: Request<pb::CreateFederatedIdentityCredentialRequest>,
+    ) -> R<pb::FederatedIdentityCredential> {
+        self.wl_create_fic(r).await
+    }
+
+    async fn list_federated_identity_credentials(
+        &self,
+        r: Request<pb::ListFederatedIdentityCredentialsRequest>,
+    ) -> R<pb::ListFederatedIdentityCredentialsResponse> {
+        self.wl_list_fics(r).await
+    }
+
+    async fn delete_federated_identity_credential(
+        &self,
+        r: Request<pb::DeleteFederatedIdentityCredentialRequest>,
+    ) -> R<pb::DeleteFederatedIdentityCredentialResponse> {
+        self.wl_delete_fic(r).await
+    }
+
+    async fn create_managed_cluster(
+        &self,
+        r: Request<pb::CreateManagedClusterRequest>,
+    ) -> R<pb::ManagedCluster> {
+        self.wl_create_cluster(r).await
+    }
+
+    async fn get_managed_cluster(
+        &self,
+        r: Request<pb::GetManagedClusterRequest>,
+    ) -> R<pb::ManagedCluster> {
+        self.wl_get_cluster(r).await
+    }
+
+    async fn delete_managed_cluster(
+        &self,
+        r: Request<pb::DeleteManagedClusterRequest>,
+    ) -> R<pb::DeleteManagedClusterResponse> {
+        self.wl_delete_cluster(r).await
+    }
+
+    async fn create_service_account_token(
+        &self,
+        r: Request<pb::CreateServiceAccountTokenRequest>,
+    ) -> R<pb::ServiceAccountToken> {
+        self.wl_sa_token(r).await
     }
 }

@@ -14,6 +14,7 @@ pub mod resources;
 pub mod vault;
 pub mod vault_hosts;
 
+pub mod workload;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -204,6 +205,10 @@ async fn handle(
         return vault::handle(&st, &method, path, query.as_deref(), &headers, &bytes).await;
     }
     if metadata::is_metadata_path(path) {
+    // AKS clusters' OIDC issuers: public, like the real issuer (workload.rs).
+    if workload::is_oidc_path(path) {
+        return workload::oidc(&st, &method, path);
+    }
         return metadata::handle(&st, &method, query.as_deref(), &headers);
     }
     let base = base_url(&st.arm, &headers);
@@ -303,6 +308,30 @@ async fn serve(
         path::PathError::NotFound => Fail::Arm(ArmError::RouteNotFound(path.to_string())),
         path::PathError::Namespace(ns) => Fail::Api(
             StatusCode::NOT_FOUND,
+    if workload::is_resource_path(path) {
+        // Federated identity credentials and managed clusters (workload.rs).
+        let sub_id = seg.get(1).copied().unwrap_or_default();
+        let sub = arm
+            .store()
+            .subscription(sub_id)?
+            .ok_or_else(|| ArmError::SubscriptionNotFound(sub_id.to_string()))?;
+        if !sub.tenant_id.eq_ignore_ascii_case(&caller.tenant_id) {
+            return Err(ArmError::InvalidToken {
+                code: "InvalidAuthenticationTokenTenant",
+                message: format!(
+                    "The access token is from the wrong issuer 'https://sts.windows.net/{}/'. It must match the tenant 'https://sts.windows.net/{}/' associated with this subscription.",
+                    caller.tenant_id, sub.tenant_id
+                ),
+            }
+            .into());
+        }
+        let body = if matches!(*method, Method::PUT | Method::PATCH) {
+            body::parse(req.bytes)?
+        } else {
+            Value::Object(Default::default())
+        };
+        return workload::serve(st, &caller, &sub, method, path, &body).await;
+    }
             "InvalidResourceNamespace",
             format!("The resource namespace '{ns}' is invalid."),
         ),

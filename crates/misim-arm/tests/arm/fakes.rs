@@ -116,6 +116,20 @@ impl Msrp for FakeMsrp {
     ) -> R<msrp::SetHostAccessResponse> {
         Ok(Response::new(msrp::SetHostAccessResponse {}))
     }
+    async fn set_federated_identity_credentials(
+        &self,
+        r: Request<msrp::SetFederatedIdentityCredentialsRequest>,
+    ) -> R<msrp::SetFederatedIdentityCredentialsResponse> {
+        let r = r.into_inner();
+        self.calls.lock().unwrap().push(format!(
+            "federated {} {}",
+            r.resource_id,
+            r.credentials.len()
+        ));
+        Ok(Response::new(
+            msrp::SetFederatedIdentityCredentialsResponse {},
+        ))
+    }
 }
 
 /// Fake host agent: placed VMs, the last identity set configured per VM, removals, a failure switch.
@@ -372,6 +386,12 @@ impl AadAdmin for FakeAadAdmin {
         &self,
         _: Request<aad::DeleteServicePrincipalRequest>,
     ) -> R<aad::DeleteServicePrincipalResponse> {
+        Err(Status::unimplemented("fake"))
+    }
+    async fn set_federated_identity_credentials(
+        &self,
+        _: Request<aad::SetFederatedIdentityCredentialsRequest>,
+    ) -> R<aad::SetFederatedIdentityCredentialsResponse> {
         Err(Status::unimplemented("fake"))
     }
 }

@@ -263,6 +263,41 @@ impl AadClient {
 }
 
 fn absent_is_ok(res: Result<()>) -> Result<()> {
+impl AadClient {
+    /// Replaces the federated identity credentials of principal `object_id` (workload identity
+    /// federation, [`crate::federation`]).
+    ///
+    /// # Errors
+    /// As [`AadClient::create_service_principal`].
+    pub async fn set_federated_credentials(
+        &self,
+        tenant_id: &str,
+        object_id: &str,
+        credentials: Vec<crate::federation::FederatedCredential>,
+    ) -> Result<()> {
+        use misim_proto::aad::{FederatedIdentityCredential, SetFederatedIdentityCredentialsRequest};
+        let req = SetFederatedIdentityCredentialsRequest {
+            tenant_id: tenant_id.to_string(),
+            object_id: object_id.to_string(),
+            credentials: credentials
+                .into_iter()
+                .map(|c| FederatedIdentityCredential {
+                    name: c.name,
+                    issuer: c.issuer,
+                    subject: c.subject,
+                    audiences: c.audiences,
+                })
+                .collect(),
+        };
+        self.call("SetFederatedIdentityCredentials", |mut c| {
+            let req = req.clone();
+            async move { c.set_federated_identity_credentials(traced(req)).await }
+        })
+        .await?;
+        Ok(())
+    }
+}
+
     match res {
         Err(MsrpError::AadRejected {
             code: tonic::Code::NotFound,

@@ -237,6 +237,15 @@ impl AadAdmin for FakeAad {
         s.principals.remove(&r.object_id);
         Ok(Response::new(DeleteServicePrincipalResponse {}))
     }
+    async fn set_federated_identity_credentials(
+        &self,
+        _: Request<misim_proto::aad::SetFederatedIdentityCredentialsRequest>,
+    ) -> Result<Response<misim_proto::aad::SetFederatedIdentityCredentialsResponse>, Status> {
+        self.record("SetFederatedIdentityCredentials");
+        Ok(Response::new(
+            misim_proto::aad::SetFederatedIdentityCredentialsResponse {},
+        ))
+    }
 }
 
 /// Starts the fake AAD on 127.0.0.1:0; returns its URL. Stops when `shutdown` is cancelled.

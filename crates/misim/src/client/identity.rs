@@ -156,6 +156,9 @@ pub(super) async fn identity(arm: &mut Arm, c: IdentityCommand) -> anyhow::Resul
             };
             print(&crate::export::export_pem(&msrp, &cert_dir, &resource_id, &out).await?);
         }
+        IdentityCommand::FederatedCredential { command } => {
+            super::aks::federated_credential(arm, command).await?;
+        }
         IdentityCommand::Delete { identity } => {
             let req = pb::DeleteUserAssignedIdentityRequest {
                 resource_group: identity.resource_group,
