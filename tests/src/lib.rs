@@ -30,10 +30,14 @@ impl Sandbox {
 
     /// Starts misim with `hosts` hosts.
     pub async fn start_with_hosts(hosts: u16) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_test_writer()
-            .try_init();
+        // Logs to the test output; flows recorded in memory (misim_core::telemetry), as misim up does.
+        let _ = misim_core::telemetry::init(&misim_core::telemetry::TelemetryConfig {
+            log_filter: "info".into(),
+            test_writer: true,
+            traces: true,
+            service_name: "misim-tests".into(),
+            ..Default::default()
+        });
         let dir = tempfile::tempdir().expect("temp dir");
         let system = start(config(dir.path(), hosts))
             .await

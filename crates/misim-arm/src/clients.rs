@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use misim_core::control::ControlTls;
+use misim_core::telemetry::propagation::grpc_request as traced;
 use misim_proto::aad::aad_admin_client::AadAdminClient;
 use misim_proto::imds::host_agent_client::HostAgentClient;
 use misim_proto::msrp::msrp_client::MsrpClient;
@@ -166,7 +167,7 @@ impl Peers {
         };
         self.msrp
             .clone()
-            .set_host_access(req)
+            .set_host_access(traced(req))
             .await
             .map_err(|s| unavailable("msrp", s))?;
         Ok(())
@@ -217,7 +218,7 @@ impl Peers {
         let id = self
             .msrp
             .clone()
-            .create_identity(req)
+            .create_identity(traced(req))
             .await
             .map_err(|s| unavailable("msrp", s))?
             .into_inner();
@@ -238,7 +239,7 @@ impl Peers {
         };
         self.msrp
             .clone()
-            .delete_identity(req)
+            .delete_identity(traced(req))
             .await
             .map_err(|s| unavailable("msrp", s))?;
         Ok(())
@@ -253,7 +254,7 @@ impl Peers {
             vm: Some(vm_info(vm)),
             app_service: None,
         };
-        let placed = self.host(host)?.place_vm(request).await;
+        let placed = self.host(host)?.place_vm(traced(request)).await;
         Ok(placed
             .map_err(|s| unavailable(&format!("host {host}"), s))?
             .into_inner()
@@ -277,7 +278,7 @@ impl Peers {
                 identity_header: identity_header.to_string(),
             }),
         };
-        let placed = self.host(host)?.place_vm(request).await;
+        let placed = self.host(host)?.place_vm(traced(request)).await;
         Ok(placed
             .map_err(|s| unavailable(&format!("host {host}"), s))?
             .into_inner()
@@ -292,7 +293,7 @@ impl Peers {
         let req = imds::GetVmRequest {
             resource_id: resource_id.to_string(),
         };
-        match self.host(host)?.get_vm(req).await {
+        match self.host(host)?.get_vm(traced(req)).await {
             Ok(r) => Ok(Some(HostVm::from(r.into_inner()))),
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(unavailable(&format!("host {host}"), s)),
@@ -319,7 +320,7 @@ impl Peers {
             port,
             force_update_tag: force_update_tag.to_string(),
         };
-        match self.host(host)?.set_extension(req).await {
+        match self.host(host)?.set_extension(traced(req)).await {
             Ok(r) => Ok(HostVm::from(r.into_inner())),
             Err(s)
                 if matches!(
@@ -345,7 +346,7 @@ impl Peers {
             resource_id: resource_id.to_string(),
         };
         self.host(host)?
-            .remove_vm(req)
+            .remove_vm(traced(req))
             .await
             .map_err(|s| unavailable(&format!("host {host}"), s))?;
         // The VM is gone from the host: revoke its grant.
@@ -382,7 +383,7 @@ impl Peers {
             identities,
         };
         self.host(host)?
-            .configure_identities(req)
+            .configure_identities(traced(req))
             .await
             .map_err(|s| unavailable(&format!("host {host}"), s))?;
         Ok(())

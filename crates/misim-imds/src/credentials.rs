@@ -41,7 +41,9 @@ impl Host {
             for (i, identity) in chunk.iter().enumerate() {
                 let (msrp, host) = (self.msrp.clone(), self.host_name.clone());
                 let identity = identity.clone();
-                set.spawn(async move { (i, fetch(&msrp, &host, &identity).await) });
+                let fetch_one = async move { (i, fetch(&msrp, &host, &identity).await) };
+                // In the caller's span: the fetch continues the flow's trace (misim_core::telemetry).
+                set.spawn(tracing::Instrument::in_current_span(fetch_one));
             }
             let mut got: Vec<Option<Credential>> = vec![None; chunk.len()];
             while let Some(joined) = set.join_next().await {

@@ -22,6 +22,19 @@ pub struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `misim_imds=debug`.
     #[arg(long, global = true, env = "MISIM_LOG", default_value = "info")]
     pub log: String,
+    /// Log line format of the servers: text, or json (one object per line, with the trace_id of
+    /// the flow the line belongs to).
+    #[arg(long, global = true, env = "MISIM_LOG_FORMAT", default_value = "text")]
+    pub log_format: misim_core::telemetry::LogFormat,
+    /// Export every flow's spans with OpenTelemetry's OTLP/HTTP exporter to this collector, e.g.
+    /// http://127.0.0.1:4318 (spans go to ENDPOINT/v1/traces); default: OTEL_EXPORTER_OTLP_ENDPOINT.
+    /// Spans are always kept in memory too (`misim trace show`, ARM's /console).
+    #[arg(long, global = true)]
+    pub otlp_endpoint: Option<String>,
+    /// Serve /metrics (Prometheus) and /debug/traces (this process' spans) on this address too,
+    /// e.g. 127.0.0.1:9464: for parties without an HTTP listener of their own (msrp, imds).
+    #[arg(long, global = true, env = "MISIM_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -162,6 +175,11 @@ pub enum Command {
     ///            --app-role Orders.Read
     #[command(verbatim_doc_comment)]
     Ad(crate::client::ad::AdArgs),
+    /// Flows as sequence diagrams, from the spans the parties keep in memory (docs/observability.md).
+    ///
+    /// Example: misim trace show --last --format mermaid
+    #[command(verbatim_doc_comment)]
+    Trace(crate::client::trace::TraceArgs),
     /// Control-plane certificates (mutual TLS between parties; see docs/security.md).
     Certs {
         /// The subcommand.

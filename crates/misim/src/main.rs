@@ -2,7 +2,6 @@
 
 use clap::Parser;
 use misim::cli::{Cli, Command};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -19,11 +18,35 @@ async fn main() -> std::process::ExitCode {
     } else {
         "warn".to_string()
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // Servers record flows (in memory; OTLP too with --otlp-endpoint / OTEL_EXPORTER_OTLP_ENDPOINT).
+    let telemetry = misim_core::telemetry::TelemetryConfig {
+        log_filter: filter,
+        log_format: cli.log_format,
+        otlp_endpoint: cli.otlp_endpoint.clone(),
+        service_name: format!("misim-{}", server_name(&cli.command)),
+        traces: is_server,
+        test_writer: false,
+    };
+    if let Err(e) = misim_core::telemetry::init(&telemetry) {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let metrics = match (is_server, cli.metrics_listen) {
+        (true, Some(addr)) => match misim_core::serve::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(metrics = %addr, "serving /metrics and /debug/traces");
+                let stop = tokio_util::sync::CancellationToken::new();
+                let router = misim_core::telemetry::metrics::router();
+                tokio::spawn(misim_core::serve::serve_http(l, router, stop.clone()));
+                Some(stop)
+            }
+            Err(e) => {
+                eprintln!("error: --metrics-listen: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let result = match cli.command {
         Command::Up(a) => misim::up::run_until_signal(a).await,
         Command::Aad(a) => misim::parties::run_aad(a).await,
@@ -33,11 +56,27 @@ async fn main() -> std::process::ExitCode {
         Command::Certs { command } => misim::parties::certs(command),
         verb => misim::client::run(verb).await,
     };
+    if let Some(stop) = metrics {
+        stop.cancel();
+    }
+    misim_core::telemetry::shutdown();
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The party a server command runs (the exported spans' `service.name`).
+fn server_name(command: &Command) -> &'static str {
+    match command {
+        Command::Up(_) => "up",
+        Command::Aad(_) => "aad",
+        Command::Msrp(_) => "msrp",
+        Command::Imds(_) => "imds",
+        Command::Arm(_) => "arm",
+        _ => "cli",
     }
 }

@@ -301,6 +301,7 @@ pub async fn run_aad(a: AadArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let grpc = bind(a.grpc_listen).await?;
     let http = bind(a.http_listen).await?;
+    name(&[&grpc, &http], "aad");
     let public_url = a
         .public_url
         .unwrap_or_else(|| format!("http://{}", a.http_listen));
@@ -312,7 +313,11 @@ pub async fn run_aad(a: AadArgs) -> anyhow::Result<()> {
     cfg.control = Some(a.control.load(Role::Aad, &a.tls.ca_dir)?);
     let https = match a.https_listen {
         Some(addr) => Some(misim_core::tls::HttpsListener {
-            listener: bind(addr).await?,
+            listener: {
+                let l = bind(addr).await?;
+                name(&[&l], "aad");
+                l
+            },
             tls: a.tls.server_config()?,
         }),
         None => None,
@@ -328,6 +333,7 @@ pub async fn run_aad(a: AadArgs) -> anyhow::Result<()> {
 pub async fn run_msrp(a: MsrpArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let listener = bind(a.listen).await?;
+    name(&[&listener], "msrp");
     tracing::info!(grpc = %a.listen, aad = %a.aad_grpc, "msrp listening");
     let mut cfg = msrp_config(a.data_dir, a.aad_grpc, Clock::system());
     cfg.control = Some(a.control.load(Role::Msrp, &a.ca_dir)?);
@@ -342,6 +348,7 @@ pub async fn run_msrp(a: MsrpArgs) -> anyhow::Result<()> {
 pub async fn run_imds(a: ImdsArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let listener = bind(a.listen).await?;
+    name(&[&listener], &a.name);
     tracing::info!(host = %a.name, agent = %a.listen, vm_listen_ip = %a.vm_listen_ip, "host agent listening");
     let mut cfg = imds_config(
         a.name,
@@ -395,6 +402,8 @@ pub async fn run_arm(a: ArmArgs) -> anyhow::Result<()> {
     let shutdown = shutdown_on_signal();
     let grpc = bind(a.grpc_listen).await?;
     let rest = bind(a.rest_listen).await?;
+    name(&[&grpc, &rest], "arm");
+    misim_arm::rest::console::set_token(a.api_token.clone());
     tracing::info!(grpc = %a.grpc_listen, rest = %a.rest_listen, hosts = hosts.len(), "arm listening");
     let cfg = misim_arm::Config {
         data_dir: a.data_dir,
@@ -427,6 +436,15 @@ pub async fn run_arm(a: ArmArgs) -> anyhow::Result<()> {
     }
     served?;
     Ok(())
+}
+
+/// Names the party serving on `listeners` (its server spans' and metrics' `party`).
+fn name(listeners: &[&tokio::net::TcpListener], party: &str) {
+    for l in listeners {
+        if let Ok(addr) = l.local_addr() {
+            misim_core::telemetry::propagation::name_listener(addr, party);
+        }
+    }
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM (what `docker stop` sends).

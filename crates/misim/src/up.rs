@@ -327,6 +327,8 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     let lock = lock_data_dir(&cfg.data_dir)?;
     let resumed = cfg.data_dir.join("arm").exists();
     let b = bind_all(&cfg).await?;
+    name_listeners(&b); // the party of each listener's spans and metrics
+    misim_arm::rest::console::set_token(cfg.arm_api_token.clone());
     let host_names: Vec<String> = b.hosts.iter().map(|(name, _)| name.clone()).collect();
     let (ca_file, tls, mut certs) =
         tls_config(cfg.data_dir.join("ca"), cfg.tls_names.clone(), host_names).await?;
@@ -481,6 +483,29 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
         Err(e) => {
             system.stop().await;
             Err(e)
+        }
+    }
+}
+
+/// Names each listener's party for its server spans and request metrics (misim_core::telemetry).
+fn name_listeners(b: &Bound) {
+    use misim_core::telemetry::propagation::name_listener;
+    let named = [
+        (&b.arm_grpc, "arm"),
+        (&b.arm_rest, "arm"),
+        (&b.aad_http, "aad"),
+        (&b.aad_https, "aad"),
+        (&b.aad_grpc, "aad"),
+        (&b.msrp_grpc, "msrp"),
+    ];
+    for (l, party) in named {
+        if let Ok(addr) = l.local_addr() {
+            name_listener(addr, party);
+        }
+    }
+    for (name, l) in &b.hosts {
+        if let Ok(addr) = l.local_addr() {
+            name_listener(addr, name);
         }
     }
 }

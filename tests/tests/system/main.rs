@@ -17,6 +17,7 @@ mod imds_metadata;
 mod lifecycle_scale_set;
 mod lifecycle_system_assigned;
 mod lifecycle_user_assigned;
+mod observability;
 mod rbac_rest;
 mod rbac_vault;
 mod up_edges;

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod console;
 pub mod json;
 pub mod listing;
 pub mod metadata;
@@ -47,10 +48,12 @@ pub fn router(state: RestState) -> Router {
     if vault_hosts::enabled() {
         vault_hosts::spawn(state.arm.clone(), CancellationToken::new());
     }
+    let console = console::router(state.arm.clone()); // `/console`, `/metrics`: observability
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .fallback(handle)
         .with_state(state)
+        .merge(console)
 }
 
 /// An error as ARM answers it: status, `{"error":{code,message}}` and, for 401s, a

@@ -237,6 +237,7 @@ pub fn step_span(step: u8, party: &str) -> Span {
         vm = tracing::field::Empty,
         host = tracing::field::Empty,
         identity = tracing::field::Empty,
+        principal = tracing::field::Empty,
         resource = tracing::field::Empty,
         outcome = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,

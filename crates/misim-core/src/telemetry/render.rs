@@ -100,8 +100,8 @@ pub fn arrows(spans: &[SpanRecord]) -> Vec<Arrow> {
         let step = own_step
             .get(&s.span_id)
             .copied()
-            .or(ancestor_step)
-            .or_else(|| known_step(&call));
+            .or_else(|| known_step(&call))
+            .or(ancestor_step);
         out.push(Arrow {
             from,
             to,
@@ -224,9 +224,14 @@ pub fn token_story(traces: &[Vec<SpanRecord>], vm: Option<&str>) -> Option<Diagr
     arrows.sort_by_key(|a| a.start_us);
     Some(Diagram {
         title: format!(
-            "the last token{}: {}",
-            token_vm.map(|v| format!(" of vm {v}")).unwrap_or_default(),
-            summary(token)
+            "the flow of the last token{}: steps {}",
+            token_vm.map(|v| format!(" (vm {v})")).unwrap_or_default(),
+            {
+                let mut all: Vec<u8> = chosen.iter().flat_map(|t| steps(t)).collect();
+                all.sort_unstable();
+                all.dedup();
+                all.iter().map(u8::to_string).collect::<Vec<_>>().join(", ")
+            }
         ),
         trace_ids: chosen
             .iter()

@@ -13,6 +13,7 @@ use misim_proto::aad::{
     ListServicePrincipalsRequest, RemoveKeyCredentialRequest, ServicePrincipal,
 };
 use tonic::transport::Channel;
+use misim_core::telemetry::propagation::grpc_request as traced;
 use tracing::warn;
 
 use crate::error::{MsrpError, Result};
@@ -121,7 +122,7 @@ impl AadClient {
         let sp = self
             .call("CreateServicePrincipal", |mut c| {
                 let req = req.clone();
-                async move { c.create_service_principal(req).await }
+                async move { c.create_service_principal(traced(req)).await }
             })
             .await?;
         Ok(sp.into())
@@ -145,7 +146,7 @@ impl AadClient {
         let sp = self
             .call("AddKeyCredential", |mut c| {
                 let req = req.clone();
-                async move { c.add_key_credential(req).await }
+                async move { c.add_key_credential(traced(req)).await }
             })
             .await?;
         Ok(sp.into())
@@ -169,7 +170,7 @@ impl AadClient {
         let res = self
             .call("RemoveKeyCredential", |mut c| {
                 let req = req.clone();
-                async move { c.remove_key_credential(req).await }
+                async move { c.remove_key_credential(traced(req)).await }
             })
             .await;
         absent_is_ok(res.map(|_| ()))
@@ -187,7 +188,7 @@ impl AadClient {
         let res = self
             .call("DeleteServicePrincipal", |mut c| {
                 let req = req.clone();
-                async move { c.delete_service_principal(req).await }
+                async move { c.delete_service_principal(traced(req)).await }
             })
             .await;
         absent_is_ok(res.map(|_| ()))
@@ -209,7 +210,7 @@ impl AadClient {
         let res = self
             .call("ListServicePrincipals", |mut c| {
                 let req = req.clone();
-                async move { c.list_service_principals(req).await }
+                async move { c.list_service_principals(traced(req)).await }
             })
             .await;
         match res {

@@ -13,6 +13,7 @@ use crate::output;
 
 pub mod ad;
 pub mod aks;
+pub mod trace;
 mod identity;
 mod keyvault;
 mod rbac;
@@ -143,6 +144,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     // `misim ad …` talks to Azure AD (Microsoft Graph's part), not ARM.
     let command = match command {
         Command::Ad(args) => return ad::run(args).await,
+        Command::Trace(args) => return trace::run(args).await,
         other => other,
     };
     let conn = match &command {
@@ -158,6 +160,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Aks { conn, .. } => conn.clone(),
         Command::Up(_)
         | Command::Ad(_)
+        | Command::Trace(_)
         | Command::Aad(_)
         | Command::Msrp(_)
         | Command::Imds(_)
@@ -187,6 +190,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Aks { command, .. } => aks::aks(&mut arm, command).await?,
         Command::Up(_)
         | Command::Ad(_)
+        | Command::Trace(_)
         | Command::Aad(_)
         | Command::Msrp(_)
         | Command::Imds(_)
