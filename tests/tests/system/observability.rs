@@ -134,7 +134,7 @@ async fn one_token_request_is_one_trace_across_imds_and_azure_ad() {
     assert_eq!(arrows, vec![("workload", "IMDS", Some(5)), ("IMDS", "Azure AD", Some(6))]);
     let m = render::mermaid(&d);
     assert!(m.contains("workload->>IMDS: 5. token request: GET /metadata/identity/oauth2/token → 200 ("), "{m}");
-    assert!(m.contains("IMDS->>Azure_AD: 6. token from Azure AD: POST /{id}/oauth2/token → 200 ("), "{m}");
+    assert!(m.contains("IMDS->>Azure_AD: 6. token from Azure AD: POST /{tenantId}/oauth2/token → 200 ("), "{m}");
     sb.stop().await;
 }
 
@@ -242,7 +242,7 @@ async fn metrics_counters_move_as_requests_are_made() {
     grew("misim_aad_tokens_issued_total", &[("resource", "https://vault.azure.net"), ("grant_type", "client_credentials")]);
     grew("misim_aad_assertion_failures_total", &[("code", "500011")]);
     grew("misim_request_duration_seconds_count", &[("party", "imds"), ("endpoint", "/metadata/identity/oauth2/token")]);
-    grew("misim_requests_total", &[("party", "arm"), ("endpoint", "/misim.arm.v1.Arm/AssignVmIdentity")]);
+    assert!(value(&after, "misim_requests_total", &[("party", "arm"), ("endpoint", "/misim.arm.v1.Arm/AssignVmIdentity"), ("status", "OK")]) >= 1.0);
     assert!(value(&after, "misim_resources", &[("party", "arm"), ("kind", "hosts")]) >= 2.0, "{after}");
     assert!(value(&after, "misim_resources", &[("party", "arm"), ("kind", "vms")]) >= 1.0);
     for name in ["misim_throttled_requests_total", "misim_certificate_renewals_total", "misim_signing_key_rotations_total"] {

@@ -241,6 +241,35 @@ pub fn token_story(traces: &[Vec<SpanRecord>], vm: Option<&str>) -> Option<Diagr
     })
 }
 
+/// A call with its GUIDs named (`/{tenantId}/oauth2/token`, `/subscriptions/{subscriptionId}/…`),
+/// so that arrows stay short; resource names are kept.
+pub fn short_call(call: &str) -> String {
+    let (method, path) = match call.split_once(' ') {
+        Some((m, p)) => (Some(m), p),
+        None => (None, call),
+    };
+    let mut prev = "";
+    let segs: Vec<String> = path
+        .split('/')
+        .enumerate()
+        .map(|(i, seg)| {
+            let guid = seg.len() == 36 && seg.chars().filter(|c| *c == '-').count() == 4;
+            let out = match (guid, prev.to_ascii_lowercase().as_str()) {
+                (true, "subscriptions") => "{subscriptionId}".to_string(),
+                (true, _) if i == 1 => "{tenantId}".to_string(),
+                (true, _) => "{id}".to_string(),
+                _ => seg.to_string(),
+            };
+            prev = seg;
+            out
+        })
+        .collect();
+    match method {
+        Some(m) => format!("{m} {}", segs.join("/")),
+        None => segs.join("/"),
+    }
+}
+
 fn label(a: &Arrow) -> String {
     let step = a.step.map(|s| format!("{s}. ")).unwrap_or_default();
     let what = a
@@ -248,7 +277,7 @@ fn label(a: &Arrow) -> String {
         .and_then(|s| STEP_LABELS.get(s as usize))
         .map(|l| format!("{l}: "))
         .unwrap_or_default();
-    format!("{step}{what}{} → {} ({:.1} ms)", a.call, a.result, a.latency_ms)
+    format!("{step}{what}{} → {} ({:.1} ms)", short_call(&a.call), a.result, a.latency_ms)
 }
 
 fn participants(d: &Diagram) -> Vec<String> {
