@@ -265,3 +265,85 @@ async fn app_service_protocol_errors_and_tokens_for_system_and_user_assigned() {
     assert_eq!(err.code(), tonic::Code::NotFound);
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sites_over_rest_with_the_identity_block_and_without_the_secret() {
+    let sb = Sandbox::start().await;
+    let token = owner(&sb).await;
+    group(&sb, "rg2").await;
+    let id = uami(&sb, "rg2", "web-id").await;
+    let path = format!(
+        "{}/providers/Microsoft.Web/sites/web-rest",
+        rg_id(&sb, "rg2")
+    );
+    let body = serde_json::json!({
+        "location": "westeurope",
+        "kind": "functionapp",
+        "identity": {"type": "SystemAssigned, UserAssigned", "userAssignedIdentities": {id.id.clone(): {}}},
+    });
+    let (status, site) = rest(&sb, "PUT", &path, &token, Some(body)).await;
+    assert_eq!(status, 201, "{site}");
+    assert_eq!(site["type"], "Microsoft.Web/sites");
+    assert_eq!(site["kind"], "functionapp");
+    assert_eq!(
+        site["properties"]["defaultHostName"],
+        "web-rest.azurewebsites.net"
+    );
+    let identity = &site["identity"];
+    assert_eq!(identity["type"], "SystemAssigned, UserAssigned", "{site}");
+    assert!(identity["principalId"].is_string() && identity["tenantId"].is_string());
+    let entry = identity["userAssignedIdentities"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(entry["clientId"], id.client_id.as_str());
+    assert_eq!(entry["principalId"], id.principal_id.as_str());
+
+    // The gRPC admin view has the secret; REST never shows it.
+    let grpc = sb
+        .arm()
+        .await
+        .get_web_app(pb::GetWebAppRequest {
+            resource_group: "rg2".into(),
+            name: "web-rest".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (status, got) = rest(&sb, "GET", &path, &token, None).await;
+    assert_eq!(status, 200, "{got}");
+    assert!(!got.to_string().contains(&grpc.identity_header));
+    assert_eq!(got["identity"], site["identity"]);
+
+    // PATCH removes the user-assigned identity (null), keeps the system-assigned one.
+    let patch = serde_json::json!({"identity": {"type": "SystemAssigned", "userAssignedIdentities": {id.id.clone(): null}}});
+    let (status, patched) = rest(&sb, "PATCH", &path, &token, Some(patch)).await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["identity"]["type"], "SystemAssigned");
+    assert_eq!(
+        patched["identity"]["principalId"],
+        site["identity"]["principalId"]
+    );
+
+    // Lists: the group's sites and the subscription's.
+    let list_path = format!("{}/providers/Microsoft.Web/sites", rg_id(&sb, "rg2"));
+    let (status, list) = rest(&sb, "GET", &list_path, &token, None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["value"][0]["name"], "web-rest");
+    let sub_path = format!("{}/providers/Microsoft.Web/sites", sub(&sb));
+    let (status, list) = rest(&sb, "GET", &sub_path, &token, None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["value"].as_array().unwrap().len(), 1);
+
+    let (status, _) = rest(&sb, "DELETE", &path, &token, None).await;
+    assert_eq!(status, 200);
+    let (status, err) = rest(&sb, "GET", &path, &token, None).await;
+    assert_eq!(status, 404, "{err}");
+    assert_eq!(err["error"]["code"], "ResourceNotFound");
+    let (status, _) = rest(&sb, "DELETE", &path, &token, None).await;
+    assert_eq!(status, 204);
+    sb.stop().await;
+}

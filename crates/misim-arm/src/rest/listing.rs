@@ -223,6 +223,12 @@ fn bodies(c: &Call<'_>, kind: Kind, scope: &ResourceId) -> Result<Vec<(ResourceI
             .filter(|v| v.id.is_within(scope))
             .map(|v| (v.id.clone(), shapes::vault(v)))
             .collect(),
+        Kind::Site => c
+            .arm
+            .webapps_within(scope)?
+            .iter()
+            .map(|w| (w.id.clone(), super::resources::site_json(w)))
+            .collect(),
     })
 }
 

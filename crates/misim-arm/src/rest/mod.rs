@@ -174,6 +174,7 @@ fn first_api_version(target: &path::Target) -> Option<(&'static str, &'static st
         Kind::Uami => ("userAssignedIdentities", "2015-08-31-preview"),
         Kind::Vault => ("vaults", "2015-06-01"),
         Kind::Nic => ("networkInterfaces", "2014-12-01-preview"),
+        Kind::Site => ("sites", "2014-06-01"),
     })
 }
 

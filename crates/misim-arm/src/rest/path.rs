@@ -18,10 +18,19 @@ pub enum Kind {
     Vault,
     /// `Microsoft.Network/networkInterfaces` (one per VM, read-only).
     Nic,
+    /// `Microsoft.Web/sites` (App Service web apps and function apps).
+    Site,
 }
 
 /// Every kind, in listing order.
-pub const KINDS: [Kind; 5] = [Kind::Vm, Kind::Vmss, Kind::Uami, Kind::Vault, Kind::Nic];
+pub const KINDS: [Kind; 6] = [
+    Kind::Vm,
+    Kind::Vmss,
+    Kind::Uami,
+    Kind::Vault,
+    Kind::Nic,
+    Kind::Site,
+];
 
 /// Resource provider namespaces misim serves (others are `InvalidResourceNamespace`).
 pub const NAMESPACES: &[&str] = &[
@@ -31,6 +40,7 @@ pub const NAMESPACES: &[&str] = &[
     "Microsoft.Network",
     "Microsoft.Authorization",
     "Microsoft.Resources",
+    "Microsoft.Web",
 ];
 
 impl Kind {
@@ -42,6 +52,7 @@ impl Kind {
             Kind::Uami => "Microsoft.ManagedIdentity/userAssignedIdentities",
             Kind::Vault => "Microsoft.KeyVault/vaults",
             Kind::Nic => "Microsoft.Network/networkInterfaces",
+            Kind::Site => "Microsoft.Web/sites",
         }
     }
 

@@ -17,7 +17,9 @@ use crate::model::Subscription;
 use crate::service::Arm;
 
 mod compute;
+mod web;
 use compute::{vm, vmss};
+pub use web::site_json;
 
 /// The permission needed to attach a user-assigned identity
 /// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/managed-identities-faq>).
@@ -187,6 +189,7 @@ async fn serve_resource(c: &Call<'_>, target: Target) -> Result<Reply> {
                     .map(json::vault)
                     .collect(),
                 Kind::Nic => Vec::new(),
+                Kind::Site => arm.list_webapps(s, &g)?.iter().map(site_json).collect(),
             };
             ok(json::list(items))
         }
@@ -202,6 +205,7 @@ async fn serve_resource(c: &Call<'_>, target: Target) -> Result<Reply> {
                 Kind::Uami => uami(c, s, &g, &n, &id).await,
                 Kind::Vault => vault(c, s, &g, &n, &id).await,
                 Kind::Nic => Err(ArmError::RouteNotFound(c.path.to_string())),
+                Kind::Site => web::site(c, s, &g, &n, &id).await,
             }
         }
         Target::VmssInstances(_, g, n) => {

@@ -17,7 +17,7 @@ use crate::vmss::CreateVmss;
 
 impl Call<'_> {
     /// Checks `assign/action` on every identity the request newly attaches (LinkedAuthorizationFailed).
-    fn allow_linked(
+    pub(super) fn allow_linked(
         &self,
         action: &str,
         scope: &ResourceId,

@@ -1,0 +1,112 @@
+//! App Service web apps (`Microsoft.Web/sites`) on the REST surface: GET, PUT/PATCH (create, and the
+//! `identity` block with ARM's PUT/PATCH semantics, checking `…/assign/action` on every newly
+//! attached user-assigned identity) and DELETE, in the shape of Web Apps - Get
+//! (<https://learn.microsoft.com/rest/api/appservice/web-apps/get>; `identity` is the
+//! `ManagedServiceIdentity` of the Microsoft.Web spec: type, tenantId, principalId,
+//! userAssignedIdentities {principalId, clientId}). The site's `IDENTITY_HEADER` secret is never
+//! part of this surface, as App Service shows it only inside the app's environment.
+
+use axum::http::Method;
+use misim_core::ResourceId;
+use serde_json::{json, Value};
+
+use super::json as shapes;
+use super::{body, deleted, ok, put_status, Call, Reply};
+use crate::error::Result;
+use crate::identity_spec::Mode;
+use crate::webapps::{CreateWebApp, WebApp, SITES};
+
+/// `GET …/Microsoft.Web/sites/{name}` body.
+pub fn site_json(w: &WebApp) -> Value {
+    let host = w.default_host_name();
+    let mut v = json!({
+        "id": w.id.to_string(),
+        "name": w.id.name(),
+        "type": SITES,
+        "kind": w.kind,
+        "location": w.location,
+        "tags": w.tags,
+        "properties": {
+            "name": w.id.name(),
+            "state": "Running",
+            "enabled": true,
+            "hostNames": [host],
+            "enabledHostNames": [host, format!("{}.scm.azurewebsites.net", w.id.name().to_ascii_lowercase())],
+            "defaultHostName": host,
+            "usageState": "Normal",
+            "availabilityState": "Normal",
+            "resourceGroup": w.id.resource_group_name().unwrap_or_default(),
+            "httpsOnly": false,
+            "reserved": false,
+            "provisioningState": w.provisioning_state(),
+        }
+    });
+    if let Some(identity) = shapes::identity(w.identity_view()) {
+        v["identity"] = identity;
+    }
+    v
+}
+
+pub(super) async fn site(
+    c: &Call<'_>,
+    s: &str,
+    g: &str,
+    n: &str,
+    id: &ResourceId,
+) -> Result<Reply> {
+    let action = |verb: &str| format!("{SITES}/{verb}");
+    let arm = c.arm;
+    match *c.method {
+        Method::GET => {
+            c.allow(&action("read"), id)?;
+            ok(site_json(&arm.get_webapp(s, g, n).await?))
+        }
+        Method::PUT | Method::PATCH => {
+            let write = action("write");
+            c.allow(&write, id)?;
+            let existing = arm.get_webapp(s, g, n).await.ok();
+            if existing.is_none() && c.method == Method::PATCH {
+                arm.get_webapp(s, g, n).await?;
+            }
+            let identity = body::identity(c.body)?;
+            let mode = if c.method == Method::PUT {
+                Mode::Put
+            } else {
+                Mode::Patch
+            };
+            if let Some(req) = &identity {
+                let current = existing
+                    .as_ref()
+                    .map(|w| w.user_assigned.clone())
+                    .unwrap_or_default();
+                c.allow_linked(&write, id, &current, req, mode)?;
+            }
+            let created = existing.is_none();
+            if created {
+                let req = CreateWebApp {
+                    subscription_id: s.into(),
+                    resource_group: g.into(),
+                    name: n.into(),
+                    location: body::location(c.body),
+                    kind: c.body["kind"].as_str().unwrap_or_default().into(),
+                    tags: body::tags(c.body).unwrap_or_default(),
+                    ..Default::default()
+                };
+                arm.create_webapp(req).await?;
+            }
+            if let Some(req) = &identity {
+                let site_id = arm.webapp_id(s, g, n)?;
+                arm.update_webapp_identity(&site_id, req, mode).await?;
+            }
+            let w = arm.get_webapp(s, g, n).await?;
+            Ok((put_status(created), site_json(&w)))
+        }
+        Method::DELETE => {
+            c.allow(&action("delete"), id)?;
+            let existed = arm.get_webapp(s, g, n).await.is_ok();
+            arm.delete_webapp(s, g, n).await?;
+            deleted(existed)
+        }
+        _ => Err(c.not_allowed()),
+    }
+}
