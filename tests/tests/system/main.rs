@@ -21,3 +21,4 @@ mod observability;
 mod rbac_rest;
 mod rbac_vault;
 mod up_edges;
+mod workload_identity;
