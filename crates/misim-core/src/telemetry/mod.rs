@@ -187,7 +187,7 @@ pub fn init(cfg: &TelemetryConfig) -> Result<(), String> {
         (LogFormat::Json, _) => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
-            .with_span_list(false)
+            .with_span_list(true)
             .with_writer(std::io::stderr)
             .with_filter(log_filter)
             .boxed(),

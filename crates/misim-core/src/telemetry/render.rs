@@ -358,9 +358,15 @@ pub fn svg(d: &Diagram) -> String {
     let margin = 90.0;
     let row = 34.0;
     let top = 70.0;
-    let width = margin * 2.0 + col * (parts.len().max(1) as f64 - 1.0);
-    let height = top + 30.0 + row * d.arrows.len() as f64 + 30.0;
     let x = |p: &str| margin + col * parts.iter().position(|q| q == p).unwrap_or(0) as f64;
+    // Labels start at the arrow's left end: the image is as wide as the longest one needs.
+    let label_end = d
+        .arrows
+        .iter()
+        .map(|a| x(&a.from).min(x(&a.to)) + 8.0 + 6.6 * label(a).chars().count() as f64)
+        .fold(0.0_f64, f64::max);
+    let width = (margin * 2.0 + col * (parts.len().max(1) as f64 - 1.0)).max(label_end + 20.0);
+    let height = top + 30.0 + row * d.arrows.len() as f64 + 30.0;
     let mut out = format!(
         r##"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12"><title>{t}</title><rect width="100%" height="100%" fill="#ffffff"/><defs><marker id="ah" markerWidth="10" markerHeight="8" refX="9" refY="4" orient="auto"><path d="M0,0 L10,4 L0,8 z" fill="#333"/></marker></defs><text x="10" y="20" font-size="14" font-weight="bold">{t}</text>"##,
         w = width.max(420.0),
@@ -381,9 +387,9 @@ pub fn svg(d: &Diagram) -> String {
         let (x1, x2) = (x(&a.from), x(&a.to));
         let ok = a.result == "OK" || a.result.starts_with('2');
         let colour = if ok { "#333" } else { "#c5221f" };
-        let mid = (x1 + x2) / 2.0;
+        let start = x1.min(x2) + 8.0;
         out.push_str(&format!(
-            r##"<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{colour}" stroke-width="1.5" marker-end="url(#ah)"/><text x="{mid}" y="{}" text-anchor="middle" fill="{colour}" class="arrow-label">{}</text>"##,
+            r##"<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{colour}" stroke-width="1.5" marker-end="url(#ah)"/><text x="{start}" y="{}" fill="{colour}" class="arrow-label">{}</text>"##,
             y - 5.0,
             xml_escape(&label(a))
         ));
