@@ -167,7 +167,8 @@ impl Arm {
         // Step 1 in the flow's trace; MSRP (2) and the host (3) continue it (misim_core::telemetry).
         let step = misim_core::telemetry::step_span(1, "arm");
         misim_core::telemetry::record_vm(&step, vm_id.as_str());
-        let result = tracing::Instrument::instrument(self.reconcile_vm_locked(vm_id), step.clone()).await;
+        let result =
+            tracing::Instrument::instrument(self.reconcile_vm_locked(vm_id), step.clone()).await;
         misim_core::telemetry::record_outcome(&step, &result);
         drop(guard);
         result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;

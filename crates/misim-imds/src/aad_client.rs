@@ -258,7 +258,6 @@ fn parse_token(body: &Value, now: i64) -> Result<AadToken> {
     })
 }
 
-
 /// The current flow's W3C `traceparent` for the call to Azure AD (misim_core::telemetry).
 fn trace_headers() -> reqwest::header::HeaderMap {
     let mut headers = reqwest::header::HeaderMap::new();

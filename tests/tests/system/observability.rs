@@ -47,7 +47,10 @@ async fn vm_with_system_identity(sb: &Sandbox, rg: &str, vm: &str) -> (pb::Virtu
 
 /// The trace (spans of this process) in which `pred` holds for some span; waits for spans that end
 /// just after the response was sent.
-async fn find_trace(pred: impl Fn(&SpanRecord) -> bool, also: impl Fn(&[SpanRecord]) -> bool) -> Vec<SpanRecord> {
+async fn find_trace(
+    pred: impl Fn(&SpanRecord) -> bool,
+    also: impl Fn(&[SpanRecord]) -> bool,
+) -> Vec<SpanRecord> {
     for _ in 0..100 {
         let traces = store::merge(store::all());
         if let Some(t) = traces
@@ -82,7 +85,11 @@ fn assert_links_intact(t: &[SpanRecord]) {
     assert_eq!(roots.len(), 1, "one root span: {roots:#?}");
     for s in t {
         if let Some(p) = &s.parent_id {
-            assert!(ids.contains(p.as_str()), "parent {p} of {} is in the trace", s.name);
+            assert!(
+                ids.contains(p.as_str()),
+                "parent {p} of {} is in the trace",
+                s.name
+            );
         }
         assert_eq!(s.trace_id, t[0].trace_id);
     }
@@ -96,7 +103,11 @@ async fn one_token_request_is_one_trace_across_imds_and_azure_ad() {
     assert_eq!(status, 200, "{body}");
 
     let t = find_trace(
-        |s| s.step() == Some(6) && s.attr("party") == Some("aad") && s.attr("principal") == Some(principal.as_str()),
+        |s| {
+            s.step() == Some(6)
+                && s.attr("party") == Some("aad")
+                && s.attr("principal") == Some(principal.as_str())
+        },
         |t| t.iter().any(|s| s.step() == Some(5)),
     )
     .await;
@@ -109,32 +120,57 @@ async fn one_token_request_is_one_trace_across_imds_and_azure_ad() {
     let aad_server = parent(&t, aad_step);
     assert_eq!(aad_server.kind, "server");
     assert_eq!(aad_server.attr("party"), Some("aad"));
-    assert!(aad_server.name.starts_with("POST /") && aad_server.name.ends_with("/oauth2/token"), "{}", aad_server.name);
+    assert!(
+        aad_server.name.starts_with("POST /") && aad_server.name.ends_with("/oauth2/token"),
+        "{}",
+        aad_server.name
+    );
     assert_eq!(aad_server.attr("result"), Some("200"));
     let imds6 = parent(&t, aad_server);
     assert_eq!((imds6.step(), imds6.attr("party")), (Some(6), Some("imds")));
     let imds5 = parent(&t, imds6);
     assert_eq!((imds5.step(), imds5.attr("party")), (Some(5), Some("imds")));
     assert_eq!(imds5.attr("vm"), Some(vm.id.as_str()));
-    assert!(imds5.attr("identity").is_some_and(|i| i.eq_ignore_ascii_case(&vm.id)));
+    assert!(imds5
+        .attr("identity")
+        .is_some_and(|i| i.eq_ignore_ascii_case(&vm.id)));
     assert_eq!(imds5.attr("resource"), Some(MGMT));
     let root = parent(&t, imds5);
     assert_eq!(root.kind, "server");
     assert_eq!(root.name, "GET /metadata/identity/oauth2/token");
     assert_eq!(root.attr("result"), Some("200"));
     assert!(root.parent_id.is_none());
-    assert!(root.attr("trace_id") == Some(root.trace_id.as_str()), "the server span carries its trace id for the logs");
+    assert!(
+        root.attr("trace_id") == Some(root.trace_id.as_str()),
+        "the server span carries its trace id for the logs"
+    );
     assert_eq!(aad_step.name, misim_core::telemetry::STEP_NAMES[6]);
     assert_eq!(imds5.name, misim_core::telemetry::STEP_NAMES[5]);
 
     // The diagram: workload -> IMDS (5) and IMDS -> Azure AD (6).
     let d = render::trace_diagram(&t);
-    let arrows: Vec<(&str, &str, Option<u8>)> =
-        d.arrows.iter().map(|a| (a.from.as_str(), a.to.as_str(), a.step)).collect();
-    assert_eq!(arrows, vec![("workload", "IMDS", Some(5)), ("IMDS", "Azure AD", Some(6))]);
+    let arrows: Vec<(&str, &str, Option<u8>)> = d
+        .arrows
+        .iter()
+        .map(|a| (a.from.as_str(), a.to.as_str(), a.step))
+        .collect();
+    assert_eq!(
+        arrows,
+        vec![("workload", "IMDS", Some(5)), ("IMDS", "Azure AD", Some(6))]
+    );
     let m = render::mermaid(&d);
-    assert!(m.contains("workload->>IMDS: 5. token request: GET /metadata/identity/oauth2/token → 200 ("), "{m}");
-    assert!(m.contains("IMDS->>Azure_AD: 6. token from Azure AD: POST /{tenantId}/oauth2/token → 200 ("), "{m}");
+    assert!(
+        m.contains(
+            "workload->>IMDS: 5. token request: GET /metadata/identity/oauth2/token → 200 ("
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "IMDS->>Azure_AD: 6. token from Azure AD: POST /{tenantId}/oauth2/token → 200 ("
+        ),
+        "{m}"
+    );
     sb.stop().await;
 }
 
@@ -144,7 +180,10 @@ async fn an_identity_enable_is_one_trace_across_arm_msrp_azure_ad_and_the_host()
     let (vm, principal) = vm_with_system_identity(&sb, "rg-obs", "obs-enable-vm").await;
     let t = find_trace(
         |s| s.step() == Some(1) && s.attr("vm") == Some(vm.id.as_str()),
-        |t| t.iter().any(|s| s.step() == Some(3) && s.attr("party") == Some("host-1")),
+        |t| {
+            t.iter()
+                .any(|s| s.step() == Some(3) && s.attr("party") == Some("host-1"))
+        },
     )
     .await;
     assert_links_intact(&t);
@@ -160,32 +199,67 @@ async fn an_identity_enable_is_one_trace_across_arm_msrp_azure_ad_and_the_host()
     assert_eq!(msrp2.attr("principal"), Some(principal.as_str()));
     let msrp_server = parent(&t, msrp2);
     assert_eq!(msrp_server.name, "/misim.msrp.v1.Msrp/CreateIdentity");
-    assert_eq!(parent(&t, msrp_server).span_id, s1.span_id, "ARM's step 1 span made the call");
+    assert_eq!(
+        parent(&t, msrp_server).span_id,
+        s1.span_id,
+        "ARM's step 1 span made the call"
+    );
     let aad2 = step_span(&t, 2, "aad");
     let aad_server = parent(&t, aad2);
-    assert_eq!(aad_server.name, "/misim.aad.v1.AadAdmin/CreateServicePrincipal");
-    assert_eq!(parent(&t, aad_server).span_id, msrp_server.span_id, "MSRP called Azure AD");
+    assert_eq!(
+        aad_server.name,
+        "/misim.aad.v1.AadAdmin/CreateServicePrincipal"
+    );
+    assert_eq!(
+        parent(&t, aad_server).span_id,
+        msrp_server.span_id,
+        "MSRP called Azure AD"
+    );
     // Step 3: the host configured (under ARM's call to the host agent) and its credential from MSRP.
     let host3 = step_span(&t, 3, "host-1");
     assert_eq!(host3.attr("vm"), Some(vm.id.as_str()));
     let host_server = parent(&t, host3);
-    assert!(host_server.name.ends_with("/ConfigureIdentities"), "{}", host_server.name);
+    assert!(
+        host_server.name.ends_with("/ConfigureIdentities"),
+        "{}",
+        host_server.name
+    );
     assert_eq!(host_server.attr("party"), Some("host-1"));
     let cred3 = step_span(&t, 3, "msrp");
     let cred_server = parent(&t, cred3);
-    assert!(cred_server.name.ends_with("/GetCredential"), "{}", cred_server.name);
-    let parties: HashSet<&str> = t.iter().filter(|s| s.kind == "server").filter_map(|s| s.attr("party")).collect();
+    assert!(
+        cred_server.name.ends_with("/GetCredential"),
+        "{}",
+        cred_server.name
+    );
+    let parties: HashSet<&str> = t
+        .iter()
+        .filter(|s| s.kind == "server")
+        .filter_map(|s| s.attr("party"))
+        .collect();
     for p in ["arm", "msrp", "aad", "host-1"] {
-        assert!(parties.contains(p), "{p} served part of the flow: {parties:?}");
+        assert!(
+            parties.contains(p),
+            "{p} served part of the flow: {parties:?}"
+        );
     }
     let steps = render::steps(&t);
     assert!([1, 2, 3].iter().all(|n| steps.contains(n)), "{steps:?}");
     let m = render::mermaid(&render::trace_diagram(&t));
-    assert!(m.contains("user->>ARM: 1. enable identity: /misim.arm.v1.Arm/AssignVmIdentity → OK"), "{m}");
-    assert!(m.contains("ARM->>MSRP: 2. create identity: /misim.msrp.v1.Msrp/CreateIdentity → OK"), "{m}");
+    assert!(
+        m.contains("user->>ARM: 1. enable identity: /misim.arm.v1.Arm/AssignVmIdentity → OK"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ARM->>MSRP: 2. create identity: /misim.msrp.v1.Msrp/CreateIdentity → OK"),
+        "{m}"
+    );
     assert!(m.contains("MSRP->>Azure_AD: 2. create identity: /misim.aad.v1.AadAdmin/CreateServicePrincipal → OK"), "{m}");
     assert!(m.contains("ARM->>host_1: 3. configure host"), "{m}");
-    assert!(m.contains("host_1->>MSRP: 3. configure host: /misim.msrp.v1.Msrp/GetCredential → OK"), "{m}");
+    assert!(
+        m.contains("host_1->>MSRP: 3. configure host: /misim.msrp.v1.Msrp/GetCredential → OK"),
+        "{m}"
+    );
     sb.stop().await;
 }
 
@@ -193,7 +267,11 @@ async fn an_identity_enable_is_one_trace_across_arm_msrp_azure_ad_and_the_host()
 fn value(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with('{'))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -216,37 +294,104 @@ async fn metrics_counters_move_as_requests_are_made() {
     let sb = Sandbox::start().await;
     let (vm, _) = vm_with_system_identity(&sb, "rg-obs", "obs-metrics-vm").await;
     let before = metrics(&sb).await;
-    let vm_label = [("party", "imds"), ("vm", "obs-metrics-vm"), ("status", "200")];
+    let vm_label = [
+        ("party", "imds"),
+        ("vm", "obs-metrics-vm"),
+        ("status", "200"),
+    ];
     assert_eq!(value(&before, "misim_requests_total", &vm_label), 0.0);
 
-    let (status, _) = sb.imds_token(&vm.imds_endpoint, "https://vault.azure.net", &[]).await;
+    let (status, _) = sb
+        .imds_token(&vm.imds_endpoint, "https://vault.azure.net", &[])
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = sb.imds_token(&vm.imds_endpoint, "https://vault.azure.net", &[]).await;
+    let (status, _) = sb
+        .imds_token(&vm.imds_endpoint, "https://vault.azure.net", &[])
+        .await;
     assert_eq!(status, 200);
     // An unknown resource: Azure AD refuses it (AADSTS500011), IMDS answers 400.
-    let (status, _) = sb.imds_token(&vm.imds_endpoint, "https://unknown.example.com/", &[]).await;
+    let (status, _) = sb
+        .imds_token(&vm.imds_endpoint, "https://unknown.example.com/", &[])
+        .await;
     assert_eq!(status, 400);
 
     let after = metrics(&sb).await;
-    assert_eq!(value(&after, "misim_requests_total", &vm_label), 2.0, "two 200s for this VM");
     assert_eq!(
-        value(&after, "misim_requests_total", &[("party", "imds"), ("vm", "obs-metrics-vm"), ("status", "400")]),
+        value(&after, "misim_requests_total", &vm_label),
+        2.0,
+        "two 200s for this VM"
+    );
+    assert_eq!(
+        value(
+            &after,
+            "misim_requests_total",
+            &[
+                ("party", "imds"),
+                ("vm", "obs-metrics-vm"),
+                ("status", "400")
+            ]
+        ),
         1.0
     );
     let grew = |metric: &str, labels: &[(&str, &str)]| {
-        let (b, a) = (value(&before, metric, labels), value(&after, metric, labels));
+        let (b, a) = (
+            value(&before, metric, labels),
+            value(&after, metric, labels),
+        );
         assert!(a > b, "{metric}{labels:?}: {b} -> {a}");
     };
     grew("misim_imds_token_cache_total", &[("result", "miss")]);
     grew("misim_imds_token_cache_total", &[("result", "hit")]);
-    grew("misim_aad_tokens_issued_total", &[("resource", "https://vault.azure.net"), ("grant_type", "client_credentials")]);
+    grew(
+        "misim_aad_tokens_issued_total",
+        &[
+            ("resource", "https://vault.azure.net"),
+            ("grant_type", "client_credentials"),
+        ],
+    );
     grew("misim_aad_assertion_failures_total", &[("code", "500011")]);
-    grew("misim_request_duration_seconds_count", &[("party", "imds"), ("endpoint", "/metadata/identity/oauth2/token")]);
-    assert!(value(&after, "misim_requests_total", &[("party", "arm"), ("endpoint", "/misim.arm.v1.Arm/AssignVmIdentity"), ("status", "OK")]) >= 1.0);
-    assert!(value(&after, "misim_resources", &[("party", "arm"), ("kind", "hosts")]) >= 2.0, "{after}");
-    assert!(value(&after, "misim_resources", &[("party", "arm"), ("kind", "vms")]) >= 1.0);
-    for name in ["misim_throttled_requests_total", "misim_certificate_renewals_total", "misim_signing_key_rotations_total"] {
-        assert!(after.contains(&format!("# HELP {name}")) || !after.contains(name), "{name} is described when present");
+    grew(
+        "misim_request_duration_seconds_count",
+        &[
+            ("party", "imds"),
+            ("endpoint", "/metadata/identity/oauth2/token"),
+        ],
+    );
+    assert!(
+        value(
+            &after,
+            "misim_requests_total",
+            &[
+                ("party", "arm"),
+                ("endpoint", "/misim.arm.v1.Arm/AssignVmIdentity"),
+                ("status", "OK")
+            ]
+        ) >= 1.0
+    );
+    assert!(
+        value(
+            &after,
+            "misim_resources",
+            &[("party", "arm"), ("kind", "hosts")]
+        ) >= 2.0,
+        "{after}"
+    );
+    assert!(
+        value(
+            &after,
+            "misim_resources",
+            &[("party", "arm"), ("kind", "vms")]
+        ) >= 1.0
+    );
+    for name in [
+        "misim_throttled_requests_total",
+        "misim_certificate_renewals_total",
+        "misim_signing_key_rotations_total",
+    ] {
+        assert!(
+            after.contains(&format!("# HELP {name}")) || !after.contains(name),
+            "{name} is described when present"
+        );
     }
     sb.stop().await;
 }

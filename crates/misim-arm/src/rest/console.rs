@@ -44,12 +44,24 @@ pub fn router(arm: Arc<Arm>) -> Router {
         .route("/console", get(index))
         .route("/console/", get(index))
         .route("/console/{page}", get(index))
-        .route("/console/static/console.js", get(|| async {
-            ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], CONSOLE_JS)
-        }))
-        .route("/console/static/console.css", get(|| async {
-            ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CONSOLE_CSS)
-        }))
+        .route(
+            "/console/static/console.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    CONSOLE_JS,
+                )
+            }),
+        )
+        .route(
+            "/console/static/console.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    CONSOLE_CSS,
+                )
+            }),
+        )
         .route("/console/api/state", get(state))
         .route("/console/api/events", get(events))
         .route("/console/api/flows", get(flows))
@@ -189,8 +201,10 @@ struct Limit {
 /// The last flow-step spans, newest first.
 async fn events(Query(q): Query<Limit>) -> Json<Value> {
     let limit = q.limit.unwrap_or(100).min(1000);
-    let mut steps: Vec<store::SpanRecord> =
-        store::all().into_iter().filter(|s| s.step().is_some()).collect();
+    let mut steps: Vec<store::SpanRecord> = store::all()
+        .into_iter()
+        .filter(|s| s.step().is_some())
+        .collect();
     steps.sort_by_key(|s| std::cmp::Reverse(s.start_us));
     steps.truncate(limit);
     Json(json!(steps
@@ -274,12 +288,21 @@ fn register_gauges(arm: Arc<Arm>) {
         let uamis = store.uamis.values().unwrap_or_default();
         let uamis = uamis.iter().filter(|u| !u.deleting).count();
         vec![
-            ("vms".into(), live.iter().filter(|v| v.scale_set.is_none()).count() as f64),
-            ("scale_set_instances".into(), live.iter().filter(|v| v.scale_set.is_some()).count() as f64),
+            (
+                "vms".into(),
+                live.iter().filter(|v| v.scale_set.is_none()).count() as f64,
+            ),
+            (
+                "scale_set_instances".into(),
+                live.iter().filter(|v| v.scale_set.is_some()).count() as f64,
+            ),
             ("identities".into(), (system + uamis) as f64),
             ("system_assigned_identities".into(), system as f64),
             ("user_assigned_identities".into(), uamis as f64),
-            ("role_assignments".into(), store.role_assignments.len() as f64),
+            (
+                "role_assignments".into(),
+                store.role_assignments.len() as f64,
+            ),
             ("hosts".into(), arm.peers.host_names().len() as f64),
         ]
     });

@@ -164,11 +164,14 @@ impl Collector for Gauges {
             .iter()
             .map(|s| (s.party.clone(), s.read.clone()))
             .collect();
-        let gauge = prometheus::GaugeVec::new(Opts::new(GAUGE_NAME, GAUGE_HELP), &["party", "kind"])
-            .expect("valid gauge");
+        let gauge =
+            prometheus::GaugeVec::new(Opts::new(GAUGE_NAME, GAUGE_HELP), &["party", "kind"])
+                .expect("valid gauge");
         for (party, read) in sources {
             for (kind, value) in read() {
-                gauge.with_label_values(&[party.as_str(), kind.as_str()]).set(value);
+                gauge
+                    .with_label_values(&[party.as_str(), kind.as_str()])
+                    .set(value);
             }
         }
         gauge.collect()
@@ -193,12 +196,7 @@ pub fn router() -> axum::Router {
     axum::Router::new()
         .route(
             "/metrics",
-            get(|| async {
-                (
-                    [(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)],
-                    render(),
-                )
-            }),
+            get(|| async { ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render()) }),
         )
         .route(
             "/debug/traces",

@@ -156,8 +156,7 @@ pub fn init(cfg: &TelemetryConfig) -> Result<(), String> {
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
-    let log_filter =
-        EnvFilter::try_new(&cfg.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_filter = EnvFilter::try_new(&cfg.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let otel = if cfg.traces {
         let endpoint = otlp_endpoint(cfg.otlp_endpoint.as_deref());
         let provider = match PROVIDER.get() {
@@ -172,8 +171,8 @@ pub fn init(cfg: &TelemetryConfig) -> Result<(), String> {
             }
         };
         let tracer = provider.tracer("misim");
-        let filter = tracing_subscriber::filter::Targets::new()
-            .with_target(TARGET, tracing::Level::INFO);
+        let filter =
+            tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO);
         Some(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
@@ -201,7 +200,10 @@ pub fn init(cfg: &TelemetryConfig) -> Result<(), String> {
             .with_filter(log_filter)
             .boxed(),
     };
-    let _ = tracing_subscriber::registry().with(otel).with(fmt).try_init();
+    let _ = tracing_subscriber::registry()
+        .with(otel)
+        .with(fmt)
+        .try_init();
     Ok(())
 }
 

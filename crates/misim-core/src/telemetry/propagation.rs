@@ -100,7 +100,10 @@ fn party_from_path(path: &str) -> &'static str {
     if path.starts_with("/metadata/") || path.starts_with("/oauth2/") {
         return "imds";
     }
-    if path.starts_with("/subscriptions") || path.starts_with("/providers") || path.starts_with("/tenants") {
+    if path.starts_with("/subscriptions")
+        || path.starts_with("/providers")
+        || path.starts_with("/tenants")
+    {
         return "arm";
     }
     if path.contains("/oauth2/") || path.contains("/.well-known/") || path.contains("/discovery/") {
@@ -269,7 +272,11 @@ where
             let status = match &out {
                 Ok(resp) => {
                     let code = resp.status();
-                    match resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()) {
+                    match resp
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                    {
                         Some("0") | None if grpc && code.is_success() => "OK".to_string(),
                         Some(c) => grpc_code_name(c).to_string(),
                         None => code.as_u16().to_string(),
@@ -329,7 +336,13 @@ mod tests {
             endpoint_label("/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/token"),
             "/{id}/oauth2/token"
         );
-        assert_eq!(endpoint_label("/metadata/identity/oauth2/token"), "/metadata/identity/oauth2/token");
-        assert_eq!(endpoint_label("/misim.msrp.v1.Msrp/CreateIdentity"), "/misim.msrp.v1.Msrp/CreateIdentity");
+        assert_eq!(
+            endpoint_label("/metadata/identity/oauth2/token"),
+            "/metadata/identity/oauth2/token"
+        );
+        assert_eq!(
+            endpoint_label("/misim.msrp.v1.Msrp/CreateIdentity"),
+            "/misim.msrp.v1.Msrp/CreateIdentity"
+        );
     }
 }

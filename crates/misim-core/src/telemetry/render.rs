@@ -118,7 +118,10 @@ pub fn arrows(spans: &[SpanRecord]) -> Vec<Arrow> {
 }
 
 fn known_step(call: &str) -> Option<u8> {
-    if call.ends_with("/SetHostAccess") || call.ends_with("/ConfigureIdentities") || call.ends_with("/GetCredential") {
+    if call.ends_with("/SetHostAccess")
+        || call.ends_with("/ConfigureIdentities")
+        || call.ends_with("/GetCredential")
+    {
         Some(3)
     } else {
         None
@@ -175,7 +178,10 @@ pub fn summary(spans: &[SpanRecord]) -> String {
 pub fn trace_diagram(spans: &[SpanRecord]) -> Diagram {
     Diagram {
         title: summary(spans),
-        trace_ids: spans.first().map(|s| vec![s.trace_id.clone()]).unwrap_or_default(),
+        trace_ids: spans
+            .first()
+            .map(|s| vec![s.trace_id.clone()])
+            .unwrap_or_default(),
         arrows: arrows(spans),
     }
 }
@@ -277,7 +283,12 @@ fn label(a: &Arrow) -> String {
         .and_then(|s| STEP_LABELS.get(s as usize))
         .map(|l| format!("{l}: "))
         .unwrap_or_default();
-    format!("{step}{what}{} → {} ({:.1} ms)", short_call(&a.call), a.result, a.latency_ms)
+    format!(
+        "{step}{what}{} → {} ({:.1} ms)",
+        short_call(&a.call),
+        a.result,
+        a.latency_ms
+    )
 }
 
 fn participants(d: &Diagram) -> Vec<String> {
@@ -290,7 +301,12 @@ fn participants(d: &Diagram) -> Vec<String> {
             }
         }
     }
-    all.sort_by_key(|p| (order.iter().position(|o| o == p).unwrap_or(order.len()), p.clone()));
+    all.sort_by_key(|p| {
+        (
+            order.iter().position(|o| o == p).unwrap_or(order.len()),
+            p.clone(),
+        )
+    });
     all
 }
 
@@ -303,7 +319,10 @@ fn mermaid_id(p: &str) -> String {
 /// Mermaid `sequenceDiagram` text.
 pub fn mermaid(d: &Diagram) -> String {
     let mut out = String::from("sequenceDiagram\n");
-    out.push_str(&format!("    title {}\n", d.title.replace(['\n', ';'], " ")));
+    out.push_str(&format!(
+        "    title {}\n",
+        d.title.replace(['\n', ';'], " ")
+    ));
     for p in participants(d) {
         out.push_str(&format!("    participant {} as {}\n", mermaid_id(&p), p));
     }
@@ -317,7 +336,11 @@ pub fn mermaid(d: &Diagram) -> String {
             ));
             last_trace = a.trace_id.clone();
         }
-        let arrow = if a.result == "OK" || a.result.starts_with('2') { "->>" } else { "-x" };
+        let arrow = if a.result == "OK" || a.result.starts_with('2') {
+            "->>"
+        } else {
+            "-x"
+        };
         out.push_str(&format!(
             "    {}{arrow}{}: {}\n",
             mermaid_id(&a.from),
@@ -331,7 +354,11 @@ pub fn mermaid(d: &Diagram) -> String {
 /// Plain text for terminals: one line per arrow.
 pub fn text(d: &Diagram) -> String {
     let mut out = format!("{}\ntraces: {}\n", d.title, d.trace_ids.join(", "));
-    let w = participants(d).iter().map(|p| p.chars().count()).max().unwrap_or(4);
+    let w = participants(d)
+        .iter()
+        .map(|p| p.chars().count())
+        .max()
+        .unwrap_or(4);
     for a in &d.arrows {
         out.push_str(&format!(
             "  {:<w$} ──▶ {:<w$}  {}\n",
@@ -403,7 +430,13 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn span(id: &str, parent: Option<&str>, kind: &str, attrs: &[(&str, &str)], start: u64) -> SpanRecord {
+    fn span(
+        id: &str,
+        parent: Option<&str>,
+        kind: &str,
+        attrs: &[(&str, &str)],
+        start: u64,
+    ) -> SpanRecord {
         SpanRecord {
             trace_id: "t1".into(),
             span_id: id.into(),
@@ -423,16 +456,68 @@ mod tests {
     #[test]
     fn a_token_trace_draws_workload_imds_and_azure_ad() {
         let spans = vec![
-            span("a", None, "server", &[("party", "imds"), ("call", "GET /metadata/identity/oauth2/token"), ("result", "200")], 1),
-            span("b", Some("a"), "internal", &[("party", "imds"), ("step", "5"), ("vm", "vm1")], 2),
-            span("c", Some("a"), "internal", &[("party", "imds"), ("step", "6")], 3),
-            span("d", Some("c"), "server", &[("party", "aad"), ("call", "POST /{id}/oauth2/token"), ("result", "200")], 4),
-            span("e", Some("d"), "internal", &[("party", "aad"), ("step", "6")], 5),
+            span(
+                "a",
+                None,
+                "server",
+                &[
+                    ("party", "imds"),
+                    ("call", "GET /metadata/identity/oauth2/token"),
+                    ("result", "200"),
+                ],
+                1,
+            ),
+            span(
+                "b",
+                Some("a"),
+                "internal",
+                &[("party", "imds"), ("step", "5"), ("vm", "vm1")],
+                2,
+            ),
+            span(
+                "c",
+                Some("a"),
+                "internal",
+                &[("party", "imds"), ("step", "6")],
+                3,
+            ),
+            span(
+                "d",
+                Some("c"),
+                "server",
+                &[
+                    ("party", "aad"),
+                    ("call", "POST /{id}/oauth2/token"),
+                    ("result", "200"),
+                ],
+                4,
+            ),
+            span(
+                "e",
+                Some("d"),
+                "internal",
+                &[("party", "aad"), ("step", "6")],
+                5,
+            ),
         ];
         let d = trace_diagram(&spans);
         assert_eq!(d.arrows.len(), 2);
-        assert_eq!((d.arrows[0].from.as_str(), d.arrows[0].to.as_str(), d.arrows[0].step), ("workload", "IMDS", Some(5)));
-        assert_eq!((d.arrows[1].from.as_str(), d.arrows[1].to.as_str(), d.arrows[1].step), ("IMDS", "Azure AD", Some(6)));
+        assert_eq!(
+            (
+                d.arrows[0].from.as_str(),
+                d.arrows[0].to.as_str(),
+                d.arrows[0].step
+            ),
+            ("workload", "IMDS", Some(5))
+        );
+        assert_eq!(
+            (
+                d.arrows[1].from.as_str(),
+                d.arrows[1].to.as_str(),
+                d.arrows[1].step
+            ),
+            ("IMDS", "Azure AD", Some(6))
+        );
         let m = mermaid(&d);
         assert!(m.contains("workload->>IMDS: 5. token request: GET /metadata/identity/oauth2/token → 200 (1.5 ms)"), "{m}");
         assert!(svg(&d).contains("<svg"));

@@ -145,7 +145,9 @@ pub fn record_of(span: &SpanData) -> SpanRecord {
     let attributes: BTreeMap<String, String> = span
         .attributes
         .iter()
-        .filter(|kv| !kv.key.as_str().starts_with("code.") && !kv.key.as_str().starts_with("thread."))
+        .filter(|kv| {
+            !kv.key.as_str().starts_with("code.") && !kv.key.as_str().starts_with("thread.")
+        })
         .map(|kv| (kv.key.as_str().to_string(), value_text(&kv.value)))
         .collect();
     let kind = match span.span_kind {

@@ -50,7 +50,8 @@ impl MsrpCredentials {
         };
         let mut attempt = 1;
         let credential = loop {
-            match self.client.clone().get_credential(misim_core::telemetry::propagation::grpc_request(request.clone())).await {
+            let traced = misim_core::telemetry::propagation::grpc_request(request.clone());
+            match self.client.clone().get_credential(traced).await {
                 Ok(r) => break r.into_inner(),
                 Err(s) if s.code() == tonic::Code::Unavailable && attempt < ATTEMPTS => {
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;

@@ -7,13 +7,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use misim_core::telemetry::propagation::grpc_request as traced;
 use misim_proto::aad::aad_admin_client::AadAdminClient;
 use misim_proto::aad::{
     AddKeyCredentialRequest, CreateServicePrincipalRequest, DeleteServicePrincipalRequest,
     ListServicePrincipalsRequest, RemoveKeyCredentialRequest, ServicePrincipal,
 };
 use tonic::transport::Channel;
-use misim_core::telemetry::propagation::grpc_request as traced;
 use tracing::warn;
 
 use crate::error::{MsrpError, Result};

@@ -77,13 +77,21 @@ pub enum TraceCommand {
 
 fn source_urls(s: &TraceSources) -> Vec<String> {
     if !s.collect.is_empty() {
-        return s.collect.iter().map(|u| u.trim_end_matches('/').to_string()).collect();
+        return s
+            .collect
+            .iter()
+            .map(|u| u.trim_end_matches('/').to_string())
+            .collect();
     }
     let file = s.data_dir.join(crate::up::ENDPOINTS_FILE);
     let from_file = std::fs::read_to_string(&file)
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("arm_rest").and_then(|u| u.as_str()).map(str::to_string));
+        .and_then(|v| {
+            v.get("arm_rest")
+                .and_then(|u| u.as_str())
+                .map(str::to_string)
+        });
     vec![from_file.unwrap_or_else(|| "http://127.0.0.1:7701".to_string())]
 }
 
@@ -122,7 +130,12 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
                 if render::steps(&t).is_empty() {
                     continue;
                 }
-                println!("{}  {}  {}", t[0].trace_id, t[0].start_us, render::summary(&t));
+                println!(
+                    "{}  {}  {}",
+                    t[0].trace_id,
+                    t[0].start_us,
+                    render::summary(&t)
+                );
             }
             Ok(())
         }
@@ -143,7 +156,10 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
                         .collect();
                     match found.as_slice() {
                         [one] => render::trace_diagram(one),
-                        [] => bail!("no trace {id} in memory (each party keeps its last {} traces)", store::MAX_TRACES),
+                        [] => bail!(
+                            "no trace {id} in memory (each party keeps its last {} traces)",
+                            store::MAX_TRACES
+                        ),
                         _ => bail!("{} traces start with {id}: give more digits", found.len()),
                     }
                 }
