@@ -173,9 +173,6 @@ def test_every_resource_scope_on_the_v2_endpoint(misim, https_env, tmp_path):
     tenant = misim.endpoints["tenant_id"]
     ctx = ssl.create_default_context(cafile=misim.endpoints["ca_file"])
     for app_id, uri in uris():
-        # One credential per resource: msal reuses its signed client assertion (same jti) for
-        # about 9 minutes (msal/oauth2cli/assertion.py, create_regenerative_assertion), which
-        # misim's Azure AD refuses as a replay (AADSTS50013).
         credential = CertificateCredential(tenant, uami["clientId"], certificate_path=str(pem),
                                            authority=https_env, disable_instance_discovery=True)
         token = credential.get_token(f"{uri}/.default").token

@@ -1,5 +1,5 @@
 //! Client-assertion verification (RFC 7523 `private_key_jwt`) as Entra does it for certificate
-//! credentials: key lookup by thumbprint header, RS/PS signature, `iss`/`sub`/`aud`, time range, replay.
+//! credentials: key lookup by thumbprint header, RS/PS signature, `iss`/`sub`/`aud`, time range, `jti` present.
 //!
 //! Lenient where real clients differ (each variant is exercised in tests/token.rs): `x5t` as base64url
 //! with or without padding or as standard base64, `x5t#S256`, RS256 or PS256, float or integer
@@ -25,40 +25,8 @@ pub const CLOCK_SKEW_SECS: i64 = 300;
 /// Longest accepted time from now to an assertion's `exp`, seconds (1 day). Entra documents 5–10
 /// minutes without publishing its limit
 /// (<https://learn.microsoft.com/entra/identity-platform/certificate-credentials>); clients send now+300 or
-/// now+600. misim's bound leaves them far inside and keeps replay-cache entries short-lived.
+/// now+600. misim's bound leaves them far inside.
 pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 86_400;
-
-/// `jti` values seen within their assertion's lifetime, to reject replays. In memory: a restart forgets
-/// them, which only matters for assertions replayed across a restart.
-#[derive(Default)]
-pub struct JtiCache {
-    inner: Mutex<JtiInner>,
-}
-
-#[derive(Default)]
-struct JtiInner {
-    seen: HashMap<String, i64>,
-    prune_at: usize,
-}
-
-impl JtiCache {
-    /// Records `key` as used until `expires_at` (epoch seconds); false when it is already recorded and
-    /// not yet expired at `now`.
-    pub fn first_use(&self, key: String, expires_at: i64, now: i64) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.seen.len() >= inner.prune_at {
-            inner.seen.retain(|_, exp| *exp >= now);
-            inner.prune_at = (inner.seen.len() * 2).max(1024);
-        }
-        match inner.seen.get(&key) {
-            Some(exp) if *exp >= now => false,
-            _ => {
-                inner.seen.insert(key, expires_at);
-                true
-            }
-        }
-    }
-}
 
 /// Normalizes a base64 thumbprint (url-safe or standard, padded or not) to unpadded base64url.
 fn normalize_b64(s: &str) -> String {
@@ -140,14 +108,17 @@ fn numeric_date(claims: &Value, name: &str) -> Option<i64> {
 /// AADSTS50027 [`AadError::MalformedAssertion`], AADSTS700027 [`AadError::InvalidSignature`],
 /// AADSTS700021 [`AadError::AssertionSubjectMismatch`], AADSTS700023
 /// [`AadError::AssertionAudienceMismatch`], AADSTS700024 [`AadError::AssertionTimeRange`] (also for an
-/// `exp` more than [`MAX_ASSERTION_LIFETIME_SECS`] ahead), AADSTS50013
-/// [`AadError::AssertionReplayed`].
+/// `exp` more than [`MAX_ASSERTION_LIFETIME_SECS`] ahead).
+///
+/// A `jti` is required but may be reused within the assertion's lifetime: MSAL reuses one signed
+/// assertion for up to 9 minutes (`AutoRefresher` in msal 1.39's `msal/oauth2cli/assertion.py`,
+/// <https://github.com/AzureAD/microsoft-authentication-library-for-python/blob/1.39.0/msal/oauth2cli/assertion.py>),
+/// which Entra accepts.
 pub fn verify(
     assertion: &str,
     sp: &ServicePrincipal,
     tenant: &Tenant,
     now: i64,
-    jtis: &JtiCache,
 ) -> Result<String> {
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|e| AadError::MalformedAssertion(e.to_string()))?;
@@ -217,24 +188,16 @@ pub fn verify(
         return Err(AadError::AssertionTimeRange { now, nbf, exp });
     }
     // `jti` is a required claim of a client assertion
-    // (<https://learn.microsoft.com/en-us/entra/identity-platform/certificate-credentials>); without
-    // it a replay could not be told from a new assertion.
-    let Some(jti) = claims
+    // (<https://learn.microsoft.com/en-us/entra/identity-platform/certificate-credentials>); Entra
+    // answers AADSTS50027 without it.
+    if claims
         .get("jti")
         .and_then(Value::as_str)
-        .filter(|j| !j.is_empty())
-    else {
+        .is_none_or(str::is_empty)
+    {
         return Err(AadError::MalformedAssertion(
             "the client assertion has no jti claim".into(),
         ));
-    };
-    let until = exp.unwrap_or(now).saturating_add(CLOCK_SKEW_SECS);
-    if !jtis.first_use(
-        format!("{}/{jti}", sp.app_id.to_ascii_lowercase()),
-        until,
-        now,
-    ) {
-        return Err(AadError::AssertionReplayed(jti.to_string()));
     }
     Ok(key.thumbprint_sha1_hex.clone())
 }
@@ -292,14 +255,6 @@ mod tests {
         assert_eq!(thumbprint_hex("AAE"), "0001");
     }
 
-    #[test]
-    fn jti_cache_rejects_reuse_until_expiry() {
-        let c = JtiCache::default();
-        assert!(c.first_use("a".into(), 100, 50));
-        assert!(!c.first_use("a".into(), 100, 60));
-        assert!(c.first_use("a".into(), 200, 101));
-    }
-
     /// A principal of [`tenant`] with one certificate, and the key that signs its assertions.
     fn principal() -> (ServicePrincipal, EncodingKey) {
         let pkcs8 = misim_core::cert::generate_rsa_key().unwrap();
@@ -332,9 +287,8 @@ mod tests {
     }
 
     #[test]
-    fn an_assertion_without_jti_is_refused_and_one_with_jti_is_accepted_once() {
+    fn an_assertion_without_jti_is_refused_and_one_with_jti_may_be_reused_as_msal_does() {
         let (sp, signer) = principal();
-        let jtis = JtiCache::default();
         for missing in [json!(null), json!(""), json!(7)] {
             let a = assertion(
                 &sp,
@@ -343,24 +297,20 @@ mod tests {
             );
             assert!(
                 matches!(
-                    verify(&a, &sp, &tenant(), NOW, &jtis),
+                    verify(&a, &sp, &tenant(), NOW),
                     Err(AadError::MalformedAssertion(_))
                 ),
                 "jti {missing}"
             );
         }
         let a = assertion(&sp, &signer, json!({"nbf": NOW, "exp": NOW + 300}));
-        assert!(verify(&a, &sp, &tenant(), NOW, &jtis).is_ok());
-        assert!(matches!(
-            verify(&a, &sp, &tenant(), NOW, &jtis),
-            Err(AadError::AssertionReplayed(_))
-        ));
+        assert!(verify(&a, &sp, &tenant(), NOW).is_ok());
+        assert!(verify(&a, &sp, &tenant(), NOW + 60).is_ok());
     }
 
     #[test]
     fn extreme_numeric_dates_are_time_range_rejections_not_overflows() {
         let (sp, signer) = principal();
-        let jtis = JtiCache::default();
         for times in [
             json!({"nbf": NOW, "exp": 1e30}),
             json!({"nbf": NOW, "exp": i64::MAX}),
@@ -371,7 +321,7 @@ mod tests {
             json!({"nbf": NOW, "exp": NOW + MAX_ASSERTION_LIFETIME_SECS + 1}),
         ] {
             let a = assertion(&sp, &signer, times.clone());
-            let err = verify(&a, &sp, &tenant(), NOW, &jtis).unwrap_err();
+            let err = verify(&a, &sp, &tenant(), NOW).unwrap_err();
             assert!(
                 matches!(err, AadError::AssertionTimeRange { .. }),
                 "{times}: {err:?}"
@@ -385,7 +335,7 @@ mod tests {
             json!({"exp": NOW + MAX_ASSERTION_LIFETIME_SECS}),
         ] {
             let a = assertion(&sp, &signer, times.clone());
-            assert!(verify(&a, &sp, &tenant(), NOW, &jtis).is_ok(), "{times}");
+            assert!(verify(&a, &sp, &tenant(), NOW).is_ok(), "{times}");
         }
     }
 
@@ -394,11 +344,10 @@ mod tests {
         let (mut sp, signer) = principal();
         sp.key_credentials[0].start_date_time = i64::MIN;
         sp.key_credentials[0].end_date_time = i64::MAX;
-        let jtis = JtiCache::default();
         let a = assertion(&sp, &signer, json!({"exp": NOW + 600}));
-        assert!(verify(&a, &sp, &tenant(), NOW, &jtis).is_ok());
+        assert!(verify(&a, &sp, &tenant(), NOW).is_ok());
         let a = assertion(&sp, &signer, json!({"exp": NOW + 600}));
-        let err = verify(&a, &sp, &tenant(), i64::MIN, &jtis).unwrap_err();
+        let err = verify(&a, &sp, &tenant(), i64::MIN).unwrap_err();
         assert!(
             matches!(err, AadError::AssertionTimeRange { .. }),
             "{err:?}"

@@ -96,9 +96,6 @@ pub enum AadError {
         /// The assertion's `exp`, if any.
         exp: Option<i64>,
     },
-    /// The assertion's `jti` was already used within its lifetime (AADSTS50013).
-    #[error("client assertion jti '{0}' already used")]
-    AssertionReplayed(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] misim_core::StoreError),
@@ -173,7 +170,6 @@ impl AadError {
             AssertionSubjectMismatch => (unauth, "invalid_client", 700021),
             AssertionAudienceMismatch(_) => (unauth, "invalid_client", 700023),
             AssertionTimeRange { .. } => (unauth, "invalid_client", 700024),
-            AssertionReplayed(_) => (unauth, "invalid_client", 50013),
             Store(_) | Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "server_error", 90015),
             Federated {
                 code,
@@ -257,9 +253,6 @@ impl AadError {
                 nbf.map(aad_timestamp).unwrap_or_default(),
                 exp.map(aad_timestamp).unwrap_or_default()
             ),
-            AssertionReplayed(_) => "Assertion is invalid. The assertion identifier (jti) has \
-                                     already been used."
-                .into(),
             Store(_) | Internal(_) => "An internal error occurred.".into(),
             Federated { message, .. } => message.clone(),
         }

@@ -8,7 +8,7 @@ use misim_core::Clock;
 use serde_json::Value;
 use tracing::info;
 
-use crate::assertion::{self, JtiCache};
+use crate::assertion;
 use crate::claims::{TokenFacts, Version};
 use crate::directory::Directory;
 use crate::error::{AadError, Result};
@@ -29,7 +29,6 @@ pub fn is_known_resource(resource: &str) -> bool {
 pub struct TokenService {
     directory: Arc<Directory>,
     keys: Arc<KeyRing>,
-    jtis: JtiCache,
     clock: Clock,
     lifetime_secs: i64,
     federation: Option<Arc<crate::federation::Federation>>,
@@ -65,7 +64,6 @@ impl TokenService {
         TokenService {
             directory,
             keys,
-            jtis: JtiCache::default(),
             clock,
             lifetime_secs,
             federation: None,
@@ -133,7 +131,7 @@ impl TokenService {
             Some(f) if crate::federation::is_federated(assertion, &sp.app_id) => {
                 format!("federated:{}", f.verify(assertion, &sp, now).await?)
             }
-            _ => assertion::verify(assertion, &sp, &tenant, now, &self.jtis)?,
+            _ => assertion::verify(assertion, &sp, &tenant, now)?,
         };
         // An application registered in the tenant (identifier URI or appId), else a first-party one.
         let app = self.directory.resolve_application_audience(
