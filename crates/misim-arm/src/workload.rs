@@ -103,7 +103,8 @@ pub struct ManagedCluster {
     pub tenant_id: String,
     /// The cluster's unique id in the issuer URL (a GUID).
     pub uid: String,
-    /// `oidcIssuerProfile.issuerURL`, with trailing slash.
+    /// `oidcIssuerProfile.issuerURL`, with trailing slash: `{ARM REST}/oidc/{tenant}/{uid}/`, taken
+    /// from where ARM's REST surface listens now (stable with `misim up`'s fixed ports).
     pub issuer_url: String,
     /// The service-account signing key, PKCS#8 DER (never leaves ARM's store).
     pub signing_key_pkcs8_der: Vec<u8>,
@@ -496,6 +497,15 @@ impl Arm {
         Ok(())
     }
 
+    /// `c` with its issuer URL under ARM's current REST URL.
+    fn with_issuer(&self, mut c: ManagedCluster) -> ManagedCluster {
+        let rest = self.rest_url().trim_end_matches('/');
+        if !rest.is_empty() {
+            c.issuer_url = format!("{rest}/oidc/{}/{}/", c.tenant_id, c.uid);
+        }
+        c
+    }
+
     fn cluster_id(&self, subscription_id: &str, group: &str, name: &str) -> Result<ResourceId> {
         let g = self.group(subscription_id, group)?;
         validate_name("managed cluster", name)?;
@@ -532,7 +542,7 @@ impl Arm {
         }
         let _guard = self.locks.lock(&id.key()).await;
         if let Some(existing) = self.store.clusters.get(&id.key())? {
-            return Ok(existing);
+            return Ok(self.with_issuer(existing));
         }
         let (signing_key_pkcs8_der, kid, n, e) = tokio::task::spawn_blocking(generate_signing_key)
             .await
@@ -573,6 +583,7 @@ impl Arm {
         self.store
             .clusters
             .get(&id.key())?
+            .map(|c| self.with_issuer(c))
             .ok_or_else(|| cluster_not_found(&id))
     }
 
@@ -591,7 +602,7 @@ impl Arm {
             .clusters
             .scan_prefix(&format!("{}/", g.id.key()))?
             .into_iter()
-            .map(|(_, c)| c)
+            .map(|(_, c)| self.with_issuer(c))
             .collect())
     }
 
@@ -627,7 +638,8 @@ impl Arm {
             .clusters
             .values()?
             .into_iter()
-            .find(|c| c.uid.eq_ignore_ascii_case(uid) && c.tenant_id.eq_ignore_ascii_case(tenant)))
+            .find(|c| c.uid.eq_ignore_ascii_case(uid) && c.tenant_id.eq_ignore_ascii_case(tenant))
+            .map(|c| self.with_issuer(c)))
     }
 
     /// Issues a projected service-account token of cluster `cluster_name`, as the kubelet writes

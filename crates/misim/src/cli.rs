@@ -697,7 +697,11 @@ pub enum TokenCommand {
         #[arg(short = 'g', long = "resource-group")]
         resource_group: String,
         /// The VM, or the scale set with --instance-id.
-        #[arg(short = 'n', long = "name", required_unless_present = "webapp")]
+        #[arg(
+            short = 'n',
+            long = "name",
+            required_unless_present_any = ["webapp", "aks"]
+        )]
         name: Option<String>,
         /// Call the IMDS of this instance of scale set -n (ids from `misim vmss list-instances`).
         #[arg(long)]
@@ -708,6 +712,8 @@ pub enum TokenCommand {
         webapp: Option<String>,
         /// Resource (audience) of the token.
         #[arg(long, default_value = "https://management.azure.com/")]
+    /// An AKS pod (workload identity): misim token get -g rg1 --aks aks1 --namespace default \
+    ///   --service-account app
         resource: String,
         /// Select a user-assigned identity by clientId.
         #[arg(long, conflicts_with_all = ["object_id", "msi_res_id"])]
@@ -735,6 +741,10 @@ pub enum WebappCommand {
         site: Named,
         /// `app` or `functionapp`.
         #[arg(long, default_value = "app")]
+        /// An AKS pod's token instead (workload identity): --aks CLUSTER --namespace NS
+        /// --service-account SA [--client-id ID].
+        #[command(flatten)]
+        aks: crate::client::aks::TokenAksArgs,
         kind: String,
         /// Host to run the web app on (default: the host with the fewest placements).
         #[arg(long)]

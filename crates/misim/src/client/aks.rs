@@ -159,7 +159,7 @@ pub struct FicNamed {
 pub struct TokenAksArgs {
     /// Get the token as a pod of this AKS cluster would: its projected service-account token,
     /// exchanged at Azure AD for the identity's token (workload identity federation).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["name", "instance_id", "webapp", "object_id", "msi_res_id"])]
     pub aks: Option<String>,
     /// With --aks: the pod's namespace.
     #[arg(long, requires = "aks", default_value = "default")]
