@@ -9,8 +9,6 @@
 //! All arithmetic on claim values saturates: a NumericDate of `1e30` or `i64::MAX` is a time-range
 //! rejection, never an overflow.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
