@@ -215,7 +215,10 @@ impl TokenFacts<'_> {
             }
         }
         if self.tenant_created > 0 {
-            obj.insert("xms_tcdt".into(), self.tenant_created.into());
+            // Never after `iat`, which is back-dated: a tenant created seconds ago still predates
+            // the tokens it issues.
+            let tcdt = self.tenant_created.min(self.not_before());
+            obj.insert("xms_tcdt".into(), tcdt.into());
         }
         if let Some(rid) = self.az_rid.filter(|r| !r.is_empty()) {
             obj.insert("xms_az_rid".into(), rid.into());
