@@ -241,7 +241,7 @@ impl AadAdmin for FakeAad {
         &self,
         _: Request<misim_proto::aad::SetFederatedIdentityCredentialsRequest>,
     ) -> Result<Response<misim_proto::aad::SetFederatedIdentityCredentialsResponse>, Status> {
-        self.record("SetFederatedIdentityCredentials");
+        drop(self.record("SetFederatedIdentityCredentials"));
         Ok(Response::new(
             misim_proto::aad::SetFederatedIdentityCredentialsResponse {},
         ))
