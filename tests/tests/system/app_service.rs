@@ -347,3 +347,67 @@ async fn sites_over_rest_with_the_identity_block_and_without_the_secret() {
     assert_eq!(status, 204);
     sb.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_keeps_its_endpoint_secret_and_identity_across_a_restart_and_goes_with_its_group() {
+    let mut sb = Sandbox::start().await;
+    group(&sb, "rg3").await;
+    let web = site(&sb, "rg3", "web-keep").await;
+    let block = sb
+        .arm()
+        .await
+        .assign_web_app_identity(pb::AssignVmIdentityRequest {
+            resource_group: "rg3".into(),
+            name: "web-keep".into(),
+            system_assigned: true,
+            ..Default::default()
+        })
+        .await
+        .expect("enable system-assigned")
+        .into_inner();
+
+    sb.restart().await;
+    let again = sb
+        .arm()
+        .await
+        .get_web_app(pb::GetWebAppRequest {
+            resource_group: "rg3".into(),
+            name: "web-keep".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("site after restart")
+        .into_inner();
+    assert_eq!(again.identity_header, web.identity_header, "same secret");
+    assert_eq!(
+        again.identity_endpoint, web.identity_endpoint,
+        "same port when free"
+    );
+    let (status, body) = call(
+        &again.identity_endpoint,
+        Some(&again.identity_header),
+        &[V, R],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let claims = sb
+        .verify(body["access_token"].as_str().unwrap(), MGMT)
+        .await;
+    assert_eq!(claims["oid"], block.principal_id.as_str());
+
+    // Deleting the group deletes the site and closes its endpoint.
+    sb.arm()
+        .await
+        .delete_resource_group(pb::DeleteResourceGroupRequest {
+            name: "rg3".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete group");
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    assert!(
+        http.get(&again.identity_endpoint).send().await.is_err(),
+        "endpoint closed"
+    );
+    sb.stop().await;
+}
