@@ -105,7 +105,7 @@ pub fn get() -> &'static Metrics {
             key_rotations: counter(
                 &registry,
                 "misim_signing_key_rotations_total",
-                "Token-signing keys Azure AD rotated.",
+                "Token-signing keys Azure AD made: its first key, then one per rotation.",
                 &["party"],
             ),
             registry,

@@ -292,7 +292,7 @@ fn label(a: &Arrow) -> String {
 }
 
 fn participants(d: &Diagram) -> Vec<String> {
-    let order = ["user", "workload", "ARM", "MSRP", "Azure AD", "IMDS"];
+    let order = ["user", "workload", "ARM", "MSRP", "IMDS", "Azure AD"];
     let mut all: Vec<String> = Vec::new();
     for a in &d.arrows {
         for p in [&a.from, &a.to] {
