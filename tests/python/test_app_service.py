@@ -106,3 +106,14 @@ def test_unknown_identity_and_wrong_secret_fail_in_the_clients(app_service_env, 
     monkeypatch.setenv("IDENTITY_HEADER", "not-the-site-secret")
     with pytest.raises((ClientAuthenticationError, CredentialUnavailableError)):
         ManagedIdentityCredential().get_token(f"{VAULT}/.default")
+
+
+def test_default_azure_credential_uses_the_app_service_endpoint(misim, app_service_env):
+    from azure.identity import DefaultAzureCredential
+    credential = DefaultAzureCredential(exclude_cli_credential=True, exclude_powershell_credential=True,
+                                        exclude_developer_cli_credential=True,
+                                        exclude_shared_token_cache_credential=True,
+                                        exclude_visual_studio_code_credential=True)
+    token = credential.get_token(f"{VAULT}/.default")
+    claims = verify(misim, token.token, VAULT)
+    assert claims["oid"] == app_service_env["identity"]["principalId"]
