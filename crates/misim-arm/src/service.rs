@@ -219,6 +219,11 @@ impl Arm {
             self.delete_user_assigned_identity(&sub, name, uami.id.name())
                 .await?;
         }
+        // AKS clusters (workload.rs); federated credentials went with their identities.
+        for cluster in self.list_managed_clusters(&sub, name)? {
+            self.delete_managed_cluster(&sub, name, cluster.id.name())
+                .await?;
+        }
         for ra in self.store.role_assignments.values()? {
             if ra.scope.is_within(&group.id) {
                 self.store

@@ -227,6 +227,22 @@ async fn a_pods_service_account_token_is_exchanged_for_the_identitys_token() {
     .unwrap();
     let (status, body) = exchange(&sb, &id.tenant_id, &id.client_id, &t.token).await;
     assert_eq!((status, code(&body)), (400, 700016), "{body}");
+
+    // Deleting the group deletes the cluster: its issuer stops answering.
+    arm.delete_resource_group(pb::DeleteResourceGroupRequest {
+        name: "rg1".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let status = sb
+        .http
+        .get(format!("{issuer}.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
     sb.stop().await;
 }
 
