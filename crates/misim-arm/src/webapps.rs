@@ -72,12 +72,12 @@ impl WebApp {
         )
     }
 
-    /// `properties.provisioningState`.
+    /// `properties.provisioningState`: `InProgress` until the host runs the site with its identities
+    /// (the reconciler retries a failed step), then `Succeeded`.
     pub fn provisioning_state(&self) -> &'static str {
-        match (&self.sync, self.placed) {
-            (SyncState::Succeeded, _) => "Succeeded",
-            (_, false) => "InProgress",
-            (_, true) => "Succeeded",
+        match &self.sync {
+            SyncState::Succeeded => "Succeeded",
+            SyncState::Pending | SyncState::Failed(_) => "InProgress",
         }
     }
 

@@ -112,12 +112,13 @@ async fn app_service_protocol_errors_and_tokens_for_system_and_user_assigned() {
     assert_eq!(block.r#type, "SystemAssigned");
     let (status, body) = call(ep, Some(secret), &[V, R]).await;
     assert_eq!(status, 200, "{body}");
-    let keys: Vec<&str> = body
+    let mut keys: Vec<&str> = body
         .as_object()
         .unwrap()
         .keys()
         .map(String::as_str)
         .collect();
+    keys.sort_unstable();
     assert_eq!(
         keys,
         [
