@@ -166,3 +166,57 @@ def test_misim_token_get_aks_prints_the_exchanged_token(misim, cluster, pod_env)
     claims = verify(pod_env, misim.endpoints["ca_file"], cluster["uami"]["tenantId"],
                     body["access_token"])
     assert_identity(claims, cluster["uami"])
+
+
+@pytest.fixture
+def mgmt_world(client_world, monkeypatch, loopback_only):
+    """The management SDK setup of test_mgmt_sdks.py: a VM's system-assigned identity (Owner on the
+    subscription) through its IMDS, ARM's REST surface over HTTPS with misim's CA."""
+    for var in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "MSI_ENDPOINT", "MSI_SECRET", "AZURE_CLIENT_ID",
+                "AZURE_TENANT_ID", "AZURE_AUTHORITY_HOST", "AZURE_FEDERATED_TOKEN_FILE",
+                "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", client_world["imds"])
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", client_world["ca"])
+    monkeypatch.setenv("SSL_CERT_FILE", client_world["ca"])
+    return client_world
+
+
+def test_azure_mgmt_msi_manages_federated_credentials_and_rest_serves_clusters(misim, mgmt_world):
+    """azure-mgmt-msi's federated_identity_credentials operations, unmodified, against ARM's REST
+    surface; managedClusters PUT/GET/DELETE in AKS's shape (`oidcIssuerProfile.issuerURL`)."""
+    import requests
+    from azure.identity import ManagedIdentityCredential
+    from azure.mgmt.msi import ManagedServiceIdentityClient
+
+    w = mgmt_world
+    credential = ManagedIdentityCredential()
+    base = f"{w['arm']}/subscriptions/{w['sub']}/resourceGroups/{w['rg']}"
+    headers = {"Authorization": f"Bearer {credential.get_token(ARM_SCOPE).token}"}
+    cluster_url = f"{base}/providers/Microsoft.ContainerService/managedClusters/py-sdk-aks?api-version=2024-09-01"
+    resp = requests.put(cluster_url, json={"location": "westeurope"}, headers=headers,
+                        verify=w["ca"], timeout=30)
+    assert resp.status_code == 201, resp.text
+    issuer = resp.json()["properties"]["oidcIssuerProfile"]["issuerURL"]
+    assert requests.get(cluster_url, headers=headers, verify=w["ca"], timeout=10).json()[
+        "properties"]["oidcIssuerProfile"] == {"enabled": True, "issuerURL": issuer}
+
+    client = ManagedServiceIdentityClient(credential, w["sub"], base_url=w["arm"])
+    created = client.federated_identity_credentials.create_or_update(
+        w["rg"], "py-kv-reader", "py-sdk-fic",
+        {"issuer": issuer, "subject": "system:serviceaccount:ns1:sa1",
+         "audiences": ["api://AzureADTokenExchange"]})
+    assert created.name == "py-sdk-fic"
+    assert created.issuer == issuer and created.subject == "system:serviceaccount:ns1:sa1"
+    assert created.type == "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials"
+    listed = list(client.federated_identity_credentials.list(w["rg"], "py-kv-reader"))
+    assert [f.name for f in listed] == ["py-sdk-fic"]
+    got = client.federated_identity_credentials.get(w["rg"], "py-kv-reader", "py-sdk-fic")
+    assert got.audiences == ["api://AzureADTokenExchange"]
+    client.federated_identity_credentials.delete(w["rg"], "py-kv-reader", "py-sdk-fic")
+    assert list(client.federated_identity_credentials.list(w["rg"], "py-kv-reader")) == []
+
+    resp = requests.delete(cluster_url, headers=headers, verify=w["ca"], timeout=30)
+    assert resp.status_code == 200, resp.text
+    assert requests.get(cluster_url, headers=headers, verify=w["ca"], timeout=10).status_code == 404
