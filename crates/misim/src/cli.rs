@@ -180,6 +180,19 @@ pub enum Command {
     /// Example: misim trace show --last --format mermaid
     #[command(verbatim_doc_comment)]
     Trace(crate::client::trace::TraceArgs),
+    /// Measure a running misim: load a VM's IMDS token endpoint (req/s, p50/p99, errors), or create
+    /// thousands of VMs / identities timing each call (docs/performance.md; bench/run is the suite).
+    ///
+    /// Example: misim bench token --vm vm1 -g rg1 --concurrency 32 --duration 10s
+    #[command(verbatim_doc_comment)]
+    Bench {
+        /// Where ARM is.
+        #[command(flatten)]
+        conn: ArmConn,
+        /// The subcommand.
+        #[command(subcommand)]
+        command: crate::client::bench::BenchCommand,
+    },
     /// Control-plane certificates (mutual TLS between parties; see docs/security.md).
     Certs {
         /// The subcommand.
@@ -245,6 +258,10 @@ pub struct UpArgs {
     /// users (the API is otherwise open to every local process); clients set MISIM_ARM_TOKEN.
     #[arg(long, env = "MISIM_ARM_API_TOKEN", hide_env_values = true)]
     pub arm_api_token: Option<String>,
+    /// Switch IMDS throttling off on every host (Azure limits each VM to 20 identity requests/s and
+    /// 5 at once, answering 429 beyond); for load tests such as `misim bench token` and bench/run.
+    #[arg(long, env = "MISIM_NO_THROTTLE")]
+    pub no_throttle: bool,
 }
 
 /// `misim account …`

@@ -53,6 +53,9 @@ pub struct UpConfig {
     /// Ports of the VMs' own IMDS (and extension) listeners. `None`: [`default_vm_ports`] of the
     /// base port (any free port with `base_port` 0).
     pub vm_ports: Option<std::ops::RangeInclusive<u16>>,
+    /// IMDS throttling as Azure's (20 identity requests/s and 5 at once per VM); false switches it
+    /// off on every host (load tests, `misim up --no-throttle`).
+    pub imds_throttle: bool,
     /// Time source for every party.
     pub clock: Clock,
 }
@@ -77,6 +80,7 @@ impl UpConfig {
             tls_names: Vec::new(),
             arm_api_token: None,
             vm_ports: None,
+            imds_throttle: true,
             clock: Clock::system(),
         }
     }
@@ -416,6 +420,9 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             .clone()
             .or_else(|| default_vm_ports(cfg.base_port));
         host.control = certs.hosts.remove(&name);
+        if !cfg.imds_throttle {
+            host.limits = misim_imds::ImdsLimits::unlimited();
+        }
         spawn_party(
             &tasks,
             &shutdown,
@@ -565,6 +572,7 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     cfg.tls_names = a.tls_names;
     cfg.arm_api_token = a.arm_api_token;
     cfg.vm_ports = a.vm_ports.as_deref().map(parse_port_range).transpose()?;
+    cfg.imds_throttle = !a.no_throttle;
     let system = start(cfg).await?;
     crate::client::print_text(&banner(&system.endpoints, &system.data_dir, system.resumed));
     let signal = crate::parties::shutdown_on_signal();

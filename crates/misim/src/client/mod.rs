@@ -13,6 +13,7 @@ use crate::output;
 
 pub mod ad;
 pub mod aks;
+pub mod bench;
 pub mod trace;
 mod identity;
 mod keyvault;
@@ -157,7 +158,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Role { conn, .. }
         | Command::Token { conn, .. }
         | Command::Webapp { conn, .. }
-        | Command::Aks { conn, .. } => conn.clone(),
+        | Command::Aks { conn, .. }
+        | Command::Bench { conn, .. } => conn.clone(),
         Command::Up(_)
         | Command::Ad(_)
         | Command::Trace(_)
@@ -188,6 +190,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Token { command, .. } => token(&mut arm, command).await?,
         Command::Webapp { command, .. } => webapp(&mut arm, command).await?,
         Command::Aks { command, .. } => aks::aks(&mut arm, command).await?,
+        Command::Bench { command, .. } => bench::bench(&mut arm, command).await?,
         Command::Up(_)
         | Command::Ad(_)
         | Command::Trace(_)
