@@ -10,6 +10,18 @@ use misim_proto::arm::arm_client::ArmClient;
 use misim_proto::tonic::transport::Channel;
 use serde_json::Value;
 
+/// Logs to the test output and records flows in memory (misim_core::telemetry), as `misim up`
+/// does; the first call in a test binary installs it, later calls do nothing.
+pub fn init_test_telemetry() {
+    let _ = misim_core::telemetry::init(&misim_core::telemetry::TelemetryConfig {
+        log_filter: "info".into(),
+        test_writer: true,
+        traces: true,
+        service_name: "misim-tests".into(),
+        ..Default::default()
+    });
+}
+
 /// A running misim with a temporary data directory that outlives restarts.
 pub struct Sandbox {
     system: Option<System>,
@@ -30,14 +42,7 @@ impl Sandbox {
 
     /// Starts misim with `hosts` hosts.
     pub async fn start_with_hosts(hosts: u16) -> Self {
-        // Logs to the test output; flows recorded in memory (misim_core::telemetry), as misim up does.
-        let _ = misim_core::telemetry::init(&misim_core::telemetry::TelemetryConfig {
-            log_filter: "info".into(),
-            test_writer: true,
-            traces: true,
-            service_name: "misim-tests".into(),
-            ..Default::default()
-        });
+        init_test_telemetry();
         let dir = tempfile::tempdir().expect("temp dir");
         let system = start(config(dir.path(), hosts))
             .await

@@ -273,14 +273,20 @@ async fn diagram(Query(q): Query<DiagramQuery>) -> Response {
             .into_response(),
         None => (
             StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "NotFound", "message": "no such flow in memory (the last 500 traces are kept)"}})),
+            Json(json!({"error": {"code": "NotFound", "message": "no such flow in memory (the last 500 flows are kept)"}})),
         )
             .into_response(),
     }
 }
 
+/// Registers ARM's gauges. The source holds ARM weakly: a stopped ARM releases its store (and the
+/// store's file lock) at once, and its gauges read nothing.
 fn register_gauges(arm: Arc<Arm>) {
+    let arm = Arc::downgrade(&arm);
     misim_core::telemetry::metrics::register_gauge("arm", move || {
+        let Some(arm) = arm.upgrade() else {
+            return Vec::new();
+        };
         let store = arm.store();
         let vms = store.vms.values().unwrap_or_default();
         let live: Vec<&Vm> = vms.iter().filter(|v| !v.deleting).collect();

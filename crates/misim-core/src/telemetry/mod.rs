@@ -2,7 +2,7 @@
 //!
 //! - **Traces.** `tracing` spans are turned into OpenTelemetry spans by `tracing-opentelemetry`
 //!   (<https://docs.rs/tracing-opentelemetry/0.32.1>). Every finished span goes to a bounded
-//!   in-memory [`store`] (the last [`store::MAX_TRACES`] traces of this process, for `misim trace
+//!   in-memory [`store`] (the last [`store::MAX_TRACES`] flows of this process, for `misim trace
 //!   show` and ARM's console) and, when an OTLP endpoint is configured, to OpenTelemetry's OTLP
 //!   exporter (HTTP/protobuf, <https://opentelemetry.io/docs/specs/otlp/#otlphttp>). The W3C
 //!   `traceparent` header (<https://www.w3.org/TR/trace-context/>) carries a flow across every gRPC

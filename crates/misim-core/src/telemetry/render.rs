@@ -128,6 +128,22 @@ fn known_step(call: &str) -> Option<u8> {
     }
 }
 
+/// `2026-12-01 17:31:04.633 UTC` for microseconds since the Unix epoch.
+pub fn utc(us: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
 /// Steps present in a trace's spans.
 pub fn steps(spans: &[SpanRecord]) -> Vec<u8> {
     let mut v: Vec<u8> = spans.iter().filter_map(SpanRecord::step).collect();

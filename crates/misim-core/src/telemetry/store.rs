@@ -1,6 +1,7 @@
 //! The in-memory span store: every finished span of this process, grouped by trace, for `misim
-//! trace show` and ARM's console. Bounded: the last [`MAX_TRACES`] traces (the oldest trace is
-//! dropped first) and at most [`MAX_SPANS_PER_TRACE`] spans each. One store per process: under
+//! trace show` and ARM's console. Bounded: the last [`MAX_TRACES`] flows (traces with a step span)
+//! and, apart, the last [`MAX_OTHER_TRACES`] other traces (so a burst of plain requests never pushes
+//! a flow out), the oldest dropped first, with at most [`MAX_SPANS_PER_TRACE`] spans each. One store per process: under
 //! `misim up` every party shares it; parties run alone each keep their own, merged by trace ID
 //! when read ([`merge`]).
 
@@ -13,8 +14,10 @@ use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanProcessor};
 use serde::{Deserialize, Serialize};
 
-/// Traces kept per process.
+/// Flows (traces with at least one step span) kept per process.
 pub const MAX_TRACES: usize = 500;
+/// Other traces (requests outside the seven steps) kept per process.
+pub const MAX_OTHER_TRACES: usize = 200;
 /// Spans kept per trace.
 pub const MAX_SPANS_PER_TRACE: usize = 256;
 
@@ -56,7 +59,10 @@ impl SpanRecord {
 
 #[derive(Default)]
 struct Inner {
-    order: VecDeque<String>,
+    /// Flow trace IDs, oldest first.
+    flows: VecDeque<String>,
+    /// Other trace IDs, oldest first.
+    others: VecDeque<String>,
     traces: HashMap<String, Vec<SpanRecord>>,
     /// Bumped on every insert: the console polls it to refresh only when something changed.
     version: u64,
@@ -73,27 +79,52 @@ fn with<R>(f: impl FnOnce(&mut Inner) -> R) -> R {
 pub fn insert(span: SpanRecord) {
     with(|s| {
         s.version += 1;
-        if let Some(spans) = s.traces.get_mut(&span.trace_id) {
-            if spans.len() < MAX_SPANS_PER_TRACE {
-                spans.push(span);
+        let id = span.trace_id.clone();
+        let is_step = span.step().is_some();
+        match s.traces.get_mut(&id) {
+            Some(spans) => {
+                if spans.len() < MAX_SPANS_PER_TRACE {
+                    spans.push(span);
+                }
+                // A trace becomes a flow when its first step span ends.
+                if is_step {
+                    if let Some(at) = s.others.iter().position(|t| *t == id) {
+                        s.others.remove(at);
+                        s.push(true, id);
+                    }
+                }
             }
-            return;
-        }
-        if s.order.len() >= MAX_TRACES {
-            if let Some(old) = s.order.pop_front() {
-                s.traces.remove(&old);
+            None => {
+                s.traces.insert(id.clone(), vec![span]);
+                s.push(is_step, id);
             }
         }
-        s.order.push_back(span.trace_id.clone());
-        s.traces.insert(span.trace_id.clone(), vec![span]);
     });
+}
+
+impl Inner {
+    /// Files `id` as a flow or another trace, dropping the oldest of its kind beyond the bound.
+    fn push(&mut self, flow: bool, id: String) {
+        let (queue, max) = if flow {
+            (&mut self.flows, MAX_TRACES)
+        } else {
+            (&mut self.others, MAX_OTHER_TRACES)
+        };
+        queue.push_back(id);
+        if queue.len() > max {
+            if let Some(old) = queue.pop_front() {
+                self.traces.remove(&old);
+            }
+        }
+    }
 }
 
 /// Every span kept, oldest trace first.
 pub fn all() -> Vec<SpanRecord> {
     with(|s| {
-        s.order
+        s.others
             .iter()
+            .chain(s.flows.iter())
             .filter_map(|t| s.traces.get(t))
             .flatten()
             .cloned()
@@ -194,5 +225,56 @@ impl SpanProcessor for StoreProcessor {
 
     fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(trace: &str, id: &str, step: Option<u8>) -> SpanRecord {
+        let mut attributes = BTreeMap::new();
+        if let Some(n) = step {
+            attributes.insert("step".to_string(), n.to_string());
+        }
+        SpanRecord {
+            trace_id: trace.into(),
+            span_id: id.into(),
+            parent_id: None,
+            name: id.into(),
+            kind: "internal".into(),
+            start_us: 0,
+            duration_us: 0,
+            status: "UNSET".into(),
+            attributes,
+        }
+    }
+
+    #[test]
+    fn plain_requests_never_push_flows_out_and_both_stay_bounded() {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let flow = format!("{tag}-flow");
+        insert(span(&flow, "a", None));
+        insert(span(&flow, "b", Some(5)));
+        for i in 0..(MAX_OTHER_TRACES + 50) {
+            insert(span(&format!("{tag}-other-{i}"), "x", None));
+        }
+        assert_eq!(trace(&flow).len(), 2, "the flow is kept");
+        let mine: Vec<SpanRecord> = all()
+            .into_iter()
+            .filter(|s| s.trace_id.starts_with(&tag))
+            .collect();
+        assert!(mine.len() <= MAX_OTHER_TRACES + 2);
+        assert!(
+            trace(&format!("{tag}-other-0")).is_empty(),
+            "the oldest plain trace is dropped"
+        );
+        let merged = merge(vec![
+            span("t", "1", None),
+            span("t", "1", None),
+            span("t", "2", None),
+        ]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].len(), 2, "duplicates dropped");
     }
 }

@@ -67,7 +67,7 @@ pub enum TraceCommand {
         #[command(flatten)]
         sources: TraceSources,
     },
-    /// List the flows kept in memory, newest last: trace ID, start, summary.
+    /// List the flows kept in memory, newest last: trace ID, start (UTC), summary.
     List {
         /// Where to read spans.
         #[command(flatten)]
@@ -133,7 +133,7 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
                 println!(
                     "{}  {}  {}",
                     t[0].trace_id,
-                    t[0].start_us,
+                    render::utc(t[0].start_us),
                     render::summary(&t)
                 );
             }
@@ -157,8 +157,9 @@ pub async fn run(args: TraceArgs) -> anyhow::Result<()> {
                     match found.as_slice() {
                         [one] => render::trace_diagram(one),
                         [] => bail!(
-                            "no trace {id} in memory (each party keeps its last {} traces)",
-                            store::MAX_TRACES
+                            "no trace {id} in memory (each party keeps its last {} flows and {} other traces)",
+                            store::MAX_TRACES,
+                            store::MAX_OTHER_TRACES
                         ),
                         _ => bail!("{} traces start with {id}: give more digits", found.len()),
                     }

@@ -40,10 +40,7 @@ pub fn wall_now() -> i64 {
 impl Sys {
     /// Starts one host on ephemeral ports with a manual clock at wall time; `shape` adjusts the config.
     pub async fn start(shape: impl FnOnce(&mut UpConfig)) -> Sys {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter("info")
-            .with_test_writer()
-            .try_init();
+        misim_tests::init_test_telemetry();
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = Clock::manual(wall_now());
         let mut cfg = UpConfig::new(dir.path().to_path_buf());
