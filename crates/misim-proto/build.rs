@@ -8,6 +8,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "misim/msrp/v1/msrp.proto",
         "misim/aad/v1/aad.proto",
         "misim/imds/v1/host.proto",
+        "misim/events/v1/events.proto",
+        "misim/scenario/v1/scenario.proto",
+        "misim/sim/v1/sim.proto",
     ];
     // prost-build does not watch the proto folder itself.
     println!("cargo:rerun-if-changed={}", root.display());

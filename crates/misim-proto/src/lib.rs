@@ -30,6 +30,24 @@ pub mod imds {
     tonic::include_proto!("misim.imds.v1");
 }
 
+/// Simulation control: clock, fault injection, propagation delays (`misim.sim.v1`).
+#[allow(missing_docs)] // generated; the .proto files document each message and field
+pub mod sim {
+    tonic::include_proto!("misim.sim.v1");
+}
+
+/// Request recording: the `Events` service (`misim.events.v1`).
+#[allow(missing_docs)] // generated; the .proto files document each message and field
+pub mod events {
+    tonic::include_proto!("misim.events.v1");
+}
+
+/// Scenarios run by misim: the `Scenario` service (`misim.scenario.v1`).
+#[allow(missing_docs)] // generated; the .proto files document each message and field
+pub mod scenario {
+    tonic::include_proto!("misim.scenario.v1");
+}
+
 /// Encoded `FileDescriptorSet` of all misim protos, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/misim_descriptor.bin"));
