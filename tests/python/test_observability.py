@@ -188,3 +188,90 @@ def test_compose_parties_serve_metrics_on_the_control_network_only():
         value = cmd[cmd.index("--metrics-listen") + 1]
         control_ip = service["networks"]["control"]["ipv4_address"]
         assert value == f"{control_ip}:9464", f"{name}: --metrics-listen {value}"
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_parties_in_separate_processes_keep_their_own_spans_and_trace_show_merges_them():
+    """aad, msrp, one host and arm as four processes (one shared CA directory on disk): traceparent
+    crosses process boundaries, each party serves its own /metrics and /debug/traces (MSRP and the
+    host on --metrics-listen), and `misim trace show --collect …` merges them by trace ID."""
+    root = pathlib.Path(tempfile.mkdtemp(prefix="misim-parties-"))
+    p = {k: free_port() for k in ["aad_grpc", "aad_http", "aad_metrics", "msrp", "msrp_metrics", "host",
+                                  "host_metrics", "arm_grpc", "arm_rest"]}
+    loop = "127.0.0.1"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MISIM_", "OTEL_"))}
+    common = ["--ca-dir", str(root / "ca")]
+    commands = {
+        "aad": ["aad", "--data-dir", str(root / "aad"), "--grpc-listen", f"{loop}:{p['aad_grpc']}",
+                "--http-listen", f"{loop}:{p['aad_http']}", "--metrics-listen", f"{loop}:{p['aad_metrics']}", *common],
+        "msrp": ["msrp", "--data-dir", str(root / "msrp"), "--listen", f"{loop}:{p['msrp']}",
+                 "--aad-grpc", f"http://{loop}:{p['aad_grpc']}", "--metrics-listen", f"{loop}:{p['msrp_metrics']}", *common],
+        "host-1": ["imds", "--name", "host-1", "--data-dir", str(root / "host-1"), "--listen", f"{loop}:{p['host']}",
+                   "--msrp", f"http://{loop}:{p['msrp']}", "--aad-url", f"http://{loop}:{p['aad_http']}",
+                   "--metrics-listen", f"{loop}:{p['host_metrics']}", *common],
+        "arm": ["arm", "--data-dir", str(root / "arm"), "--grpc-listen", f"{loop}:{p['arm_grpc']}",
+                "--rest-listen", f"{loop}:{p['arm_rest']}", "--msrp", f"http://{loop}:{p['msrp']}",
+                "--aad-grpc", f"http://{loop}:{p['aad_grpc']}", "--aad-url", f"http://{loop}:{p['aad_http']}",
+                "--host", f"host-1=http://{loop}:{p['host']}", *common],
+    }
+    procs = []
+    try:
+        for name, args in commands.items():
+            log = open(root / f"{name}.log", "w")
+            procs.append((subprocess.Popen([MISIM, *args], stdout=log, stderr=subprocess.STDOUT, env=env), log))
+            if name == "aad":
+                time.sleep(1)  # the CA is made once, by the first party
+        arm_env = dict(env, MISIM_ARM=f"http://{loop}:{p['arm_grpc']}")
+
+        def run(*args):
+            out = subprocess.run([MISIM, *args], env=arm_env, capture_output=True, text=True, timeout=60)
+            assert out.returncode == 0, f"misim {' '.join(args)}: {out.stderr}\n" + "".join(
+                (root / f"{n}.log").read_text()[-1500:] for n in commands)
+            return out.stdout
+
+        deadline = time.time() + 60
+        while True:
+            out = subprocess.run([MISIM, "account", "show"], env=arm_env, capture_output=True, text=True, timeout=30)
+            if out.returncode == 0:
+                break
+            assert time.time() < deadline, out.stderr
+            time.sleep(0.3)
+        run("group", "create", "-n", "rg1", "-l", "westeurope")
+        run("vm", "create", "-g", "rg1", "-n", "vm-sep")
+        run("vm", "identity", "assign", "-g", "rg1", "-n", "vm-sep", "--identities", "system")
+        run("token", "get", "-g", "rg1", "-n", "vm-sep")
+
+        sources = [f"http://{loop}:{p['arm_rest']}", f"http://{loop}:{p['aad_metrics']}",
+                   f"http://{loop}:{p['msrp_metrics']}", f"http://{loop}:{p['host_metrics']}"]
+        merged = run("trace", "show", "--last", "--format", "mermaid", "--collect", ",".join(sources))
+        for arrow in ["user->>ARM: 1. enable identity", "ARM->>MSRP: 2. create identity",
+                      "MSRP->>Azure_AD: 2. create identity", "ARM->>host_1: 3. configure host",
+                      "host_1->>MSRP: 3. configure host: /misim.msrp.v1.Msrp/GetCredential",
+                      "workload->>IMDS: 5. token request", "IMDS->>Azure_AD: 6. token from Azure AD"]:
+            assert arrow in merged, f"{arrow!r} missing from the merged diagram:\n{merged}"
+        # ARM alone holds only its own spans: the calls MSRP and the host made are not there.
+        arm_only = run("trace", "show", "--trace-id", merged.split("Note over user: trace ")[1][:8],
+                       "--format", "mermaid", "--collect", sources[0])
+        assert "user->>ARM: 1. enable identity" in arm_only and "MSRP->>Azure_AD" not in arm_only
+        for url in sources[2:]:
+            with NO_PROXY.open(url + "/metrics", timeout=10) as r:
+                text = r.read().decode()
+            assert "misim_requests_total{" in text, url
+        with NO_PROXY.open(sources[3] + "/metrics", timeout=10) as r:
+            assert 'misim_imds_token_cache_total{party="imds",result="miss"} 1' in r.read().decode()
+    finally:
+        for proc, log in procs:
+            proc.terminate()
+        for proc, log in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -226,10 +226,9 @@ pub fn trace_id_of(span: &Span) -> Option<String> {
 /// Opens the span of flow step `step` (1–7) in `party` (`arm`, `msrp`, `aad`, `imds`, `host-1`, …)
 /// with the standard attributes declared: record `vm`, `identity`, `resource` with
 /// [`Span::record`] and the result with [`record_outcome`]. The span is named after the step
-/// ([`STEP_NAMES`]). The party is also recorded on the enclosing server span.
+/// ([`STEP_NAMES`]).
 pub fn step_span(step: u8, party: &str) -> Span {
     let name = STEP_NAMES.get(step as usize).copied().unwrap_or("step");
-    Span::current().record("party", party);
     tracing::info_span!(
         target: TARGET,
         "flow_step",

@@ -20,8 +20,8 @@ pub struct TraceSources {
     /// DATA_DIR/endpoints.json), which under `misim up` holds every party's spans.
     #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data")]
     pub data_dir: std::path::PathBuf,
-    /// Base URL of a party's /debug/traces (ARM's REST listener, Azure AD's HTTP listener, or a
-    /// party's --metrics-listen); repeat to merge parties run as separate processes. Replaces the
+    /// Base URL of a party's /debug/traces (ARM's REST listener, or a party's --metrics-listen);
+    /// repeat to merge parties run as separate processes. Replaces the
     /// endpoints.json default.
     #[arg(long = "collect", env = "MISIM_TRACE_SOURCES", value_delimiter = ',')]
     pub collect: Vec<String>,
