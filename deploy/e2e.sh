@@ -303,6 +303,14 @@ check "GET vm-1a with Reader on the group -> 200 (got $code)" test "$code" = 200
 code="$(vm vm-1a curl -s --noproxy '*' -m 10 -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $token" "http://arm:7701${vm_id[vm-1a]}?api-version=2024-07-01")"
 check "the same GET from inside vm-1a (http://arm:7701) -> 200 (got $code)" test "$code" = 200
 
+echo "== observability: a Prometheus scrape of every party from the control network"
+scrape() { compose exec -T arm curl -fsS --noproxy '*' -m 10 "http://$1:9464/metrics" | grep -q '^misim_requests_total{'; }
+for party_ip in aad=172.31.0.12 msrp=172.31.0.11 host-1=172.31.0.21 host-2=172.31.0.22 arm=172.31.0.10; do
+  check "${party_ip%%=*}: /metrics at ${party_ip#*=}:9464 scraped from the control network" scrape "${party_ip#*=}"
+done
+metrics_unreachable_from_vm() { ! vm vm-1a curl -fsS --noproxy '*' -m 5 -o /dev/null http://172.31.0.21:9464/metrics; }
+check "vm-1a cannot reach host-1's /metrics (control network only)" metrics_unreachable_from_vm
+
 echo "== ARM killed and started again"
 compose kill arm >/dev/null 2>&1 && compose start arm >/dev/null 2>&1 || fail "docker-compose kill arm; start arm"
 if wait_healthy 90 arm; then pass "arm healthy again after kill + start"; else abort "arm healthy after restart"; fi
