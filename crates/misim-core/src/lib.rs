@@ -5,10 +5,13 @@
 pub mod cert;
 pub mod clock;
 pub mod control;
+pub mod faults;
+pub mod events;
 pub mod fsperm;
 pub mod ids;
 pub mod limits;
 pub mod serve;
+pub mod sim_grpc;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
