@@ -147,6 +147,15 @@ pub async fn run(
             ))
         }
     };
+    // This process' recorded requests (misim_core::events), to whoever may call ARM's API.
+    let events = misim_core::events::EventsService::new(misim_core::control::ControlAuth::Off);
+    let routes = match config.api_token.clone() {
+        None => routes.add_service(events.server()),
+        Some(token) => routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            events.server(),
+            grpc::BearerCheck::new(token),
+        )),
+    };
     let rest_router = rest::router(rest::RestState {
         arm,
         validator: Arc::new(validator),
@@ -155,7 +164,7 @@ pub async fn run(
         misim_core::serve::serve_grpc(
             listeners.grpc,
             routes,
-            &["misim.arm.v1.Arm"],
+            &["misim.arm.v1.Arm", "misim.events.v1.Events"],
             shutdown.clone()
         ),
         misim_core::serve::serve_http(listeners.rest, rest_router, shutdown.clone()),

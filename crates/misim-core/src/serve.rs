@@ -78,7 +78,16 @@ pub async fn serve_grpc_tls(
         }
     }
     let reflection = reflection.build_v1()?;
-    let routes = routes.add_service(health).add_service(reflection);
+    let mut routes = routes.add_service(health).add_service(reflection);
+    // Control ports serve this process' recorded requests to the admin role (crate::events).
+    if tls.is_some() {
+        routes = routes.add_service(
+            crate::events::EventsService::new(crate::control::ControlAuth::Enforce).server(),
+        );
+    }
+    let record = crate::events::GrpcRecordLayer::new(crate::telemetry::propagation::listener_party(
+        listener.local_addr().ok(),
+    ));
     // Each call continues its caller's trace (W3C traceparent) and is counted.
     let trace = crate::telemetry::propagation::TraceLayer::new(
         crate::telemetry::propagation::listener_party(listener.local_addr().ok()),
@@ -93,7 +102,8 @@ pub async fn serve_grpc_tls(
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .concurrency_limit_per_connection(256)
-        .layer(trace);
+        .layer(trace)
+        .layer(record);
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
@@ -138,6 +148,9 @@ pub async fn serve_http_limited(
     let trace = crate::telemetry::propagation::TraceLayer::new(
         crate::telemetry::propagation::listener_party(Some(listener.local_addr()?)),
     );
+    let record = crate::events::HttpRecordLayer::new(
+        crate::telemetry::propagation::listener_party(Some(listener.local_addr()?)),
+    );
     let admission = Admission::new(limits);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -155,12 +168,19 @@ pub async fn serve_http_limited(
             accepted = admission.accept(&listener) => accepted,
         };
         let svc = router.clone().map_request(
-            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            move |mut req: axum::http::Request<axum::body::Body>| {
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
                 req
             },
         );
+        // Every request recorded (crate::events) inside its trace span, so with its trace ID.
+        let svc = tower::Layer::layer(&record, svc);
+        let svc = svc.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            req
+        });
         let svc = tower::Layer::layer(&trace, svc);
         let svc = hyper_util::service::TowerToHyperService::new(svc);
         let conn = builder

@@ -180,6 +180,18 @@ pub enum Command {
     /// Example: misim trace show --last --format mermaid
     #[command(verbatim_doc_comment)]
     Trace(crate::client::trace::TraceArgs),
+    /// The requests the parties recorded: time (simulated and wall), party, caller, operation,
+    /// parameters (secrets redacted), outcome, latency and trace ID (docs/scenarios.md).
+    ///
+    /// Example: misim events --vm vm1 --follow
+    #[command(verbatim_doc_comment)]
+    Events(crate::client::events::EventsArgs),
+    /// Run or check scenario files: steps with expectations, against a running misim or an
+    /// embedded one (docs/scenarios.md).
+    ///
+    /// Example: misim scenario run scenarios/*.yaml --embedded --junit out.xml
+    #[command(verbatim_doc_comment)]
+    Scenario(crate::scenario::cli::ScenarioArgs),
     /// Measure a running misim: load a VM's IMDS token endpoint (req/s, p50/p99, errors), or create
     /// thousands of VMs / identities timing each call (docs/performance.md; bench/run is the suite).
     ///

@@ -5,8 +5,10 @@
 
 pub mod cli;
 pub mod client;
+pub mod embedded;
 pub mod endpoints;
 pub mod export;
 pub mod output;
 pub mod parties;
+pub mod scenario;
 pub mod up;

@@ -329,6 +329,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     cfg.data_dir = std::fs::canonicalize(&cfg.data_dir)
         .with_context(|| format!("cannot resolve data directory {}", cfg.data_dir.display()))?;
     let lock = lock_data_dir(&cfg.data_dir)?;
+    misim_core::events::set_clock(cfg.clock.clone()); // recorded requests carry simulated time
     let resumed = cfg.data_dir.join("arm").exists();
     let b = bind_all(&cfg).await?;
     name_listeners(&b); // the party of each listener's spans and metrics

@@ -129,6 +129,7 @@ async fn dispatch(
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    misim_core::events::note_vm(&ctx.vm.key); // the VM of this request's recorded event
     let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
     let route = Route::of(&segments);
     match handle(&ctx, route, &method, uri.query(), &headers).await {

@@ -14,6 +14,7 @@ use crate::output;
 pub mod ad;
 pub mod aks;
 pub mod bench;
+pub mod events;
 pub mod trace;
 mod identity;
 mod keyvault;
@@ -146,6 +147,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let command = match command {
         Command::Ad(args) => return ad::run(args).await,
         Command::Trace(args) => return trace::run(args).await,
+        Command::Events(args) => return events::run(args).await,
+        Command::Scenario(args) => return crate::scenario::cli::run(args).await,
         other => other,
     };
     let conn = match &command {
@@ -163,6 +166,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(_)
         | Command::Ad(_)
         | Command::Trace(_)
+        | Command::Events(_)
+        | Command::Scenario(_)
         | Command::Aad(_)
         | Command::Msrp(_)
         | Command::Imds(_)
@@ -194,6 +199,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(_)
         | Command::Ad(_)
         | Command::Trace(_)
+        | Command::Events(_)
+        | Command::Scenario(_)
         | Command::Aad(_)
         | Command::Msrp(_)
         | Command::Imds(_)

@@ -1,0 +1,10 @@
+//! Scenarios: YAML (or JSON) documents of steps with expectations, run against a running misim
+//! (`misim scenario run FILE… [--embedded] [--junit OUT.xml] [--json]`). The format is in
+//! docs/scenarios.md and its JSON Schema in docs/scenario.schema.json ([`model::schema_json`]).
+
+pub mod cli;
+pub mod model;
+pub mod runner;
+
+pub use model::{parse, schema_json, Scenario};
+pub use runner::{Runner, ScenarioResult, StepResult, Target};
