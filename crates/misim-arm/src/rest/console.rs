@@ -6,8 +6,11 @@
 //! spans; with parties in separate processes it sees ARM's (use `misim trace show --collect` for
 //! all). Also serves `/metrics` and `/debug/traces` ([`misim_core::telemetry::metrics::router`]).
 //!
-//! Access: read-only; open on loopback like ARM's metadata endpoints, or, when ARM's API token is
-//! set ([`set_token`]), only with `Authorization: Bearer <token>` or `?token=<token>`.
+//! Access: read-only, and it reads past RBAC (every resource, identity and role assignment), so it
+//! answers only callers on loopback; when ARM's API token is set ([`set_token`]), callers from
+//! anywhere holding it (`Authorization: Bearer <token>` or `?token=<token>`), and loopback callers
+//! only with it too. ARM's REST surface is public (VMs reach it in the compose stack), the console
+//! is not: parties' metrics there are served on their `--metrics-listen` control addresses.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -72,29 +75,59 @@ pub fn router(arm: Arc<Arm>) -> Router {
     pages.layer(axum::middleware::from_fn(guard))
 }
 
+/// Who may read the console: loopback callers when ARM has no API token, else holders of it.
+#[derive(Debug, PartialEq, Eq)]
+enum Access {
+    Allowed,
+    NotLoopback,
+    NeedsToken,
+}
+
+fn access(
+    peer: Option<std::net::IpAddr>,
+    token: Option<&str>,
+    bearer: Option<&str>,
+    query: &str,
+) -> Access {
+    match token {
+        None if peer.is_some_and(|ip| ip.is_loopback()) => Access::Allowed,
+        None => Access::NotLoopback,
+        Some(t) => {
+            let in_query = query.split('&').find_map(|kv| kv.strip_prefix("token="));
+            if bearer == Some(t) || in_query == Some(t) {
+                Access::Allowed
+            } else {
+                Access::NeedsToken
+            }
+        }
+    }
+}
+
 async fn guard(req: Request, next: Next) -> Response {
-    let Some(token) = TOKEN.read().unwrap_or_else(|p| p.into_inner()).clone() else {
-        return next.run(req).await;
-    };
+    let token = TOKEN.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_string);
+        .and_then(|v| v.strip_prefix("Bearer "));
     let query = req.uri().query().unwrap_or("");
-    let in_query = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("token="))
-        .map(str::to_string);
-    if bearer.as_deref() == Some(token.as_str()) || in_query.as_deref() == Some(token.as_str()) {
-        return next.run(req).await;
+    match access(peer, token.as_deref(), bearer, query) {
+        Access::Allowed => next.run(req).await,
+        Access::NotLoopback => (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": {"code": "Forbidden", "message": "the console, /metrics and /debug/traces on ARM's REST listener answer loopback callers only (or any caller with ARM's API token, --arm-api-token); scrape parties on their --metrics-listen address"}})),
+        )
+            .into_response(),
+        Access::NeedsToken => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": {"code": "AuthenticationFailed", "message": "the console requires ARM's API token: Authorization: Bearer <token> or ?token=<token>"}})),
+        )
+            .into_response(),
     }
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({"error": {"code": "AuthenticationFailed", "message": "the console requires ARM's API token: Authorization: Bearer <token> or ?token=<token>"}})),
-    )
-        .into_response()
 }
 
 async fn index() -> impl IntoResponse {
@@ -312,4 +345,28 @@ fn register_gauges(arm: Arc<Arm>) {
             ("hosts".into(), arm.peers.host_names().len() as f64),
         ]
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_console_answers_loopback_callers_or_holders_of_the_api_token() {
+        let lo = Some("127.0.0.1".parse().unwrap());
+        let vm = Some("172.31.0.30".parse().unwrap());
+        assert_eq!(access(lo, None, None, ""), Access::Allowed);
+        assert_eq!(access(vm, None, None, ""), Access::NotLoopback);
+        assert_eq!(access(None, None, None, ""), Access::NotLoopback);
+        assert_eq!(access(vm, Some("s3"), Some("s3"), ""), Access::Allowed);
+        assert_eq!(
+            access(vm, Some("s3"), None, "a=1&token=s3"),
+            Access::Allowed
+        );
+        assert_eq!(access(lo, Some("s3"), None, ""), Access::NeedsToken);
+        assert_eq!(
+            access(lo, Some("s3"), Some("nope"), "token=x"),
+            Access::NeedsToken
+        );
+    }
 }
