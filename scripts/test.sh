@@ -31,5 +31,13 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 MISIM_BIN="$PWD/target/debug/misim" .venv/bin/python -m pytest -q tests/python
 
+phase "scenarios: every scenarios/*.yaml on an embedded misim (JUnit in target/scenarios.xml)"
+./target/debug/misim --log warn scenario run scenarios/*.yaml --embedded --junit target/scenarios.xml
+# The deliberately failing scenario must fail, with a diff in its report.
+if ./target/debug/misim --log warn scenario run scenarios/failing/*.yaml --embedded >target/failing-scenario.txt 2>&1; then
+  echo "scenarios/failing passed but must fail"; exit 1
+fi
+grep -q -- "--- expected" target/failing-scenario.txt || { cat target/failing-scenario.txt; echo "no diff in the failure report"; exit 1; }
+
 phase "docs: every shell example of README.md and docs/*.md against a live misim"
 MISIM_BIN="$PWD/target/debug/misim" .venv/bin/python scripts/run_docs.py

@@ -728,7 +728,8 @@ fn check(action: &Action, expect: &Expect, o: &Value, failures: &mut Vec<String>
         if o["status"] != json!(s) {
             mismatch(failures, diff, "status", &json!(s), &o["status"]);
             if !o["body"].is_null() {
-                diff.push_str(&format!("  body: {}\n", o["body"]));
+                let body: String = o["body"].to_string().chars().take(400).collect();
+                diff.push_str(&format!("  body: {body}\n"));
             }
         }
     }
