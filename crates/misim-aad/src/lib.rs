@@ -162,6 +162,7 @@ pub async fn run(
         directory.clone(),
         misim_core::control::ControlAuth::for_config(config.control.as_ref()),
     ));
+    let routes = misim_core::faults::grpc_with_faults(routes, &config.clock, "aad"); // injected faults
     let grpc_tls = config.control.as_ref().map(|c| c.server_tls());
     let grpc = {
         let stop = stop.clone();
@@ -211,6 +212,22 @@ pub async fn run(
         clock: config.clock,
     });
 
+    // A simulated clock's advance rotates a due signing key at once, not only at the next request.
+    {
+        let (keys, clock, stop) = (state.keys.clone(), state.clock.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut moved = clock.subscribe();
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = moved.changed() => if r.is_err() { return },
+                }
+                if let Err(e) = keys.rotate_if_due(clock.now()).await {
+                    tracing::warn!(error = %e, "signing key rotation after a clock advance failed");
+                }
+            }
+        });
+    }
     let https = match listeners.https {
         Some(https) => {
             let addr = https
@@ -222,6 +239,7 @@ pub async fn run(
                 .unwrap_or_else(|| format!("https://{addr}"));
             tracing::info!(https = %addr, public_url = %url, "azure ad serving https");
             let router = http::router(state.clone(), &url);
+            let router = misim_core::faults::with_faults(router, &state.clock, "aad");
             Some(misim_core::tls::serve_https(https, router, stop.clone()))
         }
         None => None,
@@ -229,7 +247,11 @@ pub async fn run(
     tracing::info!(grpc = ?grpc_addr, http = ?http_addr, "azure ad serving");
     let http = misim_core::serve::serve_http(
         listeners.http,
-        http::router(state, &config.public_url),
+        misim_core::faults::with_faults(
+            http::router(state.clone(), &config.public_url),
+            &state.clock,
+            "aad",
+        ),
         stop.clone(),
     );
     let stopping = |r| {

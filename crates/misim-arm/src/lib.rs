@@ -156,6 +156,30 @@ pub async fn run(
             grpc::BearerCheck::new(token),
         )),
     };
+    // Simulation control over this system's clock (misim.sim.v1 Clock, Faults, Propagation:
+    // misim_core::sim_grpc), then injected faults on the whole gRPC API (misim_core::faults).
+    let routes = {
+        use misim_proto::sim::{
+            clock_server::ClockServer, faults_server::FaultsServer,
+            propagation_server::PropagationServer,
+        };
+        use tonic::service::interceptor::InterceptedService as With;
+        let sim = misim_core::sim_grpc::SimServices::new(config.clock.clone());
+        match config.api_token.clone() {
+            None => routes
+                .add_service(ClockServer::new(sim.clone()))
+                .add_service(FaultsServer::new(sim.clone()))
+                .add_service(PropagationServer::new(sim)),
+            Some(token) => {
+                let check = grpc::BearerCheck::new(token);
+                routes
+                    .add_service(With::new(ClockServer::new(sim.clone()), check.clone()))
+                    .add_service(With::new(FaultsServer::new(sim.clone()), check.clone()))
+                    .add_service(With::new(PropagationServer::new(sim), check))
+            }
+        }
+    };
+    let routes = misim_core::faults::grpc_with_faults(routes, &config.clock, "arm");
     let rest_router = rest::router(rest::RestState {
         arm,
         validator: Arc::new(validator),
@@ -167,7 +191,11 @@ pub async fn run(
             &["misim.arm.v1.Arm", "misim.events.v1.Events"],
             shutdown.clone()
         ),
-        misim_core::serve::serve_http(listeners.rest, rest_router, shutdown.clone()),
+        misim_core::serve::serve_http(
+            listeners.rest,
+            misim_core::faults::with_faults(rest_router, &config.clock, "arm"),
+            shutdown.clone(),
+        ),
     );
     shutdown.cancel();
     background.wait().await;

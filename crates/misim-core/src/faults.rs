@@ -509,7 +509,9 @@ fn collect(pairs: &[(String, String)], info: &mut RequestInfo) {
 
 async fn middleware(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     let faults = ctx.clock.faults();
-    if faults.is_empty() {
+    // The simulation's own control (and recording) is never faulted: a rule must stay clearable.
+    let path = req.uri().path();
+    if faults.is_empty() || path.starts_with("/misim.sim.") || path.starts_with("/misim.events.") {
         return next.run(req).await;
     }
     let (parts, body) = req.into_parts();
@@ -629,7 +631,13 @@ fn aborting(status: StatusCode, prefix: Option<&'static str>) -> Response {
         Some(p) => {
             let first =
                 futures_util::stream::once(async move { Ok(Bytes::from_static(p.as_bytes())) });
-            Body::from_stream(futures_util::StreamExt::chain(first, fail))
+            // A pause after the first bytes: the server flushes them before the connection aborts.
+            let pause = futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(Bytes::new())
+            });
+            let rest = futures_util::StreamExt::chain(pause, fail);
+            Body::from_stream(futures_util::StreamExt::chain(first, rest))
         }
     };
     let mut r = Response::new(body);

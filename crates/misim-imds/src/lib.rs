@@ -179,6 +179,7 @@ pub async fn run(
     ];
     for (addr, what, router) in shared {
         let Some(addr) = addr else { continue };
+        let router = misim_core::faults::with_faults(router, &config.clock, &config.host_name);
         let listener = misim_core::serve::bind(addr).await?;
         info!(host = %config.host_name, listener = what, addr = ?listener.local_addr().ok(), "shared listener identifying vms by source address");
         let stop = vms_shutdown.clone();
@@ -201,7 +202,11 @@ pub async fn run(
     info!(host = %config.host_name, agent = ?agent_listener.local_addr().ok(), "host agent listening");
     let served = misim_core::serve::serve_grpc_tls(
         agent_listener,
-        tonic::service::Routes::new(service),
+        misim_core::faults::grpc_with_faults(
+            tonic::service::Routes::new(service),
+            &config.clock,
+            &config.host_name,
+        ),
         &[name],
         config.control.as_ref().map(|c| c.server_tls()),
         shutdown,

@@ -47,6 +47,10 @@ impl Host {
             stop: self.shutdown.child_token(),
             stopped: CancellationToken::new(),
         };
+        // Injected faults (misim_core::faults), labelled `HOST/vm:NAME` so a rule can target one VM.
+        let name = vm.rsplit('/').next().unwrap_or(vm);
+        let label = format!("{}/vm:{name}", self.host_name);
+        let router = misim_core::faults::with_faults(router, &self.clock, &label);
         let (stop, stopped, vm) = (handle.stop.clone(), handle.stopped.clone(), vm.to_string());
         self.tasks.spawn(async move {
             if let Err(e) = serve::serve_http(listener, router, stop).await {

@@ -134,6 +134,7 @@ pub async fn run(
     );
     let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
     let routes = tonic::service::Routes::new(grpc::server(msrp, auth));
+    let routes = misim_core::faults::grpc_with_faults(routes, &config.clock, "msrp"); // injected faults
     let tls = config.control.as_ref().map(|c| c.server_tls());
     let served =
         misim_core::serve::serve_grpc_tls(listener, routes, &[grpc::SERVICE_NAME], tls, shutdown)

@@ -147,14 +147,18 @@ impl Msrp {
     }
 }
 
-/// Runs [`Msrp::renew_due`] every `period` until `shutdown` is cancelled.
+/// Runs [`Msrp::renew_due`] every `period`, and whenever a simulated clock moves, until `shutdown`
+/// is cancelled.
 pub async fn renewal_loop(msrp: Arc<Msrp>, period: Duration, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A simulated clock's advance (`misim clock advance`) starts a pass at once.
+    let mut moved = msrp.clock.subscribe();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
+            Ok(()) = moved.changed() => {}
         }
         match msrp.renew_due().await {
             Ok(report)

@@ -205,6 +205,16 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::client::bench::BenchCommand,
     },
+    /// The simulated clock every party reads: show it, advance it (`misim up --clock manual`).
+    ///
+    /// Example: misim clock advance 25h
+    #[command(verbatim_doc_comment)]
+    Clock(crate::client::clock::ClockArgs),
+    /// Fault injection: HTTP/gRPC errors, latency, closed connections on any party's endpoint.
+    ///
+    /// Example: misim fault add --party vm:vm1 --endpoint imds --status 429 --count 2
+    #[command(verbatim_doc_comment)]
+    Fault(crate::client::fault::FaultArgs),
     /// Control-plane certificates (mutual TLS between parties; see docs/security.md).
     Certs {
         /// The subcommand.
@@ -274,6 +284,14 @@ pub struct UpArgs {
     /// 5 at once, answering 429 beyond); for load tests such as `misim bench token` and bench/run.
     #[arg(long, env = "MISIM_NO_THROTTLE")]
     pub no_throttle: bool,
+    /// Time source of every party: `system` (the wall clock) or `manual` (starts at the wall
+    /// clock's time and moves only with `misim clock advance|set`; docs/faults-and-time.md).
+    #[arg(long, env = "MISIM_CLOCK", default_value = "system", value_parser = ["system", "manual"])]
+    pub clock: String,
+    /// Azure's propagation delays, e.g. role-assignment=60s,identity=10s (default 0): a role
+    /// assignment authorizes ARM REST calls, and an identity change reaches IMDS, only after its delay.
+    #[arg(long, env = "MISIM_PROPAGATION", default_value = "")]
+    pub propagation: String,
 }
 
 /// `misim account …`

@@ -574,6 +574,12 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     cfg.arm_api_token = a.arm_api_token;
     cfg.vm_ports = a.vm_ports.as_deref().map(parse_port_range).transpose()?;
     cfg.imds_throttle = !a.no_throttle;
+    // Simulated time and propagation delays (docs/faults-and-time.md).
+    if a.clock == "manual" {
+        cfg.clock = Clock::manual_from_now();
+    }
+    let (role_assignment, identity) = parse_propagation(&a.propagation)?;
+    cfg.clock.propagation().set(role_assignment, identity);
     let system = start(cfg).await?;
     crate::client::print_text(&banner(&system.endpoints, &system.data_dir, system.resumed));
     let signal = crate::parties::shutdown_on_signal();
@@ -582,6 +588,27 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
         _ = system.wait() => bail!("a party stopped unexpectedly (see the log above)"),
     }
     Ok(())
+}
+
+/// Parses `--propagation role-assignment=60s,identity=10s` into (role assignment, identity) delays in
+/// seconds; missing keys are 0.
+///
+/// # Errors
+/// For an unknown key or a malformed duration.
+pub fn parse_propagation(s: &str) -> anyhow::Result<(i64, i64)> {
+    let (mut role_assignment, mut identity) = (0, 0);
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').with_context(|| {
+            format!("--propagation {part:?} is not KEY=DURATION, e.g. role-assignment=60s")
+        })?;
+        let secs = crate::client::clock::parse_duration(v)?;
+        match k.trim() {
+            "role-assignment" => role_assignment = secs,
+            "identity" => identity = secs,
+            other => bail!("--propagation knows role-assignment and identity, not {other:?}"),
+        }
+    }
+    Ok((role_assignment, identity))
 }
 
 /// What `misim up` prints once everything is up.

@@ -14,6 +14,8 @@ use crate::output;
 pub mod ad;
 pub mod aks;
 pub mod bench;
+pub mod clock;
+pub mod fault;
 pub mod events;
 pub mod trace;
 mod identity;
@@ -147,6 +149,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     let command = match command {
         Command::Ad(args) => return ad::run(args).await,
         Command::Trace(args) => return trace::run(args).await,
+        Command::Clock(args) => return clock::run(args).await,
+        Command::Fault(args) => return fault::run(args).await,
         Command::Events(args) => return events::run(args).await,
         Command::Scenario(args) => return crate::scenario::cli::run(args).await,
         other => other,
@@ -165,6 +169,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Bench { conn, .. } => conn.clone(),
         Command::Up(_)
         | Command::Ad(_)
+        | Command::Clock(_)
+        | Command::Fault(_)
         | Command::Trace(_)
         | Command::Events(_)
         | Command::Scenario(_)
@@ -198,6 +204,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench { command, .. } => bench::bench(&mut arm, command).await?,
         Command::Up(_)
         | Command::Ad(_)
+        | Command::Clock(_)
+        | Command::Fault(_)
         | Command::Trace(_)
         | Command::Events(_)
         | Command::Scenario(_)
