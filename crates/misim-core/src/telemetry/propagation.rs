@@ -97,8 +97,15 @@ fn party_from_path(path: &str) -> &'static str {
             _ => "misim",
         };
     }
-    if path.starts_with("/metadata/") || path.starts_with("/oauth2/") {
+    if path.starts_with("/metadata/") {
         return "imds";
+    }
+    // The legacy VM extension's endpoint (localhost:50342) and App Service's identity endpoint.
+    if path.starts_with("/oauth2/") {
+        return "vm extension";
+    }
+    if path.starts_with("/msi/") {
+        return "app service";
     }
     if path.starts_with("/subscriptions")
         || path.starts_with("/providers")

@@ -104,7 +104,15 @@ async fn handle(ctx: &VmCtx, method: &Method, uri: &Uri, headers: &HeaderMap) ->
     let (vm, identity) = (&record.vm.resource_id, &held.identity);
     info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from the vm extension");
     let cache = cache_vm(&ctx.vm.key);
-    let token = obtain(&ctx.host, &cache, vm, held, resource, false, "vm extension").await?;
+    // Step 5 in the flow's trace, as for IMDS (misim_core::telemetry).
+    let step = misim_core::telemetry::step_span(5, "vm extension");
+    misim_core::telemetry::record_vm(&step, vm.as_str());
+    step.record("identity", identity.msi_res_id.as_str());
+    step.record("resource", resource);
+    let obtained = obtain(&ctx.host, &cache, vm, held, resource, false, "vm extension");
+    let token = tracing::Instrument::instrument(obtained, step.clone()).await;
+    misim_core::telemetry::record_outcome(&step, &token);
+    let token = token?;
     let now = ctx.host.clock.now();
     let body = json!({
         "access_token": token.access_token,
