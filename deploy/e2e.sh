@@ -310,6 +310,8 @@ for party_ip in aad=172.31.0.12 msrp=172.31.0.11 host-1=172.31.0.21 host-2=172.3
 done
 metrics_unreachable_from_vm() { ! vm vm-1a curl -fsS --noproxy '*' -m 5 -o /dev/null http://172.31.0.21:9464/metrics; }
 check "vm-1a cannot reach host-1's /metrics (control network only)" metrics_unreachable_from_vm
+code="$(vm vm-1a curl -s --noproxy '*' -m 10 -o /dev/null -w '%{http_code}' http://arm:7701/console/api/state)"
+check "vm-1a: ARM's console API through edge -> 403, loopback callers only (got $code)" test "$code" = 403
 
 echo "== ARM killed and started again"
 compose kill arm >/dev/null 2>&1 && compose start arm >/dev/null 2>&1 || fail "docker-compose kill arm; start arm"
