@@ -232,6 +232,14 @@ pub struct RoleAssignment {
     pub principal_id: String,
     /// `ServicePrincipal`, `User` or `Group`.
     pub principal_type: String,
+    /// Simulated time from which it authorizes (creation plus the role-assignment propagation
+    /// delay; 0: at once). <https://learn.microsoft.com/en-us/azure/role-based-access-control/troubleshooting#symptom---role-assignment-changes-are-not-being-detected>
+    #[serde(default)]
+    pub effective_at: i64,
+    /// For a deleted assignment whose deletion is still propagating: the simulated time until which
+    /// it still authorizes (0: not deleted).
+    #[serde(default)]
+    pub revoked_until: i64,
 }
 
 /// The VM `identity` block as ARM shows it

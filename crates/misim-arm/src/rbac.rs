@@ -135,6 +135,11 @@ impl Arm {
             } else {
                 principal_type.to_string()
             },
+            effective_at: match self.clock().propagation().role_assignment_secs() {
+                0 => 0,
+                delay => self.clock().now().saturating_add(delay),
+            },
+            revoked_until: 0,
         };
         self.store
             .role_assignments
@@ -185,6 +190,15 @@ impl Arm {
             .role_assignments
             .remove(&id.trim_end_matches('/').to_ascii_lowercase())?;
         if let Some(ra) = &removed {
+            // Deletions propagate too: the assignment still authorizes until the delay has passed.
+            let delay = self.clock().propagation().role_assignment_secs();
+            if delay > 0 {
+                let mut lingering = ra.clone();
+                lingering.revoked_until = self.clock().now().saturating_add(delay);
+                self.store
+                    .revoked_role_assignments
+                    .put(&ra.id.to_ascii_lowercase(), &lingering)?;
+            }
             self.store.flush().await?;
             info!(principal = %ra.principal_id, scope = %ra.scope, assignment = %ra.name, "deleted role assignment");
         }
@@ -201,7 +215,7 @@ impl Arm {
         action: &str,
         resource: &ResourceId,
     ) -> Result<bool> {
-        Ok(self.store.role_assignments.values()?.iter().any(|ra| {
+        Ok(self.effective_assignments()?.iter().any(|ra| {
             ra.principal_id.eq_ignore_ascii_case(principal_id)
                 && resource.is_within(&ra.scope)
                 && find_role(&ra.role_definition_guid).is_some_and(|r| r.allows(action))
@@ -219,10 +233,33 @@ impl Arm {
         data_action: &str,
         resource: &ResourceId,
     ) -> Result<bool> {
-        Ok(self.store.role_assignments.values()?.iter().any(|ra| {
+        Ok(self.effective_assignments()?.iter().any(|ra| {
             ra.principal_id.eq_ignore_ascii_case(principal_id)
                 && resource.is_within(&ra.scope)
                 && find_role(&ra.role_definition_guid).is_some_and(|r| r.allows_data(data_action))
         }))
+    }
+
+    /// The assignments that authorize now: those whose creation has propagated, and deleted ones
+    /// whose deletion has not (`misim up --propagation role-assignment=…`).
+    fn effective_assignments(&self) -> Result<Vec<RoleAssignment>> {
+        let now = self.clock().now();
+        let mut out: Vec<RoleAssignment> = self
+            .store
+            .role_assignments
+            .values()?
+            .into_iter()
+            .filter(|ra| ra.effective_at <= now)
+            .collect();
+        for ra in self.store.revoked_role_assignments.values()? {
+            if now < ra.revoked_until {
+                out.push(ra);
+            } else {
+                self.store
+                    .revoked_role_assignments
+                    .remove(&ra.id.to_ascii_lowercase())?;
+            }
+        }
+        Ok(out)
     }
 }

@@ -24,6 +24,8 @@ pub struct ArmStore {
     pub uamis: Table<Uami>,
     /// Role assignments by lower-cased assignment id.
     pub role_assignments: Table<RoleAssignment>,
+    /// Deleted role assignments that still authorize while their deletion propagates.
+    pub revoked_role_assignments: Table<RoleAssignment>,
     /// Virtual machine scale sets by id key.
     pub vmss: Table<Vmss>,
     /// Scale-set instances (VM records with `scale_set` set) by instance id key.
@@ -64,6 +66,7 @@ impl ArmStore {
             vms: store.table("vms")?,
             uamis: store.table("uamis")?,
             role_assignments: store.table("role_assignments")?,
+            revoked_role_assignments: store.table("revoked_role_assignments")?,
             vmss: store.table("vmss")?,
             instances: store.table("vmss_instances")?,
             vaults: store.table("vaults")?,

@@ -94,6 +94,8 @@ pub struct Host {
     vms: RwLock<HashMap<String, Arc<Vm>>>,
     by_ip: IpIndex,
     pub(crate) admin: tokio::sync::Mutex<()>,
+    /// Identity changes still propagating (`misim up --propagation identity=…`).
+    pub(crate) propagating: crate::propagation::Propagating,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
 }
@@ -129,6 +131,7 @@ impl Host {
             vms: RwLock::new(HashMap::new()),
             by_ip: IpIndex::default(),
             admin: tokio::sync::Mutex::new(()),
+            propagating: Default::default(),
             shutdown,
             tasks,
         });
@@ -429,6 +432,21 @@ impl Host {
                 identity,
                 credential,
             });
+        }
+        let delay = self.clock.propagation().identity_secs();
+        if delay > 0 {
+            let changed = |from: &[HeldIdentity], to: &[HeldIdentity]| -> Vec<HeldIdentity> {
+                from.iter()
+                    .filter(|h| !to.iter().any(|o| same_identity(&o.identity, &h.identity)))
+                    .cloned()
+                    .collect()
+            };
+            let (added, removed) = (
+                changed(&next, &current.identities),
+                changed(&current.identities, &next),
+            );
+            let at = self.clock.now().saturating_add(delay);
+            self.propagating.record(&vm.key, &added, &removed, at);
         }
         let mut record = current.clone();
         record.identities = next;

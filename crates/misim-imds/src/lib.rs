@@ -18,6 +18,7 @@ mod http;
 mod ip_index;
 mod listener;
 mod model;
+mod propagation;
 mod selection;
 mod store;
 mod throttle;

@@ -71,7 +71,12 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
     let selector = selector(query)?;
     let bypass = bypass_cache(query)?;
     let record = ctx.vm.snapshot();
-    let held = select(&record.identities, &selector)?;
+    // Identities still propagating are not (or still) served (crate::propagation).
+    let identities = ctx
+        .host
+        .propagating
+        .effective(&ctx.vm.key, &record.identities, ctx.host.clock.now());
+    let held = select(&identities, &selector)?;
     let (vm, identity) = (&record.vm.resource_id, &held.identity);
     info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from imds");
 
