@@ -21,6 +21,8 @@ pub const MSRP_GRPC_OFFSET: u16 = 4;
 pub const AAD_HTTPS_OFFSET: u16 = 5;
 /// Offset of ARM's REST surface over TLS (default 7706), forwarded to [`ARM_REST_OFFSET`].
 pub const ARM_REST_HTTPS_OFFSET: u16 = 6;
+/// Offset of the Scenario gRPC service of `misim up` (default 7707).
+pub const SCENARIO_GRPC_OFFSET: u16 = 7;
 /// Offset of host N's agent gRPC API is this plus N (host-1: 7711).
 pub const HOST_AGENT_OFFSET: u16 = 10;
 
@@ -48,6 +50,10 @@ pub struct Endpoints {
     pub aad_grpc: String,
     /// MSRP gRPC.
     pub msrp_grpc: String,
+    /// `misim.scenario.v1.Scenario` (runs scenario documents against this system); empty when
+    /// not served.
+    #[serde(default)]
+    pub scenario_grpc: String,
     /// Host name → host agent gRPC.
     pub hosts: BTreeMap<String, String>,
     /// The default tenant the default subscription trusts (filled once ARM has bootstrapped).

@@ -332,6 +332,15 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     misim_core::events::set_clock(cfg.clock.clone()); // recorded requests carry simulated time
     let resumed = cfg.data_dir.join("arm").exists();
     let b = bind_all(&cfg).await?;
+    let scenario_port = match cfg.base_port {
+        0 => 0,
+        base => base.saturating_add(SCENARIO_GRPC_OFFSET),
+    };
+    let scenario_listener = bind_named(
+        "the Scenario service",
+        SocketAddr::new(cfg.bind_ip, scenario_port),
+    )
+    .await?;
     name_listeners(&b); // the party of each listener's spans and metrics
     misim_arm::rest::console::set_token(cfg.arm_api_token.clone());
     let host_names: Vec<String> = b.hosts.iter().map(|(name, _)| name.clone()).collect();
@@ -347,6 +356,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
         aad_grpc: https_url(&b.aad_grpc)?,
         msrp_grpc: https_url(&b.msrp_grpc)?,
         hosts: BTreeMap::new(),
+        scenario_grpc: url(&scenario_listener)?,
         tenant_id: String::new(),
         subscription_id: String::new(),
     };
@@ -483,6 +493,25 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             let mut system = system;
             system.endpoints.tenant_id = tenant;
             system.endpoints.subscription_id = sub;
+            // Scenario documents run against this system over gRPC (crate::scenario::grpc).
+            let target = crate::scenario::Target {
+                endpoints: system.endpoints.clone(),
+                data_dir: system.data_dir.clone(),
+                misim_bin: crate::scenario::cli::misim_bin(),
+            };
+            spawn_party(
+                &system.tasks,
+                &system.shutdown,
+                "scenario",
+                misim_core::serve::serve_grpc(
+                    scenario_listener,
+                    tonic::service::Routes::new(
+                        crate::scenario::grpc::ScenarioService::new(target).server(),
+                    ),
+                    &["misim.scenario.v1.Scenario"],
+                    system.shutdown.clone(),
+                ),
+            );
             std::fs::write(dir.join(ENDPOINTS_FILE), system.endpoints.to_json())
                 .with_context(|| format!("cannot write {}", dir.join(ENDPOINTS_FILE).display()))?;
             info!(data_dir = %dir.display(), "misim is up");

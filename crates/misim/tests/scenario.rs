@@ -82,3 +82,45 @@ steps:
         .any(|e| e.params.get("client_assertion").map(String::as_str) == Some("[redacted]")));
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scenario_grpc_service_streams_each_step_and_the_verdict() {
+    // `misim` steps run this binary (the test executable is not misim).
+    std::env::set_var("MISIM_BIN", env!("CARGO_BIN_EXE_misim"));
+    let running = misim::embedded::start(misim::embedded::EmbeddedConfig::default())
+        .await
+        .unwrap();
+    let mut client = misim_proto::scenario::scenario_client::ScenarioClient::connect(
+        running.endpoints.scenario_grpc.clone(),
+    )
+    .await
+    .unwrap();
+    let doc = "name: over grpc\nsteps:\n  - misim: group create -n rg9 -l westeurope\n    expect: {json: {name: rg9}}\n  - misim: group show -n nothing-here\n    expect: {exit_code: 0}\n";
+    let mut stream = client
+        .run(misim_proto::scenario::RunScenarioRequest {
+            document: doc.into(),
+            source_name: "grpc.yaml".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = stream.message().await.unwrap() {
+        got.push(m);
+    }
+    assert_eq!(got.len(), 3, "{got:#?}");
+    assert!(got[0].passed && got[0].index == 1);
+    assert!(!got[1].passed && got[1].diff.contains("exit_code"), "{:?}", got[1]);
+    assert!(got[2].done && !got[2].passed && got[2].scenario == "over grpc");
+    // A document that does not match the schema is refused with the line.
+    let err = client
+        .run(misim_proto::scenario::RunScenarioRequest {
+            document: "name: x\nsteps:\n  - tokn: {}\n".into(),
+            source_name: "bad.yaml".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().starts_with("bad.yaml:3"), "{}", err.message());
+    running.shutdown().await;
+}

@@ -3,6 +3,7 @@
 //! docs/scenarios.md and its JSON Schema in docs/scenario.schema.json ([`model::schema_json`]).
 
 pub mod cli;
+pub mod grpc;
 pub mod model;
 pub mod runner;
 
