@@ -22,6 +22,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -233,7 +234,7 @@ class Misim(Server):
             str(binary), "up", "--data-dir", str(self.data_dir), "--base-port", "0",
             "--hosts", str(hosts), "--no-throttle", "--log", "warn", *extra,
         ]
-        self.command = " ".join(argv)
+        self.command = shlex.join(str(a) for a in argv)
         self.t0 = time.perf_counter()
         super().__init__("misim", argv, str(self.data_dir) + ".log", nofile=nofile)
         try:
@@ -370,7 +371,7 @@ class Suite:
     def row(self, name, misim, peer=None, ratio=None, goal="reported", met=None, note=""):
         self.loads.append(loadavg())
         r = {"row": name, "misim": misim, "peer": peer or "", "ratio": ratio, "goal": goal,
-             "met": met, "note": note}
+             "met": met, "note": note, "load": self.loads[-1][0]}
         self.rows.append(r)
         status = {True: "met", False: "NOT MET", None: ""}[met]
         log(f"{name}: {misim} | {peer or ''} | {fmt_ratio(ratio)} | {goal} {status} {note}")
@@ -378,13 +379,15 @@ class Suite:
     def fail(self, name, reason, error=True):
         self.loads.append(loadavg())
         self.rows.append({"row": name, "misim": "—", "peer": "", "ratio": None, "goal": "",
-                          "met": None, "note": reason})
+                          "met": None, "note": reason, "load": self.loads[-1][0]})
         if error:
             self.errors += 1
         log(f"{name}: {reason}")
 
     def cmd(self, what, argv):
-        self.commands.append((what, " ".join(str(a) for a in argv)))
+        """Records a command to reproduce a row: a list is shell-quoted, a string kept as written."""
+        line = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv)
+        self.commands.append((what, line))
 
     def start(self, server):
         self.servers.append(server)
@@ -430,7 +433,7 @@ class Suite:
         a = self.a
         m = self.start(Misim(a.misim, self.work / "tokens"))
         self.misim = m
-        self.cmd("misim (server, core 0)", [m.command])
+        self.cmd("misim (server, core 0)", m.command)
         m.json("group", "create", "-n", "bench", "-l", "westeurope")
         imds = m.vm_with_identity("bench", "vm1")
         url = token_url(imds)
@@ -656,7 +659,7 @@ class Suite:
     def scale_rows(self):
         a = self.a
         m = self.start(Misim(a.misim, self.work / "scale"))
-        self.cmd("misim for the VM-count rows", [m.command])
+        self.cmd("misim for the VM-count rows", m.command)
         m.json("group", "create", "-n", "scale", "-l", "westeurope")
         probe = m.vm_with_identity("scale", "probe")
         url = token_url(probe)
@@ -723,8 +726,9 @@ class Suite:
         n, lim = a.fd_vms, a.fd_limit
         name = f"{n} VMs under ulimit -n {lim}"
         m = self.start(Misim(a.misim, self.work / "fdlimit", nofile=lim))
-        self.cmd(name, [f"ulimit -n {lim};", m.command, "&&", a.misim, "bench", "populate", "-g",
-                        "many", "--vms", str(n), "--concurrency", "4"])
+        self.cmd(name, f"(ulimit -n {lim}; exec {m.command}) &\n    MISIM_ARM=ARM_GRPC "
+                 + shlex.join([a.misim, "bench", "populate", "-g", "many", "--vms", str(n),
+                               "--concurrency", "4"]))
         r = m.populate("-g", "many", "--vms", str(n), "--concurrency", "4", timeout=a.step_timeout)
         if "timeout" in r:
             created = len(m.json("vm", "list", "-g", "many"))
@@ -751,7 +755,7 @@ class Suite:
             m = Misim(a.misim, d, hosts=2, pinned=False)
             restart.append(m.startup_s)
             m.stop()
-        self.cmd("misim up start → endpoints.json", [m.command])
+        self.cmd("misim up start → endpoints.json (twice on one data dir: fresh, then restart)", m.command)
         f, r = median(fresh) * 1000, median(restart) * 1000
         self.row("misim up → endpoints.json, fresh state", f"{f:.0f} ms", None, None, "≤ 300 ms", f <= 300)
         self.row("misim up → endpoints.json, existing state", f"{r:.0f} ms", None, None, "≤ 100 ms",
@@ -810,18 +814,20 @@ class Suite:
             f"server on core {SERVER_CORE}, load generators on core {LOAD_CORE}"
             + ("" if can_pin() else " (NOT pinned: taskset or a second core missing)"),
             f"load average (1 min) while it ran: min {min(lo):.2f}, max {max(lo):.2f}, "
-            f"start {self.loads[0][0]:.2f}, end {self.loads[-1][0]:.2f}",
+            f"start {self.loads[0][0]:.2f}, end {self.loads[-1][0]:.2f} (column load: at each row's end; "
+            f"above {os.cpu_count()} other work shared the cores)",
             f"rounds: {a.rounds} interleaved × {a.duration} s; misim: {a.misim}",
             "",
-            "| row | misim | peer / bound | ratio | goal | met | note |",
-            "|---|---|---|---|---|---|---|",
+            "| row | misim | peer / bound | ratio | goal | met | load | note |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             met = {True: "met", False: "**not met**", None: ""}[r["met"]]
             lines.append(f"| {r['row']} | {r['misim']} | {r['peer']} | {fmt_ratio(r['ratio'])} | "
-                         f"{r['goal']} | {met} | {r['note']} |")
+                         f"{r['goal']} | {met} | {r['load']:.1f} | {r['note']} |")
         lines += ["", "Commands to reproduce:", ""]
-        lines.append(f"    bench/run {' '.join(sys.argv[1:])}".rstrip())
+        lines.append(f"    bench/run {shlex.join(sys.argv[1:])}".rstrip())
+        lines.append("    # client verbs below find ARM with MISIM_ARM=<arm_grpc of the data dir's endpoints.json>")
         for what, c in self.commands:
             lines.append(f"    # {what}\n    {c}")
         text = "\n".join(lines)
