@@ -335,6 +335,18 @@ pub fn note_vm(vm: &str) {
 }
 
 
+/// `router` with every request noted as about `vm` (a VM's own IMDS or extension listener), so
+/// its recorded events name the VM even when no handler runs (an injected fault answers first).
+pub fn with_vm(router: axum::Router, vm: &str) -> axum::Router {
+    let vm: std::sync::Arc<str> = std::sync::Arc::from(vm.rsplit('/').next().unwrap_or(vm));
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            note_vm(&vm);
+            next.run(req)
+        },
+    ))
+}
+
 /// Tower layer of every gRPC listener: records each call with the caller's misim role (from its
 /// client certificate on control ports) or socket address.
 #[derive(Clone, Debug, Default)]

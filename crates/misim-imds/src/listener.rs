@@ -51,6 +51,7 @@ impl Host {
         let name = vm.rsplit('/').next().unwrap_or(vm);
         let label = format!("{}/vm:{name}", self.host_name);
         let router = misim_core::faults::with_faults(router, &self.clock, &label);
+        let router = misim_core::events::with_vm(router, name); // recorded requests name the VM
         let (stop, stopped, vm) = (handle.stop.clone(), handle.stopped.clone(), vm.to_string());
         self.tasks.spawn(async move {
             if let Err(e) = serve::serve_http(listener, router, stop).await {

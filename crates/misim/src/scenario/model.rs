@@ -144,7 +144,11 @@ pub struct TokenStep {
     /// HTTP method (default GET).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
-    /// Path (default `/metadata/identity/oauth2/token`).
+    /// Ask the legacy VM extension (`extension`: its `/oauth2/token` without `api-version`) instead
+    /// of IMDS (`imds`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// Path (default `/metadata/identity/oauth2/token`; with `via: extension`, `/oauth2/token`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
 }

@@ -438,29 +438,40 @@ impl Runner {
                 .map_err(crate::client::status)?
                 .into_inner(),
         };
-        if vm.imds_endpoint.is_empty() {
-            bail!("VM {} has no IMDS endpoint yet", t.vm);
+        match t.via.as_deref().unwrap_or("imds") {
+            "imds" if vm.imds_endpoint.is_empty() => bail!("VM {} has no IMDS endpoint yet", t.vm),
+            "imds" => Ok(vm.imds_endpoint),
+            "extension" if vm.extension_endpoint.is_empty() => {
+                bail!("VM {} has no VM extension listener (misim vm extension set)", t.vm)
+            }
+            "extension" => Ok(vm.extension_endpoint),
+            other => bail!("token via {other:?}: use imds or extension"),
         }
-        Ok(vm.imds_endpoint)
     }
 
     async fn token(&self, t: &TokenStep, before: u64) -> anyhow::Result<Value> {
         let base = self.imds_endpoint(t).await?;
-        let path = t.path.as_deref().unwrap_or("/metadata/identity/oauth2/token");
+        let extension = t.via.as_deref() == Some("extension");
+        let path = t.path.as_deref().unwrap_or(if extension {
+            "/oauth2/token"
+        } else {
+            "/metadata/identity/oauth2/token"
+        });
         let mut url = url::Url::parse(&format!("{base}{path}"))?;
         check_loopback(&url)?;
-        let mut params: Vec<(String, String)> = vec![
-            (
+        let mut params: Vec<(String, String)> = Vec::new();
+        if !extension || t.api_version.is_some() {
+            params.push((
                 "api-version".into(),
                 t.api_version.clone().unwrap_or_else(|| "2018-02-01".into()),
-            ),
-            (
+            ));
+        }
+        params.extend([(
                 "resource".into(),
                 t.resource
                     .clone()
                     .unwrap_or_else(|| "https://management.azure.com/".into()),
-            ),
-        ];
+            )]);
         for (k, v) in [
             ("client_id", &t.client_id),
             ("object_id", &t.object_id),
