@@ -39,5 +39,9 @@ if ./target/debug/misim --log warn scenario run scenarios/failing/*.yaml --embed
 fi
 grep -q -- "--- expected" target/failing-scenario.txt || { cat target/failing-scenario.txt; echo "no diff in the failure report"; exit 1; }
 
+phase "pytest plugin (clients/python): its example test with azure-identity"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check ./clients/python
+MISIM_BIN="$PWD/target/debug/misim" .venv/bin/python -m pytest -q -p no:cacheprovider clients/python/examples
+
 phase "docs: every shell example of README.md and docs/*.md against a live misim"
 MISIM_BIN="$PWD/target/debug/misim" .venv/bin/python scripts/run_docs.py
