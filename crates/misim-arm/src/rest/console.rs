@@ -313,20 +313,18 @@ async fn diagram(Query(q): Query<DiagramQuery>) -> Response {
 }
 
 /// Registers ARM's gauges. The source holds ARM weakly: a stopped ARM releases its store (and the
-/// store's file lock) at once, and its gauges read nothing.
+/// store's file lock) at once, and its source is dropped at the next scrape.
 fn register_gauges(arm: Arc<Arm>) {
     let arm = Arc::downgrade(&arm);
     misim_core::telemetry::metrics::register_gauge("arm", move || {
-        let Some(arm) = arm.upgrade() else {
-            return Vec::new();
-        };
+        let arm = arm.upgrade()?;
         let store = arm.store();
         let vms = store.vms.values().unwrap_or_default();
         let live: Vec<&Vm> = vms.iter().filter(|v| !v.deleting).collect();
         let system = live.iter().filter(|v| v.system_identity.is_some()).count();
         let uamis = store.uamis.values().unwrap_or_default();
         let uamis = uamis.iter().filter(|u| !u.deleting).count();
-        vec![
+        Some(vec![
             (
                 "vms".into(),
                 live.iter().filter(|v| v.scale_set.is_none()).count() as f64,
@@ -343,7 +341,7 @@ fn register_gauges(arm: Arc<Arm>) {
                 store.role_assignments.len() as f64,
             ),
             ("hosts".into(), arm.peers.host_names().len() as f64),
-        ]
+        ])
     });
 }
 

@@ -124,7 +124,7 @@ pub fn observe_request(party: &str, endpoint: &str, status: &str, vm: &str, took
         .observe(took.as_secs_f64());
 }
 
-type GaugeFn = Arc<dyn Fn() -> Vec<(String, f64)> + Send + Sync>;
+type GaugeFn = Arc<dyn Fn() -> Option<Vec<(String, f64)>> + Send + Sync>;
 
 /// A gauge source: `name{party, kind}` values read at scrape time.
 struct Source {
@@ -135,11 +135,14 @@ struct Source {
 static SOURCES: Mutex<Vec<Source>> = Mutex::new(Vec::new());
 
 /// Registers a gauge source of `party`: at each scrape, `read` returns `(kind, value)` pairs,
-/// exported as `misim_resources{party, kind}` (`kind` e.g. `identities`, `vms`, `hosts`). A party
-/// registered again replaces its earlier source (a restart).
-pub fn register_gauge(party: &str, read: impl Fn() -> Vec<(String, f64)> + Send + Sync + 'static) {
+/// exported as `misim_resources{party, kind}` (`kind` e.g. `identities`, `vms`, `hosts`), or `None`
+/// once the party has stopped (the source is then dropped). Values of several live sources of one
+/// party (several systems in one test process) are added up.
+pub fn register_gauge(
+    party: &str,
+    read: impl Fn() -> Option<Vec<(String, f64)>> + Send + Sync + 'static,
+) {
     let mut g = SOURCES.lock().unwrap_or_else(|p| p.into_inner());
-    g.retain(|s| s.party != party);
     g.push(Source {
         party: party.to_string(),
         read: Arc::new(read),
@@ -167,12 +170,22 @@ impl Collector for Gauges {
         let gauge =
             prometheus::GaugeVec::new(Opts::new(GAUGE_NAME, GAUGE_HELP), &["party", "kind"])
                 .expect("valid gauge");
-        for (party, read) in sources {
-            for (kind, value) in read() {
-                gauge
-                    .with_label_values(&[party.as_str(), kind.as_str()])
-                    .set(value);
+        let mut gone: Vec<&GaugeFn> = Vec::new();
+        for (party, read) in &sources {
+            match read() {
+                Some(values) => {
+                    for (kind, value) in values {
+                        gauge
+                            .with_label_values(&[party.as_str(), kind.as_str()])
+                            .add(value);
+                    }
+                }
+                None => gone.push(read),
             }
+        }
+        if !gone.is_empty() {
+            let mut g = SOURCES.lock().unwrap_or_else(|p| p.into_inner());
+            g.retain(|s| !gone.iter().any(|d| Arc::ptr_eq(d, &s.read)));
         }
         gauge.collect()
     }
