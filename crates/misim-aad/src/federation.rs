@@ -15,7 +15,9 @@
 //! (signature), AADSTS700024 (time range), AADSTS70021 (subject), AADSTS700212 (audience).
 //!
 //! Safety: misim only ever fetches issuer metadata from loopback addresses (`127.0.0.1`, `::1`,
-//! `localhost`), without proxies or redirects. An issuer elsewhere is refused as unreachable.
+//! `localhost`), without proxies or redirects, plus the host names given explicitly with
+//! [`Federation::with_issuer_hosts`] (the containers' internal network, e.g. `arm`; never an IP
+//! literal). An issuer elsewhere is refused as unreachable.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -74,6 +76,8 @@ pub struct Federation {
     writes: tokio::sync::Mutex<()>,
     http: reqwest::Client,
     jwks: Mutex<HashMap<String, CachedJwks>>,
+    /// Host names (lower-case) issuer metadata may be fetched from besides loopback.
+    issuer_hosts: Vec<String>,
 }
 
 fn key(tenant_id: &str, object_id: &str) -> String {
@@ -117,6 +121,30 @@ fn is_loopback_url(url: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// True for a DNS host name (not an IP literal): letters, digits, `-` and `.`, at most 253.
+fn is_host_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.parse::<std::net::IpAddr>().is_err()
+        && h.chars().any(|c| c.is_ascii_alphabetic())
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        && !h.starts_with(['-', '.'])
+}
+
+/// True when `url` is `http(s)://` on one of `hosts` (lower-case host names).
+fn is_allowed_host_url(url: &str, hosts: &[String]) -> bool {
+    let Ok(u) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    if !matches!(u.scheme(), "http" | "https") {
+        return false;
+    }
+    // the entries are host names (never IP literals), so an IP host never equals one
+    u.host_str()
+        .is_some_and(|d| is_host_name(d) && hosts.iter().any(|h| h.eq_ignore_ascii_case(d)))
 }
 
 fn federated(code: u32, unauthorized: bool, error: &'static str, message: String) -> AadError {
@@ -163,7 +191,31 @@ impl Federation {
             writes: tokio::sync::Mutex::new(()),
             http,
             jwks: Mutex::new(HashMap::new()),
+            issuer_hosts: Vec::new(),
         })
+    }
+
+    /// Also fetches issuer metadata from these host names (e.g. `arm` on a container network where
+    /// ARM serves the cluster issuers), besides loopback. Only DNS names are accepted.
+    ///
+    /// # Errors
+    /// [`AadError::InvalidArgument`] for an entry that is empty, an IP literal, or not a host name
+    /// (letters, digits, `-`, `.`).
+    pub fn with_issuer_hosts(mut self, hosts: &[String]) -> Result<Self> {
+        for h in hosts {
+            if !is_host_name(h) {
+                return Err(AadError::InvalidArgument(format!(
+                    "federation issuer host '{h}' is not a host name (an IP address or URL is not accepted)"
+                )));
+            }
+            self.issuer_hosts.push(h.to_ascii_lowercase());
+        }
+        Ok(self)
+    }
+
+    /// True when issuer metadata may be fetched from `url`: loopback, or an allowed host name.
+    fn may_fetch(&self, url: &str) -> bool {
+        is_loopback_url(url) || is_allowed_host_url(url, &self.issuer_hosts)
     }
 
     /// Replaces the federated credentials of principal `object_id` in `tenant_id` (empty clears).
@@ -252,11 +304,11 @@ impl Federation {
         self.set(tenant_id, object_id, Vec::new()).await
     }
 
-    /// GETs `url` (loopback only) as JSON.
+    /// GETs `url` (loopback or an allowed host name only) as JSON.
     async fn fetch_json(&self, url: &str) -> std::result::Result<Value, String> {
-        if !is_loopback_url(url) {
+        if !self.may_fetch(url) {
             return Err(format!(
-                " misim fetches issuer metadata from loopback addresses only, not {url}."
+                " misim fetches issuer metadata from loopback addresses only (and hosts allowed explicitly), not {url}."
             ));
         }
         let resp = self
@@ -490,6 +542,36 @@ mod tests {
             "not a url",
         ] {
             assert!(!is_loopback_url(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn named_issuer_hosts_are_fetched_only_when_allowed() {
+        let hosts = vec!["arm".to_string()];
+        assert!(is_allowed_host_url("http://arm:7701/oidc/t/u/", &hosts));
+        assert!(is_allowed_host_url("http://ARM:7701/oidc/t/u/", &hosts));
+        assert!(!is_allowed_host_url("http://arm:7701/oidc/t/u/", &[]));
+        for bad in [
+            "http://arm.evil:7701/",
+            "http://169.254.169.254/metadata",
+            "http://aad:7702/",
+            "file://arm/etc/passwd",
+        ] {
+            assert!(!is_allowed_host_url(bad, &hosts), "{bad}");
+        }
+        for ok in ["arm", "arm.internal", "host-1"] {
+            assert!(is_host_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "169.254.169.254",
+            "::1",
+            "http://arm",
+            "arm:7701",
+            "-x",
+            "1.2.3.4",
+        ] {
+            assert!(!is_host_name(bad), "{bad}");
         }
     }
 

@@ -55,6 +55,10 @@ pub struct Config {
     /// must present misim certificates ([`misim_core::control`]). `None` only in unit tests: plain
     /// gRPC and no caller checks.
     pub control: Option<misim_core::control::ControlTls>,
+    /// Host names Azure AD may fetch federated issuers' metadata (discovery document, JWKS) from
+    /// besides loopback, e.g. `arm` on the containers' internal network where ARM serves the AKS
+    /// cluster issuers. Empty (the default): loopback only.
+    pub federation_issuer_hosts: Vec<String>,
 }
 
 /// Default of [`Config::token_lifetime_secs`]: 86 399 s, Azure's managed-identity token lifetime.
@@ -100,6 +104,7 @@ impl Config {
             https_public_url: None,
             clock,
             control: None,
+            federation_issuer_hosts: Vec::new(),
         }
     }
 }
@@ -155,7 +160,11 @@ pub async fn run(
     // The admin API needs no signing key: serve it at once, so ARM and MSRP start while the first
     // signing key is generated (its HTTP listener is bound already; clients wait in its backlog).
     let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
-    let federation = Arc::new(federation::Federation::open(&store)?);
+    let federation = Arc::new(
+        federation::Federation::open(&store)?
+            .with_issuer_hosts(&config.federation_issuer_hosts)
+            .map_err(|e| RunError::Config(e.to_string()))?,
+    );
     let routes = tonic::service::Routes::new(grpc::server(directory.clone(), federation.clone(), auth));
     // App registrations (misim.aad.v1.Applications), admin only.
     let routes = routes.add_service(grpc_applications::server(

@@ -65,6 +65,10 @@ pub struct Config {
     /// When set, the user-facing gRPC API requires `authorization: Bearer <api_token>` on every call
     /// (for machines shared with other users); `None`: open on its (loopback) listener.
     pub api_token: Option<String>,
+    /// The URL others reach the REST surface at when it is not its listener's address (e.g.
+    /// `http://arm:7701` in containers, where the listener is `0.0.0.0:7701`): used in the URLs ARM
+    /// hands out (AKS OIDC issuer URLs, Key Vault endpoints). `None`: `http://<rest listener>`.
+    pub public_rest_url: Option<String>,
 }
 
 /// The listeners ARM serves on, bound by the caller.
@@ -123,6 +127,9 @@ pub async fn run(
     let arm = build(&config)?;
     if let Ok(addr) = listeners.rest.local_addr() {
         arm.set_rest_url(format!("http://{addr}"));
+    }
+    if let Some(url) = config.public_rest_url.clone().filter(|u| !u.is_empty()) {
+        arm.set_public_rest_url(url);
     }
     let validator = rest::auth::TokenValidator::new(&config.aad_url, config.clock.clone())
         .map_err(|e| RunError::Config(e.to_string()))?;

@@ -37,6 +37,7 @@ pub struct Arm {
     pub(crate) clock: Clock,
     pub(crate) locks: KeyedLocks,
     rest_url: std::sync::OnceLock<String>,
+    public_rest_url: std::sync::OnceLock<String>,
 }
 
 /// Checks a resource name the way ARM does for groups, VMs and identities: 1–90 characters of
@@ -65,6 +66,7 @@ impl Arm {
             clock,
             locks: KeyedLocks::default(),
             rest_url: std::sync::OnceLock::new(),
+            public_rest_url: std::sync::OnceLock::new(),
         }
     }
 
@@ -76,6 +78,23 @@ impl Arm {
     /// The REST surface's base URL, empty when not serving REST.
     pub fn rest_url(&self) -> &str {
         self.rest_url.get().map(String::as_str).unwrap_or_default()
+    }
+
+    /// Records the URL others reach the REST surface at when it differs from its listener (e.g.
+    /// `http://arm:7701` in containers, where the listener is `0.0.0.0:7701`); set once by `run`.
+    pub fn set_public_rest_url(&self, url: String) {
+        let _ = self
+            .public_rest_url
+            .set(url.trim_end_matches('/').to_string());
+    }
+
+    /// The URL others reach the REST surface at, for URLs ARM hands out (AKS OIDC issuer URLs, Key
+    /// Vault data-plane endpoints): the public REST URL when set, else [`Arm::rest_url`].
+    pub fn public_rest_url(&self) -> &str {
+        match self.public_rest_url.get() {
+            Some(url) => url,
+            None => self.rest_url(),
+        }
     }
 
     /// The store (tests and the REST surface read it).

@@ -219,8 +219,17 @@ fn validate_fic_name(name: &str) -> Result<()> {
     )))
 }
 
-/// Checks an issuer URL: `https://…`, or `http://` on a loopback host (misim's own issuers).
-fn validate_issuer(issuer: &str) -> Result<()> {
+/// Checks an issuer URL: `https://…`, or `http://` on a loopback host or under ARM's own public
+/// REST URL `own_rest` (misim's own cluster issuers, e.g. `http://arm:7701/oidc/…` in containers).
+fn validate_issuer(issuer: &str, own_rest: &str) -> Result<()> {
+    let own_rest = own_rest.trim_end_matches('/');
+    if own_rest.starts_with("http://")
+        && issuer
+            .strip_prefix(own_rest)
+            .is_some_and(|p| p.starts_with("/oidc/"))
+    {
+        return Ok(());
+    }
     let bad = || {
         ArmError::InvalidArgument(format!(
             "The issuer '{issuer}' is invalid: it must be an https URL (misim also accepts http on 127.0.0.1 or localhost)."
@@ -354,7 +363,7 @@ impl Arm {
     ) -> Result<FederatedCredential> {
         let uami = self.identity_for_fic(subscription_id, group, identity_name)?;
         validate_fic_name(name)?;
-        validate_issuer(issuer)?;
+        validate_issuer(issuer, self.public_rest_url())?;
         if subject.trim().is_empty() || subject.len() > 600 {
             return Err(ArmError::InvalidArgument(
                 "The subject is required and may be at most 600 characters.".into(),
@@ -499,7 +508,7 @@ impl Arm {
 
     /// `c` with its issuer URL under ARM's current REST URL.
     fn with_issuer(&self, mut c: ManagedCluster) -> ManagedCluster {
-        let rest = self.rest_url().trim_end_matches('/');
+        let rest = self.public_rest_url().trim_end_matches('/');
         if !rest.is_empty() {
             c.issuer_url = format!("{rest}/oidc/{}/{}/", c.tenant_id, c.uid);
         }
@@ -534,7 +543,7 @@ impl Arm {
         let g = self.group(subscription_id, group)?;
         let id = self.cluster_id(subscription_id, group, name)?;
         let tenant_id = self.subscription(g.id.subscription_id())?.tenant_id;
-        let rest = self.rest_url().trim_end_matches('/').to_string();
+        let rest = self.public_rest_url().trim_end_matches('/').to_string();
         if rest.is_empty() {
             return Err(ArmError::Unavailable(
                 "ARM's REST surface is not running: it serves the clusters' OIDC issuers".into(),
@@ -740,7 +749,7 @@ mod tests {
             "http://127.0.0.1:7701/oidc/t/c/",
             "http://localhost/x",
         ] {
-            assert!(validate_issuer(ok).is_ok(), "{ok}");
+            assert!(validate_issuer(ok, "").is_ok(), "{ok}");
         }
         for bad in [
             "http://example.com/",
@@ -748,8 +757,14 @@ mod tests {
             "issuer",
             "https://",
         ] {
-            assert!(validate_issuer(bad).is_err(), "{bad}");
+            assert!(validate_issuer(bad, "").is_err(), "{bad}");
         }
+        // ARM's own issuers under its public REST URL (containers: http://arm:7701), nothing else there
+        let own = "http://arm:7701";
+        assert!(validate_issuer("http://arm:7701/oidc/t/c/", own).is_ok());
+        assert!(validate_issuer("http://arm:7701/other/", own).is_err());
+        assert!(validate_issuer("http://arm:77011/oidc/t/c/", own).is_err());
+        assert!(validate_issuer("http://arm:7701/oidc/t/c/", "").is_err());
         assert!(validate_k8s_name("namespace", "default", false).is_ok());
         assert!(validate_k8s_name("namespace", "Default", false).is_err());
         assert!(validate_k8s_name("namespace", "a.b", false).is_err());

@@ -229,6 +229,7 @@ fn server() -> &'static Server {
                 clock: clock.clone(),
                 control: None,
                 api_token: None,
+                public_rest_url: None,
             };
             let arm = misim_arm::build(&config).unwrap();
             let validator = misim_arm::rest::auth::TokenValidator::new(&dead, clock).unwrap();

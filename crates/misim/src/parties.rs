@@ -129,6 +129,11 @@ pub struct AadArgs {
     /// Base URL others reach the HTTPS API at; default https://<https-listen>.
     #[arg(long, env = "MISIM_AAD_HTTPS_PUBLIC_URL")]
     pub https_public_url: Option<String>,
+    /// Host names (comma-separated, e.g. arm) Azure AD may fetch federated issuers' discovery
+    /// documents and keys from, besides loopback: for a container network where ARM serves the AKS
+    /// cluster issuers at http://arm:7701. Host names only, no IP addresses. Default: loopback only.
+    #[arg(long, env = "MISIM_AAD_FEDERATION_ISSUER_HOSTS", value_delimiter = ',')]
+    pub federation_issuer_hosts: Vec<String>,
     /// TLS certificate options.
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -282,6 +287,12 @@ pub struct ArmArgs {
         hide_env_values = true
     )]
     pub api_token: Option<String>,
+    /// URL others reach the REST surface at when it differs from --rest-listen (e.g.
+    /// http://arm:7701 in containers, where the listener is 0.0.0.0:7701): used in the URLs ARM hands
+    /// out, such as AKS OIDC issuer URLs (`iss` of service-account tokens) and Key Vault endpoints.
+    /// Default: http://<rest-listen>.
+    #[arg(long, env = "MISIM_ARM_PUBLIC_REST_URL")]
+    pub public_rest_url: Option<String>,
     /// HTTPS listen address for the REST surface (TLS forwarded to --rest-listen); off if unset.
     #[arg(long, env = "MISIM_ARM_HTTPS_LISTEN")]
     pub https_listen: Option<SocketAddr>,
@@ -310,6 +321,7 @@ pub async fn run_aad(a: AadArgs) -> anyhow::Result<()> {
     cfg.token_lifetime_secs = a.token_lifetime;
     cfg.signing_key_rotation_secs = a.signing_key_rotation;
     cfg.https_public_url = a.https_public_url;
+    cfg.federation_issuer_hosts = a.federation_issuer_hosts;
     cfg.control = Some(a.control.load(Role::Aad, &a.tls.ca_dir)?);
     let https = match a.https_listen {
         Some(addr) => Some(misim_core::tls::HttpsListener {
@@ -414,6 +426,7 @@ pub async fn run_arm(a: ArmArgs) -> anyhow::Result<()> {
         clock: Clock::system(),
         control: Some(a.control.load(Role::Arm, &a.tls.ca_dir)?),
         api_token: a.api_token,
+        public_rest_url: a.public_rest_url,
     };
     let forwarder = match a.https_listen {
         Some(addr) => {

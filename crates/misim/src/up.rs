@@ -458,6 +458,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
         clock: cfg.clock.clone(),
         control: Some(certs.arm),
         api_token: cfg.arm_api_token.clone(),
+        public_rest_url: None,
     };
     let cfg_token = cfg.arm_api_token.clone();
     spawn_party(

@@ -493,7 +493,7 @@ impl ArmApi for ArmGrpc {
             .arm
             .create_vault(&r.subscription_id, &r.resource_group, &r.name, &r.location)
             .await?;
-        Ok(Response::new(vault_pb(v, self.arm.rest_url())))
+        Ok(Response::new(vault_pb(v, self.arm.public_rest_url())))
     }
 
     async fn set_secret(&self, r: Request<pb::SetSecretRequest>) -> R<pb::Secret> {

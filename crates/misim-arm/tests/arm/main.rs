@@ -78,6 +78,7 @@ impl FakePeers {
             clock,
             control: None,
             api_token: None,
+            public_rest_url: None,
         }
     }
 }
