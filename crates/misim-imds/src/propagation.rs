@@ -99,3 +99,71 @@ impl Propagating {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Credential, IdentityKind, IdentityRef};
+    use misim_core::ResourceId;
+
+    fn held(name: &str) -> HeldIdentity {
+        HeldIdentity {
+            identity: IdentityRef {
+                msi_res_id: ResourceId::user_assigned_identity(
+                    "00000000-0000-0000-0000-000000000001",
+                    "rg",
+                    name,
+                )
+                .unwrap(),
+                kind: IdentityKind::UserAssigned,
+                client_id: format!("client-{name}"),
+                principal_id: format!("object-{name}"),
+                tenant_id: "t".into(),
+            },
+            credential: Credential {
+                certificate_der: vec![],
+                private_key_pkcs8_der: vec![],
+                not_after: 0,
+            },
+        }
+    }
+
+    fn names(v: &[HeldIdentity]) -> Vec<String> {
+        v.iter().map(|h| h.identity.client_id.clone()).collect()
+    }
+
+    #[test]
+    fn an_addition_is_hidden_and_a_removal_kept_until_the_time() {
+        let p = Propagating::default();
+        let (a, b) = (held("a"), held("b"));
+        // b added (not yet effective) while a is removed (still served).
+        p.record(
+            "vm",
+            std::slice::from_ref(&b),
+            std::slice::from_ref(&a),
+            110,
+        );
+        let configured = vec![b.clone()];
+        assert_eq!(names(&p.effective("vm", &configured, 109)), ["client-a"]);
+        assert_eq!(names(&p.effective("vm", &configured, 110)), ["client-b"]);
+        // Settled: nothing left in flight.
+        assert!(p.lock().is_empty());
+    }
+
+    #[test]
+    fn undoing_a_change_in_flight_cancels_it() {
+        let p = Propagating::default();
+        let a = held("a");
+        p.record("vm", std::slice::from_ref(&a), &[], 100);
+        // Removed before it took effect: it never was served.
+        p.record("vm", &[], std::slice::from_ref(&a), 105);
+        assert!(p.effective("vm", &[], 50).is_empty());
+        // Removed, then re-added while the removal propagates: served throughout.
+        p.record("vm", &[], std::slice::from_ref(&a), 200);
+        p.record("vm", std::slice::from_ref(&a), &[], 201);
+        assert_eq!(
+            names(&p.effective("vm", std::slice::from_ref(&a), 150)),
+            ["client-a"]
+        );
+    }
+}
