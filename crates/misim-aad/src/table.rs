@@ -9,6 +9,9 @@ use misim_core::StoreError;
 use serde::{de::DeserializeOwned, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
+/// Azure AD's schema version ([`misim_core::Store::open_party`]).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Opens (or creates) the sled database in directory `path`, configured as `misim_core::Store` does
 /// (background flush every 500 ms; acknowledged writes still call [`flush`]).
 ///
@@ -22,9 +25,19 @@ pub fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
             .flush_every_ms(Some(500))
             .cache_capacity(misim_core::store::STORE_CACHE_BYTES)
             .open()
+    })
+    .map_err(|e| match e {
+        StoreError::Corrupt { path, detail, .. } => StoreError::Corrupt {
+            party: "aad".into(),
+            path,
+            detail,
+        },
+        other => other,
     })?;
     // The token-signing key lives here: private to the user whatever the umask.
     misim_core::fsperm::restrict_tree(path).map_err(sled::Error::Io)?;
+    // Engine, schema and integrity checks before anything is served (misim_core::store).
+    misim_core::Store::check_sled_party(db.clone(), path, "aad", SCHEMA_VERSION)?;
     Ok(db)
 }
 
@@ -65,7 +78,7 @@ pub fn finish<T>(r: Result<T, TransactionError<StoreError>>) -> Result<T, StoreE
     match r {
         Ok(v) => Ok(v),
         Err(TransactionError::Abort(e)) => Err(e),
-        Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
+        Err(TransactionError::Storage(e)) => Err(StoreError::from(e)),
     }
 }
 

@@ -10,6 +10,9 @@ use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm, Vmss};
 use crate::private_ip::{Counter, IpClaim};
 use crate::vault::{Secret, Vault};
 
+/// ARM's schema version ([`misim_core::Store::open_party`]).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Typed access to ARM's state.
 #[derive(Clone)]
 pub struct ArmStore {
@@ -52,7 +55,7 @@ impl ArmStore {
     /// # Errors
     /// [`misim_core::StoreError`] when sled cannot open the directory.
     pub fn open(dir: &Path) -> Result<Self, misim_core::StoreError> {
-        Self::from_store(Store::open(dir)?)
+        Self::from_store(Store::open_party(dir, "arm", SCHEMA_VERSION)?)
     }
 
     /// Wraps an already open store (tests use [`Store::temporary`]).

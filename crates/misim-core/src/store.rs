@@ -1,54 +1,38 @@
-//! The small store interface every party keeps its state behind: typed tables (JSON values) in one
-//! sled database per party.
+//! The store every party keeps its state behind: typed tables (JSON values) over a storage
+//! [`Engine`](engine::Engine) — sled by default, redb with `MISIM_STORE_ENGINE=redb` — with
+//! transactions across the tables of a party ([`Store::transaction`]) and an integrity check on
+//! open ([`Store::open_party`]).
 //!
 //! sled writes reach disk every 500 ms on their own; acknowledged writes must call [`Store::flush`]
 //! before the API answers, so state the caller saw survives a crash (docs/ARCHITECTURE.md; the test
 //! `flushed_writes_survive_reopen` below).
 
 use std::marker::PhantomData;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Serialize};
+
+pub mod engine;
+pub use engine::{is_lock_error, open_sled, Engine, EngineKind};
+use engine::Write;
 
 /// Page cache of each party's database, bytes (sled's default is 1 GiB).
 pub const STORE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
-/// How long opening a database waits for the file lock of a store that was just closed in this
-/// process: sled releases it from a background thread shortly after the last handle is dropped.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+/// The table holding the store's schema record ([`Store::open_party`]).
+pub const META_TABLE: &str = "__misim_meta";
+const SCHEMA_KEY: &str = "schema";
+/// A file beside the database, written once the schema record is durable: a store directory that
+/// has it but whose database has no schema record lost its data.
+pub const STAMP_FILE: &str = "misim-store.json";
 
-/// Runs `open` until it does not fail on sled's file lock, for up to [`LOCK_WAIT`] (a restart in the
-/// same process right after a stop); a lock held longer (another process) is returned as the error.
-///
-/// # Errors
-/// sled's error from the last attempt.
-pub fn open_sled(
-    path: &Path,
-    open: impl Fn() -> sled::Result<sled::Db>,
-) -> Result<sled::Db, sled::Error> {
-    let started = std::time::Instant::now();
-    loop {
-        match open() {
-            Err(sled::Error::Io(e)) if is_lock_error(&e) && started.elapsed() < LOCK_WAIT => {
-                tracing::debug!(path = %path.display(), "store locked; waiting for its release");
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Whether sled failed to take its file lock (it wraps `WouldBlock` in a message).
-pub fn is_lock_error(e: &std::io::Error) -> bool {
-    e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock")
-}
-
-/// Errors from the store.
+/// Errors from the store. The engine's own error is kept as the source, never named in the type.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed (I/O, corruption).
+    /// The engine failed (I/O).
     #[error("store: {0}")]
-    Sled(#[from] sled::Error),
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A value could not be (de)serialized.
     #[error("store: bad value in table {table}: {source}")]
     Codec {
@@ -60,77 +44,375 @@ pub enum StoreError {
     /// A transaction failed.
     #[error("store: transaction: {0}")]
     Transaction(String),
+    /// The store on disk is damaged: the party refuses to start rather than serve it.
+    #[error(
+        "the store {path} is damaged: {detail}. Restore the directory from a backup, or run \
+         `misim repair --party {party} --data-dir <DATA>` to move it aside and start empty \
+         (ARM re-creates what it knows on its next reconcile)",
+        path = .path.display()
+    )]
+    Corrupt {
+        /// The party whose store it is (`arm`, `msrp`, `aad`, `host:NAME`).
+        party: String,
+        /// The damaged directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Another process has the store open.
+    #[error("the store {} is in use by another process (is another misim running on this data directory?)", .0.display())]
+    Locked(PathBuf),
+    /// The store cannot be used as configured.
+    #[error("store: {0}")]
+    Config(String),
 }
 
-/// One party's sled database.
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Engine(Box::new(e))
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Engine(Box::new(e))
+    }
+}
+
+impl StoreError {
+    /// Whether this error means the data on disk is damaged.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. })
+    }
+}
+
+/// The schema record written in [`META_TABLE`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SchemaRecord {
+    /// The party the store belongs to.
+    pub party: String,
+    /// The party's schema version.
+    pub version: u32,
+}
+
+/// One party's database.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
+    engine: Arc<dyn Engine>,
+    /// Serializes [`Store::transaction`]s (read-check-write bodies see no concurrent transaction).
+    tx_lock: Arc<Mutex<()>>,
+    fresh: bool,
 }
 
 impl Store {
-    /// Opens (or creates) the database in directory `path`.
+    fn wrap(engine: Arc<dyn Engine>, fresh: bool) -> Self {
+        Store {
+            engine,
+            tx_lock: Arc::new(Mutex::new(())),
+            fresh,
+        }
+    }
+
+    /// Opens (or creates) the database in directory `path` with the engine `MISIM_STORE_ENGINE`
+    /// names, without the schema and integrity checks of [`Store::open_party`].
     ///
     /// # Errors
-    /// [`StoreError::Sled`] when the directory cannot be opened or is locked by another process.
-    /// The directory is made 0700 and its files 0600 ([`crate::fsperm`]).
+    /// [`StoreError`] when the directory cannot be opened, is locked by another process, or is
+    /// damaged. The directory is made 0700 and its files 0600 ([`crate::fsperm`]).
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        crate::fsperm::create_private_dir(path).map_err(sled::Error::Io)?;
-        let db = open_sled(path, || {
-            sled::Config::new()
-                .path(path)
-                .flush_every_ms(Some(500))
-                // misim's state is small: a small page cache keeps idle memory low (sled's default is 1 GiB).
-                .cache_capacity(STORE_CACHE_BYTES)
-                .open()
+        Self::open_engine(path, EngineKind::from_env()?, "store")
+    }
+
+    /// Opens with the engine `kind`; `party` names the store in messages.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_engine(path: &Path, kind: EngineKind, party: &str) -> Result<Self, StoreError> {
+        crate::fsperm::create_private_dir(path)?;
+        // A directory written by the other engine is not silently reinitialized.
+        for other in [EngineKind::Sled, EngineKind::Redb] {
+            if other != kind && path.join(other.marker_file()).exists() {
+                return Err(StoreError::Config(format!(
+                    "{} holds a {} store but MISIM_STORE_ENGINE selects {}; export the data or \
+                     select {} (docs/ARCHITECTURE.md, \"Storage engines\")",
+                    path.display(),
+                    other.name(),
+                    kind.name(),
+                    other.name()
+                )));
+            }
+        }
+        let opened: Result<Arc<dyn Engine>, StoreError> = match kind {
+            EngineKind::Sled => engine::SledEngine::open(path).map(|e| Arc::new(e) as _),
+            EngineKind::Redb => engine::RedbEngine::open(path).map(|e| Arc::new(e) as _),
+        };
+        let engine = opened.map_err(|e| match e {
+            StoreError::Corrupt { path, detail, .. } => StoreError::Corrupt {
+                party: party.to_string(),
+                path,
+                detail,
+            },
+            other => other,
         })?;
         // Keys live in these files: private to the user whatever the umask.
-        crate::fsperm::restrict_tree(path).map_err(sled::Error::Io)?;
-        Ok(Store { db })
+        crate::fsperm::restrict_tree(path)?;
+        Ok(Self::wrap(engine, false))
     }
 
-    /// A temporary in-memory database (for unit tests).
+    /// Opens party `party`'s store in `path` and checks it before anything is served: the engine
+    /// opens it (a truncated or empty file is reported, never a panic), its schema record names
+    /// this party at a version not newer than `version`, and every value of every table decodes.
+    /// A new store gets the schema record and reports [`Store::was_fresh`].
     ///
     /// # Errors
-    /// [`StoreError::Sled`] when sled cannot create it.
+    /// [`StoreError::Corrupt`] naming the path, what is wrong and what to do; [`StoreError::Locked`].
+    pub fn open_party(path: &Path, party: &str, version: u32) -> Result<Self, StoreError> {
+        let kind = EngineKind::from_env()?;
+        let store = Self::open_engine(path, kind, party)?;
+        store.check_party(path, party, version)
+    }
+
+    /// [`Store::open_party`]'s checks on a sled database opened elsewhere in this process (Azure
+    /// AD's transactional trees share it); returns a store over the same database.
+    ///
+    /// # Errors
+    /// As [`Store::open_party`].
+    pub fn check_sled_party(
+        db: sled::Db,
+        path: &Path,
+        party: &str,
+        version: u32,
+    ) -> Result<Self, StoreError> {
+        Self::wrap(Arc::new(engine::SledEngine::from_db(db)), false).check_party(path, party, version)
+    }
+
+    fn check_party(mut self, path: &Path, party: &str, version: u32) -> Result<Self, StoreError> {
+        let store = &mut self;
+        let kind = match store.engine.name() {
+            "redb" => EngineKind::Redb,
+            _ => EngineKind::Sled,
+        };
+        let corrupt = |detail: String| StoreError::Corrupt {
+            party: party.to_string(),
+            path: path.to_path_buf(),
+            detail,
+        };
+        let meta = store.table::<SchemaRecord>(META_TABLE)?;
+        let tables = store.engine.tables().map_err(|e| corrupt(e.to_string()))?;
+        let mut records = 0usize;
+        for t in tables.iter().filter(|t| t.as_str() != META_TABLE) {
+            let rows = store
+                .engine
+                .scan_prefix(t, b"")
+                .map_err(|e| corrupt(format!("table {t} cannot be read: {e}")))?;
+            for (k, v) in &rows {
+                if serde_json::from_slice::<serde_json::Value>(v).is_err() {
+                    return Err(corrupt(format!(
+                        "table {t}, key {:?}: the record does not decode",
+                        String::from_utf8_lossy(k)
+                    )));
+                }
+            }
+            records += rows.len();
+        }
+        match meta.get(SCHEMA_KEY) {
+            Err(e) => return Err(corrupt(format!("its schema record does not decode: {e}"))),
+            Ok(Some(rec)) if rec.party != party => {
+                return Err(corrupt(format!(
+                    "it belongs to party {}, not {party}",
+                    rec.party
+                )))
+            }
+            Ok(Some(rec)) if rec.version > version => {
+                return Err(corrupt(format!(
+                    "schema version {} is newer than this misim understands ({version})",
+                    rec.version
+                )))
+            }
+            Ok(Some(_)) => {}
+            Ok(None) if path.join(STAMP_FILE).exists() => {
+                // This store was stamped once: its schema record is gone with the rest.
+                return Err(corrupt(format!(
+                    "its {} database lost its data (truncated, emptied or replaced; {records} \
+                     records left without their schema record)",
+                    kind.name()
+                )));
+            }
+            Ok(None) => {
+                // New store, or one written before schema records: stamp it.
+                store.fresh = records == 0;
+                meta.put(
+                    SCHEMA_KEY,
+                    &SchemaRecord {
+                        party: party.to_string(),
+                        version,
+                    },
+                )?;
+                store.engine.flush()?;
+            }
+        }
+        if !path.join(STAMP_FILE).exists() {
+            let stamp = serde_json::json!({ "party": party, "version": version, "engine": kind.name() });
+            crate::fsperm::write_private(&path.join(STAMP_FILE), stamp.to_string().as_bytes())?;
+        }
+        Ok(self)
+    }
+
+    /// Whether [`Store::open_party`] found no state at all (a new or emptied store).
+    pub fn was_fresh(&self) -> bool {
+        self.fresh
+    }
+
+    /// The engine's name (`sled`, `redb`).
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// A temporary database (for unit tests), with the engine `MISIM_STORE_ENGINE` names.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the engine cannot create it.
     pub fn temporary() -> Result<Self, StoreError> {
-        Ok(Store {
-            db: sled::Config::new().temporary(true).open()?,
-        })
+        let engine: Arc<dyn Engine> = match EngineKind::from_env()? {
+            EngineKind::Sled => Arc::new(engine::SledEngine::temporary()?),
+            EngineKind::Redb => Arc::new(engine::RedbEngine::temporary()?),
+        };
+        Ok(Self::wrap(engine, true))
     }
 
-    /// The typed table named `name`.
+    /// The typed table named `name` (created if missing).
     ///
     /// # Errors
-    /// [`StoreError::Sled`] when sled cannot open the tree.
+    /// [`StoreError`] when the engine cannot open it.
     pub fn table<T: Serialize + DeserializeOwned>(
         &self,
         name: &'static str,
     ) -> Result<Table<T>, StoreError> {
+        self.engine.open_table(name)?;
         Ok(Table {
-            tree: self.db.open_tree(name)?,
+            engine: self.engine.clone(),
             name,
             _t: PhantomData,
         })
     }
 
+    /// Runs `body` as one transaction over any tables of this store: its writes reach the
+    /// database all together when it returns `Ok`, and none when it returns `Err`. Reads inside
+    /// see the transaction's own writes; transactions run one at a time.
+    ///
+    /// # Errors
+    /// The body's error, or the engine's when the commit fails (then nothing is written).
+    pub fn transaction<R, E: From<StoreError>>(
+        &self,
+        body: impl FnOnce(&mut Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let _serial = self.tx_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut tx = Tx { writes: Vec::new() };
+        let r = body(&mut tx)?;
+        self.engine.apply(&tx.writes)?;
+        Ok(r)
+    }
+
     /// Flushes all pending writes to disk, off the async runtime.
     ///
     /// # Errors
-    /// [`StoreError::Sled`] on I/O failure.
+    /// [`StoreError`] on I/O failure.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.flush())
             .await
-            .map_err(|e| StoreError::Transaction(e.to_string()))??;
+            .map_err(|e| StoreError::Transaction(e.to_string()))?
+    }
+}
+
+/// Moves the store directory `dir` aside to `dir.damaged-<unix seconds>` (nothing is deleted), so
+/// the party starts empty next time; returns where it went.
+///
+/// # Errors
+/// The I/O error of the rename; a message when `dir` does not exist.
+pub fn move_aside(dir: &Path) -> Result<PathBuf, StoreError> {
+    if !dir.exists() {
+        return Err(StoreError::Config(format!("{} does not exist", dir.display())));
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let mut name = dir.as_os_str().to_owned();
+    name.push(format!(".damaged-{secs}"));
+    let to = PathBuf::from(name);
+    std::fs::rename(dir, &to)?;
+    Ok(to)
+}
+
+/// The writes of a running [`Store::transaction`].
+pub struct Tx {
+    writes: Vec<Write>,
+}
+
+impl Tx {
+    /// The value at `key` of `table`, as this transaction sees it.
+    ///
+    /// # Errors
+    /// [`StoreError`] on an engine failure or a value that does not decode.
+    pub fn get<T: Serialize + DeserializeOwned>(
+        &self,
+        table: &Table<T>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        if let Some(w) = self
+            .writes
+            .iter()
+            .rev()
+            .find(|w| w.table == table.name && w.key == key.as_bytes())
+        {
+            return w.value.as_deref().map(|v| table.decode(v)).transpose();
+        }
+        table.get(key)
+    }
+
+    /// Writes `value` at `key` of `table` when the transaction commits.
+    ///
+    /// # Errors
+    /// [`StoreError::Codec`] when the value does not serialize.
+    pub fn put<T: Serialize + DeserializeOwned>(
+        &mut self,
+        table: &Table<T>,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let value = Some(table.encode(value)?);
+        self.writes.push(Write {
+            table: table.name.to_string(),
+            key: key.as_bytes().to_vec(),
+            value,
+        });
         Ok(())
+    }
+
+    /// Removes `key` of `table` when the transaction commits; returns the value it sees now.
+    ///
+    /// # Errors
+    /// [`StoreError`] on an engine failure or a value that does not decode.
+    pub fn remove<T: Serialize + DeserializeOwned>(
+        &mut self,
+        table: &Table<T>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let old = self.get(table, key)?;
+        self.writes.push(Write {
+            table: table.name.to_string(),
+            key: key.as_bytes().to_vec(),
+            value: None,
+        });
+        Ok(old)
     }
 }
 
 /// A table of `T` values keyed by strings.
 #[derive(Clone)]
 pub struct Table<T> {
-    tree: sled::Tree,
+    engine: Arc<dyn Engine>,
     name: &'static str,
     _t: PhantomData<fn() -> T>,
 }
@@ -150,80 +432,95 @@ impl<T: Serialize + DeserializeOwned> Table<T> {
         })
     }
 
+    /// The table's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
     /// The value at `key`, if any.
     ///
     /// # Errors
-    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
+    /// [`StoreError`] on an engine failure or a value that does not (de)serialize.
     pub fn get(&self, key: &str) -> Result<Option<T>, StoreError> {
-        self.tree.get(key)?.map(|v| self.decode(&v)).transpose()
+        self.engine
+            .get(self.name, key.as_bytes())?
+            .map(|v| self.decode(&v))
+            .transpose()
     }
 
     /// Writes `value` at `key`, replacing any previous value.
     ///
     /// # Errors
-    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
+    /// [`StoreError`] on an engine failure or a value that does not (de)serialize.
     pub fn put(&self, key: &str, value: &T) -> Result<(), StoreError> {
-        self.tree.insert(key, self.encode(value)?)?;
-        Ok(())
+        self.engine.apply(&[Write {
+            table: self.name.to_string(),
+            key: key.as_bytes().to_vec(),
+            value: Some(self.encode(value)?),
+        }])
     }
 
     /// Removes `key`, returning the old value if there was one.
     ///
     /// # Errors
-    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
+    /// [`StoreError`] on an engine failure or a value that does not (de)serialize.
     pub fn remove(&self, key: &str) -> Result<Option<T>, StoreError> {
-        self.tree.remove(key)?.map(|v| self.decode(&v)).transpose()
+        let old = self.get(key)?;
+        self.engine.apply(&[Write {
+            table: self.name.to_string(),
+            key: key.as_bytes().to_vec(),
+            value: None,
+        }])?;
+        Ok(old)
     }
 
     /// Writes `value` at `key` only if the key is absent; returns the value now stored.
     ///
     /// # Errors
-    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
+    /// [`StoreError`] on an engine failure or a value that does not (de)serialize.
     pub fn insert_if_absent(&self, key: &str, value: &T) -> Result<T, StoreError> {
         let bytes = self.encode(value)?;
         match self
-            .tree
-            .compare_and_swap(key, None as Option<&[u8]>, Some(bytes))?
+            .engine
+            .insert_if_absent(self.name, key.as_bytes(), &bytes)?
         {
-            Ok(()) => Ok(self.decode(&self.encode(value)?)?),
-            Err(current) => self.decode(&current.current.unwrap_or_default()),
+            None => self.decode(&bytes),
+            Some(current) => self.decode(&current),
         }
     }
 
     /// All values, in key order.
     ///
     /// # Errors
-    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
+    /// [`StoreError`] on an engine failure or a value that does not (de)serialize.
     pub fn values(&self) -> Result<Vec<T>, StoreError> {
-        self.tree
-            .iter()
-            .values()
-            .map(|v| self.decode(&v?))
+        self.engine
+            .scan_prefix(self.name, b"")?
+            .into_iter()
+            .map(|(_, v)| self.decode(&v))
             .collect()
     }
 
     /// All `(key, value)` pairs whose key starts with `prefix`, in key order.
     ///
     /// # Errors
-    /// [`StoreError`] on a sled failure or a value that does not (de)serialize.
+    /// [`StoreError`] on an engine failure or a value that does not (de)serialize.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, T)>, StoreError> {
-        self.tree
-            .scan_prefix(prefix)
-            .map(|kv| {
-                let (k, v) = kv?;
-                Ok((String::from_utf8_lossy(&k).into_owned(), self.decode(&v)?))
-            })
+        self.engine
+            .scan_prefix(self.name, prefix.as_bytes())?
+            .into_iter()
+            .map(|(k, v)| Ok((String::from_utf8_lossy(&k).into_owned(), self.decode(&v)?)))
             .collect()
     }
 
-    /// Number of entries.
+    /// Number of entries (0 when the engine cannot count them).
     pub fn len(&self) -> usize {
-        self.tree.len()
+        self.engine.len(self.name).unwrap_or(0)
     }
 
     /// True when the table has no entries.
     pub fn is_empty(&self) -> bool {
-        self.tree.is_empty()
+        self.len() == 0
     }
 }
 
@@ -262,6 +559,114 @@ mod tests {
             t.insert_if_absent("k", &Rec { n: 2 }).unwrap(),
             Rec { n: 1 }
         );
+    }
+
+    #[test]
+    fn a_transaction_writes_all_tables_or_none() {
+        let s = Store::temporary().unwrap();
+        let (a, b) = (s.table::<Rec>("a").unwrap(), s.table::<Rec>("b").unwrap());
+        let r: Result<(), StoreError> = s.transaction(|tx| {
+            tx.put(&a, "k", &Rec { n: 1 })?;
+            tx.put(&b, "k", &Rec { n: 2 })?;
+            Err(StoreError::Transaction("injected".into()))
+        });
+        assert!(r.is_err());
+        assert_eq!((a.get("k").unwrap(), b.get("k").unwrap()), (None, None));
+        s.transaction(|tx| {
+            tx.put(&a, "k", &Rec { n: 1 })?;
+            assert_eq!(tx.get(&a, "k")?, Some(Rec { n: 1 }));
+            assert_eq!(tx.remove(&a, "k")?, Some(Rec { n: 1 }));
+            tx.put(&b, "k", &Rec { n: 2 })?;
+            Ok::<_, StoreError>(())
+        })
+        .unwrap();
+        assert_eq!(a.get("k").unwrap(), None);
+        assert_eq!(b.get("k").unwrap(), Some(Rec { n: 2 }));
+    }
+
+    #[tokio::test]
+    async fn open_party_stamps_a_new_store_and_refuses_another_party() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open_party(dir.path(), "msrp", 1).unwrap();
+            assert!(s.was_fresh());
+            s.table::<Rec>("recs").unwrap().put("k", &Rec { n: 1 }).unwrap();
+            s.flush().await.unwrap();
+        }
+        {
+            let s = Store::open_party(dir.path(), "msrp", 1).unwrap();
+            assert!(!s.was_fresh());
+        }
+        let e = Store::open_party(dir.path(), "arm", 1).err().unwrap();
+        assert!(e.is_corrupt(), "{e}");
+        assert!(e.to_string().contains("misim repair --party arm"), "{e}");
+        let e = Store::open_party(dir.path(), "msrp", 0).err().unwrap();
+        assert!(e.to_string().contains("newer"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn open_party_refuses_a_record_that_does_not_decode() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open_party(dir.path(), "aad", 1).unwrap();
+            s.transaction(|tx| {
+                let t = s.table::<Rec>("recs")?;
+                tx.put(&t, "ok", &Rec { n: 1 })
+            })
+            .unwrap();
+            s.engine
+                .apply(&[Write {
+                    table: "recs".into(),
+                    key: b"bad".to_vec(),
+                    value: Some(b"{torn".to_vec()),
+                }])
+                .unwrap();
+            s.flush().await.unwrap();
+        }
+        let e = Store::open_party(dir.path(), "aad", 1).err().unwrap();
+        let msg = e.to_string();
+        assert!(msg.contains("table recs") && msg.contains("does not decode"), "{msg}");
+        assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
+    }
+
+    #[test]
+    fn an_empty_or_truncated_database_file_is_refused_without_a_panic() {
+        let kind = EngineKind::from_env().unwrap();
+        for len in [0u64, 7] {
+            let dir = tempfile::tempdir().unwrap();
+            {
+                let s = Store::open_party(dir.path(), "arm", 1).unwrap();
+                let t = s.table::<Rec>("recs").unwrap();
+                for i in 0..200 {
+                    t.put(&format!("k{i}"), &Rec { n: i }).unwrap();
+                }
+                s.engine.flush().unwrap();
+            }
+            let file = dir.path().join(kind.marker_file());
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_len(len)
+                .unwrap();
+            match Store::open_party(dir.path(), "arm", 1) {
+                Err(e) => assert!(e.is_corrupt(), "{len} bytes: {e}"),
+                // An engine may recover an earlier consistent state from what is left; then it is
+                // a store that opens, never a panic.
+                Ok(_) => panic!("{len} bytes: a store that lost its data opened"),
+            }
+        }
+    }
+
+    #[test]
+    fn move_aside_keeps_the_damaged_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("msrp");
+        std::fs::create_dir(&store).unwrap();
+        std::fs::write(store.join("db"), b"x").unwrap();
+        let to = move_aside(&store).unwrap();
+        assert!(!store.exists());
+        assert_eq!(std::fs::read(to.join("db")).unwrap(), b"x");
     }
 
     #[tokio::test]

@@ -162,7 +162,15 @@ pub async fn run(
                 .into(),
         ));
     }
-    let store = store::HostStore::new(Store::open(&config.data_dir)?)?;
+    let store = Store::open_party(
+        &config.data_dir,
+        &format!("host:{}", config.host_name),
+        store::SCHEMA_VERSION,
+    )?;
+    if store.was_fresh() {
+        info!(host = %config.host_name, dir = %config.data_dir.display(), "host store is new and empty: ARM re-places this host's VMs on its next reconcile");
+    }
+    let store = store::HostStore::new(store)?;
     let tasks = TaskTracker::new();
     let vms_shutdown = shutdown.child_token();
     let host = host::Host::start(&config, store, vms_shutdown.clone(), tasks.clone()).await?;

@@ -7,7 +7,10 @@ use misim_core::{ResourceId, Store, Table};
 use crate::error::Result;
 use crate::model::VmRecord;
 
-/// Typed access to the host's sled database.
+/// The host store's schema version ([`misim_core::Store::open_party`]).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Typed access to the host's database.
 #[derive(Clone)]
 pub struct HostStore {
     store: Store,

@@ -96,7 +96,11 @@ pub fn open(config: &Config, shutdown: CancellationToken) -> Result<Arc<Msrp>, R
         )
         .into());
     }
-    let store = store::IdentityStore::new(misim_core::Store::open(&config.data_dir)?)?;
+    let store = misim_core::Store::open_party(&config.data_dir, "msrp", store::SCHEMA_VERSION)?;
+    if store.was_fresh() {
+        tracing::warn!(dir = %config.data_dir.display(), "MSRP's identity store is new and empty: if ARM knows identities, they were lost and ARM's reconcile re-creates them");
+    }
+    let store = store::IdentityStore::new(store)?;
     let aad = grpc::aad::AadClient::new(&config.aad_grpc, config.control.as_ref())?;
     let keys = keypool::KeyPool::start(config.key_pool_size, shutdown);
     let policy = CertPolicy {

@@ -9,6 +9,9 @@ use crate::identity::IdentityRecord;
 const IDENTITIES: &str = "identities";
 const HOST_ACCESS: &str = "host_access";
 
+/// MSRP's schema version ([`misim_core::Store::open_party`]).
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// The identity table behind MSRP, and the host-access grants ARM sets.
 #[derive(Clone)]
 pub struct IdentityStore {

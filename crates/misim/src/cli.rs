@@ -215,6 +215,12 @@ pub enum Command {
     /// Example: misim fault add --party vm:vm1 --endpoint imds --status 429 --count 2
     #[command(verbatim_doc_comment)]
     Fault(crate::client::fault::FaultArgs),
+    /// Move a party's damaged store aside (never deleted) so it starts empty; ARM re-creates what
+    /// it knows. Stop misim first.
+    ///
+    /// Example: misim repair --data-dir /tmp/misim --party msrp
+    #[command(verbatim_doc_comment)]
+    Repair(crate::repair::RepairArgs),
     /// Control-plane certificates (mutual TLS between parties; see docs/security.md).
     Certs {
         /// The subcommand.

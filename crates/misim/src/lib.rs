@@ -10,5 +10,6 @@ pub mod endpoints;
 pub mod export;
 pub mod output;
 pub mod parties;
+pub mod repair;
 pub mod scenario;
 pub mod up;

@@ -54,6 +54,7 @@ async fn main() -> std::process::ExitCode {
         Command::Imds(a) => misim::parties::run_imds(a).await,
         Command::Arm(a) => misim::parties::run_arm(a).await,
         Command::Certs { command } => misim::parties::certs(command),
+        Command::Repair(a) => misim::repair::run(a),
         verb => misim::client::run(verb).await,
     };
     if let Some(stop) = metrics {

@@ -178,6 +178,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Msrp(_)
         | Command::Imds(_)
         | Command::Arm(_)
+        | Command::Repair(_)
         | Command::Certs { .. } => bail!("not a client verb"),
     };
     let mut arm = connect(&conn.arm, conn.arm_token.as_deref()).await?;
@@ -213,6 +214,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Msrp(_)
         | Command::Imds(_)
         | Command::Arm(_)
+        | Command::Repair(_)
         | Command::Certs { .. } => {
             bail!("not a client verb")
         }
