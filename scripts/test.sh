@@ -24,6 +24,11 @@ cargo build --workspace --bins
 phase "cargo test"
 cargo test --workspace
 
+# Crash soak, short form (issue #15, docs/reliability.md): real misim processes killed with SIGKILL
+# while workers call ARM; at least 200 operations, 10 kills, and 0 violations.
+phase "crash soak (short form)"
+cargo test -p misim-tests --test soak -- --ops 200 --kills 10
+
 phase "python tests (real Azure SDK clients)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

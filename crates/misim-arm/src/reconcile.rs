@@ -19,6 +19,20 @@ use crate::service::Arm;
 /// Seconds between reconcile passes over dirty resources.
 pub const TICK_SECONDS: u64 = 5;
 
+/// Seconds after a failed step (a peer was down) before the loop retries the dirty resources, so a
+/// restarted peer is caught up within about a second instead of at the next tick (the crash soak,
+/// docs/reliability.md, holds convergence to 5 s).
+pub const RETRY_SECONDS: u64 = 1;
+
+/// Woken by every failed reconcile step; process-wide, so with several ARMs in one process (tests) a
+/// wake-up may be another's: that costs one extra pass over dirty resources.
+static RETRY_SOON: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Asks the reconcile loop for a pass over dirty resources in [`RETRY_SECONDS`].
+pub(crate) fn retry_soon() {
+    RETRY_SOON.notify_one();
+}
+
 impl Arm {
     /// Reconciles one VM under its lock.
     ///
@@ -59,6 +73,7 @@ impl Arm {
                 warn!(vm = %id, error = %e, "vm reconcile failed; will retry");
                 vm.sync = SyncState::Failed(e.to_string());
                 self.store.vms.put(&id.key(), &vm)?;
+                retry_soon();
             }
         }
         self.store.flush().await?;
@@ -233,6 +248,7 @@ impl Arm {
                 warn!(identity = %id, error = %e, "identity reconcile failed; will retry");
                 uami.sync = SyncState::Failed(e.to_string());
                 self.store.uamis.put(&id.key(), &uami)?;
+                retry_soon();
             }
         }
         self.store.flush().await?;
@@ -266,7 +282,8 @@ impl Arm {
     }
 }
 
-/// Runs a full pass, then a pass over dirty resources every [`TICK_SECONDS`], until `shutdown`.
+/// Runs a full pass, then a pass over dirty resources every [`TICK_SECONDS`] (or [`RETRY_SECONDS`]
+/// after a failed step), until `shutdown`.
 pub async fn run_loop(arm: Arc<Arm>, shutdown: CancellationToken) {
     let mut full = true;
     loop {
@@ -281,6 +298,10 @@ pub async fn run_loop(arm: Arc<Arm>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(TICK_SECONDS)) => {}
+            _ = async {
+                RETRY_SOON.notified().await;
+                tokio::time::sleep(Duration::from_secs(RETRY_SECONDS)).await;
+            } => {}
         }
     }
 }

@@ -41,6 +41,7 @@ impl Arm {
                 warn!(vmss = %id, error = %e, "scale set reconcile failed; will retry");
                 ss.sync = SyncState::Failed(e.to_string());
                 self.store.vmss.put(&id.key(), &ss)?;
+                crate::reconcile::retry_soon();
             }
         }
         self.store.flush().await?;
