@@ -352,7 +352,7 @@ async fn seeded_probability_repeats_and_duration_follows_the_simulated_clock() {
     };
     let mut runs = Vec::new();
     for _ in 0..2 {
-        add(&mut f, on("vm:vm1", "imds"), http(503, 0), seeded.clone()).await;
+        add(&mut f, on("vm:vm1", "imds"), http(503, 0), seeded).await;
         let mut pattern = Vec::new();
         for _ in 0..24 {
             pattern.push(raw_imds(&sys, &vm.imds_endpoint).await.expect("answer").0);

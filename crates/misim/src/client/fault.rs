@@ -31,7 +31,7 @@ pub enum FaultCommand {
     ///   misim fault add --party arm --endpoint arm-rest --latency 500ms --duration 10m
     ///   misim fault add --party vm:vm1 --endpoint imds --reset --count 1
     #[command(verbatim_doc_comment)]
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// List the rules with their hit counts.
     List,
     /// Remove one rule (--id) or all; --hits forgets the recorded hits too.
@@ -199,7 +199,7 @@ fn kind_name(k: i32) -> &'static str {
 pub fn rule_json(r: &pb::FaultRule) -> Value {
     let m = r.r#match.clone().unwrap_or_default();
     let a = r.action.clone().unwrap_or_default();
-    let b = r.bounds.clone().unwrap_or_default();
+    let b = r.bounds.unwrap_or_default();
     let mut matcher = serde_json::Map::new();
     for (k, v) in [
         ("party", m.party),
@@ -251,7 +251,7 @@ pub async fn run(args: FaultArgs) -> anyhow::Result<()> {
     let out = match args.command {
         FaultCommand::Add(a) => {
             let r = c
-                .add_fault(add_request(a)?)
+                .add_fault(add_request(*a)?)
                 .await
                 .map_err(super::status)?
                 .into_inner();
