@@ -159,7 +159,7 @@ for port in "$MISIM_ARM_GRPC_PORT" "$MISIM_ARM_REST_PORT" "$MISIM_AAD_HTTP_PORT"
   fi
 done
 compose up -d >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; abort "docker-compose up -d"; }
-services=(aad msrp host-1 host-2 arm edge vm-1a-net vm-1b-net vm-2a-net vm-2b-net vm-1a vm-1b vm-2a vm-2b)
+services=(aad msrp host-1 host-2 arm edge vm-1a-net vm-1b-net vm-2a-net vm-2b-net vm-1a vm-1b vm-2a vm-2b kubelet pod-net pod)
 if wait_healthy 150 "${services[@]}"; then
   pass "all ${#services[@]} long-running containers running and healthy"
 else
@@ -174,15 +174,22 @@ mounts_of() { # mounts_of SERVICE: the named volumes the service's container mou
     tr ' ' '\n' | sed '/^$/d' | sort | tr '\n' ' '
 }
 p="${COMPOSE_PROJECT_NAME}_"
-check "certs mounts the CA volume and every party's certificate volume" \
-  test "$(mounts_of certs)" = "${p}ca ${p}tls-aad ${p}tls-arm ${p}tls-host-1 ${p}tls-host-2 ${p}tls-msrp "
-for party in aad msrp arm host-1 host-2; do
+check "certs mounts the CA volume, every party's certificate volume and Azure AD's HTTPS CA" \
+  test "$(mounts_of certs)" = "${p}aad-https-ca ${p}aad-https-trust ${p}ca ${p}tls-aad ${p}tls-arm ${p}tls-host-1 ${p}tls-host-2 ${p}tls-msrp "
+check "aad mounts its data, its own certificate volume and its HTTPS CA (no control-plane CA)" \
+  test "$(mounts_of aad)" = "${p}aad-data ${p}aad-https-ca ${p}tls-aad "
+for party in msrp arm host-1 host-2; do
   check "$party mounts its data and its own certificate volume only (no CA)" \
     test "$(mounts_of "$party")" = "${p}$party-data ${p}tls-$party "
 done
-for name in edge vm-1a-net vm-1b-net vm-2a-net vm-2b-net vm-1a vm-1b vm-2a vm-2b; do
+for name in edge vm-1a-net vm-1b-net vm-2a-net vm-2b-net vm-1a vm-1b vm-2a vm-2b pod-net; do
   check "$name mounts no volume" test -z "$(mounts_of "$name")"
 done
+check "kubelet mounts the projected token volume only" test "$(mounts_of kubelet)" = "${p}pod-token "
+check "pod mounts the projected token volume and Azure AD's HTTPS CA certificate only" \
+  test "$(mounts_of pod)" = "${p}aad-https-trust ${p}pod-token "
+ro_mounts_of() { docker inspect -f '{{range .Mounts}}{{if not .RW}}{{.Destination}} {{end}}{{end}}' "$(compose ps -q "$1")" | tr ' ' '\n' | sed '/^$/d' | sort | tr '\n' ' '; }
+check "pod mounts both read-only" test "$(ro_mounts_of pod)" = "/etc/misim/aad-ca /var/run/secrets/azure/tokens "
 
 echo "== network isolation"
 for v in vm-1a:host1-vms:172.31.1.2 vm-1b:host1-vms:172.31.1.2 vm-2a:host2-vms:172.31.2.2 vm-2b:host2-vms:172.31.2.2; do
@@ -312,6 +319,77 @@ metrics_unreachable_from_vm() { ! vm vm-1a curl -fsS --noproxy '*' -m 5 -o /dev/
 check "vm-1a cannot reach host-1's /metrics (control network only)" metrics_unreachable_from_vm
 code="$(vm vm-1a curl -s --noproxy '*' -m 10 -o /dev/null -w '%{http_code}' http://arm:7701/console/api/state)"
 check "vm-1a: ARM's console API through edge -> 403, loopback callers only (got $code)" test "$code" = 403
+
+echo "== AKS workload identity: a pod in the stack"
+# As an AKS user would: a cluster with the OIDC issuer, a user-assigned identity, a federated credential
+# for the pod's service account (default/app); the kubelet stand-in projects the token into the pod.
+pod_sa="system:serviceaccount:default:app"
+workload_identity() {
+  local out
+  out="$(misim aks create -g "$rg" -n aks-e2e)" || { echo "misim aks create: $out"; return 1; }
+  issuer="$(jget .oidcIssuerProfile.issuerUrl <<<"$out")" || return 1
+  idpod="$(misim identity create -g "$rg" -n id-pod)" || return 1
+  id_pod="$(jget .id <<<"$idpod")" && c_pod="$(jget .clientId <<<"$idpod")" && p_pod="$(jget .principalId <<<"$idpod")" || return 1
+  misim identity federated-credential create -g "$rg" --identity-name id-pod -n aks-e2e-app \
+    --issuer "$issuer" --subject "$pod_sa" >/dev/null
+}
+if workload_identity; then
+  pass "aks-e2e created, id-pod with a federated credential for $pod_sa"
+  check "the cluster's issuer is under ARM's public REST URL (got $issuer)" \
+    grep -Eq '^http://arm:7701/oidc/[0-9a-f-]+/[0-9a-f-]+/$' <<<"$issuer"
+  code="$(vm vm-1a curl -s --noproxy '*' -m 10 -o /dev/null -w '%{http_code}' "${issuer}.well-known/openid-configuration")"
+  check "the issuer's discovery document answers at its URL from the public network (got $code)" test "$code" = 200
+  # the webhook's variables are fixed when the pod starts: start it again now that the identity exists
+  MISIM_POD_CLIENT_ID="$c_pod" MISIM_POD_TENANT_ID="$tid" compose up -d --no-deps pod >"$tmp/pod-up.log" 2>&1 ||
+    { cat "$tmp/pod-up.log"; fail "docker-compose up -d pod (AZURE_CLIENT_ID of id-pod)"; }
+  if wait_healthy 60 pod; then pass "pod (re)started with id-pod's client ID"; else fail "pod healthy"; fi
+  pod_env="$(vm pod env)"
+  check "pod has AZURE_FEDERATED_TOKEN_FILE, AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_AUTHORITY_HOST (the webhook's)" \
+    test "$(grep -c -e "^AZURE_FEDERATED_TOKEN_FILE=/var/run/secrets/azure/tokens/azure-identity-token$" \
+      -e "^AZURE_CLIENT_ID=$c_pod$" -e "^AZURE_TENANT_ID=$tid$" -e "^AZURE_AUTHORITY_HOST=https://aad:7705/$" <<<"$pod_env")" = 4
+  projected() { # the kubelet stand-in has written the token: iss = the issuer, sub = the service account
+    vm pod python -c 'import json, os, sys, jwt
+c = jwt.decode(open(os.environ["AZURE_FEDERATED_TOKEN_FILE"]).read().strip(), options={"verify_signature": False})
+ok = c["iss"] == sys.argv[1] and c["sub"] == sys.argv[2] and c["aud"] == ["api://AzureADTokenExchange"]
+print(json.dumps({k: c[k] for k in ("iss", "sub", "aud")})); sys.exit(0 if ok else 1)' "$issuer" "$pod_sa"
+  }
+  ok=0
+  for _ in $(seq 1 30); do projected >/dev/null 2>&1 && { ok=1; break; }; sleep 1; done
+  check "kubelet projected the service-account token into the pod (iss = issuer, sub = $pod_sa)" projected
+  pod_tokens=""
+  for _ in $(seq 1 10); do
+    pod_tokens="$(vm pod python - --scope "${resource}.default" <"$here/pod/check_workload_identity.py" 2>"$tmp/pod-sdk.err")" && break
+    pod_tokens=""
+    sleep 2
+  done
+  for cred in WorkloadIdentityCredential DefaultAzureCredential; do
+    body="$(grep "\"credential\": \"$cred\"" <<<"$pod_tokens")"
+    if [ -n "$body" ]; then
+      pass "pod: azure-identity $cred (no arguments) -> token"
+      check "pod $cred token verifies: xms_mirid = id-pod, oid = its principal, appid = its clientId" \
+        verify_sdk --mirid "$id_pod" --oid "$p_pod" --appid "$c_pod" <<<"$body"
+    else
+      fail "pod: azure-identity $cred (no arguments) -> token"
+      sed 's/^/    /' "$tmp/pod-sdk.err" | tail -n 8
+    fi
+  done
+  echo "== attacks from the pod"
+  other="$(misim aks get-token -g "$rg" -n aks-e2e --service-account other)" || other=""
+  cfg="$(jq -nc --arg tenant "$tid" --arg cid "$c_pod" --arg other "$other" '
+    {control: {"MSRP": ["172.31.0.11", 7704], "Azure AD admin": ["172.31.0.12", 7703], "ARM": ["172.31.0.10", 7700],
+               "host-1 agent": ["172.31.0.21", 7711], "host-2 agent": ["172.31.0.22", 7711]},
+     hosts: ["172.31.1.2", "172.31.2.2"], machine: ["172.31.10.1", "172.31.0.1"],
+     tenant: $tenant, client_id: $cid, other_token: $other}')"
+  while IFS= read -r line; do
+    case "$line" in
+      PASS\ *) echo "$line"; passed=$((passed + 1)) ;;
+      FAIL\ *) echo "$line"; failed=$((failed + 1)) ;;
+      *) echo "    $line" ;;
+    esac
+  done < <(vm pod python - "$cfg" <"$here/pod/attack_pod.py" 2>&1)
+else
+  fail "aks-e2e created, id-pod with a federated credential for $pod_sa"
+fi
 
 echo "== ARM killed and started again"
 compose kill arm >/dev/null 2>&1 && compose start arm >/dev/null 2>&1 || fail "docker-compose kill arm; start arm"

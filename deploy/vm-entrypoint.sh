@@ -18,6 +18,9 @@
 #   docker-compose.yml) plus MISIM_BLOCK (more addresses, space separated): nothing of the machine is
 #   reachable from the VM; a connect() there fails at once (EHOSTUNREACH, "administratively prohibited");
 # - drop all IPv6 but loopback (link-local addresses would otherwise reach the machine's bridges).
+#
+# MISIM_HOST_IP=none (the AKS pod of docker-compose.yml, which uses workload identity, not IMDS): no
+# IMDS route, DNAT or extension forwarding; the rest as for a VM.
 set -eu
 
 imds_addr="${MISIM_IMDS_ADDRESS:-169.254.169.254}"
@@ -25,11 +28,13 @@ host_ip="${MISIM_HOST_IP:?MISIM_HOST_IP (the host address on the VM network) is 
 host_port="${MISIM_HOST_IMDS_PORT:-80}"
 ext_port="${MISIM_EXTENSION_PORT:-50342}"
 
-ip route replace "$imds_addr/32" via "$host_ip"
 ip route del default 2>/dev/null || true
-rule="OUTPUT -d $imds_addr/32 -p tcp --dport 80 -j DNAT --to-destination $host_ip:$host_port"
-# shellcheck disable=SC2086 # $rule is a list of words on purpose
-iptables -t nat -C $rule 2>/dev/null || iptables -t nat -A $rule
+if [ "$host_ip" != none ]; then
+  ip route replace "$imds_addr/32" via "$host_ip"
+  rule="OUTPUT -d $imds_addr/32 -p tcp --dport 80 -j DNAT --to-destination $host_ip:$host_port"
+  # shellcheck disable=SC2086 # $rule is a list of words on purpose
+  iptables -t nat -C $rule 2>/dev/null || iptables -t nat -A $rule
+fi
 
 # The machine's addresses on this namespace's networks: the first host address of each subnet.
 gateways="$(ip -4 -o addr show scope global | awk '{print $4}' |
@@ -49,9 +54,13 @@ else
   v6="no IPv6 in this kernel"
 fi
 
-socat "TCP-LISTEN:$ext_port,bind=127.0.0.1,fork,reuseaddr" "TCP:$host_ip:$ext_port" &
-echo "vm-entrypoint: $imds_addr:80 -> $host_ip:$host_port, localhost:$ext_port -> $host_ip:$ext_port," \
-  "no default route, machine addresses blocked: $(echo $blocked), $v6" >&2
+if [ "$host_ip" != none ]; then
+  socat "TCP-LISTEN:$ext_port,bind=127.0.0.1,fork,reuseaddr" "TCP:$host_ip:$ext_port" &
+  echo "vm-entrypoint: $imds_addr:80 -> $host_ip:$host_port, localhost:$ext_port -> $host_ip:$ext_port," \
+    "no default route, machine addresses blocked: $(echo $blocked), $v6" >&2
+else
+  echo "vm-entrypoint: no IMDS, no default route, machine addresses blocked: $(echo $blocked), $v6" >&2
+fi
 
 # PID 1 gets no default signal handlers: trap TERM so `docker stop` does not wait for its timeout.
 trap 'exit 0' TERM INT

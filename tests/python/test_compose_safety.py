@@ -20,6 +20,9 @@ COMPOSE = pathlib.Path(
 )
 IMDS = "169.254.169.254"
 VM_NAME = re.compile(r"^vm-\d+[a-z]$")
+# AKS pods (workload identity): workloads like the VMs, but with their projected token and the CA
+# certificate of Azure AD's HTTPS listener mounted read-only, and no IMDS.
+POD_NAME = re.compile(r"^pod(-\d+)?$")
 # Capabilities that let a process change addresses/routes/firewall or send raw frames (spoofing).
 SPOOF_CAPS = {"NET_ADMIN", "NET_RAW", "ALL"}
 # Listen flags of the parties' gRPC servers (misim aad/msrp/arm/imds).
@@ -55,6 +58,13 @@ def effective_networks(compose, name):
 def vm_side_services(compose):
     """The VMs and the services owning their network namespaces."""
     names = set(vm_services(compose))
+    names |= {netns_owner(compose, n) for n in names}
+    return {n: compose["services"][n] for n in names}
+
+
+def workload_side_services(compose):
+    """The VMs and pods, and the services owning their network namespaces."""
+    names = {n for n in compose["services"] if VM_NAME.match(n) or POD_NAME.match(n)}
     names |= {netns_owner(compose, n) for n in names}
     return {n: compose["services"][n] for n in names}
 
@@ -142,8 +152,8 @@ def test_vms_publish_nothing_and_do_not_share_the_machine_network(compose):
 def test_vm_workloads_cannot_spoof_addresses(compose):
     """Where a VM's code runs there is neither NET_ADMIN nor NET_RAW (Docker grants NET_RAW unless
     dropped), no privileged mode, no way to regain capabilities; the network setup is done by a
-    separate container owning the namespace. Only those network containers get NET_ADMIN."""
-    vms = vm_services(compose)
+    separate container owning the namespace. Only those network containers get NET_ADMIN. Pods too."""
+    vms = {n: s for n, s in compose["services"].items() if VM_NAME.match(n) or POD_NAME.match(n)}
     for name, service in vms.items():
         dropped = {c.upper() for c in service.get("cap_drop") or []}
         added = {c.upper() for c in service.get("cap_add") or []}
@@ -176,6 +186,23 @@ def test_vm_network_containers_block_the_machine(compose):
 def test_vms_mount_nothing(compose):
     for name, service in vm_side_services(compose).items():
         assert not service.get("volumes"), f"{name} mounts {service.get('volumes')}"
+
+
+def test_pods_mount_only_their_token_and_the_https_ca_read_only(compose):
+    """A pod mounts its projected service-account token and the HTTPS CA certificate, read-only; no
+    certificate, CA key or data volume of a party."""
+    services = compose["services"]
+    pods = {n: s for n, s in services.items() if POD_NAME.match(n)}
+    assert pods, "no pod service"
+    party_volumes = {
+        src: party for party in party_services(compose) for src, _, _ in volume_mounts(services[party])
+    }
+    for name, service in pods.items():
+        mounts = volume_mounts(service)
+        for src, target, read_only in mounts:
+            assert read_only, f"{name} mounts {src} at {target} writable"
+            assert src not in party_volumes, f"{name} mounts {party_volumes.get(src)}'s volume {src}"
+        assert "/var/run/secrets/azure/tokens" in {t for _, t, _ in mounts}, f"{name}: no projected token"
 
 
 def test_imds_address_is_only_used_by_services_on_internal_networks(compose):
@@ -257,7 +284,7 @@ def test_networks_vms_join_carry_no_control_plane(compose):
     """On a network a VM joins, the only other services are its host (listening there only with the
     shared IMDS and extension listeners) and the edge forwarder (ARM REST and Azure AD HTTP)."""
     vm_nets = vm_networks(compose)
-    side = vm_side_services(compose)
+    side = workload_side_services(compose)
     parties = party_services(compose)
     for name, service in compose["services"].items():
         on = set(service_networks(service)) & vm_nets
@@ -277,7 +304,7 @@ def test_networks_vms_join_carry_no_control_plane(compose):
             assert party is None, f"{name} ({party}) joins {sorted(on)}, a network VMs join"
             text = yaml.safe_dump(service)
             ports = sorted({int(p) for p in re.findall(r"TCP-LISTEN:(\d+)", text)})
-            assert ports and set(ports) <= {7701, 7702}, f"{name} on {sorted(on)} listens on {ports or 'unknown ports'}"
+            assert ports and set(ports) <= {7701, 7702, 7705}, f"{name} on {sorted(on)} listens on {ports or 'unknown ports'}"
 
 
 def test_every_party_has_its_own_certificate_and_only_certs_holds_the_ca(compose):
@@ -285,9 +312,10 @@ def test_every_party_has_its_own_certificate_and_only_certs_holds_the_ca(compose
     party; the CA directory's volume is mounted by the one-shot certs service only."""
     services = compose["services"]
     assert "certs" in services, "no certs service (the CA and the parties' certificates)"
-    certs_cmd = yaml.safe_dump(services["certs"])
-    ca_dirs = set(re.findall(r"--ca-dir[ =](\S+)", certs_cmd))
-    assert ca_dirs, "certs issues no certificate (misim certs issue --ca-dir ...)"
+    certs_text = "\n".join(str(c) for c in (services["certs"].get("command") or []))
+    # the control-plane CA: the one certs issues the parties' certificates (--out /tls/...) from
+    ca_dirs = set(re.findall(r"--ca-dir[ =](\S+)[^\n]*?--out[ =]\"?/tls/", certs_text))
+    assert ca_dirs, "certs issues no certificate (misim certs issue --ca-dir ... --out /tls/PARTY)"
     ca_volumes = {
         src
         for src, target, _ in volume_mounts(services["certs"])
@@ -309,6 +337,11 @@ def test_every_party_has_its_own_certificate_and_only_certs_holds_the_ca(compose
         assert read_only, f"{name} mounts its certificate volume {src} writable"
         assert src not in tls_volumes, f"{name} and {tls_volumes.get(src)} share the certificate volume {src}"
         tls_volumes[src] = name
-        assert "--ca-dir" not in cmd, f"{name} is given a CA directory"
+        # --ca-dir only for an HTTPS listener's own CA (Azure AD's, for workload identity), read-only,
+        # never the control-plane CA's volume (checked above for every service)
+        for ca_dir in flag(cmd, "--ca-dir"):
+            assert flag(cmd, "--https-listen"), f"{name} is given a CA directory without an HTTPS listener"
+            ca_mounts = [m for m in volume_mounts(services[name]) if ca_dir.startswith(m[1].rstrip("/") + "/")]
+            assert ca_mounts and ca_mounts[0][2], f"{name}: --ca-dir {ca_dir} is not on a read-only volume"
     certs_volumes = {src for src, _, _ in volume_mounts(services["certs"])}
     assert set(tls_volumes) <= certs_volumes, f"certs does not write {set(tls_volumes) - certs_volumes}"
