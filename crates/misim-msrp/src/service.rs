@@ -197,6 +197,16 @@ impl Msrp {
         let Some(record) = self.store.get(id)? else {
             return Ok(false);
         };
+        if record.is_ready() {
+            // Pending (stored) before Azure AD is called: a crash after the principal's deletion must
+            // not leave a Ready record whose principal is gone, which the next create would return as
+            // is (an identity that never gets a token). A Pending record is completed by the next
+            // create, or its principal found by resource ID by the next delete.
+            let mut deleting = record.clone();
+            deleting.state = IdentityState::Pending;
+            deleting.principal_id = None;
+            self.store.put(id, &deleting).await?;
+        }
         match &record.principal_id {
             Some(object_id) => {
                 self.aad

@@ -107,6 +107,45 @@ async fn crash_after_aad_created_the_principal_reuses_the_pending_certificate() 
     aad_stop.cancel();
 }
 
+/// Found by the crash soak (docs/reliability.md): MSRP killed between Azure AD's deletion of the
+/// principal and the removal of its record, then the identity assigned again. The record must not be
+/// handed back as Ready with the deleted principal (its VMs would never get a token).
+#[tokio::test]
+async fn a_delete_interrupted_after_azure_ad_acted_does_not_leave_a_ready_identity_without_principal() {
+    let aad_stop = CancellationToken::new();
+    let (aad_url, aad) = start_fake_aad(aad_stop.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = Running::start(&config(dir.path(), &aad_url, &Clock::manual(T0))).await;
+
+    let id = uami("uami1");
+    m.client
+        .create_identity(create_req(&id, IdentityKind::UserAssigned))
+        .await
+        .unwrap();
+    aad.state.lock().unwrap().fail_deletes_after_commit = true;
+    m.client
+        .delete_identity(DeleteIdentityRequest {
+            resource_id: id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert!(aad.principals().is_empty());
+    aad.state.lock().unwrap().fail_deletes_after_commit = false;
+
+    let again = m
+        .client
+        .create_identity(create_req(&id, IdentityKind::UserAssigned))
+        .await
+        .unwrap()
+        .into_inner();
+    let principals = aad.principals();
+    assert_eq!(principals.len(), 1);
+    assert_eq!(principals[0].object_id, again.principal_id);
+    m.client.get_credential(cred_req(&id)).await.unwrap();
+    m.stop().await;
+    aad_stop.cancel();
+}
+
 #[tokio::test]
 async fn deleting_a_pending_identity_deletes_its_orphan_principal() {
     let aad_stop = CancellationToken::new();

@@ -37,6 +37,9 @@ pub struct FakeState {
     pub fail_next_create_after_commit: bool,
     /// When set, the next AddKeyCredential fails without changing anything (AAD down mid-renewal).
     pub fail_next_add: bool,
+    /// While set, DeleteServicePrincipal deletes the principal and then fails (MSRP killed after
+    /// Azure AD acted, before it removed its record; retries fail too).
+    pub fail_deletes_after_commit: bool,
 }
 
 /// A fake `AadAdmin` recording calls.
@@ -235,6 +238,9 @@ impl AadAdmin for FakeAad {
         let r = req.into_inner();
         let mut s = self.record("DeleteServicePrincipal");
         s.principals.remove(&r.object_id);
+        if s.fail_deletes_after_commit {
+            return Err(Status::unavailable("deleted, then the connection broke"));
+        }
         Ok(Response::new(DeleteServicePrincipalResponse {}))
     }
     async fn set_federated_identity_credentials(
