@@ -330,7 +330,11 @@ async fn token(arm: &mut Arm, a: TokenBenchArgs) -> anyhow::Result<()> {
             first_error = w.first_error;
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    // Paced connections stop at their last slot before the deadline: the run lasted `duration`.
+    let mut elapsed = started.elapsed().as_secs_f64();
+    if a.rate.is_some() {
+        elapsed = elapsed.max(a.duration.as_secs_f64());
+    }
     let s = summarize(latencies);
     let rps = s.count as f64 / elapsed;
     let ms = |us: u64| us as f64 / 1000.0;
