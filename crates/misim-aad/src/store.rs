@@ -64,7 +64,49 @@ impl AadStore {
     /// [`StoreError::Sled`] when the directory cannot be opened (or is locked by another process) or
     /// a tree cannot be opened.
     pub fn open(path: &Path) -> std::result::Result<Self, StoreError> {
-        Self::with_db(table::open_db(path)?)
+        let store = Self::with_db(table::open_db(path)?)?;
+        if let Err(detail) = store.check_invariants() {
+            return Err(StoreError::Corrupt {
+                party: "aad".into(),
+                path: path.to_path_buf(),
+                detail,
+            });
+        }
+        Ok(store)
+    }
+
+    /// The references between Azure AD's own tables, checked at open: the default tenant exists, a
+    /// directory with tenants has a token-signing key, and every app-ID and MSI index entry names a
+    /// stored principal. A store that lost records (a truncated file) fails here instead of
+    /// answering every token request with a server error.
+    ///
+    /// # Errors
+    /// What does not hold, as a sentence.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        let e = |e: StoreError| e.to_string();
+        if let Some(id) = self.meta.get(DEFAULT_TENANT).map_err(e)? {
+            if self.tenant(&id).map_err(|x| x.to_string())?.is_none() {
+                return Err(format!("the default tenant {id} is missing"));
+            }
+        }
+        let tenants = self.tenants.values().map_err(e)?;
+        if !tenants.is_empty() && self.signing.values().map_err(e)?.is_empty() {
+            return Err("the tenants have no token-signing key".into());
+        }
+        for (name, index) in [
+            ("app-ID", &self.principal_by_app),
+            ("MSI resource ID", &self.principal_by_msi),
+        ] {
+            for (key, oid) in index.scan_prefix("").map_err(e)? {
+                let tenant = key.split('/').next().unwrap_or_default();
+                if self.principals.get(&sp_key(tenant, &oid)).map_err(e)?.is_none() {
+                    return Err(format!(
+                        "the {name} index entry {key} names service principal {oid}, which is missing"
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A store in a temporary in-memory database (unit tests).

@@ -421,3 +421,18 @@ impl Peers {
         Ok(())
     }
 }
+
+impl Peers {
+    /// The MSRP client (consistency checks, `crate::heal`).
+    pub(crate) fn msrp_client(&self) -> MsrpClient<Channel> {
+        self.msrp.clone()
+    }
+
+    /// The client of host `name` (consistency checks, `crate::heal`).
+    ///
+    /// # Errors
+    /// [`ArmError::Unavailable`] when no such host is configured.
+    pub(crate) fn host_client(&self, name: &str) -> Result<HostAgentClient<Channel>> {
+        self.host(name)
+    }
+}

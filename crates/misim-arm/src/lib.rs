@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod clients;
 pub mod error;
 pub mod extensions;
+pub mod heal;
 pub mod grpc;
 pub mod identity;
 pub mod identity_spec;

@@ -287,6 +287,10 @@ impl Arm {
 pub async fn run_loop(arm: Arc<Arm>, shutdown: CancellationToken) {
     let mut full = true;
     loop {
+        // Cross-party differences (a peer that lost its store) become dirty resources first.
+        if let Err(e) = arm.heal().await {
+            warn!(error = %e, "consistency check failed");
+        }
         match arm.reconcile_all(!full).await {
             Ok(0) => full = false,
             Ok(n) => {

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use serde::{de::DeserializeOwned, Serialize};
 
 pub mod engine;
-pub use engine::{is_lock_error, open_sled, Engine, EngineKind};
 use engine::Write;
+pub use engine::{is_lock_error, open_sled, Engine, EngineKind};
 
 /// Page cache of each party's database, bytes (sled's default is 1 GiB).
 pub const STORE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
@@ -45,12 +45,7 @@ pub enum StoreError {
     #[error("store: transaction: {0}")]
     Transaction(String),
     /// The store on disk is damaged: the party refuses to start rather than serve it.
-    #[error(
-        "the store {path} is damaged: {detail}. Restore the directory from a backup, or run \
-         `misim repair --party {party} --data-dir <DATA>` to move it aside and start empty \
-         (ARM re-creates what it knows on its next reconcile)",
-        path = .path.display()
-    )]
+    #[error("{}", corrupt_message(.party, .path, .detail))]
     Corrupt {
         /// The party whose store it is (`arm`, `msrp`, `aad`, `host:NAME`).
         party: String,
@@ -77,6 +72,27 @@ impl From<std::io::Error> for StoreError {
     fn from(e: std::io::Error) -> Self {
         StoreError::Engine(Box::new(e))
     }
+}
+
+/// The refusal of a damaged store: the path, what is wrong, and what to do.
+fn corrupt_message(party: &str, path: &Path, detail: &str) -> String {
+    // `misim up` lays stores out as DATA/{arm,msrp,aad} and DATA/hosts/NAME.
+    let data = if party.starts_with("host:") {
+        path.parent().and_then(Path::parent)
+    } else {
+        path.parent()
+    };
+    let data = data.map_or_else(|| "<DATA>".to_string(), |d| d.display().to_string());
+    let after = if party == "arm" {
+        "ARM holds the desired state, so its resources are then gone: prefer a backup"
+    } else {
+        "ARM re-creates what it knows on its next reconcile; check with `misim doctor`"
+    };
+    format!(
+        "the store {} is damaged: {detail}. Restore the directory from a backup, or run \
+         `misim repair --party {party} --data-dir {data}` to move it aside and start empty ({after})",
+        path.display()
+    )
 }
 
 impl StoreError {
@@ -183,7 +199,8 @@ impl Store {
         party: &str,
         version: u32,
     ) -> Result<Self, StoreError> {
-        Self::wrap(Arc::new(engine::SledEngine::from_db(db)), false).check_party(path, party, version)
+        Self::wrap(Arc::new(engine::SledEngine::from_db(db)), false)
+            .check_party(path, party, version)
     }
 
     fn check_party(mut self, path: &Path, party: &str, version: u32) -> Result<Self, StoreError> {
@@ -252,7 +269,8 @@ impl Store {
             }
         }
         if !path.join(STAMP_FILE).exists() {
-            let stamp = serde_json::json!({ "party": party, "version": version, "engine": kind.name() });
+            let stamp =
+                serde_json::json!({ "party": party, "version": version, "engine": kind.name() });
             crate::fsperm::write_private(&path.join(STAMP_FILE), stamp.to_string().as_bytes())?;
         }
         Ok(self)
@@ -332,7 +350,10 @@ impl Store {
 /// The I/O error of the rename; a message when `dir` does not exist.
 pub fn move_aside(dir: &Path) -> Result<PathBuf, StoreError> {
     if !dir.exists() {
-        return Err(StoreError::Config(format!("{} does not exist", dir.display())));
+        return Err(StoreError::Config(format!(
+            "{} does not exist",
+            dir.display()
+        )));
     }
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -590,7 +611,10 @@ mod tests {
         {
             let s = Store::open_party(dir.path(), "msrp", 1).unwrap();
             assert!(s.was_fresh());
-            s.table::<Rec>("recs").unwrap().put("k", &Rec { n: 1 }).unwrap();
+            s.table::<Rec>("recs")
+                .unwrap()
+                .put("k", &Rec { n: 1 })
+                .unwrap();
             s.flush().await.unwrap();
         }
         {
@@ -625,7 +649,10 @@ mod tests {
         }
         let e = Store::open_party(dir.path(), "aad", 1).err().unwrap();
         let msg = e.to_string();
-        assert!(msg.contains("table recs") && msg.contains("does not decode"), "{msg}");
+        assert!(
+            msg.contains("table recs") && msg.contains("does not decode"),
+            "{msg}"
+        );
         assert!(msg.contains(&dir.path().display().to_string()), "{msg}");
     }
 

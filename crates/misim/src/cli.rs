@@ -215,6 +215,12 @@ pub enum Command {
     /// Example: misim fault add --party vm:vm1 --endpoint imds --status 429 --count 2
     #[command(verbatim_doc_comment)]
     Fault(crate::client::fault::FaultArgs),
+    /// Report every difference between ARM's desired state and MSRP and the hosts, and whether
+    /// it is converging; fails while any remain (--wait N: wait up to N s for none).
+    ///
+    /// Example: misim doctor --wait 30
+    #[command(verbatim_doc_comment)]
+    Doctor(crate::doctor::DoctorArgs),
     /// Move a party's damaged store aside (never deleted) so it starts empty; ARM re-creates what
     /// it knows. Stop misim first.
     ///

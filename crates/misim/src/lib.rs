@@ -11,5 +11,6 @@ pub mod export;
 pub mod output;
 pub mod parties;
 pub mod repair;
+pub mod doctor;
 pub mod scenario;
 pub mod up;

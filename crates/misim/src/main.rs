@@ -55,6 +55,7 @@ async fn main() -> std::process::ExitCode {
         Command::Arm(a) => misim::parties::run_arm(a).await,
         Command::Certs { command } => misim::parties::certs(command),
         Command::Repair(a) => misim::repair::run(a),
+        Command::Doctor(a) => misim::doctor::run(a).await,
         verb => misim::client::run(verb).await,
     };
     if let Some(stop) = metrics {

@@ -44,7 +44,11 @@ pub fn run(args: RepairArgs) -> anyhow::Result<()> {
         bail!("{} does not exist: nothing to repair", dir.display());
     }
     let lock = args.data_dir.join(".lock");
-    if let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(&lock) {
+    if let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock)
+    {
         if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
             bail!(
                 "data directory {} is in use by a running `misim up`: stop it first",

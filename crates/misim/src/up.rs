@@ -490,6 +490,11 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     )
     .await
     {
+        // A party that failed (a damaged store) while ARM bootstrapped: no "misim is up".
+        Ok(_) if system.shutdown.is_cancelled() => {
+            system.stop().await;
+            Err(startup_failure("a party stopped during start-up"))
+        }
         Ok((tenant, sub)) => {
             let mut system = system;
             system.endpoints.tenant_id = tenant;
@@ -558,10 +563,22 @@ fn spawn_party<E: std::fmt::Display>(
     tasks.spawn(async move {
         if let Err(e) = fut.await {
             error!(party, error = %e, "party stopped with an error; stopping misim");
+            let _ = FIRST_PARTY_ERROR.set(format!("{party}: {e}"));
         }
         // Whatever the reason a party ends, the system is no longer whole.
         shutdown.cancel();
     });
+}
+
+/// The first error a party stopped with (a damaged store names its path and the fix).
+static FIRST_PARTY_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// `what`, with the first party's error when one stopped with an error.
+fn startup_failure(what: &str) -> anyhow::Error {
+    match FIRST_PARTY_ERROR.get() {
+        Some(e) => anyhow::anyhow!("{what}: {e}"),
+        None => anyhow::anyhow!("{what} (see the log above)"),
+    }
 }
 
 async fn wait_for_bootstrap(
@@ -573,7 +590,7 @@ async fn wait_for_bootstrap(
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
         if shutdown.is_cancelled() {
-            bail!("a party stopped during start-up (see the log above)");
+            return Err(startup_failure("a party stopped during start-up"));
         }
         match crate::client::connect(arm_grpc, token).await {
             Ok(mut arm) => match arm.get_account(GetAccountRequest::default()).await {
@@ -615,7 +632,7 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     let signal = crate::parties::shutdown_on_signal();
     tokio::select! {
         _ = signal.cancelled() => system.stop().await,
-        _ = system.wait() => bail!("a party stopped unexpectedly (see the log above)"),
+        _ = system.wait() => return Err(startup_failure("a party stopped unexpectedly")),
     }
     Ok(())
 }

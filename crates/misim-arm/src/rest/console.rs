@@ -70,6 +70,8 @@ pub fn router(arm: Arc<Arm>) -> Router {
         .route("/console/api/flows", get(flows))
         .route("/console/api/version", get(version))
         .route("/console/api/diagram.svg", get(diagram))
+        // Readiness: 200 when ARM, MSRP and the hosts agree, 503 with the differences (crate::heal).
+        .route("/readyz", get(crate::heal::readyz))
         .with_state(arm)
         .merge(misim_core::telemetry::metrics::router());
     pages.layer(axum::middleware::from_fn(guard))

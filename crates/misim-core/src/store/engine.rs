@@ -35,8 +35,11 @@ pub trait Engine: Send + Sync + 'static {
     /// The value at `key`.
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// `(key, value)` pairs whose key starts with `prefix`, in key order.
-    fn scan_prefix(&self, table: &str, prefix: &[u8])
-        -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(
+        &self,
+        table: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
     /// Number of entries of `table`.
     fn len(&self, table: &str) -> Result<usize, StoreError>;
     /// Writes `value` at `key` when the key is absent; returns the value already there otherwise.
@@ -204,7 +207,12 @@ impl SledEngine {
     }
 
     fn tree(&self, table: &str) -> Result<sled::Tree, StoreError> {
-        if let Some(t) = self.trees.read().unwrap_or_else(|p| p.into_inner()).get(table) {
+        if let Some(t) = self
+            .trees
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(table)
+        {
             return Ok(t.clone());
         }
         let t = self.db.open_tree(table).map_err(engine_err)?;
@@ -267,7 +275,9 @@ impl Engine for SledEngine {
             .map_err(engine_err)?
         {
             Ok(()) => Ok(None),
-            Err(current) => Ok(Some(current.current.map(|v| v.to_vec()).unwrap_or_default())),
+            Err(current) => Ok(Some(
+                current.current.map(|v| v.to_vec()).unwrap_or_default(),
+            )),
         }
     }
     fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
@@ -385,7 +395,9 @@ impl RedbEngine {
     fn read<R>(
         &self,
         table: &str,
-        f: impl FnOnce(&redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<R, redb::StorageError>,
+        f: impl FnOnce(
+            &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+        ) -> Result<R, redb::StorageError>,
         missing: R,
     ) -> Result<R, StoreError> {
         let tx = self.db.begin_read().map_err(engine_err)?;
@@ -423,11 +435,7 @@ impl Engine for RedbEngine {
         Ok(names)
     }
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(
-            table,
-            |t| Ok(t.get(key)?.map(|v| v.value().to_vec())),
-            None,
-        )
+        self.read(table, |t| Ok(t.get(key)?.map(|v| v.value().to_vec())), None)
     }
     fn scan_prefix(
         &self,
@@ -479,7 +487,8 @@ impl Engine for RedbEngine {
             let mut t = tx.open_table(def(&w.table)).map_err(engine_err)?;
             match &w.value {
                 Some(v) => {
-                    t.insert(w.key.as_slice(), v.as_slice()).map_err(engine_err)?;
+                    t.insert(w.key.as_slice(), v.as_slice())
+                        .map_err(engine_err)?;
                 }
                 None => {
                     t.remove(w.key.as_slice()).map_err(engine_err)?;

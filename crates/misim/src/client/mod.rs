@@ -179,6 +179,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Imds(_)
         | Command::Arm(_)
         | Command::Repair(_)
+        | Command::Doctor(_)
         | Command::Certs { .. } => bail!("not a client verb"),
     };
     let mut arm = connect(&conn.arm, conn.arm_token.as_deref()).await?;
@@ -215,6 +216,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Imds(_)
         | Command::Arm(_)
         | Command::Repair(_)
+        | Command::Doctor(_)
         | Command::Certs { .. } => {
             bail!("not a client verb")
         }

@@ -1,0 +1,378 @@
+//! Cross-party consistency: compares ARM's desired state with what MSRP and every host hold, reports
+//! each difference ([`Arm::consistency`], served as `GET /readyz` and `misim doctor`) and repairs what
+//! it can ([`Arm::heal`], run by the reconcile loop):
+//!
+//! - an identity ARM recorded that MSRP lost (its store was truncated or moved aside): ARM forgets
+//!   the ids and the reconciler creates the identity again, with a new service principal and so a
+//!   new principal ID, as Azure gives a re-created identity
+//!   (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/managed-identities-faq>);
+//!   the VMs that use it are configured again;
+//! - a VM or scale-set instance ARM placed that its host lost: placed again and configured;
+//! - an MSRP identity whose resource ARM does not have (an orphan): deleted, which deletes its
+//!   service principal and key credentials in Azure AD;
+//! - a VM on a host that ARM does not have: removed from the host.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use misim_core::ResourceId;
+use misim_proto::{imds, msrp};
+use tracing::warn;
+
+use crate::error::Result;
+use crate::model::SyncState;
+use crate::service::Arm;
+
+/// One difference between ARM's desired state and a peer.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Difference {
+    /// The party that differs (`msrp`, `host:NAME`).
+    pub party: String,
+    /// What kind of difference (`missing-identity`, `missing-vm`, `orphaned-identity`,
+    /// `orphaned-vm`, `unreachable`).
+    pub kind: String,
+    /// The resource concerned.
+    pub resource: String,
+    /// A sentence for people.
+    pub detail: String,
+    /// Whether the reconciler repairs it on its own (`false`: someone must act).
+    pub converging: bool,
+}
+
+/// The result of a consistency check.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Consistency {
+    /// True when no difference was found.
+    pub consistent: bool,
+    /// Every difference.
+    pub differences: Vec<Difference>,
+}
+
+fn diff(party: &str, kind: &str, resource: &str, detail: String, converging: bool) -> Difference {
+    Difference {
+        party: party.into(),
+        kind: kind.into(),
+        resource: resource.into(),
+        detail,
+        converging,
+    }
+}
+
+impl Arm {
+    /// MSRP's identities by lower-cased resource ID, or the difference saying MSRP is unreachable.
+    async fn msrp_identities(
+        &self,
+    ) -> std::result::Result<BTreeMap<String, msrp::Identity>, Difference> {
+        self.peers
+            .list_identities()
+            .await
+            .map(|ids| {
+                ids.into_iter()
+                    .map(|i| (i.resource_id.to_ascii_lowercase(), i))
+                    .collect()
+            })
+            .map_err(|e| diff("msrp", "unreachable", "", e.to_string(), true))
+    }
+
+    /// Every difference between ARM's desired state and MSRP and the hosts; nothing is changed.
+    ///
+    /// # Errors
+    /// ARM's own store failures.
+    pub async fn consistency(&self) -> Result<Consistency> {
+        let mut out = Vec::new();
+        // Peers first, ARM's own state after: a resource ARM adds meanwhile is then never taken
+        // for an orphan (a false "missing" only repeats an idempotent step).
+        let msrp = self.msrp_identities().await;
+        let mut hosts = Vec::new();
+        for host in self.peers.host_names() {
+            let listed = self.peers.list_vms(&host).await;
+            hosts.push((host, listed));
+        }
+        let exists = self.resource_keys()?;
+        match msrp {
+            Err(d) => out.push(d),
+            Ok(msrp) => {
+                for (key, res, ids) in self.recorded_identities()? {
+                    match msrp.get(&key) {
+                        None => out.push(diff(
+                            "msrp",
+                            "missing-identity",
+                            &res,
+                            format!("MSRP has no identity for {res} (ARM recorded principal {ids}); the reconciler creates it again"),
+                            true,
+                        )),
+                        Some(i) if !i.principal_id.eq_ignore_ascii_case(&ids) => out.push(diff(
+                            "msrp",
+                            "missing-identity",
+                            &res,
+                            format!("MSRP's identity for {res} has principal {}, ARM recorded {ids}", i.principal_id),
+                            true,
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                for (key, i) in &msrp {
+                    if !exists.contains(key.as_str()) {
+                        out.push(diff(
+                            "msrp",
+                            "orphaned-identity",
+                            &i.resource_id,
+                            format!("MSRP (and Azure AD: principal {}) hold an identity for {} that ARM does not have; the reconciler deletes it", i.principal_id, i.resource_id),
+                            true,
+                        ));
+                    }
+                }
+            }
+        }
+        let placed = self.placed_vms()?;
+        for (host, listed) in hosts {
+            let party = format!("host:{host}");
+            let on_host = match listed {
+                Ok(v) => v,
+                Err(e) => {
+                    out.push(diff(&party, "unreachable", "", e.to_string(), true));
+                    continue;
+                }
+            };
+            let on_host: BTreeSet<String> =
+                on_host.iter().map(|v| v.to_ascii_lowercase()).collect();
+            for (key, (h, res)) in &placed {
+                if h == &host && !on_host.contains(key) {
+                    out.push(diff(
+                        &party,
+                        "missing-vm",
+                        res,
+                        format!("{host} lost {res}; the reconciler places and configures it again"),
+                        true,
+                    ));
+                }
+            }
+            for key in &on_host {
+                if !exists.contains(key.as_str()) {
+                    out.push(diff(&party, "orphaned-vm", key, format!("{host} serves {key}, which ARM does not have; the reconciler removes it"), true));
+                }
+            }
+        }
+        Ok(Consistency {
+            consistent: out.is_empty(),
+            differences: out,
+        })
+    }
+
+    /// Repairs what [`Arm::consistency`] finds: marks resources for the reconciler and deletes
+    /// orphans. Returns the differences found.
+    ///
+    /// # Errors
+    /// ARM's own store failures.
+    pub async fn heal(&self) -> Result<Vec<Difference>> {
+        let found = self.consistency().await?.differences;
+        for d in &found {
+            let result = self.heal_one(d).await;
+            if let Err(e) = result {
+                warn!(party = %d.party, resource = %d.resource, error = %e, "healing failed; will retry");
+            } else if d.kind != "unreachable" {
+                warn!(party = %d.party, kind = %d.kind, resource = %d.resource, "healing: {}", d.detail);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn heal_one(&self, d: &Difference) -> Result<()> {
+        let Ok(id) = ResourceId::parse(&d.resource) else {
+            return Ok(());
+        };
+        match d.kind.as_str() {
+            "missing-identity" => {
+                let _g = self.locks.lock(&id.key()).await;
+                let why = SyncState::Failed(format!("healing: {}", d.detail));
+                if let Some(mut vm) = self.store.vm(&id)? {
+                    vm.system_identity = None;
+                    vm.sync = why;
+                    self.store.vms.put(&id.key(), &vm)?;
+                } else if let Some(mut u) = self.store.uami(&id)? {
+                    u.identity = None;
+                    u.sync = why.clone();
+                    self.store.uamis.put(&id.key(), &u)?;
+                    drop(_g);
+                    self.mark_users_dirty(&id, &why).await?;
+                } else if let Some(mut ss) = self.store.vmss.get(&id.key())? {
+                    ss.system_identity = None;
+                    ss.sync = why;
+                    self.store.vmss.put(&id.key(), &ss)?;
+                }
+            }
+            "missing-vm" => {
+                let why = SyncState::Failed(format!("healing: {}", d.detail));
+                if let Some(mut vm) = self.store.vm(&id)? {
+                    let _g = self.locks.lock(&id.key()).await;
+                    vm.placed = false;
+                    vm.sync = why;
+                    self.store.vms.put(&id.key(), &vm)?;
+                } else if let Some(mut inst) = self.store.instances.get(&id.key())? {
+                    inst.placed = false;
+                    inst.sync = why.clone();
+                    self.store.instances.put(&id.key(), &inst)?;
+                    if let Some(ss_id) = &inst.scale_set {
+                        let _g = self.locks.lock(&ss_id.key()).await;
+                        if let Some(mut ss) = self.store.vmss.get(&ss_id.key())? {
+                            ss.sync = why;
+                            self.store.vmss.put(&ss_id.key(), &ss)?;
+                        }
+                    }
+                }
+            }
+            "orphaned-identity" => self.peers.delete_identity(id.as_str()).await?,
+            "orphaned-vm" => {
+                let host = d.party.trim_start_matches("host:");
+                self.peers.remove_vm(host, id.as_str()).await?;
+            }
+            _ => {}
+        }
+        self.store.flush().await?;
+        crate::reconcile::retry_soon();
+        Ok(())
+    }
+
+    /// Marks every VM and scale set that has user-assigned identity `uami` for reconfiguration.
+    async fn mark_users_dirty(&self, uami: &ResourceId, why: &SyncState) -> Result<()> {
+        let key = uami.key();
+        for mut vm in self.store.vms.values()? {
+            if vm.user_assigned.values().any(|e| e.id.key() == key) {
+                let _g = self.locks.lock(&vm.id.key()).await;
+                vm.sync = why.clone();
+                self.store.vms.put(&vm.id.key(), &vm)?;
+            }
+        }
+        for mut ss in self.store.vmss.values()? {
+            if ss.user_assigned.values().any(|e| e.id.key() == key) {
+                let _g = self.locks.lock(&ss.id.key()).await;
+                ss.sync = why.clone();
+                self.store.vmss.put(&ss.id.key(), &ss)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keys of every resource ARM has that can own an identity or be placed on a host.
+    fn resource_keys(&self) -> Result<BTreeSet<String>> {
+        let mut keys = BTreeSet::new();
+        for v in self.store.vms.values()? {
+            keys.insert(v.id.key());
+        }
+        for v in self.store.instances.values()? {
+            keys.insert(v.id.key());
+        }
+        for u in self.store.uamis.values()? {
+            keys.insert(u.id.key());
+        }
+        for s in self.store.vmss.values()? {
+            keys.insert(s.id.key());
+        }
+        for (k, _) in self.store.sites.scan_prefix("")? {
+            keys.insert(k);
+        }
+        Ok(keys)
+    }
+
+    /// `(key, resource id, principal id)` of every identity ARM recorded as created (resources not
+    /// being deleted).
+    fn recorded_identities(&self) -> Result<Vec<(String, String, String)>> {
+        let mut out = Vec::new();
+        for v in self.store.vms.values()?.into_iter().filter(|v| !v.deleting) {
+            if let (true, Some(ids)) = (v.system_assigned, &v.system_identity) {
+                out.push((v.id.key(), v.id.to_string(), ids.principal_id.clone()));
+            }
+        }
+        for u in self
+            .store
+            .uamis
+            .values()?
+            .into_iter()
+            .filter(|u| !u.deleting)
+        {
+            if let Some(ids) = &u.identity {
+                out.push((u.id.key(), u.id.to_string(), ids.principal_id.clone()));
+            }
+        }
+        for s in self
+            .store
+            .vmss
+            .values()?
+            .into_iter()
+            .filter(|s| !s.deleting)
+        {
+            if let (true, Some(ids)) = (s.system_assigned, &s.system_identity) {
+                out.push((s.id.key(), s.id.to_string(), ids.principal_id.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// VMs and instances ARM placed (not being deleted): key → (host, resource id).
+    fn placed_vms(&self) -> Result<BTreeMap<String, (String, String)>> {
+        let mut out = BTreeMap::new();
+        for v in self
+            .store
+            .vms
+            .values()?
+            .into_iter()
+            .chain(self.store.instances.values()?)
+            .filter(|v| v.placed && !v.deleting)
+        {
+            out.insert(v.id.key(), (v.host.clone(), v.id.to_string()));
+        }
+        Ok(out)
+    }
+}
+
+/// `GET /readyz` on ARM's REST listener (loopback callers or API-token holders, as the console):
+/// `200` with `{"consistent":true,"differences":[]}` when ARM, MSRP and every host agree, `503`
+/// with the differences otherwise (the convention of Kubernetes readiness endpoints,
+/// <https://kubernetes.io/docs/reference/using-api/health-checks/>).
+pub async fn readyz(
+    axum::extract::State(arm): axum::extract::State<std::sync::Arc<Arm>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match arm.consistency().await {
+        Ok(c) if c.consistent => (axum::http::StatusCode::OK, axum::Json(c)).into_response(),
+        Ok(c) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, axum::Json(c)).into_response(),
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"consistent": false, "error": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+impl crate::clients::Peers {
+    /// MSRP `ListIdentities`.
+    ///
+    /// # Errors
+    /// [`crate::error::ArmError::Unavailable`] when MSRP cannot be reached.
+    pub async fn list_identities(&self) -> Result<Vec<msrp::Identity>> {
+        self.msrp_client()
+            .list_identities(msrp::ListIdentitiesRequest {})
+            .await
+            .map(|r| r.into_inner().identities)
+            .map_err(|s| crate::error::ArmError::Unavailable(format!("msrp: {}", s.message())))
+    }
+
+    /// Host `ListVms`: the resource IDs of the VMs (and web apps) placed on `host`.
+    ///
+    /// # Errors
+    /// [`crate::error::ArmError::Unavailable`] when the host cannot be reached.
+    pub async fn list_vms(&self, host: &str) -> Result<Vec<String>> {
+        self.host_client(host)?
+            .list_vms(imds::ListVmsRequest {})
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .vms
+                    .into_iter()
+                    .filter_map(|v| v.vm.map(|i| i.resource_id))
+                    .collect()
+            })
+            .map_err(|s| {
+                crate::error::ArmError::Unavailable(format!("host {host}: {}", s.message()))
+            })
+    }
+}
