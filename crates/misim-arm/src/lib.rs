@@ -156,7 +156,8 @@ pub async fn run(
         }
     };
     // This process' recorded requests (misim_core::events), to whoever may call ARM's API.
-    let events = misim_core::events::EventsService::new(misim_core::control::ControlAuth::Off);
+    let events = misim_core::events::EventsService::new(misim_core::control::ControlAuth::Off)
+        .with_shutdown(shutdown.clone());
     let routes = match config.api_token.clone() {
         None => routes.add_service(events.server()),
         Some(token) => routes.add_service(tonic::service::interceptor::InterceptedService::new(

@@ -269,6 +269,18 @@ where
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map(|c| c.0.to_string())
             .unwrap_or_default();
+        // The client's User-Agent names it (an Azure SDK, the Azure CLI, misim's own parties).
+        let caller = match req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(ua) if !ua.is_empty() => {
+                let ua: String = ua.chars().take(80).collect();
+                format!("{caller} ({ua})")
+            }
+            _ => caller,
+        };
         let operation = format!("{} {}", req.method(), path);
         let form = req
             .headers()
@@ -471,12 +483,23 @@ fn grpc_caller<B>(req: &http::Request<B>) -> String {
 #[derive(Clone, Debug)]
 pub struct EventsService {
     auth: crate::control::ControlAuth,
+    stop: tokio_util::sync::CancellationToken,
 }
 
 impl EventsService {
     /// The service, checking callers with `auth`.
     pub fn new(auth: crate::control::ControlAuth) -> Self {
-        EventsService { auth }
+        EventsService {
+            auth,
+            stop: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Ends every `Watch` stream when `stop` is cancelled (the server's shutdown), so an open
+    /// `misim events --follow` does not hold the server's graceful shutdown.
+    pub fn with_shutdown(mut self, stop: tokio_util::sync::CancellationToken) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// The tonic server of this service.
@@ -530,7 +553,8 @@ impl pb::events_server::Events for EventsService {
                 let ok = e.seq > last && matches(e, &f);
                 async move { ok }
             }))
-            .map(Ok);
+            .map(Ok)
+            .take_until(self.stop.clone().cancelled_owned());
         Ok(tonic::Response::new(Box::pin(stream)))
     }
 }

@@ -70,7 +70,9 @@ pub async fn serve_grpc_tls(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
     // Reflection lists what this port serves, not every misim service.
     if !service_names.is_empty() {
-        for name in service_names.iter().copied().chain([
+        // Control ports (TLS) also serve the recorded requests (crate::events).
+        let events = tls.is_some().then_some("misim.events.v1.Events");
+        for name in service_names.iter().copied().chain(events).chain([
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
         ]) {
@@ -82,7 +84,9 @@ pub async fn serve_grpc_tls(
     // Control ports serve this process' recorded requests to the admin role (crate::events).
     if tls.is_some() {
         routes = routes.add_service(
-            crate::events::EventsService::new(crate::control::ControlAuth::Enforce).server(),
+            crate::events::EventsService::new(crate::control::ControlAuth::Enforce)
+                .with_shutdown(shutdown.clone())
+                .server(),
         );
     }
     let record = crate::events::GrpcRecordLayer::new(crate::telemetry::propagation::listener_party(

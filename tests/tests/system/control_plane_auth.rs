@@ -282,15 +282,14 @@ async fn a_user_assigned_identity_shared_by_vms_on_two_hosts_is_fetched_by_both_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_arm_api_token_option_refuses_calls_without_the_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = misim::up::UpConfig::new(dir.path().to_path_buf());
-    cfg.base_port = 0;
-    cfg.hosts = 1;
-    cfg.arm_api_token = Some("s3cret-token".into());
-    // `start` itself waits for ARM through the token.
-    let system = misim::up::start(cfg)
-        .await
-        .expect("misim starts with a token");
+    // The whole system in-process on free ports (misim::embedded); `start` itself waits for ARM
+    // through the token.
+    let system = misim::embedded::start(misim::embedded::EmbeddedConfig {
+        tweak: Some(|cfg| cfg.arm_api_token = Some("s3cret-token".into())),
+        ..Default::default()
+    })
+    .await
+    .expect("misim starts with a token");
     let url = system.endpoints.arm_grpc.clone();
 
     let mut open = misim_proto::arm::arm_client::ArmClient::connect(url.clone())
@@ -321,7 +320,16 @@ async fn the_arm_api_token_option_refuses_calls_without_the_token() {
         .expect("the right token is accepted")
         .into_inner();
     assert!(!sub.subscription_id.is_empty());
-    system.stop().await;
+    // The recorded requests are behind the same token.
+    let mut events = misim_proto::events::events_client::EventsClient::connect(url.clone())
+        .await
+        .unwrap();
+    let s = events
+        .list(misim_proto::events::ListEventsRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::Unauthenticated, "{s:?}");
+    system.shutdown().await;
 }
 
 /// The services gRPC reflection lists on `channel`.
@@ -364,7 +372,8 @@ async fn reflection_on_each_port_lists_only_the_services_it_serves() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
-            "misim.arm.v1.Arm"
+            "misim.arm.v1.Arm",
+            "misim.events.v1.Events"
         ]
     );
     let msrp = sb.admin(&e.msrp_grpc).await;
@@ -373,6 +382,7 @@ async fn reflection_on_each_port_lists_only_the_services_it_serves() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "misim.events.v1.Events",
             "misim.msrp.v1.Msrp"
         ]
     );
