@@ -390,3 +390,74 @@ async fn seeded_probability_repeats_and_duration_follows_the_simulated_clock() {
     assert_eq!(raw_imds(&sys, &vm.imds_endpoint).await.unwrap().0, 200);
     sys.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inter_party_grpc_fault_delays_enablement_until_arm_retries() {
+    // IMDS throttling windows are seconds of the (manual, unmoving) clock: polling needs it off.
+    let sys = Sys::start(|c| c.imds_throttle = false).await;
+    let mut f = faults(&sys).await;
+    // MSRP refuses ARM's first two CreateIdentity calls (step 2) as a restarting server would.
+    let rule = add(
+        &mut f,
+        sim::FaultMatch {
+            party: "msrp".into(),
+            endpoint: "grpc".into(),
+            path: "/misim.msrp.v1.Msrp/CreateIdentity".into(),
+            ..Default::default()
+        },
+        sim::FaultAction {
+            kind: sim::FaultKind::GrpcStatus as i32,
+            grpc_code: tonic::Code::Unavailable as i32,
+            message: "msrp restarting".into(),
+            ..Default::default()
+        },
+        count(2),
+    )
+    .await;
+    let mut arm = sys.arm().await;
+    arm.create_resource_group(misim_proto::arm::CreateResourceGroupRequest {
+        name: "rg1".into(),
+        location: "westeurope".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("group");
+    let vm = arm
+        .create_vm(misim_proto::arm::CreateVmRequest {
+            resource_group: "rg1".into(),
+            name: "vm1".into(),
+            host: "host-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("vm")
+        .into_inner();
+    // Whether ARM reports the first failure or accepts and retries, it converges.
+    let _ = arm
+        .assign_vm_identity(misim_proto::arm::AssignVmIdentityRequest {
+            resource_group: "rg1".into(),
+            name: "vm1".into(),
+            system_assigned: true,
+            ..Default::default()
+        })
+        .await;
+    eventually("ARM to retry until the identity is served", 20, || {
+        let (sys, imds) = (&sys, vm.imds_endpoint.clone());
+        async move {
+            let (status, _) = sys.imds_token(&imds).await;
+            (status == 200).then_some(())
+        }
+    })
+    .await;
+    let hits = f
+        .list_fault_hits(sim::ListFaultHitsRequest { rule_id: rule })
+        .await
+        .expect("hits")
+        .into_inner()
+        .hits;
+    assert_eq!(hits.len(), 2);
+    assert!(hits.iter().all(|h| h.party == "msrp"
+        && h.path == "/misim.msrp.v1.Msrp/CreateIdentity"
+        && h.action == "grpc 14"));
+    sys.stop().await;
+}
