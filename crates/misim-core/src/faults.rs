@@ -576,7 +576,8 @@ async fn middleware(State(ctx): State<Ctx>, req: Request, next: Next) -> Respons
     if action.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(action.latency_ms)).await;
     }
-    match action.kind {
+    let marker = InjectedFault(action.describe());
+    let mut response = match action.kind {
         FaultKind::Latency => next.run(req).await,
         FaultKind::HttpStatus => {
             let status = StatusCode::from_u16(action.http_status)
@@ -614,8 +615,15 @@ async fn middleware(State(ctx): State<Ctx>, req: Request, next: Next) -> Respons
             );
             r
         }
-    }
+    };
+    response.extensions_mut().insert(marker);
+    response
 }
+
+/// Response extension on every answer a fault shaped (e.g. `http 429`), for layers outside the
+/// router such as request recording.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InjectedFault(pub String);
 
 /// A response whose body fails: the server aborts the connection (before any byte with `prefix`
 /// `None`, after the status line and `prefix` otherwise).
