@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use misim_proto::aad::aad_admin_client::AadAdminClient;
-use misim_proto::arm::arm_client::ArmClient;
 use misim_proto::arm as pb;
+use misim_proto::arm::arm_client::ArmClient;
 use misim_proto::msrp::msrp_client::MsrpClient;
 use misim_proto::tonic::transport::{Channel, Endpoint};
 use serde_json::Value;
@@ -61,10 +61,8 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
-        let mut val = |name: &str| -> String {
-            it.next()
-                .unwrap_or_else(|| panic!("{name} needs a value"))
-        };
+        let mut val =
+            |name: &str| -> String { it.next().unwrap_or_else(|| panic!("{name} needs a value")) };
         match arg.as_str() {
             "--ops" => a.ops = val("--ops").parse().expect("--ops N"),
             "--kills" => a.kills = val("--kills").parse().expect("--kills N"),
@@ -156,11 +154,22 @@ impl Cluster {
             }
             "aad" => {
                 c.args(["aad", "--data-dir", &s(&d.join("aad")), "--ca-dir", &s(&ca)]);
-                c.args(["--grpc-listen", &self.addr(3), "--http-listen", &self.addr(2)]);
+                c.args([
+                    "--grpc-listen",
+                    &self.addr(3),
+                    "--http-listen",
+                    &self.addr(2),
+                ]);
                 c.args(["--public-url", &self.aad_http()]);
             }
             "msrp" => {
-                c.args(["msrp", "--data-dir", &s(&d.join("msrp")), "--ca-dir", &s(&ca)]);
+                c.args([
+                    "msrp",
+                    "--data-dir",
+                    &s(&d.join("msrp")),
+                    "--ca-dir",
+                    &s(&ca),
+                ]);
                 c.args(["--listen", &self.addr(4), "--aad-grpc", &self.url(3)]);
             }
             "host-1" | "host-2" => {
@@ -177,7 +186,12 @@ impl Cluster {
             }
             "arm" => {
                 c.args(["arm", "--data-dir", &s(&d.join("arm")), "--ca-dir", &s(&ca)]);
-                c.args(["--grpc-listen", &self.addr(0), "--rest-listen", &self.addr(1)]);
+                c.args([
+                    "--grpc-listen",
+                    &self.addr(0),
+                    "--rest-listen",
+                    &self.addr(1),
+                ]);
                 c.args(["--msrp", &self.url(4), "--aad-grpc", &self.url(3)]);
                 c.args(["--aad-url", &self.aad_http()]);
                 c.args([
@@ -290,7 +304,11 @@ impl Cluster {
             self.wait_port(p).await;
         }
         let deadline = Instant::now() + Duration::from_secs(60);
-        while arm.get_account(pb::GetAccountRequest::default()).await.is_err() {
+        while arm
+            .get_account(pb::GetAccountRequest::default())
+            .await
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "ARM did not answer in 60 s");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -403,7 +421,15 @@ async fn worker(w: usize, sh: Arc<Shared>, seed: u64) {
         {
             use std::io::Write;
             let mut f = sh.log.lock().unwrap();
-            let _ = writeln!(f, "op {n} w{w} {what} -> {}", if ok { "ok".to_string() } else { format!("FAILED {}", last_error(w)) });
+            let _ = writeln!(
+                f,
+                "op {n} w{w} {what} -> {}",
+                if ok {
+                    "ok".to_string()
+                } else {
+                    format!("FAILED {}", last_error(w))
+                }
+            );
         }
         sh.busy.fetch_sub(1, Ordering::SeqCst);
         if !ok {
@@ -444,8 +470,11 @@ async fn one_op(
         for (_, id) in m.uamis.iter() {
             let _ = id;
         }
-        let uamis: Vec<(String, Option<String>)> =
-            m.uamis.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let uamis: Vec<(String, Option<String>)> = m
+            .uamis
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (_, v) in uamis.iter() {
             if let Some(id) = v {
                 principals.push(id.clone());
@@ -475,13 +504,16 @@ async fn one_op(
         0..=9 if uamis.len() < 3 => {
             let name = format!("uami-{w}-{counter}");
             let r = arm
-                .create_user_assigned_identity(req!(CreateUserAssignedIdentityRequest { name: name.clone() }))
+                .create_user_assigned_identity(req!(CreateUserAssignedIdentityRequest {
+                    name: name.clone()
+                }))
                 .await;
             note_error(w, &r);
             let ok = r.is_ok();
             model(&mut |m| match &r {
                 Ok(u) => {
-                    m.uamis.insert(name.clone(), Some(u.get_ref().id.to_ascii_lowercase()));
+                    m.uamis
+                        .insert(name.clone(), Some(u.get_ref().id.to_ascii_lowercase()));
                 }
                 Err(_) => {
                     m.maybe.insert(('u', name.clone()));
@@ -510,7 +542,9 @@ async fn one_op(
                 return ("noop (no free uami)".into(), true);
             };
             let r = arm
-                .delete_user_assigned_identity(req!(DeleteUserAssignedIdentityRequest { name: name.clone() }))
+                .delete_user_assigned_identity(req!(DeleteUserAssignedIdentityRequest {
+                    name: name.clone()
+                }))
                 .await;
             note_error(w, &r);
             let ok = r.is_ok();
@@ -525,7 +559,9 @@ async fn one_op(
         // VMs
         15..=27 if vms.len() < 4 => {
             let name = format!("vm-{w}-{counter}");
-            let r = arm.create_vm(req!(CreateVmRequest { name: name.clone() })).await;
+            let r = arm
+                .create_vm(req!(CreateVmRequest { name: name.clone() }))
+                .await;
             note_error(w, &r);
             let ok = r.is_ok();
             model(&mut |m| {
@@ -539,7 +575,9 @@ async fn one_op(
         }
         15..=31 if !vms.is_empty() => {
             let name = rng.pick(&vms).cloned().unwrap_or_default();
-            let r = arm.delete_vm(req!(DeleteVmRequest { name: name.clone() })).await;
+            let r = arm
+                .delete_vm(req!(DeleteVmRequest { name: name.clone() }))
+                .await;
             note_error(w, &r);
             let ok = r.is_ok();
             model(&mut |m| {
@@ -552,9 +590,13 @@ async fn one_op(
         }
         32..=59 if !vms.is_empty() || !sets.is_empty() => {
             let vmss = vms.is_empty() || (!sets.is_empty() && rng.below(3) == 0);
-            let name = if vmss { rng.pick(&sets) } else { rng.pick(&vms) }
-                .cloned()
-                .unwrap_or_default();
+            let name = if vmss {
+                rng.pick(&sets)
+            } else {
+                rng.pick(&vms)
+            }
+            .cloned()
+            .unwrap_or_default();
             let system = uami_ids.is_empty() || rng.below(2) == 0;
             let users: Vec<String> = if system {
                 vec![]
@@ -563,18 +605,38 @@ async fn one_op(
             };
             let assign = rng.below(3) != 0;
             let r = match (vmss, assign) {
-                (false, true) => arm
-                    .assign_vm_identity(req!(AssignVmIdentityRequest { name: name.clone(), system_assigned: system, user_assigned_identities: users.clone() }))
-                    .await,
-                (false, false) => arm
-                    .remove_vm_identity(req!(RemoveVmIdentityRequest { name: name.clone(), system_assigned: system, user_assigned_identities: users.clone() }))
-                    .await,
-                (true, true) => arm
-                    .assign_vmss_identity(req!(AssignVmssIdentityRequest { name: name.clone(), system_assigned: system, user_assigned_identities: users.clone() }))
-                    .await,
-                (true, false) => arm
-                    .remove_vmss_identity(req!(RemoveVmssIdentityRequest { name: name.clone(), system_assigned: system, user_assigned_identities: users.clone() }))
-                    .await,
+                (false, true) => {
+                    arm.assign_vm_identity(req!(AssignVmIdentityRequest {
+                        name: name.clone(),
+                        system_assigned: system,
+                        user_assigned_identities: users.clone()
+                    }))
+                    .await
+                }
+                (false, false) => {
+                    arm.remove_vm_identity(req!(RemoveVmIdentityRequest {
+                        name: name.clone(),
+                        system_assigned: system,
+                        user_assigned_identities: users.clone()
+                    }))
+                    .await
+                }
+                (true, true) => {
+                    arm.assign_vmss_identity(req!(AssignVmssIdentityRequest {
+                        name: name.clone(),
+                        system_assigned: system,
+                        user_assigned_identities: users.clone()
+                    }))
+                    .await
+                }
+                (true, false) => {
+                    arm.remove_vmss_identity(req!(RemoveVmssIdentityRequest {
+                        name: name.clone(),
+                        system_assigned: system,
+                        user_assigned_identities: users.clone()
+                    }))
+                    .await
+                }
             };
             note_error(w, &r);
             let ok = r.is_ok();
@@ -594,7 +656,11 @@ async fn one_op(
                     "{} {} {name} {}",
                     if assign { "assign" } else { "remove" },
                     if vmss { "vmss" } else { "vm" },
-                    if system { "system".to_string() } else { users.join(",") }
+                    if system {
+                        "system".to_string()
+                    } else {
+                        users.join(",")
+                    }
                 ),
                 ok,
             )
@@ -603,7 +669,10 @@ async fn one_op(
         60..=67 if sets.len() < 2 => {
             let name = format!("ss-{w}-{counter}");
             let r = arm
-                .create_vmss(req!(CreateVmssRequest { name: name.clone(), capacity: 1 + rng.below(2) as u32 }))
+                .create_vmss(req!(CreateVmssRequest {
+                    name: name.clone(),
+                    capacity: 1 + rng.below(2) as u32
+                }))
                 .await;
             note_error(w, &r);
             let ok = r.is_ok();
@@ -618,7 +687,9 @@ async fn one_op(
         }
         60..=71 if !sets.is_empty() => {
             let name = rng.pick(&sets).cloned().unwrap_or_default();
-            let r = arm.delete_vmss(req!(DeleteVmssRequest { name: name.clone() })).await;
+            let r = arm
+                .delete_vmss(req!(DeleteVmssRequest { name: name.clone() }))
+                .await;
             note_error(w, &r);
             let ok = r.is_ok();
             model(&mut |m| {
@@ -631,12 +702,15 @@ async fn one_op(
         }
         // Role assignments
         72..=87 if !principals.is_empty() || !roles.is_empty() => {
-            if roles.is_empty() || (rng.below(2) == 0 && !principals.is_empty() && roles.len() < 6) {
+            if roles.is_empty() || (rng.below(2) == 0 && !principals.is_empty() && roles.len() < 6)
+            {
                 // Principal of one of this worker's identities (looked up on ARM: the model keeps ids).
                 let id = rng.pick(&principals).cloned().unwrap_or_default();
                 let name = id.rsplit('/').next().unwrap_or_default().to_string();
                 let principal = match arm
-                    .get_user_assigned_identity(req!(GetUserAssignedIdentityRequest { name: name.clone() }))
+                    .get_user_assigned_identity(req!(GetUserAssignedIdentityRequest {
+                        name: name.clone()
+                    }))
                     .await
                 {
                     Ok(u) => u.into_inner().principal_id,
@@ -651,7 +725,7 @@ async fn one_op(
                     })
                     .await;
                 note_error(w, &r);
-            let ok = r.is_ok();
+                let ok = r.is_ok();
                 if let Ok(ra) = &r {
                     let id = ra.get_ref().id.clone();
                     model(&mut |m| {
@@ -665,7 +739,7 @@ async fn one_op(
                     .delete_role_assignment(pb::DeleteRoleAssignmentRequest { id: id.clone() })
                     .await;
                 note_error(w, &r);
-            let ok = r.is_ok();
+                let ok = r.is_ok();
                 model(&mut |m| {
                     if ok {
                         m.roles.remove(&id);
@@ -692,7 +766,9 @@ async fn one_op(
                 (format!("scale vmss {name} to {cap}"), r.is_ok())
             } else {
                 let name = format!("vm-{w}-{counter}");
-                let r = arm.create_vm(req!(CreateVmRequest { name: name.clone() })).await;
+                let r = arm
+                    .create_vm(req!(CreateVmRequest { name: name.clone() }))
+                    .await;
                 note_error(w, &r);
                 let ok = r.is_ok();
                 model(&mut |m| {
@@ -747,22 +823,30 @@ impl Checker {
         for (w, model) in sh.models.iter().enumerate() {
             let rg = format!("soak-w{w}");
             let vms = match arm
-                .list_vms(pb::ListVmsRequest { subscription_id: sub.clone(), resource_group: rg.clone() })
+                .list_vms(pb::ListVmsRequest {
+                    subscription_id: sub.clone(),
+                    resource_group: rg.clone(),
+                })
                 .await
             {
                 Ok(v) => v.into_inner().vms,
                 Err(e) => {
-                    o.transient.push(format!("ARM ListVms {rg}: {}", e.message()));
+                    o.transient
+                        .push(format!("ARM ListVms {rg}: {}", e.message()));
                     return o;
                 }
             };
             let sets = match arm
-                .list_vmss(pb::ListVmssRequest { subscription_id: sub.clone(), resource_group: rg.clone() })
+                .list_vmss(pb::ListVmssRequest {
+                    subscription_id: sub.clone(),
+                    resource_group: rg.clone(),
+                })
                 .await
             {
                 Ok(v) => v.into_inner().scale_sets,
                 Err(e) => {
-                    o.transient.push(format!("ARM ListVmss {rg}: {}", e.message()));
+                    o.transient
+                        .push(format!("ARM ListVmss {rg}: {}", e.message()));
                     return o;
                 }
             };
@@ -775,7 +859,10 @@ impl Checker {
             {
                 Ok(v) => v.into_inner().identities,
                 Err(e) => {
-                    o.transient.push(format!("ARM ListUserAssignedIdentities {rg}: {}", e.message()));
+                    o.transient.push(format!(
+                        "ARM ListUserAssignedIdentities {rg}: {}",
+                        e.message()
+                    ));
                     return o;
                 }
             };
@@ -788,13 +875,17 @@ impl Checker {
             {
                 Ok(v) => v.into_inner().role_assignments,
                 Err(e) => {
-                    o.transient.push(format!("ARM ListRoleAssignments {rg}: {}", e.message()));
+                    o.transient
+                        .push(format!("ARM ListRoleAssignments {rg}: {}", e.message()));
                     return o;
                 }
             };
             for u in &uamis {
                 if u.principal_id.is_empty() {
-                    o.transient.push(format!("user-assigned identity {} has no principal yet", u.id));
+                    o.transient.push(format!(
+                        "user-assigned identity {} has no principal yet",
+                        u.id
+                    ));
                 }
                 arm_identities.insert(u.id.to_ascii_lowercase(), u.principal_id.clone());
             }
@@ -802,14 +893,18 @@ impl Checker {
                 vms.iter().filter(|v| v.vm_scale_set.is_empty()).collect();
             for v in &vms {
                 if v.provisioning_state != "Succeeded" {
-                    o.transient.push(format!("VM {} is {}", v.id, v.provisioning_state));
+                    o.transient
+                        .push(format!("VM {} is {}", v.id, v.provisioning_state));
                 }
             }
             for v in &plain {
                 if let Some(i) = &v.identity {
                     if i.r#type.contains("SystemAssigned") {
                         if i.principal_id.is_empty() {
-                            o.transient.push(format!("VM {}: system-assigned identity has no principal yet", v.id));
+                            o.transient.push(format!(
+                                "VM {}: system-assigned identity has no principal yet",
+                                v.id
+                            ));
                         }
                         arm_identities.insert(v.id.to_ascii_lowercase(), i.principal_id.clone());
                     }
@@ -817,12 +912,16 @@ impl Checker {
             }
             for s in &sets {
                 if s.provisioning_state != "Succeeded" {
-                    o.transient.push(format!("scale set {} is {}", s.id, s.provisioning_state));
+                    o.transient
+                        .push(format!("scale set {} is {}", s.id, s.provisioning_state));
                 }
                 if let Some(i) = &s.identity {
                     if i.r#type.contains("SystemAssigned") {
                         if i.principal_id.is_empty() {
-                            o.transient.push(format!("scale set {}: system-assigned identity has no principal yet", s.id));
+                            o.transient.push(format!(
+                                "scale set {}: system-assigned identity has no principal yet",
+                                s.id
+                            ));
                         }
                         arm_identities.insert(s.id.to_ascii_lowercase(), i.principal_id.clone());
                     }
@@ -873,7 +972,9 @@ impl Checker {
             }
             for (name, exp) in m.vmss.iter_mut() {
                 match (ss_now.get(name.as_str()), exp.as_ref()) {
-                    (None, _) => hard.push(format!("scale set {rg}/{name} lost (its create returned)")),
+                    (None, _) => {
+                        hard.push(format!("scale set {rg}/{name} lost (its create returned)"))
+                    }
                     (Some(s), Some(e)) => {
                         let got = ids_of(&s.identity);
                         if &got != e {
@@ -893,7 +994,9 @@ impl Checker {
             }
             for (name, exp) in m.uamis.iter_mut() {
                 match (ua_now.get(name.as_str()), exp.as_ref()) {
-                    (None, _) => hard.push(format!("user-assigned identity {rg}/{name} lost (its create returned)")),
+                    (None, _) => hard.push(format!(
+                        "user-assigned identity {rg}/{name} lost (its create returned)"
+                    )),
                     (Some(_), Some(_)) => {}
                     (Some(u), None) => {
                         if adopt {
@@ -923,7 +1026,10 @@ impl Checker {
                     if adopt && m.maybe.remove(&('v', v.name.clone())) {
                         m.vms.insert(v.name.clone(), Some(ids_of(&v.identity)));
                     } else if !m.maybe.contains(&('v', v.name.clone())) {
-                        hard.push(format!("VM {rg}/{} exists though its delete returned", v.name));
+                        hard.push(format!(
+                            "VM {rg}/{} exists though its delete returned",
+                            v.name
+                        ));
                     }
                 }
             }
@@ -932,16 +1038,23 @@ impl Checker {
                     if adopt && m.maybe.remove(&('s', s.name.clone())) {
                         m.vmss.insert(s.name.clone(), Some(ids_of(&s.identity)));
                     } else if !m.maybe.contains(&('s', s.name.clone())) {
-                        hard.push(format!("scale set {rg}/{} exists though its delete returned", s.name));
+                        hard.push(format!(
+                            "scale set {rg}/{} exists though its delete returned",
+                            s.name
+                        ));
                     }
                 }
             }
             for u in &uamis {
                 if !m.uamis.contains_key(&u.name) {
                     if adopt && m.maybe.remove(&('u', u.name.clone())) {
-                        m.uamis.insert(u.name.clone(), Some(u.id.to_ascii_lowercase()));
+                        m.uamis
+                            .insert(u.name.clone(), Some(u.id.to_ascii_lowercase()));
                     } else if !m.maybe.contains(&('u', u.name.clone())) {
-                        hard.push(format!("user-assigned identity {rg}/{} exists though its delete returned", u.name));
+                        hard.push(format!(
+                            "user-assigned identity {rg}/{} exists though its delete returned",
+                            u.name
+                        ));
                     }
                 }
             }
@@ -960,22 +1073,32 @@ impl Checker {
         for v in &all_vms {
             if !v.private_ip_address.is_empty() {
                 if let Some(other) = ips.insert(v.private_ip_address.clone(), v.id.clone()) {
-                    o.hard.push(format!("duplicate private IP {}: {} and {}", v.private_ip_address, other, v.id));
+                    o.hard.push(format!(
+                        "duplicate private IP {}: {} and {}",
+                        v.private_ip_address, other, v.id
+                    ));
                 }
             }
             if !v.imds_endpoint.is_empty() {
                 if let Some(other) = ports.insert(v.imds_endpoint.clone(), v.id.clone()) {
-                    o.hard.push(format!("duplicate IMDS endpoint {}: {} and {}", v.imds_endpoint, other, v.id));
+                    o.hard.push(format!(
+                        "duplicate IMDS endpoint {}: {} and {}",
+                        v.imds_endpoint, other, v.id
+                    ));
                 }
             }
         }
 
         // No orphaned principal or credential: MSRP and Azure AD hold exactly ARM's identities.
         let mut msrp = MsrpClient::new(self.admin(&c.msrp_grpc()).await);
-        let msrp_ids = match msrp.list_identities(misim_proto::msrp::ListIdentitiesRequest {}).await {
+        let msrp_ids = match msrp
+            .list_identities(misim_proto::msrp::ListIdentitiesRequest {})
+            .await
+        {
             Ok(r) => r.into_inner().identities,
             Err(e) => {
-                o.transient.push(format!("MSRP ListIdentities: {}", e.message()));
+                o.transient
+                    .push(format!("MSRP ListIdentities: {}", e.message()));
                 return o;
             }
         };
@@ -985,11 +1108,19 @@ impl Checker {
             if !rid.contains("/resourcegroups/soak-w") {
                 continue;
             }
-            msrp_map.insert(rid, (i.principal_id.clone(), i.thumbprint_sha1_hex.to_ascii_uppercase()));
+            msrp_map.insert(
+                rid,
+                (
+                    i.principal_id.clone(),
+                    i.thumbprint_sha1_hex.to_ascii_uppercase(),
+                ),
+            );
         }
         for (rid, principal) in &arm_identities {
             match msrp_map.get(rid) {
-                None => o.transient.push(format!("identity {rid} (principal {principal}) has no MSRP record")),
+                None => o.transient.push(format!(
+                    "identity {rid} (principal {principal}) has no MSRP record"
+                )),
                 Some((p, _)) if p != principal => o.transient.push(format!(
                     "identity {rid}: ARM principal {principal}, MSRP principal {p}"
                 )),
@@ -998,17 +1129,21 @@ impl Checker {
         }
         for (rid, (p, _)) in &msrp_map {
             if !arm_identities.contains_key(rid) {
-                o.transient.push(format!("orphaned MSRP identity {rid} (principal {p})"));
+                o.transient
+                    .push(format!("orphaned MSRP identity {rid} (principal {p})"));
             }
         }
         let mut aad = AadAdminClient::new(self.admin(&c.aad_grpc()).await);
         let sps = match aad
-            .list_service_principals(misim_proto::aad::ListServicePrincipalsRequest { tenant_id: self.tenant.clone() })
+            .list_service_principals(misim_proto::aad::ListServicePrincipalsRequest {
+                tenant_id: self.tenant.clone(),
+            })
             .await
         {
             Ok(r) => r.into_inner().service_principals,
             Err(e) => {
-                o.transient.push(format!("Azure AD ListServicePrincipals: {}", e.message()));
+                o.transient
+                    .push(format!("Azure AD ListServicePrincipals: {}", e.message()));
                 return o;
             }
         };
@@ -1031,7 +1166,11 @@ impl Checker {
                 .iter()
                 .map(|k| k.thumbprint_sha1_hex.to_ascii_uppercase())
                 .collect();
-            let want: BTreeSet<String> = msrp_map.get(&rid).map(|(_, t)| t.clone()).into_iter().collect();
+            let want: BTreeSet<String> = msrp_map
+                .get(&rid)
+                .map(|(_, t)| t.clone())
+                .into_iter()
+                .collect();
             if !want.is_empty() && thumbs != want {
                 o.transient.push(format!(
                     "service principal {} of {rid}: key credentials {:?}, MSRP holds {:?} (orphaned credential)",
@@ -1041,7 +1180,9 @@ impl Checker {
         }
         for (rid, p) in &arm_identities {
             if !sp_principals.contains(p) {
-                o.transient.push(format!("identity {rid}: no service principal {p} in Azure AD"));
+                o.transient.push(format!(
+                    "identity {rid}: no service principal {p} in Azure AD"
+                ));
             }
         }
 
@@ -1075,12 +1216,18 @@ impl Checker {
             }
             for (rid, val) in &i.user_assigned_identities {
                 let client = if val.client_id.is_empty() {
-                    uami_client.get(&rid.to_ascii_lowercase()).map(|x| x.0.clone()).unwrap_or_default()
+                    uami_client
+                        .get(&rid.to_ascii_lowercase())
+                        .map(|x| x.0.clone())
+                        .unwrap_or_default()
                 } else {
                     val.client_id.clone()
                 };
                 let principal = if val.principal_id.is_empty() {
-                    uami_client.get(&rid.to_ascii_lowercase()).map(|x| x.1.clone()).unwrap_or_default()
+                    uami_client
+                        .get(&rid.to_ascii_lowercase())
+                        .map(|x| x.1.clone())
+                        .unwrap_or_default()
                 } else {
                     val.principal_id.clone()
                 };
@@ -1094,7 +1241,10 @@ impl Checker {
                 q.extend(extra);
                 let r = self
                     .http
-                    .get(format!("{}/metadata/identity/oauth2/token", v.imds_endpoint))
+                    .get(format!(
+                        "{}/metadata/identity/oauth2/token",
+                        v.imds_endpoint
+                    ))
                     .query(&q)
                     .header("Metadata", "true")
                     .send()
@@ -1122,7 +1272,12 @@ impl Checker {
                 }
                 let exp = claims["exp"].as_u64().unwrap_or(0);
                 if self.old_tokens.len() < 400 && !self.old_tokens.iter().any(|t| t.0 == tok) {
-                    self.old_tokens.push((tok.to_string(), resource.to_string(), exp, format!("{} {principal}", v.id)));
+                    self.old_tokens.push((
+                        tok.to_string(),
+                        resource.to_string(),
+                        exp,
+                        format!("{} {principal}", v.id),
+                    ));
                 }
             }
         }
@@ -1139,7 +1294,9 @@ impl Checker {
                         continue;
                     }
                     if let Err(e) = verify(tok, aud, &issuer_of, &keys) {
-                        o.hard.push(format!("old token of {what} (exp {exp}) no longer verifies: {e}"));
+                        o.hard.push(format!(
+                            "old token of {what} (exp {exp}) no longer verifies: {e}"
+                        ));
                     }
                 }
             }
@@ -1148,10 +1305,17 @@ impl Checker {
         o
     }
 
-    async fn jwks(&self, c: &Cluster) -> Result<(String, HashMap<String, (String, String)>), String> {
+    async fn jwks(
+        &self,
+        c: &Cluster,
+    ) -> Result<(String, HashMap<String, (String, String)>), String> {
         let d: Value = self
             .http
-            .get(format!("{}/{}/.well-known/openid-configuration", c.aad_http(), self.tenant))
+            .get(format!(
+                "{}/{}/.well-known/openid-configuration",
+                c.aad_http(),
+                self.tenant
+            ))
             .send()
             .await
             .map_err(|e| e.to_string())?
@@ -1192,13 +1356,20 @@ fn verify(
     issuer: &str,
     keys: &HashMap<String, (String, String)>,
 ) -> Result<(), String> {
-    let kid = decode_header(tok).map_err(|e| e.to_string())?.kid.unwrap_or_default();
-    let (n, e) = keys.get(&kid).ok_or_else(|| format!("kid {kid} not in the JWKS"))?;
+    let kid = decode_header(tok)
+        .map_err(|e| e.to_string())?
+        .kid
+        .unwrap_or_default();
+    let (n, e) = keys
+        .get(&kid)
+        .ok_or_else(|| format!("kid {kid} not in the JWKS"))?;
     let key = DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?;
     let mut v = Validation::new(Algorithm::RS256);
     v.set_issuer(&[issuer]);
     v.set_audience(&[aud]);
-    decode::<Value>(tok, &key, &v).map(|_| ()).map_err(|e| e.to_string())
+    decode::<Value>(tok, &key, &v)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn show_ids((s, u): &(bool, BTreeSet<String>)) -> String {
@@ -1206,7 +1377,10 @@ fn show_ids((s, u): &(bool, BTreeSet<String>)) -> String {
     if *s {
         parts.push("system".into());
     }
-    parts.extend(u.iter().map(|x| x.rsplit('/').next().unwrap_or(x).to_string()));
+    parts.extend(
+        u.iter()
+            .map(|x| x.rsplit('/').next().unwrap_or(x).to_string()),
+    );
     if parts.is_empty() {
         "none".into()
     } else {
@@ -1241,11 +1415,18 @@ fn free_base(rng: &mut Rng) -> u16 {
     }
 }
 
-async fn run_phase(args: &Args, mode: Mode, ops: usize, kills: usize, root: &Path, sum: &mut Summary) {
+async fn run_phase(
+    args: &Args,
+    mode: Mode,
+    ops: usize,
+    kills: usize,
+    root: &Path,
+    sum: &mut Summary,
+) {
     let mut rng = Rng(args.seed ^ if mode == Mode::Up { 0xA } else { 0xB });
-    let bin = std::env::var_os("MISIM_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/misim")
-    });
+    let bin = std::env::var_os("MISIM_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/misim"));
     let dir = root.join(match mode {
         Mode::Up => "up",
         Mode::Parties => "parties",
@@ -1273,7 +1454,9 @@ async fn run_phase(args: &Args, mode: Mode, ops: usize, kills: usize, root: &Pat
         target_ops: ops,
         paused: AtomicBool::new(false),
         busy: AtomicUsize::new(0),
-        models: (0..args.workers).map(|_| Mutex::new(Model::default())).collect(),
+        models: (0..args.workers)
+            .map(|_| Mutex::new(Model::default()))
+            .collect(),
         log: Mutex::new(std::fs::File::create(dir.join("ops.log")).expect("ops.log")),
     });
     let mut checker = Checker {
@@ -1318,7 +1501,11 @@ async fn run_phase(args: &Args, mode: Mode, ops: usize, kills: usize, root: &Pat
         }
         cluster.spawn(&victim);
         cluster.wait_ready(&mut arm).await;
-        let what = format!("kill {} of {victim} at op {}", k + 1, sh.ops.load(Ordering::SeqCst));
+        let what = format!(
+            "kill {} of {victim} at op {}",
+            k + 1,
+            sh.ops.load(Ordering::SeqCst)
+        );
         check(&mut checker, &cluster, &sh, &what, sum).await;
         sh.paused.store(false, Ordering::SeqCst);
     }
@@ -1343,7 +1530,11 @@ async fn check(checker: &mut Checker, c: &Cluster, sh: &Shared, what: &str, sum:
         let last = start.elapsed() >= CONVERGENCE;
         let o = checker.pass(c, sh, false).await;
         if first.is_none() && !o.transient.is_empty() {
-            first = Some(format!("{} pending, e.g. {}", o.transient.len(), o.transient[0]));
+            first = Some(format!(
+                "{} pending, e.g. {}",
+                o.transient.len(),
+                o.transient[0]
+            ));
         }
         if o.transient.is_empty() || last {
             let _ = o;
@@ -1360,17 +1551,30 @@ async fn check(checker: &mut Checker, c: &Cluster, sh: &Shared, what: &str, sum:
             let mut v: Vec<String> = o.hard.iter().map(|h| format!("[{what}] {h}")).collect();
             if !o.transient.is_empty() {
                 v.extend(o.transient.iter().map(|t| {
-                    format!("[{what}] not converged after {:.1} s: {t}", took.as_secs_f64())
+                    format!(
+                        "[{what}] not converged after {:.1} s: {t}",
+                        took.as_secs_f64()
+                    )
                 }));
             }
             if took > CONVERGENCE && o.transient.is_empty() {
-                v.push(format!("[{what}] converged only after {:.1} s", took.as_secs_f64()));
+                v.push(format!(
+                    "[{what}] converged only after {:.1} s",
+                    took.as_secs_f64()
+                ));
             }
             println!(
                 "   check [{what}]: {} in {:.2} s{}",
-                if v.is_empty() { "invariants hold" } else { "VIOLATED" },
+                if v.is_empty() {
+                    "invariants hold"
+                } else {
+                    "VIOLATED"
+                },
                 took.as_secs_f64(),
-                first.as_ref().map(|f| format!(" (first pass: {f})")).unwrap_or_default()
+                first
+                    .as_ref()
+                    .map(|f| format!(" (first pass: {f})"))
+                    .unwrap_or_default()
             );
             for x in &v {
                 println!("VIOLATION {x}");
@@ -1385,7 +1589,10 @@ async fn check(checker: &mut Checker, c: &Cluster, sh: &Shared, what: &str, sum:
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    let root = tempfile::Builder::new().prefix("misim-soak-").tempdir().expect("temp dir");
+    let root = tempfile::Builder::new()
+        .prefix("misim-soak-")
+        .tempdir()
+        .expect("temp dir");
     println!(
         "soak: seed {} (rerun with --seed {}), {} workers, modes {:?}",
         args.seed, args.seed, args.workers, args.modes
@@ -1401,10 +1608,19 @@ async fn main() {
     let kills: usize = sum.kills.values().sum();
     println!("== soak summary");
     println!("   seed:               {}", args.seed);
-    println!("   operations:         {} ({} succeeded, {} failed while a party was down)", sum.ops, sum.ops_ok, sum.ops - sum.ops_ok);
+    println!(
+        "   operations:         {} ({} succeeded, {} failed while a party was down)",
+        sum.ops,
+        sum.ops_ok,
+        sum.ops - sum.ops_ok
+    );
     println!(
         "   kills (kill -9):    {kills} ({})",
-        sum.kills.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+        sum.kills
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("   invariant checks:   {}", sum.checks);
     println!("   tokens re-verified: {}", sum.tokens_checked);
@@ -1417,11 +1633,17 @@ async fn main() {
     for v in &sum.violations {
         println!("     {v}");
     }
-    println!("   time:               {:.0} s", started.elapsed().as_secs_f64());
+    println!(
+        "   time:               {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     let failed = !sum.violations.is_empty() || sum.ops < args.ops || kills < args.kills;
     if failed || args.keep {
         let kept = root.keep();
-        println!("   data and logs kept in {} (ops.log, logs/*.log)", kept.display());
+        println!(
+            "   data and logs kept in {} (ops.log, logs/*.log)",
+            kept.display()
+        );
     }
     if failed {
         std::process::exit(1);

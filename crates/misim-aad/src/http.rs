@@ -18,6 +18,33 @@ use crate::error::{AadError, Result};
 use crate::keyring::KeyRing;
 use crate::token::TokenService;
 
+/// The `{tenant}` path segment. One that does not percent-decode to UTF-8 (`/%91/oauth2/token`) is
+/// kept as sent, so it is refused as an unknown tenant in Entra's error body (AADSTS90002) rather
+/// than with axum's plain-text rejection (found by tests/fuzz_aad.rs).
+struct TenantSegment(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TenantSegment {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(tenant)) => Ok(TenantSegment(tenant)),
+            Err(_) => Ok(TenantSegment(
+                parts
+                    .uri
+                    .path()
+                    .split('/')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string(),
+            )),
+        }
+    }
+}
+
 /// What the HTTP handlers share.
 pub struct HttpState {
     /// Tenants and principals.
@@ -111,7 +138,7 @@ async fn token(state: &HttpState, tenant: &str, version: Version, body: &[u8]) -
 #[tracing::instrument(skip_all, fields(tenant = %tenant))]
 async fn token_v1(
     State(state): State<Arc<HttpState>>,
-    Path(tenant): Path<String>,
+    TenantSegment(tenant): TenantSegment,
     body: Bytes,
 ) -> Response {
     token(&state, &tenant, Version::V1, &body).await
@@ -120,7 +147,7 @@ async fn token_v1(
 #[tracing::instrument(skip_all, fields(tenant = %tenant))]
 async fn token_v2(
     State(state): State<Arc<HttpState>>,
-    Path(tenant): Path<String>,
+    TenantSegment(tenant): TenantSegment,
     body: Bytes,
 ) -> Response {
     token(&state, &tenant, Version::V2, &body).await
@@ -129,7 +156,7 @@ async fn token_v2(
 async fn openid_v1(
     State(state): State<Arc<HttpState>>,
     Extension(base): Extension<PublicUrl>,
-    Path(tenant): Path<String>,
+    TenantSegment(tenant): TenantSegment,
 ) -> Response {
     let doc = state
         .discovery_tenant(&tenant)
@@ -140,7 +167,7 @@ async fn openid_v1(
 async fn openid_v2(
     State(state): State<Arc<HttpState>>,
     Extension(base): Extension<PublicUrl>,
-    Path(tenant): Path<String>,
+    TenantSegment(tenant): TenantSegment,
 ) -> Response {
     let doc = state
         .discovery_tenant(&tenant)
@@ -159,10 +186,16 @@ async fn jwks(state: &HttpState, tenant: &str, v2: bool) -> Response {
     state.respond(result)
 }
 
-async fn jwks_v1(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
+async fn jwks_v1(
+    State(state): State<Arc<HttpState>>,
+    TenantSegment(tenant): TenantSegment,
+) -> Response {
     jwks(&state, &tenant, false).await
 }
 
-async fn jwks_v2(State(state): State<Arc<HttpState>>, Path(tenant): Path<String>) -> Response {
+async fn jwks_v2(
+    State(state): State<Arc<HttpState>>,
+    TenantSegment(tenant): TenantSegment,
+) -> Response {
     jwks(&state, &tenant, true).await
 }

@@ -90,7 +90,11 @@ const FORMS: &[&str] = &[
 fn mutate(seed: &str, edits: &[(usize, u8, char)]) -> String {
     let mut chars: Vec<char> = seed.chars().collect();
     for (pos, op, c) in edits {
-        let at = if chars.is_empty() { 0 } else { pos % (chars.len() + 1) };
+        let at = if chars.is_empty() {
+            0
+        } else {
+            pos % (chars.len() + 1)
+        };
         match op % 4 {
             0 => chars.insert(at, *c),
             1 if at < chars.len() => {
@@ -138,7 +142,10 @@ fn assert_entra_error(status: u16, v: &Value, what: &str) {
         && v["correlation_id"].is_string()
         && v["error_uri"].is_string();
     assert!(ok, "{what}: {status} is not Entra's error shape: {v}");
-    assert!((400..600).contains(&status) && status != 500, "{what}: status {status}: {v}");
+    assert!(
+        (400..600).contains(&status) && status != 500,
+        "{what}: status {status}: {v}"
+    );
 }
 
 /// POSTs `body` to the token endpoint (`v2` or v1) of `tenant`; checks the answer.
@@ -173,7 +180,8 @@ fn post_token(tenant: &str, v2: bool, body: String, content_type: Option<&str>) 
 }
 
 fn form(seed: &str, assertion: &str) -> String {
-    seed.replace("{C}", &world().client_id).replace("{A}", assertion)
+    seed.replace("{C}", &world().client_id)
+        .replace("{A}", assertion)
 }
 
 fn b64(v: &[u8]) -> String {
@@ -186,7 +194,12 @@ fn seed_corpus() {
     // The real requests are accepted (the client-credentials ones), and the others refused properly.
     for (i, seed) in FORMS.iter().enumerate() {
         for v2 in [false, true] {
-            let (status, v) = post_token(&w.tenant, v2, form(seed, &good_assertion(w, v2)), Some("application/x-www-form-urlencoded"));
+            let (status, v) = post_token(
+                &w.tenant,
+                v2,
+                form(seed, &good_assertion(w, v2)),
+                Some("application/x-www-form-urlencoded"),
+            );
             if i <= 2 && (v2 == (i != 0)) {
                 assert_eq!(status, 200, "seed {i} v2={v2}: {v}");
             }
@@ -194,14 +207,32 @@ fn seed_corpus() {
     }
     // Regression cases: bodies that are not forms, no content type, a JSON body.
     post_token(&w.tenant, true, "%zz=%".into(), None);
-    post_token(&w.tenant, false, "{\"grant_type\":\"client_credentials\"}".into(), Some("application/json"));
-    post_token("common", true, form(FORMS[1], &good_assertion(w, true)), None);
+    post_token(
+        &w.tenant,
+        false,
+        "{\"grant_type\":\"client_credentials\"}".into(),
+        Some("application/json"),
+    );
+    post_token(
+        "common",
+        true,
+        form(FORMS[1], &good_assertion(w, true)),
+        None,
+    );
     post_token("%00", false, String::new(), None);
+    // Found by the long form: a tenant segment that does not percent-decode to UTF-8 was refused with
+    // axum's plain-text "Invalid URL: Invalid UTF-8 in `tenant`".
+    let (status, v) = post_token("%91", true, form(FORMS[1], &good_assertion(w, true)), None);
+    assert_eq!((status, &v["error_codes"][0]), (400, &json!(90002)), "{v}");
+    discovery("/5e1b5124%c8d0/.well-known/openid-configuration");
+    discovery("/%8d/discovery/v2.0/keys");
 }
 
 fn discovery(path: &str) {
     let w = world();
-    let Ok(url) = reqwest::Url::parse(&format!("{}{path}", w.url)) else { return };
+    let Ok(url) = reqwest::Url::parse(&format!("{}{path}", w.url)) else {
+        return;
+    };
     let what = format!("GET {url}");
     let (status, text) = w.rt.block_on(async {
         let r = w.http.get(url).send().await.expect("Azure AD answers");
@@ -298,7 +329,13 @@ proptest! {
     fn tenants(e in edits(5), which in 0usize..4, alias in prop_oneof![Just("common"), Just("organizations"), Just("consumers"), Just("")]) {
         let w = world();
         let seed = if which == 0 { alias.to_string() } else { w.tenant.clone() };
-        let t = mutate(&seed, &e).replace(['/', '?', '#'], "");
+        // One segment: no separators (URL parsers read `\\` as `/` in http URLs).
+        let t = mutate(&seed, &e).replace(['/', '\\', '?', '#'], "");
+        // Not a tenant segment once the URL is normalised (empty, `.`, `..`, also as `%2e`): another route.
+        let dots = t.to_ascii_lowercase().replace("%2e", ".");
+        if t.is_empty() || dots == "." || dots == ".." {
+            return Ok(());
+        }
         match which {
             0 | 1 => discovery(&format!("/{t}/.well-known/openid-configuration")),
             2 => discovery(&format!("/{t}/discovery/v2.0/keys")),
@@ -316,15 +353,25 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| Value::Number(n.into())),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)),
         ".{0,10}".prop_map(Value::String),
-        prop_oneof![Just("RS256"), Just("none"), Just("HS256"), Just("JWT")].prop_map(|s| Value::String(s.into())),
+        prop_oneof![Just("RS256"), Just("none"), Just("HS256"), Just("JWT")]
+            .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(3, 20, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             proptest::collection::btree_map(
-                prop_oneof![Just("alg".to_string()), Just("x5t".to_string()), Just("aud".to_string()), Just("exp".to_string()), Just("iss".to_string()), ".{0,5}".prop_map(|s| s)],
+                prop_oneof![
+                    Just("alg".to_string()),
+                    Just("x5t".to_string()),
+                    Just("aud".to_string()),
+                    Just("exp".to_string()),
+                    Just("iss".to_string()),
+                    ".{0,5}".prop_map(|s| s)
+                ],
                 inner,
                 0..5
             )

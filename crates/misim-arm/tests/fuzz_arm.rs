@@ -83,7 +83,11 @@ const BODIES: &[&str] = &[
 fn mutate(seed: &str, edits: &[(usize, u8, char)]) -> String {
     let mut chars: Vec<char> = seed.chars().collect();
     for (pos, op, c) in edits {
-        let at = if chars.is_empty() { 0 } else { pos % (chars.len() + 1) };
+        let at = if chars.is_empty() {
+            0
+        } else {
+            pos % (chars.len() + 1)
+        };
         match op % 4 {
             0 => chars.insert(at, *c),
             1 if at < chars.len() => {
@@ -134,7 +138,10 @@ fn assert_arm_error(v: &Value, what: &str) {
 
 fn check_arm_error(e: &misim_arm::ArmError, what: &str) {
     let status = e.http_status();
-    assert!(status.is_client_error() || status.is_server_error(), "{what}: {status}");
+    assert!(
+        status.is_client_error() || status.is_server_error(),
+        "{what}: {status}"
+    );
     assert_arm_error(&e.body(), what);
 }
 
@@ -153,10 +160,19 @@ fn check_query(q: &str) {
         let _ = query::eq(&clauses, "principalId");
     }
     let items: Vec<Value> = (0..5).map(|i| serde_json::json!({ "i": i })).collect();
-    if let Ok(page) = query::page(items, "http://127.0.0.1:1", "/subscriptions/x/resourcegroups", q) {
+    if let Ok(page) = query::page(
+        items,
+        "http://127.0.0.1:1",
+        "/subscriptions/x/resourcegroups",
+        q,
+    ) {
         assert!(page["value"].is_array(), "{q:?}: {page}");
         if let Some(next) = page.get("nextLink") {
-            assert!(next.as_str().is_some_and(|n| n.starts_with("http://127.0.0.1:1/")), "{next}");
+            assert!(
+                next.as_str()
+                    .is_some_and(|n| n.starts_with("http://127.0.0.1:1/")),
+                "{next}"
+            );
         }
     }
 }
@@ -190,7 +206,11 @@ fn seed_corpus() {
         check_body(b.as_bytes());
     }
     // Regression cases: multi-byte UTF-8 where a fixed-width prefix is compared.
-    for p in ["/vaultsé/x", "/vé", "/subscriptions/é/resourceGroups/é/providers/é"] {
+    for p in [
+        "/vaultsé/x",
+        "/vé",
+        "/subscriptions/é/resourceGroups/é/providers/é",
+    ] {
         check_path(p);
     }
 }
@@ -259,33 +279,54 @@ fn server() -> &'static Server {
 /// (spaces, control characters) are percent-encoded by the client, as an SDK would.
 fn check_request(method: &str, p: &str, q: &str, auth: Option<&str>, b: &[u8]) {
     let s = server();
-    let mut target = format!("{}{}", s.url, if p.starts_with('/') { p.to_string() } else { format!("/{p}") });
+    let mut target = format!(
+        "{}{}",
+        s.url,
+        if p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("/{p}")
+        }
+    );
     if !q.is_empty() {
         target.push('?');
         target.push_str(q);
     }
-    let Ok(url) = reqwest::Url::parse(&target) else { return };
+    let Ok(url) = reqwest::Url::parse(&target) else {
+        return;
+    };
     if url.host_str() != Some("127.0.0.1") {
         return; // a mutation that moved the authority: not a request to ARM
     }
-    let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else { return };
+    let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
+        return;
+    };
     let mut req = s.http.request(m, url).body(b.to_vec());
     if let Some(a) = auth {
-        let Ok(v) = reqwest::header::HeaderValue::from_str(a) else { return };
+        let Ok(v) = reqwest::header::HeaderValue::from_str(a) else {
+            return;
+        };
         req = req.header("authorization", v);
     }
     let (status, text) = s.rt.block_on(async {
-        let r = req.send().await.expect("ARM answers (no panic, no dropped connection)");
+        let r = req
+            .send()
+            .await
+            .expect("ARM answers (no panic, no dropped connection)");
         let status = r.status();
         (status, r.text().await.unwrap_or_default())
     });
-    assert!(!status.is_server_error() || status.as_u16() == 503, "{method} {target}: {status} {text}");
+    assert!(
+        !status.is_server_error() || status.as_u16() == 503,
+        "{method} {target}: {status} {text}"
+    );
     if (status.is_client_error() || status.is_server_error()) && method != "HEAD" {
         if status.as_u16() == 405 && text.is_empty() {
             return;
         }
-        let v: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{method} {target}: {status} body is not JSON ({e}): {text:?}"));
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!("{method} {target}: {status} body is not JSON ({e}): {text:?}")
+        });
         assert_arm_error(&v, &format!("{method} {target} -> {status}"));
     }
 }
@@ -351,16 +392,29 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| Value::Number(n.into())),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map(Value::Number).unwrap_or(Value::Null)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)),
         ".{0,12}".prop_map(Value::String),
-        prop_oneof![Just("SystemAssigned"), Just("UserAssigned"), Just("None"), Just("SystemAssigned, UserAssigned"), Just("systemassigned,userassigned")]
-            .prop_map(|s| Value::String(s.into())),
+        prop_oneof![
+            Just("SystemAssigned"),
+            Just("UserAssigned"),
+            Just("None"),
+            Just("SystemAssigned, UserAssigned"),
+            Just("systemassigned,userassigned")
+        ]
+        .prop_map(|s| Value::String(s.into())),
     ];
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
             proptest::collection::btree_map(
-                prop_oneof![Just("type".to_string()), Just("userAssignedIdentities".to_string()), Just("capacity".to_string()), ".{0,6}".prop_map(|s| s)],
+                prop_oneof![
+                    Just("type".to_string()),
+                    Just("userAssignedIdentities".to_string()),
+                    Just("capacity".to_string()),
+                    ".{0,6}".prop_map(|s| s)
+                ],
                 inner,
                 0..4
             )

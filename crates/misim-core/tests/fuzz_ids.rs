@@ -48,7 +48,11 @@ fn check(s: &str) {
 fn mutate(seed: &str, edits: &[(usize, u8, char)]) -> String {
     let mut chars: Vec<char> = seed.chars().collect();
     for (pos, op, c) in edits {
-        let at = if chars.is_empty() { 0 } else { pos % (chars.len() + 1) };
+        let at = if chars.is_empty() {
+            0
+        } else {
+            pos % (chars.len() + 1)
+        };
         match op % 3 {
             0 => chars.insert(at, *c),
             1 if at < chars.len() => {

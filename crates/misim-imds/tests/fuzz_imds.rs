@@ -43,7 +43,9 @@ struct World {
 }
 
 fn vm_id() -> String {
-    format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1")
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1"
+    )
 }
 
 fn world() -> &'static World {
@@ -176,13 +178,18 @@ const REQUESTS: &[&str] = &[
 
 fn fill(seed: &str) -> String {
     let w = world();
-    seed.replace("{U}", &w.user.client_id).replace("{R}", &w.user.resource_id)
+    seed.replace("{U}", &w.user.client_id)
+        .replace("{R}", &w.user.resource_id)
 }
 
 fn mutate(seed: &str, edits: &[(usize, u8, char)]) -> String {
     let mut chars: Vec<char> = seed.chars().collect();
     for (pos, op, c) in edits {
-        let at = if chars.is_empty() { 0 } else { pos % (chars.len() + 1) };
+        let at = if chars.is_empty() {
+            0
+        } else {
+            pos % (chars.len() + 1)
+        };
         match op % 4 {
             0 => chars.insert(at, *c),
             1 if at < chars.len() => {
@@ -218,12 +225,24 @@ fn edits(max: usize) -> impl Strategy<Value = Vec<(usize, u8, char)>> {
 /// Sends `GET path_and_query` with `headers`; checks the answer. Returns the status (0: not a URL).
 fn get(method: &str, path_and_query: &str, headers: &[(String, String)]) -> u16 {
     let w = world();
-    let target = format!("{}{}", w.imds, if path_and_query.starts_with('/') { path_and_query.to_string() } else { format!("/{path_and_query}") });
-    let Ok(url) = reqwest::Url::parse(&target) else { return 0 };
+    let target = format!(
+        "{}{}",
+        w.imds,
+        if path_and_query.starts_with('/') {
+            path_and_query.to_string()
+        } else {
+            format!("/{path_and_query}")
+        }
+    );
+    let Ok(url) = reqwest::Url::parse(&target) else {
+        return 0;
+    };
     if url.host_str() != Some("127.0.0.1") {
         return 0;
     }
-    let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else { return 0 };
+    let Ok(m) = reqwest::Method::from_bytes(method.as_bytes()) else {
+        return 0;
+    };
     let mut req = w.http.request(m, url.clone());
     for (k, v) in headers {
         let (Ok(k), Ok(v)) = (
@@ -236,7 +255,10 @@ fn get(method: &str, path_and_query: &str, headers: &[(String, String)]) -> u16 
     }
     let what = format!("{method} {url} {headers:?}");
     let (status, text) = w.rt.block_on(async {
-        let r = req.send().await.unwrap_or_else(|e| panic!("{what}: IMDS does not answer: {e}"));
+        let r = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: IMDS does not answer: {e}"));
         let s = r.status().as_u16();
         (s, r.text().await.unwrap_or_default())
     });
@@ -255,13 +277,24 @@ fn get(method: &str, path_and_query: &str, headers: &[(String, String)]) -> u16 
     if status == 200 {
         return status;
     }
-    assert!(status != 500 || v["error"] == "unknown", "{what}: {status} {v}");
+    assert!(
+        status != 500 || v["error"] == "unknown",
+        "{what}: {status} {v}"
+    );
     let error = v["error"].as_str();
-    assert!(error.is_some_and(|e| !e.is_empty()), "{what}: {status}: no \"error\" string: {v}");
-    let identity = url.path().to_ascii_lowercase().starts_with("/metadata/identity");
+    assert!(
+        error.is_some_and(|e| !e.is_empty()),
+        "{what}: {status}: no \"error\" string: {v}"
+    );
+    let identity = url
+        .path()
+        .to_ascii_lowercase()
+        .starts_with("/metadata/identity");
     if identity && status != 404 {
         assert!(
-            v["error_description"].as_str().is_some_and(|d| !d.is_empty()),
+            v["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
             "{what}: {status}: identity category without error_description: {v}"
         );
     }
@@ -285,11 +318,33 @@ fn seed_corpus() {
     }
     assert_eq!(get("GET", &fill(REQUESTS[8]), &metadata_header()), 200);
     // Regression cases: duplicate parameters, a repeated Metadata header, X-Forwarded-For, a POST.
-    get("GET", "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=a&resource=b", &metadata_header());
-    get("GET", &fill(REQUESTS[0]), &[("Metadata".into(), "true".into()), ("Metadata".into(), "true".into())]);
-    get("GET", &fill(REQUESTS[0]), &[("Metadata".into(), "true".into()), ("X-Forwarded-For".into(), "10.0.0.1".into())]);
+    get(
+        "GET",
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=a&resource=b",
+        &metadata_header(),
+    );
+    get(
+        "GET",
+        &fill(REQUESTS[0]),
+        &[
+            ("Metadata".into(), "true".into()),
+            ("Metadata".into(), "true".into()),
+        ],
+    );
+    get(
+        "GET",
+        &fill(REQUESTS[0]),
+        &[
+            ("Metadata".into(), "true".into()),
+            ("X-Forwarded-For".into(), "10.0.0.1".into()),
+        ],
+    );
     get("POST", &fill(REQUESTS[0]), &metadata_header());
-    get("GET", "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=%ff%fe", &metadata_header());
+    get(
+        "GET",
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=%ff%fe",
+        &metadata_header(),
+    );
 }
 
 fn header_strategy() -> impl Strategy<Value = Vec<(String, String)>> {
