@@ -74,6 +74,26 @@ impl Sandbox {
         self.system = Some(system);
     }
 
+    /// Stops every party, runs `damage` on the data directory, and starts them again; returns the
+    /// start-up error when the system refuses to start (a damaged store), the system stays stopped
+    /// then.
+    ///
+    /// # Errors
+    /// The error `misim up` would print.
+    pub async fn restart_after(
+        &mut self,
+        damage: impl FnOnce(&std::path::Path),
+    ) -> anyhow::Result<()> {
+        if let Some(s) = self.system.take() {
+            s.stop().await;
+        }
+        damage(self.dir.path());
+        let system = start(config(self.dir.path(), self.hosts)).await?;
+        self.endpoints = system.endpoints.clone();
+        self.system = Some(system);
+        Ok(())
+    }
+
     /// A gRPC client for ARM's control plane.
     pub async fn arm(&self) -> ArmClient<Channel> {
         ArmClient::connect(self.endpoints.arm_grpc.clone())

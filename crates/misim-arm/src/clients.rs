@@ -428,6 +428,11 @@ impl Peers {
         self.msrp.clone()
     }
 
+    /// The Azure AD admin client (consistency checks, `crate::heal`).
+    pub(crate) fn aad_client(&self) -> AadAdminClient<Channel> {
+        self.aad.clone()
+    }
+
     /// The client of host `name` (consistency checks, `crate::heal`).
     ///
     /// # Errors

@@ -82,6 +82,10 @@ impl Arm {
         // Peers first, ARM's own state after: a resource ARM adds meanwhile is then never taken
         // for an orphan (a false "missing" only repeats an idempotent step).
         let msrp = self.msrp_identities().await;
+        let aad = match &msrp {
+            Ok(m) => Some(self.aad_principals(m).await),
+            Err(_) => None,
+        };
         let mut hosts = Vec::new();
         for host in self.peers.host_names() {
             let listed = self.peers.list_vms(&host).await;
@@ -110,6 +114,34 @@ impl Arm {
                         Some(_) => {}
                     }
                 }
+                match aad {
+                    Some(Ok(aad)) => {
+                        for (key, i) in &msrp {
+                            if !exists.contains(key.as_str()) || i.principal_id.is_empty() {
+                                continue;
+                            }
+                            match aad.get(&i.principal_id.to_ascii_lowercase()) {
+                                None => out.push(diff(
+                                    "aad",
+                                    "missing-principal",
+                                    &i.resource_id,
+                                    format!("Azure AD has no service principal {} for {}; the reconciler creates the identity again (a new principal ID, as Azure gives a re-created identity)", i.principal_id, i.resource_id),
+                                    true,
+                                )),
+                                Some(thumbs) if !thumbs.contains(&i.thumbprint_sha1_hex.to_ascii_uppercase()) => out.push(diff(
+                                    "aad",
+                                    "missing-credential",
+                                    &i.resource_id,
+                                    format!("service principal {} of {} has no key credential for MSRP's certificate {}; the reconciler creates the identity again", i.principal_id, i.resource_id, i.thumbprint_sha1_hex),
+                                    true,
+                                )),
+                                Some(_) => {}
+                            }
+                        }
+                    }
+                    Some(Err(d)) => out.push(d),
+                    None => {}
+                }
                 for (key, i) in &msrp {
                     if !exists.contains(key.as_str()) {
                         out.push(diff(
@@ -122,6 +154,16 @@ impl Arm {
                     }
                 }
             }
+        }
+        // ARM's own unfinished work: the system has not settled while any resource is dirty.
+        for (res, state) in self.dirty_resources()? {
+            out.push(diff(
+                "arm",
+                "reconciling",
+                &res,
+                format!("ARM is still carrying {res} to MSRP and its host ({state})"),
+                true,
+            ));
         }
         let placed = self.placed_vms()?;
         for (host, listed) in hosts {
@@ -164,7 +206,13 @@ impl Arm {
     /// # Errors
     /// ARM's own store failures.
     pub async fn heal(&self) -> Result<Vec<Difference>> {
-        let found = self.consistency().await?.differences;
+        let mut found = self.consistency().await?.differences;
+        // Azure AD differences lead to deleting and re-creating an identity: act only on ones a
+        // second look confirms (a certificate renewal between the two listings is not a loss).
+        if found.iter().any(|d| d.party == "aad" && d.kind != "unreachable") {
+            let again = self.consistency().await?.differences;
+            found.retain(|d| d.party != "aad" || again.contains(d));
+        }
         for d in &found {
             let result = self.heal_one(d).await;
             if let Err(e) = result {
@@ -181,6 +229,16 @@ impl Arm {
             return Ok(());
         };
         match d.kind.as_str() {
+            "missing-principal" | "missing-credential" => {
+                // MSRP's record points at what Azure AD lost: drop it (Azure AD's leftovers with it),
+                // then the identity is created again as a missing one.
+                self.peers.delete_identity(id.as_str()).await?;
+                let again = Difference {
+                    kind: "missing-identity".into(),
+                    ..d.clone()
+                };
+                return Box::pin(self.heal_one(&again)).await;
+            }
             "missing-identity" => {
                 let _g = self.locks.lock(&id.key()).await;
                 let why = SyncState::Failed(format!("healing: {}", d.detail));
@@ -230,6 +288,33 @@ impl Arm {
         self.store.flush().await?;
         crate::reconcile::retry_soon();
         Ok(())
+    }
+
+    /// Azure AD's service principals of the tenants of MSRP's identities: lower-cased object ID →
+    /// upper-case thumbprints of its key credentials.
+    async fn aad_principals(
+        &self,
+        msrp: &BTreeMap<String, msrp::Identity>,
+    ) -> std::result::Result<BTreeMap<String, BTreeSet<String>>, Difference> {
+        let tenants: BTreeSet<&str> = msrp.values().map(|i| i.tenant_id.as_str()).collect();
+        let mut out = BTreeMap::new();
+        for t in tenants.into_iter().filter(|t| !t.is_empty()) {
+            let sps = self
+                .peers
+                .list_service_principals(t)
+                .await
+                .map_err(|e| diff("aad", "unreachable", "", e.to_string(), true))?;
+            for sp in sps {
+                out.insert(
+                    sp.object_id.to_ascii_lowercase(),
+                    sp.key_credentials
+                        .iter()
+                        .map(|k| k.thumbprint_sha1_hex.to_ascii_uppercase())
+                        .collect(),
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Marks every VM and scale set that has user-assigned identity `uami` for reconfiguration.
@@ -307,6 +392,38 @@ impl Arm {
         Ok(out)
     }
 
+    /// Resources whose desired state the reconciler has not carried out yet, with their state.
+    fn dirty_resources(&self) -> Result<Vec<(String, String)>> {
+        let state = |s: &SyncState| match s {
+            SyncState::Pending => "pending".to_string(),
+            SyncState::Succeeded => "succeeded".to_string(),
+            SyncState::Failed(m) => format!("retrying: {m}"),
+        };
+        let mut out = Vec::new();
+        for v in self
+            .store
+            .vms
+            .values()?
+            .into_iter()
+            .chain(self.store.instances.values()?)
+        {
+            if v.sync.is_dirty() {
+                out.push((v.id.to_string(), state(&v.sync)));
+            }
+        }
+        for u in self.store.uamis.values()? {
+            if u.sync.is_dirty() {
+                out.push((u.id.to_string(), state(&u.sync)));
+            }
+        }
+        for s in self.store.vmss.values()? {
+            if s.sync.is_dirty() {
+                out.push((s.id.to_string(), state(&s.sync)));
+            }
+        }
+        Ok(out)
+    }
+
     /// VMs and instances ARM placed (not being deleted): key → (host, resource id).
     fn placed_vms(&self) -> Result<BTreeMap<String, (String, String)>> {
         let mut out = BTreeMap::new();
@@ -354,6 +471,23 @@ impl crate::clients::Peers {
             .await
             .map(|r| r.into_inner().identities)
             .map_err(|s| crate::error::ArmError::Unavailable(format!("msrp: {}", s.message())))
+    }
+
+    /// Azure AD `ListServicePrincipals` of `tenant_id`.
+    ///
+    /// # Errors
+    /// [`crate::error::ArmError::Unavailable`] when Azure AD cannot be reached.
+    pub async fn list_service_principals(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<misim_proto::aad::ServicePrincipal>> {
+        self.aad_client()
+            .list_service_principals(misim_proto::aad::ListServicePrincipalsRequest {
+                tenant_id: tenant_id.to_string(),
+            })
+            .await
+            .map(|r| r.into_inner().service_principals)
+            .map_err(|s| crate::error::ArmError::Unavailable(format!("azure ad: {}", s.message())))
     }
 
     /// Host `ListVms`: the resource IDs of the VMs (and web apps) placed on `host`.

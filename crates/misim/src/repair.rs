@@ -1,6 +1,5 @@
 //! `misim repair`: moves a party's damaged store aside (never deletes it) so the party starts empty;
-//! ARM's reconcile then re-creates what it knows (docs/reliability.md, "Stores, corruption and
-//! healing").
+//! ARM's reconcile then re-creates what it knows (docs/storage.md).
 
 use std::path::{Path, PathBuf};
 

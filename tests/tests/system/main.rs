@@ -12,6 +12,7 @@ mod app_roles;
 mod app_service;
 mod clock;
 mod control_plane_auth;
+mod damage;
 mod events;
 mod faults;
 mod flow;

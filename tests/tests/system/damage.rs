@@ -1,0 +1,245 @@
+//! Damaged stores (issue #15): each party's store truncated, emptied or deleted between a stop and
+//! a start. The system either refuses to start with a message naming the store, what is wrong and
+//! what to do, or starts and heals: ARM's reconcile re-creates what a peer lost, and `GET /readyz`
+//! (what `misim doctor` reads) reports the differences until none are left.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use misim_proto::arm as pb;
+use misim_tests::Sandbox;
+use serde_json::Value;
+
+use crate::lifecycle_common::{enable_system, group, imds, uami, vm};
+
+/// Two VMs on host-1 with system-assigned identities, one also with a user-assigned identity.
+async fn populated() -> (Sandbox, Vec<pb::VirtualMachine>) {
+    let sb = Sandbox::start_with_hosts(1).await;
+    group(&sb, "rg1").await;
+    let mut vms = Vec::new();
+    for name in ["vm1", "vm2"] {
+        vm(&sb, "rg1", name, "host-1").await;
+        enable_system(&sb, "rg1", name).await;
+    }
+    let u1 = uami(&sb, "rg1", "u1").await;
+    sb.arm()
+        .await
+        .assign_vm_identity(pb::AssignVmIdentityRequest {
+            resource_group: "rg1".into(),
+            name: "vm1".into(),
+            system_assigned: true,
+            user_assigned_identities: vec![u1.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .expect("assign u1");
+    for name in ["vm1", "vm2"] {
+        vms.push(get_vm(&sb, name).await);
+    }
+    wait_consistent(&sb).await;
+    (sb, vms)
+}
+
+async fn get_vm(sb: &Sandbox, name: &str) -> pb::VirtualMachine {
+    sb.arm()
+        .await
+        .get_vm(pb::GetVmRequest {
+            resource_group: "rg1".into(),
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("get vm")
+        .into_inner()
+}
+
+/// Polls `GET /readyz` until 200; returns every report seen with differences.
+async fn wait_consistent(sb: &Sandbox) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut seen = Vec::new();
+    loop {
+        let (status, body) = sb.arm_rest_get("/readyz", None).await;
+        if status == 200 {
+            assert_eq!(body["consistent"], true, "{body}");
+            return seen;
+        }
+        assert_eq!(status, 503, "{body}");
+        seen.push(body.clone());
+        assert!(
+            Instant::now() < deadline,
+            "not consistent within 40 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn truncate_half(file: &Path) {
+    let len = std::fs::metadata(file).expect("store file").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+}
+
+fn truncate_to_zero(file: &Path) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
+/// The database file of a store directory, whichever engine wrote it.
+fn db_file(dir: &Path) -> std::path::PathBuf {
+    ["db", "store.redb"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .expect("a database file")
+}
+
+fn assert_refusal(e: &anyhow::Error, store: &Path, party: &str) {
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains(&store.display().to_string()),
+        "names the store: {msg}"
+    );
+    assert!(msg.contains("is damaged"), "says what is wrong: {msg}");
+    assert!(
+        msg.contains(&format!("misim repair --party {party}")),
+        "says what to do: {msg}"
+    );
+}
+
+/// Every VM gets a token from its IMDS for each identity it has.
+async fn assert_tokens(sb: &Sandbox, vms: &[pb::VirtualMachine]) {
+    for v in vms {
+        let now = get_vm(sb, &v.name).await;
+        let (status, body) = imds(sb, &now.imds_endpoint, &[]).await;
+        assert_eq!(status, 200, "{}: {body}", v.name);
+        for u in now
+            .identity
+            .as_ref()
+            .map(|i| {
+                i.user_assigned_identities
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+        {
+            let (status, body) = imds(sb, &now.imds_endpoint, &[("msi_res_id", &u)]).await;
+            assert_eq!(status, 200, "{} as {u}: {body}", v.name);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arm_store_cut_to_zero_bytes_is_refused_without_a_panic() {
+    let (mut sb, _) = populated().await;
+    let store = sb.dir.path().join("arm");
+    let started = Instant::now();
+    let e = sb
+        .restart_after(|d| truncate_to_zero(&db_file(&d.join("arm"))))
+        .await
+        .expect_err("ARM refuses a store that lost its data");
+    assert_refusal(&e, &store, "arm");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "refused promptly"
+    );
+}
+
+/// A truncated store either fails the checks at open (a refusal naming it and the fix) or, when
+/// the engine recovered a consistent earlier state, starts and is healed. Returns whether it was
+/// refused.
+async fn refused_or_healed(sb: &mut Sandbox, party: &str, vms: &[pb::VirtualMachine]) -> bool {
+    let store = sb.dir.path().join(party);
+    let p = party.to_string();
+    match sb
+        .restart_after(move |d| truncate_half(&db_file(&d.join(&p))))
+        .await
+    {
+        Err(e) => {
+            assert_refusal(&e, &store, party);
+            true
+        }
+        Ok(()) => {
+            wait_consistent(sb).await;
+            assert_tokens(sb, vms).await;
+            false
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aad_store_truncated_to_half_is_refused_or_healed() {
+    let (mut sb, vms) = populated().await;
+    refused_or_healed(&mut sb, "aad", &vms).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msrp_store_truncated_to_half_is_refused_or_healed_then_repair_heals() {
+    let (mut sb, vms) = populated().await;
+    refused_or_healed(&mut sb, "msrp", &vms).await;
+    // `misim repair --party msrp`: the store is moved aside, MSRP starts empty, ARM heals.
+    let data = sb.dir.path().to_path_buf();
+    sb.restart_after(|_| {
+        misim::repair::run(misim::repair::RepairArgs {
+            data_dir: data.clone(),
+            party: "msrp".into(),
+        })
+        .expect("repair");
+    })
+    .await
+    .expect("MSRP starts empty after repair");
+    assert!(std::fs::read_dir(sb.dir.path()).unwrap().any(|e| e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("msrp.damaged-")));
+    wait_consistent(&sb).await;
+    assert_tokens(&sb, &vms).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msrp_store_deleted_is_reported_and_healed() {
+    let (mut sb, vms) = populated().await;
+    sb.restart_after(|d| std::fs::remove_dir_all(d.join("msrp")).unwrap())
+        .await
+        .expect("MSRP starts empty");
+    let reports = wait_consistent(&sb).await;
+    // The identities stay the same principals: Azure AD still has their service principals.
+    for v in &vms {
+        let now = get_vm(&sb, &v.name).await;
+        let (a, b) = (
+            v.identity.as_ref().map(|i| i.principal_id.clone()),
+            now.identity.as_ref().map(|i| i.principal_id.clone()),
+        );
+        assert_eq!(a, b, "{}", v.name);
+    }
+    assert_tokens(&sb, &vms).await;
+    // What doctor saw while converging named MSRP's lost identities.
+    let text = serde_json::to_string(&reports).unwrap();
+    assert!(
+        reports.is_empty() || text.contains("MSRP has no identity"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_store_deleted_vms_are_placed_again() {
+    let (mut sb, vms) = populated().await;
+    sb.restart_after(|d| std::fs::remove_dir_all(d.join("hosts").join("host-1")).unwrap())
+        .await
+        .expect("the host starts empty");
+    wait_consistent(&sb).await;
+    for v in &vms {
+        let now = get_vm(&sb, &v.name).await;
+        assert_eq!(now.provisioning_state, "Succeeded", "{now:?}");
+    }
+    assert_tokens(&sb, &vms).await;
+}
