@@ -22,6 +22,9 @@ pub struct Write {
     pub value: Option<Vec<u8>>,
 }
 
+/// `(key, value)` pairs as an engine returns them.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A key-value engine holding named tables of byte keys and values.
 ///
 /// Every method is synchronous; [`super::Store::flush`] calls [`Engine::flush`] off the async runtime.
@@ -35,11 +38,7 @@ pub trait Engine: Send + Sync + 'static {
     /// The value at `key`.
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// `(key, value)` pairs whose key starts with `prefix`, in key order.
-    fn scan_prefix(
-        &self,
-        table: &str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan_prefix(&self, table: &str, prefix: &[u8]) -> Result<Pairs, StoreError>;
     /// Number of entries of `table`.
     fn len(&self, table: &str) -> Result<usize, StoreError>;
     /// Writes `value` at `key` when the key is absent; returns the value already there otherwise.
@@ -247,11 +246,7 @@ impl Engine for SledEngine {
             .map_err(engine_err)?
             .map(|v| v.to_vec()))
     }
-    fn scan_prefix(
-        &self,
-        table: &str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, table: &str, prefix: &[u8]) -> Result<Pairs, StoreError> {
         self.tree(table)?
             .scan_prefix(prefix)
             .map(|kv| {
@@ -437,11 +432,7 @@ impl Engine for RedbEngine {
     fn get(&self, table: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(table, |t| Ok(t.get(key)?.map(|v| v.value().to_vec())), None)
     }
-    fn scan_prefix(
-        &self,
-        table: &str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_prefix(&self, table: &str, prefix: &[u8]) -> Result<Pairs, StoreError> {
         self.read(
             table,
             |t| {
