@@ -98,6 +98,8 @@ pub struct System {
     tasks: TaskTracker,
     /// Held while running: one `misim up` per data directory.
     _lock: Option<std::fs::File>,
+    /// The first error a party stopped with.
+    first_error: FirstError,
 }
 
 impl System {
@@ -366,6 +368,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let first_error = FirstError::default();
     let dir = &cfg.data_dir;
 
     let mut aad = misim_aad::Config::new(dir.join("aad"), endpoints.aad.clone(), cfg.clock.clone());
@@ -376,6 +379,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     spawn_party(
         &tasks,
         &shutdown,
+        &first_error,
         "aad",
         misim_aad::run(
             aad,
@@ -396,6 +400,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     spawn_party(
         &tasks,
         &shutdown,
+        &first_error,
         "arm-https",
         misim_core::tls::serve_tls_forward(b.arm_rest_https, arm_rest_addr, tls, shutdown.clone()),
     );
@@ -412,6 +417,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     spawn_party(
         &tasks,
         &shutdown,
+        &first_error,
         "msrp",
         misim_msrp::run(msrp, b.msrp_grpc, shutdown.clone()),
     );
@@ -437,6 +443,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
         spawn_party(
             &tasks,
             &shutdown,
+            &first_error,
             "imds",
             misim_imds::run(host, listener, shutdown.clone()),
         );
@@ -464,6 +471,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     spawn_party(
         &tasks,
         &shutdown,
+        &first_error,
         "arm",
         misim_arm::run(
             arm,
@@ -482,18 +490,24 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
         shutdown,
         tasks,
         _lock: Some(lock),
+        first_error: first_error.clone(),
     };
     match wait_for_bootstrap(
         &system.endpoints.arm_grpc,
         cfg_token.as_deref(),
         &system.shutdown,
+        &system.first_error,
     )
     .await
     {
         // A party that failed (a damaged store) while ARM bootstrapped: no "misim is up".
         Ok(_) if system.shutdown.is_cancelled() => {
+            let first_error = system.first_error.clone();
             system.stop().await;
-            Err(startup_failure("a party stopped during start-up"))
+            Err(startup_failure(
+                &first_error,
+                "a party stopped during start-up",
+            ))
         }
         Ok((tenant, sub)) => {
             let mut system = system;
@@ -508,6 +522,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             spawn_party(
                 &system.tasks,
                 &system.shutdown,
+                &system.first_error,
                 "scenario",
                 misim_core::serve::serve_grpc(
                     scenario_listener,
@@ -556,26 +571,28 @@ fn name_listeners(b: &Bound) {
 fn spawn_party<E: std::fmt::Display>(
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
+    first_error: &FirstError,
     party: &'static str,
     fut: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
 ) {
     let shutdown = shutdown.clone();
+    let first_error = first_error.clone();
     tasks.spawn(async move {
         if let Err(e) = fut.await {
             error!(party, error = %e, "party stopped with an error; stopping misim");
-            let _ = FIRST_PARTY_ERROR.set(format!("{party}: {e}"));
+            let _ = first_error.set(format!("{party}: {e}"));
         }
         // Whatever the reason a party ends, the system is no longer whole.
         shutdown.cancel();
     });
 }
 
-/// The first error a party stopped with (a damaged store names its path and the fix).
-static FIRST_PARTY_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// The first error a party of one system stopped with (a damaged store names its path and the fix).
+type FirstError = std::sync::Arc<std::sync::OnceLock<String>>;
 
 /// `what`, with the first party's error when one stopped with an error.
-fn startup_failure(what: &str) -> anyhow::Error {
-    match FIRST_PARTY_ERROR.get() {
+fn startup_failure(first_error: &FirstError, what: &str) -> anyhow::Error {
+    match first_error.get() {
         Some(e) => anyhow::anyhow!("{what}: {e}"),
         None => anyhow::anyhow!("{what} (see the log above)"),
     }
@@ -585,12 +602,16 @@ async fn wait_for_bootstrap(
     arm_grpc: &str,
     token: Option<&str>,
     shutdown: &CancellationToken,
+    first_error: &FirstError,
 ) -> anyhow::Result<(String, String)> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
     while tokio::time::Instant::now() < deadline {
         if shutdown.is_cancelled() {
-            return Err(startup_failure("a party stopped during start-up"));
+            return Err(startup_failure(
+                first_error,
+                "a party stopped during start-up",
+            ));
         }
         match crate::client::connect(arm_grpc, token).await {
             Ok(mut arm) => match arm.get_account(GetAccountRequest::default()).await {
@@ -632,7 +653,7 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     let signal = crate::parties::shutdown_on_signal();
     tokio::select! {
         _ = signal.cancelled() => system.stop().await,
-        _ = system.wait() => return Err(startup_failure("a party stopped unexpectedly")),
+        _ = system.wait() => return Err(startup_failure(&system.first_error, "a party stopped unexpectedly")),
     }
     Ok(())
 }
