@@ -61,8 +61,7 @@ impl Arm {
         let result = self.apply_vm(&mut vm).await;
         match &result {
             Ok(()) if vm.deleting => {
-                self.store.vms.remove(&id.key())?;
-                self.store.release_ip(&vm.private_ip, &id.key())?;
+                self.store.remove_vm_and_ip(&self.store.vms, &vm)?;
                 info!(vm = %id, "deleted virtual machine");
             }
             Ok(()) => {

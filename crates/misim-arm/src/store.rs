@@ -93,6 +93,27 @@ impl ArmStore {
         Ok(self.store.flush().await?)
     }
 
+    /// Removes a VM or scale-set instance record (`table`: [`ArmStore::vms`] or
+    /// [`ArmStore::instances`]) and releases its private IP claim, in one transaction.
+    ///
+    /// # Errors
+    /// Store failures; then neither is changed.
+    pub fn remove_vm_and_ip(&self, table: &Table<Vm>, vm: &Vm) -> Result<()> {
+        let key = vm.id.key();
+        self.store.transaction(|tx| {
+            tx.remove(table, &key)?;
+            let claimed = !vm.private_ip.is_empty()
+                && tx
+                    .get(&self.ip_claims, &vm.private_ip)?
+                    .is_some_and(|c| c.owner == key);
+            if claimed {
+                tx.remove(&self.ip_claims, &vm.private_ip)?;
+            }
+            Ok::<_, misim_core::StoreError>(())
+        })?;
+        Ok(())
+    }
+
     /// The subscription with this GUID (any case).
     ///
     /// # Errors

@@ -173,8 +173,7 @@ impl Arm {
         if self.peers.host_names().contains(&inst.host) {
             self.peers.remove_vm(&inst.host, inst.id.as_str()).await?;
         }
-        self.store.instances.remove(&inst.id.key())?;
-        self.store.release_ip(&inst.private_ip, &inst.id.key())?;
+        self.store.remove_vm_and_ip(&self.store.instances, &inst)?;
         info!(instance = %inst.id, host = %inst.host, "removed scale set instance");
         Ok(())
     }
