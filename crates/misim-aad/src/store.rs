@@ -37,6 +37,10 @@ pub struct AadStore {
 }
 
 const DEFAULT_TENANT: &str = "default_tenant";
+/// Meta key written once the first token-signing key is durable: from then on a store without
+/// signing keys has lost records. Before it, tenants without a key are a normal state (Azure AD
+/// serves its admin API before it has generated its first key, and may be stopped in between).
+pub(crate) const SIGNING_KEY_ISSUED: &str = "signing_key_issued";
 
 fn sp_key(tenant_id: &str, id: &str) -> String {
     format!(
@@ -76,7 +80,7 @@ impl AadStore {
     }
 
     /// The references between Azure AD's own tables, checked at open: the default tenant exists, a
-    /// directory with tenants has a token-signing key, and every app-ID and MSI index entry names a
+    /// directory with tenants has a token-signing key once one was issued, and every app-ID and MSI index entry names a
     /// stored principal. A store that lost records (a truncated file) fails here instead of
     /// answering every token request with a server error.
     ///
@@ -90,7 +94,8 @@ impl AadStore {
             }
         }
         let tenants = self.tenants.values().map_err(e)?;
-        if !tenants.is_empty() && self.signing.values().map_err(e)?.is_empty() {
+        let issued = self.meta.get(SIGNING_KEY_ISSUED).map_err(e)?.is_some();
+        if issued && !tenants.is_empty() && self.signing.values().map_err(e)?.is_empty() {
             return Err("the tenants have no token-signing key".into());
         }
         for (name, index) in [
@@ -400,5 +405,30 @@ mod tests {
         );
         store.put_tenant(&t, true).unwrap();
         assert_eq!(store.default_tenant_id().unwrap().as_deref(), Some(TID));
+    }
+
+    #[test]
+    fn tenants_without_a_signing_key_are_damage_only_once_a_key_was_issued() {
+        let store = AadStore::temporary();
+        let t = Tenant {
+            tenant_id: TID.into(),
+            display_name: "d".into(),
+            default_domain: "misim.onmicrosoft.com".into(),
+            created_date_time: 1,
+        };
+        store.put_tenant(&t, true).unwrap();
+        // Stopped before the first key was generated: a normal state, the key ring makes one.
+        assert_eq!(store.check_invariants(), Ok(()));
+        let key = SigningKeyRecord {
+            private_key_pkcs8_der: vec![1],
+            certificate_der: vec![2],
+            activated_at: 1,
+            retired_at: None,
+        };
+        store.rotate_signing_keys(&[], &[], (1, &key)).unwrap();
+        assert_eq!(store.check_invariants(), Ok(()));
+        // The keys lost afterwards (a truncated file): damage.
+        store.signing.raw().clear().unwrap();
+        assert!(store.check_invariants().unwrap_err().contains("no token-signing key"));
     }
 }

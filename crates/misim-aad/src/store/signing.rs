@@ -104,6 +104,13 @@ impl AadStore {
             tx.insert(add_key.as_str(), add_value.clone())?;
             Ok(())
         }))?;
+        self.db.flush().map_err(StoreError::from)?;
+        if self.meta.get(super::SIGNING_KEY_ISSUED)?.is_none() {
+            self.meta
+                .raw()
+                .insert(super::SIGNING_KEY_ISSUED, self.meta.encode(&"1".to_string())?)
+                .map_err(StoreError::from)?;
+        }
         Ok(())
     }
 
