@@ -14,8 +14,8 @@ pub mod query;
 pub mod resources;
 pub mod vault;
 pub mod vault_hosts;
-
 pub mod workload;
+
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -205,14 +205,14 @@ async fn handle(
     bytes: Bytes,
 ) -> Response {
     let path = uri.path();
-    if is_vault_path(path) || vault::is_root_vault_path(path) {
-        return vault::handle(&st, &method, path, query.as_deref(), &headers, &bytes).await;
-    }
-    if metadata::is_metadata_path(path) {
     // AKS clusters' OIDC issuers: public, like the real issuer (workload.rs).
     if workload::is_oidc_path(path) {
         return workload::oidc(&st, &method, path);
     }
+    if is_vault_path(path) || vault::is_root_vault_path(path) {
+        return vault::handle(&st, &method, path, query.as_deref(), &headers, &bytes).await;
+    }
+    if metadata::is_metadata_path(path) {
         return metadata::handle(&st, &method, query.as_deref(), &headers);
     }
     let base = base_url(&st.arm, &headers);
@@ -308,10 +308,6 @@ async fn serve(
         }
         _ => {}
     }
-    let target = path::parse_detailed(path).map_err(|e| match e {
-        path::PathError::NotFound => Fail::Arm(ArmError::RouteNotFound(path.to_string())),
-        path::PathError::Namespace(ns) => Fail::Api(
-            StatusCode::NOT_FOUND,
     if workload::is_resource_path(path) {
         // Federated identity credentials and managed clusters (workload.rs).
         let sub_id = seg.get(1).copied().unwrap_or_default();
@@ -336,6 +332,10 @@ async fn serve(
         };
         return workload::serve(st, &caller, &sub, method, path, &body).await;
     }
+    let target = path::parse_detailed(path).map_err(|e| match e {
+        path::PathError::NotFound => Fail::Arm(ArmError::RouteNotFound(path.to_string())),
+        path::PathError::Namespace(ns) => Fail::Api(
+            StatusCode::NOT_FOUND,
             "InvalidResourceNamespace",
             format!("The resource namespace '{ns}' is invalid."),
         ),
