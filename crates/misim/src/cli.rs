@@ -750,6 +750,8 @@ pub enum TokenCommand {
     ///
     /// Example: misim token get -g rg1 -n vm1 --resource https://management.azure.com/
     /// A scale-set instance: misim token get -g rg1 -n ss1 --instance-id 0
+    /// An AKS pod (workload identity): misim token get -g rg1 --aks aks1 --namespace default \
+    ///   --service-account app
     #[command(verbatim_doc_comment)]
     Get {
         /// Resource group.
@@ -771,8 +773,6 @@ pub enum TokenCommand {
         webapp: Option<String>,
         /// Resource (audience) of the token.
         #[arg(long, default_value = "https://management.azure.com/")]
-    /// An AKS pod (workload identity): misim token get -g rg1 --aks aks1 --namespace default \
-    ///   --service-account app
         resource: String,
         /// Select a user-assigned identity by clientId.
         #[arg(long, conflicts_with_all = ["object_id", "msi_res_id"])]
@@ -783,6 +783,10 @@ pub enum TokenCommand {
         /// Select a user-assigned identity by resource ID.
         #[arg(long, conflicts_with_all = ["client_id", "object_id"])]
         msi_res_id: Option<String>,
+        /// An AKS pod's token instead (workload identity): --aks CLUSTER --namespace NS
+        /// --service-account SA [--client-id ID].
+        #[command(flatten)]
+        aks: crate::client::aks::TokenAksArgs,
     },
 }
 
@@ -800,10 +804,6 @@ pub enum WebappCommand {
         site: Named,
         /// `app` or `functionapp`.
         #[arg(long, default_value = "app")]
-        /// An AKS pod's token instead (workload identity): --aks CLUSTER --namespace NS
-        /// --service-account SA [--client-id ID].
-        #[command(flatten)]
-        aks: crate::client::aks::TokenAksArgs,
         kind: String,
         /// Host to run the web app on (default: the host with the fewest placements).
         #[arg(long)]

@@ -263,7 +263,6 @@ impl AadClient {
     }
 }
 
-fn absent_is_ok(res: Result<()>) -> Result<()> {
 impl AadClient {
     /// Replaces the federated identity credentials of principal `object_id` (workload identity
     /// federation, [`crate::federation`]).
@@ -299,6 +298,7 @@ impl AadClient {
     }
 }
 
+fn absent_is_ok(res: Result<()>) -> Result<()> {
     match res {
         Err(MsrpError::AadRejected {
             code: tonic::Code::NotFound,
