@@ -13,7 +13,7 @@ use crate::aad_client::signing_key;
 use crate::error::{ImdsError, Result};
 use crate::grpc::msrp::MsrpCredentials;
 use crate::host::{same_identity, Host, Vm};
-use crate::model::{Credential, IdentityRef};
+use crate::model::{Credential, IdentityRef, VmRecord};
 
 impl Host {
     /// The current credential of `identity` from MSRP, checked to belong to the configured client id
@@ -64,7 +64,7 @@ impl Host {
         let mut changed = 0;
         for vm in vms {
             let mut renewed = Vec::new();
-            for held in vm.snapshot().identities {
+            for held in vm.snapshot().identities.iter().cloned() {
                 match self.fetch_credential(&held.identity).await {
                     Ok(c) if c.certificate_der != held.credential.certificate_der => {
                         renewed.push((held.identity, c))
@@ -82,7 +82,7 @@ impl Host {
             if !self.vms_read().contains_key(&vm.key) {
                 continue;
             }
-            let mut record = vm.snapshot();
+            let mut record = VmRecord::clone(&vm.snapshot());
             for (identity, credential) in renewed {
                 if let Some(h) = record
                     .identities

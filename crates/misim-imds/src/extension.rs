@@ -69,7 +69,7 @@ impl Host {
         let vm = self
             .vm(id)
             .ok_or_else(|| ImdsError::VmNotFound(id.to_string()))?;
-        let mut record = vm.snapshot();
+        let mut record = VmRecord::clone(&vm.snapshot());
         if !installed {
             if record.extension.take().is_some() {
                 self.store.put(&record).await?;
@@ -131,7 +131,7 @@ impl Host {
     /// # Errors
     /// [`ImdsError::Bind`], [`ImdsError::Internal`], [`ImdsError::Store`].
     pub(crate) async fn reload_extension(self: &Arc<Self>, vm: &Arc<Vm>) -> Result<()> {
-        let mut record = vm.snapshot();
+        let mut record = VmRecord::clone(&vm.snapshot());
         let Some(ext) = record.extension.as_mut() else {
             return Ok(());
         };

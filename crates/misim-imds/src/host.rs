@@ -37,7 +37,9 @@ pub const MAX_USER_ASSIGNED: usize = 1000;
 pub struct Vm {
     /// Store key (lower-case resource ID).
     pub key: String,
-    record: RwLock<VmRecord>,
+    /// The current record, replaced whole on a change: a request takes an `Arc` to it, never a
+    /// copy of its identities and keys (issue #18).
+    record: RwLock<Arc<VmRecord>>,
     /// This VM's throttle state.
     pub throttle: VmThrottle,
     imds: Mutex<Option<ListenerHandle>>,
@@ -46,15 +48,17 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// A copy of the VM's current record (metadata and identities).
-    pub fn snapshot(&self) -> VmRecord {
+    /// The VM's current record (metadata and identities), shared: cheap whatever the number of
+    /// identities. Clone the record (`VmRecord::clone(&vm.snapshot())`) to change it, then [`Vm::set`].
+    pub fn snapshot(&self) -> Arc<VmRecord> {
         match self.record.read() {
-            Ok(r) => r.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(r) => Arc::clone(&r),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
         }
     }
 
     pub(crate) fn set(&self, record: VmRecord) {
+        let record = Arc::new(record);
         match self.record.write() {
             Ok(mut r) => *r = record,
             Err(poisoned) => *poisoned.into_inner() = record,
@@ -244,7 +248,7 @@ impl Host {
             throttle: VmThrottle::new(self.limits.clone(), self.clock.clone()),
             imds: Mutex::new(None),
             extension: Mutex::new(None),
-            record: RwLock::new(record),
+            record: RwLock::new(Arc::new(record)),
         });
         self.vms_write().insert(vm.key.clone(), Arc::clone(&vm));
         self.by_ip.file(&vm, None, ip);
@@ -306,7 +310,7 @@ impl Host {
         let _admin = self.admin.lock().await;
         self.by_ip.check_free(&info)?;
         if let Some(vm) = self.vm(&info.resource_id) {
-            let mut record = vm.snapshot();
+            let mut record = VmRecord::clone(&vm.snapshot());
             if record.app_service.is_some() != app_service.is_some() {
                 return Err(ImdsError::InvalidArgument(format!(
                     "{} is already placed here as a {}",
@@ -353,7 +357,8 @@ impl Host {
 
     /// All VMs placed here, by resource ID.
     pub fn list_vms(&self) -> Vec<PlacedVm> {
-        let mut records: Vec<VmRecord> = self.vms_read().values().map(|vm| vm.snapshot()).collect();
+        let mut records: Vec<Arc<VmRecord>> =
+            self.vms_read().values().map(|vm| vm.snapshot()).collect();
         records.sort_by_key(|r| r.vm.resource_id.key());
         records.iter().map(|r| self.placed(r)).collect()
     }
@@ -448,7 +453,7 @@ impl Host {
             let at = self.clock.now().saturating_add(delay);
             self.propagating.record(&vm.key, &added, &removed, at);
         }
-        let mut record = current.clone();
+        let mut record = VmRecord::clone(&current);
         record.identities = next;
         self.store.put(&record).await?;
         vm.set(record.clone());

@@ -71,16 +71,17 @@ impl Propagating {
         }
     }
 
-    /// The identities IMDS serves for `vm` at `now`, given those configured.
-    pub(crate) fn effective(
+    /// The identities IMDS serves for `vm` at `now`, given those configured: `configured` itself
+    /// (borrowed, not copied) when nothing is propagating for `vm`.
+    pub(crate) fn effective<'a>(
         &self,
         vm: &str,
-        configured: &[HeldIdentity],
+        configured: &'a [HeldIdentity],
         now: i64,
-    ) -> Vec<HeldIdentity> {
+    ) -> std::borrow::Cow<'a, [HeldIdentity]> {
         let mut vms = self.lock();
         let Some(changes) = vms.get_mut(vm) else {
-            return configured.to_vec();
+            return std::borrow::Cow::Borrowed(configured);
         };
         changes.retain(|c| c.at > now);
         let mut out: Vec<HeldIdentity> = configured
@@ -96,7 +97,7 @@ impl Propagating {
         if changes.is_empty() {
             vms.remove(vm);
         }
-        out
+        std::borrow::Cow::Owned(out)
     }
 }
 

@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use misim_core::ResourceId;
 use serde_json::{json, Value};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::query::Query;
 use super::VmCtx;
@@ -287,7 +287,7 @@ async fn handle(
         .admit(Category::Identity)
         .map_err(|e| AppServiceError::from_imds(&e))?;
     let (site_id, identity) = (&record.vm.resource_id, &held.identity);
-    info!(step = 5, site = %site_id, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "web app requested a token from its identity endpoint");
+    debug!(step = 5, site = %site_id, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "web app requested a token from its identity endpoint");
     let token = super::token::obtain(
         &ctx.host,
         &ctx.vm.key,

@@ -15,7 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::query::Query;
 use super::token::obtain;
@@ -102,7 +102,7 @@ async fn handle(ctx: &VmCtx, method: &Method, uri: &Uri, headers: &HeaderMap) ->
     };
     let held = select(&record.identities, &selector)?;
     let (vm, identity) = (&record.vm.resource_id, &held.identity);
-    info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from the vm extension");
+    debug!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from the vm extension");
     let cache = cache_vm(&ctx.vm.key);
     // Step 5 in the flow's trace, as for IMDS (misim_core::telemetry).
     let step = misim_core::telemetry::step_span(5, "vm extension");

@@ -9,7 +9,7 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::query::Query;
 use super::{json_response, VmCtx};
@@ -78,7 +78,9 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
         .effective(&ctx.vm.key, &record.identities, ctx.host.clock.now());
     let held = select(&identities, &selector)?;
     let (vm, identity) = (&record.vm.resource_id, &held.identity);
-    info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from imds");
+    // Per request: DEBUG, so a cached token costs no log line at the default level; a cache
+    // miss logs step 5 at INFO in `obtain` (issue #18).
+    debug!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "vm requested a token from imds");
 
     // Step 5 in the flow's trace; step 6 (Azure AD) continues it (misim_core::telemetry).
     let step = misim_core::telemetry::step_span(5, "imds");
@@ -134,6 +136,7 @@ pub async fn obtain(
             credential: &held.credential,
             xms_az_rid: (identity.kind == IdentityKind::UserAssigned).then_some(vm.as_str()),
         };
+        info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, served_by, "token not cached: asking azure ad");
         let step = misim_core::telemetry::step_span(6, "imds"); // the flow's trace
         step.record("identity", identity.msi_res_id.as_str());
         step.record("resource", resource);
