@@ -96,13 +96,20 @@ fn peek_claims(jwt: &str) -> Option<Value> {
 }
 
 /// True when `assertion` is an external token rather than the client's own certificate-signed
-/// assertion: its (unverified) `iss` is not the client ID. Entra tells the two apart the same way: a
-/// certificate assertion has `iss` = `sub` = the client ID
-/// (<https://learn.microsoft.com/en-us/entra/identity-platform/certificate-credentials>).
+/// assertion: its (unverified) `iss` is not the client ID but an issuer URL. A certificate assertion
+/// has `iss` = `sub` = the client ID
+/// (<https://learn.microsoft.com/en-us/entra/identity-platform/certificate-credentials>), and a
+/// federated credential's issuer is an `https://` URL (http on loopback in misim)
+/// (<https://learn.microsoft.com/en-us/entra/workload-id/workload-identity-federation-create-trust>);
+/// any other `iss` is a certificate assertion for the wrong client (AADSTS700021).
 pub fn is_federated(assertion: &str, client_id: &str) -> bool {
     peek_claims(assertion)
         .and_then(|c| c.get("iss").and_then(Value::as_str).map(str::to_owned))
-        .is_some_and(|iss| !iss.eq_ignore_ascii_case(client_id))
+        .is_some_and(|iss| {
+            let lower = iss.to_ascii_lowercase();
+            !iss.eq_ignore_ascii_case(client_id)
+                && (lower.starts_with("https://") || lower.starts_with("http://"))
+        })
 }
 
 /// True when `url` is `http(s)://` on a loopback host, the only places misim fetches from.
