@@ -9,7 +9,6 @@
 //! All arithmetic on claim values saturates: a NumericDate of `1e30` or `i64::MAX` is a time-range
 //! rejection, never an overflow.
 
-
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
@@ -112,12 +111,7 @@ fn numeric_date(claims: &Value, name: &str) -> Option<i64> {
 /// assertion for up to 9 minutes (`AutoRefresher` in msal 1.39's `msal/oauth2cli/assertion.py`,
 /// <https://github.com/AzureAD/microsoft-authentication-library-for-python/blob/1.39.0/msal/oauth2cli/assertion.py>),
 /// which Entra accepts.
-pub fn verify(
-    assertion: &str,
-    sp: &ServicePrincipal,
-    tenant: &Tenant,
-    now: i64,
-) -> Result<String> {
+pub fn verify(assertion: &str, sp: &ServicePrincipal, tenant: &Tenant, now: i64) -> Result<String> {
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|e| AadError::MalformedAssertion(e.to_string()))?;
     let key = find_key(&header, sp).map_err(|thumbprint| AadError::InvalidSignature {

@@ -295,6 +295,8 @@ impl AadAdmin for AdminService {
         self.federation
             .set(&r.tenant_id, &r.object_id, credentials)
             .await?;
-        Ok(Response::new(pb::SetFederatedIdentityCredentialsResponse {}))
+        Ok(Response::new(
+            pb::SetFederatedIdentityCredentialsResponse {},
+        ))
     }
 }

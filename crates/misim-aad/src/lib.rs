@@ -13,8 +13,8 @@ use misim_core::Clock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-mod assertion;
 mod applications;
+mod assertion;
 mod claims;
 mod directory;
 mod discovery;
@@ -165,7 +165,8 @@ pub async fn run(
             .with_issuer_hosts(&config.federation_issuer_hosts)
             .map_err(|e| RunError::Config(e.to_string()))?,
     );
-    let routes = tonic::service::Routes::new(grpc::server(directory.clone(), federation.clone(), auth));
+    let routes =
+        tonic::service::Routes::new(grpc::server(directory.clone(), federation.clone(), auth));
     // App registrations (misim.aad.v1.Applications), admin only.
     let routes = routes.add_service(grpc_applications::server(
         directory.clone(),

@@ -104,7 +104,12 @@ impl AadStore {
         ] {
             for (key, oid) in index.scan_prefix("").map_err(e)? {
                 let tenant = key.split('/').next().unwrap_or_default();
-                if self.principals.get(&sp_key(tenant, &oid)).map_err(e)?.is_none() {
+                if self
+                    .principals
+                    .get(&sp_key(tenant, &oid))
+                    .map_err(e)?
+                    .is_none()
+                {
                     return Err(format!(
                         "the {name} index entry {key} names service principal {oid}, which is missing"
                     ));
@@ -429,6 +434,9 @@ mod tests {
         assert_eq!(store.check_invariants(), Ok(()));
         // The keys lost afterwards (a truncated file): damage.
         store.signing.raw().clear().unwrap();
-        assert!(store.check_invariants().unwrap_err().contains("no token-signing key"));
+        assert!(store
+            .check_invariants()
+            .unwrap_err()
+            .contains("no token-signing key"));
     }
 }

@@ -209,7 +209,10 @@ impl Arm {
         let mut found = self.consistency().await?.differences;
         // Azure AD differences lead to deleting and re-creating an identity: act only on ones a
         // second look confirms (a certificate renewal between the two listings is not a loss).
-        if found.iter().any(|d| d.party == "aad" && d.kind != "unreachable") {
+        if found
+            .iter()
+            .any(|d| d.party == "aad" && d.kind != "unreachable")
+        {
             let again = self.consistency().await?.differences;
             found.retain(|d| d.party != "aad" || again.contains(d));
         }

@@ -346,7 +346,6 @@ pub fn note_vm(vm: &str) {
     let _ = VM.try_with(|c| *c.borrow_mut() = Some(name));
 }
 
-
 /// `router` with every request noted as about `vm` (a VM's own IMDS or extension listener), so
 /// its recorded events name the VM even when no handler runs (an injected fault answers first).
 pub fn with_vm(router: axum::Router, vm: &str) -> axum::Router {
@@ -411,7 +410,10 @@ where
             return Box::pin(self.inner.call(req));
         }
         let party = self.party.clone().unwrap_or_else(|| {
-            match path.strip_prefix("/misim.").and_then(|r| r.split('.').next()) {
+            match path
+                .strip_prefix("/misim.")
+                .and_then(|r| r.split('.').next())
+            {
                 Some("imds") => "host".to_string(),
                 Some(p) => p.to_string(),
                 None => "misim".to_string(),
@@ -459,10 +461,10 @@ where
 fn grpc_caller<B>(req: &http::Request<B>) -> String {
     use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     if let Some(tls) = req.extensions().get::<TlsConnectInfo<TcpConnectInfo>>() {
-        if let Some(role) = tls
-            .peer_certs()
-            .and_then(|c| c.first().and_then(|leaf| crate::control::role_of(leaf.as_ref())))
-        {
+        if let Some(role) = tls.peer_certs().and_then(|c| {
+            c.first()
+                .and_then(|leaf| crate::control::role_of(leaf.as_ref()))
+        }) {
             return role.to_string();
         }
         return tls
@@ -509,7 +511,8 @@ impl EventsService {
 }
 
 /// Stream of [`EventsService`]'s `Watch`.
-pub type WatchStream = Pin<Box<dyn futures_util::Stream<Item = Result<Event, tonic::Status>> + Send>>;
+pub type WatchStream =
+    Pin<Box<dyn futures_util::Stream<Item = Result<Event, tonic::Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::events_server::Events for EventsService {

@@ -5,8 +5,8 @@
 pub mod cert;
 pub mod clock;
 pub mod control;
-pub mod faults;
 pub mod events;
+pub mod faults;
 pub mod fsperm;
 pub mod ids;
 pub mod limits;

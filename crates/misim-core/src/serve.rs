@@ -89,9 +89,9 @@ pub async fn serve_grpc_tls(
                 .server(),
         );
     }
-    let record = crate::events::GrpcRecordLayer::new(crate::telemetry::propagation::listener_party(
-        listener.local_addr().ok(),
-    ));
+    let record = crate::events::GrpcRecordLayer::new(
+        crate::telemetry::propagation::listener_party(listener.local_addr().ok()),
+    );
     // Each call continues its caller's trace (W3C traceparent) and is counted.
     let trace = crate::telemetry::propagation::TraceLayer::new(
         crate::telemetry::propagation::listener_party(listener.local_addr().ok()),
@@ -171,13 +171,14 @@ pub async fn serve_http_limited(
             _ = shutdown.cancelled() => break,
             accepted = admission.accept(&listener) => accepted,
         };
-        let svc = router.clone().map_request(
-            move |mut req: axum::http::Request<axum::body::Body>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                req
-            },
-        );
+        let svc =
+            router
+                .clone()
+                .map_request(move |mut req: axum::http::Request<axum::body::Body>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
+                    req
+                });
         // Every request recorded (crate::events) inside its trace span, so with its trace ID.
         let svc = tower::Layer::layer(&record, svc);
         let svc = svc.map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {

@@ -188,7 +188,9 @@ impl MsrpRpc for MsrpGrpc {
                 audiences: c.audiences,
             })
             .collect();
-        self.msrp.set_federated_credentials(&id, credentials).await?;
+        self.msrp
+            .set_federated_credentials(&id, credentials)
+            .await?;
         Ok(Response::new(
             misim_proto::msrp::SetFederatedIdentityCredentialsResponse {},
         ))

@@ -111,7 +111,8 @@ async fn crash_after_aad_created_the_principal_reuses_the_pending_certificate() 
 /// principal and the removal of its record, then the identity assigned again. The record must not be
 /// handed back as Ready with the deleted principal (its VMs would never get a token).
 #[tokio::test]
-async fn a_delete_interrupted_after_azure_ad_acted_does_not_leave_a_ready_identity_without_principal() {
+async fn a_delete_interrupted_after_azure_ad_acted_does_not_leave_a_ready_identity_without_principal(
+) {
     let aad_stop = CancellationToken::new();
     let (aad_url, aad) = start_fake_aad(aad_stop.clone()).await;
     let dir = tempfile::tempdir().unwrap();

@@ -86,7 +86,9 @@ pub async fn start(cfg: EmbeddedConfig) -> anyhow::Result<Running> {
     let (data_dir, tmp) = match cfg.data_dir {
         Some(d) => (d, None),
         None => {
-            let t = tempfile::Builder::new().prefix("misim-embedded").tempdir()?;
+            let t = tempfile::Builder::new()
+                .prefix("misim-embedded")
+                .tempdir()?;
             (t.path().to_path_buf(), Some(t))
         }
     };

@@ -5,12 +5,12 @@
 
 pub mod cli;
 pub mod client;
+pub mod doctor;
 pub mod embedded;
 pub mod endpoints;
 pub mod export;
 pub mod output;
 pub mod parties;
 pub mod repair;
-pub mod doctor;
 pub mod scenario;
 pub mod up;

@@ -28,7 +28,8 @@ fn every_shipped_scenario_parses_and_errors_name_the_line() {
             }
         }
     }
-    let bad = "name: x\nsteps:\n  - misim: group list\n  - token: {group: rg1, vm: vm1, colour: red}\n";
+    let bad =
+        "name: x\nsteps:\n  - misim: group list\n  - token: {group: rg1, vm: vm1, colour: red}\n";
     let err = misim::scenario::parse("bad.yaml", bad).unwrap_err();
     assert!(err.starts_with("bad.yaml:4:"), "{err}");
     assert!(err.contains("colour"), "{err}");
@@ -61,7 +62,12 @@ steps:
     };
     let mut runner = misim::scenario::Runner::new(target).unwrap();
     let r = runner.run("embedded.yaml", &sc, |_| {}).await;
-    let failed: Vec<_> = r.steps.iter().filter(|s| !s.passed).map(|s| s.index).collect();
+    let failed: Vec<_> = r
+        .steps
+        .iter()
+        .filter(|s| !s.passed)
+        .map(|s| s.index)
+        .collect();
     assert_eq!(failed, vec![5], "{:#?}", r.steps);
     assert!(r.steps[4].diff.contains("cache_hit"), "{}", r.steps[4].diff);
     // The token request was recorded with its parameters and the flow's trace ID.
@@ -71,7 +77,10 @@ steps:
         ..Default::default()
     });
     assert_eq!(events.len(), 2);
-    assert_eq!(events[0].params["resource"], "https://management.azure.com/");
+    assert_eq!(
+        events[0].params["resource"],
+        "https://management.azure.com/"
+    );
     let aad = misim_core::events::list(&misim_proto::events::EventFilter {
         party: "aad".into(),
         operation: "/oauth2/".into(),
@@ -110,7 +119,11 @@ async fn the_scenario_grpc_service_streams_each_step_and_the_verdict() {
     }
     assert_eq!(got.len(), 3, "{got:#?}");
     assert!(got[0].passed && got[0].index == 1);
-    assert!(!got[1].passed && got[1].diff.contains("exit_code"), "{:?}", got[1]);
+    assert!(
+        !got[1].passed && got[1].diff.contains("exit_code"),
+        "{:?}",
+        got[1]
+    );
     assert!(got[2].done && !got[2].passed && got[2].scenario == "over grpc");
     // A document that does not match the schema is refused with the line.
     let err = client

@@ -37,7 +37,9 @@ async fn the_seven_steps_are_recorded_with_callers_redacted_parameters_and_one_t
         .unwrap()
         .into_inner();
 
-    let mut events = EventsClient::connect(sb.endpoints.arm_grpc.clone()).await.unwrap();
+    let mut events = EventsClient::connect(sb.endpoints.arm_grpc.clone())
+        .await
+        .unwrap();
     // Watch from now: the token request's events arrive as they are recorded.
     let mut watch = events
         .watch(WatchEventsRequest {
@@ -95,16 +97,25 @@ async fn the_seven_steps_are_recorded_with_callers_redacted_parameters_and_one_t
 
     // Steps 1-3: ARM's calls to MSRP and the host, each with the caller's role.
     let msrp = list(filter("msrp", "", "/misim.msrp.v1.Msrp/CreateIdentity")).await;
-    assert!(msrp.iter().any(|e| e.caller == "arm" && e.outcome == "OK"), "{msrp:#?}");
+    assert!(
+        msrp.iter().any(|e| e.caller == "arm" && e.outcome == "OK"),
+        "{msrp:#?}"
+    );
     let creds = list(filter("msrp", "", "GetCredential")).await;
-    assert!(creds.iter().any(|e| e.caller == "host:host-1"), "{creds:#?}");
+    assert!(
+        creds.iter().any(|e| e.caller == "host:host-1"),
+        "{creds:#?}"
+    );
 
     // On a control port the recorded requests are the admin's: a host's certificate is refused.
     let dir = sb.dir.path().to_path_buf();
     let mut as_host = EventsClient::new(
         channel_as(&dir, Role::Host("host-1".into()), &sb.endpoints.msrp_grpc).await,
     );
-    let s = as_host.list(ListEventsRequest::default()).await.unwrap_err();
+    let s = as_host
+        .list(ListEventsRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
     let mut as_admin = EventsClient::new(sb.admin(&sb.endpoints.msrp_grpc).await);
     let all = as_admin

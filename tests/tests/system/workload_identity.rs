@@ -142,7 +142,10 @@ async fn a_pods_service_account_token_is_exchanged_for_the_identitys_token() {
     let (status, body) = exchange(&sb, &id.tenant_id, &id.client_id, &t.token).await;
     assert_eq!(status, 200, "{body}");
     let token = body["access_token"].as_str().unwrap();
-    let aud = unverified_claims(token)["aud"].as_str().unwrap().to_string();
+    let aud = unverified_claims(token)["aud"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(aud.starts_with("https://management.azure.com"), "{aud}");
     let claims = sb.verify(token, &aud).await;
     assert_eq!(claims["oid"], id.principal_id.as_str());

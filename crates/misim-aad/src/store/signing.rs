@@ -108,7 +108,10 @@ impl AadStore {
         if self.meta.get(super::SIGNING_KEY_ISSUED)?.is_none() {
             self.meta
                 .raw()
-                .insert(super::SIGNING_KEY_ISSUED, self.meta.encode(&"1".to_string())?)
+                .insert(
+                    super::SIGNING_KEY_ISSUED,
+                    self.meta.encode(&"1".to_string())?,
+                )
                 .map_err(StoreError::from)?;
         }
         Ok(())

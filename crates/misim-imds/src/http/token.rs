@@ -72,10 +72,10 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
     let bypass = bypass_cache(query)?;
     let record = ctx.vm.snapshot();
     // Identities still propagating are not (or still) served (crate::propagation).
-    let identities = ctx
-        .host
-        .propagating
-        .effective(&ctx.vm.key, &record.identities, ctx.host.clock.now());
+    let identities =
+        ctx.host
+            .propagating
+            .effective(&ctx.vm.key, &record.identities, ctx.host.clock.now());
     let held = select(&identities, &selector)?;
     let (vm, identity) = (&record.vm.resource_id, &held.identity);
     // Per request: DEBUG, so a cached token costs no log line at the default level; a cache

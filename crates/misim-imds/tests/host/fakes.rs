@@ -146,7 +146,9 @@ impl Msrp for FakeMsrp {
         &self,
         _: Request<mpb::SetFederatedIdentityCredentialsRequest>,
     ) -> Result<Response<mpb::SetFederatedIdentityCredentialsResponse>, Status> {
-        Err(Status::unimplemented("hosts never set federated credentials"))
+        Err(Status::unimplemented(
+            "hosts never set federated credentials",
+        ))
     }
     async fn get_credential(
         &self,

@@ -275,7 +275,9 @@ impl AadClient {
         object_id: &str,
         credentials: Vec<crate::federation::FederatedCredential>,
     ) -> Result<()> {
-        use misim_proto::aad::{FederatedIdentityCredential, SetFederatedIdentityCredentialsRequest};
+        use misim_proto::aad::{
+            FederatedIdentityCredential, SetFederatedIdentityCredentialsRequest,
+        };
         let req = SetFederatedIdentityCredentialsRequest {
             tenant_id: tenant_id.to_string(),
             object_id: object_id.to_string(),

@@ -109,7 +109,10 @@ pub async fn clients(
 }
 
 /// Every recorded event matching `filter` from `clients`, merged by ID, oldest first.
-pub async fn collect(clients: &mut [Client], filter: &pb::EventFilter) -> anyhow::Result<Vec<pb::Event>> {
+pub async fn collect(
+    clients: &mut [Client],
+    filter: &pb::EventFilter,
+) -> anyhow::Result<Vec<pb::Event>> {
     let mut seen = BTreeSet::new();
     let mut all = Vec::new();
     for (i, c) in clients.iter_mut().enumerate() {
@@ -173,13 +176,20 @@ pub fn to_line(e: &pb::Event) -> String {
     };
     format!(
         "{sim} {party:<7} {op}{p} <- {caller} => {outcome} {lat:.1}ms{vm}{trace}",
-        sim = rfc3339_ms(e.sim_time * 1000).trim_end_matches(".000Z").to_string() + "Z",
+        sim = rfc3339_ms(e.sim_time * 1000)
+            .trim_end_matches(".000Z")
+            .to_string()
+            + "Z",
         party = e.party,
         op = e.operation,
         caller = e.caller,
         outcome = e.outcome,
         lat = e.latency_us as f64 / 1000.0,
-        vm = if e.vm.is_empty() { String::new() } else { format!(" vm={}", e.vm) },
+        vm = if e.vm.is_empty() {
+            String::new()
+        } else {
+            format!(" vm={}", e.vm)
+        },
         trace = if e.trace_id.is_empty() {
             String::new()
         } else {

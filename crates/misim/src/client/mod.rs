@@ -15,14 +15,14 @@ pub mod ad;
 pub mod aks;
 pub mod bench;
 pub mod clock;
-pub mod fault;
 pub mod events;
-pub mod trace;
+pub mod fault;
 mod identity;
 mod keyvault;
 mod rbac;
 mod resources;
 mod token;
+pub mod trace;
 mod webapp;
 
 use identity::*;

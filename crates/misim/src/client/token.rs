@@ -20,8 +20,14 @@ pub(super) async fn token(arm: &mut Arm, c: TokenCommand) -> anyhow::Result<()> 
         aks,
     } = c;
     if aks.aks.is_some() {
-        return super::aks::token_via_aks(arm, &resource_group, &aks, &resource, client_id.as_deref())
-            .await;
+        return super::aks::token_via_aks(
+            arm,
+            &resource_group,
+            &aks,
+            &resource,
+            client_id.as_deref(),
+        )
+        .await;
     }
     if let Some(site) = webapp {
         let selector = super::webapp::WebappSelector {

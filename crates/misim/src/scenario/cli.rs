@@ -61,8 +61,8 @@ pub fn misim_bin() -> PathBuf {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<model::Scenario> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     model::parse(&path.display().to_string(), &text).map_err(anyhow::Error::msg)
 }
 
@@ -201,8 +201,9 @@ pub async fn run(a: ScenarioArgs) -> anyhow::Result<()> {
                             data_dir.display()
                         )
                     })?;
-                    let endpoints: Endpoints = serde_json::from_str(&text)
-                        .with_context(|| format!("{} is not misim's endpoints file", file.display()))?;
+                    let endpoints: Endpoints = serde_json::from_str(&text).with_context(|| {
+                        format!("{} is not misim's endpoints file", file.display())
+                    })?;
                     let target = Target {
                         endpoints,
                         data_dir: data_dir.clone(),
@@ -234,7 +235,12 @@ pub async fn run(a: ScenarioArgs) -> anyhow::Result<()> {
                 .map(|r| r.source.as_str())
                 .collect();
             if !failed.is_empty() {
-                bail!("{} of {} scenarios failed: {}", failed.len(), results.len(), failed.join(", "));
+                bail!(
+                    "{} of {} scenarios failed: {}",
+                    failed.len(),
+                    results.len(),
+                    failed.join(", ")
+                );
             }
             Ok(())
         }

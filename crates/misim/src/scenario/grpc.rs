@@ -58,7 +58,8 @@ impl pb::scenario_server::Scenario for ScenarioService {
         } else {
             r.source_name
         };
-        let sc = super::model::parse(&source, &r.document).map_err(tonic::Status::invalid_argument)?;
+        let sc =
+            super::model::parse(&source, &r.document).map_err(tonic::Status::invalid_argument)?;
         let mut runner =
             Runner::new(self.target.clone()).map_err(|e| tonic::Status::internal(e.to_string()))?;
         let (tx, rx) = tokio::sync::mpsc::channel(64);

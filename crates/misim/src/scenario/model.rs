@@ -394,7 +394,9 @@ pub fn parse(source: &str, text: &str) -> Result<Scenario, String> {
     })?;
     for (i, step) in sc.steps.iter().enumerate() {
         if let Err(e) = check_step(step) {
-            let line = step_line(text, i).map(|l| format!(":{l}")).unwrap_or_default();
+            let line = step_line(text, i)
+                .map(|l| format!(":{l}"))
+                .unwrap_or_default();
             return Err(format!("{source}{line}: step {}: {e}", i + 1));
         }
     }

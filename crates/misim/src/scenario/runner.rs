@@ -78,7 +78,9 @@ pub fn duration_secs(s: &str) -> Result<f64, String> {
     } else if let Some(n) = s.strip_suffix('d') {
         (n, 86_400.0)
     } else {
-        return Err(format!("{s:?} is not a duration such as 500ms, 90s, 45m, 25h, 50d"));
+        return Err(format!(
+            "{s:?} is not a duration such as 500ms, 90s, 45m, 25h, 50d"
+        ));
     };
     num.trim()
         .parse::<f64>()
@@ -177,7 +179,11 @@ fn claims_of(token: &str) -> Value {
     token
         .split('.')
         .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null)
 }
@@ -185,7 +191,11 @@ fn claims_of(token: &str) -> Value {
 fn check_loopback(url: &url::Url) -> anyhow::Result<()> {
     let host = url.host_str().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+    if host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+    {
         Ok(())
     } else {
         bail!("refusing to call {url}: scenarios call loopback addresses only")
@@ -292,7 +302,10 @@ impl Runner {
             ("arm_rest".into(), e.arm_rest.clone()),
             ("aad".into(), e.aad.clone()),
             ("aad_https".into(), e.aad_https.clone()),
-            ("data_dir".into(), self.target.data_dir.display().to_string()),
+            (
+                "data_dir".into(),
+                self.target.data_dir.display().to_string(),
+            ),
         ]);
         self.vars.extend(sc.vars.clone());
         self.start_seq = self.newest_seq().await;
@@ -442,7 +455,10 @@ impl Runner {
             "imds" if vm.imds_endpoint.is_empty() => bail!("VM {} has no IMDS endpoint yet", t.vm),
             "imds" => Ok(vm.imds_endpoint),
             "extension" if vm.extension_endpoint.is_empty() => {
-                bail!("VM {} has no VM extension listener (misim vm extension set)", t.vm)
+                bail!(
+                    "VM {} has no VM extension listener (misim vm extension set)",
+                    t.vm
+                )
             }
             "extension" => Ok(vm.extension_endpoint),
             other => bail!("token via {other:?}: use imds or extension"),
@@ -467,11 +483,11 @@ impl Runner {
             ));
         }
         params.extend([(
-                "resource".into(),
-                t.resource
-                    .clone()
-                    .unwrap_or_else(|| "https://management.azure.com/".into()),
-            )]);
+            "resource".into(),
+            t.resource
+                .clone()
+                .unwrap_or_else(|| "https://management.azure.com/".into()),
+        )]);
         for (k, v) in [
             ("client_id", &t.client_id),
             ("object_id", &t.object_id),
@@ -542,16 +558,20 @@ impl Runner {
         let state = match (&c.advance, c.set) {
             (Some(d), _) => {
                 let secs = duration_secs(d).map_err(anyhow::Error::msg)?.ceil() as i64;
+                client.advance(spb::AdvanceRequest { seconds: secs }).await
+            }
+            (None, Some(t)) => {
                 client
-                    .advance(spb::AdvanceRequest { seconds: secs })
+                    .set_time(spb::SetTimeRequest { epoch_seconds: t })
                     .await
             }
-            (None, Some(t)) => client.set_time(spb::SetTimeRequest { epoch_seconds: t }).await,
             (None, None) => client.get_time(spb::GetTimeRequest {}).await,
         }
         .map_err(|s| anyhow::anyhow!("Clock: {:?}: {}", s.code(), s.message()))?
         .into_inner();
-        Ok(json!({"epoch_seconds": state.epoch_seconds, "rfc3339": state.rfc3339, "manual": state.manual}))
+        Ok(
+            json!({"epoch_seconds": state.epoch_seconds, "rfc3339": state.rfc3339, "manual": state.manual}),
+        )
     }
 
     async fn fault(&self, f: &FaultStep) -> anyhow::Result<Value> {
@@ -637,7 +657,9 @@ impl Runner {
             .await
             .map_err(|s| anyhow::anyhow!("Propagation: {:?}: {}", s.code(), s.message()))?
             .into_inner();
-        Ok(json!({"role_assignment_secs": r.role_assignment_secs, "identity_secs": r.identity_secs}))
+        Ok(
+            json!({"role_assignment_secs": r.role_assignment_secs, "identity_secs": r.identity_secs}),
+        )
     }
 
     async fn count_events(&self, e: &EventsStep) -> anyhow::Result<Value> {
@@ -664,7 +686,11 @@ impl Runner {
             .events;
         let list: Vec<_> = list
             .into_iter()
-            .filter(|ev| e.outcome.as_ref().is_none_or(|o| ev.outcome.contains(o.as_str())))
+            .filter(|ev| {
+                e.outcome
+                    .as_ref()
+                    .is_none_or(|o| ev.outcome.contains(o.as_str()))
+            })
             .collect();
         let lines: Vec<String> = list.iter().map(crate::client::events::to_line).collect();
         Ok(json!({"count": list.len(), "events": lines}))
@@ -678,8 +704,13 @@ fn summary(a: &Action) -> String {
         Action::Token(t) => format!(
             "token as {}{} for {}",
             t.vm,
-            t.instance.as_ref().map(|i| format!("/{i}")).unwrap_or_default(),
-            t.resource.as_deref().unwrap_or("https://management.azure.com/")
+            t.instance
+                .as_ref()
+                .map(|i| format!("/{i}"))
+                .unwrap_or_default(),
+            t.resource
+                .as_deref()
+                .unwrap_or("https://management.azure.com/")
         ),
         Action::Http(h) => format!("{} {}", h.method.as_deref().unwrap_or("GET"), h.url),
         Action::Clock(c) => match (&c.advance, c.set) {
@@ -708,8 +739,18 @@ fn show(v: &Value) -> String {
     }
 }
 
-fn mismatch(failures: &mut Vec<String>, diff: &mut String, what: &str, expected: &Value, actual: &Value) {
-    failures.push(format!("{what}: expected {}, got {}", show(expected), show(actual)));
+fn mismatch(
+    failures: &mut Vec<String>,
+    diff: &mut String,
+    what: &str,
+    expected: &Value,
+    actual: &Value,
+) {
+    failures.push(format!(
+        "{what}: expected {}, got {}",
+        show(expected),
+        show(actual)
+    ));
     let e = serde_json::to_string_pretty(expected).unwrap_or_default();
     let a = serde_json::to_string_pretty(actual).unwrap_or_default();
     diff.push_str(&format!("@@ {what}\n"));
@@ -722,16 +763,30 @@ fn mismatch(failures: &mut Vec<String>, diff: &mut String, what: &str, expected:
 }
 
 /// Checks `expect` against `observed`, adding a line per failure and the diff.
-fn check(action: &Action, expect: &Expect, o: &Value, failures: &mut Vec<String>, diff: &mut String) {
+fn check(
+    action: &Action,
+    expect: &Expect,
+    o: &Value,
+    failures: &mut Vec<String>,
+    diff: &mut String,
+) {
     let is_misim = matches!(action, Action::Misim(_));
     if is_misim {
-        let want = expect
-            .exit_code
-            .unwrap_or(if expect.stderr.is_some() || expect.error.is_some() { 1 } else { 0 });
+        let want =
+            expect
+                .exit_code
+                .unwrap_or(if expect.stderr.is_some() || expect.error.is_some() {
+                    1
+                } else {
+                    0
+                });
         if o["exit_code"] != json!(want) {
             mismatch(failures, diff, "exit_code", &json!(want), &o["exit_code"]);
             if !o["stderr"].as_str().unwrap_or_default().is_empty() {
-                diff.push_str(&format!("  stderr: {}\n", o["stderr"].as_str().unwrap_or_default()));
+                diff.push_str(&format!(
+                    "  stderr: {}\n",
+                    o["stderr"].as_str().unwrap_or_default()
+                ));
             }
         }
     }
@@ -769,7 +824,13 @@ fn check(action: &Action, expect: &Expect, o: &Value, failures: &mut Vec<String>
             body["error_description"].clone()
         };
         if !actual.as_str().is_some_and(|s| s.contains(d.as_str())) {
-            mismatch(failures, diff, "error_description contains", &json!(d), &actual);
+            mismatch(
+                failures,
+                diff,
+                "error_description contains",
+                &json!(d),
+                &actual,
+            );
         }
     }
     if let Some(c) = &expect.claims {
@@ -793,8 +854,17 @@ fn check(action: &Action, expect: &Expect, o: &Value, failures: &mut Vec<String>
         }
     }
     if let Some(text) = &expect.stderr {
-        if !o["stderr"].as_str().is_some_and(|s| s.contains(text.as_str())) {
-            mismatch(failures, diff, "stderr contains", &json!(text), &o["stderr"]);
+        if !o["stderr"]
+            .as_str()
+            .is_some_and(|s| s.contains(text.as_str()))
+        {
+            mismatch(
+                failures,
+                diff,
+                "stderr contains",
+                &json!(text),
+                &o["stderr"],
+            );
         }
     }
     if let Some(h) = expect.cache_hit {
