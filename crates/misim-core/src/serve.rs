@@ -89,6 +89,8 @@ pub async fn serve_grpc_tls(
                 .server(),
         );
     }
+    // The listener's name is forgotten when serving ends, before its port can be reused.
+    let _name = crate::telemetry::propagation::ListenerNameGuard(listener.local_addr().ok());
     let record = crate::events::GrpcRecordLayer::new(
         crate::telemetry::propagation::listener_party(listener.local_addr().ok()),
     );
@@ -149,6 +151,8 @@ pub async fn serve_http_limited(
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt;
 
+    // The listener's name is forgotten when serving ends, before its port can be reused.
+    let _name = crate::telemetry::propagation::ListenerNameGuard(Some(listener.local_addr()?));
     let trace = crate::telemetry::propagation::TraceLayer::new(
         crate::telemetry::propagation::listener_party(Some(listener.local_addr()?)),
     );

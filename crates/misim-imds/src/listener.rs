@@ -52,6 +52,11 @@ impl Host {
         let label = format!("{}/vm:{name}", self.host_name);
         let router = misim_core::faults::with_faults(router, &self.clock, &label);
         let router = misim_core::events::with_vm(router, name); // recorded requests name the VM
+                                                                // A VM's listener is named by its path (IMDS, extension, App Service), never by a closed
+                                                                // party listener that had the same port before.
+        if let Ok(addr) = listener.local_addr() {
+            misim_core::telemetry::propagation::forget_listener(addr);
+        }
         let (stop, stopped, vm) = (handle.stop.clone(), handle.stopped.clone(), vm.to_string());
         self.tasks.spawn(async move {
             if let Err(e) = serve::serve_http(listener, router, stop).await {

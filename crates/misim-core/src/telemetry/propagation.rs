@@ -80,6 +80,26 @@ pub fn name_listener(addr: SocketAddr, party: &str) {
         .insert(addr, party.to_string());
 }
 
+/// Forgets the party named for `addr`: a listener that closed must not name the next one that gets
+/// its port (tests start and stop many systems in one process).
+pub fn forget_listener(addr: SocketAddr) {
+    let mut g = LISTENERS.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(map) = g.as_mut() {
+        map.remove(&addr);
+    }
+}
+
+/// Calls [`forget_listener`] when dropped: held by a serving function for its listener's lifetime.
+pub struct ListenerNameGuard(pub Option<SocketAddr>);
+
+impl Drop for ListenerNameGuard {
+    fn drop(&mut self) {
+        if let Some(addr) = self.0 {
+            forget_listener(addr);
+        }
+    }
+}
+
 /// The party named for `addr`.
 pub fn listener_party(addr: Option<SocketAddr>) -> Option<String> {
     let addr = addr?;
