@@ -104,7 +104,8 @@ impl AadStore {
             tx.insert(add_key.as_str(), add_value.clone())?;
             Ok(())
         }))?;
-        self.db.flush().map_err(StoreError::from)?;
+        // Written after the key's transaction in sled's ordered log (so never durable without it);
+        // the key ring's callers flush both.
         if self.meta.get(super::SIGNING_KEY_ISSUED)?.is_none() {
             self.meta
                 .raw()
