@@ -16,6 +16,28 @@ use crate::vms::CreateVm;
 use crate::vmss::CreateVmss;
 
 impl Call<'_> {
+    /// The `identity` block of a PUT/PATCH body and the mode it applies with, once the caller may
+    /// link every user-assigned identity it adds ([`Call::allow_linked`]). `current`: the resource's
+    /// user-assigned identities, `None` when the request creates it.
+    pub(super) fn identity_for_write(
+        &self,
+        action: &str,
+        scope: &ResourceId,
+        current: Option<&BTreeMap<String, UserAssignedEntry>>,
+    ) -> Result<(Option<IdentityRequest>, Mode)> {
+        let identity = body::identity(self.body)?;
+        let mode = if self.method == Method::PUT {
+            Mode::Put
+        } else {
+            Mode::Patch
+        };
+        if let Some(req) = &identity {
+            let none = BTreeMap::new();
+            self.allow_linked(action, scope, current.unwrap_or(&none), req, mode)?;
+        }
+        Ok((identity, mode))
+    }
+
     /// Checks `assign/action` on every identity the request newly attaches (LinkedAuthorizationFailed).
     pub(super) fn allow_linked(
         &self,
@@ -75,19 +97,8 @@ pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId)
             if existing.is_none() && c.method == Method::PATCH {
                 arm.get_vm(s, g, n).await?;
             }
-            let identity = body::identity(c.body)?;
-            let mode = if c.method == Method::PUT {
-                Mode::Put
-            } else {
-                Mode::Patch
-            };
-            if let Some(req) = &identity {
-                let current = existing
-                    .as_ref()
-                    .map(|v| v.user_assigned.clone())
-                    .unwrap_or_default();
-                c.allow_linked(&write, id, &current, req, mode)?;
-            }
+            let current = existing.as_ref().map(|r| &r.user_assigned);
+            let (identity, mode) = c.identity_for_write(&write, id, current)?;
             let created = existing.is_none();
             if created {
                 let props = &c.body["properties"];
@@ -205,19 +216,8 @@ pub(super) async fn vmss(
             if existing.is_none() && c.method == Method::PATCH {
                 arm.get_vmss(s, g, n)?;
             }
-            let identity = body::identity(c.body)?;
-            let mode = if c.method == Method::PUT {
-                Mode::Put
-            } else {
-                Mode::Patch
-            };
-            if let Some(req) = &identity {
-                let current = existing
-                    .as_ref()
-                    .map(|v| v.user_assigned.clone())
-                    .unwrap_or_default();
-                c.allow_linked(&write, id, &current, req, mode)?;
-            }
+            let current = existing.as_ref().map(|r| &r.user_assigned);
+            let (identity, mode) = c.identity_for_write(&write, id, current)?;
             let capacity = body::capacity(c.body)?;
             let created = existing.is_none();
             if created {

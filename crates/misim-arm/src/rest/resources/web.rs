@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 use super::json as shapes;
 use super::{body, deleted, ok, put_status, Call, Reply};
 use crate::error::Result;
-use crate::identity_spec::Mode;
 use crate::webapps::{CreateWebApp, WebApp, SITES};
 
 /// `GET …/Microsoft.Web/sites/{name}` body.
@@ -68,19 +67,8 @@ pub(super) async fn site(
             if existing.is_none() && c.method == Method::PATCH {
                 arm.get_webapp(s, g, n).await?;
             }
-            let identity = body::identity(c.body)?;
-            let mode = if c.method == Method::PUT {
-                Mode::Put
-            } else {
-                Mode::Patch
-            };
-            if let Some(req) = &identity {
-                let current = existing
-                    .as_ref()
-                    .map(|w| w.user_assigned.clone())
-                    .unwrap_or_default();
-                c.allow_linked(&write, id, &current, req, mode)?;
-            }
+            let current = existing.as_ref().map(|r| &r.user_assigned);
+            let (identity, mode) = c.identity_for_write(&write, id, current)?;
             let created = existing.is_none();
             if created {
                 let req = CreateWebApp {
