@@ -12,7 +12,7 @@ use serde_json::Value;
 use tracing::warn;
 
 use crate::error::{ImdsError, Result};
-use crate::model::Credential;
+use crate::model::{Credential, HostCredential};
 
 /// Client assertions are valid for 10 minutes (`exp = now + 600`).
 pub const ASSERTION_LIFETIME_SECS: i64 = 600;
@@ -52,8 +52,8 @@ pub struct TokenRequest<'a> {
     pub client_id: &'a str,
     /// Resource (App ID URI) as the VM asked for it.
     pub resource: &'a str,
-    /// The identity's certificate and key.
-    pub credential: &'a Credential,
+    /// The identity's certificate and parsed key (shared, not copied).
+    pub credential: std::sync::Arc<HostCredential>,
     /// For user-assigned identities: the VM's resource ID, sent as `xms_az_rid`.
     pub xms_az_rid: Option<&'a str>,
 }
@@ -78,12 +78,12 @@ struct AssertionClaims<'a> {
 pub fn client_assertion(
     token_endpoint: &str,
     client_id: &str,
-    credential: &Credential,
+    credential: &HostCredential,
     now: i64,
 ) -> Result<String> {
     let mut header = Header::new(Algorithm::RS256);
     header.typ = Some("JWT".into());
-    header.x5t = Some(cert::x5t(&credential.certificate_der));
+    header.x5t = Some(credential.x5t.clone());
     let claims = AssertionClaims {
         aud: token_endpoint,
         iss: client_id,
@@ -93,12 +93,13 @@ pub fn client_assertion(
         iat: now,
         exp: now.saturating_add(ASSERTION_LIFETIME_SECS),
     };
-    let key = signing_key(credential)?;
-    jsonwebtoken::encode(&header, &claims, &key)
+    let key = credential.signing_key()?;
+    jsonwebtoken::encode(&header, &claims, key)
         .map_err(|e| ImdsError::Internal(format!("signing assertion: {e}")))
 }
 
-/// The jsonwebtoken key of a credential's PKCS#8 private key.
+/// The jsonwebtoken key of a credential's PKCS#8 private key (parsed once per credential:
+/// [`HostCredential::signing_key`]).
 ///
 /// # Errors
 /// [`ImdsError::Internal`] when the key is not a PKCS#8 RSA key.
@@ -147,7 +148,7 @@ impl AadClient {
         let (aud, client_id, credential) = (
             endpoint.clone(),
             req.client_id.to_string(),
-            req.credential.clone(),
+            std::sync::Arc::clone(&req.credential),
         );
         let assertion = tokio::task::spawn_blocking(move || {
             client_assertion(&aud, &client_id, &credential, now)

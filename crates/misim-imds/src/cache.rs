@@ -86,6 +86,11 @@ impl TokenCache {
     /// false; otherwise the result of `fetch`, which is then cached. Returns the token and whether it
     /// came from the cache.
     ///
+    /// A `bypass` request fetches without waiting for the key's slot, so concurrent
+    /// `bypass_cache=true` requests for one key each get a fresh token in parallel (IMDS documents
+    /// no serialization of them); its token is cached unless another fetch for the key is in flight
+    /// (that one caches its own, equally fresh token).
+    ///
     /// # Errors
     /// Whatever `fetch` returns (nothing is cached then, and the empty slot is dropped again).
     pub async fn get_or_fetch<F, Fut>(
@@ -98,6 +103,14 @@ impl TokenCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<AadToken>>,
     {
+        if bypass {
+            let token = fetch().await?;
+            let slot = Arc::clone(self.slots()?.entry(key).or_default());
+            if let Ok(mut cached) = slot.try_lock() {
+                *cached = Some(token.clone());
+            }
+            return Ok((token, false));
+        }
         let slot = Arc::clone(self.slots()?.entry(key.clone()).or_default());
         let mut held = Held {
             cache: self,
@@ -107,11 +120,9 @@ impl TokenCache {
         let Some(cached) = held.guard.as_mut() else {
             return Err(ImdsError::Internal("token cache slot vanished".into()));
         };
-        if !bypass {
-            if let Some(token) = cached.as_ref() {
-                if token.expires_on.saturating_sub(self.clock.now()) >= REFRESH_MARGIN_SECS {
-                    return Ok((token.clone(), true));
-                }
+        if let Some(token) = cached.as_ref() {
+            if token.expires_on.saturating_sub(self.clock.now()) >= REFRESH_MARGIN_SECS {
+                return Ok((token.clone(), true));
             }
         }
         let token = fetch().await?;
@@ -217,6 +228,30 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         cache.remove_identity("vm", "c");
         assert!(!cache.get_or_fetch(key, false, fetch).await.unwrap().1);
+    }
+
+    #[tokio::test]
+    async fn bypass_requests_for_one_key_fetch_in_parallel_and_cache_their_token() {
+        let cache = TokenCache::new(Clock::manual(0));
+        let key = CacheKey::new("vm", "c", "r");
+        let barrier = tokio::sync::Barrier::new(2);
+        // Each fetch waits for the other: both complete only if neither holds the key's slot.
+        let fetch = || async {
+            barrier.wait().await;
+            Ok(token(10_000))
+        };
+        let (a, b) = tokio::join!(
+            cache.get_or_fetch(key.clone(), true, fetch),
+            cache.get_or_fetch(key.clone(), true, fetch)
+        );
+        assert!(!a.unwrap().1 && !b.unwrap().1);
+        let (_, hit) = cache
+            .get_or_fetch(key, false, || async {
+                Err(ImdsError::Aad("not called".into()))
+            })
+            .await
+            .unwrap();
+        assert!(hit, "the bypass token is cached");
     }
 
     #[tokio::test]

@@ -16,13 +16,14 @@ use tracing::{info, warn};
 
 use crate::aad_client::AadClient;
 use crate::cache::TokenCache;
+use crate::credentials::Registry;
 use crate::error::{ImdsError, Result};
 use crate::grpc::msrp::MsrpCredentials;
 use crate::ip_index::{vm_ip, IpIndex};
 use crate::listener::ListenerHandle;
 use crate::model::{
-    AppServiceSite, HeldIdentity, IdentityKind, IdentityRef, PlacedVm, ServedIdentity, VmInfo,
-    VmRecord,
+    AppServiceSite, HeldIdentity, HostCredential, IdentityKind, IdentityRef, PlacedVm,
+    ServedIdentity, VmInfo, VmRecord,
 };
 use crate::store::HostStore;
 use crate::throttle::{ImdsLimits, VmThrottle};
@@ -98,6 +99,8 @@ pub struct Host {
     vms: RwLock<HashMap<String, Arc<Vm>>>,
     by_ip: IpIndex,
     pub(crate) admin: tokio::sync::Mutex<()>,
+    /// One credential per identity, shared by the VMs that have it.
+    pub(crate) credentials: Registry,
     /// Identity changes still propagating (`misim up --propagation identity=…`).
     pub(crate) propagating: crate::propagation::Propagating,
     pub(crate) shutdown: CancellationToken,
@@ -136,10 +139,11 @@ impl Host {
             by_ip: IpIndex::default(),
             admin: tokio::sync::Mutex::new(()),
             propagating: Default::default(),
+            credentials: Registry::default(),
             shutdown,
             tasks,
         });
-        for mut record in host.store.all()? {
+        for mut record in host.load_records().await? {
             let listener = match host.bind(record.port).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -157,6 +161,56 @@ impl Host {
             host.reload_extension(&vm).await?;
         }
         Ok(host)
+    }
+
+    /// The stored VMs with their identities' shared credentials (keys parsed on first use). An
+    /// identity whose credential is missing from the store (written by no version of misim; a
+    /// damaged store) is left out, logged: ARM configures it again on its next reconcile.
+    /// Credentials no VM uses are deleted.
+    async fn load_records(&self) -> Result<Vec<VmRecord>> {
+        let mut loaded = self.store.load().await?;
+        let mut records = Vec::with_capacity(loaded.vms.len());
+        for stored in loaded.vms {
+            let mut identities = Vec::with_capacity(stored.identities.len());
+            for s in stored.identities {
+                let key = s.identity.credential_key();
+                let credential = match (
+                    self.credentials.get(&s.identity),
+                    loaded.credentials.remove(&key),
+                ) {
+                    (Some(shared), _) => shared,
+                    (None, Some(c)) => self.credentials.insert(&s.identity, HostCredential::new(c)),
+                    (None, None) => {
+                        warn!(vm = %stored.vm.resource_id, identity = %s.identity.msi_res_id, "stored identity has no stored credential: not served until arm configures it again");
+                        continue;
+                    }
+                };
+                identities.push(HeldIdentity {
+                    identity: s.identity,
+                    credential,
+                });
+            }
+            records.push(VmRecord {
+                vm: stored.vm,
+                port: stored.port,
+                identities,
+                extension: stored.extension,
+                app_service: stored.app_service,
+            });
+        }
+        let unused: Vec<String> = loaded.credentials.into_keys().collect();
+        if !unused.is_empty() {
+            self.store.remove_credentials(&unused)?;
+        }
+        Ok(records)
+    }
+
+    /// Forgets (and deletes from the store) the credentials no VM has any more.
+    pub(crate) fn prune_credentials(&self) {
+        let gone = self.credentials.prune();
+        if let Err(e) = self.store.remove_credentials(&gone) {
+            warn!(error = %e, "cannot delete unused credentials; they are deleted on the next start");
+        }
     }
 
     /// Binds `vm_listen_ip:port`; when `port` is taken (a previous run's port), a new one. `None` when
@@ -382,6 +436,7 @@ impl Host {
             info!(vm = %id, "vm removed from host");
         }
         self.cache.remove_vm(&id.key());
+        self.prune_credentials();
         Ok(())
     }
 
@@ -398,7 +453,32 @@ impl Host {
         identities: Vec<IdentityRef>,
     ) -> Result<PlacedVm> {
         check_identity_set(&identities)?;
-        let _admin = self.admin.lock().await;
+        if self.vm(id).is_none() {
+            return Err(ImdsError::VmNotFound(id.to_string()));
+        }
+        // Credentials the host does not hold yet are fetched from MSRP before the lock is taken;
+        // one another VM of the host already has is shared, not fetched again.
+        let mut fetched: HashMap<String, HostCredential> = HashMap::new();
+        let _admin = loop {
+            let missing: Vec<IdentityRef> = identities
+                .iter()
+                .filter(|i| {
+                    !fetched.contains_key(&i.credential_key()) && self.credentials.get(i).is_none()
+                })
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                let got = self.fetch_credentials(&missing).await?;
+                fetched.extend(missing.iter().map(|i| i.credential_key()).zip(got));
+            }
+            let admin = self.admin.lock().await;
+            // Pruned while this call fetched (the last VM with it was reconfigured): fetch again.
+            if identities.iter().all(|i| {
+                fetched.contains_key(&i.credential_key()) || self.credentials.get(i).is_some()
+            }) {
+                break admin;
+            }
+        };
         let vm = self
             .vm(id)
             .ok_or_else(|| ImdsError::VmNotFound(id.to_string()))?;
@@ -406,32 +486,32 @@ impl Host {
         if current.extension.is_some() {
             crate::extension::check_extension_limit(&identities)?;
         }
-        let held = |i: &IdentityRef| {
-            current
-                .identities
-                .iter()
-                .find(|h| same_identity(&h.identity, i))
-        };
-        let fetched: Vec<IdentityRef> = identities
+        let newly: Vec<IdentityRef> = identities
             .iter()
-            .filter(|i| held(i).is_none())
+            .filter(|i| {
+                !current
+                    .identities
+                    .iter()
+                    .any(|h| same_identity(&h.identity, i))
+            })
             .cloned()
             .collect();
-        let mut fresh = fetched
-            .iter()
-            .zip(self.fetch_credentials(&fetched).await?)
-            .map(|(i, c)| (i.msi_res_id.key(), c))
-            .collect::<HashMap<_, _>>();
+        let mut stored_new = Vec::new();
         let mut next = Vec::with_capacity(identities.len());
         for identity in identities {
-            let credential = match held(&identity) {
-                Some(h) => h.credential.clone(),
-                None => fresh.remove(&identity.msi_res_id.key()).ok_or_else(|| {
-                    ImdsError::Internal(format!(
+            let key = identity.credential_key();
+            let credential = match (self.credentials.get(&identity), fetched.remove(&key)) {
+                (Some(shared), _) => shared,
+                (None, Some(c)) => {
+                    stored_new.push((key, c.credential.clone()));
+                    self.credentials.insert(&identity, c)
+                }
+                (None, None) => {
+                    return Err(ImdsError::Internal(format!(
                         "no credential fetched for {}",
                         identity.msi_res_id
-                    ))
-                })?,
+                    )))
+                }
             };
             next.push(HeldIdentity {
                 identity,
@@ -455,7 +535,14 @@ impl Host {
         }
         let mut record = VmRecord::clone(&current);
         record.identities = next;
-        self.store.put(&record).await?;
+        let writes: Vec<(String, &crate::model::Credential)> =
+            stored_new.iter().map(|(k, c)| (k.clone(), c)).collect();
+        let stored = self.store.put_with(&record, &writes).await;
+        if let Err(e) = stored {
+            drop(record);
+            self.prune_credentials();
+            return Err(e);
+        }
         vm.set(record.clone());
         for old in &current.identities {
             if !record
@@ -470,7 +557,9 @@ impl Host {
                 );
             }
         }
-        for identity in &fetched {
+        drop(current);
+        self.prune_credentials();
+        for identity in &newly {
             info!(step = 3, vm = %id, identity = %identity.msi_res_id, client_id = %identity.client_id, "identity configured on host");
             let step = misim_core::telemetry::step_span(3, &self.host_name); // the flow's trace
             misim_core::telemetry::record_vm(&step, id.as_str());

@@ -21,6 +21,8 @@ const NOW: i64 = 1_800_000_000;
 #[derive(Clone)]
 struct FakeMsrp {
     credential: Arc<Mutex<mpb::Credential>>,
+    /// GetCredential calls so far.
+    calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -67,6 +69,7 @@ impl Msrp for FakeMsrp {
         &self,
         _: Request<mpb::GetCredentialRequest>,
     ) -> Result<Response<mpb::Credential>, Status> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(Response::new(
             self.credential
                 .lock()
@@ -106,20 +109,14 @@ fn vm_info(id: &ResourceId) -> VmInfo {
     }
 }
 
-#[tokio::test]
-async fn refresh_picks_up_a_certificate_msrp_renewed() {
-    let key = cert::generate_rsa_key().unwrap();
-    let fake = FakeMsrp {
-        credential: Arc::new(Mutex::new(credential(&key, "client-1", NOW + 86_400))),
-    };
-    let shutdown = CancellationToken::new();
+/// A host on `store` whose MSRP is `fake`.
+async fn start_host(fake: &FakeMsrp, store: Store, shutdown: &CancellationToken) -> Arc<Host> {
     let listener = serve::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0))
         .await
         .unwrap();
     let msrp_grpc = format!("http://{}", listener.local_addr().unwrap());
     let routes = tonic::service::Routes::new(MsrpServer::new(fake.clone()));
     tokio::spawn(serve::serve_grpc(listener, routes, &[], shutdown.clone()));
-
     let config = Config {
         host_name: "host-1".into(),
         data_dir: std::path::PathBuf::new(),
@@ -135,10 +132,35 @@ async fn refresh_picks_up_a_certificate_msrp_renewed() {
         vm_ports: None,
         control: None,
     };
-    let store = HostStore::new(Store::temporary().unwrap()).unwrap();
-    let host = Host::start(&config, store, shutdown.clone(), TaskTracker::new())
+    let store = HostStore::new(store).unwrap();
+    Host::start(&config, store, shutdown.clone(), TaskTracker::new())
         .await
-        .unwrap();
+        .unwrap()
+}
+
+fn fake_msrp(key: &[u8], client_id: &str) -> FakeMsrp {
+    FakeMsrp {
+        credential: Arc::new(Mutex::new(credential(key, client_id, NOW + 86_400))),
+        calls: Default::default(),
+    }
+}
+
+fn user_assigned(client_id: &str) -> IdentityRef {
+    IdentityRef {
+        msi_res_id: ResourceId::user_assigned_identity("sub", "rg", "shared-id").unwrap(),
+        kind: IdentityKind::UserAssigned,
+        client_id: client_id.into(),
+        principal_id: "p".into(),
+        tenant_id: "t".into(),
+    }
+}
+
+#[tokio::test]
+async fn refresh_picks_up_a_certificate_msrp_renewed() {
+    let key = cert::generate_rsa_key().unwrap();
+    let fake = fake_msrp(&key, "client-1");
+    let shutdown = CancellationToken::new();
+    let host = start_host(&fake, Store::temporary().unwrap(), &shutdown).await;
     let vm = ResourceId::vm("sub", "rg", "vm1").unwrap();
     host.place(vm_info(&vm), None).await.unwrap();
     let identity = IdentityRef {
@@ -164,5 +186,90 @@ async fn refresh_picks_up_a_certificate_msrp_renewed() {
     let served = &host.get_vm(&vm).unwrap().identities[0];
     assert_ne!(served.thumbprint_sha1_hex, first);
     assert_eq!(served.cert_not_after, NOW + 2 * 86_400);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_user_assigned_identity_on_many_vms_is_one_credential_fetched_and_renewed_once() {
+    let key = cert::generate_rsa_key().unwrap();
+    let fake = fake_msrp(&key, "client-u");
+    let shutdown = CancellationToken::new();
+    let host = start_host(&fake, Store::temporary().unwrap(), &shutdown).await;
+    let vms: Vec<ResourceId> = (0..5)
+        .map(|i| ResourceId::vm("sub", "rg", &format!("vm{i}")).unwrap())
+        .collect();
+    for vm in &vms {
+        host.place(vm_info(vm), None).await.unwrap();
+        host.configure_identities(vm, vec![user_assigned("client-u")])
+            .await
+            .unwrap();
+    }
+    let calls = || fake.calls.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(calls(), 1, "one msrp fetch for five vms");
+    *fake.credential.lock().unwrap() = credential(&key, "client-u", NOW + 2 * 86_400);
+    assert_eq!(
+        host.refresh_credentials().await,
+        1,
+        "one credential renewed"
+    );
+    assert_eq!(calls(), 2, "one refresh fetch for five vms");
+    for vm in &vms {
+        assert_eq!(
+            host.get_vm(vm).unwrap().identities[0].cert_not_after,
+            NOW + 2 * 86_400,
+            "every vm presents the renewed certificate"
+        );
+    }
+    // Once no VM has the identity, its credential is gone: configuring it again fetches it.
+    for vm in &vms {
+        host.configure_identities(vm, vec![]).await.unwrap();
+    }
+    host.configure_identities(&vms[0], vec![user_assigned("client-u")])
+        .await
+        .unwrap();
+    assert_eq!(calls(), 3);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn a_schema_1_store_with_inline_credentials_opens_and_is_migrated() {
+    let key = cert::generate_rsa_key().unwrap();
+    let fake = fake_msrp(&key, "client-u");
+    let kc = credential(&key, "client-u", NOW + 86_400);
+    let store = Store::temporary().unwrap();
+    let vms = store.table::<serde_json::Value>("vms").unwrap();
+    for name in ["vm0", "vm1"] {
+        let id = ResourceId::vm("sub", "rg", name).unwrap();
+        // A VM record as schema 1 wrote it: the credential inline in every VM.
+        let record = serde_json::json!({
+            "vm": serde_json::to_value(vm_info(&id)).unwrap(),
+            "port": 0,
+            "identities": [{
+                "identity": serde_json::to_value(user_assigned("client-u")).unwrap(),
+                "credential": serde_json::to_value(crate::model::Credential {
+                    certificate_der: kc.certificate_der.clone(),
+                    private_key_pkcs8_der: kc.private_key_pkcs8_der.clone(),
+                    not_after: NOW + 86_400,
+                }).unwrap(),
+            }],
+        });
+        vms.put(&id.key(), &record).unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let host = start_host(&fake, store.clone(), &shutdown).await;
+    for name in ["vm0", "vm1"] {
+        let id = ResourceId::vm("sub", "rg", name).unwrap();
+        let placed = host.get_vm(&id).unwrap();
+        assert_eq!(placed.identities.len(), 1);
+        assert_eq!(placed.identities[0].cert_not_after, NOW + 86_400);
+        let stored = vms.get(&id.key()).unwrap().unwrap();
+        assert!(
+            stored["identities"][0].get("credential").is_none(),
+            "rewritten without the inline credential"
+        );
+    }
+    let credentials = store.table::<serde_json::Value>("credentials").unwrap();
+    assert_eq!(credentials.len(), 1, "one stored credential for two vms");
+    assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     shutdown.cancel();
 }

@@ -2,6 +2,7 @@
 //! credentials fetched from MSRP. These are what the store keeps; the gRPC adapter converts to them.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use misim_core::ResourceId;
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,19 @@ pub struct IdentityRef {
     pub tenant_id: String,
 }
 
+impl IdentityRef {
+    /// The key of this identity's one credential on the host (store table `credentials`): resource
+    /// ID and client id, lower case (an identity deleted and re-created under the same name has a
+    /// new client id, so it never gets the old one's credential).
+    pub fn credential_key(&self) -> String {
+        format!(
+            "{}|{}",
+            self.msi_res_id.key(),
+            self.client_id.to_ascii_lowercase()
+        )
+    }
+}
+
 /// The certificate and private key MSRP issued for an identity. `Debug` never shows the key.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
@@ -88,24 +102,160 @@ impl std::fmt::Debug for Credential {
     }
 }
 
-/// An identity this host serves: ARM's description plus MSRP's credential.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A credential as the host holds it in memory: MSRP's certificate and key, with the key parsed for
+/// signing at most once (when fetched, or on the first token request after a restart) and kept.
+/// `Debug` never shows the key.
+pub struct HostCredential {
+    /// Certificate and key as MSRP issued them.
+    pub credential: Credential,
+    /// Upper-case hex SHA-1 thumbprint of the certificate.
+    pub thumbprint: String,
+    /// Base64url SHA-1 thumbprint (`x5t` of the client assertion header).
+    pub x5t: String,
+    key: OnceLock<jsonwebtoken::EncodingKey>,
+}
+
+impl HostCredential {
+    /// A credential whose key is parsed on first use.
+    pub fn new(credential: Credential) -> Self {
+        HostCredential {
+            thumbprint: credential.thumbprint(),
+            x5t: misim_core::cert::x5t(&credential.certificate_der),
+            credential,
+            key: OnceLock::new(),
+        }
+    }
+
+    /// A credential whose key is parsed now (CPU work: call from a blocking thread).
+    ///
+    /// # Errors
+    /// [`crate::ImdsError::Internal`] when the key is not a PKCS#8 RSA key.
+    pub fn parsed(credential: Credential) -> crate::error::Result<Self> {
+        let c = HostCredential::new(credential);
+        c.signing_key()?;
+        Ok(c)
+    }
+
+    /// The signing key, parsed on the first call (CPU work: call from a blocking thread).
+    ///
+    /// # Errors
+    /// [`crate::ImdsError::Internal`] when the key is not a PKCS#8 RSA key.
+    pub fn signing_key(&self) -> crate::error::Result<&jsonwebtoken::EncodingKey> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
+        }
+        let key = crate::aad_client::signing_key(&self.credential)?;
+        Ok(self.key.get_or_init(|| key))
+    }
+}
+
+impl std::fmt::Debug for HostCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostCredential")
+            .field("thumbprint", &self.thumbprint)
+            .field("not_after", &self.credential.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The one credential of an identity on this host, shared by every VM that has the identity: a
+/// user-assigned identity on N VMs is one credential, fetched and renewed once (issue #18). A renewal
+/// replaces the current value for all of them at once; readers take an `Arc`, never a copy.
+#[derive(Clone, Debug)]
+pub struct SharedCredential(Arc<RwLock<Arc<HostCredential>>>);
+
+impl SharedCredential {
+    /// A new shared cell holding `credential`.
+    pub fn new(credential: HostCredential) -> Self {
+        SharedCredential(Arc::new(RwLock::new(Arc::new(credential))))
+    }
+
+    /// The current credential.
+    pub fn current(&self) -> Arc<HostCredential> {
+        Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Replaces the credential for every holder (a renewal).
+    pub fn replace(&self, credential: HostCredential) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(credential);
+    }
+
+    /// Whether `other` is this same cell.
+    pub(crate) fn same_cell(&self, other: &SharedCredential) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// How many holders (VM records, in-flight requests, the host's registry) share this cell.
+    pub(crate) fn holders(&self) -> usize {
+        Arc::strong_count(&self.0)
+    }
+}
+
+/// An identity this host serves: ARM's description plus the identity's one credential on this host.
+#[derive(Clone, Debug)]
 pub struct HeldIdentity {
     /// The identity.
     pub identity: IdentityRef,
-    /// Its credential.
-    pub credential: Credential,
+    /// Its credential, shared with the other VMs of the host that have this identity.
+    pub credential: SharedCredential,
+}
+
+/// A VM placed on this host, in memory: cloning it copies no key material (credentials are shared).
+#[derive(Clone, Debug)]
+pub struct VmRecord {
+    /// Instance metadata.
+    pub vm: VmInfo,
+    /// TCP port of the VM's IMDS listener (on `Config::vm_listen_ip`); 0 without an own listener.
+    pub port: u16,
+    /// Identities served to this VM.
+    pub identities: Vec<HeldIdentity>,
+    /// The legacy managed-identity VM extension, when installed.
+    pub extension: Option<ExtensionState>,
+    /// Set when this placement is an App Service web app.
+    pub app_service: Option<AppServiceSite>,
+}
+
+impl VmRecord {
+    /// The stored form: the identities without their credentials (kept once per identity in the
+    /// store's `credentials` table).
+    pub fn stored(&self) -> StoredVm {
+        StoredVm {
+            vm: self.vm.clone(),
+            port: self.port,
+            identities: self
+                .identities
+                .iter()
+                .map(|h| StoredIdentity {
+                    identity: h.identity.clone(),
+                    credential: None,
+                })
+                .collect(),
+            extension: self.extension.clone(),
+            app_service: self.app_service.clone(),
+        }
+    }
+}
+
+/// An identity of a stored VM. Schema 1 kept the credential inline in every VM (`credential`);
+/// schema 2 keeps it once per identity in the `credentials` table and writes none here.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredIdentity {
+    /// The identity.
+    pub identity: IdentityRef,
+    /// Schema 1 only: the credential, migrated to the `credentials` table on start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<Credential>,
 }
 
 /// A VM placed on this host, as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmRecord {
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredVm {
     /// Instance metadata.
     pub vm: VmInfo,
     /// TCP port of the VM's IMDS listener (on `Config::vm_listen_ip`).
     pub port: u16,
     /// Identities served to this VM.
-    pub identities: Vec<HeldIdentity>,
+    pub identities: Vec<StoredIdentity>,
     /// The legacy managed-identity VM extension, when installed (absent in records of older runs).
     #[serde(default)]
     pub extension: Option<ExtensionState>,
@@ -184,10 +334,11 @@ pub struct PlacedExtension {
 impl ServedIdentity {
     /// The reportable view of a held identity.
     pub fn of(held: &HeldIdentity) -> Self {
+        let credential = held.credential.current();
         ServedIdentity {
             identity: held.identity.clone(),
-            thumbprint_sha1_hex: held.credential.thumbprint(),
-            cert_not_after: held.credential.not_after,
+            thumbprint_sha1_hex: credential.thumbprint.clone(),
+            cert_not_after: credential.credential.not_after,
         }
     }
 }

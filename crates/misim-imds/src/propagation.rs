@@ -104,7 +104,7 @@ impl Propagating {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Credential, IdentityKind, IdentityRef};
+    use crate::model::{Credential, HostCredential, IdentityKind, IdentityRef, SharedCredential};
     use misim_core::ResourceId;
 
     fn held(name: &str) -> HeldIdentity {
@@ -121,11 +121,11 @@ mod tests {
                 principal_id: format!("object-{name}"),
                 tenant_id: "t".into(),
             },
-            credential: Credential {
+            credential: SharedCredential::new(HostCredential::new(Credential {
                 certificate_der: vec![],
                 private_key_pkcs8_der: vec![],
                 not_after: 0,
-            },
+            })),
         }
     }
 

@@ -83,7 +83,7 @@ fn select_default(identities: &[HeldIdentity]) -> Result<&HeldIdentity> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Credential, IdentityRef};
+    use crate::model::{Credential, HostCredential, IdentityRef, SharedCredential};
 
     const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
@@ -102,11 +102,11 @@ mod tests {
                 principal_id: format!("object-{name}"),
                 tenant_id: "t".into(),
             },
-            credential: Credential {
+            credential: SharedCredential::new(HostCredential::new(Credential {
                 certificate_der: vec![],
                 private_key_pkcs8_der: vec![],
                 not_after: 0,
-            },
+            })),
         }
     }
 

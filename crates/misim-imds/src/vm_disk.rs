@@ -12,7 +12,7 @@ use misim_core::cert;
 use serde_json::{json, Value};
 
 use crate::error::{ImdsError, Result};
-use crate::model::{HeldIdentity, IdentityKind, VmRecord};
+use crate::model::{Credential, IdentityKind, VmRecord};
 
 /// Name of the settings directory on the VM (the real Linux extension's
 /// `/var/lib/waagent/ManagedIdentity-Settings`).
@@ -121,7 +121,8 @@ fn settings_files(record: &VmRecord) -> Vec<(String, String)> {
         .iter()
         .map(|h| {
             let file = format!("{}.pem", h.identity.client_id.to_ascii_lowercase());
-            files.push((file.clone(), pem(h)));
+            let credential = h.credential.current();
+            files.push((file.clone(), pem(&credential.credential)));
             json!({
                 "type": match h.identity.kind {
                     IdentityKind::SystemAssigned => "SystemAssigned",
@@ -131,8 +132,8 @@ fn settings_files(record: &VmRecord) -> Vec<(String, String)> {
                 "clientId": h.identity.client_id,
                 "objectId": h.identity.principal_id,
                 "tenantId": h.identity.tenant_id,
-                "thumbprint": h.credential.thumbprint(),
-                "notAfter": h.credential.not_after,
+                "thumbprint": credential.thumbprint,
+                "notAfter": credential.credential.not_after,
                 "certificateFile": file,
             })
         })
@@ -163,9 +164,9 @@ fn settings_files(record: &VmRecord) -> Vec<(String, String)> {
     files
 }
 
-fn pem(h: &HeldIdentity) -> String {
-    cert::to_pem("CERTIFICATE", &h.credential.certificate_der)
-        + &cert::to_pem("PRIVATE KEY", &h.credential.private_key_pkcs8_der)
+fn pem(credential: &Credential) -> String {
+    cert::to_pem("CERTIFICATE", &credential.certificate_der)
+        + &cert::to_pem("PRIVATE KEY", &credential.private_key_pkcs8_der)
 }
 
 /// Writes `files` into a fresh sibling directory (`<dir>.new`, synced to disk), then swaps it in for
@@ -242,7 +243,10 @@ fn set_mode(_path: &Path, _dir: bool) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Credential, ExtensionState, IdentityRef, VmInfo};
+    use crate::model::{
+        Credential, ExtensionState, HeldIdentity, HostCredential, IdentityRef, SharedCredential,
+        VmInfo,
+    };
     use misim_core::ResourceId;
 
     fn record(name: &str, rg: &str) -> VmRecord {
@@ -271,11 +275,11 @@ mod tests {
                     principal_id: "p".into(),
                     tenant_id: "t".into(),
                 },
-                credential: Credential {
+                credential: SharedCredential::new(HostCredential::new(Credential {
                     certificate_der: vec![1, 2, 3],
                     private_key_pkcs8_der: vec![4, 5, 6],
                     not_after: 9,
-                },
+                })),
             }],
             extension: Some(ExtensionState {
                 port: 50342,

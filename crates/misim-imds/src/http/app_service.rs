@@ -321,7 +321,7 @@ fn json(status: StatusCode, body: &Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Credential, IdentityRef};
+    use crate::model::{Credential, HostCredential, IdentityRef, SharedCredential};
 
     fn q(s: &str) -> Query {
         Query::parse(Some(s)).unwrap()
@@ -345,11 +345,11 @@ mod tests {
                 principal_id: format!("object-{name}"),
                 tenant_id: "t".into(),
             },
-            credential: Credential {
+            credential: SharedCredential::new(HostCredential::new(Credential {
                 certificate_der: vec![],
                 private_key_pkcs8_der: vec![],
                 not_after: 0,
-            },
+            })),
         }
     }
 

@@ -133,7 +133,7 @@ pub async fn obtain(
             tenant_id: &identity.tenant_id,
             client_id: &identity.client_id,
             resource,
-            credential: &held.credential,
+            credential: held.credential.current(),
             xms_az_rid: (identity.kind == IdentityKind::UserAssigned).then_some(vm.as_str()),
         };
         info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, served_by, "token not cached: asking azure ad");
