@@ -71,7 +71,10 @@ fn no_comment_or_doc_cites_a_document_outside_the_repository() {
     let forbidden = forbidden();
     let mut found = Vec::new();
     // This file spells the phrases out in its own test below.
-    for f in all.iter().filter(|f| !f.ends_with("tests/tests/citations.rs")) {
+    for f in all
+        .iter()
+        .filter(|f| !f.ends_with("tests/tests/citations.rs"))
+    {
         let Ok(text) = std::fs::read_to_string(f) else {
             continue;
         };

@@ -10,11 +10,14 @@
 //! `PROPTEST_CASES=100000 cargo test -p misim-aad --test fuzz_aad --release`.
 
 mod common;
+#[path = "../../misim-core/tests/support/fuzz.rs"]
+mod fuzz;
 
 use std::sync::OnceLock;
 
 use base64::Engine;
 use common::{ClientCert, T0, VM_ID};
+use fuzz::mutate;
 use jsonwebtoken::{Algorithm, Header};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -87,45 +90,18 @@ const FORMS: &[&str] = &[
     "",
 ];
 
-fn mutate(seed: &str, edits: &[(usize, u8, char)]) -> String {
-    let mut chars: Vec<char> = seed.chars().collect();
-    for (pos, op, c) in edits {
-        let at = if chars.is_empty() {
-            0
-        } else {
-            pos % (chars.len() + 1)
-        };
-        match op % 4 {
-            0 => chars.insert(at, *c),
-            1 if at < chars.len() => {
-                chars.remove(at);
-            }
-            2 if at < chars.len() => chars[at] = *c,
-            _ => chars.truncate(at),
-        }
-    }
-    chars.into_iter().collect()
+/// Characters edits insert: the delimiters of form bodies and JWTs.
+const SPECIAL: &[char] = &['&', '=', '%', '+', '.', '-', '_', '/', 'A', '\u{0}', 'é'];
+
+fn edits(max: usize) -> impl Strategy<Value = Vec<fuzz::Edit>> {
+    fuzz::edits(SPECIAL, 0..max)
 }
 
-fn fuzz_char() -> impl Strategy<Value = char> {
-    prop_oneof![
-        Just('&'),
-        Just('='),
-        Just('%'),
-        Just('+'),
-        Just('.'),
-        Just('-'),
-        Just('_'),
-        Just('/'),
-        Just('A'),
-        Just('\u{0}'),
-        Just('é'),
-        any::<char>(),
-    ]
-}
-
-fn edits(max: usize) -> impl Strategy<Value = Vec<(usize, u8, char)>> {
-    proptest::collection::vec((any::<usize>(), any::<u8>(), fuzz_char()), 0..max)
+fn json_value() -> impl Strategy<Value = Value> {
+    fuzz::json_value(
+        &["RS256", "none", "HS256", "JWT"],
+        &["alg", "x5t", "aud", "exp", "iss"],
+    )
 }
 
 /// Entra's error body.
@@ -346,36 +322,4 @@ proptest! {
 
 fn urlencode(s: &str) -> String {
     serde_urlencoded::to_string([("x", s)]).unwrap_or_default()[2..].to_string()
-}
-
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::Number(n.into())),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or(Value::Null)),
-        ".{0,10}".prop_map(Value::String),
-        prop_oneof![Just("RS256"), Just("none"), Just("HS256"), Just("JWT")]
-            .prop_map(|s| Value::String(s.into())),
-    ];
-    leaf.prop_recursive(3, 20, 4, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            proptest::collection::btree_map(
-                prop_oneof![
-                    Just("alg".to_string()),
-                    Just("x5t".to_string()),
-                    Just("aud".to_string()),
-                    Just("exp".to_string()),
-                    Just("iss".to_string()),
-                    ".{0,5}".prop_map(|s| s)
-                ],
-                inner,
-                0..5
-            )
-            .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
 }

@@ -4,6 +4,10 @@
 //! Cases per property: `PROPTEST_CASES` (proptest's default, 256). Long form:
 //! `PROPTEST_CASES=100000 cargo test -p misim-core --test fuzz_ids --release`.
 
+#[path = "support/fuzz.rs"]
+mod fuzz;
+
+use fuzz::mutate;
 use misim_core::ids::{IdError, ResourceId};
 use proptest::prelude::*;
 
@@ -44,40 +48,8 @@ fn check(s: &str) {
     }
 }
 
-/// One edit of a seed: insert, delete or replace a character at a position (chars, not bytes).
-fn mutate(seed: &str, edits: &[(usize, u8, char)]) -> String {
-    let mut chars: Vec<char> = seed.chars().collect();
-    for (pos, op, c) in edits {
-        let at = if chars.is_empty() {
-            0
-        } else {
-            pos % (chars.len() + 1)
-        };
-        match op % 3 {
-            0 => chars.insert(at, *c),
-            1 if at < chars.len() => {
-                chars.remove(at);
-            }
-            _ if at < chars.len() => chars[at] = *c,
-            _ => chars.push(*c),
-        }
-    }
-    chars.into_iter().collect()
-}
-
-fn interesting_char() -> impl Strategy<Value = char> {
-    prop_oneof![
-        Just('/'),
-        Just('%'),
-        Just(' '),
-        Just('\u{0}'),
-        Just('é'),
-        Just('😀'),
-        Just('\u{200b}'),
-        any::<char>(),
-        proptest::char::range('a', 'z'),
-    ]
-}
+/// Characters edits insert: separators, escapes, non-ASCII and invisible characters.
+const SPECIAL: &[char] = &['/', '%', ' ', '\u{0}', 'é', '😀', '\u{200b}', 'a', 'z'];
 
 #[test]
 fn seeds_parse() {
@@ -104,7 +76,7 @@ proptest! {
     }
 
     #[test]
-    fn mutated_seeds(i in 0..SEEDS.len(), edits in proptest::collection::vec((any::<usize>(), any::<u8>(), interesting_char()), 1..6)) {
+    fn mutated_seeds(i in 0..SEEDS.len(), edits in fuzz::edits(SPECIAL, 1..6)) {
         check(&mutate(SEEDS[i], &edits));
     }
 }

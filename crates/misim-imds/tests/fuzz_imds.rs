@@ -14,11 +14,14 @@
 #[path = "host/fakes.rs"]
 #[allow(dead_code, missing_docs)]
 mod fakes;
+#[path = "../../misim-core/tests/support/fuzz.rs"]
+mod fuzz;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::OnceLock;
 
 use fakes::{FakeAad, FakeMsrp, TestIdentity};
+use fuzz::mutate;
 use misim_core::{serve, Clock};
 use misim_imds::{Config, ImdsLimits};
 use misim_proto::imds as pb;
@@ -182,44 +185,11 @@ fn fill(seed: &str) -> String {
         .replace("{R}", &w.user.resource_id)
 }
 
-fn mutate(seed: &str, edits: &[(usize, u8, char)]) -> String {
-    let mut chars: Vec<char> = seed.chars().collect();
-    for (pos, op, c) in edits {
-        let at = if chars.is_empty() {
-            0
-        } else {
-            pos % (chars.len() + 1)
-        };
-        match op % 4 {
-            0 => chars.insert(at, *c),
-            1 if at < chars.len() => {
-                chars.remove(at);
-            }
-            2 if at < chars.len() => chars[at] = *c,
-            _ => chars.truncate(at),
-        }
-    }
-    chars.into_iter().collect()
-}
+/// Characters edits insert: the delimiters of paths and queries.
+const SPECIAL: &[char] = &['&', '=', '%', '+', '/', '?', ';', '0', '\u{0}', 'é'];
 
-fn fuzz_char() -> impl Strategy<Value = char> {
-    prop_oneof![
-        Just('&'),
-        Just('='),
-        Just('%'),
-        Just('+'),
-        Just('/'),
-        Just('?'),
-        Just(';'),
-        Just('0'),
-        Just('\u{0}'),
-        Just('é'),
-        any::<char>(),
-    ]
-}
-
-fn edits(max: usize) -> impl Strategy<Value = Vec<(usize, u8, char)>> {
-    proptest::collection::vec((any::<usize>(), any::<u8>(), fuzz_char()), 0..max)
+fn edits(max: usize) -> impl Strategy<Value = Vec<fuzz::Edit>> {
+    fuzz::edits(SPECIAL, 0..max)
 }
 
 /// Sends `GET path_and_query` with `headers`; checks the answer. Returns the status (0: not a URL).
