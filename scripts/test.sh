@@ -24,12 +24,14 @@ cargo build --workspace --bins
 phase "cargo test"
 cargo test --workspace
 
-# The second storage engine (issue #15, docs/storage.md): the
-# store's own tests and MSRP's and the hosts' unit tests against redb.
+# The second storage engine (issue #15, docs/storage.md): the store's own tests, MSRP's and the
+# hosts' unit tests, and Azure AD's and ARM's whole suites (unit, integration, ARM REST) against redb.
 phase "store tests on redb (MISIM_STORE_ENGINE=redb)"
 MISIM_STORE_ENGINE=redb cargo test -p misim-core --lib store::
 MISIM_STORE_ENGINE=redb cargo test -p misim-msrp --lib
 MISIM_STORE_ENGINE=redb cargo test -p misim-imds --lib
+MISIM_STORE_ENGINE=redb cargo test -p misim-aad
+MISIM_STORE_ENGINE=redb cargo test -p misim-arm
 
 # Crash soak, short form (issue #15, docs/reliability.md): real misim processes killed with SIGKILL
 # while workers call ARM; at least 200 operations, 10 kills, and 0 violations.

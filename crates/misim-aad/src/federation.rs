@@ -33,7 +33,7 @@ use crate::assertion::CLOCK_SKEW_SECS;
 use crate::error::{AadError, Result};
 use crate::model::ServicePrincipal;
 use crate::store::AadStore;
-use crate::table::Tree;
+use misim_core::store::Table;
 
 /// Most federated identity credentials one identity may have (ARM refuses the 21st:
 /// <https://learn.microsoft.com/en-us/entra/workload-id/workload-identity-federation-considerations#general-federated-identity-credential-considerations>).
@@ -71,7 +71,7 @@ struct CachedJwks {
 
 /// Federated credentials of every principal, and the issuer key cache.
 pub struct Federation {
-    credentials: Tree<Vec<FederatedCredential>>,
+    credentials: Table<Vec<FederatedCredential>>,
     store: AadStore,
     writes: tokio::sync::Mutex<()>,
     http: reqwest::Client,
@@ -193,7 +193,7 @@ impl Federation {
             .build()
             .map_err(|e| AadError::Internal(format!("http client: {e}")))?;
         Ok(Federation {
-            credentials: store.open_tree("federated_identity_credentials")?,
+            credentials: store.open_table("federated_identity_credentials")?,
             store: store.clone(),
             writes: tokio::sync::Mutex::new(()),
             http,
@@ -267,16 +267,9 @@ impl Federation {
         let _w = self.writes.lock().await;
         let k = key(tenant_id, object_id);
         if credentials.is_empty() {
-            self.credentials
-                .raw()
-                .remove(k.as_str())
-                .map_err(misim_core::StoreError::from)?;
+            self.credentials.remove(&k)?;
         } else {
-            let value = self.credentials.encode(&credentials)?;
-            self.credentials
-                .raw()
-                .insert(k.as_str(), value)
-                .map_err(misim_core::StoreError::from)?;
+            self.credentials.put(&k, &credentials)?;
         }
         self.store.flush().await?;
         tracing::info!(

@@ -28,7 +28,6 @@ mod keys;
 mod model;
 pub mod resources;
 mod store;
-mod table;
 mod token;
 
 pub use error::AadError;
@@ -36,7 +35,7 @@ pub use error::AadError;
 /// How to run Azure AD.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Directory of this party's sled database (created if missing).
+    /// Directory of this party's store (created if missing; [`misim_core::Store`]).
     pub data_dir: PathBuf,
     /// Base URL under which this server's HTTP API is reachable by others, without trailing slash
     /// (e.g. `http://127.0.0.1:7702`). Used for `jwks_uri`, `token_endpoint` etc. in discovery documents.

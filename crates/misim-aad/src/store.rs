@@ -1,39 +1,41 @@
-//! Azure AD's tables in its sled database and the index keys that make lookups by tenant + appId,
-//! tenant + objectId and tenant + MSI resource ID single reads.
+//! Azure AD's tables in its store ([`misim_core::Store`], whichever engine `MISIM_STORE_ENGINE`
+//! names) and the index keys that make lookups by tenant + appId, tenant + objectId and tenant + MSI
+//! resource ID single reads.
 //!
-//! Writes that belong together are one sled transaction: a principal with its app-ID and MSI indexes,
-//! a tenant with its domain index, a key rotation (`store/signing.rs`). A crash therefore never leaves a principal that its
-//! MSI index does not find (MSRP's idempotent retry would then create a second, orphaned principal).
-//! Callers serialize writes (see `directory.rs`, `keyring.rs`) and call [`AadStore::flush`] before
-//! acknowledging.
+//! Writes that belong together are one store transaction ([`misim_core::Store::transaction`]): a
+//! principal with its app-ID and MSI indexes, a tenant with its domain index, a key rotation
+//! (`store/signing.rs`). A crash therefore never leaves a principal that its MSI index does not find
+//! (MSRP's idempotent retry would then create a second, orphaned principal). Callers serialize
+//! writes (see `directory.rs`, `keyring.rs`) and call [`AadStore::flush`] before acknowledging.
 
 use std::path::Path;
 
-use misim_core::StoreError;
-use sled::transaction::TransactionalTree;
-use sled::Transactional;
+use misim_core::store::{Table, Tx};
+use misim_core::{Store, StoreError};
 
 use crate::error::Result;
 use crate::model::{ServicePrincipal, Tenant};
-use crate::table::{self, finish, Tree, TxResult};
 
 mod signing;
 pub use signing::SigningKeyRecord;
 mod applications;
-pub use applications::AppTrees;
+pub use applications::AppTables;
+
+/// Azure AD's schema version ([`misim_core::Store::open_party`]).
+pub const SCHEMA_VERSION: u32 = 1;
 
 /// Typed access to every table Azure AD keeps.
 #[derive(Clone)]
 pub struct AadStore {
-    db: sled::Db,
-    tenants: Tree<Tenant>,
-    tenant_by_domain: Tree<String>,
-    meta: Tree<String>,
-    principals: Tree<ServicePrincipal>,
-    principal_by_app: Tree<String>,
-    principal_by_msi: Tree<String>,
-    signing: Tree<SigningKeyRecord>,
-    apps: AppTrees,
+    store: Store,
+    tenants: Table<Tenant>,
+    tenant_by_domain: Table<String>,
+    meta: Table<String>,
+    principals: Table<ServicePrincipal>,
+    principal_by_app: Table<String>,
+    principal_by_msi: Table<String>,
+    signing: Table<SigningKeyRecord>,
+    apps: AppTables,
 }
 
 const DEFAULT_TENANT: &str = "default_tenant";
@@ -50,25 +52,16 @@ fn sp_key(tenant_id: &str, id: &str) -> String {
     )
 }
 
-/// A principal's three entries, encoded, as one transaction writes them.
-struct PrincipalWrite {
-    key: String,
-    app_key: String,
-    msi_key: String,
-    value: Vec<u8>,
-    object_id: Vec<u8>,
-}
-
-type PrincipalTrees = (TransactionalTree, TransactionalTree, TransactionalTree);
-
 impl AadStore {
-    /// Opens (or creates) the database in directory `path` and its tables.
+    /// Opens (or creates) the store in directory `path` and its tables, after the engine, schema and
+    /// integrity checks of [`misim_core::Store::open_party`] and Azure AD's own
+    /// ([`AadStore::check_invariants`]).
     ///
     /// # Errors
-    /// [`StoreError::Sled`] when the directory cannot be opened (or is locked by another process) or
-    /// a tree cannot be opened.
+    /// [`StoreError::Corrupt`] naming the path, what is wrong and what to do;
+    /// [`StoreError::Locked`] when another process has it open; an engine error otherwise.
     pub fn open(path: &Path) -> std::result::Result<Self, StoreError> {
-        let store = Self::with_db(table::open_db(path)?)?;
+        let store = Self::with_store(Store::open_party(path, "aad", SCHEMA_VERSION)?)?;
         if let Err(detail) = store.check_invariants() {
             return Err(StoreError::Corrupt {
                 party: "aad".into(),
@@ -119,24 +112,35 @@ impl AadStore {
         Ok(())
     }
 
-    /// A store in a temporary in-memory database (unit tests).
+    /// A store in a temporary database (unit tests), with the engine `MISIM_STORE_ENGINE` names.
     #[cfg(test)]
     pub fn temporary() -> Self {
-        Self::with_db(table::temporary_db().unwrap()).unwrap()
+        Self::with_store(Store::temporary().unwrap()).unwrap()
     }
 
-    fn with_db(db: sled::Db) -> std::result::Result<Self, StoreError> {
+    fn with_store(store: Store) -> std::result::Result<Self, StoreError> {
         Ok(AadStore {
-            tenants: Tree::open(&db, "tenants")?,
-            tenant_by_domain: Tree::open(&db, "tenant_by_domain")?,
-            meta: Tree::open(&db, "meta")?,
-            principals: Tree::open(&db, "service_principals")?,
-            principal_by_app: Tree::open(&db, "service_principal_by_app_id")?,
-            principal_by_msi: Tree::open(&db, "service_principal_by_msi_resource_id")?,
-            signing: Tree::open(&db, "signing_key")?,
-            apps: AppTrees::open(&db)?,
-            db,
+            tenants: store.table("tenants")?,
+            tenant_by_domain: store.table("tenant_by_domain")?,
+            meta: store.table("meta")?,
+            principals: store.table("service_principals")?,
+            principal_by_app: store.table("service_principal_by_app_id")?,
+            principal_by_msi: store.table("service_principal_by_msi_resource_id")?,
+            signing: store.table("signing_key")?,
+            apps: AppTables::open(&store)?,
+            store,
         })
+    }
+
+    /// Runs `body` as one store transaction over any of Azure AD's tables: all its writes or none.
+    ///
+    /// # Errors
+    /// The body's error, or the engine's when the commit fails (then nothing is written).
+    fn transaction<R>(
+        &self,
+        body: impl FnOnce(&mut Tx) -> std::result::Result<R, StoreError>,
+    ) -> Result<R> {
+        Ok(self.store.transaction(body)?)
     }
 
     /// Flushes pending writes to disk (off the runtime).
@@ -144,19 +148,19 @@ impl AadStore {
     /// # Errors
     /// [`crate::error::AadError::Store`] on I/O failure.
     pub async fn flush(&self) -> Result<()> {
-        Ok(table::flush(&self.db).await?)
+        Ok(self.store.flush().await?)
     }
 
-    /// Opens another table of this database (workload identity federation keeps its credentials in
+    /// Opens another table of this store (workload identity federation keeps its credentials in
     /// one, [`crate::federation`]).
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled cannot open the tree.
-    pub fn open_tree<T: serde::Serialize + serde::de::DeserializeOwned>(
+    /// [`crate::error::AadError::Store`] when the engine cannot open the table.
+    pub fn open_table<T: serde::Serialize + serde::de::DeserializeOwned>(
         &self,
         name: &'static str,
-    ) -> Result<Tree<T>> {
-        Ok(Tree::open(&self.db, name)?)
+    ) -> Result<Table<T>> {
+        Ok(self.store.table(name)?)
     }
 
     /// The tenant with this ID (case-insensitive).
@@ -181,26 +185,18 @@ impl AadStore {
     /// all in one transaction.
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled fails; then nothing is written.
+    /// [`crate::error::AadError::Store`] when the store fails; then nothing is written.
     pub fn put_tenant(&self, tenant: &Tenant, default: bool) -> Result<()> {
         let key = tenant.tenant_id.to_ascii_lowercase();
         let domain = tenant.default_domain.to_ascii_lowercase();
-        let value = self.tenants.encode(tenant)?;
-        let id = self.meta.encode(&tenant.tenant_id)?;
-        let trees = (
-            self.tenants.raw(),
-            self.tenant_by_domain.raw(),
-            self.meta.raw(),
-        );
-        finish(trees.transaction(|(tenants, by_domain, meta)| {
-            tenants.insert(key.as_str(), value.clone())?;
-            by_domain.insert(domain.as_str(), id.clone())?;
+        self.transaction(|tx| {
+            tx.put(&self.tenants, &key, tenant)?;
+            tx.put(&self.tenant_by_domain, &domain, &tenant.tenant_id)?;
             if default {
-                meta.insert(DEFAULT_TENANT, id.clone())?;
+                tx.put(&self.meta, DEFAULT_TENANT, &tenant.tenant_id)?;
             }
             Ok(())
-        }))?;
-        Ok(())
+        })
     }
 
     /// The ID of the default tenant, once created.
@@ -248,84 +244,69 @@ impl AadStore {
             .collect())
     }
 
-    fn principal_write(&self, sp: &ServicePrincipal) -> Result<PrincipalWrite> {
-        Ok(PrincipalWrite {
-            key: sp_key(&sp.tenant_id, &sp.object_id),
-            app_key: sp_key(&sp.tenant_id, &sp.app_id),
-            msi_key: sp_key(&sp.tenant_id, &sp.msi_resource_id),
-            value: self.principals.encode(sp)?,
-            object_id: self.principal_by_app.encode(&sp.object_id)?,
-        })
-    }
-
-    /// Inside a transaction on the three principal trees: writes the principal and both indexes.
-    fn write_principal((sps, by_app, by_msi): &PrincipalTrees, w: &PrincipalWrite) -> TxResult<()> {
-        sps.insert(w.key.as_str(), w.value.clone())?;
-        by_app.insert(w.app_key.as_str(), w.object_id.clone())?;
-        by_msi.insert(w.msi_key.as_str(), w.object_id.clone())?;
-        Ok(())
-    }
-
-    fn principal_trees(&self) -> (&sled::Tree, &sled::Tree, &sled::Tree) {
-        (
-            self.principals.raw(),
-            self.principal_by_app.raw(),
-            self.principal_by_msi.raw(),
+    /// Inside a transaction: writes the principal and both indexes.
+    fn write_principal(
+        &self,
+        tx: &mut Tx,
+        sp: &ServicePrincipal,
+    ) -> std::result::Result<(), StoreError> {
+        tx.put(&self.principals, &sp_key(&sp.tenant_id, &sp.object_id), sp)?;
+        tx.put(
+            &self.principal_by_app,
+            &sp_key(&sp.tenant_id, &sp.app_id),
+            &sp.object_id,
+        )?;
+        tx.put(
+            &self.principal_by_msi,
+            &sp_key(&sp.tenant_id, &sp.msi_resource_id),
+            &sp.object_id,
         )
     }
 
     /// Writes a principal and its app-ID and MSI-resource-ID indexes in one transaction.
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled fails; then nothing is written.
+    /// [`crate::error::AadError::Store`] when the store fails; then nothing is written.
     pub fn put_principal(&self, sp: &ServicePrincipal) -> Result<()> {
-        let w = self.principal_write(sp)?;
-        finish(
-            self.principal_trees()
-                .transaction(|trees| Self::write_principal(trees, &w)),
-        )?;
-        Ok(())
+        self.transaction(|tx| self.write_principal(tx, sp))
     }
 
     /// Removes a principal and the index entries that point to it, in one transaction; returns it if
     /// it existed.
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled fails or the record does not decode; then nothing
-    /// is removed.
+    /// [`crate::error::AadError::Store`] when the store fails or the record does not decode; then
+    /// nothing is removed.
     pub fn remove_principal(
         &self,
         tenant_id: &str,
         object_id: &str,
     ) -> Result<Option<ServicePrincipal>> {
         let key = sp_key(tenant_id, object_id);
-        let removed = self.principal_trees().transaction(|(sps, by_app, by_msi)| {
-            let Some(sp) = self.principals.tx_remove(sps, &key)? else {
+        self.transaction(|tx| {
+            let Some(sp) = tx.remove(&self.principals, &key)? else {
                 return Ok(None);
             };
-            let indexes = [
-                (&self.principal_by_app, by_app, &sp.app_id),
-                (&self.principal_by_msi, by_msi, &sp.msi_resource_id),
-            ];
-            for (index, tx, id) in indexes {
+            for (index, id) in [
+                (&self.principal_by_app, &sp.app_id),
+                (&self.principal_by_msi, &sp.msi_resource_id),
+            ] {
                 let index_key = sp_key(&sp.tenant_id, id);
-                let points_here = index
-                    .tx_get(tx, &index_key)?
+                let points_here = tx
+                    .get(index, &index_key)?
                     .is_some_and(|oid| oid.eq_ignore_ascii_case(&sp.object_id));
                 if points_here {
-                    tx.remove(index_key.as_str())?;
+                    tx.remove(index, &index_key)?;
                 }
             }
             Ok(Some(sp))
-        });
-        Ok(finish(removed)?)
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::abort;
 
     const TID: &str = "11111111-2222-3333-4444-555555555555";
     const VM: &str =
@@ -362,17 +343,15 @@ mod tests {
     #[test]
     fn principal_writes_aborted_midway_leave_no_table_written() {
         let store = AadStore::temporary();
-        let w = store.principal_write(&sp("o1", "a1")).unwrap();
-        let r: std::result::Result<(), StoreError> =
-            finish(store.principal_trees().transaction(|trees| {
-                AadStore::write_principal(trees, &w)?;
-                abort(StoreError::Transaction("injected".into()))
-            }));
+        let r: Result<()> = store.transaction(|tx| {
+            store.write_principal(tx, &sp("o1", "a1"))?;
+            Err(StoreError::Transaction("injected".into()))
+        });
         assert!(r.is_err());
         assert_eq!(store.principal(TID, "o1").unwrap(), None);
         assert_eq!(store.principal_by_app_id(TID, "a1").unwrap(), None);
         assert_eq!(store.principal_by_msi_resource_id(TID, VM).unwrap(), None);
-        assert!(store.principal_by_msi.raw().is_empty() && store.principal_by_app.raw().is_empty());
+        assert!(store.principal_by_msi.is_empty() && store.principal_by_app.is_empty());
     }
 
     #[test]
@@ -433,7 +412,9 @@ mod tests {
         store.rotate_signing_keys(&[], &[], (1, &key)).unwrap();
         assert_eq!(store.check_invariants(), Ok(()));
         // The keys lost afterwards (a truncated file): damage.
-        store.signing.raw().clear().unwrap();
+        for (k, _) in store.signing.scan_prefix("").unwrap() {
+            store.signing.remove(&k).unwrap();
+        }
         assert!(store
             .check_invariants()
             .unwrap_err()

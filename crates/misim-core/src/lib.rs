@@ -1,6 +1,6 @@
 //! Code that two or more misim parties truly share: ARM resource IDs, the injected clock, the typed
-//! sled store, RSA/X.509 helpers and the plumbing that serves gRPC (with health and reflection), HTTP
-//! and HTTPS (with a local CA).
+//! store (sled or redb behind one trait), RSA/X.509 helpers and the plumbing that serves gRPC (with
+//! health and reflection), HTTP and HTTPS (with a local CA).
 
 pub mod cert;
 pub mod clock;

@@ -15,7 +15,7 @@ use serde::{de::DeserializeOwned, Serialize};
 
 pub mod engine;
 use engine::Write;
-pub use engine::{is_lock_error, open_sled, Engine, EngineKind};
+pub use engine::{Engine, EngineKind};
 
 /// Page cache of each party's database, bytes (sled's default is 1 GiB).
 pub const STORE_CACHE_BYTES: u64 = 4 * 1024 * 1024;
@@ -60,12 +60,6 @@ pub enum StoreError {
     /// The store cannot be used as configured.
     #[error("store: {0}")]
     Config(String),
-}
-
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError::Engine(Box::new(e))
-    }
 }
 
 impl From<std::io::Error> for StoreError {
@@ -186,21 +180,6 @@ impl Store {
         let kind = EngineKind::from_env()?;
         let store = Self::open_engine(path, kind, party)?;
         store.check_party(path, party, version)
-    }
-
-    /// [`Store::open_party`]'s checks on a sled database opened elsewhere in this process (Azure
-    /// AD's transactional trees share it); returns a store over the same database.
-    ///
-    /// # Errors
-    /// As [`Store::open_party`].
-    pub fn check_sled_party(
-        db: sled::Db,
-        path: &Path,
-        party: &str,
-        version: u32,
-    ) -> Result<Self, StoreError> {
-        Self::wrap(Arc::new(engine::SledEngine::from_db(db)), false)
-            .check_party(path, party, version)
     }
 
     fn check_party(mut self, path: &Path, party: &str, version: u32) -> Result<Self, StoreError> {
@@ -603,6 +582,8 @@ mod tests {
         .unwrap();
         assert_eq!(a.get("k").unwrap(), None);
         assert_eq!(b.get("k").unwrap(), Some(Rec { n: 2 }));
+        // A transaction that writes nothing commits nothing (and does not trip the engine).
+        s.transaction(|_| Ok::<_, StoreError>(())).unwrap();
     }
 
     #[tokio::test]

@@ -4,34 +4,33 @@
 //! (`{tenant}/app:{appId}`, `{tenant}/uri:{normalized identifier URI}` → object ID) and
 //! `app_role_assignments` (`{tenant}/{application object id}/{assignment id}` →
 //! [`AppRoleAssignment`]). An application with its index entries, and its deletion with its
-//! assignments, are each one sled transaction.
+//! assignments, are each one store transaction.
 
-use misim_core::StoreError;
-use sled::Transactional;
+use misim_core::store::Table;
+use misim_core::{Store, StoreError};
 
 use super::{sp_key, AadStore};
 use crate::applications::{normalize_uri, AppRoleAssignment, Application};
 use crate::error::Result;
-use crate::table::{finish, Tree};
 
-/// The three trees of applications.
+/// The three tables of applications.
 #[derive(Clone)]
-pub struct AppTrees {
-    apps: Tree<Application>,
-    index: Tree<String>,
-    assignments: Tree<AppRoleAssignment>,
+pub struct AppTables {
+    apps: Table<Application>,
+    index: Table<String>,
+    assignments: Table<AppRoleAssignment>,
 }
 
-impl AppTrees {
-    /// Opens the trees in `db`.
+impl AppTables {
+    /// Opens the tables in `store`.
     ///
     /// # Errors
-    /// [`StoreError::Sled`] when a tree cannot be opened.
-    pub fn open(db: &sled::Db) -> std::result::Result<Self, StoreError> {
-        Ok(AppTrees {
-            apps: Tree::open(db, "applications")?,
-            index: Tree::open(db, "application_index")?,
-            assignments: Tree::open(db, "app_role_assignments")?,
+    /// [`StoreError`] when the engine cannot open a table.
+    pub fn open(store: &Store) -> std::result::Result<Self, StoreError> {
+        Ok(AppTables {
+            apps: store.table("applications")?,
+            index: store.table("application_index")?,
+            assignments: store.table("app_role_assignments")?,
         })
     }
 }
@@ -102,29 +101,23 @@ impl AadStore {
     /// Writes a new application and its appId and identifier-URI index entries in one transaction.
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled fails; then nothing is written.
+    /// [`crate::error::AadError::Store`] when the store fails; then nothing is written.
     pub fn put_application(&self, app: &Application) -> Result<()> {
         let key = sp_key(&app.tenant_id, &app.object_id);
-        let value = self.apps.apps.encode(app)?;
-        let oid = self.apps.index.encode(&app.object_id)?;
-        let keys = index_keys(app);
-        finish(
-            (self.apps.apps.raw(), self.apps.index.raw()).transaction(|(apps, index)| {
-                apps.insert(key.as_str(), value.clone())?;
-                for k in &keys {
-                    index.insert(k.as_str(), oid.clone())?;
-                }
-                Ok(())
-            }),
-        )?;
-        Ok(())
+        self.transaction(|tx| {
+            tx.put(&self.apps.apps, &key, app)?;
+            for k in index_keys(app) {
+                tx.put(&self.apps.index, &k, &app.object_id)?;
+            }
+            Ok(())
+        })
     }
 
     /// Removes an application, its index entries and every assignment of its roles, in one
     /// transaction; returns it if it existed.
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled fails; then nothing is removed.
+    /// [`crate::error::AadError::Store`] when the store fails; then nothing is removed.
     pub fn remove_application(
         &self,
         tenant_id: &str,
@@ -142,21 +135,16 @@ impl AadStore {
             .into_iter()
             .map(|(k, _)| k)
             .collect();
-        let trees = (
-            self.apps.apps.raw(),
-            self.apps.index.raw(),
-            self.apps.assignments.raw(),
-        );
-        finish(trees.transaction(|(apps, index, grants)| {
-            apps.remove(key.as_str())?;
+        self.transaction(|tx| {
+            tx.remove(&self.apps.apps, &key)?;
             for k in &keys {
-                index.remove(k.as_str())?;
+                tx.remove(&self.apps.index, k)?;
             }
             for k in &assignments {
-                grants.remove(k.as_str())?;
+                tx.remove(&self.apps.assignments, k)?;
             }
             Ok(())
-        }))?;
+        })?;
         Ok(Some(app))
     }
 
@@ -182,7 +170,7 @@ impl AadStore {
     /// Writes an assignment to the application with object ID `app_object_id`.
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled fails.
+    /// [`crate::error::AadError::Store`] when the store fails.
     pub fn put_app_role_assignment(
         &self,
         app_object_id: &str,
@@ -193,19 +181,13 @@ impl AadStore {
             assignment_prefix(&a.tenant_id, app_object_id),
             a.id.to_ascii_lowercase()
         );
-        let value = self.apps.assignments.encode(a)?;
-        self.apps
-            .assignments
-            .raw()
-            .insert(key.as_str(), value)
-            .map_err(StoreError::from)?;
-        Ok(())
+        Ok(self.apps.assignments.put(&key, a)?)
     }
 
     /// Removes the tenant's assignments for which `matches` is true; returns how many.
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled fails; then nothing is removed.
+    /// [`crate::error::AadError::Store`] when the store fails; then nothing is removed.
     pub fn remove_app_role_assignments(
         &self,
         tenant_id: &str,
@@ -219,12 +201,12 @@ impl AadStore {
             .filter(|(_, a)| matches(a))
             .map(|(k, _)| k)
             .collect();
-        finish(self.apps.assignments.raw().transaction(|tx| {
+        self.transaction(|tx| {
             for k in &keys {
-                tx.remove(k.as_str())?;
+                tx.remove(&self.apps.assignments, k)?;
             }
             Ok(())
-        }))?;
+        })?;
         Ok(keys.len())
     }
 }

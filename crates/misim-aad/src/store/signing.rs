@@ -1,5 +1,5 @@
 //! Token-signing keys in the store: the key records, the migration of the single pre-rotation key,
-//! and a rotation's writes (drop expired keys, retire the current one, add the new one) as one sled
+//! and a rotation's writes (drop expired keys, retire the current one, add the new one) as one store
 //! transaction, so a failed rotation leaves the stored ring as it was.
 
 use misim_core::StoreError;
@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 
 use super::AadStore;
 use crate::error::Result;
-use crate::table::{abort, finish};
 
 /// A persisted token-signing key: the current one, or a retired one still published in JWKS.
 #[derive(Clone, Serialize, Deserialize)]
@@ -38,7 +37,7 @@ impl AadStore {
     /// a version without rotation is returned as sequence 1 (and moved there in one transaction).
     ///
     /// # Errors
-    /// [`crate::error::AadError::Store`] when sled fails or a record does not decode.
+    /// [`crate::error::AadError::Store`] when the store fails or a record does not decode.
     pub fn signing_keys(&self) -> Result<Vec<(u64, SigningKeyRecord)>> {
         let mut keys: Vec<(u64, SigningKeyRecord)> = self
             .signing
@@ -51,12 +50,11 @@ impl AadStore {
             .collect();
         if keys.is_empty() {
             if let Some(legacy) = self.signing.get(LEGACY_SIGNING_KEY)? {
-                let (key, value) = (signing_key(1), self.signing.encode(&legacy)?);
-                finish(self.signing.raw().transaction(|tx| {
-                    tx.insert(key.as_str(), value.clone())?;
-                    tx.remove(LEGACY_SIGNING_KEY)?;
+                self.transaction(|tx| {
+                    tx.put(&self.signing, &signing_key(1), &legacy)?;
+                    tx.remove(&self.signing, LEGACY_SIGNING_KEY)?;
                     Ok(())
-                }))?;
+                })?;
                 keys.push((1, legacy));
             }
         }
@@ -70,7 +68,7 @@ impl AadStore {
     ///
     /// # Errors
     /// [`StoreError::Transaction`] (as [`crate::error::AadError::Store`]) when a key in `retire` is not
-    /// stored or the sequence number of `add` is already taken, [`StoreError::Sled`] when sled fails;
+    /// stored or the sequence number of `add` is already taken, an engine error;
     /// in every case nothing is written.
     pub fn rotate_signing_keys(
         &self,
@@ -78,54 +76,40 @@ impl AadStore {
         retire: &[(u64, SigningKeyRecord)],
         add: (u64, &SigningKeyRecord),
     ) -> Result<()> {
-        let retire = retire
-            .iter()
-            .map(|(seq, r)| Ok((*seq, signing_key(*seq), self.signing.encode(r)?)))
-            .collect::<std::result::Result<Vec<_>, StoreError>>()?;
-        let (add_seq, add_key, add_value) =
-            (add.0, signing_key(add.0), self.signing.encode(add.1)?);
-        finish(self.signing.raw().transaction(|tx| {
+        self.transaction(|tx| {
             for seq in drop {
-                tx.remove(signing_key(*seq).as_str())?;
+                tx.remove(&self.signing, &signing_key(*seq))?;
             }
-            for (seq, key, value) in &retire {
-                if tx.get(key.as_str())?.is_none() {
-                    return abort(StoreError::Transaction(format!(
+            for (seq, record) in retire {
+                let key = signing_key(*seq);
+                if tx.get(&self.signing, &key)?.is_none() {
+                    return Err(StoreError::Transaction(format!(
                         "signing key {seq} to retire is not stored"
                     )));
                 }
-                tx.insert(key.as_str(), value.clone())?;
+                tx.put(&self.signing, &key, record)?;
             }
-            if tx.get(add_key.as_str())?.is_some() {
-                return abort(StoreError::Transaction(format!(
+            let (add_seq, add_key) = (add.0, signing_key(add.0));
+            if tx.get(&self.signing, &add_key)?.is_some() {
+                return Err(StoreError::Transaction(format!(
                     "signing key {add_seq} is already stored"
                 )));
             }
-            tx.insert(add_key.as_str(), add_value.clone())?;
+            tx.put(&self.signing, &add_key, add.1)?;
+            // In the same transaction as the key, so never durable without it; the key ring's
+            // callers flush.
+            if tx.get(&self.meta, super::SIGNING_KEY_ISSUED)?.is_none() {
+                tx.put(&self.meta, super::SIGNING_KEY_ISSUED, &"1".to_string())?;
+            }
             Ok(())
-        }))?;
-        // Written after the key's transaction in sled's ordered log (so never durable without it);
-        // the key ring's callers flush both.
-        if self.meta.get(super::SIGNING_KEY_ISSUED)?.is_none() {
-            self.meta
-                .raw()
-                .insert(
-                    super::SIGNING_KEY_ISSUED,
-                    self.meta.encode(&"1".to_string())?,
-                )
-                .map_err(StoreError::from)?;
-        }
+        })?;
         Ok(())
     }
 
     /// Writes the signing key with sequence number `seq` outside any rotation (tests set up stores).
     #[cfg(test)]
     pub fn put_signing_key(&self, seq: u64, record: &SigningKeyRecord) -> Result<()> {
-        self.signing
-            .raw()
-            .insert(signing_key(seq), self.signing.encode(record)?)
-            .map_err(StoreError::from)?;
-        Ok(())
+        Ok(self.signing.put(&signing_key(seq), record)?)
     }
 }
 
@@ -174,12 +158,7 @@ mod tests {
     #[test]
     fn legacy_single_key_moves_to_sequence_one() {
         let store = AadStore::temporary();
-        let legacy = store.signing.encode(&record(5)).unwrap();
-        store
-            .signing
-            .raw()
-            .insert(LEGACY_SIGNING_KEY, legacy)
-            .unwrap();
+        store.signing.put(LEGACY_SIGNING_KEY, &record(5)).unwrap();
         let keys = store.signing_keys().unwrap();
         assert_eq!((keys.len(), keys[0].0, keys[0].1.activated_at), (1, 1, 5));
         assert_eq!(

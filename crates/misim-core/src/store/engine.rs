@@ -193,11 +193,6 @@ impl SledEngine {
         ))
     }
 
-    /// Wraps a sled database opened elsewhere.
-    pub fn from_db(db: sled::Db) -> Self {
-        Self::wrap(db)
-    }
-
     fn wrap(db: sled::Db) -> Self {
         SledEngine {
             db,
@@ -277,6 +272,10 @@ impl Engine for SledEngine {
     }
     fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
         use sled::Transactional;
+        // sled's multi-tree transaction indexes its first tree: nothing to write is no transaction.
+        if writes.is_empty() {
+            return Ok(());
+        }
         if let [w] = writes {
             let tree = self.tree(&w.table)?;
             match &w.value {
