@@ -1,5 +1,7 @@
 //! Client-assertion verification (RFC 7523 `private_key_jwt`) as Entra does it for certificate
-//! credentials: key lookup by thumbprint header, RS/PS signature, `iss`/`sub`/`aud`, time range, `jti` present.
+//! credentials: key lookup by thumbprint header, RS/PS signature (ES256 for an EC P-256 certificate),
+//! `iss`/`sub`/`aud`, time range, `jti` present. Signatures verify on aws-lc-rs (jsonwebtoken's
+//! `aws_lc_rs` backend).
 //!
 //! Lenient where real clients differ (each variant is exercised in tests/token.rs): `x5t` as base64url
 //! with or without padding or as standard base64, `x5t#S256`, RS256 or PS256, float or integer
@@ -14,7 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
 use crate::error::{AadError, Result};
-use crate::model::{KeyCredential, ServicePrincipal, Tenant};
+use crate::model::{KeyAlgorithm, KeyCredential, ServicePrincipal, Tenant};
 
 /// Clock skew tolerated on `nbf`/`exp` and on certificate validity, seconds (Entra allows 5 minutes).
 pub const CLOCK_SKEW_SECS: i64 = 300;
@@ -71,25 +73,32 @@ fn find_key<'a>(
     Err(String::new())
 }
 
-/// True when `aud` is `{any scheme and host}/{tenant id or domain}/oauth2[/v2.0]/token`.
+/// True when `aud` is `{any scheme and host}/{tenant id or domain}/oauth2[/v2.0]/token` (trailing `/`,
+/// query and fragment ignored).
 fn audience_matches(aud: &str, tenant: &Tenant) -> bool {
-    let Some((_, rest)) = aud.split_once("://") else {
+    let Ok(url) = url::Url::parse(aud) else {
         return false;
     };
-    let path = rest.find('/').map(|i| &rest[i + 1..]).unwrap_or("");
-    let path = path
-        .split(['?', '#'])
-        .next()
-        .unwrap_or("")
-        .trim_end_matches('/');
-    let Some((t, endpoint)) = path.split_once('/') else {
+    let mut segments: Vec<&str> = url
+        .path_segments()
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    while segments.last().is_some_and(|s| s.is_empty()) {
+        segments.pop();
+    }
+    let Some((t, endpoint)) = segments.split_first() else {
         return false;
     };
     let tenant_ok =
         t.eq_ignore_ascii_case(&tenant.tenant_id) || t.eq_ignore_ascii_case(&tenant.default_domain);
-    tenant_ok
-        && (endpoint.eq_ignore_ascii_case("oauth2/token")
-            || endpoint.eq_ignore_ascii_case("oauth2/v2.0/token"))
+    let is = |expected: &[&str]| {
+        endpoint.len() == expected.len()
+            && endpoint
+                .iter()
+                .zip(expected)
+                .all(|(a, b)| a.eq_ignore_ascii_case(b))
+    };
+    tenant_ok && (is(&["oauth2", "token"]) || is(&["oauth2", "v2.0", "token"]))
 }
 
 /// A NumericDate claim as whole epoch seconds (integer or float), `None` when absent or not a number.
@@ -122,15 +131,24 @@ pub fn verify(assertion: &str, sp: &ServicePrincipal, tenant: &Tenant, now: i64)
         reason: reason.to_string(),
         thumbprint: key.thumbprint_sha1_hex.clone(),
     };
-    let rsa_algs = [
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-    ];
-    if !rsa_algs.contains(&header.alg) {
+    let (algs, decoding): (&[Algorithm], DecodingKey) = match key.key_algorithm {
+        KeyAlgorithm::Rsa => (
+            &[
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+                Algorithm::PS384,
+                Algorithm::PS512,
+            ],
+            DecodingKey::from_rsa_der(&key.public_key_pkcs1_der),
+        ),
+        KeyAlgorithm::EcP256 => (
+            &[Algorithm::ES256],
+            DecodingKey::from_ec_der(&key.public_key_pkcs1_der),
+        ),
+    };
+    if !algs.contains(&header.alg) {
         return Err(invalid("The signing algorithm is not supported."));
     }
     if now > key.end_date_time.saturating_add(CLOCK_SKEW_SECS)
@@ -143,17 +161,15 @@ pub fn verify(assertion: &str, sp: &ServicePrincipal, tenant: &Tenant, now: i64)
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
-    let claims = jsonwebtoken::decode::<Value>(
-        assertion,
-        &DecodingKey::from_rsa_der(&key.public_key_pkcs1_der),
-        &validation,
-    )
-    .map_err(|e| match e.kind() {
-        jsonwebtoken::errors::ErrorKind::InvalidSignature
-        | jsonwebtoken::errors::ErrorKind::Signing(_) => invalid("Signature validation failed."),
-        _ => AadError::MalformedAssertion(e.to_string()),
-    })?
-    .claims;
+    let claims = jsonwebtoken::decode::<Value>(assertion, &decoding, &validation)
+        .map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature
+            | jsonwebtoken::errors::ErrorKind::Signing(_) => {
+                invalid("Signature validation failed.")
+            }
+            _ => AadError::MalformedAssertion(e.to_string()),
+        })?
+        .claims;
 
     let is_client = |name: &str| {
         claims
@@ -344,5 +360,42 @@ mod tests {
             matches!(err, AadError::AssertionTimeRange { .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn an_ec_p256_certificate_accepts_es256_assertions_only() {
+        let pkcs8 = misim_core::cert::generate_key(misim_core::cert::KeyType::EcP256).unwrap();
+        let kc = misim_core::cert::self_signed(&pkcs8, "ec", NOW - 3600, NOW + 86_400).unwrap();
+        let (mut sp, _) = principal();
+        sp.key_credentials = vec![KeyCredential::from_certificate(&kc.certificate_der).unwrap()];
+        assert_eq!(sp.key_credentials[0].key_algorithm, KeyAlgorithm::EcP256);
+        let claims = json!({
+            "aud": format!("http://h/{}/oauth2/token", tenant().tenant_id),
+            "iss": sp.app_id, "sub": sp.app_id, "jti": "j", "exp": NOW + 600,
+        });
+        let sign = |alg: Algorithm, key: &EncodingKey| {
+            let mut header = Header::new(alg);
+            header.x5t = Some(sp.key_credentials[0].x5t.clone());
+            jsonwebtoken::encode(&header, &claims, key).unwrap()
+        };
+        let es256 = sign(Algorithm::ES256, &EncodingKey::from_ec_der(&pkcs8));
+        assert_eq!(
+            verify(&es256, &sp, &tenant(), NOW).unwrap(),
+            sp.key_credentials[0].thumbprint_sha1_hex
+        );
+        // Signed by another P-256 key under the same thumbprint: the signature fails.
+        let other = misim_core::cert::generate_key(misim_core::cert::KeyType::EcP256).unwrap();
+        let forged = sign(Algorithm::ES256, &EncodingKey::from_ec_der(&other));
+        assert!(matches!(
+            verify(&forged, &sp, &tenant(), NOW),
+            Err(AadError::InvalidSignature { .. })
+        ));
+        // An RSA-signed assertion naming the EC certificate: algorithm not supported.
+        let (_, rsa_signer) = principal();
+        let rs256 = sign(Algorithm::RS256, &rsa_signer);
+        assert!(matches!(
+            verify(&rs256, &sp, &tenant(), NOW),
+            Err(AadError::InvalidSignature { reason, .. }) if reason.contains("algorithm")
+        ));
     }
 }

@@ -1,11 +1,14 @@
 //! A token-signing key: an RSA-2048 key with a self-signed certificate, published as a JWK (`kid` =
 //! `x5t` = base64url SHA-1 of the certificate, as Entra does). [`crate::keyring`] rotates them.
+//!
+//! The private key is parsed once, when the key is loaded, into an aws-lc-rs key pair that signs
+//! every token (RS256, RFC 7518 §3.3): no PEM or DER parsing per token.
 
+use aws_lc_rs::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use rsa::pkcs1::EncodeRsaPrivateKey;
-use rsa::pkcs8::DecodePrivateKey;
-use rsa::traits::PublicKeyParts;
+use serde::Serialize;
+use std::sync::Arc;
 
 use crate::error::{AadError, Result};
 use crate::store::SigningKeyRecord;
@@ -26,9 +29,19 @@ pub struct SigningKey {
     pub retired_at: Option<i64>,
     private_key_pkcs8_der: Vec<u8>,
     certificate_der: Vec<u8>,
-    encoding_key: jsonwebtoken::EncodingKey,
+    key_pair: Arc<RsaKeyPair>,
     n: String,
     e: String,
+}
+
+/// The JOSE header of a token: `{"typ":"JWT","alg":"RS256","kid",["x5t"]}` in Entra's order.
+#[derive(Serialize)]
+struct JoseHeader<'a> {
+    typ: &'static str,
+    alg: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x5t: Option<&'a str>,
+    kid: &'a str,
 }
 
 impl SigningKey {
@@ -66,12 +79,11 @@ impl SigningKey {
     /// # Errors
     /// [`AadError::Internal`] when the stored key does not decode.
     pub fn from_record(seq: u64, record: &SigningKeyRecord) -> Result<Self> {
-        let private = rsa::RsaPrivateKey::from_pkcs8_der(&record.private_key_pkcs8_der)
+        let key_pair = RsaKeyPair::from_pkcs8(&record.private_key_pkcs8_der)
             .map_err(|e| AadError::Internal(format!("signing key: {e}")))?;
-        let pkcs1 = private
-            .to_pkcs1_der()
-            .map_err(|e| AadError::Internal(format!("signing key: {e}")))?;
-        let public = private.to_public_key();
+        let public = key_pair.public_key();
+        let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
+        let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
         Ok(SigningKey {
             kid: misim_core::cert::x5t(&record.certificate_der),
             seq,
@@ -79,9 +91,9 @@ impl SigningKey {
             retired_at: record.retired_at,
             private_key_pkcs8_der: record.private_key_pkcs8_der.clone(),
             certificate_der: record.certificate_der.clone(),
-            encoding_key: jsonwebtoken::EncodingKey::from_rsa_der(pkcs1.as_bytes()),
-            n: URL_SAFE_NO_PAD.encode(public.n().to_bytes_be()),
-            e: URL_SAFE_NO_PAD.encode(public.e().to_bytes_be()),
+            key_pair: Arc::new(key_pair),
+            n,
+            e,
         })
     }
 
@@ -102,14 +114,28 @@ impl SigningKey {
     ///
     /// # Errors
     /// [`AadError::Internal`] when signing fails.
-    pub fn sign(&self, claims: &serde_json::Value, with_x5t: bool) -> Result<String> {
-        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        if with_x5t {
-            header.x5t = Some(self.kid.clone());
-        }
-        jsonwebtoken::encode(&header, claims, &self.encoding_key)
-            .map_err(|e| AadError::Internal(format!("signing: {e}")))
+    pub fn sign(&self, claims: &impl Serialize, with_x5t: bool) -> Result<String> {
+        let header = JoseHeader {
+            typ: "JWT",
+            alg: "RS256",
+            x5t: with_x5t.then_some(self.kid.as_str()),
+            kid: &self.kid,
+        };
+        let encoding = |e: serde_json::Error| AadError::Internal(format!("token json: {e}"));
+        let h = serde_json::to_vec(&header).map_err(encoding)?;
+        let c = serde_json::to_vec(claims).map_err(encoding)?;
+        // JWS compact serialization (RFC 7515 §7.1): b64url(header) "." b64url(claims) "." b64url(sig).
+        let mut token = URL_SAFE_NO_PAD.encode(h);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(c, &mut token);
+        let mut signature = vec![0; self.key_pair.public_modulus_len()];
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        self.key_pair
+            .sign(&RSA_PKCS1_SHA256, &rng, token.as_bytes(), &mut signature)
+            .map_err(|e| AadError::Internal(format!("signing: {e}")))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 
     /// The public key as a JWK in Entra's shape: `kty, use, kid, x5t, n, e, x5c` (standard base64 DER),

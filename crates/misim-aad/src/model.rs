@@ -68,8 +68,12 @@ pub struct KeyCredential {
     pub x5t: String,
     /// base64url (no padding) SHA-256 of the DER: the assertion's `x5t#S256`.
     pub x5t_s256: String,
-    /// The certificate's RSA public key as PKCS#1 `RSAPublicKey` DER.
+    /// The certificate's public key bits (the SPKI `subjectPublicKey`): PKCS#1 `RSAPublicKey` DER
+    /// for RSA, the SEC1 uncompressed point for EC P-256. (Named for RSA, the first kind stored.)
     pub public_key_pkcs1_der: Vec<u8>,
+    /// The key's algorithm; records stored before EC keys were accepted are RSA.
+    #[serde(default)]
+    pub key_algorithm: KeyAlgorithm,
     /// Certificate `notBefore`, epoch seconds.
     pub start_date_time: i64,
     /// Certificate `notAfter`, epoch seconds.
@@ -78,12 +82,29 @@ pub struct KeyCredential {
 
 /// OID of `rsaEncryption` in a SubjectPublicKeyInfo.
 const RSA_ENCRYPTION_OID: &str = "1.2.840.113549.1.1.1";
+/// OID of `id-ecPublicKey` in a SubjectPublicKeyInfo (RFC 5480 §2.1.1).
+const EC_PUBLIC_KEY_OID: &str = "1.2.840.10045.2.1";
+/// OID of the P-256 curve (`secp256r1`, RFC 5480 §2.1.1.1).
+const P256_OID: &str = "1.2.840.10045.3.1.7";
+
+/// The public-key algorithm of a certificate credential. Entra accepts RSA certificates and, for
+/// client assertions, ECDSA ones signed ES256
+/// (<https://learn.microsoft.com/entra/identity-platform/certificate-credentials>: `alg` "RS256,
+/// PS256 or ES256").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyAlgorithm {
+    /// RSA (any modulus size); assertions RS256/384/512 or PS256/384/512.
+    #[default]
+    Rsa,
+    /// ECDSA on P-256; assertions ES256.
+    EcP256,
+}
 
 impl KeyCredential {
     /// Builds a key credential from a certificate, with a new random key ID.
     ///
     /// # Errors
-    /// [`AadError::InvalidArgument`] when the DER is not an X.509 certificate with an RSA key.
+    /// [`AadError::InvalidArgument`] when the DER is not an X.509 certificate with an RSA or P-256 key.
     pub fn from_certificate(certificate_der: &[u8]) -> Result<Self> {
         if certificate_der.is_empty() {
             return Err(AadError::InvalidArgument(
@@ -94,11 +115,21 @@ impl KeyCredential {
             AadError::InvalidArgument(format!("certificate_der is not an x.509 certificate: {e}"))
         })?;
         let spki = cert.public_key();
-        if spki.algorithm.algorithm.to_id_string() != RSA_ENCRYPTION_OID {
-            return Err(AadError::InvalidArgument(
-                "certificate key must be rsa".into(),
-            ));
-        }
+        let curve = spki
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.as_oid().ok())
+            .map(|o| o.to_id_string());
+        let key_algorithm = match spki.algorithm.algorithm.to_id_string().as_str() {
+            RSA_ENCRYPTION_OID => KeyAlgorithm::Rsa,
+            EC_PUBLIC_KEY_OID if curve.as_deref() == Some(P256_OID) => KeyAlgorithm::EcP256,
+            _ => {
+                return Err(AadError::InvalidArgument(
+                    "certificate key must be rsa or ec p-256".into(),
+                ))
+            }
+        };
         Ok(KeyCredential {
             key_id: uuid::Uuid::new_v4().to_string(),
             certificate_der: certificate_der.to_vec(),
@@ -106,6 +137,7 @@ impl KeyCredential {
             x5t: misim_core::cert::x5t(certificate_der),
             x5t_s256: misim_core::cert::x5t_s256(certificate_der),
             public_key_pkcs1_der: spki.subject_public_key.data.to_vec(),
+            key_algorithm,
             start_date_time: cert.validity().not_before.timestamp(),
             end_date_time: cert.validity().not_after.timestamp(),
         })

@@ -1,6 +1,6 @@
 //! TLS for misim's HTTPS surfaces: a local CA made on first start and kept in the data directory, the
-//! server certificate it issues for loopback names, a rustls server config (ring provider), an HTTPS
-//! server for an axum router, and a TLS-terminating forwarder to a party's plain-HTTP listener.
+//! server certificate it issues for loopback names, a rustls server config (aws-lc-rs provider), an
+//! HTTPS server for an axum router, and a TLS-terminating forwarder to a party's plain-HTTP listener.
 //!
 //! Certificate validity uses wall-clock time, never the injected [`crate::Clock`]: TLS clients check
 //! it against their own clock. Clients trust misim by trusting `<ca dir>/ca.pem`
@@ -252,7 +252,7 @@ impl LocalCa {
         })?;
         let chain = vec![leaf.der().clone(), ca_der];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()

@@ -1,24 +1,39 @@
-//! A small pool of pre-generated RSA-2048 keys, so bursts of identity creations do not each wait for a
-//! key generation (the slow part of step 2: tens to hundreds of milliseconds per key).
+//! A pool of pre-generated identity keys, so bursts of identity creations do not each wait for a key
+//! generation (the slow part of step 2: tens of milliseconds per RSA-2048 key, microseconds for EC
+//! P-256).
 //!
-//! A background task fills a bounded channel of `size` keys, generating each on tokio's blocking pool,
-//! and refills it as keys are taken. [`KeyPool::take`] returns a pooled key when one is ready and
-//! otherwise generates one on demand (it never waits for the filler). Size 0 disables the pool.
-//! Pooled keys live only in memory: a restart starts with an empty pool and refills it.
+//! A background task keeps a bounded channel of `size` keys full, generating up to one key per core
+//! at once (each on tokio's blocking pool, on aws-lc-rs), and refills it as keys are taken.
+//! [`KeyPool::take`] returns a pooled key when one is ready and otherwise generates one on demand (it
+//! never waits for the filler). Size 0 disables the pool. Pooled keys live only in memory: a restart
+//! starts with an empty pool and refills it.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, Mutex, Notify};
+use misim_core::cert::KeyType;
+use tokio::sync::{mpsc, Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::error::Result;
 
-/// Pre-generated RSA keys (PKCS#8 DER) with on-demand fallback.
+/// The default pool size: two keys per core, so a burst finds keys ready while the filler, running on
+/// every core, replaces them.
+pub fn default_size() -> usize {
+    2 * workers()
+}
+
+/// How many keys the filler generates at once: one per core.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Pre-generated private keys (PKCS#8 DER) of one [`KeyType`], with on-demand fallback.
 pub struct KeyPool {
     keys: Mutex<mpsc::Receiver<Vec<u8>>>,
     size: usize,
+    key_type: KeyType,
     ready: Arc<AtomicUsize>,
     filled: Arc<Notify>,
     from_pool: AtomicU64,
@@ -35,27 +50,41 @@ pub struct KeyPoolStats {
 }
 
 impl KeyPool {
-    /// Creates a pool of `size` keys and starts filling it in the background until `shutdown` is
-    /// cancelled or the pool is dropped. Must be called inside a tokio runtime.
-    pub fn start(size: usize, shutdown: CancellationToken) -> Arc<Self> {
+    /// Creates a pool of `size` keys of `key_type` and starts filling it in the background, one key
+    /// per core at once, until `shutdown` is cancelled or the pool is dropped. Must be called inside
+    /// a tokio runtime.
+    pub fn start(size: usize, key_type: KeyType, shutdown: CancellationToken) -> Arc<Self> {
         let (tx, rx) = mpsc::channel(size.max(1));
         let filled = Arc::new(Notify::new());
         let ready = Arc::new(AtomicUsize::new(0));
         let pool = Arc::new(KeyPool {
             keys: Mutex::new(rx),
             size,
+            key_type,
             ready: ready.clone(),
             filled: filled.clone(),
             from_pool: AtomicU64::new(0),
             on_demand: AtomicU64::new(0),
         });
         if size > 0 {
-            tokio::spawn(fill(tx, ready, filled, shutdown));
+            let filler = Filler {
+                tx,
+                ready,
+                filled,
+                key_type,
+                stop: shutdown.child_token(),
+            };
+            tokio::spawn(filler.run(workers()));
         }
         pool
     }
 
-    /// A fresh RSA-2048 key: from the pool when one is ready, else generated now on the blocking pool.
+    /// The type of the keys this pool hands out.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// A fresh key: from the pool when one is ready, else generated now on the blocking pool.
     ///
     /// # Errors
     /// [`crate::MsrpError::Cert`] when on-demand generation fails.
@@ -68,7 +97,7 @@ impl KeyPool {
             }
         }
         self.on_demand.fetch_add(1, Ordering::Relaxed);
-        Ok(misim_core::cert::generate_rsa_key_blocking().await?)
+        Ok(misim_core::cert::generate_key_blocking(self.key_type).await?)
     }
 
     /// Number of keys ready in the pool now.
@@ -98,37 +127,58 @@ impl KeyPool {
     }
 }
 
-/// Generates keys into `tx` until it is closed (pool dropped) or `shutdown` fires; `send` waits while
-/// the pool is full, so the filler only works to replace taken keys.
-async fn fill(
+/// The background task that keeps the pool full.
+struct Filler {
     tx: mpsc::Sender<Vec<u8>>,
     ready: Arc<AtomicUsize>,
     filled: Arc<Notify>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            permit = tx.reserve() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        let key = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            key = misim_core::cert::generate_rsa_key_blocking() => key,
-        };
-        match key {
-            Ok(key) => {
-                ready.fetch_add(1, Ordering::SeqCst);
-                permit.send(key);
-                filled.notify_waiters();
-                debug!("key pool refilled one key");
-            }
-            Err(e) => {
-                warn!(error = %e, "key pool could not generate a key; stopping the filler");
-                return;
-            }
+    key_type: KeyType,
+    /// Cancelled on shutdown, or when a generation fails (the filler stops; `take` still works).
+    stop: CancellationToken,
+}
+
+impl Filler {
+    /// Reserves a free slot of the channel (waiting while the pool is full, so the filler only works
+    /// to replace taken keys), then starts a generation for it, at most `workers` at once.
+    async fn run(self, workers: usize) {
+        let gate = Arc::new(Semaphore::new(workers.max(1)));
+        loop {
+            let slot = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                slot = self.tx.clone().reserve_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => return,
+                },
+            };
+            let worker = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                worker = gate.clone().acquire_owned() => match worker {
+                    Ok(worker) => worker,
+                    Err(_) => return,
+                },
+            };
+            let (ready, filled, stop) =
+                (self.ready.clone(), self.filled.clone(), self.stop.clone());
+            let key_type = self.key_type;
+            tokio::spawn(async move {
+                let key = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    key = misim_core::cert::generate_key_blocking(key_type) => key,
+                };
+                drop(worker);
+                match key {
+                    Ok(key) => {
+                        ready.fetch_add(1, Ordering::SeqCst);
+                        slot.send(key);
+                        filled.notify_waiters();
+                        debug!("key pool refilled one key");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "key pool could not generate a key; stopping the filler");
+                        stop.cancel();
+                    }
+                }
+            });
         }
     }
 }
@@ -139,7 +189,7 @@ mod tests {
 
     #[tokio::test]
     async fn filled_pool_serves_keys_then_falls_back_to_on_demand() {
-        let pool = KeyPool::start(2, CancellationToken::new());
+        let pool = KeyPool::start(2, KeyType::Rsa2048, CancellationToken::new());
         pool.wait_filled().await;
         assert_eq!(pool.available(), 2);
         let a = pool.take().await.unwrap();
@@ -159,7 +209,7 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_pool_generates_on_demand() {
-        let pool = KeyPool::start(0, CancellationToken::new());
+        let pool = KeyPool::start(0, KeyType::Rsa2048, CancellationToken::new());
         pool.wait_filled().await;
         assert_eq!(pool.available(), 0);
         pool.take().await.unwrap();
@@ -170,5 +220,15 @@ mod tests {
                 on_demand: 1
             }
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_ec_pool_fills_beyond_the_number_of_workers_with_p256_keys() {
+        let pool = KeyPool::start(3 * workers(), KeyType::EcP256, CancellationToken::new());
+        pool.wait_filled().await;
+        assert_eq!(pool.available(), 3 * workers());
+        assert_eq!(pool.key_type(), KeyType::EcP256);
+        let key = pool.take().await.unwrap();
+        assert_eq!(KeyType::of_pkcs8(&key).unwrap(), KeyType::EcP256);
     }
 }

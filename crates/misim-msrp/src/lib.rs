@@ -1,9 +1,10 @@
-//! MSRP, the Managed Identity Resource Provider: for each identity it generates an RSA-2048 key and an
-//! X.509 certificate, registers a service principal with that certificate in Azure AD (step 2 of the
-//! flow), hands the credential to the hosts that serve the identity, and deletes all of it with the identity.
+//! MSRP, the Managed Identity Resource Provider: for each identity it generates a key (RSA-2048 as
+//! Azure, or EC P-256 with `--identity-key-type ec-p256`) and an X.509 certificate, registers a
+//! service principal with that certificate in Azure AD (step 2 of the flow), hands the credential to
+//! the hosts that serve the identity, and deletes all of it with the identity.
 //!
 //! Code map: [`service`] (create/get/list/delete/credential), [`renewal`] (certificate roll-over),
-//! [`keypool`] (pre-generated RSA keys), [`store`] (sled table), [`identity`] (domain types),
+//! [`keypool`] (pre-generated keys), [`store`] (sled table), [`identity`] (domain types),
 //! [`grpc`] (the only module seeing pb types: the MSRP server and the Azure AD client), [`error`].
 
 pub mod error;
@@ -42,8 +43,12 @@ pub struct Config {
     pub cert_renew_after_secs: i64,
     /// Time source.
     pub clock: Clock,
-    /// Number of pre-generated RSA keys kept ready for creations (0 disables the pool; default 4).
+    /// Number of pre-generated keys kept ready for creations (0 disables the pool; default two per
+    /// core, [`keypool::default_size`]).
     pub key_pool_size: usize,
+    /// Key type of identity certificates (default RSA-2048, as Azure; EC P-256 for large
+    /// simulations, see [`misim_core::cert::KeyType`]).
+    pub key_type: misim_core::cert::KeyType,
     /// How often the renewal task looks for certificates to renew or retire, seconds (default 60).
     pub renewal_check_secs: u64,
     /// Control-plane mTLS: MSRP's certificate (role `msrp`), used to serve (callers must present
@@ -54,7 +59,8 @@ pub struct Config {
 
 impl Config {
     /// A config with Azure's certificate lifetimes (valid 90 days, renewed after 45;
-    /// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>), a key pool of 4 and a renewal check every 60 seconds.
+    /// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>), RSA-2048 keys, a key pool of two keys per
+    /// core and a renewal check every 60 seconds.
     pub fn new(data_dir: PathBuf, aad_grpc: String, clock: Clock) -> Self {
         Config {
             data_dir,
@@ -62,7 +68,8 @@ impl Config {
             cert_validity_secs: 90 * 86_400,
             cert_renew_after_secs: 45 * 86_400,
             clock,
-            key_pool_size: 4,
+            key_pool_size: keypool::default_size(),
+            key_type: misim_core::cert::KeyType::Rsa2048,
             renewal_check_secs: 60,
             control: None,
         }
@@ -102,7 +109,7 @@ pub fn open(config: &Config, shutdown: CancellationToken) -> Result<Arc<Msrp>, R
     }
     let store = store::IdentityStore::new(store)?;
     let aad = grpc::aad::AadClient::new(&config.aad_grpc, config.control.as_ref())?;
-    let keys = keypool::KeyPool::start(config.key_pool_size, shutdown);
+    let keys = keypool::KeyPool::start(config.key_pool_size, config.key_type, shutdown);
     let policy = CertPolicy {
         validity_secs: config.cert_validity_secs,
         renew_after_secs: config.cert_renew_after_secs,
@@ -134,6 +141,7 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         aad = %config.aad_grpc,
         key_pool_size = config.key_pool_size,
+        key_type = %config.key_type,
         "msrp serving"
     );
     let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());

@@ -296,6 +296,10 @@ pub struct UpArgs {
     /// 5 at once, answering 429 beyond); for load tests such as `misim bench token` and bench/run.
     #[arg(long, env = "MISIM_NO_THROTTLE")]
     pub no_throttle: bool,
+    /// Key type of identity certificates: rsa-2048 (Azure's) or ec-p256 (generated in microseconds,
+    /// for simulations with very many identities; Azure AD then takes ES256 client assertions).
+    #[arg(long, env = "MISIM_IDENTITY_KEY_TYPE", default_value_t = misim_core::cert::KeyType::Rsa2048)]
+    pub identity_key_type: misim_core::cert::KeyType,
     /// Time source of every party: `system` (the wall clock) or `manual` (starts at the wall
     /// clock's time and moves only with `misim clock advance|set`; docs/faults-and-time.md).
     #[arg(long, env = "MISIM_CLOCK", default_value = "system", value_parser = ["system", "manual"])]

@@ -181,6 +181,9 @@ pub struct MsrpArgs {
     /// Directory of misim's CA (used to issue this party's certificate when --control-tls-dir is unset).
     #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
     pub ca_dir: PathBuf,
+    /// Key type of identity certificates: rsa-2048 (Azure's) or ec-p256.
+    #[arg(long, env = "MISIM_IDENTITY_KEY_TYPE", default_value_t = misim_core::cert::KeyType::Rsa2048)]
+    pub identity_key_type: misim_core::cert::KeyType,
     /// Control-plane mutual TLS.
     #[command(flatten)]
     pub control: ControlArgs,
@@ -348,6 +351,7 @@ pub async fn run_msrp(a: MsrpArgs) -> anyhow::Result<()> {
     name(&[&listener], "msrp");
     tracing::info!(grpc = %a.listen, aad = %a.aad_grpc, "msrp listening");
     let mut cfg = msrp_config(a.data_dir, a.aad_grpc, Clock::system());
+    cfg.key_type = a.identity_key_type;
     cfg.control = Some(a.control.load(Role::Msrp, &a.ca_dir)?);
     misim_msrp::run(cfg, listener, shutdown).await?;
     Ok(())

@@ -56,6 +56,8 @@ pub struct UpConfig {
     /// IMDS throttling as Azure's (20 identity requests/s and 5 at once per VM); false switches it
     /// off on every host (load tests, `misim up --no-throttle`).
     pub imds_throttle: bool,
+    /// Key type of the identity certificates MSRP makes (default RSA-2048, as Azure).
+    pub identity_key_type: misim_core::cert::KeyType,
     /// Time source for every party.
     pub clock: Clock,
 }
@@ -81,6 +83,7 @@ impl UpConfig {
             arm_api_token: None,
             vm_ports: None,
             imds_throttle: true,
+            identity_key_type: misim_core::cert::KeyType::Rsa2048,
             clock: Clock::system(),
         }
     }
@@ -413,6 +416,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     msrp.cert_validity_secs = cfg.cert_validity_secs;
     msrp.cert_renew_after_secs = cfg.cert_renew_after_secs;
     msrp.renewal_check_secs = cfg.renewal_check_secs;
+    msrp.key_type = cfg.identity_key_type;
     msrp.control = Some(certs.msrp);
     spawn_party(
         &tasks,
@@ -642,6 +646,7 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     cfg.arm_api_token = a.arm_api_token;
     cfg.vm_ports = a.vm_ports.as_deref().map(parse_port_range).transpose()?;
     cfg.imds_throttle = !a.no_throttle;
+    cfg.identity_key_type = a.identity_key_type;
     // Simulated time and propagation delays (docs/faults-and-time.md).
     if a.clock == "manual" {
         cfg.clock = Clock::manual_from_now();

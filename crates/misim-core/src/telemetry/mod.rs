@@ -126,8 +126,10 @@ pub fn tracer_provider(
     if let Some(endpoint) = otlp {
         let url = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
         // The blocking client owns a runtime: build it off any async context.
+        // reqwest 0.12 has no TLS provider of its own here: it uses the process' (aws-lc-rs).
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let client = std::thread::spawn(|| {
-            reqwest::blocking::Client::builder()
+            reqwest_otlp::blocking::Client::builder()
                 .no_proxy()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
