@@ -69,7 +69,8 @@ struct AssertionClaims<'a> {
     exp: i64,
 }
 
-/// Builds and signs the client assertion: header `{"alg":"RS256","typ":"JWT","x5t":…}`, claims
+/// Builds and signs the client assertion: header `{"alg":"RS256","typ":"JWT","x5t":…}` (`ES256` for
+/// an EC P-256 identity key, `misim up --identity-key-type ec-p256`), claims
 /// `aud = token_endpoint`, `iss = sub = client_id`, `jti`, `nbf = iat = now`, `exp = now + 600`.
 /// CPU-bound (RSA signature): call from a blocking thread.
 ///
@@ -81,7 +82,12 @@ pub fn client_assertion(
     credential: &HostCredential,
     now: i64,
 ) -> Result<String> {
-    let mut header = Header::new(Algorithm::RS256);
+    let key = credential.signing_key()?;
+    let alg = match key.family() {
+        jsonwebtoken::AlgorithmFamily::Ec => Algorithm::ES256,
+        _ => Algorithm::RS256,
+    };
+    let mut header = Header::new(alg);
     header.typ = Some("JWT".into());
     header.x5t = Some(credential.x5t.clone());
     let claims = AssertionClaims {
@@ -93,7 +99,6 @@ pub fn client_assertion(
         iat: now,
         exp: now.saturating_add(ASSERTION_LIFETIME_SECS),
     };
-    let key = credential.signing_key()?;
     jsonwebtoken::encode(&header, &claims, key)
         .map_err(|e| ImdsError::Internal(format!("signing assertion: {e}")))
 }
@@ -102,8 +107,12 @@ pub fn client_assertion(
 /// [`HostCredential::signing_key`]).
 ///
 /// # Errors
-/// [`ImdsError::Internal`] when the key is not a PKCS#8 RSA key.
+/// [`ImdsError::Internal`] when the key is not a PKCS#8 RSA or P-256 key.
 pub fn signing_key(credential: &Credential) -> Result<EncodingKey> {
+    let der = &credential.private_key_pkcs8_der;
+    if let Ok(cert::KeyType::EcP256) = cert::KeyType::of_pkcs8(der) {
+        return Ok(EncodingKey::from_ec_der(der));
+    }
     let pem = cert::to_pem("PRIVATE KEY", &credential.private_key_pkcs8_der);
     EncodingKey::from_rsa_pem(pem.as_bytes())
         .map_err(|e| ImdsError::Internal(format!("identity key: {e}")))
