@@ -52,6 +52,15 @@ impl ConnLimits {
         idle_timeout: Some(Duration::from_secs(60)),
         header_timeout: Duration::from_secs(10),
     };
+    /// Limits of the loopback listener shared by every VM of a host, which tells them apart by
+    /// path (`/vms/{vmId}`): every caller is 127.0.0.1, so no per-source cap below the listener's
+    /// 4096 connections; idle 60 s.
+    pub const SHARED_LOOPBACK: ConnLimits = ConnLimits {
+        max_connections: 4096,
+        max_per_peer: 4096,
+        idle_timeout: Some(Duration::from_secs(60)),
+        header_timeout: Duration::from_secs(10),
+    };
     /// Limits of a gRPC listener: 512 connections, 128 per source address, no idle timeout.
     pub const GRPC: ConnLimits = ConnLimits {
         max_connections: 512,

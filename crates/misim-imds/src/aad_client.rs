@@ -5,14 +5,14 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use misim_core::{cert, Clock};
+use jsonwebtoken::{Algorithm, Header};
+use misim_core::Clock;
 use serde::Serialize;
 use serde_json::Value;
 use tracing::warn;
 
 use crate::error::{ImdsError, Result};
-use crate::model::{Credential, HostCredential};
+use crate::model::HostCredential;
 
 /// Client assertions are valid for 10 minutes (`exp = now + 600`).
 pub const ASSERTION_LIFETIME_SECS: i64 = 600;
@@ -101,21 +101,6 @@ pub fn client_assertion(
     };
     jsonwebtoken::encode(&header, &claims, key)
         .map_err(|e| ImdsError::Internal(format!("signing assertion: {e}")))
-}
-
-/// The jsonwebtoken key of a credential's PKCS#8 private key (parsed once per credential:
-/// [`HostCredential::signing_key`]).
-///
-/// # Errors
-/// [`ImdsError::Internal`] when the key is not a PKCS#8 RSA or P-256 key.
-pub fn signing_key(credential: &Credential) -> Result<EncodingKey> {
-    let der = &credential.private_key_pkcs8_der;
-    if let Ok(cert::KeyType::EcP256) = cert::KeyType::of_pkcs8(der) {
-        return Ok(EncodingKey::from_ec_der(der));
-    }
-    let pem = cert::to_pem("PRIVATE KEY", &credential.private_key_pkcs8_der);
-    EncodingKey::from_rsa_pem(pem.as_bytes())
-        .map_err(|e| ImdsError::Internal(format!("identity key: {e}")))
 }
 
 /// HTTP client for Azure AD's v1 token endpoint.

@@ -5,18 +5,15 @@
 //! to Azure AD).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use futures_util::stream::{self, StreamExt};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::error::{ImdsError, Result};
 use crate::grpc::msrp::MsrpCredentials;
-use crate::host::Host;
 use crate::model::{Credential, HostCredential, IdentityRef, SharedCredential};
+use crate::store::HostStore;
 
 /// How many credentials are requested from MSRP at once (configure and refresh).
 const PARALLEL_FETCHES: usize = 16;
@@ -27,8 +24,10 @@ pub(crate) struct Registry {
     by_key: Mutex<HashMap<String, (IdentityRef, SharedCredential)>>,
 }
 
+type Entries = HashMap<String, (IdentityRef, SharedCredential)>;
+
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (IdentityRef, SharedCredential)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.by_key.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -39,17 +38,41 @@ impl Registry {
             .map(|(_, c)| c.clone())
     }
 
-    /// Files `credential` for `identity`, or returns the one already filed.
-    pub(crate) fn insert(
+    /// Files a credential read from the store (on start).
+    pub(crate) fn load(
         &self,
         identity: &IdentityRef,
         credential: HostCredential,
     ) -> SharedCredential {
-        self.lock()
-            .entry(identity.credential_key())
-            .or_insert_with(|| (identity.clone(), SharedCredential::new(credential)))
-            .1
-            .clone()
+        let shared = SharedCredential::new(credential);
+        self.lock().insert(
+            identity.credential_key(),
+            (identity.clone(), shared.clone()),
+        );
+        shared
+    }
+
+    /// Files `credential` for `identity` and writes it to `store` (flushed with the VM record that
+    /// refers to it), or returns the one filed meanwhile. Filing and pruning write the store under
+    /// the registry's lock, so a deletion never overtakes a new write of the same credential.
+    ///
+    /// # Errors
+    /// [`ImdsError::Store`] when the write fails (nothing is filed then).
+    pub(crate) fn insert(
+        &self,
+        identity: &IdentityRef,
+        credential: HostCredential,
+        store: &HostStore,
+    ) -> Result<SharedCredential> {
+        let key = identity.credential_key();
+        let mut entries = self.lock();
+        if let Some((_, existing)) = entries.get(&key) {
+            return Ok(existing.clone());
+        }
+        store.put_credential(&key, &credential.credential)?;
+        let shared = SharedCredential::new(credential);
+        entries.insert(key, (identity.clone(), shared.clone()));
+        Ok(shared)
     }
 
     /// Every credential with its identity.
@@ -60,109 +83,100 @@ impl Registry {
             .collect()
     }
 
-    /// Whether `key` still names `credential` (not pruned or replaced meanwhile).
-    fn holds(&self, key: &str, credential: &SharedCredential) -> bool {
-        self.lock()
-            .get(key)
-            .is_some_and(|(_, c)| c.same_cell(credential))
-    }
-
-    /// Forgets the credentials no VM record (nor an in-flight request) holds any more; returns
-    /// their keys, for the store.
-    pub(crate) fn prune(&self) -> Vec<String> {
-        let mut gone = Vec::new();
-        self.lock().retain(|key, (_, c)| {
-            let used = c.holders() > 1;
-            if !used {
-                gone.push(key.clone());
-            }
-            used
-        });
-        gone
+    /// Forgets the credentials no VM record (nor a request or change in flight) holds any more and
+    /// deletes them from `store`.
+    ///
+    /// # Errors
+    /// [`ImdsError::Store`] when a deletion fails (the credential is deleted on the next start).
+    pub(crate) fn prune(&self, store: &HostStore) -> Result<()> {
+        let mut entries = self.lock();
+        let gone: Vec<String> = entries
+            .iter()
+            .filter(|(_, (_, c))| c.holders() == 1)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &gone {
+            entries.remove(key);
+        }
+        store.remove_credentials(&gone)
     }
 }
 
-impl Host {
-    /// The credentials of `identities` from MSRP, in order, [`PARALLEL_FETCHES`] at a time (a VM may
-    /// get up to 1000 identities in one call), each checked and its key parsed.
-    ///
-    /// # Errors
-    /// The first error of [`fetch`]; the other fetches are then abandoned.
-    pub(crate) async fn fetch_credentials(
-        &self,
-        identities: &[IdentityRef],
-    ) -> Result<Vec<HostCredential>> {
-        // In the caller's span: the fetches continue the flow's trace (misim_core::telemetry).
-        let (msrp, host) = (&self.msrp, self.host_name.as_str());
-        stream::iter(identities.iter().cloned())
-            .map(|identity| {
-                let fetch_one = async move { fetch(msrp, host, &identity).await };
-                tracing::Instrument::in_current_span(fetch_one)
-            })
-            .buffered(PARALLEL_FETCHES)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect()
-    }
+/// The credentials of `identities` from MSRP, in order, [`PARALLEL_FETCHES`] at a time (a VM may
+/// get up to 1000 identities in one call), each checked and its key parsed.
+///
+/// # Errors
+/// The first error of [`fetch`]; the other fetches are then abandoned.
+pub(crate) async fn fetch_all(
+    msrp: &MsrpCredentials,
+    host: &str,
+    identities: &[IdentityRef],
+) -> Result<Vec<HostCredential>> {
+    // In the caller's span: the fetches continue the flow's trace (misim_core::telemetry).
+    stream::iter(identities.iter().cloned())
+        .map(|identity| {
+            let fetch_one = async move { fetch(msrp, host, &identity).await };
+            tracing::Instrument::in_current_span(fetch_one)
+        })
+        .buffered(PARALLEL_FETCHES)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
 
-    /// Fetches every credential of the host from MSRP again, [`PARALLEL_FETCHES`] at a time, and
-    /// keeps the ones whose certificate changed (MSRP renews certificates before they expire; this
-    /// is how renewals reach the host): one fetch per identity however many VMs have it. Failures
-    /// are logged and leave the old credential in place. Returns how many credentials changed.
-    pub async fn refresh_credentials(&self) -> usize {
-        let all = self.credentials.all();
-        let fetched: Vec<_> = stream::iter(all)
-            .map(|(key, identity, shared)| async move {
-                let got = fetch(&self.msrp, &self.host_name, &identity).await;
-                (key, identity, shared, got)
-            })
-            .buffer_unordered(PARALLEL_FETCHES)
-            .collect()
-            .await;
-        let mut renewed = Vec::new();
-        for (key, identity, shared, got) in fetched {
-            match got {
-                Ok(c)
-                    if c.credential.certificate_der
-                        != shared.current().credential.certificate_der =>
-                {
-                    renewed.push((key, identity, shared, c))
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    warn!(identity = %identity.msi_res_id, error = %e, "credential refresh failed")
-                }
+/// Fetches every credential of `registry` from MSRP again, [`PARALLEL_FETCHES`] at a time, and
+/// keeps the ones whose certificate changed (MSRP renews certificates before they expire; this is
+/// how renewals reach the host): one fetch per identity however many VMs have it. The renewed
+/// credentials are stored, then replace the old ones for every VM at once. Failures are logged
+/// and leave the old credential in place. Returns the renewed identities.
+pub(crate) async fn refresh(
+    registry: &Registry,
+    store: &HostStore,
+    msrp: &MsrpCredentials,
+    host: &str,
+) -> Vec<IdentityRef> {
+    let fetched: Vec<_> = stream::iter(registry.all())
+        .map(|(key, identity, shared)| async move {
+            let got = fetch(msrp, host, &identity).await;
+            (key, identity, shared, got)
+        })
+        .buffer_unordered(PARALLEL_FETCHES)
+        .collect()
+        .await;
+    let mut renewed = Vec::new();
+    for (key, identity, shared, got) in fetched {
+        match got {
+            Ok(c)
+                if c.credential.certificate_der != shared.current().credential.certificate_der =>
+            {
+                renewed.push((key, identity, shared, c))
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(identity = %identity.msi_res_id, error = %e, "credential refresh failed")
             }
         }
-        if renewed.is_empty() {
-            return 0;
-        }
-        let _admin = self.admin.lock().await;
-        // Pruned meanwhile (no VM has the identity any more): nothing to renew.
-        renewed.retain(|(key, _, shared, _)| self.credentials.holds(key, shared));
-        let writes: Vec<(String, &Credential)> = renewed
-            .iter()
-            .map(|(key, _, _, c)| (key.clone(), &c.credential))
-            .collect();
-        if let Err(e) = self.store.put_credentials(&writes).await {
-            warn!(error = %e, "cannot store renewed credentials");
-            return 0;
-        }
-        let changed = renewed.len();
-        for (_, identity, shared, credential) in renewed {
+    }
+    if renewed.is_empty() {
+        return Vec::new();
+    }
+    let writes: Vec<(String, &Credential)> = renewed
+        .iter()
+        .map(|(key, _, _, c)| (key.clone(), &c.credential))
+        .collect();
+    if let Err(e) = store.put_credentials(&writes).await {
+        warn!(error = %e, "cannot store renewed credentials");
+        return Vec::new();
+    }
+    renewed
+        .into_iter()
+        .map(|(_, identity, shared, credential)| {
             info!(identity = %identity.msi_res_id, thumbprint = %credential.thumbprint, "identity credential renewed on host");
             shared.replace(credential);
-        }
-        let vms: Vec<_> = self.vms_read().values().cloned().collect();
-        for vm in vms {
-            let record = vm.snapshot();
-            if let Err(e) = self.rewrite_extension_files(&record).await {
-                warn!(vm = %vm.key, error = %e, "cannot write renewed credentials for the vm extension");
-            }
-        }
-        changed
-    }
+            identity
+        })
+        .collect()
 }
 
 /// One credential from MSRP, checked to belong to `identity`'s client id, with its key parsed.
@@ -190,22 +204,4 @@ async fn fetch(
     tokio::task::spawn_blocking(move || HostCredential::parsed(credential))
         .await
         .map_err(|e| ImdsError::Internal(format!("credential key check: {e}")))?
-}
-
-/// Spawns the periodic refresh (every `period`) on `tasks` until `stop` is cancelled.
-pub fn spawn_periodic_refresh(
-    host: Arc<Host>,
-    period: Duration,
-    tasks: &TaskTracker,
-    stop: CancellationToken,
-) {
-    tasks.spawn(async move {
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tick.tick() => { host.refresh_credentials().await; }
-            }
-        }
-    });
 }

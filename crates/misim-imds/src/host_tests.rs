@@ -129,13 +129,15 @@ async fn start_host(fake: &FakeMsrp, store: Store, shutdown: &CancellationToken)
         imds_listen: None,
         extension_listen: None,
         vm_listeners: true,
+        imds_listener: crate::ImdsListener::PerVm,
         vm_ports: None,
         control: None,
     };
     let store = HostStore::new(store).unwrap();
-    Host::start(&config, store, shutdown.clone(), TaskTracker::new())
+    crate::assemble(&config, store, shutdown.clone(), TaskTracker::new())
         .await
         .unwrap()
+        .host
 }
 
 fn fake_msrp(key: &[u8], client_id: &str) -> FakeMsrp {

@@ -1,13 +1,20 @@
 //! One host: the host agent gRPC API (ARM places VMs here and configures their identities) and the
 //! Instance Metadata Service those VMs call for managed-identity tokens (steps 3, 5 and 6 of the flow).
 //!
-//! Local mode: every VM gets its own loopback listener, and the listener identifies the calling VM.
-//! Containers: optional shared listeners (IMDS, VM extension) identify the VM by source address.
-//! The legacy managed-identity VM extension can be installed per VM (`extension.rs`).
+//! Local mode: every VM gets its own loopback listener, which identifies the calling VM
+//! ([`ImdsListener::PerVm`]), or one loopback listener serves every VM of the host and the path
+//! prefix `/vms/{vmId}` of its endpoint identifies it ([`ImdsListener::Shared`]; 10,000 VMs take
+//! one descriptor). Containers: optional shared listeners (IMDS, VM extension) identify the VM by
+//! source address. The legacy managed-identity VM extension can be installed per VM (`extension.rs`).
+//!
+//! Layers: `host` keeps state and runs the host agent's operations; `http` serves requests through
+//! a narrow state ([`http`]'s `ImdsState`: token service, VM directory); `vm::VmServing` is how the
+//! host starts a VM's own listener without knowing what is served on it.
 
 mod aad_client;
 mod cache;
 mod credentials;
+mod directory;
 mod error;
 mod extension;
 mod grpc;
@@ -15,18 +22,20 @@ mod host;
 #[cfg(test)]
 mod host_tests;
 mod http;
-mod ip_index;
 mod listener;
 mod model;
 mod propagation;
 mod selection;
 mod store;
 mod throttle;
+mod tokens;
 mod versions;
+mod vm;
 mod vm_disk;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use misim_core::{Clock, Store};
@@ -35,7 +44,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use error::{ImdsError, Surface};
 pub use extension::{
@@ -79,6 +88,9 @@ pub struct Config {
     /// like code in that VM. Off in the container stack, where only the shared listeners (source
     /// address = the VM's private IP) exist. Default on.
     pub vm_listeners: bool,
+    /// How VMs reach IMDS in local mode (per-VM listeners on): each on its own port (default), or
+    /// all through one loopback listener by path prefix.
+    pub imds_listener: ImdsListener,
     /// Ports the per-VM listeners take, lowest free first (a VM keeps its port across restarts when
     /// it is free). `None`: any free port the system gives.
     pub vm_ports: Option<std::ops::RangeInclusive<u16>>,
@@ -114,10 +126,25 @@ impl Config {
             imds_listen: None,
             extension_listen: None,
             vm_listeners: true,
+            imds_listener: ImdsListener::PerVm,
             vm_ports: None,
             control: None,
         }
     }
+}
+
+/// How the VMs of a host reach IMDS in local mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ImdsListener {
+    /// Each VM gets its own loopback port; its `imdsEndpoint` is `http://127.0.0.1:PORT`. One file
+    /// descriptor per VM.
+    #[default]
+    PerVm,
+    /// One loopback listener serves every VM of the host; a VM's `imdsEndpoint` is
+    /// `http://127.0.0.1:PORT/vms/{vmId}` and clients append `/metadata/identity/oauth2/token` to it
+    /// (as the Python SDKs do with `AZURE_POD_IDENTITY_AUTHORITY_HOST`). The port is kept across
+    /// restarts when free. Web apps and the VM extension keep their own listeners.
+    Shared,
 }
 
 /// Errors that stop the host.
@@ -135,6 +162,90 @@ pub enum RunError {
     /// The configuration is unsafe or incomplete; the message says what to change.
     #[error("host config: {0}")]
     Config(String),
+}
+
+async fn bind_opt(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, RunError> {
+    match addr {
+        Some(addr) => Ok(Some(misim_core::serve::bind(addr).await?)),
+        None => Ok(None),
+    }
+}
+
+/// A host with its serving layer, before anything is served on the shared listeners.
+pub(crate) struct Assembled {
+    host: Arc<host::Host>,
+    serving: Arc<http::Serving>,
+    /// The shared loopback listener of [`ImdsListener::Shared`].
+    path_listener: Option<TcpListener>,
+}
+
+/// Builds the host's parts: token service, VM directory, serving layer, the shared loopback
+/// listener when VMs are served by path (bound on the port of the previous run when free), and
+/// the host itself (its stored VMs reloaded). VM listeners stop when `shutdown` is cancelled.
+pub(crate) async fn assemble(
+    config: &Config,
+    store: store::HostStore,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> Result<Assembled, RunError> {
+    let limits = &config.limits;
+    let tokens = Arc::new(tokens::Tokens {
+        clock: config.clock.clone(),
+        aad: aad_client::AadClient::new(&config.aad_url, config.clock.clone())?,
+        cache: cache::TokenCache::new(config.clock.clone()),
+        propagating: Default::default(),
+        retry_after_secs: limits.retry_after_secs.filter(|_| limits.enabled),
+    });
+    let vms = Arc::new(directory::VmDirectory::default());
+    let listeners =
+        listener::Listeners::new(&config.host_name, config.clock.clone(), shutdown, tasks);
+    let state = http::ImdsState {
+        tokens: Arc::clone(&tokens),
+        vms: Arc::clone(&vms),
+        data_dir: Arc::new(config.data_dir.clone()),
+    };
+    let serving = Arc::new(http::Serving::new(state, listeners));
+    let path_listener = match (config.vm_listeners, config.imds_listener) {
+        (true, ImdsListener::Shared) => {
+            let previous = store.shared_port()?;
+            let at = |port| SocketAddr::new(config.vm_listen_ip, port);
+            let listener = match misim_core::serve::bind(at(previous)).await {
+                Ok(l) => l,
+                Err(e) if previous != 0 => {
+                    warn!(port = previous, error = %e, "previous shared imds port unavailable, binding a new one: vm endpoints change");
+                    misim_core::serve::bind(at(0)).await?
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let port = host::local_port(Some(&listener))?;
+            if port != previous {
+                store.set_shared_port(port).await?;
+            }
+            Some(listener)
+        }
+        _ => None,
+    };
+    let path_imds = path_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()
+        .map_err(|e| ImdsError::Bind(e.to_string()))?;
+    let host = host::Host::start(
+        config,
+        store,
+        host::Shared {
+            tokens,
+            vms,
+            serving: serving.clone(),
+            path_imds,
+        },
+    )
+    .await?;
+    Ok(Assembled {
+        host,
+        serving,
+        path_listener,
+    })
 }
 
 /// Runs the host agent on `agent_listener` and the IMDS endpoints of the VMs placed here, until
@@ -173,27 +284,34 @@ pub async fn run(
     let store = store::HostStore::new(store)?;
     let tasks = TaskTracker::new();
     let vms_shutdown = shutdown.child_token();
-    let host = host::Host::start(&config, store, vms_shutdown.clone(), tasks.clone()).await?;
+    let assembled = assemble(&config, store, vms_shutdown.clone(), tasks.clone()).await?;
+    let host = assembled.host;
     let shared = [
         (
-            config.imds_listen,
-            "imds",
-            http::shared_router(host.clone()),
+            assembled.path_listener,
+            "imds (vms by path)",
+            assembled.serving.shared_imds_router(true),
+            misim_core::limits::ConnLimits::SHARED_LOOPBACK,
         ),
         (
-            config.extension_listen,
+            bind_opt(config.imds_listen).await?,
+            "imds",
+            assembled.serving.shared_imds_router(false),
+            misim_core::limits::ConnLimits::SHARED,
+        ),
+        (
+            bind_opt(config.extension_listen).await?,
             "vm extension",
-            http::extension::shared_router(host.clone()),
+            assembled.serving.shared_extension_router(),
+            misim_core::limits::ConnLimits::SHARED,
         ),
     ];
-    for (addr, what, router) in shared {
-        let Some(addr) = addr else { continue };
+    for (listener, what, router, limits) in shared {
+        let Some(listener) = listener else { continue };
         let router = misim_core::faults::with_faults(router, &config.clock, &config.host_name);
-        let listener = misim_core::serve::bind(addr).await?;
-        info!(host = %config.host_name, listener = what, addr = ?listener.local_addr().ok(), "shared listener identifying vms by source address");
+        info!(host = %config.host_name, listener = what, addr = ?listener.local_addr().ok(), "shared listener serving every vm of the host");
         let stop = vms_shutdown.clone();
         tasks.spawn(async move {
-            let limits = misim_core::limits::ConnLimits::SHARED;
             if let Err(e) =
                 misim_core::serve::serve_http_limited(listener, router, limits, stop).await
             {
@@ -203,7 +321,7 @@ pub async fn run(
     }
     if config.credential_refresh_secs > 0 {
         let period = Duration::from_secs(config.credential_refresh_secs);
-        credentials::spawn_periodic_refresh(host.clone(), period, &tasks, vms_shutdown.clone());
+        host::spawn_periodic_refresh(host.clone(), period, &tasks, vms_shutdown.clone());
     }
     let auth = misim_core::control::ControlAuth::for_config(config.control.as_ref());
     let service = HostAgentServer::new(grpc::agent::AgentService::new(host.clone(), auth));

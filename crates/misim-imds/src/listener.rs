@@ -1,12 +1,11 @@
 //! The listener tasks of a host's VMs (IMDS and VM extension): each serves one router until it is
 //! closed (VM removed, extension removed or re-run) or the host shuts down.
 
-use misim_core::serve;
+use misim_core::{serve, Clock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
-
-use crate::host::Host;
 
 /// How long `RemoveVm` waits for the VM's in-flight IMDS requests.
 const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -35,9 +34,34 @@ impl ListenerHandle {
     }
 }
 
-impl Host {
-    /// Serves `router` on `listener` until the handle is closed or the host shuts down.
-    pub(crate) fn spawn_listener(
+/// Spawns a host's listener tasks, stopped with the host.
+#[derive(Clone, Debug)]
+pub(crate) struct Listeners {
+    host_name: String,
+    clock: Clock,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Listeners {
+    /// Listener tasks of host `host_name`, tracked by `tasks`, stopped when `shutdown` is cancelled.
+    pub(crate) fn new(
+        host_name: &str,
+        clock: Clock,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Self {
+        Listeners {
+            host_name: host_name.to_string(),
+            clock,
+            shutdown,
+            tasks,
+        }
+    }
+
+    /// Serves `router` of VM `vm` (store key) on `listener` until the handle is closed or the host
+    /// shuts down.
+    pub(crate) fn spawn(
         &self,
         vm: &str,
         listener: TcpListener,

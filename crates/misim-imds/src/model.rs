@@ -61,6 +61,11 @@ pub struct IdentityRef {
 }
 
 impl IdentityRef {
+    /// Whether `other` is the same identity: same resource ID and client id (any case).
+    pub fn same_as(&self, other: &IdentityRef) -> bool {
+        self.msi_res_id == other.msi_res_id && self.client_id.eq_ignore_ascii_case(&other.client_id)
+    }
+
     /// The key of this identity's one credential on the host (store table `credentials`): resource
     /// ID and client id, lower case (an identity deleted and re-created under the same name has a
     /// new client id, so it never gets the old one's credential).
@@ -144,9 +149,19 @@ impl HostCredential {
         if let Some(key) = self.key.get() {
             return Ok(key);
         }
-        let key = crate::aad_client::signing_key(&self.credential)?;
+        let key = signing_key(&self.credential)?;
         Ok(self.key.get_or_init(|| key))
     }
+}
+
+/// The jsonwebtoken key of a credential's PKCS#8 private key.
+///
+/// # Errors
+/// [`crate::ImdsError::Internal`] when the key is not a PKCS#8 RSA key.
+fn signing_key(credential: &Credential) -> crate::error::Result<jsonwebtoken::EncodingKey> {
+    let pem = misim_core::cert::to_pem("PRIVATE KEY", &credential.private_key_pkcs8_der);
+    jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes())
+        .map_err(|e| crate::error::ImdsError::Internal(format!("identity key: {e}")))
 }
 
 impl std::fmt::Debug for HostCredential {
@@ -178,11 +193,6 @@ impl SharedCredential {
     /// Replaces the credential for every holder (a renewal).
     pub fn replace(&self, credential: HostCredential) {
         *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(credential);
-    }
-
-    /// Whether `other` is this same cell.
-    pub(crate) fn same_cell(&self, other: &SharedCredential) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// How many holders (VM records, in-flight requests, the host's registry) share this cell.
@@ -260,7 +270,7 @@ pub struct StoredVm {
     #[serde(default)]
     pub extension: Option<ExtensionState>,
     /// Set when this placement is an App Service web app: its listener then speaks the App Service
-    /// identity protocol ([`crate::http::app_service`]) instead of IMDS.
+    /// identity protocol (App Service's `/msi/token`) instead of IMDS.
     #[serde(default)]
     pub app_service: Option<AppServiceSite>,
 }

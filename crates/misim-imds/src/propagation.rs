@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::host::same_identity;
 use crate::model::HeldIdentity;
 
 #[derive(Debug)]
@@ -45,7 +44,7 @@ impl Propagating {
         for h in added {
             // Re-added while its removal propagates: it never stopped being served.
             let before = changes.len();
-            changes.retain(|c| c.added || !same_identity(&c.held.identity, &h.identity));
+            changes.retain(|c| c.added || !c.held.identity.same_as(&h.identity));
             if changes.len() == before {
                 changes.push(Change {
                     held: h.clone(),
@@ -57,7 +56,7 @@ impl Propagating {
         for h in removed {
             // Removed before its addition took effect: it was never served.
             let before = changes.len();
-            changes.retain(|c| !c.added || !same_identity(&c.held.identity, &h.identity));
+            changes.retain(|c| !c.added || !c.held.identity.same_as(&h.identity));
             if changes.len() == before {
                 changes.push(Change {
                     held: h.clone(),
@@ -89,7 +88,7 @@ impl Propagating {
             .filter(|h| {
                 !changes
                     .iter()
-                    .any(|c| c.added && same_identity(&c.held.identity, &h.identity))
+                    .any(|c| c.added && c.held.identity.same_as(&h.identity))
             })
             .cloned()
             .collect();

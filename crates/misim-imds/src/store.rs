@@ -17,12 +17,16 @@ use crate::model::{Credential, StoredVm, VmRecord};
 /// own table; stores of version 1 are migrated on open ([`HostStore::load`]).
 pub const SCHEMA_VERSION: u32 = 2;
 
+/// Key of the shared loopback IMDS listener's port in the `ports` table.
+const SHARED_IMDS: &str = "imds";
+
 /// Typed access to the host's database.
 #[derive(Clone)]
 pub struct HostStore {
     store: Store,
     vms: Table<StoredVm>,
     credentials: Table<Credential>,
+    ports: Table<u16>,
 }
 
 /// What [`HostStore::load`] read: the stored VMs (credentials of schema 1 moved out of them) and
@@ -42,10 +46,12 @@ impl HostStore {
     pub fn new(store: Store) -> Result<Self> {
         let vms = store.table("vms")?;
         let credentials = store.table("credentials")?;
+        let ports = store.table("ports")?;
         Ok(HostStore {
             store,
             vms,
             credentials,
+            ports,
         })
     }
 
@@ -89,25 +95,18 @@ impl HostStore {
     /// # Errors
     /// [`crate::ImdsError::Store`] on I/O failure.
     pub async fn put(&self, record: &VmRecord) -> Result<()> {
-        self.put_with(record, &[]).await
-    }
-
-    /// Writes `new_credentials` (by credential key), then the VM record, and flushes both.
-    ///
-    /// # Errors
-    /// [`crate::ImdsError::Store`] on I/O failure.
-    pub async fn put_with(
-        &self,
-        record: &VmRecord,
-        new_credentials: &[(String, &Credential)],
-    ) -> Result<()> {
-        for (key, credential) in new_credentials {
-            self.credentials.put(key, credential)?;
-        }
         self.vms
             .put(&record.vm.resource_id.key(), &record.stored())?;
         self.store.flush().await?;
         Ok(())
+    }
+
+    /// Writes a new credential (flushed with the next flush: the VM record that refers to it).
+    ///
+    /// # Errors
+    /// [`crate::ImdsError::Store`] on I/O failure.
+    pub fn put_credential(&self, key: &str, credential: &Credential) -> Result<()> {
+        Ok(self.credentials.put(key, credential)?)
     }
 
     /// Writes renewed credentials (by credential key) and flushes.
@@ -131,6 +130,24 @@ impl HostStore {
         for key in keys {
             self.credentials.remove(key)?;
         }
+        Ok(())
+    }
+
+    /// The port of the shared loopback IMDS listener of the previous run (0: none yet).
+    ///
+    /// # Errors
+    /// [`crate::ImdsError::Store`] on I/O or decoding failure.
+    pub fn shared_port(&self) -> Result<u16> {
+        Ok(self.ports.get(SHARED_IMDS)?.unwrap_or(0))
+    }
+
+    /// Stores the port of the shared loopback IMDS listener and flushes.
+    ///
+    /// # Errors
+    /// [`crate::ImdsError::Store`] on I/O failure.
+    pub async fn set_shared_port(&self, port: u16) -> Result<()> {
+        self.ports.put(SHARED_IMDS, &port)?;
+        self.store.flush().await?;
         Ok(())
     }
 

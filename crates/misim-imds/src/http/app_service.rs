@@ -26,24 +26,20 @@
 //! The web app's listener is its own (like a VM's IMDS listener), so a request can only ever be
 //! answered with an identity of that web app.
 
-use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use misim_core::ResourceId;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use super::query::Query;
-use super::VmCtx;
+use super::{Caller, UnknownCaller, VmCtx};
 use crate::error::ImdsError;
 use crate::model::{HeldIdentity, IdentityKind};
 use crate::throttle::Category;
 
-/// The path of the token endpoint; `IDENTITY_ENDPOINT` is the listener's URL with this path, as on
-/// App Service (`http://localhost:8081/msi/token` on Windows, `http://169.254.129.x:8081/msi/token`
-/// in Linux containers).
-pub const TOKEN_PATH: &str = "/msi/token";
+/// The path of the identity endpoint on the web app's listener.
+pub const TOKEN_PATH: &str = crate::vm::APP_SERVICE_TOKEN_PATH;
 
 /// The only api-version of the `IDENTITY_ENDPOINT` protocol (Learn, "REST endpoint reference").
 pub const API_VERSION: &str = "2019-08-01";
@@ -57,11 +53,6 @@ pub const NOT_FOUND_MESSAGE: &str =
 
 /// App Service's message when Azure AD did not issue a token (spelling as App Service sends it).
 pub const AAD_FAILURE_MESSAGE: &str = "An unexpected error occured while fetching the AAD Token.";
-
-/// The router of one web app's identity listener.
-pub fn router(ctx: VmCtx) -> Router {
-    Router::new().fallback(dispatch).with_state(ctx)
-}
 
 /// An App Service error: status and message, plus a correlation id on Azure AD failures.
 #[derive(Debug, PartialEq, Eq)]
@@ -227,12 +218,20 @@ fn check_api_version(query: &Query) -> Result<(), AppServiceError> {
     }
 }
 
-async fn dispatch(
-    State(ctx): State<VmCtx>,
+/// A web app's own listener.
+pub(crate) async fn dispatch(
+    caller: std::result::Result<Caller, UnknownCaller>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let Ok(caller) = caller else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &AppServiceError::new(StatusCode::NOT_FOUND, "Not Found").body(),
+        );
+    };
+    let ctx = caller.ctx;
     match handle(&ctx, &method, &uri, &headers).await {
         Ok(response) => response,
         Err(e) => {
@@ -288,17 +287,12 @@ async fn handle(
         .map_err(|e| AppServiceError::from_imds(&e))?;
     let (site_id, identity) = (&record.vm.resource_id, &held.identity);
     debug!(step = 5, site = %site_id, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, "web app requested a token from its identity endpoint");
-    let token = super::token::obtain(
-        &ctx.host,
-        &ctx.vm.key,
-        site_id,
-        held,
-        resource,
-        false,
-        "app_service",
-    )
-    .await
-    .map_err(|e| AppServiceError::from_imds(&e))?;
+    let token = ctx
+        .state
+        .tokens
+        .obtain(&ctx.vm.key, site_id, held, resource, false, "app_service")
+        .await
+        .map_err(|e| AppServiceError::from_imds(&e))?;
     let body = json!({
         "access_token": token.access_token,
         "expires_on": token.expires_on.to_string(),

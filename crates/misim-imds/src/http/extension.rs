@@ -7,70 +7,46 @@
 //! - migration guide: <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>
 //! - token how-to: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use super::query::Query;
-use super::token::obtain;
-use super::VmCtx;
+use super::{Caller, UnknownCaller, VmCtx};
 use crate::error::{ImdsError, Result};
 use crate::extension::cache_vm;
-use crate::host::Host;
 use crate::selection::{select, Selector};
 use crate::vm_disk::VmDisk;
 
-/// The router of one VM's extension listener.
-pub fn router(ctx: VmCtx) -> Router {
-    Router::new().fallback(dispatch).with_state(ctx)
-}
-
-/// The router of the host's shared extension listener (containers): the VM is the one whose private
-/// IP address is the source address; other sources, and VMs without the extension, get 401
-/// `unknown_source`.
-pub fn shared_router(host: Arc<Host>) -> Router {
-    Router::new().fallback(dispatch_shared).with_state(host)
-}
-
-async fn dispatch_shared(
-    State(host): State<Arc<Host>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+/// The extension's listener (own or shared): unknown callers get 401 `unknown_source`.
+pub(crate) async fn dispatch(
+    caller: std::result::Result<Caller, UnknownCaller>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    match host.vm_by_ip(peer.ip()) {
-        Some(vm) => dispatch(State(VmCtx { host, vm }), method, uri, headers).await,
-        None => {
-            debug!(source = %peer.ip(), path = uri.path(), "vm extension request from an unknown source");
+    let ctx = match caller {
+        Ok(caller) => caller.ctx,
+        Err(_) => {
+            debug!(
+                path = uri.path(),
+                "vm extension request from an unknown source"
+            );
             let (status, body) =
                 ImdsError::UnknownSource(request_uri(&uri, &headers)).extension_http("");
-            json(status, &body)
+            return json(status, &body);
         }
-    }
-}
-
-async fn dispatch(
-    State(ctx): State<VmCtx>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+    };
     match handle(&ctx, &method, &uri, &headers).await {
         Ok(response) => response,
         Err(e) => {
-            let disk = VmDisk::of(&ctx.host.data_dir, &ctx.vm.snapshot());
+            let disk = VmDisk::of(&ctx.state.data_dir, &ctx.vm.snapshot());
             let log = disk.log_file();
             let (status, body) = e.extension_http(&log.display().to_string());
             if status.is_server_error() {
                 warn!(vm = %ctx.vm.key, error = %e, "vm extension request failed");
-                disk.log(format!("{} error: {e}", ctx.host.clock.now()))
+                disk.log(format!("{} error: {e}", ctx.state.tokens.clock.now()))
                     .await;
             } else {
                 debug!(vm = %ctx.vm.key, path = uri.path(), error = %e, "vm extension request rejected");
@@ -109,11 +85,14 @@ async fn handle(ctx: &VmCtx, method: &Method, uri: &Uri, headers: &HeaderMap) ->
     misim_core::telemetry::record_vm(&step, vm.as_str());
     step.record("identity", identity.msi_res_id.as_str());
     step.record("resource", resource);
-    let obtained = obtain(&ctx.host, &cache, vm, held, resource, false, "vm extension");
+    let obtained = ctx
+        .state
+        .tokens
+        .obtain(&cache, vm, held, resource, false, "vm extension");
     let token = tracing::Instrument::instrument(obtained, step.clone()).await;
     misim_core::telemetry::record_outcome(&step, &token);
     let token = token?;
-    let now = ctx.host.clock.now();
+    let now = ctx.state.tokens.clock.now();
     let body = json!({
         "access_token": token.access_token,
         "refresh_token": "",

@@ -16,61 +16,202 @@ mod query;
 mod token;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
+use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::directory::VmDirectory;
 use crate::error::{ImdsError, Result, Surface};
-use crate::host::{Host, Vm};
+use crate::listener::{ListenerHandle, Listeners};
 use crate::throttle::Category;
+use crate::tokens::Tokens;
 use crate::versions;
+use crate::vm::{Vm, VmListener, VmServing, VM_PATH_PREFIX};
 use query::Query;
 
 /// The `Server` header real IMDS sends (<https://github.com/Hexadite/acs-keyvault-agent/issues/43>).
 pub const SERVER: &str = "IMDS/150.870.65.1854";
 
-/// What a VM's router needs: the host (cache, AAD client, clock) and the VM it serves.
+/// What the HTTP layer needs from the host: the token service, the VMs (to resolve callers) and
+/// the data directory (the VM extension's log). Nothing else of the host is reachable from here.
+#[derive(Clone, Debug)]
+pub(crate) struct ImdsState {
+    /// Token cache, Azure AD client, clock.
+    pub tokens: Arc<Tokens>,
+    /// The placed VMs.
+    pub vms: Arc<VmDirectory>,
+    /// The host's data directory.
+    pub data_dir: Arc<PathBuf>,
+}
+
+/// What a VM's handlers work with: the host's serving state and the calling VM.
 #[derive(Clone)]
-pub struct VmCtx {
-    /// The host.
-    pub host: Arc<Host>,
-    /// The VM this listener belongs to.
+pub(crate) struct VmCtx {
+    /// The host's serving state.
+    pub state: ImdsState,
+    /// The calling VM.
     pub vm: Arc<Vm>,
 }
 
-/// The router of one VM's IMDS listener.
-pub fn router(ctx: VmCtx) -> Router {
-    Router::new().fallback(dispatch).with_state(ctx)
+/// How a listener tells which VM is calling.
+#[derive(Clone, Debug)]
+enum Resolve {
+    /// The listener is the VM's own (per-VM loopback port).
+    Own(Arc<Vm>),
+    /// Shared listener: the VM whose private IP address is the source address (containers).
+    Source,
+    /// Shared loopback listener: the VM named by the path prefix `/vms/{vmId}`.
+    PathPrefix,
 }
 
-/// The router of the host's shared IMDS listener: the VM is the one whose private IP address is the
-/// request's source address; any other source gets 400 "Identity not found" (identity category) or
-/// 400 "Bad request. …" (other categories).
-pub fn shared_router(host: Arc<Host>) -> Router {
-    Router::new().fallback(dispatch_shared).with_state(host)
+/// A listener's router state.
+#[derive(Clone, Debug)]
+pub(crate) struct Listening {
+    state: ImdsState,
+    resolve: Resolve,
 }
 
-async fn dispatch_shared(
-    State(host): State<Arc<Host>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    match host.vm_by_ip(peer.ip()) {
-        Some(vm) => dispatch(State(VmCtx { host, vm }), method, uri, headers).await,
-        None => {
-            let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
-            let (status, body) =
-                ImdsError::UnknownSource(uri.to_string()).http(Route::of(&segments).surface());
-            debug!(source = %peer.ip(), path = uri.path(), "imds request from an unknown source");
-            json_response(status, &body)
+/// The calling VM of a request, resolved once per request (axum extractor), and where the path
+/// below the VM's prefix starts.
+pub(crate) struct Caller {
+    ctx: VmCtx,
+    prefix_len: usize,
+}
+
+impl Caller {
+    /// The request path below the VM's prefix (`/metadata/…`).
+    fn path<'a>(&self, uri: &'a Uri) -> &'a str {
+        uri.path().get(self.prefix_len..).unwrap_or("/")
+    }
+}
+
+/// A request no VM of this host made (unknown source address or `/vms/{vmId}`); carries the path
+/// below the prefix, which says which error shape answers.
+pub(crate) struct UnknownCaller {
+    path: String,
+}
+
+impl IntoResponse for UnknownCaller {
+    fn into_response(self) -> Response {
+        let segments: Vec<&str> = self.path.split('/').filter(|s| !s.is_empty()).collect();
+        let (status, body) =
+            ImdsError::UnknownSource(self.path.clone()).http(Route::of(&segments).surface());
+        json_response(status, &body)
+    }
+}
+
+impl FromRequestParts<Listening> for Caller {
+    type Rejection = UnknownCaller;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        listening: &Listening,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        let path = parts.uri.path();
+        let found = match &listening.resolve {
+            Resolve::Own(vm) => Some((Arc::clone(vm), 0)),
+            Resolve::Source => parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .and_then(|ConnectInfo(peer)| listening.state.vms.by_ip(peer.ip()))
+                .map(|vm| (vm, 0)),
+            Resolve::PathPrefix => split_vm_prefix(path).and_then(|(id, prefix_len)| {
+                listening.state.vms.by_vm_id(id).map(|vm| (vm, prefix_len))
+            }),
+        };
+        match found {
+            Some((vm, prefix_len)) => Ok(Caller {
+                ctx: VmCtx {
+                    state: listening.state.clone(),
+                    vm,
+                },
+                prefix_len,
+            }),
+            None => {
+                let below = match &listening.resolve {
+                    Resolve::PathPrefix => split_vm_prefix(path)
+                        .and_then(|(_, n)| path.get(n..))
+                        .unwrap_or(path),
+                    _ => path,
+                };
+                Err(UnknownCaller {
+                    path: below.to_string(),
+                })
+            }
         }
+    }
+}
+
+/// `/vms/{vmId}/rest` → (`vmId`, length of `/vms/{vmId}`).
+fn split_vm_prefix(path: &str) -> Option<(&str, usize)> {
+    let rest = path.strip_prefix(VM_PATH_PREFIX)?;
+    let id = rest.split('/').next().filter(|id| !id.is_empty())?;
+    Some((id, VM_PATH_PREFIX.len() + id.len()))
+}
+
+/// The serving layer of a host: builds the routers of its listeners and runs the VMs' own ones.
+pub(crate) struct Serving {
+    state: ImdsState,
+    listeners: Listeners,
+}
+
+impl Serving {
+    /// Serving `state` with listener tasks from `listeners`.
+    pub(crate) fn new(state: ImdsState, listeners: Listeners) -> Self {
+        Serving { state, listeners }
+    }
+
+    /// The shared IMDS listener's router: the calling VM is the one whose private IP address is
+    /// the source address (`by_path` false; containers), or the one named by the path prefix
+    /// `/vms/{vmId}` (`by_path` true; the shared loopback listener). Any other caller gets 400
+    /// "Identity not found" (identity category) or 400 "Bad request. …" (other categories).
+    pub(crate) fn shared_imds_router(&self, by_path: bool) -> Router {
+        let resolve = if by_path {
+            Resolve::PathPrefix
+        } else {
+            Resolve::Source
+        };
+        self.router(resolve, dispatch)
+    }
+
+    /// The shared VM-extension listener's router (containers): the VM is the one whose private IP
+    /// address is the source address; other sources, and VMs without the extension, get 401
+    /// `unknown_source`.
+    pub(crate) fn shared_extension_router(&self) -> Router {
+        self.router(Resolve::Source, extension::dispatch)
+    }
+
+    fn router<H, T>(&self, resolve: Resolve, handler: H) -> Router
+    where
+        H: axum::handler::Handler<T, Listening>,
+        T: 'static,
+    {
+        Router::new().fallback(handler).with_state(Listening {
+            state: self.state.clone(),
+            resolve,
+        })
+    }
+}
+
+impl VmServing for Serving {
+    fn serve(&self, vm: &Arc<Vm>, which: VmListener, listener: TcpListener) -> ListenerHandle {
+        let own = Resolve::Own(Arc::clone(vm));
+        let router = match which {
+            VmListener::Imds if vm.snapshot().app_service.is_some() => {
+                self.router(own, app_service::dispatch)
+            }
+            VmListener::Imds => self.router(own, dispatch),
+            VmListener::Extension => self.router(own, extension::dispatch),
+        };
+        self.listeners.spawn(&vm.key, listener, router)
     }
 }
 
@@ -124,15 +265,24 @@ impl<'a> Route<'a> {
 }
 
 async fn dispatch(
-    State(ctx): State<VmCtx>,
+    caller: std::result::Result<Caller, UnknownCaller>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Response {
+    let caller = match caller {
+        Ok(caller) => caller,
+        Err(unknown) => {
+            debug!(path = uri.path(), "imds request from an unknown caller");
+            return unknown.into_response();
+        }
+    };
+    let ctx = &caller.ctx;
     misim_core::events::note_vm(&ctx.vm.key); // the VM of this request's recorded event
-    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let path = caller.path(&uri);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let route = Route::of(&segments);
-    match handle(&ctx, route, &method, uri.query(), &headers).await {
+    match handle(ctx, route, &method, uri.query(), &headers).await {
         Ok(response) => response,
         Err(e) => {
             let (status, body) = e.http(route.surface());
@@ -142,7 +292,7 @@ async fn dispatch(
                 debug!(vm = %ctx.vm.key, path = uri.path(), error = %e, "imds request rejected");
             }
             let mut response = json_response(status, &body);
-            if let (ImdsError::Throttled, Some(secs)) = (&e, ctx.host.retry_after_secs()) {
+            if let (ImdsError::Throttled, Some(secs)) = (&e, ctx.state.tokens.retry_after_secs) {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -208,6 +358,17 @@ fn with_headers(status: StatusCode, body: String, content_type: &'static str) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_prefix_splits_at_the_vm_id() {
+        assert_eq!(
+            split_vm_prefix("/vms/ABC-1/metadata/identity"),
+            Some(("ABC-1", 10))
+        );
+        assert_eq!(split_vm_prefix("/vms/abc"), Some(("abc", 8)));
+        assert_eq!(split_vm_prefix("/vms//metadata"), None);
+        assert_eq!(split_vm_prefix("/metadata/vms/x"), None);
+    }
 
     #[test]
     fn routes_ignore_case_of_metadata_segment_only() {

@@ -9,17 +9,13 @@
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{json, Map, Value};
-use tracing::{debug, info};
+use tracing::debug;
 
 use super::query::Query;
 use super::{json_response, VmCtx};
-use misim_core::ResourceId;
 
-use crate::aad_client::{AadToken, TokenRequest};
-use crate::cache::CacheKey;
 use crate::error::{ImdsError, Result};
-use crate::host::Host;
-use crate::model::{HeldIdentity, IdentityKind};
+use crate::model::IdentityKind;
 use crate::selection::{select, Selector};
 use crate::versions;
 
@@ -72,10 +68,11 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
     let bypass = bypass_cache(query)?;
     let record = ctx.vm.snapshot();
     // Identities still propagating are not (or still) served (crate::propagation).
+    let tokens = &ctx.state.tokens;
     let identities =
-        ctx.host
+        tokens
             .propagating
-            .effective(&ctx.vm.key, &record.identities, ctx.host.clock.now());
+            .effective(&ctx.vm.key, &record.identities, tokens.clock.now());
     let held = select(&identities, &selector)?;
     let (vm, identity) = (&record.vm.resource_id, &held.identity);
     // Per request: DEBUG, so a cached token costs no log line at the default level; a cache
@@ -87,12 +84,12 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
     misim_core::telemetry::record_vm(&step, vm.as_str());
     step.record("identity", identity.msi_res_id.as_str());
     step.record("resource", resource);
-    let obtained = obtain(&ctx.host, &ctx.vm.key, vm, held, resource, bypass, "imds");
+    let obtained = tokens.obtain(&ctx.vm.key, vm, held, resource, bypass, "imds");
     let token = tracing::Instrument::instrument(obtained, step.clone()).await;
     misim_core::telemetry::record_outcome(&step, &token);
     let token = token?;
 
-    let now = ctx.host.clock.now();
+    let now = tokens.clock.now();
     let mut body = Map::new();
     let mut put = |k: &str, v: String| body.insert(k.to_string(), Value::String(v));
     put("access_token", token.access_token);
@@ -110,48 +107,6 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
         put(name, value.to_string());
     }
     Ok(json_response(StatusCode::OK, &Value::Object(body)))
-}
-
-/// The token of `held` for `resource` from the cache filed under `cache_vm`, or from Azure AD on a
-/// miss (step 6; `served_by` names IMDS or the VM extension in the logs).
-///
-/// # Errors
-/// [`ImdsError::InvalidResource`] / [`ImdsError::Aad`] from Azure AD.
-pub async fn obtain(
-    host: &Host,
-    cache_vm: &str,
-    vm: &ResourceId,
-    held: &HeldIdentity,
-    resource: &str,
-    bypass: bool,
-    served_by: &'static str,
-) -> Result<AadToken> {
-    let identity = &held.identity;
-    let key = CacheKey::new(cache_vm, &identity.client_id, resource);
-    let fetch = || async {
-        let request = TokenRequest {
-            tenant_id: &identity.tenant_id,
-            client_id: &identity.client_id,
-            resource,
-            credential: held.credential.current(),
-            xms_az_rid: (identity.kind == IdentityKind::UserAssigned).then_some(vm.as_str()),
-        };
-        info!(step = 5, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, served_by, "token not cached: asking azure ad");
-        let step = misim_core::telemetry::step_span(6, "imds"); // the flow's trace
-        step.record("identity", identity.msi_res_id.as_str());
-        step.record("resource", resource);
-        let token = tracing::Instrument::instrument(host.aad.fetch(request), step.clone()).await;
-        misim_core::telemetry::record_outcome(&step, &token);
-        let token = token?;
-        info!(step = 6, vm = %vm, identity = %identity.msi_res_id, client_id = %identity.client_id, resource, served_by, expires_on = token.expires_on, "obtained a token from azure ad");
-        Ok(token)
-    };
-    let (token, from_cache) = host.cache.get_or_fetch(key, bypass, fetch).await?;
-    misim_core::telemetry::metrics::get()
-        .imds_cache
-        .with_label_values(&["imds", if from_cache { "hit" } else { "miss" }])
-        .inc();
-    Ok(token)
 }
 
 /// `GET /metadata/identity/info`: `{"tenantId": …}` of the system-assigned identity (IMDS REST spec), or of the

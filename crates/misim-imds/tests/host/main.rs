@@ -10,13 +10,14 @@ mod instance;
 mod limits;
 mod restart;
 mod shared;
+mod shared_path;
 mod token;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use fakes::{FakeAad, FakeMsrp, TestIdentity};
 use misim_core::{serve, Clock};
-use misim_imds::{Config, ImdsLimits, RunError};
+use misim_imds::{Config, ImdsLimits, ImdsListener, RunError};
 use misim_proto::imds as pb;
 use misim_proto::imds::host_agent_client::HostAgentClient;
 use misim_proto::msrp::msrp_server::MsrpServer;
@@ -45,6 +46,8 @@ pub struct Sandbox {
     pub limits: ImdsLimits,
     pub imds_listen: Option<SocketAddr>,
     pub extension_listen: Option<SocketAddr>,
+    /// Per-VM listeners (default) or one listener for all VMs by path.
+    pub imds_listener: ImdsListener,
     pub dir: tempfile::TempDir,
     msrp_url: String,
     pub aad_url: String,
@@ -69,6 +72,20 @@ impl Sandbox {
         limits: ImdsLimits,
         imds_listen: Option<SocketAddr>,
         extension_listen: Option<SocketAddr>,
+    ) -> Sandbox {
+        Sandbox::start_full(limits, imds_listen, extension_listen, ImdsListener::PerVm).await
+    }
+
+    /// Fakes plus a host whose VMs share one loopback IMDS listener, told apart by path.
+    pub async fn start_shared_path(limits: ImdsLimits) -> Sandbox {
+        Sandbox::start_full(limits, None, None, ImdsListener::Shared).await
+    }
+
+    async fn start_full(
+        limits: ImdsLimits,
+        imds_listen: Option<SocketAddr>,
+        extension_listen: Option<SocketAddr>,
+        imds_listener: ImdsListener,
     ) -> Sandbox {
         let clock = Clock::manual(START);
         let fakes_shutdown = CancellationToken::new();
@@ -98,6 +115,7 @@ impl Sandbox {
             limits,
             imds_listen,
             extension_listen,
+            imds_listener,
             dir: tempfile::tempdir().unwrap(),
             msrp_url,
             aad_url,
@@ -126,6 +144,7 @@ impl Sandbox {
             imds_listen: self.imds_listen,
             extension_listen: self.extension_listen,
             vm_listeners: true,
+            imds_listener: self.imds_listener,
             vm_ports: None,
             control: None,
         };
@@ -223,7 +242,8 @@ impl Sandbox {
             .map(|r| r.into_inner())
     }
 
-    async fn configure_issued(
+    /// Configures `identities` on VM `name` with the credentials MSRP issued already.
+    pub async fn configure_issued(
         &self,
         name: &str,
         identities: &[&TestIdentity],
@@ -253,6 +273,14 @@ pub fn vm_id(name: &str) -> String {
     format!("/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/{name}")
 }
 
+/// A vmId GUID derived from the VM name (FNV-1a), so VMs placed on one host have distinct ones.
+pub fn guid_of(name: &str) -> String {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("11111111-0000-0000-0000-{:012x}", h & 0xffff_ffff_ffff)
+}
+
 /// A private IP address derived from the VM name (10.x.y.z, FNV-1a of the name), so VMs placed on
 /// one host do not share an address.
 pub fn private_ip(name: &str) -> String {
@@ -266,7 +294,7 @@ pub fn private_ip(name: &str) -> String {
 pub fn vm_info(name: &str) -> pb::VmInfo {
     pb::VmInfo {
         resource_id: vm_id(name),
-        vm_id: format!("11111111-0000-0000-0000-{:0>12}", name.len()),
+        vm_id: guid_of(name),
         name: name.into(),
         subscription_id: SUB.into(),
         resource_group: "rg1".into(),
