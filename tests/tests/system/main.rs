@@ -13,6 +13,7 @@ mod app_service;
 mod clock;
 mod control_plane_auth;
 mod damage;
+mod ec_identities;
 mod events;
 mod faults;
 mod flow;
