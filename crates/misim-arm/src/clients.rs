@@ -1,5 +1,6 @@
 //! Outbound gRPC adapters to ARM's peers (MSRP, the host agents, Azure AD admin): the only place
-//! besides `grpc.rs` that touches generated types; they take and return domain types.
+//! besides `grpc/` that touches generated types; they take domain types and build the messages
+//! straight from them.
 
 use std::collections::BTreeMap;
 
@@ -11,37 +12,11 @@ use misim_proto::msrp::msrp_client::MsrpClient;
 use misim_proto::{aad, imds, msrp};
 use tonic::transport::Channel;
 
-use crate::error::{ArmError, Result};
-use crate::model::{IdentityIds, IdentityKind};
+use misim_core::ResourceId;
 
-/// What ARM tells a host about a VM (instance metadata).
-#[derive(Clone, Debug, Default)]
-pub struct VmPlacement {
-    /// VM resource id.
-    pub resource_id: String,
-    /// `vmId`.
-    pub vm_id: String,
-    /// VM name.
-    pub name: String,
-    /// Subscription GUID.
-    pub subscription_id: String,
-    /// Resource group name.
-    pub resource_group: String,
-    /// Location.
-    pub location: String,
-    /// VM size.
-    pub vm_size: String,
-    /// OS type.
-    pub os_type: String,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
-    /// Private IP address.
-    pub private_ip: String,
-    /// MAC address.
-    pub mac_address: String,
-    /// Scale-set name for a scale-set instance; empty for a standalone VM.
-    pub vm_scale_set_name: String,
-}
+use crate::error::{ArmError, Result};
+use crate::model::{IdentityIds, IdentityKind, Vm};
+use crate::webapps::WebApp;
 
 /// What a host reports about a VM it serves.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -86,28 +61,46 @@ fn channel(url: &str, control: Option<&ControlTls>) -> Result<Channel> {
 }
 
 fn unavailable(peer: &str, status: tonic::Status) -> ArmError {
-    ArmError::Unavailable(format!(
-        "{peer}: {} ({:?})",
-        status.message(),
-        status.code()
-    ))
+    ArmError::Peer {
+        peer: peer.to_string(),
+        status: Box::new(status),
+    }
 }
 
-/// The host's view of a placement (VM, scale-set instance or web app).
-fn vm_info(vm: &VmPlacement) -> imds::VmInfo {
+/// The instance metadata a host serves for a VM or scale-set instance (a scale-set instance is
+/// named `{scale set}_{instance id}`, as IMDS shows it).
+fn vm_info(vm: &Vm) -> imds::VmInfo {
+    let (name, scale_set) = match &vm.scale_set {
+        Some(ss) => (format!("{}_{}", ss.name(), vm.id.name()), ss.name()),
+        None => (vm.id.name().to_string(), ""),
+    };
     imds::VmInfo {
-        resource_id: vm.resource_id.clone(),
-        vm_id: vm.vm_id.clone(),
-        name: vm.name.clone(),
-        subscription_id: vm.subscription_id.clone(),
-        resource_group: vm.resource_group.clone(),
-        location: vm.location.clone(),
         vm_size: vm.vm_size.clone(),
         os_type: vm.os_type.clone(),
-        tags: vm.tags.clone().into_iter().collect(),
         private_ip_address: vm.private_ip.clone(),
         mac_address: vm.mac_address.clone(),
-        vm_scale_set_name: vm.vm_scale_set_name.clone(),
+        vm_scale_set_name: scale_set.to_string(),
+        ..placement_info(&vm.id, &vm.vm_id, name, &vm.location, &vm.tags)
+    }
+}
+
+/// What a host needs of any placement (VM, scale-set instance or web app).
+fn placement_info(
+    id: &ResourceId,
+    vm_id: &str,
+    name: String,
+    location: &str,
+    tags: &BTreeMap<String, String>,
+) -> imds::VmInfo {
+    imds::VmInfo {
+        resource_id: id.to_string(),
+        vm_id: vm_id.to_string(),
+        name,
+        subscription_id: id.subscription_id().to_string(),
+        resource_group: id.resource_group_name().unwrap_or_default().to_string(),
+        location: location.to_string(),
+        tags: tags.clone().into_iter().collect(),
+        ..Default::default()
     }
 }
 
@@ -176,6 +169,11 @@ impl Peers {
     /// Names of the configured hosts.
     pub fn host_names(&self) -> Vec<String> {
         self.hosts.keys().cloned().collect()
+    }
+
+    /// Whether host `name` is configured.
+    pub fn has_host(&self, name: &str) -> bool {
+        self.hosts.contains_key(name)
     }
 
     fn host(&self, name: &str) -> Result<HostAgentClient<Channel>> {
@@ -249,7 +247,7 @@ impl Peers {
     ///
     /// # Errors
     /// [`ArmError::Unavailable`] when the host cannot be reached or fails.
-    pub async fn place_vm(&self, host: &str, vm: &VmPlacement) -> Result<String> {
+    pub async fn place_vm(&self, host: &str, vm: &Vm) -> Result<String> {
         let request = imds::PlaceVmRequest {
             vm: Some(vm_info(vm)),
             app_service: None,
@@ -262,20 +260,23 @@ impl Peers {
     }
 
     /// Host `PlaceVm` for an App Service web app (idempotent): the host serves it the App Service
-    /// identity endpoint guarded by `identity_header`; answers the live endpoints.
+    /// identity endpoint guarded by the site's `identity_header`; answers the live endpoints.
     ///
     /// # Errors
     /// [`ArmError::Unavailable`] when the host cannot be reached or fails.
-    pub async fn place_site(
-        &self,
-        host: &str,
-        site: &VmPlacement,
-        identity_header: &str,
-    ) -> Result<HostVm> {
+    pub async fn place_site(&self, host: &str, site: &WebApp) -> Result<HostVm> {
+        let id = &site.id;
+        let info = placement_info(
+            id,
+            &site.site_id,
+            id.name().into(),
+            &site.location,
+            &site.tags,
+        );
         let request = imds::PlaceVmRequest {
-            vm: Some(vm_info(site)),
+            vm: Some(info),
             app_service: Some(imds::AppServiceSite {
-                identity_header: identity_header.to_string(),
+                identity_header: site.identity_header.clone(),
             }),
         };
         let placed = self.host(host)?.place_vm(traced(request)).await;

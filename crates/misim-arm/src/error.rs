@@ -48,10 +48,22 @@ pub enum ArmError {
     /// The desired state is recorded but a peer (MSRP, a host) could not be reached; the reconciler
     /// retries it.
     #[error("{0}; the change is recorded and will be retried")]
-    ReconcilePending(String),
-    /// A peer (Azure AD, MSRP, a host) is unavailable.
+    ReconcilePending(#[source] Box<ArmError>),
+    /// A peer (Azure AD, MSRP, a host) or a resource is not available now.
     #[error("{0}")]
     Unavailable(String),
+    /// A peer's gRPC call failed (MSRP, Azure AD admin, a host agent); the status is kept.
+    #[error("{peer}: {} ({:?})", .status.message(), .status.code())]
+    Peer {
+        /// `msrp`, `azure ad` or `host NAME`.
+        peer: String,
+        /// The peer's answer (or the transport's).
+        #[source]
+        status: Box<tonic::Status>,
+    },
+    /// A malformed resource id (ARM `InvalidParameter`, 400).
+    #[error(transparent)]
+    InvalidId(#[from] misim_core::ids::IdError),
     /// REST: the `api-version` query parameter is missing (ARM `MissingApiVersionParameter`, 400).
     #[error("The api-version query parameter (?api-version=) is required for all requests.")]
     MissingApiVersion,
@@ -139,7 +151,10 @@ impl ArmError {
             ArmError::RoleDefinitionNotFound(_) => "RoleDefinitionDoesNotExist",
             ArmError::InvalidArgument(_) => "InvalidParameter",
             ArmError::Conflict { code, .. } | ArmError::InvalidToken { code, .. } => code,
-            ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => "ServiceUnavailable",
+            ArmError::ReconcilePending(_) | ArmError::Unavailable(_) | ArmError::Peer { .. } => {
+                "ServiceUnavailable"
+            }
+            ArmError::InvalidId(_) => "InvalidParameter",
             ArmError::MissingApiVersion => "MissingApiVersionParameter",
             ArmError::AuthenticationFailed(_) => "AuthenticationFailed",
             ArmError::ExpiredToken(_) => "ExpiredAuthenticationToken",
@@ -168,11 +183,12 @@ impl ArmError {
             ArmError::RoleDefinitionNotFound(_)
             | ArmError::BadRequest(_)
             | ArmError::InvalidArgument(_)
+            | ArmError::InvalidId(_)
             | ArmError::PrivateIpInUse(_)
             | ArmError::SubnetFull
             | ArmError::MissingApiVersion => StatusCode::BAD_REQUEST,
             ArmError::Conflict { .. } => StatusCode::CONFLICT,
-            ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => {
+            ArmError::ReconcilePending(_) | ArmError::Unavailable(_) | ArmError::Peer { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ArmError::AuthenticationFailed(_)
@@ -219,12 +235,15 @@ impl From<ArmError> for tonic::Status {
             | ArmError::SecretNotFound(_)
             | ArmError::RouteNotFound(_) => Code::NotFound,
             ArmError::InvalidArgument(_)
+            | ArmError::InvalidId(_)
             | ArmError::BadRequest(_)
             | ArmError::MethodNotAllowed(_)
             | ArmError::MissingApiVersion => Code::InvalidArgument,
             ArmError::Conflict { .. } | ArmError::PrivateIpInUse(_) => Code::AlreadyExists,
             ArmError::SubnetFull => Code::ResourceExhausted,
-            ArmError::ReconcilePending(_) | ArmError::Unavailable(_) => Code::Unavailable,
+            ArmError::ReconcilePending(_) | ArmError::Unavailable(_) | ArmError::Peer { .. } => {
+                Code::Unavailable
+            }
             ArmError::AuthenticationFailed(_)
             | ArmError::InvalidToken { .. }
             | ArmError::VaultUnauthorized(_)
@@ -241,9 +260,15 @@ impl From<ArmError> for tonic::Status {
     }
 }
 
-impl From<misim_core::ids::IdError> for ArmError {
-    fn from(e: misim_core::ids::IdError) -> Self {
-        ArmError::InvalidArgument(e.to_string())
+impl ArmError {
+    /// The desired state is recorded but carrying it out failed with `cause` (a peer down, a
+    /// resource still being deleted): the reconciler retries ([`ArmError::ReconcilePending`]). A
+    /// cause that is already pending is kept as it is.
+    pub fn pending(cause: ArmError) -> ArmError {
+        match cause {
+            pending @ ArmError::ReconcilePending(_) => pending,
+            other => ArmError::ReconcilePending(Box::new(other)),
+        }
     }
 }
 
@@ -269,7 +294,9 @@ mod tests {
 
     #[test]
     fn reconcile_pending_is_unavailable_and_says_it_will_be_retried() {
-        let s = tonic::Status::from(ArmError::ReconcilePending("msrp unreachable".into()));
+        let s = tonic::Status::from(ArmError::pending(ArmError::Unavailable(
+            "msrp unreachable".into(),
+        )));
         assert_eq!(s.code(), tonic::Code::Unavailable);
         assert!(s.message().contains("will be retried"));
     }

@@ -119,7 +119,7 @@ impl Arm {
     ) -> Result<(Vm, VmExtension)> {
         let id = self.vm_id(subscription_id, group, vm_name)?;
         let guard = self.locks.lock(&id.key()).await;
-        let mut vm = self.live_vm(&id)?;
+        let mut vm = self.live::<Vm>(&id)?;
         let ext = validate(&req, &vm.os_type)?;
         let key = ext.name.to_ascii_lowercase();
         if let Some(other) = vm.extensions.keys().find(|k| **k != key) {
@@ -139,18 +139,18 @@ impl Arm {
             vm.sync = SyncState::Pending;
             self.store.vms.put(&id.key(), &vm)?;
             self.store.flush().await?;
-            let result = self.reconcile_vm_locked(&id).await;
+            let result = self.reconcile_locked::<Vm>(&id).await;
             if let Err(e @ ArmError::InvalidArgument(_)) = result {
                 // The host refused: forget the extension so the VM does not retry forever.
-                let mut vm = self.live_vm(&id)?;
+                let mut vm = self.live::<Vm>(&id)?;
                 vm.extensions.remove(&key);
                 vm.sync = SyncState::Pending;
                 self.store.vms.put(&id.key(), &vm)?;
                 self.store.flush().await?;
-                let _ = self.reconcile_vm_locked(&id).await;
+                let _ = self.reconcile_locked::<Vm>(&id).await;
                 return Err(e);
             }
-            result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
+            result.map_err(ArmError::pending)?;
         }
         drop(guard);
         let vm = self.get_vm(subscription_id, group, vm_name).await?;
@@ -173,7 +173,7 @@ impl Arm {
     ) -> Result<()> {
         let id = self.vm_id(subscription_id, group, vm_name)?;
         let _guard = self.locks.lock(&id.key()).await;
-        let mut vm = self.live_vm(&id)?;
+        let mut vm = self.live::<Vm>(&id)?;
         if vm.extensions.remove(&name.to_ascii_lowercase()).is_none() {
             return Ok(());
         }
@@ -181,9 +181,9 @@ impl Arm {
         vm.sync = SyncState::Pending;
         self.store.vms.put(&id.key(), &vm)?;
         self.store.flush().await?;
-        self.reconcile_vm_locked(&id)
+        self.reconcile_locked::<Vm>(&id)
             .await
-            .map_err(|e| ArmError::ReconcilePending(e.to_string()))
+            .map_err(ArmError::pending)
     }
 
     /// The VM's extensions.
@@ -197,7 +197,7 @@ impl Arm {
         vm_name: &str,
     ) -> Result<Vec<VmExtension>> {
         let id = self.vm_id(subscription_id, group, vm_name)?;
-        Ok(self.live_vm(&id)?.extensions.into_values().collect())
+        Ok(self.live::<Vm>(&id)?.extensions.into_values().collect())
     }
 
     /// Reconcile step: installs unapplied extensions, or removes the extension from the host when

@@ -246,7 +246,7 @@ impl Arm {
                 let _g = self.locks.lock(&id.key()).await;
                 let why = SyncState::Failed(format!("healing: {}", d.detail));
                 if let Some(mut vm) = self.store.vm(&id)? {
-                    vm.system_identity = None;
+                    vm.identity.system_identity = None;
                     vm.sync = why;
                     self.store.vms.put(&id.key(), &vm)?;
                 } else if let Some(mut u) = self.store.uami(&id)? {
@@ -256,7 +256,7 @@ impl Arm {
                     drop(_g);
                     self.mark_users_dirty(&id, &why).await?;
                 } else if let Some(mut ss) = self.store.vmss.get(&id.key())? {
-                    ss.system_identity = None;
+                    ss.identity.system_identity = None;
                     ss.sync = why;
                     self.store.vmss.put(&id.key(), &ss)?;
                 }
@@ -324,14 +324,24 @@ impl Arm {
     async fn mark_users_dirty(&self, uami: &ResourceId, why: &SyncState) -> Result<()> {
         let key = uami.key();
         for mut vm in self.store.vms.values()? {
-            if vm.user_assigned.values().any(|e| e.id.key() == key) {
+            if vm
+                .identity
+                .user_assigned
+                .values()
+                .any(|e| e.id.key() == key)
+            {
                 let _g = self.locks.lock(&vm.id.key()).await;
                 vm.sync = why.clone();
                 self.store.vms.put(&vm.id.key(), &vm)?;
             }
         }
         for mut ss in self.store.vmss.values()? {
-            if ss.user_assigned.values().any(|e| e.id.key() == key) {
+            if ss
+                .identity
+                .user_assigned
+                .values()
+                .any(|e| e.id.key() == key)
+            {
                 let _g = self.locks.lock(&ss.id.key()).await;
                 ss.sync = why.clone();
                 self.store.vmss.put(&ss.id.key(), &ss)?;
@@ -366,7 +376,7 @@ impl Arm {
     fn recorded_identities(&self) -> Result<Vec<(String, String, String)>> {
         let mut out = Vec::new();
         for v in self.store.vms.values()?.into_iter().filter(|v| !v.deleting) {
-            if let (true, Some(ids)) = (v.system_assigned, &v.system_identity) {
+            if let (true, Some(ids)) = (v.identity.system_assigned, &v.identity.system_identity) {
                 out.push((v.id.key(), v.id.to_string(), ids.principal_id.clone()));
             }
         }
@@ -388,7 +398,7 @@ impl Arm {
             .into_iter()
             .filter(|s| !s.deleting)
         {
-            if let (true, Some(ids)) = (s.system_assigned, &s.system_identity) {
+            if let (true, Some(ids)) = (s.identity.system_assigned, &s.identity.system_identity) {
                 out.push((s.id.key(), s.id.to_string(), ids.principal_id.clone()));
             }
         }

@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ArmError;
+pub use identity::{IdentityOwner, IdentityTarget};
 pub use service::Arm;
 
 /// A host ARM can place VMs on.
@@ -165,6 +166,14 @@ pub async fn run(
             grpc::BearerCheck::new(token),
         )),
     };
+    // The system's consistency report (misim.sim.v1 Health, heal.rs).
+    let routes = match config.api_token.clone() {
+        None => routes.add_service(heal::HealthGrpc::server(arm.clone())),
+        Some(token) => routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            heal::HealthGrpc::server(arm.clone()),
+            grpc::BearerCheck::new(token),
+        )),
+    };
     // Simulation control over this system's clock (misim.sim.v1 Clock, Faults, Propagation:
     // misim_core::sim_grpc), then injected faults on the whole gRPC API (misim_core::faults).
     let routes = {
@@ -197,7 +206,11 @@ pub async fn run(
         misim_core::serve::serve_grpc(
             listeners.grpc,
             routes,
-            &["misim.arm.v1.Arm", "misim.events.v1.Events"],
+            &[
+                "misim.arm.v1.Arm",
+                "misim.events.v1.Events",
+                "misim.sim.v1.Health"
+            ],
             shutdown.clone()
         ),
         misim_core::serve::serve_http(

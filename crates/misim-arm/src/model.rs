@@ -73,6 +73,22 @@ pub struct UserAssignedEntry {
     pub client_id: String,
 }
 
+/// The managed identities of a resource that has them: a VM, a scale set or a web app
+/// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/overview#managed-identity-types>).
+/// Its records keep these fields flat (`#[serde(flatten)]`), as they were stored before the block
+/// existed, so existing stores decode unchanged.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct IdentityBlock {
+    /// Desired: system-assigned identity enabled.
+    pub system_assigned: bool,
+    /// Desired: user-assigned identities, keyed by [`ResourceId::key`].
+    pub user_assigned: BTreeMap<String, UserAssignedEntry>,
+    /// Actual: the system-assigned identity MSRP created (its resource id is the owner's).
+    pub system_identity: Option<IdentityIds>,
+    /// A disabled system-assigned identity still has to be deleted in MSRP.
+    pub system_delete_pending: bool,
+}
+
 /// Outcome of the last reconcile of a resource.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
 pub enum SyncState {
@@ -117,14 +133,9 @@ pub struct Vm {
     pub imds_endpoint: String,
     /// True once the host accepted the VM.
     pub placed: bool,
-    /// Desired: system-assigned identity enabled.
-    pub system_assigned: bool,
-    /// Desired: user-assigned identities, keyed by [`ResourceId::key`].
-    pub user_assigned: BTreeMap<String, UserAssignedEntry>,
-    /// Actual: the system-assigned identity MSRP created.
-    pub system_identity: Option<IdentityIds>,
-    /// A disabled system-assigned identity still has to be deleted in MSRP.
-    pub system_delete_pending: bool,
+    /// Its managed identities (stored flat: the fields of the record as before the block existed).
+    #[serde(flatten)]
+    pub identity: IdentityBlock,
     /// The VM is being deleted (hidden from reads; the reconciler finishes the delete).
     pub deleting: bool,
     /// Reconcile state.
@@ -184,14 +195,9 @@ pub struct Vmss {
     pub capacity: u32,
     /// Next instance id to hand out (instance ids are never reused, as in Azure).
     pub next_instance: u32,
-    /// Desired: system-assigned identity enabled.
-    pub system_assigned: bool,
-    /// Desired: user-assigned identities, keyed by [`ResourceId::key`].
-    pub user_assigned: BTreeMap<String, UserAssignedEntry>,
-    /// Actual: the system-assigned identity MSRP created for the scale set.
-    pub system_identity: Option<IdentityIds>,
-    /// A disabled system-assigned identity still has to be deleted in MSRP.
-    pub system_delete_pending: bool,
+    /// The scale set's managed identities, which every instance serves (stored flat).
+    #[serde(flatten)]
+    pub identity: IdentityBlock,
     /// The scale set is being deleted.
     pub deleting: bool,
     /// Reconcile state.
@@ -256,51 +262,39 @@ pub struct VmIdentityView {
     pub user_assigned: Vec<UserAssignedEntry>,
 }
 
-impl Vm {
-    /// The identity block: the type follows the desired state; principalId/tenantId come only with
-    /// a system-assigned identity (null for UserAssigned only, aad-pod-identity#521).
-    pub fn identity_view(&self) -> VmIdentityView {
-        identity_view(
-            self.system_assigned,
-            self.system_identity.as_ref(),
-            &self.user_assigned,
-        )
+impl IdentityBlock {
+    /// The `identity` block as ARM shows it: the type follows the desired state; principalId and
+    /// tenantId come only with a system-assigned identity (null for UserAssigned only,
+    /// <https://github.com/Azure/aad-pod-identity/issues/521>).
+    pub fn view(&self) -> VmIdentityView {
+        let kind = match (self.system_assigned, !self.user_assigned.is_empty()) {
+            (false, false) => "None",
+            (true, false) => "SystemAssigned",
+            (false, true) => "UserAssigned",
+            (true, true) => "SystemAssigned, UserAssigned",
+        };
+        let (principal_id, tenant_id) = match (&self.system_identity, self.system_assigned) {
+            (Some(ids), true) => (ids.principal_id.clone(), ids.tenant_id.clone()),
+            _ => (String::new(), String::new()),
+        };
+        VmIdentityView {
+            kind: kind.to_string(),
+            principal_id,
+            tenant_id,
+            user_assigned: self.user_assigned.values().cloned().collect(),
+        }
     }
-}
 
-impl Vmss {
-    /// The scale set's identity block (same shape as a VM's).
-    pub fn identity_view(&self) -> VmIdentityView {
-        identity_view(
-            self.system_assigned,
-            self.system_identity.as_ref(),
-            &self.user_assigned,
-        )
+    /// The system-assigned identity's ids while it is enabled and created.
+    pub fn enabled_system_identity(&self) -> Option<&IdentityIds> {
+        self.system_identity
+            .as_ref()
+            .filter(|_| self.system_assigned)
     }
-}
 
-/// The identity block of a VM or scale set from its desired and actual state.
-pub fn identity_view(
-    system_assigned: bool,
-    system_identity: Option<&IdentityIds>,
-    user_assigned: &BTreeMap<String, UserAssignedEntry>,
-) -> VmIdentityView {
-    let has_user = !user_assigned.is_empty();
-    let kind = match (system_assigned, has_user) {
-        (false, false) => "None",
-        (true, false) => "SystemAssigned",
-        (false, true) => "UserAssigned",
-        (true, true) => "SystemAssigned, UserAssigned",
-    };
-    let (principal_id, tenant_id) = match (system_identity, system_assigned) {
-        (Some(ids), true) => (ids.principal_id.clone(), ids.tenant_id.clone()),
-        _ => (String::new(), String::new()),
-    };
-    VmIdentityView {
-        kind: kind.to_string(),
-        principal_id,
-        tenant_id,
-        user_assigned: user_assigned.values().cloned().collect(),
+    /// Whether user-assigned identity `key` ([`ResourceId::key`]) is assigned.
+    pub fn has_user_assigned(&self, key: &str) -> bool {
+        self.user_assigned.contains_key(key)
     }
 }
 
@@ -321,10 +315,7 @@ mod tests {
             mac_address: "000D3A000000".into(),
             imds_endpoint: String::new(),
             placed: true,
-            system_assigned: false,
-            user_assigned: BTreeMap::new(),
-            system_identity: None,
-            system_delete_pending: false,
+            identity: IdentityBlock::default(),
             deleting: false,
             sync: SyncState::Succeeded,
             scale_set: None,
@@ -337,9 +328,9 @@ mod tests {
     #[test]
     fn identity_type_follows_desired_state_and_principal_only_with_system() {
         let mut v = vm();
-        assert_eq!(v.identity_view().kind, "None");
+        assert_eq!(v.identity.view().kind, "None");
         let u = ResourceId::user_assigned_identity("s", "rg", "u").unwrap();
-        v.user_assigned.insert(
+        v.identity.user_assigned.insert(
             u.key(),
             UserAssignedEntry {
                 id: u,
@@ -347,19 +338,44 @@ mod tests {
                 client_id: "c".into(),
             },
         );
-        assert_eq!(v.identity_view().kind, "UserAssigned");
-        assert_eq!(v.identity_view().principal_id, "");
-        v.system_assigned = true;
-        v.system_identity = Some(IdentityIds {
+        assert_eq!(v.identity.view().kind, "UserAssigned");
+        assert_eq!(v.identity.view().principal_id, "");
+        v.identity.system_assigned = true;
+        v.identity.system_identity = Some(IdentityIds {
             tenant_id: "t".into(),
             principal_id: "sp".into(),
             client_id: "sc".into(),
         });
-        let view = v.identity_view();
+        let view = v.identity.view();
         assert_eq!(view.kind, "SystemAssigned, UserAssigned");
         assert_eq!(
             (view.principal_id.as_str(), view.tenant_id.as_str()),
             ("sp", "t")
         );
+    }
+
+    #[test]
+    fn identity_fields_stay_flat_in_stored_records() {
+        let mut v = vm();
+        v.identity.system_assigned = true;
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["system_assigned"], true, "{json}");
+        assert!(json.get("identity").is_none(), "{json}");
+        // A record written before the block existed decodes into it.
+        let old = r#"{"id":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm",
+            "vm_id":"v","location":"l","vm_size":"Standard_D2s_v3","os_type":"Linux","tags":{},
+            "host":"h","private_ip":"10.0.0.4","mac_address":"000D3A000000","imds_endpoint":"",
+            "placed":true,"system_assigned":true,
+            "user_assigned":{},"system_identity":{"tenant_id":"t","principal_id":"p","client_id":"c"},
+            "system_delete_pending":false,"deleting":false,"sync":"Succeeded"}"#;
+        let decoded: Vm = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            decoded
+                .identity
+                .enabled_system_identity()
+                .map(|i| i.principal_id.as_str()),
+            Some("p")
+        );
+        assert_eq!(serde_json::from_value::<Vm>(json).unwrap(), v);
     }
 }

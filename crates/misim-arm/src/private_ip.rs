@@ -1,6 +1,7 @@
 //! Private IP addresses of VMs and scale-set instances: each address is held by at most one resource
-//! at a time. A claim is an atomic insert-if-absent in the store (sled compare-and-swap), so parallel
-//! VM creates and scale-set reconciles never hand out the same address; the container stack gives
+//! at a time. Every claim is made in a store transaction (they run one at a time, with the record
+//! of the VM or instance that holds it), so parallel VM creates and scale-set reconciles never hand
+//! out the same address; the container stack gives
 //! identity tokens out by source IP, so a duplicate would let one VM get another's token.
 //!
 //! ARM assigns addresses from 10.0.0.0/16 like Azure's dynamic allocation in a subnet (the first
@@ -10,7 +11,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use misim_core::store::Tx;
+use misim_core::StoreError;
+
 use crate::error::{ArmError, Result};
+use crate::model::Vm;
 use crate::store::ArmStore;
 
 /// How many addresses ARM assigns on its own: 250 per /24 × 256 /24s in 10.0.0.0/16.
@@ -54,58 +59,79 @@ pub fn parse(raw: &str) -> Result<String> {
 }
 
 impl ArmStore {
-    /// Claims `ip` for `owner` (a resource id key) atomically; true when `owner` holds it now
-    /// (newly or already), false when another resource does.
+    /// Claims `ip` for `owner` (a resource id key) inside transaction `tx`; true when `owner`
+    /// holds it now (newly or already), false when another resource does. Every claim is made in a
+    /// transaction, and transactions run one at a time, so no address is handed out twice.
     ///
     /// # Errors
     /// Store failures.
-    pub fn claim_ip(&self, ip: &str, owner: &str) -> Result<bool> {
-        let mine = IpClaim {
-            owner: owner.to_string(),
-        };
-        Ok(self.ip_claims.insert_if_absent(ip, &mine)? == mine)
+    pub(crate) fn claim_ip_in(
+        &self,
+        tx: &mut Tx,
+        ip: &str,
+        owner: &str,
+    ) -> Result<bool, StoreError> {
+        match tx.get(&self.ip_claims, ip)? {
+            Some(claim) => Ok(claim.owner == owner),
+            None => {
+                let claim = IpClaim {
+                    owner: owner.to_string(),
+                };
+                tx.put(&self.ip_claims, ip, &claim)?;
+                Ok(true)
+            }
+        }
     }
 
-    /// Claims the caller-given static address `ip` for `owner`.
+    /// Claims the caller-given static address `ip` for `owner` inside `tx`.
     ///
     /// # Errors
     /// [`ArmError::PrivateIpInUse`] (ARM `PrivateIPAddressInUse`, 400) when another VM or instance
     /// holds it; store failures.
-    pub fn claim_static_ip(&self, ip: &str, owner: &str) -> Result<()> {
-        if self.claim_ip(ip, owner)? {
+    pub(crate) fn claim_static_ip_in(&self, tx: &mut Tx, ip: &str, owner: &str) -> Result<()> {
+        if self.claim_ip_in(tx, ip, owner)? {
             Ok(())
         } else {
             Err(ArmError::PrivateIpInUse(ip.to_string()))
         }
     }
 
-    /// Assigns `owner` the next free address in 10.0.0.0/16, starting after the last one handed
-    /// out; addresses freed by deleted VMs are used again only after a full round.
+    /// Assigns `owner` the next free address in 10.0.0.0/16 inside `tx`, starting after the last
+    /// one handed out; addresses freed by deleted VMs are used again only after a full round.
     ///
     /// # Errors
     /// [`ArmError::SubnetFull`] (ARM `SubnetIsFull`, 400) when all [`CAPACITY`] addresses are held;
     /// store failures.
-    pub fn allocate_ip(&self, owner: &str) -> Result<String> {
-        let start = self.counters.get(HINT)?.unwrap_or_default().next;
+    pub(crate) fn allocate_ip_in(&self, tx: &mut Tx, owner: &str) -> Result<String> {
+        let start = tx.get(&self.counters, HINT)?.unwrap_or_default().next;
         for i in 0..CAPACITY {
             let n = (start + i) % CAPACITY;
             let ip = nth_address(n);
-            if self.claim_ip(&ip, owner)? {
-                self.counters.put(HINT, &Counter { next: n + 1 })?;
+            if self.claim_ip_in(tx, &ip, owner)? {
+                tx.put(&self.counters, HINT, &Counter { next: n + 1 })?;
                 return Ok(ip);
             }
         }
         Err(ArmError::SubnetFull)
     }
 
-    /// Releases `ip` if `owner` holds it (a VM or instance is gone). Only the holder releases, so
-    /// this never frees an address another resource holds.
+    /// Releases `ip` inside `tx` if `owner` holds it (a VM or instance is gone). Only the holder
+    /// releases, so this never frees an address another resource holds.
     ///
     /// # Errors
     /// Store failures.
-    pub fn release_ip(&self, ip: &str, owner: &str) -> Result<()> {
-        if self.ip_claims.get(ip)?.is_some_and(|c| c.owner == owner) {
-            self.ip_claims.remove(ip)?;
+    pub(crate) fn release_ip_in(
+        &self,
+        tx: &mut Tx,
+        ip: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        if !ip.is_empty()
+            && tx
+                .get(&self.ip_claims, ip)?
+                .is_some_and(|c| c.owner == owner)
+        {
+            tx.remove(&self.ip_claims, ip)?;
         }
         Ok(())
     }
@@ -115,15 +141,15 @@ impl ArmStore {
     ///
     /// # Errors
     /// Store failures.
-    pub(crate) fn backfill_ip_claims(&self) -> Result<(), misim_core::StoreError> {
+    pub(crate) fn backfill_ip_claims(&self) -> Result<(), StoreError> {
         let vms = self.vms.values()?.into_iter();
-        for vm in vms.chain(self.instances.values()?) {
-            if !vm.private_ip.is_empty() {
-                let claim = IpClaim { owner: vm.id.key() };
-                self.ip_claims.insert_if_absent(&vm.private_ip, &claim)?;
+        let all: Vec<Vm> = vms.chain(self.instances.values()?).collect();
+        self.transaction(|tx| {
+            for vm in all.iter().filter(|vm| !vm.private_ip.is_empty()) {
+                self.claim_ip_in(tx, &vm.private_ip, &vm.id.key())?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -138,6 +164,21 @@ mod tests {
 
     fn store() -> ArmStore {
         ArmStore::from_store(Store::temporary().unwrap()).unwrap()
+    }
+
+    impl ArmStore {
+        fn claim_ip(&self, ip: &str, owner: &str) -> Result<bool> {
+            self.transaction(|tx| Ok(self.claim_ip_in(tx, ip, owner)?))
+        }
+        fn claim_static_ip(&self, ip: &str, owner: &str) -> Result<()> {
+            self.transaction(|tx| self.claim_static_ip_in(tx, ip, owner))
+        }
+        fn allocate_ip(&self, owner: &str) -> Result<String> {
+            self.transaction(|tx| self.allocate_ip_in(tx, owner))
+        }
+        fn release_ip(&self, ip: &str, owner: &str) -> Result<()> {
+            self.transaction(|tx| Ok(self.release_ip_in(tx, ip, owner)?))
+        }
     }
 
     #[test]

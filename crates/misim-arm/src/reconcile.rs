@@ -3,18 +3,22 @@
 //! crash or a peer outage converges; a loop runs it for everything at startup and for dirty
 //! resources every [`TICK_SECONDS`].
 
-use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use misim_core::ResourceId;
+use misim_core::{ResourceId, Table};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::clients::IdentityRef;
 use crate::error::{ArmError, Result};
-use crate::model::{IdentityIds, IdentityKind, SyncState, UserAssignedEntry, Vm};
+use crate::identity::IdentityOwner;
+use crate::model::{IdentityKind, SyncState, Uami, Vm, Vmss};
 use crate::service::Arm;
+use crate::store::ArmStore;
+use crate::webapps::WebApp;
 
 /// Seconds between reconcile passes over dirty resources.
 pub const TICK_SECONDS: u64 = 5;
@@ -33,250 +37,206 @@ pub(crate) fn retry_soon() {
     RETRY_SOON.notify_one();
 }
 
+/// A stored resource the reconciler carries to MSRP and the hosts: VMs, scale sets, web apps and
+/// user-assigned identities. [`Arm::settle`] is written once over it.
+pub(crate) trait Record:
+    Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// Its resource type, e.g. `Microsoft.Compute/virtualMachines`.
+    const TYPE: &'static str;
+    /// Its resource id.
+    fn id(&self) -> &ResourceId;
+    /// The table that keeps it.
+    fn table(store: &ArmStore) -> &Table<Self>;
+    /// Whether it is being deleted (hidden from reads).
+    fn deleting(&self) -> bool;
+    /// Its reconcile state.
+    fn sync_mut(&mut self) -> &mut SyncState;
+    /// Marks it as being deleted, for the reconciler to finish.
+    fn mark_deleting(&mut self);
+    /// One idempotent pass carrying it to its peers; progress is kept in `r` even on failure.
+    fn apply(arm: &Arm, r: &mut Self) -> impl Future<Output = Result<()>> + Send;
+    /// Forgets a record whose delete the peers finished, with what goes with it, in one store
+    /// transaction.
+    fn forget(arm: &Arm, r: &Self) -> Result<()>;
+}
+
+/// The [`Record`] methods of a record type with `id`, `deleting` and `sync` fields, kept in
+/// [`ArmStore`]'s table `$table`.
+macro_rules! record_fields {
+    ($table:ident) => {
+        fn id(&self) -> &misim_core::ResourceId {
+            &self.id
+        }
+        fn table(store: &crate::store::ArmStore) -> &misim_core::Table<Self> {
+            &store.$table
+        }
+        fn deleting(&self) -> bool {
+            self.deleting
+        }
+        fn sync_mut(&mut self) -> &mut crate::model::SyncState {
+            &mut self.sync
+        }
+        fn mark_deleting(&mut self) {
+            self.deleting = true;
+            self.sync = crate::model::SyncState::Pending;
+        }
+    };
+}
+pub(crate) use record_fields;
+
+/// ARM's 404 `ResourceNotFound` for `id` of `resource_type`.
+pub(crate) fn not_found(resource_type: &str, id: &ResourceId) -> ArmError {
+    ArmError::ResourceNotFound {
+        resource_type: resource_type.to_string(),
+        name: id.name().to_string(),
+        group: id.resource_group_name().unwrap_or_default().to_string(),
+    }
+}
+
+impl Record for Vm {
+    const TYPE: &'static str = "Microsoft.Compute/virtualMachines";
+    record_fields!(vms);
+    async fn apply(arm: &Arm, vm: &mut Self) -> Result<()> {
+        if vm.deleting {
+            return arm
+                .unplace(&vm.id, &vm.host, &mut vm.placed, &mut vm.identity)
+                .await;
+        }
+        if !vm.placed {
+            arm.place(vm).await?;
+        }
+        arm.serve_identities(&vm.id, &vm.host, &mut vm.identity)
+            .await?;
+        arm.apply_extensions(vm).await
+    }
+    fn forget(arm: &Arm, vm: &Self) -> Result<()> {
+        arm.store.remove_vm(&arm.store.vms, vm)
+    }
+}
+
+impl Record for Uami {
+    const TYPE: &'static str = "Microsoft.ManagedIdentity/userAssignedIdentities";
+    record_fields!(uamis);
+    async fn apply(arm: &Arm, uami: &mut Self) -> Result<()> {
+        let id = uami.id.as_str();
+        if uami.deleting {
+            return arm.peers.delete_identity(id).await;
+        }
+        if uami.identity.is_none() {
+            let ids = arm
+                .peers
+                .create_identity(id, IdentityKind::UserAssigned, &uami.tenant_id)
+                .await?;
+            info!(step = 2, identity = %id, client_id = %ids.client_id, principal_id = %ids.principal_id, "msrp created user-assigned identity");
+            uami.identity = Some(ids);
+        }
+        Ok(())
+    }
+    fn forget(arm: &Arm, uami: &Self) -> Result<()> {
+        // Its federated identity credentials go with it (Azure AD's copy went with the principal).
+        arm.store.remove_uami(uami)
+    }
+}
+
 impl Arm {
-    /// Reconciles one VM under its lock.
+    /// Reconciles the VM, scale set, web app or user-assigned identity `id` under its lock (the
+    /// reconcile loop does this for every dirty resource; tests call it to converge at once).
     ///
     /// # Errors
-    /// The first failing step's error; the VM is then marked failed and retried by the loop.
-    pub async fn reconcile_vm(&self, id: &ResourceId) -> Result<()> {
-        let _guard = self.locks.lock(&id.key()).await;
-        self.reconcile_vm_locked(id).await
+    /// The first failing step's error (the resource is then marked failed and retried by the
+    /// loop); [`ArmError::InvalidArgument`] for another kind of resource.
+    pub async fn reconcile_resource(&self, id: &ResourceId) -> Result<()> {
+        if id.is_type(Vm::TYPE) {
+            self.reconcile_owner(IdentityOwner::VirtualMachine, id)
+                .await
+        } else if id.is_type(Vmss::TYPE) {
+            self.reconcile_owner(IdentityOwner::ScaleSet, id).await
+        } else if id.is_type(WebApp::TYPE) {
+            self.reconcile_owner(IdentityOwner::WebApp, id).await
+        } else if id.is_type(Uami::TYPE) {
+            self.reconcile::<Uami>(id).await
+        } else {
+            Err(ArmError::InvalidArgument(format!(
+                "'{id}' is not a resource ARM reconciles"
+            )))
+        }
     }
 
-    /// Reconciles one UAMI under its lock.
+    /// Reconciles record `id` of type `R` under its lock.
+    pub(crate) async fn reconcile<R: Record>(&self, id: &ResourceId) -> Result<()> {
+        let _guard = self.locks.lock(&id.key()).await;
+        self.reconcile_locked::<R>(id).await
+    }
+
+    /// Reconciles record `id`; the caller holds its lock.
+    pub(crate) async fn reconcile_locked<R: Record>(&self, id: &ResourceId) -> Result<()> {
+        match R::table(&self.store).get(&id.key())? {
+            Some(mut r) => self.settle(&mut r).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Reconciles the record in hand (the caller holds its lock and has just read or written it):
+    /// carries it to its peers, then stores the outcome: forgotten once a delete finished,
+    /// `Succeeded`, or `Failed` with the progress made before the failure (e.g. the system
+    /// identity MSRP created), so nothing is half-made or lost, and the loop retries soon.
     ///
     /// # Errors
-    /// As [`Arm::reconcile_vm`].
-    pub async fn reconcile_uami(&self, id: &ResourceId) -> Result<()> {
-        let _guard = self.locks.lock(&id.key()).await;
-        self.reconcile_uami_locked(id).await
-    }
-
-    /// Reconciles a VM; the caller holds its lock. Progress made before a failure (e.g. the system
-    /// identity MSRP created) is stored with the failure, so nothing is half-made or lost.
-    pub(crate) async fn reconcile_vm_locked(&self, id: &ResourceId) -> Result<()> {
-        let Some(mut vm) = self.store.vm(id)? else {
-            return Ok(());
-        };
-        let result = self.apply_vm(&mut vm).await;
+    /// The first failing step's error.
+    pub(crate) async fn settle<R: Record>(&self, r: &mut R) -> Result<()> {
+        let result = R::apply(self, r).await;
+        let key = r.id().key();
         match &result {
-            Ok(()) if vm.deleting => {
-                self.store.remove_vm_and_ip(&self.store.vms, &vm)?;
-                info!(vm = %id, "deleted virtual machine");
+            Ok(()) if r.deleting() => {
+                R::forget(self, r)?;
+                info!(resource = %r.id(), "deleted {}", R::TYPE);
             }
             Ok(()) => {
-                vm.sync = SyncState::Succeeded;
-                self.store.vms.put(&id.key(), &vm)?;
+                *r.sync_mut() = SyncState::Succeeded;
+                R::table(&self.store).put(&key, r)?;
             }
             Err(e) => {
-                warn!(vm = %id, error = %e, "vm reconcile failed; will retry");
-                vm.sync = SyncState::Failed(e.to_string());
-                self.store.vms.put(&id.key(), &vm)?;
+                warn!(resource = %r.id(), error = %e, "reconcile failed; will retry");
+                *r.sync_mut() = SyncState::Failed(e.to_string());
+                R::table(&self.store).put(&key, r)?;
                 retry_soon();
             }
         }
         self.store.flush().await?;
         result
-    }
-
-    async fn apply_vm(&self, vm: &mut Vm) -> Result<()> {
-        let id = vm.id.clone();
-        let host_known = self.peers.host_names().contains(&vm.host);
-        if vm.deleting {
-            if host_known {
-                self.peers.remove_vm(&vm.host, id.as_str()).await?;
-                vm.placed = false;
-            }
-            self.peers.delete_identity(id.as_str()).await?;
-            vm.system_identity = None;
-            return Ok(());
-        }
-        if !vm.placed {
-            self.place(vm).await?;
-        }
-        let refs = self
-            .identity_refs(
-                &id,
-                vm.system_assigned,
-                &mut vm.system_identity,
-                &mut vm.user_assigned,
-            )
-            .await?;
-        self.peers
-            .configure_identities(&vm.host, id.as_str(), &refs)
-            .await?;
-        info!(step = 3, vm = %id, host = %vm.host, identities = refs.len(), "configured vm identities on host");
-        self.apply_extensions(vm).await?;
-        if vm.system_delete_pending && !vm.system_assigned {
-            self.peers.delete_identity(id.as_str()).await?;
-            vm.system_identity = None;
-            vm.system_delete_pending = false;
-            info!(identity = %id, "deleted system-assigned identity");
-        }
-        Ok(())
     }
 
     /// Places a VM or scale-set instance on its host (`PlaceVm`, idempotent).
     pub(crate) async fn place(&self, vm: &mut Vm) -> Result<()> {
-        let id = &vm.id;
-        let (name, scale_set) = match &vm.scale_set {
-            Some(ss) => (
-                format!("{}_{}", ss.name(), id.name()),
-                ss.name().to_string(),
-            ),
-            None => (id.name().to_string(), String::new()),
-        };
-        let placement = crate::clients::VmPlacement {
-            resource_id: id.to_string(),
-            vm_id: vm.vm_id.clone(),
-            name,
-            subscription_id: id.subscription_id().to_string(),
-            resource_group: id.resource_group_name().unwrap_or_default().to_string(),
-            location: vm.location.clone(),
-            vm_size: vm.vm_size.clone(),
-            os_type: vm.os_type.clone(),
-            tags: vm.tags.clone(),
-            private_ip: vm.private_ip.clone(),
-            mac_address: vm.mac_address.clone(),
-            vm_scale_set_name: scale_set,
-        };
-        vm.imds_endpoint = self.peers.place_vm(&vm.host, &placement).await?;
+        vm.imds_endpoint = self.peers.place_vm(&vm.host, vm).await?;
         vm.placed = true;
-        info!(vm = %id, host = %vm.host, imds = %vm.imds_endpoint, "placed vm on host");
+        info!(vm = %vm.id, host = %vm.host, imds = %vm.imds_endpoint, "placed vm on host");
         Ok(())
     }
 
-    /// The identities a VM or scale set (`owner`) should have served: creates its system-assigned
-    /// identity in MSRP when missing (step 2) and refreshes the user-assigned entries' ids. Deleted
-    /// user-assigned identities keep their dangling entry but are not served
-    /// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-manage-user-assigned-managed-identities>).
-    pub(crate) async fn identity_refs(
-        &self,
-        owner: &ResourceId,
-        system_assigned: bool,
-        system_identity: &mut Option<IdentityIds>,
-        user_assigned: &mut BTreeMap<String, UserAssignedEntry>,
-    ) -> Result<Vec<IdentityRef>> {
-        let mut refs = Vec::new();
-        if system_assigned {
-            let ids = match system_identity {
-                Some(ids) => ids.clone(),
-                None => {
-                    let tenant = self.subscription(owner.subscription_id())?.tenant_id;
-                    let ids = self
-                        .peers
-                        .create_identity(owner.as_str(), IdentityKind::SystemAssigned, &tenant)
-                        .await?;
-                    info!(step = 2, identity = %owner, client_id = %ids.client_id, principal_id = %ids.principal_id, "msrp created system-assigned identity");
-                    *system_identity = Some(ids.clone());
-                    ids
-                }
-            };
-            refs.push(IdentityRef {
-                msi_res_id: owner.to_string(),
-                kind: IdentityKind::SystemAssigned,
-                ids,
-            });
-        }
-        for entry in user_assigned.values_mut() {
-            let Some(uami) = self.store.uami(&entry.id)?.filter(|u| !u.deleting) else {
-                // Deleted UAMI: Azure keeps the dangling entry but it is no longer served.
-                continue;
-            };
-            let ids = match uami.identity {
-                Some(ids) => ids,
-                None => {
-                    self.reconcile_uami(&uami.id).await?;
-                    self.store
-                        .uami(&uami.id)?
-                        .and_then(|u| u.identity)
-                        .ok_or_else(|| {
-                            ArmError::Unavailable(format!(
-                                "identity '{}' is not created yet",
-                                uami.id
-                            ))
-                        })?
-                }
-            };
-            entry.principal_id = ids.principal_id.clone();
-            entry.client_id = ids.client_id.clone();
-            refs.push(IdentityRef {
-                msi_res_id: uami.id.to_string(),
-                kind: IdentityKind::UserAssigned,
-                ids,
-            });
-        }
-        Ok(refs)
-    }
-
-    /// Reconciles a UAMI; the caller holds its lock.
-    pub(crate) async fn reconcile_uami_locked(&self, id: &ResourceId) -> Result<()> {
-        let Some(mut uami) = self.store.uami(id)? else {
-            return Ok(());
-        };
-        let result = if uami.deleting {
-            self.peers.delete_identity(id.as_str()).await
-        } else if uami.identity.is_none() {
-            match self
-                .peers
-                .create_identity(id.as_str(), IdentityKind::UserAssigned, &uami.tenant_id)
-                .await
-            {
-                Ok(ids) => {
-                    info!(step = 2, identity = %id, client_id = %ids.client_id, principal_id = %ids.principal_id, "msrp created user-assigned identity");
-                    uami.identity = Some(ids);
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
-        } else {
-            Ok(())
-        };
-        match &result {
-            Ok(()) if uami.deleting => {
-                self.store.uamis.remove(&id.key())?;
-                // Its federated identity credentials go with it (Azure AD's copy went with the principal).
-                self.forget_federated_credentials(id)?;
-                info!(identity = %id, "deleted user-assigned identity");
-            }
-            Ok(()) => {
-                uami.sync = SyncState::Succeeded;
-                self.store.uamis.put(&id.key(), &uami)?;
-            }
-            Err(e) => {
-                warn!(identity = %id, error = %e, "identity reconcile failed; will retry");
-                uami.sync = SyncState::Failed(e.to_string());
-                self.store.uamis.put(&id.key(), &uami)?;
-                retry_soon();
-            }
-        }
-        self.store.flush().await?;
-        result
-    }
-
-    /// One pass over UAMIs, VMs, scale sets, then web apps (all of them, or only dirty ones); returns how many failed.
+    /// One pass over UAMIs, VMs, scale sets, then web apps (all of them, or only dirty ones);
+    /// returns how many failed.
     ///
     /// # Errors
     /// Store failures while listing.
     pub async fn reconcile_all(&self, only_dirty: bool) -> Result<usize> {
+        Ok(self.reconcile_pass::<Uami>(only_dirty).await?
+            + self.reconcile_pass::<Vm>(only_dirty).await?
+            + self.reconcile_pass::<Vmss>(only_dirty).await?
+            + self.reconcile_pass::<WebApp>(only_dirty).await?)
+    }
+
+    /// One pass over the records of type `R`; returns how many failed.
+    async fn reconcile_pass<R: Record>(&self, only_dirty: bool) -> Result<usize> {
         let mut failed = 0;
-        for uami in self.store.uamis.values()? {
-            if (!only_dirty || uami.sync.is_dirty()) && self.reconcile_uami(&uami.id).await.is_err()
+        for mut r in R::table(&self.store).values()? {
+            if (!only_dirty || r.sync_mut().is_dirty())
+                && self.reconcile::<R>(&r.id().clone()).await.is_err()
             {
                 failed += 1;
             }
         }
-        for vm in self.store.vms.values()? {
-            if (!only_dirty || vm.sync.is_dirty()) && self.reconcile_vm(&vm.id).await.is_err() {
-                failed += 1;
-            }
-        }
-        for ss in self.store.vmss.values()? {
-            if (!only_dirty || ss.sync.is_dirty()) && self.reconcile_vmss(&ss.id).await.is_err() {
-                failed += 1;
-            }
-        }
-        failed += self.reconcile_webapps(only_dirty).await?;
         Ok(failed)
     }
 }

@@ -9,8 +9,10 @@ use tracing::info;
 
 use crate::clients::Peers;
 use crate::error::{ArmError, Result};
-use crate::model::{ResourceGroup, Subscription};
+use crate::model::{ResourceGroup, Subscription, Uami, Vm, Vmss};
+use crate::reconcile::Record;
 use crate::store::ArmStore;
+use crate::webapps::WebApp;
 
 /// Per-resource async locks: every change to one VM or UAMI (RPC or reconcile) runs under its lock,
 /// so a reconcile tick and an RPC never interleave on the same resource.
@@ -58,6 +60,48 @@ pub fn validate_name(kind: &str, name: &str) -> Result<()> {
 }
 
 impl Arm {
+    /// The id of resource `name` of `resource_type` (`Namespace/type`, e.g.
+    /// `Microsoft.Compute/virtualMachines`) in a group, checking the subscription, the group and the
+    /// name with `valid`. A malformed name is a 404 `ResourceNotFound`, as ARM answers a GET of it.
+    ///
+    /// # Errors
+    /// [`ArmError::SubscriptionNotFound`], [`ArmError::ResourceGroupNotFound`],
+    /// [`ArmError::ResourceNotFound`].
+    pub(crate) fn resource_in(
+        &self,
+        subscription_id: &str,
+        group: &str,
+        resource_type: &str,
+        name: &str,
+        valid: impl Fn(&str) -> Result<()>,
+    ) -> Result<ResourceId> {
+        let g = self.group(subscription_id, group)?;
+        let (namespace, type_name) = resource_type.split_once('/').unwrap_or_default();
+        let not_found = || ArmError::ResourceNotFound {
+            resource_type: resource_type.to_string(),
+            name: name.to_string(),
+            group: group.to_string(),
+        };
+        valid(name).map_err(|_| not_found())?;
+        ResourceId::resource(
+            g.id.subscription_id(),
+            g.id.name(),
+            namespace,
+            type_name,
+            name,
+        )
+        .map_err(|_| not_found())
+    }
+
+    /// The live records of type `R` in resource group `group` of the subscription (empty: default).
+    ///
+    /// # Errors
+    /// Subscription and group lookups, store failures.
+    pub(crate) fn list_in<R: Record>(&self, subscription_id: &str, group: &str) -> Result<Vec<R>> {
+        let g = self.group(subscription_id, group)?;
+        self.store.live_within(&g.id)
+    }
+
     /// Builds the core over an opened store and peer clients.
     pub fn new(store: ArmStore, peers: Peers, clock: Clock) -> Self {
         Arm {
@@ -220,13 +264,13 @@ impl Arm {
             Err(e) => return Err(e),
         };
         let sub = group.id.subscription_id().to_string();
-        for vm in self.store.vms_within(&group.id)? {
+        for vm in self.store.live_within::<Vm>(&group.id)? {
             self.delete_vm(&sub, name, vm.id.name()).await?;
         }
-        for ss in self.store.vmss_within(&group.id)? {
+        for ss in self.store.live_within::<Vmss>(&group.id)? {
             self.delete_vmss(&sub, name, ss.id.name()).await?;
         }
-        for site in self.webapps_within(&group.id)? {
+        for site in self.store.live_within::<WebApp>(&group.id)? {
             self.delete_webapp(&sub, name, site.id.name()).await?;
         }
         for vault in self.store.vaults.values()? {
@@ -234,7 +278,7 @@ impl Arm {
                 self.delete_vault_record(&vault)?;
             }
         }
-        for uami in self.store.uamis_within(&group.id)? {
+        for uami in self.store.live_within::<Uami>(&group.id)? {
             self.delete_user_assigned_identity(&sub, name, uami.id.name())
                 .await?;
         }

@@ -1,14 +1,25 @@
 //! ARM's tables in its sled store, keyed by lower-cased resource ids ([`ResourceId::key`]) so lookups
 //! ignore case as ARM does.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use misim_core::{ResourceId, Store, Table};
+use misim_core::store::Tx;
+use misim_core::{ResourceId, Store, StoreError, Table};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm, Vmss};
 use crate::private_ip::{Counter, IpClaim};
+use crate::reconcile::Record;
 use crate::vault::{Secret, Vault};
+
+/// How many VMs and scale-set instances a host has ([`ArmStore::host_load`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLoad {
+    /// VMs plus scale-set instances placed on the host.
+    pub placements: u64,
+}
 
 /// ARM's schema version ([`misim_core::Store::open_party`]).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -41,6 +52,10 @@ pub struct ArmStore {
     pub ip_claims: Table<IpClaim>,
     /// Counters (the private IP allocation hint).
     pub(crate) counters: Table<Counter>,
+    /// VMs and scale-set instances per host, by host name: kept in the transaction that adds or
+    /// removes a VM or instance and rebuilt from those tables at open, so placement reads one
+    /// counter per host instead of every VM.
+    pub(crate) host_load: Table<HostLoad>,
     /// App Service web apps (`Microsoft.Web/sites`) by id key.
     pub sites: Table<crate::webapps::WebApp>,
     /// Federated identity credentials of user-assigned identities by id key ([`crate::workload`]).
@@ -76,12 +91,14 @@ impl ArmStore {
             secrets: store.table("secrets")?,
             ip_claims: store.table("private_ips")?,
             counters: store.table("counters")?,
+            host_load: store.table("host_placements")?,
             sites: store.table("sites")?,
             federated_credentials: store.table("federated_identity_credentials")?,
             clusters: store.table("managed_clusters")?,
             store,
         };
         arm.backfill_ip_claims()?;
+        arm.rebuild_host_load()?;
         Ok(arm)
     }
 
@@ -93,25 +110,124 @@ impl ArmStore {
         Ok(self.store.flush().await?)
     }
 
-    /// Removes a VM or scale-set instance record (`table`: [`ArmStore::vms`] or
-    /// [`ArmStore::instances`]) and releases its private IP claim, in one transaction.
+    /// Stores a new VM or scale-set instance (`table`: [`ArmStore::vms`] or
+    /// [`ArmStore::instances`]) inside `tx`, with its private IP address and its host's count:
+    /// `static_ip` when given (claimed, or [`ArmError::PrivateIpInUse`]), else the next free one,
+    /// written into `vm.private_ip`.
     ///
     /// # Errors
-    /// Store failures; then neither is changed.
-    pub fn remove_vm_and_ip(&self, table: &Table<Vm>, vm: &Vm) -> Result<()> {
+    /// [`ArmError::PrivateIpInUse`], [`ArmError::SubnetFull`], store failures.
+    pub(crate) fn insert_vm_in(
+        &self,
+        tx: &mut Tx,
+        table: &Table<Vm>,
+        vm: &mut Vm,
+        static_ip: Option<&str>,
+    ) -> Result<()> {
         let key = vm.id.key();
+        vm.private_ip = match static_ip {
+            Some(ip) => {
+                self.claim_static_ip_in(tx, ip, &key)?;
+                ip.to_string()
+            }
+            None => self.allocate_ip_in(tx, &key)?,
+        };
+        if tx.get(table, &key)?.is_none() {
+            self.count_placement_in(tx, &vm.host, 1)?;
+        }
+        tx.put(table, &key, vm)?;
+        Ok(())
+    }
+
+    /// Removes a VM or scale-set instance record (`table`: [`ArmStore::vms`] or
+    /// [`ArmStore::instances`]), releases its private IP claim and lowers its host's count, in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// Store failures; then nothing is changed.
+    pub fn remove_vm(&self, table: &Table<Vm>, vm: &Vm) -> Result<()> {
+        let key = vm.id.key();
+        self.transaction(|tx| {
+            if let Some(old) = tx.remove(table, &key)? {
+                self.count_placement_in(tx, &old.host, -1)?;
+            }
+            self.release_ip_in(tx, &vm.private_ip, &key)
+        })?;
+        Ok(())
+    }
+
+    /// How many VMs and scale-set instances are on `host`.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn host_load(&self, host: &str) -> Result<u64> {
+        Ok(self.host_load.get(host)?.unwrap_or_default().placements)
+    }
+
+    /// Adds `delta` to `host`'s count inside `tx`.
+    fn count_placement_in(&self, tx: &mut Tx, host: &str, delta: i64) -> Result<(), StoreError> {
+        let mut load = tx.get(&self.host_load, host)?.unwrap_or_default();
+        load.placements = load.placements.saturating_add_signed(delta);
+        tx.put(&self.host_load, host, &load)
+    }
+
+    /// Recounts the VMs and instances per host from their tables (at open: the counts of a store
+    /// written before they existed, or by an older misim, are made right).
+    fn rebuild_host_load(&self) -> Result<(), StoreError> {
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        for vm in self
+            .vms
+            .values()?
+            .into_iter()
+            .chain(self.instances.values()?)
+        {
+            *counts.entry(vm.host).or_default() += 1;
+        }
+        let stale = self.host_load.scan_prefix("")?;
+        self.transaction(|tx| {
+            for (host, _) in stale {
+                tx.remove(&self.host_load, &host)?;
+            }
+            for (host, placements) in &counts {
+                let load = HostLoad {
+                    placements: *placements,
+                };
+                tx.put(&self.host_load, host, &load)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes a user-assigned identity record and its federated identity credentials, in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// Store failures; then nothing is changed.
+    pub fn remove_uami(&self, uami: &Uami) -> Result<()> {
+        let key = uami.id.key();
+        let credentials = self
+            .federated_credentials
+            .scan_prefix(&format!("{key}/federatedidentitycredentials/"))?;
         self.store.transaction(|tx| {
-            tx.remove(table, &key)?;
-            let claimed = !vm.private_ip.is_empty()
-                && tx
-                    .get(&self.ip_claims, &vm.private_ip)?
-                    .is_some_and(|c| c.owner == key);
-            if claimed {
-                tx.remove(&self.ip_claims, &vm.private_ip)?;
+            tx.remove(&self.uamis, &key)?;
+            for (k, _) in &credentials {
+                tx.remove(&self.federated_credentials, k)?;
             }
             Ok::<_, misim_core::StoreError>(())
         })?;
         Ok(())
+    }
+
+    /// Runs `body` as one transaction over ARM's tables ([`Store::transaction`]): all of its
+    /// writes or none; transactions run one at a time.
+    ///
+    /// # Errors
+    /// The body's error or the commit's; then nothing is written.
+    pub fn transaction<R, E: From<misim_core::StoreError>>(
+        &self,
+        body: impl FnOnce(&mut Tx) -> Result<R, E>,
+    ) -> Result<R, E> {
+        self.store.transaction(body)
     }
 
     /// The subscription with this GUID (any case).
@@ -160,31 +276,17 @@ impl ArmStore {
         Ok(self.uamis.get(&id.key())?)
     }
 
-    /// VMs whose id lies within `scope` (a subscription or group), excluding ones being deleted.
+    /// Records of type `R` whose id lies within `scope` (a subscription or group), excluding ones
+    /// being deleted: one prefix scan of their table.
     ///
     /// # Errors
     /// Store failures.
-    pub fn vms_within(&self, scope: &ResourceId) -> Result<Vec<Vm>> {
-        Ok(self
-            .vms
+    pub(crate) fn live_within<R: Record>(&self, scope: &ResourceId) -> Result<Vec<R>> {
+        Ok(R::table(self)
             .scan_prefix(&format!("{}/", scope.key()))?
             .into_iter()
-            .map(|(_, v)| v)
-            .filter(|v| !v.deleting)
-            .collect())
-    }
-
-    /// UAMIs whose id lies within `scope`, excluding ones being deleted.
-    ///
-    /// # Errors
-    /// Store failures.
-    pub fn uamis_within(&self, scope: &ResourceId) -> Result<Vec<Uami>> {
-        Ok(self
-            .uamis
-            .scan_prefix(&format!("{}/", scope.key()))?
-            .into_iter()
-            .map(|(_, v)| v)
-            .filter(|u| !u.deleting)
+            .map(|(_, r)| r)
+            .filter(|r| !r.deleting() && r.id().is_type(R::TYPE))
             .collect())
     }
 
@@ -201,19 +303,5 @@ impl ArmStore {
             .collect();
         v.sort_by_key(|i| i.id.name().parse::<u64>().unwrap_or(u64::MAX));
         Ok(v)
-    }
-
-    /// Scale sets whose id lies within `scope`, excluding ones being deleted.
-    ///
-    /// # Errors
-    /// Store failures.
-    pub fn vmss_within(&self, scope: &ResourceId) -> Result<Vec<Vmss>> {
-        Ok(self
-            .vmss
-            .scan_prefix(&format!("{}/", scope.key()))?
-            .into_iter()
-            .map(|(_, v)| v)
-            .filter(|v| !v.deleting)
-            .collect())
     }
 }

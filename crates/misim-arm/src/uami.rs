@@ -9,28 +9,22 @@ use tracing::info;
 
 use crate::error::{ArmError, Result};
 use crate::model::{SyncState, Uami};
+use crate::reconcile::{not_found, Record};
 use crate::service::{validate_name, Arm};
-
-const UAMI_TYPE: &str = "Microsoft.ManagedIdentity/userAssignedIdentities";
+use crate::vms::{existing_at, or_default};
 
 /// ARM's 404 `ResourceNotFound` for a missing user-assigned identity.
 pub(crate) fn uami_not_found(id: &ResourceId) -> ArmError {
-    ArmError::ResourceNotFound {
-        resource_type: UAMI_TYPE.into(),
-        name: id.name().to_string(),
-        group: id.resource_group_name().unwrap_or_default().to_string(),
-    }
+    not_found(Uami::TYPE, id)
+}
+
+fn valid_uami_name(name: &str) -> Result<()> {
+    validate_name("user-assigned identity", name)
 }
 
 impl Arm {
     fn uami_id(&self, subscription_id: &str, group: &str, name: &str) -> Result<ResourceId> {
-        let g = self.group(subscription_id, group)?;
-        validate_name("user-assigned identity", name)?;
-        Ok(ResourceId::user_assigned_identity(
-            g.id.subscription_id(),
-            g.id.name(),
-            name,
-        )?)
+        self.resource_in(subscription_id, group, Uami::TYPE, name, valid_uami_name)
     }
 
     /// Creates a user-assigned identity: records it, then MSRP creates its service principal and
@@ -48,32 +42,21 @@ impl Arm {
         tags: BTreeMap<String, String>,
     ) -> Result<Uami> {
         let g = self.group(subscription_id, group)?;
+        valid_uami_name(name)?;
         let id = self.uami_id(subscription_id, group, name)?;
-        let location = if location.is_empty() {
-            g.location.clone()
-        } else {
-            location.to_string()
-        };
+        let location = or_default(location.to_string(), &g.location);
         let tenant_id = self.subscription(g.id.subscription_id())?.tenant_id;
-        let guard = self.locks.lock(&id.key()).await;
+        let _guard = self.locks.lock(&id.key()).await;
         if let Some(existing) = self.store.uami(&id)? {
-            if existing.deleting {
-                return Err(ArmError::ReconcilePending(format!(
-                    "identity '{name}' is still being deleted"
-                )));
-            }
-            if !existing.location.eq_ignore_ascii_case(&location) {
-                return Err(ArmError::Conflict {
-                    code: "InvalidResourceLocation",
-                    message: format!(
-                        "The resource '{name}' already exists in location '{}' in resource group '{group}'. A resource with the same name cannot be created in location '{location}'. Please select a new resource name.",
-                        existing.location
-                    ),
-                });
-            }
+            existing_at(
+                &existing.id,
+                &existing.location,
+                existing.deleting,
+                &location,
+            )?;
             return Ok(existing);
         }
-        let uami = Uami {
+        let mut uami = Uami {
             id: id.clone(),
             location,
             tags,
@@ -85,10 +68,8 @@ impl Arm {
         self.store.uamis.put(&id.key(), &uami)?;
         self.store.flush().await?;
         info!(step = 1, identity = %id, "created user-assigned identity resource");
-        let result = self.reconcile_uami_locked(&id).await;
-        drop(guard);
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
-        self.store.uami(&id)?.ok_or_else(|| uami_not_found(&id))
+        self.settle(&mut uami).await.map_err(ArmError::pending)?;
+        Ok(uami)
     }
 
     /// A user-assigned identity.
@@ -101,17 +82,8 @@ impl Arm {
         group: &str,
         name: &str,
     ) -> Result<Uami> {
-        let id = self.uami_id(subscription_id, group, name).map_err(|e| {
-            if matches!(e, ArmError::InvalidArgument(_)) {
-                uami_not_found_named(group, name)
-            } else {
-                e
-            }
-        })?;
-        self.store
-            .uami(&id)?
-            .filter(|u| !u.deleting)
-            .ok_or_else(|| uami_not_found(&id))
+        let id = self.uami_id(subscription_id, group, name)?;
+        self.live(&id)
     }
 
     /// User-assigned identities of a resource group.
@@ -123,8 +95,7 @@ impl Arm {
         subscription_id: &str,
         group: &str,
     ) -> Result<Vec<Uami>> {
-        let g = self.group(subscription_id, group)?;
-        self.store.uamis_within(&g.id)
+        self.list_in(subscription_id, group)
     }
 
     /// Deletes a user-assigned identity and (through MSRP) its service principal. VMs keep a dangling
@@ -142,48 +113,32 @@ impl Arm {
     ) -> Result<()> {
         let id = match self.uami_id(subscription_id, group, name) {
             Ok(id) => id,
-            Err(ArmError::InvalidArgument(_)) => return Ok(()),
+            Err(ArmError::ResourceNotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let guard = self.locks.lock(&id.key()).await;
-        let Some(mut uami) = self.store.uami(&id)? else {
-            return Ok(());
-        };
-        uami.deleting = true;
-        uami.sync = SyncState::Pending;
-        self.store.uamis.put(&id.key(), &uami)?;
-        self.store.flush().await?;
-        info!(identity = %id, "deleting user-assigned identity");
-        drop(guard);
-        // Hosts stop serving it first (VMs keep the dangling entry), then MSRP deletes it.
-        let mut pending = Vec::new();
-        for vm in self.store.vms.values()? {
-            if vm.user_assigned.contains_key(&id.key()) {
-                if let Err(e) = self.reconcile_vm(&vm.id).await {
-                    pending.push(e.to_string());
-                }
+        {
+            let _guard = self.locks.lock(&id.key()).await;
+            let Some(mut uami) = self.store.uami(&id)? else {
+                return Ok(());
+            };
+            uami.mark_deleting();
+            self.store.uamis.put(&id.key(), &uami)?;
+            self.store.flush().await?;
+            info!(identity = %id, "deleting user-assigned identity");
+        }
+        // Hosts stop serving it first (its users keep the dangling entry), then MSRP deletes it.
+        let mut pending = None;
+        for (owner, user) in self.users_of(&id)? {
+            if let Err(e) = self.reconcile_owner(owner, &user).await {
+                pending.get_or_insert(e);
             }
         }
-        for ss in self.store.vmss.values()? {
-            if ss.user_assigned.contains_key(&id.key()) {
-                if let Err(e) = self.reconcile_vmss(&ss.id).await {
-                    pending.push(e.to_string());
-                }
-            }
-        }
-        let result = self.reconcile_uami(&id).await;
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
-        match pending.first() {
-            Some(e) => Err(ArmError::ReconcilePending(e.clone())),
+        self.reconcile::<Uami>(&id)
+            .await
+            .map_err(ArmError::pending)?;
+        match pending {
+            Some(e) => Err(ArmError::pending(e)),
             None => Ok(()),
         }
-    }
-}
-
-fn uami_not_found_named(group: &str, name: &str) -> ArmError {
-    ArmError::ResourceNotFound {
-        resource_type: UAMI_TYPE.into(),
-        name: name.to_string(),
-        group: group.to_string(),
     }
 }

@@ -6,9 +6,16 @@ use misim_core::ResourceId;
 use tracing::{info, warn};
 
 use crate::error::{ArmError, Result};
-use crate::model::{SyncState, Vm};
+use crate::model::{IdentityBlock, SyncState, Vm};
 use crate::private_ip;
+use crate::reconcile::{not_found, Record};
 use crate::service::{validate_name, Arm};
+
+/// The size of a VM or instance created without one.
+pub const DEFAULT_VM_SIZE: &str = "Standard_D2s_v3";
+
+/// The OS type of a VM or instance created without one.
+pub const DEFAULT_OS_TYPE: &str = "Linux";
 
 /// What a caller asks for when creating a VM (empty strings take ARM/az defaults).
 #[derive(Clone, Debug, Default)]
@@ -34,14 +41,6 @@ pub struct CreateVm {
     pub private_ip: String,
 }
 
-fn not_found(id: &ResourceId) -> ArmError {
-    ArmError::ResourceNotFound {
-        resource_type: id.resource_type().unwrap_or_default(),
-        name: id.name().to_string(),
-        group: id.resource_group_name().unwrap_or_default().to_string(),
-    }
-}
-
 /// Azure-style MAC address (`000D3A` prefix, Microsoft's OUI) derived from the vmId.
 pub(crate) fn mac_from_vm_id(vm_id: &uuid::Uuid) -> String {
     let b = vm_id.as_bytes();
@@ -49,6 +48,39 @@ pub(crate) fn mac_from_vm_id(vm_id: &uuid::Uuid) -> String {
 }
 
 impl Vm {
+    /// A new VM or scale-set instance record `id` on `host` (no address yet, not placed, no
+    /// identities); an empty size or OS type takes [`DEFAULT_VM_SIZE`] or [`DEFAULT_OS_TYPE`].
+    pub(crate) fn new(
+        id: ResourceId,
+        host: String,
+        location: String,
+        vm_size: String,
+        os_type: String,
+        tags: BTreeMap<String, String>,
+    ) -> Vm {
+        let vm_uuid = uuid::Uuid::new_v4();
+        Vm {
+            id,
+            vm_id: vm_uuid.to_string(),
+            location,
+            vm_size: or_default(vm_size, DEFAULT_VM_SIZE),
+            os_type: or_default(os_type, DEFAULT_OS_TYPE),
+            tags,
+            host,
+            private_ip: String::new(),
+            mac_address: mac_from_vm_id(&vm_uuid),
+            imds_endpoint: String::new(),
+            placed: false,
+            identity: IdentityBlock::default(),
+            deleting: false,
+            sync: SyncState::Pending,
+            scale_set: None,
+            extensions: BTreeMap::new(),
+            extension_endpoint: String::new(),
+            extension_credential_path: String::new(),
+        }
+    }
+
     /// ARM `provisioningState`: `Succeeded` once placed and reconciled, `Creating` before the host
     /// accepted it, `Updating` while an identity change is pending.
     pub fn provisioning_state(&self) -> &'static str {
@@ -71,25 +103,20 @@ impl Arm {
         group: &str,
         name: &str,
     ) -> Result<ResourceId> {
-        let g = self.group(subscription_id, group)?;
-        let bad = || ArmError::ResourceNotFound {
-            resource_type: "Microsoft.Compute/virtualMachines".into(),
-            name: name.to_string(),
-            group: group.to_string(),
-        };
-        validate_name("virtual machine", name).map_err(|_| bad())?;
-        ResourceId::vm(g.id.subscription_id(), g.id.name(), name).map_err(|_| bad())
+        self.resource_in(subscription_id, group, Vm::TYPE, name, |n| {
+            validate_name("virtual machine", n)
+        })
     }
 
-    /// The stored VM (not being deleted).
+    /// The stored record `id` of type `R`, unless it is being deleted.
     ///
     /// # Errors
     /// [`ArmError::ResourceNotFound`] when absent.
-    pub(crate) fn live_vm(&self, id: &ResourceId) -> Result<Vm> {
-        self.store
-            .vm(id)?
-            .filter(|v| !v.deleting)
-            .ok_or_else(|| not_found(id))
+    pub(crate) fn live<R: Record>(&self, id: &ResourceId) -> Result<R> {
+        R::table(&self.store)
+            .get(&id.key())?
+            .filter(|r| !r.deleting())
+            .ok_or_else(|| not_found(R::TYPE, id))
     }
 
     /// Creates a VM and places it on a host (`HostAgent.PlaceVm`). Creating an existing VM again
@@ -104,126 +131,76 @@ impl Arm {
         let group = self.group(&req.subscription_id, &req.resource_group)?;
         validate_name("virtual machine", &req.name)?;
         let id = ResourceId::vm(group.id.subscription_id(), group.id.name(), &req.name)?;
-        let location = if req.location.is_empty() {
-            group.location.clone()
-        } else {
-            req.location.clone()
-        };
-        let guard = self.locks.lock(&id.key()).await;
+        let location = or_default(req.location, &group.location);
+        let _guard = self.locks.lock(&id.key()).await;
         if let Some(existing) = self.store.vm(&id)? {
-            if existing.deleting {
-                return Err(ArmError::ReconcilePending(format!(
-                    "virtual machine '{}' is still being deleted",
-                    req.name
-                )));
-            }
-            if !existing.location.eq_ignore_ascii_case(&location) {
-                return Err(ArmError::Conflict {
-                    code: "InvalidResourceLocation",
-                    message: format!(
-                        "The resource '{}' already exists in location '{}' in resource group '{}'. A resource with the same name cannot be created in location '{location}'. Please select a new resource name.",
-                        req.name, existing.location, group.id.name()
-                    ),
-                });
-            }
+            existing_at(
+                &existing.id,
+                &existing.location,
+                existing.deleting,
+                &location,
+            )?;
             return Ok(existing);
         }
         let host = self.choose_host(&req.host)?;
-        let private_ip = if req.private_ip.is_empty() {
-            self.store.allocate_ip(&id.key())?
-        } else {
-            let ip = private_ip::parse(&req.private_ip)?;
-            self.store.claim_static_ip(&ip, &id.key())?;
-            ip
+        let static_ip = match req.private_ip.as_str() {
+            "" => None,
+            ip => Some(private_ip::parse(ip)?),
         };
-        let vm_uuid = uuid::Uuid::new_v4();
-        let vm = Vm {
-            id: id.clone(),
-            vm_id: vm_uuid.to_string(),
+        let mut vm = Vm::new(
+            id.clone(),
+            host,
             location,
-            vm_size: if req.vm_size.is_empty() {
-                "Standard_D2s_v3".into()
-            } else {
-                req.vm_size
-            },
-            os_type: if req.os_type.is_empty() {
-                "Linux".into()
-            } else {
-                req.os_type
-            },
-            tags: req.tags,
-            host: host.clone(),
-            private_ip,
-            mac_address: mac_from_vm_id(&vm_uuid),
-            imds_endpoint: String::new(),
-            placed: false,
-            system_assigned: false,
-            user_assigned: BTreeMap::new(),
-            system_identity: None,
-            system_delete_pending: false,
-            deleting: false,
-            sync: SyncState::Pending,
-            scale_set: None,
-            extensions: BTreeMap::new(),
-            extension_endpoint: String::new(),
-            extension_credential_path: String::new(),
-        };
-        if let Err(e) = self.store.vms.put(&id.key(), &vm) {
-            self.store.release_ip(&vm.private_ip, &id.key())?;
-            return Err(e.into());
-        }
+            req.vm_size,
+            req.os_type,
+            req.tags,
+        );
+        self.store.transaction(|tx| {
+            let ip = static_ip.as_deref();
+            self.store.insert_vm_in(tx, &self.store.vms, &mut vm, ip)
+        })?;
         self.store.flush().await?;
-        info!(vm = %id, vm_id = %vm.vm_id, host = %host, ip = %vm.private_ip, "created virtual machine");
-        let result = self.reconcile_vm_locked(&id).await;
-        drop(guard);
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
-        self.live_vm(&id)
+        info!(vm = %id, vm_id = %vm.vm_id, host = %vm.host, ip = %vm.private_ip, "created virtual machine");
+        self.settle(&mut vm).await.map_err(ArmError::pending)?;
+        Ok(vm)
     }
 
-    /// The host for a new VM or instance: `requested`, or the one with the fewest VMs and scale-set
-    /// instances among `among` (all hosts when empty).
+    /// The host for a new VM, instance or web app: `requested`, or the one with the fewest VMs and
+    /// scale-set instances among `among` (all hosts when empty). Reads one counter per host
+    /// ([`ArmStore::host_load`](crate::store::ArmStore::host_load)), never the VMs.
+    ///
+    /// # Errors
+    /// [`ArmError::InvalidArgument`] for an unknown host or when no host is configured.
     pub(crate) fn choose_host_among(&self, requested: &str, among: &[String]) -> Result<String> {
-        if !requested.is_empty() || among.is_empty() {
-            return self.choose_host(requested);
+        let names = self.peers.host_names();
+        let unknown = |h: &str| {
+            ArmError::InvalidArgument(format!("unknown host '{h}'; configured hosts: {names:?}"))
+        };
+        if !requested.is_empty() {
+            return self
+                .peers
+                .has_host(requested)
+                .then(|| requested.to_string())
+                .ok_or_else(|| unknown(requested));
         }
-        for h in among {
-            self.choose_host(h)?;
+        if let Some(h) = among.iter().find(|h| !self.peers.has_host(h)) {
+            return Err(unknown(h));
         }
-        let vms = self.store.vms.values()?;
-        let instances = self.store.instances.values()?;
-        among
-            .iter()
-            .min_by_key(|n| {
-                vms.iter().filter(|v| &&v.host == n).count()
-                    + instances.iter().filter(|v| &&v.host == n).count()
-            })
-            .cloned()
-            .ok_or_else(|| ArmError::InvalidArgument("no host to place on".into()))
+        let candidates = if among.is_empty() { &names } else { among };
+        let mut best: Option<(u64, &String)> = None;
+        for h in candidates {
+            let load = self.store.host_load(h)?;
+            if best.is_none_or(|(least, _)| load < least) {
+                best = Some((load, h));
+            }
+        }
+        best.map(|(_, h)| h.clone()).ok_or_else(|| {
+            ArmError::InvalidArgument("no host is configured to place virtual machines on".into())
+        })
     }
 
     fn choose_host(&self, requested: &str) -> Result<String> {
-        let names = self.peers.host_names();
-        if !requested.is_empty() {
-            return names.into_iter().find(|n| n == requested).ok_or_else(|| {
-                ArmError::InvalidArgument(format!(
-                    "unknown host '{requested}'; configured hosts: {:?}",
-                    self.peers.host_names()
-                ))
-            });
-        }
-        let vms = self.store.vms.values()?;
-        let instances = self.store.instances.values()?;
-        names
-            .into_iter()
-            .min_by_key(|n| {
-                vms.iter().filter(|v| &v.host == n).count()
-                    + instances.iter().filter(|v| &v.host == n).count()
-            })
-            .ok_or_else(|| {
-                ArmError::InvalidArgument(
-                    "no host is configured to place virtual machines on".into(),
-                )
-            })
+        self.choose_host_among(requested, &[])
     }
 
     /// The VM with its live IMDS endpoint (asked from the host; the stored value when the host
@@ -233,7 +210,7 @@ impl Arm {
     /// Lookup errors ([`ArmError::ResourceNotFound`] etc.).
     pub async fn get_vm(&self, subscription_id: &str, group: &str, name: &str) -> Result<Vm> {
         let id = self.vm_id(subscription_id, group, name)?;
-        let mut vm = self.live_vm(&id)?;
+        let mut vm: Vm = self.live(&id)?;
         if vm.placed {
             match self.peers.host_vm(&vm.host, id.as_str()).await {
                 Ok(Some(live)) => {
@@ -257,8 +234,7 @@ impl Arm {
     /// # Errors
     /// Lookup errors.
     pub fn list_vms(&self, subscription_id: &str, group: &str) -> Result<Vec<Vm>> {
-        let g = self.group(subscription_id, group)?;
-        self.store.vms_within(&g.id)
+        self.list_in(subscription_id, group)
     }
 
     /// Deletes a VM: removes it from its host, deletes its system-assigned identity in MSRP
@@ -274,18 +250,65 @@ impl Arm {
             Err(ArmError::ResourceNotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
+        self.mark_deleting::<Vm>(&id).await
+    }
+
+    /// Marks record `id` as being deleted (hidden from reads; flushed), then lets the reconciler
+    /// remove it from its peers and forget it. An absent record succeeds.
+    ///
+    /// # Errors
+    /// [`ArmError::ReconcilePending`] when a peer is down (the reconciler finishes the delete).
+    pub(crate) async fn mark_deleting<R: Record>(&self, id: &ResourceId) -> Result<()> {
         let _guard = self.locks.lock(&id.key()).await;
-        let Some(mut vm) = self.store.vm(&id)? else {
+        let table = R::table(&self.store);
+        let Some(mut r) = table.get(&id.key())? else {
             return Ok(());
         };
-        vm.deleting = true;
-        vm.sync = SyncState::Pending;
-        self.store.vms.put(&id.key(), &vm)?;
+        r.mark_deleting();
+        table.put(&id.key(), &r)?;
         self.store.flush().await?;
-        info!(vm = %id, "deleting virtual machine");
-        self.reconcile_vm_locked(&id)
-            .await
-            .map_err(|e| ArmError::ReconcilePending(e.to_string()))
+        info!(resource = %id, "deleting {}", R::TYPE);
+        self.settle(&mut r).await.map_err(ArmError::pending)
+    }
+}
+
+/// A create of resource `id` that exists already (at `location`, `deleting` or not): PUT is
+/// idempotent, so the caller returns the existing one, unless it is still being deleted (503, to
+/// be retried) or lives in another location (409 `InvalidResourceLocation`, as ARM answers).
+///
+/// # Errors
+/// [`ArmError::ReconcilePending`], [`ArmError::Conflict`].
+pub(crate) fn existing_at(
+    id: &ResourceId,
+    location: &str,
+    deleting: bool,
+    wanted: &str,
+) -> Result<()> {
+    let name = id.name();
+    if deleting {
+        return Err(ArmError::pending(ArmError::Unavailable(format!(
+            "{} '{name}' is still being deleted",
+            id.resource_type().unwrap_or_default()
+        ))));
+    }
+    if !location.eq_ignore_ascii_case(wanted) {
+        return Err(ArmError::Conflict {
+            code: "InvalidResourceLocation",
+            message: format!(
+                "The resource '{name}' already exists in location '{location}' in resource group '{}'. A resource with the same name cannot be created in location '{wanted}'. Please select a new resource name.",
+                id.resource_group_name().unwrap_or_default()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `value`, or `default` when empty.
+pub(crate) fn or_default(value: String, default: &str) -> String {
+    if value.is_empty() {
+        default.to_string()
+    } else {
+        value
     }
 }
 

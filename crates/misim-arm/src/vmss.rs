@@ -9,10 +9,9 @@ use misim_core::ResourceId;
 use tracing::info;
 
 use crate::error::{ArmError, Result};
-use crate::identity::{current_set, Change};
-use crate::identity_spec::{self, IdentityRequest, Mode};
-use crate::model::{SyncState, Vm, VmIdentityView, Vmss};
+use crate::model::{IdentityBlock, SyncState, Vm, Vmss};
 use crate::service::{validate_name, Arm};
+use crate::vms::{existing_at, or_default, DEFAULT_OS_TYPE, DEFAULT_VM_SIZE};
 
 /// Resource type of scale sets.
 pub const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";
@@ -40,14 +39,6 @@ pub struct CreateVmss {
     pub capacity: u32,
     /// Tags.
     pub tags: BTreeMap<String, String>,
-}
-
-fn vmss_not_found(id: &ResourceId) -> ArmError {
-    ArmError::ResourceNotFound {
-        resource_type: VMSS_TYPE.into(),
-        name: id.name().to_string(),
-        group: id.resource_group_name().unwrap_or_default().to_string(),
-    }
 }
 
 fn check_capacity(capacity: u32) -> Result<()> {
@@ -80,34 +71,9 @@ impl Arm {
         group: &str,
         name: &str,
     ) -> Result<ResourceId> {
-        let g = self.group(subscription_id, group)?;
-        let id = ResourceId::resource(
-            g.id.subscription_id(),
-            g.id.name(),
-            "Microsoft.Compute",
-            "virtualMachineScaleSets",
-            name,
-        );
-        match (validate_name("virtual machine scale set", name), id) {
-            (Ok(()), Ok(id)) => Ok(id),
-            _ => Err(ArmError::ResourceNotFound {
-                resource_type: VMSS_TYPE.into(),
-                name: name.into(),
-                group: group.into(),
-            }),
-        }
-    }
-
-    /// The stored scale set (not being deleted).
-    ///
-    /// # Errors
-    /// [`ArmError::ResourceNotFound`].
-    pub(crate) fn live_vmss(&self, id: &ResourceId) -> Result<Vmss> {
-        self.store
-            .vmss
-            .get(&id.key())?
-            .filter(|v| !v.deleting)
-            .ok_or_else(|| vmss_not_found(id))
+        self.resource_in(subscription_id, group, VMSS_TYPE, name, |n| {
+            validate_name("virtual machine scale set", n)
+        })
     }
 
     /// Creates a scale set with `capacity` instances spread over the hosts (each instance is placed
@@ -121,61 +87,35 @@ impl Arm {
         validate_name("virtual machine scale set", &req.name)?;
         check_capacity(req.capacity)?;
         let id = self.vmss_id(&req.subscription_id, &req.resource_group, &req.name)?;
-        let location = if req.location.is_empty() {
-            g.location.clone()
-        } else {
-            req.location.clone()
-        };
-        let guard = self.locks.lock(&id.key()).await;
+        let location = or_default(req.location, &g.location);
+        let _guard = self.locks.lock(&id.key()).await;
         if let Some(existing) = self.store.vmss.get(&id.key())? {
-            if existing.deleting {
-                return Err(ArmError::ReconcilePending(format!(
-                    "scale set '{}' is still being deleted",
-                    req.name
-                )));
-            }
-            if !existing.location.eq_ignore_ascii_case(&location) {
-                return Err(ArmError::Conflict {
-                    code: "InvalidResourceLocation",
-                    message: format!(
-                        "The resource '{}' already exists in location '{}' in resource group '{}'. A resource with the same name cannot be created in location '{location}'. Please select a new resource name.",
-                        req.name, existing.location, g.id.name()
-                    ),
-                });
-            }
+            existing_at(
+                &existing.id,
+                &existing.location,
+                existing.deleting,
+                &location,
+            )?;
             return Ok(existing);
         }
-        let ss = Vmss {
+        let mut ss = Vmss {
             id: id.clone(),
             unique_id: uuid::Uuid::new_v4().to_string(),
             location,
-            vm_size: if req.vm_size.is_empty() {
-                "Standard_D2s_v3".into()
-            } else {
-                req.vm_size
-            },
-            os_type: if req.os_type.is_empty() {
-                "Linux".into()
-            } else {
-                req.os_type
-            },
+            vm_size: or_default(req.vm_size, DEFAULT_VM_SIZE),
+            os_type: or_default(req.os_type, DEFAULT_OS_TYPE),
             tags: req.tags,
             capacity: req.capacity,
             next_instance: 0,
-            system_assigned: false,
-            user_assigned: BTreeMap::new(),
-            system_identity: None,
-            system_delete_pending: false,
+            identity: IdentityBlock::default(),
             deleting: false,
             sync: SyncState::Pending,
         };
         self.store.vmss.put(&id.key(), &ss)?;
         self.store.flush().await?;
         info!(vmss = %id, capacity = ss.capacity, "created virtual machine scale set");
-        let result = self.reconcile_vmss_locked(&id).await;
-        drop(guard);
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
-        self.live_vmss(&id)
+        self.settle(&mut ss).await.map_err(ArmError::pending)?;
+        Ok(ss)
     }
 
     /// A scale set.
@@ -184,7 +124,7 @@ impl Arm {
     /// Lookups, [`ArmError::ResourceNotFound`].
     pub fn get_vmss(&self, subscription_id: &str, group: &str, name: &str) -> Result<Vmss> {
         let id = self.vmss_id(subscription_id, group, name)?;
-        self.live_vmss(&id)
+        self.live(&id)
     }
 
     /// Scale sets of a resource group.
@@ -192,8 +132,7 @@ impl Arm {
     /// # Errors
     /// Lookups.
     pub fn list_vmss(&self, subscription_id: &str, group: &str) -> Result<Vec<Vmss>> {
-        let g = self.group(subscription_id, group)?;
-        self.store.vmss_within(&g.id)
+        self.list_in(subscription_id, group)
     }
 
     /// Sets the instance count: scaling out places new instances (new instance ids, configured with
@@ -211,19 +150,17 @@ impl Arm {
     ) -> Result<Vmss> {
         check_capacity(capacity)?;
         let id = self.vmss_id(subscription_id, group, name)?;
-        let guard = self.locks.lock(&id.key()).await;
-        let mut ss = self.live_vmss(&id)?;
+        let _guard = self.locks.lock(&id.key()).await;
+        let mut ss: Vmss = self.live(&id)?;
         if ss.capacity != capacity || ss.sync.is_dirty() {
             info!(vmss = %id, from = ss.capacity, to = capacity, "scale virtual machine scale set");
             ss.capacity = capacity;
             ss.sync = SyncState::Pending;
             self.store.vmss.put(&id.key(), &ss)?;
             self.store.flush().await?;
-            let result = self.reconcile_vmss_locked(&id).await;
-            result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
+            self.settle(&mut ss).await.map_err(ArmError::pending)?;
         }
-        drop(guard);
-        self.live_vmss(&id)
+        Ok(ss)
     }
 
     /// Deletes a scale set: removes its instances from their hosts and deletes its system-assigned
@@ -232,23 +169,11 @@ impl Arm {
     /// # Errors
     /// Group lookups, [`ArmError::ReconcilePending`] when a peer is down (finished by the reconciler).
     pub async fn delete_vmss(&self, subscription_id: &str, group: &str, name: &str) -> Result<()> {
-        let id = match self.vmss_id(subscription_id, group, name) {
-            Ok(id) => id,
-            Err(ArmError::ResourceNotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _guard = self.locks.lock(&id.key()).await;
-        let Some(mut ss) = self.store.vmss.get(&id.key())? else {
-            return Ok(());
-        };
-        ss.deleting = true;
-        ss.sync = SyncState::Pending;
-        self.store.vmss.put(&id.key(), &ss)?;
-        self.store.flush().await?;
-        info!(vmss = %id, "deleting virtual machine scale set");
-        self.reconcile_vmss_locked(&id)
-            .await
-            .map_err(|e| ArmError::ReconcilePending(e.to_string()))
+        match self.vmss_id(subscription_id, group, name) {
+            Ok(id) => self.mark_deleting::<Vmss>(&id).await,
+            Err(ArmError::ResourceNotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The scale set's live instances, each with its live IMDS endpoint from its host.
@@ -262,7 +187,7 @@ impl Arm {
         name: &str,
     ) -> Result<(Vmss, Vec<Vm>)> {
         let id = self.vmss_id(subscription_id, group, name)?;
-        let ss = self.live_vmss(&id)?;
+        let ss: Vmss = self.live(&id)?;
         let mut out = Vec::new();
         for mut inst in self.store.instances_of(&id)? {
             if inst.deleting {
@@ -276,100 +201,5 @@ impl Arm {
             out.push(inst);
         }
         Ok((ss, out))
-    }
-
-    /// Applies an `identity` block to a scale set with ARM's PUT/PATCH semantics; every instance's
-    /// host is then configured with the scale set's identities.
-    ///
-    /// # Errors
-    /// As [`Arm::update_vm_identity`].
-    pub async fn update_vmss_identity(
-        &self,
-        id: &ResourceId,
-        req: &IdentityRequest,
-        mode: Mode,
-    ) -> Result<VmIdentityView> {
-        self.change_vmss_identity(id, Change::Request(req), mode)
-            .await
-    }
-
-    /// [`Arm::update_vmss_identity`] with the request made from the scale set's identities under
-    /// its lock.
-    async fn change_vmss_identity(
-        &self,
-        id: &ResourceId,
-        change: Change<'_>,
-        mode: Mode,
-    ) -> Result<VmIdentityView> {
-        let guard = self.locks.lock(&id.key()).await;
-        let mut ss = self.live_vmss(id)?;
-        let req = change.request(ss.system_assigned, &ss.user_assigned)?;
-        let plan = identity_spec::plan(&current_set(&ss.user_assigned), &req, mode)?;
-        let entries = self.plan_entries(&plan, &ss.user_assigned)?;
-        if !plan.system_assigned && (ss.system_assigned || ss.system_identity.is_some()) {
-            info!(step = 1, vmss = %id, "disable system-assigned identity");
-            ss.system_delete_pending = true;
-        }
-        if plan.system_assigned && !ss.system_assigned {
-            info!(step = 1, vmss = %id, "enable system-assigned identity");
-            ss.system_delete_pending = false;
-        }
-        for added in &plan.added {
-            info!(step = 1, vmss = %id, identity = %added, "assign user-assigned identity");
-        }
-        ss.system_assigned = plan.system_assigned;
-        ss.user_assigned = entries;
-        ss.sync = SyncState::Pending;
-        self.store.vmss.put(&id.key(), &ss)?;
-        self.store.flush().await?;
-        let result = self.reconcile_vmss_locked(id).await;
-        drop(guard);
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
-        Ok(self.live_vmss(id)?.identity_view())
-    }
-
-    /// `az vmss identity assign`: adds the system-assigned and/or user-assigned identities.
-    ///
-    /// # Errors
-    /// As [`Arm::update_vmss_identity`].
-    pub async fn assign_vmss_identity(
-        &self,
-        subscription_id: &str,
-        group: &str,
-        name: &str,
-        system_assigned: bool,
-        user_assigned: &[String],
-    ) -> Result<VmIdentityView> {
-        if !system_assigned && user_assigned.is_empty() {
-            return Err(ArmError::InvalidArgument(
-                "specify system_assigned and/or at least one user-assigned identity".into(),
-            ));
-        }
-        let id = self.vmss_id(subscription_id, group, name)?;
-        let change = Change::Assign {
-            system: system_assigned,
-            user: user_assigned,
-        };
-        self.change_vmss_identity(&id, change, Mode::Patch).await
-    }
-
-    /// `az vmss identity remove`: removes the system-assigned and/or user-assigned identities.
-    ///
-    /// # Errors
-    /// As [`Arm::update_vmss_identity`].
-    pub async fn remove_vmss_identity(
-        &self,
-        subscription_id: &str,
-        group: &str,
-        name: &str,
-        system_assigned: bool,
-        user_assigned: &[String],
-    ) -> Result<VmIdentityView> {
-        let id = self.vmss_id(subscription_id, group, name)?;
-        let change = Change::Remove {
-            system: system_assigned,
-            user: user_assigned,
-        };
-        self.change_vmss_identity(&id, change, Mode::Patch).await
     }
 }

@@ -3,70 +3,38 @@
 //! and every instance's host is configured with the scale set's identities. Each step is
 //! idempotent, so a crash or peer outage in the middle converges on the next pass.
 
-use std::collections::BTreeMap;
-
 use misim_core::ResourceId;
-use tracing::{info, warn};
+use tracing::info;
 
-use crate::error::Result;
+use crate::error::{ArmError, Result};
 use crate::model::{SyncState, Vm, Vmss};
+use crate::reconcile::{record_fields, Record};
 use crate::service::Arm;
+use crate::vmss::VMSS_TYPE;
+
+impl Record for Vmss {
+    const TYPE: &'static str = VMSS_TYPE;
+    record_fields!(vmss);
+    async fn apply(arm: &Arm, ss: &mut Self) -> Result<()> {
+        arm.apply_vmss(ss).await
+    }
+    fn forget(arm: &Arm, ss: &Self) -> Result<()> {
+        arm.store.vmss.remove(&ss.id.key())?;
+        Ok(())
+    }
+}
 
 impl Arm {
-    /// Reconciles one scale set under its lock.
-    ///
-    /// # Errors
-    /// The first failing step's error; the scale set is marked failed and retried by the loop.
-    pub async fn reconcile_vmss(&self, id: &ResourceId) -> Result<()> {
-        let _guard = self.locks.lock(&id.key()).await;
-        self.reconcile_vmss_locked(id).await
-    }
-
-    /// Reconciles a scale set; the caller holds its lock.
-    pub(crate) async fn reconcile_vmss_locked(&self, id: &ResourceId) -> Result<()> {
-        let Some(mut ss) = self.store.vmss.get(&id.key())? else {
-            return Ok(());
-        };
-        let result = self.apply_vmss(&mut ss).await;
-        match &result {
-            Ok(()) if ss.deleting => {
-                self.store.vmss.remove(&id.key())?;
-                info!(vmss = %id, "deleted virtual machine scale set");
-            }
-            Ok(()) => {
-                ss.sync = SyncState::Succeeded;
-                self.store.vmss.put(&id.key(), &ss)?;
-            }
-            Err(e) => {
-                warn!(vmss = %id, error = %e, "scale set reconcile failed; will retry");
-                ss.sync = SyncState::Failed(e.to_string());
-                self.store.vmss.put(&id.key(), &ss)?;
-                crate::reconcile::retry_soon();
-            }
-        }
-        self.store.flush().await?;
-        result
-    }
-
     async fn apply_vmss(&self, ss: &mut Vmss) -> Result<()> {
         let id = ss.id.clone();
         if ss.deleting {
             for inst in self.store.instances_of(&id)? {
                 self.remove_instance(inst).await?;
             }
-            self.peers.delete_identity(id.as_str()).await?;
-            ss.system_identity = None;
-            return Ok(());
+            return self.drop_system_identity(&id, &mut ss.identity).await;
         }
         self.follow_capacity(ss).await?;
-        let refs = self
-            .identity_refs(
-                &id,
-                ss.system_assigned,
-                &mut ss.system_identity,
-                &mut ss.user_assigned,
-            )
-            .await?;
+        let refs = self.identity_refs(&id, &mut ss.identity).await?;
         // Keep progress (e.g. the system identity MSRP just created) even if a host fails below.
         self.store.vmss.put(&id.key(), ss)?;
         for mut inst in self.store.instances_of(&id)? {
@@ -78,20 +46,11 @@ impl Arm {
                 self.place(&mut inst).await?;
                 self.store.instances.put(&inst.id.key(), &inst)?;
             }
-            self.peers
-                .configure_identities(&inst.host, inst.id.as_str(), &refs)
-                .await?;
+            self.configure_host(&inst.host, &inst.id, &refs).await?;
             inst.sync = SyncState::Succeeded;
             self.store.instances.put(&inst.id.key(), &inst)?;
-            info!(step = 3, instance = %inst.id, host = %inst.host, identities = refs.len(), "configured scale set instance identities on host");
         }
-        if ss.system_delete_pending && !ss.system_assigned {
-            self.peers.delete_identity(id.as_str()).await?;
-            ss.system_identity = None;
-            ss.system_delete_pending = false;
-            info!(identity = %id, "deleted system-assigned identity of scale set");
-        }
-        Ok(())
+        self.finish_system_delete(&id, &mut ss.identity).await
     }
 
     /// Adds instance records up to the capacity or marks the highest ones for removal.
@@ -104,19 +63,27 @@ impl Arm {
             .collect();
         let want = ss.capacity as usize;
         if live.len() > want {
-            for mut inst in live.into_iter().skip(want) {
-                info!(instance = %inst.id, "scale in: removing instance");
-                inst.deleting = true;
-                self.store.instances.put(&inst.id.key(), &inst)?;
-            }
+            self.store.transaction(|tx| {
+                for mut inst in live.into_iter().skip(want) {
+                    info!(instance = %inst.id, "scale in: removing instance");
+                    inst.deleting = true;
+                    tx.put(&self.store.instances, &inst.id.key(), &inst)?;
+                }
+                Ok::<_, ArmError>(())
+            })?;
         } else {
             for _ in live.len()..want {
-                let n = ss.next_instance;
+                let mut inst = self.new_instance(ss, ss.next_instance)?;
                 ss.next_instance += 1;
-                self.store.vmss.put(&ss.id.key(), ss)?;
-                let inst = self.new_instance(ss, n)?;
-                info!(instance = %inst.id, host = %inst.host, "scale out: new instance");
-                self.store.instances.put(&inst.id.key(), &inst)?;
+                // The instance, its address, its host's count and the scale set's next instance id
+                // are stored together.
+                self.store.transaction(|tx| {
+                    self.store
+                        .insert_vm_in(tx, &self.store.instances, &mut inst, None)?;
+                    tx.put(&self.store.vmss, &ss.id.key(), ss)?;
+                    Ok::<_, ArmError>(())
+                })?;
+                info!(instance = %inst.id, host = %inst.host, ip = %inst.private_ip, "scale out: new instance");
             }
         }
         self.store.flush().await
@@ -125,31 +92,10 @@ impl Arm {
     fn new_instance(&self, ss: &Vmss, n: u32) -> Result<Vm> {
         let id = ResourceId::parse(&format!("{}/virtualMachines/{n}", ss.id))?;
         let host = self.spread_host(&ss.id)?;
-        let private_ip = self.store.allocate_ip(&id.key())?;
-        let vm_uuid = uuid::Uuid::new_v4();
-        Ok(Vm {
-            id,
-            vm_id: vm_uuid.to_string(),
-            location: ss.location.clone(),
-            vm_size: ss.vm_size.clone(),
-            os_type: ss.os_type.clone(),
-            tags: ss.tags.clone(),
-            host,
-            private_ip,
-            mac_address: crate::vms::mac_from_vm_id(&vm_uuid),
-            imds_endpoint: String::new(),
-            placed: false,
-            system_assigned: false,
-            user_assigned: BTreeMap::new(),
-            system_identity: None,
-            system_delete_pending: false,
-            deleting: false,
-            sync: SyncState::Pending,
-            scale_set: Some(ss.id.clone()),
-            extensions: BTreeMap::new(),
-            extension_endpoint: String::new(),
-            extension_credential_path: String::new(),
-        })
+        let (size, os) = (ss.vm_size.clone(), ss.os_type.clone());
+        let mut inst = Vm::new(id, host, ss.location.clone(), size, os, ss.tags.clone());
+        inst.scale_set = Some(ss.id.clone());
+        Ok(inst)
     }
 
     /// The host for a new instance: the one with the fewest instances of this scale set, then the
@@ -170,10 +116,10 @@ impl Arm {
     }
 
     async fn remove_instance(&self, inst: Vm) -> Result<()> {
-        if self.peers.host_names().contains(&inst.host) {
+        if self.peers.has_host(&inst.host) {
             self.peers.remove_vm(&inst.host, inst.id.as_str()).await?;
         }
-        self.store.remove_vm_and_ip(&self.store.instances, &inst)?;
+        self.store.remove_vm(&self.store.instances, &inst)?;
         info!(instance = %inst.id, host = %inst.host, "removed scale set instance");
         Ok(())
     }

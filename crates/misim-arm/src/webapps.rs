@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::error::{ArmError, Result};
-use crate::identity::{current_set, Change};
-use crate::identity_spec::{self, IdentityRequest, Mode};
-use crate::model::{identity_view, IdentityIds, SyncState, UserAssignedEntry, VmIdentityView};
+use crate::model::{IdentityBlock, SyncState};
+use crate::reconcile::{record_fields, Record};
 use crate::service::Arm;
+use crate::vms::{existing_at, or_default};
 
 /// `Microsoft.Web/sites`.
 pub const SITES: &str = "Microsoft.Web/sites";
@@ -47,14 +47,9 @@ pub struct WebApp {
     pub identity_endpoint: String,
     /// True once the host accepted the site.
     pub placed: bool,
-    /// Desired: system-assigned identity enabled.
-    pub system_assigned: bool,
-    /// Desired: user-assigned identities, keyed by [`ResourceId::key`].
-    pub user_assigned: BTreeMap<String, UserAssignedEntry>,
-    /// Actual: the system-assigned identity MSRP created.
-    pub system_identity: Option<IdentityIds>,
-    /// A disabled system-assigned identity still has to be deleted in MSRP.
-    pub system_delete_pending: bool,
+    /// The site's managed identities (stored flat).
+    #[serde(flatten)]
+    pub identity: IdentityBlock,
     /// The site is being deleted (hidden from reads; the reconciler finishes the delete).
     pub deleting: bool,
     /// Reconcile state.
@@ -62,16 +57,6 @@ pub struct WebApp {
 }
 
 impl WebApp {
-    /// The site's `identity` block (`ManagedServiceIdentity`: type, principalId, tenantId,
-    /// userAssignedIdentities {principalId, clientId}; the same shape as a VM's).
-    pub fn identity_view(&self) -> VmIdentityView {
-        identity_view(
-            self.system_assigned,
-            self.system_identity.as_ref(),
-            &self.user_assigned,
-        )
-    }
-
     /// `properties.provisioningState`: `InProgress` until the host runs the site with its identities
     /// (the reconciler retries a failed step), then `Succeeded`.
     pub fn provisioning_state(&self) -> &'static str {
@@ -104,14 +89,6 @@ pub struct CreateWebApp {
     pub host: String,
     /// Tags.
     pub tags: BTreeMap<String, String>,
-}
-
-fn site_not_found(name: &str, group: &str) -> ArmError {
-    ArmError::ResourceNotFound {
-        resource_type: SITES.into(),
-        name: name.to_string(),
-        group: group.to_string(),
-    }
 }
 
 /// A fresh per-site secret: 256 bits from the OS generator (two v4 UUIDs' random bits), hex.
@@ -149,28 +126,7 @@ impl Arm {
         group: &str,
         name: &str,
     ) -> Result<ResourceId> {
-        let g = self.group(subscription_id, group)?;
-        validate_site_name(name).map_err(|_| site_not_found(name, group))?;
-        ResourceId::resource(
-            g.id.subscription_id(),
-            g.id.name(),
-            "Microsoft.Web",
-            "sites",
-            name,
-        )
-        .map_err(|_| site_not_found(name, group))
-    }
-
-    /// The stored site (not being deleted).
-    ///
-    /// # Errors
-    /// [`ArmError::ResourceNotFound`] when absent.
-    pub(crate) fn live_webapp(&self, id: &ResourceId) -> Result<WebApp> {
-        self.store
-            .sites
-            .get(&id.key())?
-            .filter(|s| !s.deleting)
-            .ok_or_else(|| site_not_found(id.name(), id.resource_group_name().unwrap_or_default()))
+        self.resource_in(subscription_id, group, SITES, name, validate_site_name)
     }
 
     /// Creates a web app and places it on a host with a new secret. Creating an existing site again
@@ -198,55 +154,37 @@ impl Arm {
             "sites",
             &req.name,
         )?;
-        let location = if req.location.is_empty() {
-            group.location.clone()
-        } else {
-            req.location.clone()
-        };
-        let guard = self.locks.lock(&id.key()).await;
+        let location = or_default(req.location, &group.location);
+        let _guard = self.locks.lock(&id.key()).await;
         if let Some(existing) = self.store.sites.get(&id.key())? {
-            if existing.deleting {
-                return Err(ArmError::ReconcilePending(format!(
-                    "web app '{}' is still being deleted",
-                    req.name
-                )));
-            }
-            if !existing.location.eq_ignore_ascii_case(&location) {
-                return Err(ArmError::Conflict {
-                    code: "InvalidResourceLocation",
-                    message: format!(
-                        "The resource '{}' already exists in location '{}' in resource group '{}'. A resource with the same name cannot be created in location '{location}'. Please select a new resource name.",
-                        req.name, existing.location, group.id.name()
-                    ),
-                });
-            }
+            existing_at(
+                &existing.id,
+                &existing.location,
+                existing.deleting,
+                &location,
+            )?;
             return Ok(existing);
         }
         let host = self.choose_host_among(&req.host, &[])?;
-        let site = WebApp {
+        let mut site = WebApp {
             id: id.clone(),
             site_id: uuid::Uuid::new_v4().to_string(),
             kind: kind.to_string(),
             location,
             tags: req.tags,
-            host: host.clone(),
+            host,
             identity_header: new_secret(),
             identity_endpoint: String::new(),
             placed: false,
-            system_assigned: false,
-            user_assigned: BTreeMap::new(),
-            system_identity: None,
-            system_delete_pending: false,
+            identity: IdentityBlock::default(),
             deleting: false,
             sync: SyncState::Pending,
         };
         self.store.sites.put(&id.key(), &site)?;
         self.store.flush().await?;
-        info!(site = %id, host = %host, kind, "created web app");
-        let result = self.reconcile_webapp_locked(&id).await;
-        drop(guard);
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
-        self.live_webapp(&id)
+        info!(site = %id, host = %site.host, kind, "created web app");
+        self.settle(&mut site).await.map_err(ArmError::pending)?;
+        Ok(site)
     }
 
     /// The web app with its live identity endpoint (asked from the host; the stored one when the
@@ -261,7 +199,7 @@ impl Arm {
         name: &str,
     ) -> Result<WebApp> {
         let id = self.webapp_id(subscription_id, group, name)?;
-        let mut site = self.live_webapp(&id)?;
+        let mut site: WebApp = self.live(&id)?;
         if site.placed {
             match self.peers.host_vm(&site.host, id.as_str()).await {
                 Ok(Some(live)) => site.identity_endpoint = live.identity_endpoint,
@@ -276,28 +214,12 @@ impl Arm {
         Ok(site)
     }
 
-    /// Web apps within `scope` (a subscription or resource group id), excluding ones being deleted.
-    ///
-    /// # Errors
-    /// Store failures.
-    pub fn webapps_within(&self, scope: &ResourceId) -> Result<Vec<WebApp>> {
-        Ok(self
-            .store
-            .sites
-            .scan_prefix(&format!("{}/", scope.key()))?
-            .into_iter()
-            .map(|(_, s)| s)
-            .filter(|s| !s.deleting && s.id.is_type(SITES))
-            .collect())
-    }
-
     /// Web apps of a resource group.
     ///
     /// # Errors
     /// Lookup errors.
     pub fn list_webapps(&self, subscription_id: &str, group: &str) -> Result<Vec<WebApp>> {
-        let g = self.group(subscription_id, group)?;
-        self.webapps_within(&g.id)
+        self.list_in(subscription_id, group)
     }
 
     /// Deletes a web app: removes it from its host (its endpoint closes, its grant is revoked) and
@@ -312,234 +234,36 @@ impl Arm {
         group: &str,
         name: &str,
     ) -> Result<()> {
-        let id = match self.webapp_id(subscription_id, group, name) {
-            Ok(id) => id,
-            Err(ArmError::ResourceNotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let _guard = self.locks.lock(&id.key()).await;
-        let Some(mut site) = self.store.sites.get(&id.key())? else {
-            return Ok(());
-        };
-        site.deleting = true;
-        site.sync = SyncState::Pending;
-        self.store.sites.put(&id.key(), &site)?;
-        self.store.flush().await?;
-        info!(site = %id, "deleting web app");
-        self.reconcile_webapp_locked(&id)
-            .await
-            .map_err(|e| ArmError::ReconcilePending(e.to_string()))
-    }
-
-    /// Applies an `identity` block to a site with ARM's PUT/PATCH semantics, then reconciles.
-    ///
-    /// # Errors
-    /// As [`Arm::update_vm_identity`].
-    pub async fn update_webapp_identity(
-        &self,
-        id: &ResourceId,
-        req: &IdentityRequest,
-        mode: Mode,
-    ) -> Result<VmIdentityView> {
-        self.change_webapp_identity(id, Change::Request(req), mode)
-            .await
-    }
-
-    async fn change_webapp_identity(
-        &self,
-        id: &ResourceId,
-        change: Change<'_>,
-        mode: Mode,
-    ) -> Result<VmIdentityView> {
-        let guard = self.locks.lock(&id.key()).await;
-        let mut site = self.live_webapp(id)?;
-        let req = change.request(site.system_assigned, &site.user_assigned)?;
-        let plan = identity_spec::plan(&current_set(&site.user_assigned), &req, mode)?;
-        let entries = self.plan_entries(&plan, &site.user_assigned)?;
-        if plan.system_assigned && !site.system_assigned {
-            info!(step = 1, site = %id, "enable system-assigned identity");
-            site.system_delete_pending = false;
+        match self.webapp_id(subscription_id, group, name) {
+            Ok(id) => self.mark_deleting::<WebApp>(&id).await,
+            Err(ArmError::ResourceNotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
-        if !plan.system_assigned && (site.system_assigned || site.system_identity.is_some()) {
-            info!(step = 1, site = %id, "disable system-assigned identity");
-            site.system_delete_pending = true;
-        }
-        for added in &plan.added {
-            info!(step = 1, site = %id, identity = %added, "assign user-assigned identity");
-        }
-        site.system_assigned = plan.system_assigned;
-        site.user_assigned = entries;
-        site.sync = SyncState::Pending;
-        self.store.sites.put(&id.key(), &site)?;
-        self.store.flush().await?;
-        let result = self.reconcile_webapp_locked(id).await;
-        drop(guard);
-        result.map_err(|e| ArmError::ReconcilePending(e.to_string()))?;
-        Ok(self.live_webapp(id)?.identity_view())
     }
+}
 
-    /// Enables the system-assigned identity and/or assigns user-assigned identities to a web app,
-    /// keeping the ones it has (`az webapp identity assign [--identities [system] ID…]`).
-    ///
-    /// # Errors
-    /// As [`Arm::update_webapp_identity`]; [`ArmError::InvalidArgument`] when nothing is asked.
-    pub async fn assign_webapp_identity(
-        &self,
-        subscription_id: &str,
-        group: &str,
-        name: &str,
-        system_assigned: bool,
-        user_assigned: &[String],
-    ) -> Result<VmIdentityView> {
-        if !system_assigned && user_assigned.is_empty() {
-            return Err(ArmError::InvalidArgument(
-                "specify system_assigned and/or at least one user-assigned identity".into(),
-            ));
-        }
-        let id = self.webapp_id(subscription_id, group, name)?;
-        let change = Change::Assign {
-            system: system_assigned,
-            user: user_assigned,
-        };
-        self.change_webapp_identity(&id, change, Mode::Patch).await
-    }
-
-    /// Disables the system-assigned identity (deleted in MSRP) and/or unassigns user-assigned
-    /// identities (`az webapp identity remove`). Removing an identity the site lacks is a no-op.
-    ///
-    /// # Errors
-    /// As [`Arm::update_webapp_identity`].
-    pub async fn remove_webapp_identity(
-        &self,
-        subscription_id: &str,
-        group: &str,
-        name: &str,
-        system_assigned: bool,
-        user_assigned: &[String],
-    ) -> Result<VmIdentityView> {
-        let id = self.webapp_id(subscription_id, group, name)?;
-        let change = Change::Remove {
-            system: system_assigned,
-            user: user_assigned,
-        };
-        self.change_webapp_identity(&id, change, Mode::Patch).await
-    }
-
-    /// The site's identity block (`az webapp identity show`).
-    ///
-    /// # Errors
-    /// Lookup errors.
-    pub fn get_webapp_identity(
-        &self,
-        subscription_id: &str,
-        group: &str,
-        name: &str,
-    ) -> Result<VmIdentityView> {
-        let id = self.webapp_id(subscription_id, group, name)?;
-        Ok(self.live_webapp(&id)?.identity_view())
-    }
-
-    /// Reconciles one web app under its lock.
-    ///
-    /// # Errors
-    /// The first failing step's error; the site is then marked failed and retried by the loop.
-    pub async fn reconcile_webapp(&self, id: &ResourceId) -> Result<()> {
-        let _guard = self.locks.lock(&id.key()).await;
-        self.reconcile_webapp_locked(id).await
-    }
-
-    /// Reconciles a web app; the caller holds its lock. Progress made before a failure is stored
-    /// with the failure.
-    pub(crate) async fn reconcile_webapp_locked(&self, id: &ResourceId) -> Result<()> {
-        let Some(mut site) = self.store.sites.get(&id.key())? else {
-            return Ok(());
-        };
-        let result = self.apply_webapp(&mut site).await;
-        match &result {
-            Ok(()) if site.deleting => {
-                self.store.sites.remove(&id.key())?;
-                info!(site = %id, "deleted web app");
-            }
-            Ok(()) => {
-                site.sync = SyncState::Succeeded;
-                self.store.sites.put(&id.key(), &site)?;
-            }
-            Err(e) => {
-                warn!(site = %id, error = %e, "web app reconcile failed; will retry");
-                site.sync = SyncState::Failed(e.to_string());
-                self.store.sites.put(&id.key(), &site)?;
-            }
-        }
-        self.store.flush().await?;
-        result
-    }
-
-    async fn apply_webapp(&self, site: &mut WebApp) -> Result<()> {
-        let id = site.id.clone();
+impl Record for WebApp {
+    const TYPE: &'static str = SITES;
+    record_fields!(sites);
+    async fn apply(arm: &Arm, site: &mut Self) -> Result<()> {
         if site.deleting {
-            if self.peers.host_names().contains(&site.host) {
-                // Closes the endpoint and revokes the host's grant (SetHostAccess with nothing).
-                self.peers.remove_vm(&site.host, id.as_str()).await?;
-                site.placed = false;
-            }
-            self.peers.delete_identity(id.as_str()).await?;
-            site.system_identity = None;
-            return Ok(());
+            // Closes the endpoint and revokes the host's grant (SetHostAccess with nothing).
+            return arm
+                .unplace(&site.id, &site.host, &mut site.placed, &mut site.identity)
+                .await;
         }
         if !site.placed {
-            let placement = crate::clients::VmPlacement {
-                resource_id: id.to_string(),
-                vm_id: site.site_id.clone(),
-                name: id.name().to_string(),
-                subscription_id: id.subscription_id().to_string(),
-                resource_group: id.resource_group_name().unwrap_or_default().to_string(),
-                location: site.location.clone(),
-                tags: site.tags.clone(),
-                ..Default::default()
-            };
-            let live = self
-                .peers
-                .place_site(&site.host, &placement, &site.identity_header)
-                .await?;
+            let live = arm.peers.place_site(&site.host, site).await?;
             site.identity_endpoint = live.identity_endpoint;
             site.placed = true;
-            info!(site = %id, host = %site.host, endpoint = %site.identity_endpoint, "placed web app on host");
+            info!(site = %site.id, host = %site.host, endpoint = %site.identity_endpoint, "placed web app on host");
         }
-        let refs = self
-            .identity_refs(
-                &id,
-                site.system_assigned,
-                &mut site.system_identity,
-                &mut site.user_assigned,
-            )
-            .await?;
-        self.peers
-            .configure_identities(&site.host, id.as_str(), &refs)
-            .await?;
-        info!(step = 3, site = %id, host = %site.host, identities = refs.len(), "configured web app identities on host");
-        if site.system_delete_pending && !site.system_assigned {
-            self.peers.delete_identity(id.as_str()).await?;
-            site.system_identity = None;
-            site.system_delete_pending = false;
-            info!(identity = %id, "deleted system-assigned identity");
-        }
-        Ok(())
+        arm.serve_identities(&site.id, &site.host, &mut site.identity)
+            .await
     }
-
-    /// One reconcile pass over web apps (all, or only dirty ones); returns how many failed.
-    ///
-    /// # Errors
-    /// Store failures while listing.
-    pub async fn reconcile_webapps(&self, only_dirty: bool) -> Result<usize> {
-        let mut failed = 0;
-        for site in self.store.sites.values()? {
-            if (!only_dirty || site.sync.is_dirty())
-                && self.reconcile_webapp(&site.id).await.is_err()
-            {
-                failed += 1;
-            }
-        }
-        Ok(failed)
+    fn forget(arm: &Arm, site: &Self) -> Result<()> {
+        arm.store.sites.remove(&site.id.key())?;
+        Ok(())
     }
 }
 

@@ -75,7 +75,7 @@ pub(super) fn vm_pb(vm: Vm) -> pb::VirtualMachine {
         vm_size: vm.vm_size.clone(),
         os_type: vm.os_type.clone(),
         tags: vm.tags.clone().into_iter().collect(),
-        identity: Some(identity_pb(vm.identity_view())),
+        identity: Some(identity_pb(vm.identity.view())),
         host: vm.host.clone(),
         imds_endpoint: vm.imds_endpoint.clone(),
         provisioning_state: vm.provisioning_state().into(),
@@ -134,7 +134,7 @@ pub(super) fn assignment_pb(ra: RoleAssignment) -> pb::RoleAssignment {
 /// A scale-set instance as a VM message: the scale set's identity block.
 pub(super) fn instance_pb(ss: &Vmss, inst: Vm) -> pb::VirtualMachine {
     let mut v = vm_pb(inst);
-    v.identity = Some(identity_pb(ss.identity_view()));
+    v.identity = Some(identity_pb(ss.identity.view()));
     v
 }
 
@@ -150,7 +150,7 @@ pub(super) fn vmss_pb(ss: Vmss) -> pb::VirtualMachineScaleSet {
         os_type: ss.os_type.clone(),
         tags: ss.tags.clone().into_iter().collect(),
         capacity: ss.capacity,
-        identity: Some(identity_pb(ss.identity_view())),
+        identity: Some(identity_pb(ss.identity.view())),
         provisioning_state: ss.provisioning_state().into(),
     }
 }

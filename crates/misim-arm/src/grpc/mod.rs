@@ -8,12 +8,15 @@ use misim_proto::arm::arm_server::{Arm as ArmApi, ArmServer};
 use tonic::{Request, Response, Status};
 
 use crate::extensions::SetExtension;
+use crate::identity::IdentityOwner;
 use crate::rbac::BUILT_IN_ROLES;
 use crate::service::Arm;
 use crate::vms::CreateVm;
 use crate::vmss::CreateVmss;
+use identity::Op;
 
 mod convert;
+mod identity;
 mod webapps;
 mod workload;
 use convert::*;
@@ -190,45 +193,20 @@ impl ArmApi for ArmGrpc {
         &self,
         r: Request<pb::AssignVmIdentityRequest>,
     ) -> R<pb::VmIdentity> {
-        let r = r.into_inner();
-        let v = self
-            .arm
-            .assign_vm_identity(
-                &r.subscription_id,
-                &r.resource_group,
-                &r.name,
-                r.system_assigned,
-                &r.user_assigned_identities,
-            )
-            .await?;
-        Ok(Response::new(identity_pb(v)))
+        self.identity_change(IdentityOwner::VirtualMachine, Op::Assign, r.into_inner())
+            .await
     }
 
     async fn remove_vm_identity(
         &self,
         r: Request<pb::RemoveVmIdentityRequest>,
     ) -> R<pb::VmIdentity> {
-        let r = r.into_inner();
-        let v = self
-            .arm
-            .remove_vm_identity(
-                &r.subscription_id,
-                &r.resource_group,
-                &r.name,
-                r.system_assigned,
-                &r.user_assigned_identities,
-            )
-            .await?;
-        Ok(Response::new(identity_pb(v)))
+        self.identity_change(IdentityOwner::VirtualMachine, Op::Remove, r.into_inner())
+            .await
     }
 
     async fn get_vm_identity(&self, r: Request<pb::GetVmIdentityRequest>) -> R<pb::VmIdentity> {
-        let r = r.into_inner();
-        Ok(Response::new(identity_pb(self.arm.get_vm_identity(
-            &r.subscription_id,
-            &r.resource_group,
-            &r.name,
-        )?)))
+        self.identity_get(IdentityOwner::VirtualMachine, r.into_inner())
     }
 
     async fn create_user_assigned_identity(
@@ -396,36 +374,16 @@ impl ArmApi for ArmGrpc {
         &self,
         r: Request<pb::AssignVmssIdentityRequest>,
     ) -> R<pb::VmIdentity> {
-        let r = r.into_inner();
-        let v = self
-            .arm
-            .assign_vmss_identity(
-                &r.subscription_id,
-                &r.resource_group,
-                &r.name,
-                r.system_assigned,
-                &r.user_assigned_identities,
-            )
-            .await?;
-        Ok(Response::new(identity_pb(v)))
+        self.identity_change(IdentityOwner::ScaleSet, Op::Assign, r.into_inner())
+            .await
     }
 
     async fn remove_vmss_identity(
         &self,
         r: Request<pb::RemoveVmssIdentityRequest>,
     ) -> R<pb::VmIdentity> {
-        let r = r.into_inner();
-        let v = self
-            .arm
-            .remove_vmss_identity(
-                &r.subscription_id,
-                &r.resource_group,
-                &r.name,
-                r.system_assigned,
-                &r.user_assigned_identities,
-            )
-            .await?;
-        Ok(Response::new(identity_pb(v)))
+        self.identity_change(IdentityOwner::ScaleSet, Op::Remove, r.into_inner())
+            .await
     }
 
     async fn list_vmss_instances(
@@ -532,21 +490,23 @@ impl ArmApi for ArmGrpc {
         &self,
         r: Request<pb::AssignVmIdentityRequest>,
     ) -> R<pb::VmIdentity> {
-        self.webapp_identity_assign(r).await
+        self.identity_change(IdentityOwner::WebApp, Op::Assign, r.into_inner())
+            .await
     }
 
     async fn remove_web_app_identity(
         &self,
         r: Request<pb::RemoveVmIdentityRequest>,
     ) -> R<pb::VmIdentity> {
-        self.webapp_identity_remove(r).await
+        self.identity_change(IdentityOwner::WebApp, Op::Remove, r.into_inner())
+            .await
     }
 
     async fn get_web_app_identity(
         &self,
         r: Request<pb::GetVmIdentityRequest>,
     ) -> R<pb::VmIdentity> {
-        self.webapp_identity_get(r).await
+        self.identity_get(IdentityOwner::WebApp, r.into_inner())
     }
 
     // AKS workload identity: in `workload.rs`.

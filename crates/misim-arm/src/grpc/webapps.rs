@@ -23,7 +23,7 @@ pub(super) fn webapp_pb(site: WebApp) -> pb::WebApp {
         location: site.location.clone(),
         kind: site.kind.clone(),
         tags: site.tags.clone().into_iter().collect(),
-        identity: Some(identity_pb(site.identity_view())),
+        identity: Some(identity_pb(site.identity.view())),
         host: site.host.clone(),
         identity_endpoint: site.identity_endpoint.clone(),
         identity_header: site.identity_header.clone(),
@@ -80,52 +80,5 @@ impl ArmGrpc {
             .delete_webapp(&r.subscription_id, &r.resource_group, &r.name)
             .await?;
         Ok(Response::new(pb::DeleteWebAppResponse {}))
-    }
-
-    pub(super) async fn webapp_identity_assign(
-        &self,
-        r: Request<pb::AssignVmIdentityRequest>,
-    ) -> R<pb::VmIdentity> {
-        let r = r.into_inner();
-        let v = self
-            .arm
-            .assign_webapp_identity(
-                &r.subscription_id,
-                &r.resource_group,
-                &r.name,
-                r.system_assigned,
-                &r.user_assigned_identities,
-            )
-            .await?;
-        Ok(Response::new(identity_pb(v)))
-    }
-
-    pub(super) async fn webapp_identity_remove(
-        &self,
-        r: Request<pb::RemoveVmIdentityRequest>,
-    ) -> R<pb::VmIdentity> {
-        let r = r.into_inner();
-        let v = self
-            .arm
-            .remove_webapp_identity(
-                &r.subscription_id,
-                &r.resource_group,
-                &r.name,
-                r.system_assigned,
-                &r.user_assigned_identities,
-            )
-            .await?;
-        Ok(Response::new(identity_pb(v)))
-    }
-
-    pub(super) async fn webapp_identity_get(
-        &self,
-        r: Request<pb::GetVmIdentityRequest>,
-    ) -> R<pb::VmIdentity> {
-        let r = r.into_inner();
-        let v = self
-            .arm
-            .get_webapp_identity(&r.subscription_id, &r.resource_group, &r.name)?;
-        Ok(Response::new(identity_pb(v)))
     }
 }

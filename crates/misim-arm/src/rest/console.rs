@@ -161,8 +161,8 @@ fn vm_json(vm: &Vm) -> Value {
         "placed": vm.placed,
         "sync": sync_text(&vm.sync),
         "scaleSet": vm.scale_set.as_ref().map(|s| s.name().to_string()),
-        "systemAssigned": vm.system_identity.as_ref().map(|i| json!({"principalId": i.principal_id, "clientId": i.client_id, "tenantId": i.tenant_id})),
-        "userAssigned": vm.user_assigned.values().map(|u| json!({"id": u.id.as_str(), "name": u.id.name(), "principalId": u.principal_id, "clientId": u.client_id})).collect::<Vec<_>>(),
+        "systemAssigned": vm.identity.system_identity.as_ref().map(|i| json!({"principalId": i.principal_id, "clientId": i.client_id, "tenantId": i.tenant_id})),
+        "userAssigned": vm.identity.user_assigned.values().map(|u| json!({"id": u.id.as_str(), "name": u.id.name(), "principalId": u.principal_id, "clientId": u.client_id})).collect::<Vec<_>>(),
     })
 }
 
@@ -323,7 +323,10 @@ fn register_gauges(arm: Arc<Arm>) {
         let store = arm.store();
         let vms = store.vms.values().unwrap_or_default();
         let live: Vec<&Vm> = vms.iter().filter(|v| !v.deleting).collect();
-        let system = live.iter().filter(|v| v.system_identity.is_some()).count();
+        let system = live
+            .iter()
+            .filter(|v| v.identity.system_identity.is_some())
+            .count();
         let uamis = store.uamis.values().unwrap_or_default();
         let uamis = uamis.iter().filter(|u| !u.deleting).count();
         Some(vec![

@@ -44,7 +44,7 @@ pub fn resource_group(g: &ResourceGroup) -> Value {
 /// The VM `identity` block; `None` when the VM has no identity (ARM then omits the property).
 /// principalId/tenantId are null without a system-assigned identity (aad-pod-identity#521).
 pub fn vm_identity(vm: &Vm) -> Option<Value> {
-    identity(vm.identity_view())
+    identity(vm.identity.view())
 }
 
 /// An `identity` block from its view; `None` for type `None`.
@@ -154,7 +154,7 @@ pub fn vmss(ss: &Vmss) -> Value {
             "provisioningState": ss.provisioning_state()
         }
     });
-    if let Some(identity) = identity(ss.identity_view()) {
+    if let Some(identity) = identity(ss.identity.view()) {
         v["identity"] = identity;
     }
     v
@@ -177,7 +177,7 @@ pub fn instance(ss: &Vmss, inst: &Vm) -> Value {
             "provisioningState": inst.provisioning_state()
         }
     });
-    if let Some(identity) = identity(ss.identity_view()) {
+    if let Some(identity) = identity(ss.identity.view()) {
         v["identity"] = identity;
     }
     v

@@ -192,12 +192,12 @@ fn bodies(c: &Call<'_>, kind: Kind, scope: &ResourceId) -> Result<Vec<(ResourceI
     let store = c.arm.store();
     Ok(match kind {
         Kind::Vm => store
-            .vms_within(scope)?
+            .live_within::<crate::model::Vm>(scope)?
             .iter()
             .map(|v| (v.id.clone(), shapes::vm(v)))
             .collect(),
         Kind::Nic => store
-            .vms_within(scope)?
+            .live_within::<crate::model::Vm>(scope)?
             .iter()
             .filter_map(|v| {
                 let nic = shapes::nic(v);
@@ -207,12 +207,12 @@ fn bodies(c: &Call<'_>, kind: Kind, scope: &ResourceId) -> Result<Vec<(ResourceI
             })
             .collect(),
         Kind::Vmss => store
-            .vmss_within(scope)?
+            .live_within::<crate::model::Vmss>(scope)?
             .iter()
             .map(|v| (v.id.clone(), shapes::vmss(v)))
             .collect(),
         Kind::Uami => store
-            .uamis_within(scope)?
+            .live_within::<crate::model::Uami>(scope)?
             .iter()
             .map(|u| (u.id.clone(), shapes::uami(u, c.api)))
             .collect(),
@@ -223,9 +223,8 @@ fn bodies(c: &Call<'_>, kind: Kind, scope: &ResourceId) -> Result<Vec<(ResourceI
             .filter(|v| v.id.is_within(scope))
             .map(|v| (v.id.clone(), shapes::vault(v)))
             .collect(),
-        Kind::Site => c
-            .arm
-            .webapps_within(scope)?
+        Kind::Site => store
+            .live_within::<crate::webapps::WebApp>(scope)?
             .iter()
             .map(|w| (w.id.clone(), super::resources::site_json(w)))
             .collect(),
@@ -542,12 +541,12 @@ pub async fn default_identity(c: &Call<'_>, scope: &str) -> Result<Reply> {
     let (location, ids) = if let Some(vm) = store.vm(&scope_id)?.filter(|v| !v.deleting) {
         (
             vm.location.clone(),
-            vm.system_identity.filter(|_| vm.system_assigned),
+            vm.identity.enabled_system_identity().cloned(),
         )
     } else if let Some(ss) = store.vmss.get(&scope_id.key())?.filter(|v| !v.deleting) {
         (
             ss.location.clone(),
-            ss.system_identity.filter(|_| ss.system_assigned),
+            ss.identity.enabled_system_identity().cloned(),
         )
     } else {
         return Err(not_found());

@@ -246,9 +246,13 @@ async fn state_survives_restart_on_the_same_data_dir() {
             .create_user_assigned_identity("", "rg", "id1", "", Default::default())
             .await
             .unwrap();
-        arm.assign_vm_identity("", "rg", "vm", true, &[uami.id.to_string()])
-            .await
-            .unwrap();
+        arm.assign_identity(
+            misim_arm::IdentityTarget::vm("", "rg", "vm"),
+            true,
+            &[uami.id.to_string()],
+        )
+        .await
+        .unwrap();
         let ra = arm
             .create_role_assignment(
                 vm.id.as_str(),
@@ -269,7 +273,7 @@ async fn state_survives_restart_on_the_same_data_dir() {
     assert_eq!(*peers.aad.calls.lock().unwrap(), 1);
     let again = arm.get_vm("", "rg", "vm").await.unwrap();
     assert_eq!(again.vm_id, vm.vm_id);
-    let view = again.identity_view();
+    let view = again.identity.view();
     assert_eq!(view.kind, "SystemAssigned, UserAssigned");
     assert_eq!(
         view.principal_id,

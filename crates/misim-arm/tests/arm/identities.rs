@@ -199,7 +199,7 @@ async fn deleting_a_vm_deletes_only_its_system_identity_and_deleted_uamis_dangle
         "dangling entry keeps the old ids"
     );
     sb.arm
-        .reconcile_vm(&misim_core::ResourceId::parse(&v2.id).unwrap())
+        .reconcile_resource(&misim_core::ResourceId::parse(&v2.id).unwrap())
         .await
         .unwrap();
     assert_eq!(
@@ -226,7 +226,10 @@ async fn reconcile_converges_after_msrp_and_host_recover() {
         "{}",
         err.message()
     );
-    let recorded = sb.arm.get_vm_identity("", "rg", "vm").unwrap();
+    let recorded = sb
+        .arm
+        .get_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"))
+        .unwrap();
     assert_eq!(
         (recorded.kind.as_str(), recorded.principal_id.as_str()),
         ("SystemAssigned", "")
@@ -251,7 +254,10 @@ async fn reconcile_converges_after_msrp_and_host_recover() {
     );
     let created = sb.msrp().identity(&v.id).expect("msrp created it");
     assert_eq!(
-        sb.arm.get_vm_identity("", "rg", "vm").unwrap().principal_id,
+        sb.arm
+            .get_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"))
+            .unwrap()
+            .principal_id,
         created.principal_id
     );
 

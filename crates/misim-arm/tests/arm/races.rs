@@ -71,12 +71,20 @@ async fn concurrent_assign_of_system_and_user_assigned_keeps_both_on_a_vm() {
     race_under_held_lock(
         &sb,
         "host-1",
-        async move { a1.reconcile_vm(&vm_id).await.unwrap() },
-        async move { a2.assign_vm_identity("", "rg", "vm", true, &[]).await },
-        async move { a3.assign_vm_identity("", "rg", "vm", false, &[uid]).await },
+        async move { a1.reconcile_resource(&vm_id).await.unwrap() },
+        async move {
+            a2.assign_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"), true, &[])
+                .await
+        },
+        async move {
+            a3.assign_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"), false, &[uid])
+                .await
+        },
     )
     .await;
-    let view = arm.get_vm_identity("", "rg", "vm").unwrap();
+    let view = arm
+        .get_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"))
+        .unwrap();
     assert_eq!(view.kind, "SystemAssigned, UserAssigned");
     assert_eq!(view.user_assigned.len(), 1);
     let mut want = vec![vm.id.key(), u.id.key()];
@@ -109,13 +117,27 @@ async fn concurrent_assign_of_system_and_user_assigned_keeps_both_on_a_scale_set
     race_under_held_lock(
         &sb,
         &host,
-        async move { a1.reconcile_vmss(&ss_id).await.unwrap() },
-        async move { a2.assign_vmss_identity("", "rg", "ss", true, &[]).await },
-        async move { a3.assign_vmss_identity("", "rg", "ss", false, &[uid]).await },
+        async move { a1.reconcile_resource(&ss_id).await.unwrap() },
+        async move {
+            a2.assign_identity(
+                misim_arm::IdentityTarget::scale_set("", "rg", "ss"),
+                true,
+                &[],
+            )
+            .await
+        },
+        async move {
+            a3.assign_identity(
+                misim_arm::IdentityTarget::scale_set("", "rg", "ss"),
+                false,
+                &[uid],
+            )
+            .await
+        },
     )
     .await;
     let (ss, _) = arm.list_vmss_instances("", "rg", "ss").await.unwrap();
-    let view = ss.identity_view();
+    let view = ss.identity.view();
     assert_eq!(view.kind, "SystemAssigned, UserAssigned");
     assert_eq!(view.user_assigned.len(), 1);
 }

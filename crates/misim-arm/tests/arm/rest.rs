@@ -35,7 +35,7 @@ async fn setup() -> Rest {
         ..Default::default()
     };
     arm.create_vm(req).await.unwrap();
-    arm.assign_vm_identity("", "rg", "vm", true, &[])
+    arm.assign_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"), true, &[])
         .await
         .unwrap();
     let vm_path = format!(
@@ -182,7 +182,7 @@ async fn reader_at_group_scope_reads_the_vm_in_azure_shape() {
     let (status, _, body) = r.get(&format!("{path}{API}"), Some(&r.token(&who))).await;
     assert_eq!(status, 200, "{body}");
     let vm = r.sb.arm.get_vm("", "rg", "vm").await.unwrap();
-    let sys = vm.system_identity.clone().unwrap();
+    let sys = vm.identity.system_identity.clone().unwrap();
     assert_eq!(body["id"], r.vm_path);
     assert_eq!(body["name"], "vm");
     assert_eq!(body["type"], "Microsoft.Compute/virtualMachines");

@@ -75,7 +75,7 @@ impl World {
             .await
             .unwrap();
         sb.arm
-            .assign_vm_identity("", "rg", "vm", true, &[])
+            .assign_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"), true, &[])
             .await
             .unwrap();
         World {
@@ -441,7 +441,7 @@ async fn vms_list_across_the_subscription_with_instance_view_and_nic_by_referenc
     let (_, identity) = w
         .get(&format!("{vm_path}/providers/Microsoft.ManagedIdentity/identities/default?api-version=2023-01-31"), &t)
         .await;
-    let sys = vm.system_identity.unwrap();
+    let sys = vm.identity.system_identity.unwrap();
     assert_eq!(
         identity["properties"]["principalId"], sys.principal_id,
         "{identity}"

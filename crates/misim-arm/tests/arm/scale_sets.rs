@@ -35,7 +35,11 @@ async fn instances_share_one_system_identity_and_follow_the_capacity() {
     assert_eq!(placed.name, "ss_0");
 
     let view = arm
-        .assign_vmss_identity("", "rg", "ss", true, &[])
+        .assign_identity(
+            misim_arm::IdentityTarget::scale_set("", "rg", "ss"),
+            true,
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(view.kind, "SystemAssigned");
@@ -106,7 +110,11 @@ async fn restart_in_the_middle_of_an_assignment_converges() {
             .fail
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let err = arm
-            .assign_vmss_identity("", "rg", "ss", true, &[uami.id.to_string()])
+            .assign_identity(
+                misim_arm::IdentityTarget::scale_set("", "rg", "ss"),
+                true,
+                &[uami.id.to_string()],
+            )
             .await
             .unwrap_err();
         assert_eq!(err.code(), "ServiceUnavailable");
@@ -119,7 +127,7 @@ async fn restart_in_the_middle_of_an_assignment_converges() {
         .fail
         .store(false, std::sync::atomic::Ordering::SeqCst);
     let arm = misim_arm::build(&config).unwrap();
-    let view = arm.get_vmss("", "rg", "ss").unwrap().identity_view();
+    let view = arm.get_vmss("", "rg", "ss").unwrap().identity.view();
     assert_eq!(
         view.kind, "SystemAssigned, UserAssigned",
         "desired state survived"
@@ -135,7 +143,7 @@ async fn restart_in_the_middle_of_an_assignment_converges() {
     let ss = arm.get_vmss("", "rg", "ss").unwrap();
     assert_eq!(ss.provisioning_state(), "Succeeded");
     assert_eq!(
-        ss.identity_view().principal_id,
+        ss.identity.view().principal_id,
         peers.msrp.identity(ss_id.as_str()).unwrap().principal_id
     );
 }

@@ -9,7 +9,7 @@ use misim_core::ResourceId;
 
 use super::{body, deleted, json, ok, put_status, Call, Reply, ASSIGN_ACTION};
 use crate::error::{ArmError, Result};
-use crate::identity::current_set;
+use crate::identity::{current_set, IdentityOwner};
 use crate::identity_spec::{self, IdentityRequest, Mode};
 use crate::model::UserAssignedEntry;
 use crate::vms::CreateVm;
@@ -97,7 +97,7 @@ pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId)
             if existing.is_none() && c.method == Method::PATCH {
                 arm.get_vm(s, g, n).await?;
             }
-            let current = existing.as_ref().map(|r| &r.user_assigned);
+            let current = existing.as_ref().map(|r| &r.identity.user_assigned);
             let (identity, mode) = c.identity_for_write(&write, id, current)?;
             let created = existing.is_none();
             if created {
@@ -122,7 +122,8 @@ pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId)
             }
             if let Some(req) = &identity {
                 let vm_id = arm.vm_id(s, g, n)?;
-                arm.update_vm_identity(&vm_id, req, mode).await?;
+                arm.update_identity(IdentityOwner::VirtualMachine, &vm_id, req, mode)
+                    .await?;
             }
             let vm = arm.get_vm(s, g, n).await?;
             c.async_operation("put", id, &vm.location);
@@ -216,7 +217,7 @@ pub(super) async fn vmss(
             if existing.is_none() && c.method == Method::PATCH {
                 arm.get_vmss(s, g, n)?;
             }
-            let current = existing.as_ref().map(|r| &r.user_assigned);
+            let current = existing.as_ref().map(|r| &r.identity.user_assigned);
             let (identity, mode) = c.identity_for_write(&write, id, current)?;
             let capacity = body::capacity(c.body)?;
             let created = existing.is_none();
@@ -236,7 +237,8 @@ pub(super) async fn vmss(
                 arm.scale_vmss(s, g, n, cap).await?;
             }
             if let Some(req) = &identity {
-                arm.update_vmss_identity(id, req, mode).await?;
+                arm.update_identity(IdentityOwner::ScaleSet, id, req, mode)
+                    .await?;
             }
             let ss = arm.get_vmss(s, g, n)?;
             c.async_operation("put", id, &ss.location);

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::json as shapes;
 use super::{body, deleted, ok, put_status, Call, Reply};
 use crate::error::Result;
+use crate::identity::IdentityOwner;
 use crate::webapps::{CreateWebApp, WebApp, SITES};
 
 /// `GET …/Microsoft.Web/sites/{name}` body.
@@ -40,7 +41,7 @@ pub fn site_json(w: &WebApp) -> Value {
             "provisioningState": w.provisioning_state(),
         }
     });
-    if let Some(identity) = shapes::identity(w.identity_view()) {
+    if let Some(identity) = shapes::identity(w.identity.view()) {
         v["identity"] = identity;
     }
     v
@@ -67,7 +68,7 @@ pub(super) async fn site(
             if existing.is_none() && c.method == Method::PATCH {
                 arm.get_webapp(s, g, n).await?;
             }
-            let current = existing.as_ref().map(|r| &r.user_assigned);
+            let current = existing.as_ref().map(|r| &r.identity.user_assigned);
             let (identity, mode) = c.identity_for_write(&write, id, current)?;
             let created = existing.is_none();
             if created {
@@ -84,7 +85,8 @@ pub(super) async fn site(
             }
             if let Some(req) = &identity {
                 let site_id = arm.webapp_id(s, g, n)?;
-                arm.update_webapp_identity(&site_id, req, mode).await?;
+                arm.update_identity(IdentityOwner::WebApp, &site_id, req, mode)
+                    .await?;
             }
             let w = arm.get_webapp(s, g, n).await?;
             Ok((put_status(created), site_json(&w)))
