@@ -6,11 +6,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "misim/arm/v1/arm.proto",
         "misim/msrp/v1/msrp.proto",
-        "misim/aad/v1/aad.proto",
+        "misim/aad/v1/admin.proto",
+        "misim/aad/v1/applications.proto",
         "misim/imds/v1/host.proto",
         "misim/events/v1/events.proto",
         "misim/scenario/v1/scenario.proto",
         "misim/sim/v1/sim.proto",
+        "misim/sim/v1/health.proto",
     ];
     // prost-build does not watch the proto folder itself.
     println!("cargo:rerun-if-changed={}", root.display());
