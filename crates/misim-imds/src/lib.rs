@@ -147,6 +147,28 @@ pub enum ImdsListener {
     Shared,
 }
 
+impl std::str::FromStr for ImdsListener {
+    type Err = String;
+
+    /// `per-vm` or `shared` (the values of `misim up --imds-listener`).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "per-vm" => Ok(ImdsListener::PerVm),
+            "shared" => Ok(ImdsListener::Shared),
+            other => Err(format!("unknown imds listener {other:?}: per-vm or shared")),
+        }
+    }
+}
+
+impl std::fmt::Display for ImdsListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ImdsListener::PerVm => "per-vm",
+            ImdsListener::Shared => "shared",
+        })
+    }
+}
+
 /// Errors that stop the host.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

@@ -296,6 +296,11 @@ pub struct UpArgs {
     /// 5 at once, answering 429 beyond); for load tests such as `misim bench token` and bench/run.
     #[arg(long, env = "MISIM_NO_THROTTLE")]
     pub no_throttle: bool,
+    /// How VMs reach IMDS: per-vm (each VM its own loopback port, endpoint
+    /// `http://127.0.0.1:PORT`; one descriptor per VM) or shared (one loopback port per host,
+    /// endpoints `http://127.0.0.1:PORT/vms/{vmId}`; for thousands of VMs under `ulimit -n` 1024).
+    #[arg(long, env = "MISIM_IMDS_LISTENER", default_value = "per-vm")]
+    pub imds_listener: misim_imds::ImdsListener,
     /// Key type of identity certificates: rsa-2048 (Azure's) or ec-p256 (generated in microseconds,
     /// for simulations with very many identities; Azure AD then takes ES256 client assertions).
     #[arg(long, env = "MISIM_IDENTITY_KEY_TYPE", default_value_t = misim_core::cert::KeyType::Rsa2048)]

@@ -56,6 +56,8 @@ pub struct UpConfig {
     /// IMDS throttling as Azure's (20 identity requests/s and 5 at once per VM); false switches it
     /// off on every host (load tests, `misim up --no-throttle`).
     pub imds_throttle: bool,
+    /// How VMs reach IMDS on every host (`misim up --imds-listener`; default per-VM ports).
+    pub imds_listener: misim_imds::ImdsListener,
     /// Key type of the identity certificates MSRP makes (default RSA-2048, as Azure).
     pub identity_key_type: misim_core::cert::KeyType,
     /// Time source for every party.
@@ -83,6 +85,7 @@ impl UpConfig {
             arm_api_token: None,
             vm_ports: None,
             imds_throttle: true,
+            imds_listener: misim_imds::ImdsListener::PerVm,
             identity_key_type: misim_core::cert::KeyType::Rsa2048,
             clock: Clock::system(),
         }
@@ -441,6 +444,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             .clone()
             .or_else(|| default_vm_ports(cfg.base_port));
         host.control = certs.hosts.remove(&name);
+        host.imds_listener = cfg.imds_listener;
         if !cfg.imds_throttle {
             host.limits = misim_imds::ImdsLimits::unlimited();
         }
@@ -646,6 +650,7 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     cfg.arm_api_token = a.arm_api_token;
     cfg.vm_ports = a.vm_ports.as_deref().map(parse_port_range).transpose()?;
     cfg.imds_throttle = !a.no_throttle;
+    cfg.imds_listener = a.imds_listener;
     cfg.identity_key_type = a.identity_key_type;
     // Simulated time and propagation delays (docs/faults-and-time.md).
     if a.clock == "manual" {
