@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, Header};
 use misim_core::Clock;
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use crate::error::{ImdsError, Result};
+use crate::error::{AadError, ImdsError, Result};
 use crate::model::HostCredential;
 
 /// Client assertions are valid for 10 minutes (`exp = now + 600`).
@@ -75,14 +74,14 @@ struct AssertionClaims<'a> {
 /// CPU-bound (RSA signature): call from a blocking thread.
 ///
 /// # Errors
-/// [`ImdsError::Internal`] when the private key cannot be used.
+/// [`AadError::Key`] when the private key cannot be used, [`AadError::Sign`] when signing fails.
 pub fn client_assertion(
     token_endpoint: &str,
     client_id: &str,
     credential: &HostCredential,
     now: i64,
-) -> Result<String> {
-    let key = credential.signing_key()?;
+) -> Result<String, AadError> {
+    let key = credential.signing_key().map_err(AadError::Key)?;
     let alg = match key.family() {
         jsonwebtoken::AlgorithmFamily::Ec => Algorithm::ES256,
         _ => Algorithm::RS256,
@@ -99,8 +98,7 @@ pub fn client_assertion(
         iat: now,
         exp: now.saturating_add(ASSERTION_LIFETIME_SECS),
     };
-    jsonwebtoken::encode(&header, &claims, key)
-        .map_err(|e| ImdsError::Internal(format!("signing assertion: {e}")))
+    jsonwebtoken::encode(&header, &claims, key).map_err(AadError::Sign)
 }
 
 /// HTTP client for Azure AD's v1 token endpoint.
@@ -115,13 +113,12 @@ impl AadClient {
     /// A client for the AAD at `aad_url` (no proxy, 30 s timeout).
     ///
     /// # Errors
-    /// [`ImdsError::Internal`] when the HTTP client cannot be built.
-    pub fn new(aad_url: &str, clock: Clock) -> Result<Self> {
+    /// The [`reqwest::Error`] when the HTTP client cannot be built.
+    pub fn new(aad_url: &str, clock: Clock) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| ImdsError::Internal(format!("http client: {e}")))?;
+            .build()?;
         Ok(AadClient {
             http,
             aad_url: aad_url.trim_end_matches('/').to_string(),
@@ -148,7 +145,7 @@ impl AadClient {
             client_assertion(&aud, &client_id, &credential, now)
         })
         .await
-        .map_err(|e| ImdsError::Internal(format!("signing task: {e}")))??;
+        .map_err(AadError::Task)??;
         let mut form = vec![
             ("grant_type", "client_credentials"),
             ("client_id", req.client_id),
@@ -169,36 +166,79 @@ impl AadClient {
             .form(&form)
             .send()
             .await
-            .map_err(|e| ImdsError::Aad(format!("cannot reach {endpoint}: {e}")))?;
+            .map_err(|source| AadError::Unreachable {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
         let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .map_err(|e| ImdsError::Aad(format!("unreadable answer ({status}): {e}")))?;
+        let unreadable = |source: Box<dyn std::error::Error + Send + Sync>| AadError::Unreadable {
+            status: status.as_u16(),
+            source,
+        };
+        let body = resp.bytes().await.map_err(|e| unreadable(Box::new(e)))?;
         if status.is_success() {
-            return parse_token(&body, now);
+            let answer: TokenAnswer =
+                serde_json::from_slice(&body).map_err(|e| unreadable(Box::new(e)))?;
+            return Ok(parse_token(answer, now)?);
         }
-        let error = body["error"].as_str().unwrap_or_default();
-        let description = body["error_description"].as_str().unwrap_or_default();
-        if error == "invalid_resource" {
-            return Err(ImdsError::InvalidResource(description.to_string()));
+        let refusal: ErrorAnswer =
+            serde_json::from_slice(&body).map_err(|e| unreadable(Box::new(e)))?;
+        if refusal.error == "invalid_resource" {
+            return Err(ImdsError::InvalidResource(refusal.error_description));
         }
-        let first_line = description.lines().next().unwrap_or_default();
+        let first_line = refusal.error_description.lines().next().unwrap_or_default();
         warn!(
             status = status.as_u16(),
-            error,
+            error = %refusal.error,
             description = first_line,
             "azure ad refused the token request"
         );
-        Err(ImdsError::Aad(format!("{status} {error}")))
+        Err(AadError::Refused {
+            status: status.as_u16(),
+            error: refusal.error,
+        }
+        .into())
     }
 }
 
-/// A number that AAD sends as a JSON string (v1) or integer (v2).
-fn number(body: &Value, field: &str) -> Option<i64> {
-    match &body[field] {
-        Value::String(s) => s.parse().ok(),
-        v => v.as_i64(),
+/// Azure AD's token answer: v1 sends numbers as JSON strings, v2 as integers
+/// (<https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow>).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct TokenAnswer {
+    access_token: String,
+    expires_on: Option<Number>,
+    expires_in: Option<Number>,
+    not_before: Option<Number>,
+    ext_expires_in: Option<Number>,
+    resource: Option<String>,
+    token_type: Option<String>,
+}
+
+/// Azure AD's error answer (`error`, `error_description`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ErrorAnswer {
+    error: String,
+    error_description: String,
+}
+
+/// A number that AAD sends as a JSON string (v1) or integer (v2); anything else is no number.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Number {
+    Integer(i64),
+    Text(String),
+    Other(serde::de::IgnoredAny),
+}
+
+impl Number {
+    fn get(n: &Option<Number>) -> Option<i64> {
+        match n {
+            Some(Number::Integer(i)) => Some(*i),
+            Some(Number::Text(s)) => s.parse().ok(),
+            Some(Number::Other(_)) | None => None,
+        }
     }
 }
 
@@ -220,36 +260,38 @@ fn plausible_lifetime(secs: i64) -> bool {
 /// The token in AAD's success answer. Times and lifetimes outside [`MAX_PLAUSIBLE_SECS`] make the answer
 /// an AAD failure (IMDS then answers 500 `unknown`, as [`AadClient::fetch`] says) rather than a
 /// wrapped or overflowing number.
-fn parse_token(body: &Value, now: i64) -> Result<AadToken> {
-    let implausible = |field: &str, v: i64| ImdsError::Aad(format!("implausible {field} {v}"));
-    let access_token = body["access_token"]
-        .as_str()
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| ImdsError::Aad("answer without access_token".into()))?;
-    let expires_on = match (number(body, "expires_on"), number(body, "expires_in")) {
+fn parse_token(answer: TokenAnswer, now: i64) -> Result<AadToken, AadError> {
+    let implausible = |field, value| AadError::Implausible { field, value };
+    if answer.access_token.is_empty() {
+        return Err(AadError::Missing("access_token"));
+    }
+    let expires_on = match (
+        Number::get(&answer.expires_on),
+        Number::get(&answer.expires_in),
+    ) {
         (Some(on), _) if plausible_time(on, now) => on,
         (Some(on), _) => return Err(implausible("expires_on", on)),
         (None, Some(secs)) if plausible_lifetime(secs) => now.saturating_add(secs),
         (None, Some(secs)) => return Err(implausible("expires_in", secs)),
-        (None, None) => return Err(ImdsError::Aad("answer without expires_on".into())),
+        (None, None) => return Err(AadError::Missing("expires_on")),
     };
-    let not_before = match number(body, "not_before") {
+    let not_before = match Number::get(&answer.not_before) {
         Some(t) if plausible_time(t, now) => t,
         Some(t) => return Err(implausible("not_before", t)),
         None => now,
     };
-    let ext_expires_in = match number(body, "ext_expires_in") {
+    let ext_expires_in = match Number::get(&answer.ext_expires_in) {
         Some(secs) if plausible_lifetime(secs) => secs,
         Some(secs) => return Err(implausible("ext_expires_in", secs)),
         None => expires_on.saturating_sub(now).max(0),
     };
     Ok(AadToken {
-        access_token: access_token.to_string(),
+        access_token: answer.access_token,
         expires_on,
         not_before,
         ext_expires_in,
-        resource: body["resource"].as_str().unwrap_or_default().to_string(),
-        token_type: body["token_type"].as_str().unwrap_or("Bearer").to_string(),
+        resource: answer.resource.unwrap_or_default(),
+        token_type: answer.token_type.unwrap_or_else(|| "Bearer".into()),
     })
 }
 
@@ -265,17 +307,21 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn answer(v: serde_json::Value) -> TokenAnswer {
+        serde_json::from_value(v).unwrap()
+    }
+
     #[test]
     fn parses_v1_strings_and_v2_integers() {
         let v1 = json!({"access_token":"a","expires_on":"2000","not_before":"1000","ext_expires_in":"5","resource":"r","token_type":"Bearer"});
-        let t = parse_token(&v1, 1_000).unwrap();
+        let t = parse_token(answer(v1), 1_000).unwrap();
         assert_eq!(
             (t.expires_on, t.not_before, t.ext_expires_in),
             (2_000, 1_000, 5)
         );
         let v2 = json!({"access_token":"a","expires_in":3599,"token_type":"Bearer"});
-        assert_eq!(parse_token(&v2, 1_000).unwrap().expires_on, 4_599);
-        assert!(parse_token(&json!({"expires_in":1}), 0).is_err());
+        assert_eq!(parse_token(answer(v2), 1_000).unwrap().expires_on, 4_599);
+        assert!(parse_token(answer(json!({"expires_in":1})), 0).is_err());
     }
 
     #[test]
@@ -295,13 +341,19 @@ mod tests {
             json!({"access_token":"a","expires_in": 3599, "ext_expires_in": -1}),
         ] {
             assert!(
-                matches!(parse_token(&body, now), Err(ImdsError::Aad(_))),
+                matches!(
+                    parse_token(answer(body.clone()), now),
+                    Err(AadError::Implausible { .. })
+                ),
                 "{body}"
             );
         }
         // Near the edge of i64 the clock itself is absurd, but nothing overflows either.
-        assert!(parse_token(&json!({"access_token":"a","expires_in":5}), i64::MAX).is_ok());
-        let t = parse_token(&json!({"access_token":"a","expires_on":"1"}), i64::MIN + 1);
+        assert!(parse_token(answer(json!({"access_token":"a","expires_in":5})), i64::MAX).is_ok());
+        let t = parse_token(
+            answer(json!({"access_token":"a","expires_on":"1"})),
+            i64::MIN + 1,
+        );
         assert!(t.is_err());
     }
 }

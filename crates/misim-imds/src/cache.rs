@@ -79,7 +79,7 @@ impl TokenCache {
     fn slots(&self) -> Result<std::sync::MutexGuard<'_, HashMap<CacheKey, Slot>>> {
         self.slots
             .lock()
-            .map_err(|_| ImdsError::Internal("token cache lock poisoned".into()))
+            .map_err(|_| ImdsError::Poisoned("token cache"))
     }
 
     /// The cached token for `key` if it has at least [`REFRESH_MARGIN_SECS`] left and `bypass` is
@@ -118,7 +118,7 @@ impl TokenCache {
             guard: Some(slot.lock_owned().await),
         };
         let Some(cached) = held.guard.as_mut() else {
-            return Err(ImdsError::Internal("token cache slot vanished".into()));
+            return Err(ImdsError::Poisoned("token cache slot"));
         };
         if let Some(token) = cached.as_ref() {
             if token.expires_on.saturating_sub(self.clock.now()) >= REFRESH_MARGIN_SECS {
@@ -247,7 +247,7 @@ mod tests {
         assert!(!a.unwrap().1 && !b.unwrap().1);
         let (_, hit) = cache
             .get_or_fetch(key, false, || async {
-                Err(ImdsError::Aad("not called".into()))
+                Err(ImdsError::Poisoned("not called"))
             })
             .await
             .unwrap();
@@ -260,7 +260,9 @@ mod tests {
         let key = CacheKey::new("vm", "c", "r");
         let r = cache
             .get_or_fetch(key.clone(), false, || async {
-                Err(ImdsError::Aad("down".into()))
+                Err(ImdsError::Aad(crate::error::AadError::Missing(
+                    "access_token",
+                )))
             })
             .await;
         assert!(r.is_err());
@@ -299,7 +301,9 @@ mod tests {
         let key = CacheKey::new("vm", "c", "nope");
         let fail = || async {
             tokio::task::yield_now().await;
-            Err(ImdsError::Aad("down".into()))
+            Err(ImdsError::Aad(crate::error::AadError::Missing(
+                "access_token",
+            )))
         };
         let (a, b) = tokio::join!(
             cache.get_or_fetch(key.clone(), false, fail),

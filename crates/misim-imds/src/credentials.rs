@@ -10,7 +10,9 @@ use std::sync::Mutex;
 use futures_util::stream::{self, StreamExt};
 use tracing::{info, warn};
 
-use crate::error::{ImdsError, Result};
+use crate::error::AgentError;
+
+type Result<T> = std::result::Result<T, AgentError>;
 use crate::grpc::msrp::MsrpCredentials;
 use crate::model::{Credential, HostCredential, IdentityRef, SharedCredential};
 use crate::store::HostStore;
@@ -57,7 +59,7 @@ impl Registry {
     /// the registry's lock, so a deletion never overtakes a new write of the same credential.
     ///
     /// # Errors
-    /// [`ImdsError::Store`] when the write fails (nothing is filed then).
+    /// [`AgentError::Store`] when the write fails (nothing is filed then).
     pub(crate) fn insert(
         &self,
         identity: &IdentityRef,
@@ -87,7 +89,7 @@ impl Registry {
     /// deletes them from `store`.
     ///
     /// # Errors
-    /// [`ImdsError::Store`] when a deletion fails (the credential is deleted on the next start).
+    /// [`AgentError::Store`] when a deletion fails (the credential is deleted on the next start).
     pub(crate) fn prune(&self, store: &HostStore) -> Result<()> {
         let mut entries = self.lock();
         let gone: Vec<String> = entries
@@ -182,8 +184,8 @@ pub(crate) async fn refresh(
 /// One credential from MSRP, checked to belong to `identity`'s client id, with its key parsed.
 ///
 /// # Errors
-/// [`ImdsError::Msrp`] when MSRP fails, [`ImdsError::CredentialMismatch`] when MSRP's client id
-/// differs, [`ImdsError::Internal`] when the key is unusable.
+/// [`AgentError::Msrp`] when MSRP fails, [`AgentError::CredentialMismatch`] when MSRP's client id
+/// differs, [`AgentError::Key`] when the key is unusable.
 async fn fetch(
     msrp: &MsrpCredentials,
     host: &str,
@@ -193,7 +195,7 @@ async fn fetch(
         .get_credential(identity.msi_res_id.as_str(), host)
         .await?;
     if !client_id.is_empty() && !client_id.eq_ignore_ascii_case(&identity.client_id) {
-        return Err(ImdsError::CredentialMismatch {
+        return Err(AgentError::CredentialMismatch {
             identity: identity.msi_res_id.to_string(),
             expected: identity.client_id.clone(),
             got: client_id,
@@ -201,7 +203,12 @@ async fn fetch(
     }
     // Parsing the RSA key is CPU work (up to 1000 credentials per ConfigureIdentities): off the
     // runtime, once; the parsed key is kept for every token request.
+    let identity_id = identity.msi_res_id.to_string();
     tokio::task::spawn_blocking(move || HostCredential::parsed(credential))
         .await
-        .map_err(|e| ImdsError::Internal(format!("credential key check: {e}")))?
+        .map_err(AgentError::Task)?
+        .map_err(|source| AgentError::Key {
+            identity: identity_id,
+            source,
+        })
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tracing::warn;
 
-use crate::error::{ImdsError, Result};
+use crate::error::AgentError;
 use crate::model::VmInfo;
 use crate::vm::Vm;
 
@@ -93,7 +93,7 @@ pub(crate) enum InsertConflict {
     AlreadyPlaced,
     /// Another VM has the private IP address.
     #[error(transparent)]
-    Ip(ImdsError),
+    Ip(AgentError),
 }
 
 /// The placed VMs and their lookup indexes.
@@ -133,13 +133,13 @@ impl VmDirectory {
     /// own address is fine).
     ///
     /// # Errors
-    /// [`ImdsError::IpInUse`] naming the address and the VM that has it.
-    pub(crate) fn check_free(&self, info: &VmInfo) -> Result<()> {
+    /// [`AgentError::IpInUse`] naming the address and the VM that has it.
+    pub(crate) fn check_free(&self, info: &VmInfo) -> Result<(), AgentError> {
         let Some(ip) = vm_ip(info) else {
             return Ok(());
         };
         match self.by_ip.holder(&ip, &info.resource_id.key()) {
-            Some(holder) => Err(ImdsError::IpInUse {
+            Some(holder) => Err(AgentError::IpInUse {
                 ip: ip.to_string(),
                 holder: holder.snapshot().vm.resource_id.to_string(),
             }),

@@ -1,5 +1,7 @@
-//! The crate's one error type, mapped once to a gRPC `Status` (host agent API) and once to the IMDS
-//! HTTP error bodies, so every surface answers in the real service's shape. docs/imds.md lists each
+//! The crate's errors, one type per surface: [`AgentError`] for the host agent gRPC API (mapped once
+//! to a `Status`) and [`ImdsError`] for the IMDS HTTP endpoints (mapped once to IMDS's error bodies,
+//! and to the VM extension's), so every surface answers in the real service's shape. Causes are kept
+//! as `#[source]`; every mapping is an exhaustive match. docs/imds.md lists each
 //! body with its public source; the item docs below name these by their short titles:
 //! - IMDS doc: <https://learn.microsoft.com/azure/virtual-machines/instance-metadata-service>
 //! - token how-to: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>
@@ -12,10 +14,78 @@ use serde_json::{json, Value};
 
 use crate::versions;
 
-/// Result alias for this crate.
+/// Result alias for this crate (IMDS HTTP surface by default).
 pub type Result<T, E = ImdsError> = std::result::Result<T, E>;
 
-/// Everything that can go wrong on this host, for the agent API and for the IMDS endpoints.
+/// An identity's private key cannot be used for signing (not PKCS#8 RSA or P-256).
+#[derive(Debug, thiserror::Error)]
+#[error("identity key is not a usable pkcs#8 rsa or p-256 key")]
+pub struct KeyError(#[source] pub jsonwebtoken::errors::Error);
+
+/// Why Azure AD gave no token (IMDS then answers 500 "Failed to retrieve token from the Active
+/// directory", token how-to).
+#[derive(Debug, thiserror::Error)]
+pub enum AadError {
+    /// Azure AD could not be reached.
+    #[error("cannot reach {endpoint}")]
+    Unreachable {
+        /// The token endpoint.
+        endpoint: String,
+        /// The transport error.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The answer could not be read or is not the JSON of a token answer.
+    #[error("unreadable answer ({status})")]
+    Unreadable {
+        /// HTTP status of the answer.
+        status: u16,
+        /// Why it could not be read.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Azure AD refused with an OAuth error other than `invalid_resource`.
+    #[error("azure ad answered {status} {error}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// OAuth `error` code.
+        error: String,
+    },
+    /// A success answer without this field.
+    #[error("answer without {0}")]
+    Missing(&'static str),
+    /// A time or lifetime beyond ten years from now (`aad_client::MAX_PLAUSIBLE_SECS`).
+    #[error("implausible {field} {value}")]
+    Implausible {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: i64,
+    },
+    /// The identity's key cannot sign.
+    #[error("cannot use the identity key")]
+    Key(#[source] KeyError),
+    /// Signing the client assertion failed.
+    #[error("cannot sign the client assertion")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+    /// The signing task died.
+    #[error("signing task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// A query string that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Not URL-encoded pairs.
+    #[error("malformed query string")]
+    Malformed(#[source] serde_urlencoded::de::Error),
+    /// A name appears twice.
+    #[error("duplicate query parameter '{0}'")]
+    Duplicate(String),
+}
+
+/// What can go wrong answering an IMDS (or VM extension) HTTP request.
 #[derive(Debug, thiserror::Error)]
 pub enum ImdsError {
     /// The `Metadata: true` header is missing or wrong (IMDS requires it on every request; IMDS doc,
@@ -51,8 +121,8 @@ pub enum ImdsError {
     #[error("azure ad rejected the resource")]
     InvalidResource(String),
     /// Azure AD could not be reached or answered something other than a token or `invalid_resource`.
-    #[error("azure ad token request failed: {0}")]
-    Aad(String),
+    #[error("azure ad token request failed")]
+    Aad(#[from] AadError),
     /// Per-VM rate or concurrency limit exceeded (IMDS doc; MI FAQ).
     #[error("throttled")]
     Throttled,
@@ -69,6 +139,27 @@ pub enum ImdsError {
     /// by source address); carries the request URI.
     #[error("unknown source of request {0}")]
     UnknownSource(String),
+    /// The query string is not URL-encoded pairs.
+    #[error("malformed query string")]
+    MalformedQuery(#[source] serde_urlencoded::de::Error),
+    /// A shared lock was poisoned by a panic (names the lock).
+    #[error("internal: {0} lock poisoned")]
+    Poisoned(&'static str),
+}
+
+impl From<QueryError> for ImdsError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Malformed(e) => ImdsError::MalformedQuery(e),
+            QueryError::Duplicate(name) => ImdsError::DuplicateQuery(name),
+        }
+    }
+}
+
+/// What can go wrong in a host agent call (placing VMs, configuring identities, the VM extension)
+/// or when the host starts.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
     /// The VM extension would serve more user-assigned identities than it supports (32; migration
     /// guide).
     #[error("the managed identity vm extension supports at most 32 user-assigned identities per vm, this vm would have {0}; remove the extension and use imds, which serves up to 1000")]
@@ -89,8 +180,17 @@ pub enum ImdsError {
         holder: String,
     },
     /// MSRP could not hand out a credential.
-    #[error("msrp: {0}")]
-    Msrp(String),
+    #[error("msrp: get credential of {resource_id}")]
+    Msrp {
+        /// Identity resource ID.
+        resource_id: String,
+        /// MSRP's answer.
+        #[source]
+        source: tonic::Status,
+    },
+    /// MSRP answered a credential without certificate or key.
+    #[error("msrp: credential of {0} has no certificate or key")]
+    MsrpIncomplete(String),
     /// MSRP's credential belongs to another client id than the one ARM configured.
     #[error("credential of {identity} has client id {got}, expected {expected}")]
     CredentialMismatch {
@@ -102,14 +202,45 @@ pub enum ImdsError {
         got: String,
     },
     /// No listener could be bound for a VM's IMDS endpoint.
-    #[error("cannot bind imds listener: {0}")]
-    Bind(String),
+    #[error("cannot bind imds listener")]
+    Bind(#[source] misim_core::serve::ServeError),
+    /// A bound listener's address cannot be read.
+    #[error("listener address")]
+    ListenerAddress(#[source] std::io::Error),
+    /// The configured VM port range has no free port left.
+    #[error("no free port left in the VM port range {start}-{end} on {ip}: widen it (--vm-ports)")]
+    NoFreePort {
+        /// First port of the range.
+        start: u16,
+        /// Last port of the range.
+        end: u16,
+        /// The address listeners bind to.
+        ip: std::net::IpAddr,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] misim_core::StoreError),
-    /// A bug or an unexpected internal failure.
+    /// MSRP's credential for this identity has an unusable key.
+    #[error("credential of {identity} is unusable")]
+    Key {
+        /// Identity resource ID.
+        identity: String,
+        /// Why.
+        #[source]
+        source: KeyError,
+    },
+    /// The VM extension's files on the VM side could not be written or removed.
+    #[error("vm extension files")]
+    Disk(#[source] std::io::Error),
+    /// A background task (key parsing) died.
+    #[error("background task failed")]
+    Task(#[source] tokio::task::JoinError),
+    /// The MSRP endpoint URL is not usable.
+    #[error("msrp endpoint: {0}")]
+    MsrpEndpoint(String),
+    /// A bug: an invariant of the host does not hold (names it).
     #[error("internal: {0}")]
-    Internal(String),
+    Internal(&'static str),
 }
 
 /// Which IMDS category answers: the identity category and the instance/other categories use
@@ -126,23 +257,50 @@ fn identity_body(error: &str, description: &str) -> Value {
     json!({ "error": error, "error_description": description })
 }
 
-impl ImdsError {
+impl AgentError {
     /// The gRPC status the host agent API answers with.
     pub fn to_status(&self) -> tonic::Status {
         use tonic::Status;
-        match self {
-            ImdsError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
-            ImdsError::VmNotFound(_) => Status::not_found(self.to_string()),
-            ImdsError::Msrp(_) => Status::unavailable(self.to_string()),
-            ImdsError::CredentialMismatch { .. } | ImdsError::ExtensionLimit(_) => {
-                Status::failed_precondition(self.to_string())
+        // The message carries the whole cause chain (`what: why: …`).
+        let message = || {
+            let mut m = self.to_string();
+            let mut cause = std::error::Error::source(self);
+            while let Some(c) = cause {
+                m.push_str(": ");
+                m.push_str(&c.to_string());
+                cause = c.source();
             }
-            ImdsError::IpInUse { .. } => Status::already_exists(self.to_string()),
-            ImdsError::Bind(_) => Status::resource_exhausted(self.to_string()),
-            _ => Status::internal(self.to_string()),
+            m
+        };
+        match self {
+            AgentError::InvalidArgument(m) => Status::invalid_argument(m.clone()),
+            AgentError::VmNotFound(_) => Status::not_found(message()),
+            AgentError::Msrp { .. } | AgentError::MsrpIncomplete(_) => {
+                Status::unavailable(message())
+            }
+            AgentError::CredentialMismatch { .. }
+            | AgentError::ExtensionLimit(_)
+            | AgentError::Key { .. } => Status::failed_precondition(message()),
+            AgentError::IpInUse { .. } => Status::already_exists(message()),
+            AgentError::Bind(_)
+            | AgentError::NoFreePort { .. }
+            | AgentError::ListenerAddress(_) => Status::resource_exhausted(message()),
+            AgentError::Store(_)
+            | AgentError::Disk(_)
+            | AgentError::Task(_)
+            | AgentError::MsrpEndpoint(_)
+            | AgentError::Internal(_) => Status::internal(message()),
         }
     }
+}
 
+impl From<AgentError> for tonic::Status {
+    fn from(e: AgentError) -> Self {
+        e.to_status()
+    }
+}
+
+impl ImdsError {
     /// The HTTP status and JSON body IMDS answers with on `surface` (exact bodies where a public source
     /// quotes them, listed in docs/imds.md; the same shape otherwise).
     pub fn http(&self, surface: Surface) -> (StatusCode, Value) {
@@ -164,6 +322,7 @@ impl ImdsError {
                 bad("Only one of client_id, object_id or msi_res_id can be specified in the token request")
             }
             ImdsError::InvalidQueryValue(n) => bad(&format!("Invalid value for query variable '{n}'")),
+            ImdsError::MalformedQuery(_) => bad("Invalid value for query variable 'query'"),
             ImdsError::IdentityNotFound | ImdsError::UnknownSource(_) => bad("Identity not found"),
             ImdsError::MultipleUserAssigned => bad(
                 "Multiple user assigned identities exist, please specify the clientId / resourceId of the identity in the token request",
@@ -179,7 +338,7 @@ impl ImdsError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 identity_body("method_not_allowed", "The requested method is not supported"),
             ),
-            _ => (
+            ImdsError::LeafNeedsText | ImdsError::Poisoned(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 identity_body("server_error", "Internal server error"),
             ),
@@ -217,6 +376,7 @@ impl ImdsError {
             ImdsError::InvalidQueryValue(n) => {
                 bad(&format!("Invalid value for query variable '{n}'"))
             }
+            ImdsError::MalformedQuery(_) => bad("Invalid value for query variable 'query'"),
             ImdsError::LeafNeedsText => bad("Leaf nodes require format=text"),
             ImdsError::UnknownSource(_) => bad("Request source is not a VM on this host"),
             ImdsError::Throttled => throttled(),
@@ -225,7 +385,12 @@ impl ImdsError {
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({ "error": "Method not allowed" }),
             ),
-            _ => (
+            ImdsError::ConflictingSelectors
+            | ImdsError::IdentityNotFound
+            | ImdsError::MultipleUserAssigned
+            | ImdsError::InvalidResource(_)
+            | ImdsError::Aad(_)
+            | ImdsError::Poisoned(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 json!({ "error": "Internal server error" }),
             ),
@@ -271,8 +436,16 @@ impl ImdsError {
             | ImdsError::ConflictingSelectors
             | ImdsError::InvalidQueryValue(_)
             | ImdsError::MultipleUserAssigned
+            | ImdsError::MalformedQuery(_)
             | ImdsError::MethodNotAllowed => invalid(),
-            _ => (
+            ImdsError::ForwardedFor
+            | ImdsError::InvalidApiVersion(_)
+            | ImdsError::InvalidResource(_)
+            | ImdsError::Aad(_)
+            | ImdsError::Throttled
+            | ImdsError::NotFound
+            | ImdsError::LeafNeedsText
+            | ImdsError::Poisoned(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 identity_body(
                     "unknown",
@@ -291,12 +464,6 @@ fn throttled() -> (StatusCode, Value) {
             "Temporarily throttled, too many requests",
         ),
     )
-}
-
-impl From<ImdsError> for tonic::Status {
-    fn from(e: ImdsError) -> Self {
-        e.to_status()
-    }
 }
 
 /// Longest piece of caller input echoed in an error body, characters.
@@ -329,7 +496,7 @@ mod tests {
             b,
             json!({"error":"invalid_request","error_description":"Required query variable 'resource' is missing"})
         );
-        let (s, b) = ImdsError::Aad("x".into()).http(Surface::Identity);
+        let (s, b) = ImdsError::Aad(AadError::Missing("access_token")).http(Surface::Identity);
         assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(b["error"], "unknown");
         let (s, b) = ImdsError::NotFound.http(Surface::Identity);
@@ -387,19 +554,19 @@ mod tests {
     #[test]
     fn agent_errors_map_to_grpc_codes() {
         assert_eq!(
-            ImdsError::ExtensionLimit(33).to_status().code(),
+            AgentError::ExtensionLimit(33).to_status().code(),
             tonic::Code::FailedPrecondition
         );
         assert_eq!(
-            ImdsError::VmNotFound("x".into()).to_status().code(),
+            AgentError::VmNotFound("x".into()).to_status().code(),
             tonic::Code::NotFound
         );
         assert_eq!(
-            ImdsError::Msrp("down".into()).to_status().code(),
+            AgentError::MsrpIncomplete("down".into()).to_status().code(),
             tonic::Code::Unavailable
         );
         assert_eq!(
-            ImdsError::InvalidArgument("x".into()).to_status().code(),
+            AgentError::InvalidArgument("x".into()).to_status().code(),
             tonic::Code::InvalidArgument
         );
     }

@@ -4,7 +4,7 @@
 //! Installing, re-running and removing it is in `host/extension.rs`; its endpoint in
 //! `http/extension.rs`.
 
-use crate::error::{ImdsError, Result};
+use crate::error::AgentError;
 use crate::model::{IdentityKind, IdentityRef};
 
 /// The extension's default `settings.port` (migration guide: "50342 is the default port and
@@ -23,14 +23,14 @@ pub fn cache_vm(vm_key: &str) -> String {
 /// Checks the extension's identity limit for an identity set.
 ///
 /// # Errors
-/// [`ImdsError::ExtensionLimit`] when more than [`MAX_USER_ASSIGNED`] are user-assigned.
-pub fn check_extension_limit(identities: &[IdentityRef]) -> Result<()> {
+/// [`AgentError::ExtensionLimit`] when more than [`MAX_USER_ASSIGNED`] are user-assigned.
+pub fn check_extension_limit(identities: &[IdentityRef]) -> Result<(), AgentError> {
     let user = identities
         .iter()
         .filter(|i| i.kind == IdentityKind::UserAssigned)
         .count();
     if user > MAX_USER_ASSIGNED {
-        return Err(ImdsError::ExtensionLimit(user));
+        return Err(AgentError::ExtensionLimit(user));
     }
     Ok(())
 }

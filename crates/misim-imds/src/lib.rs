@@ -46,7 +46,7 @@ use tokio_util::task::TaskTracker;
 use tonic::server::NamedService;
 use tracing::{info, warn};
 
-pub use error::{ImdsError, Surface};
+pub use error::{AadError, AgentError, ImdsError, KeyError, QueryError, Surface};
 pub use extension::{
     DEFAULT_PORT as EXTENSION_DEFAULT_PORT, MAX_USER_ASSIGNED as EXTENSION_MAX_USER_ASSIGNED,
 };
@@ -180,7 +180,10 @@ pub enum RunError {
     Serve(#[from] misim_core::serve::ServeError),
     /// The stored VMs could not be reloaded (unreadable store, no port for a listener).
     #[error(transparent)]
-    Host(#[from] ImdsError),
+    Host(#[from] AgentError),
+    /// The HTTP client for Azure AD could not be built.
+    #[error("http client")]
+    HttpClient(#[from] reqwest::Error),
     /// The configuration is unsafe or incomplete; the message says what to change.
     #[error("host config: {0}")]
     Config(String),
@@ -251,7 +254,7 @@ pub(crate) async fn assemble(
         .as_ref()
         .map(|l| l.local_addr())
         .transpose()
-        .map_err(|e| ImdsError::Bind(e.to_string()))?;
+        .map_err(AgentError::ListenerAddress)?;
     let host = host::Host::start(
         config,
         store,

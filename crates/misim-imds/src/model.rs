@@ -7,6 +7,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 use misim_core::ResourceId;
 use serde::{Deserialize, Serialize};
 
+use crate::error::KeyError;
+
 /// What IMDS knows about a VM (instance metadata, from ARM).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmInfo {
@@ -134,8 +136,8 @@ impl HostCredential {
     /// A credential whose key is parsed now (CPU work: call from a blocking thread).
     ///
     /// # Errors
-    /// [`crate::ImdsError::Internal`] when the key is not a PKCS#8 RSA key.
-    pub fn parsed(credential: Credential) -> crate::error::Result<Self> {
+    /// [`KeyError`] when the key is not a PKCS#8 RSA or P-256 key.
+    pub fn parsed(credential: Credential) -> Result<Self, KeyError> {
         let c = HostCredential::new(credential);
         c.signing_key()?;
         Ok(c)
@@ -144,8 +146,8 @@ impl HostCredential {
     /// The signing key, parsed on the first call (CPU work: call from a blocking thread).
     ///
     /// # Errors
-    /// [`crate::ImdsError::Internal`] when the key is not a PKCS#8 RSA key.
-    pub fn signing_key(&self) -> crate::error::Result<&jsonwebtoken::EncodingKey> {
+    /// [`KeyError`] when the key is not a PKCS#8 RSA or P-256 key.
+    pub fn signing_key(&self) -> Result<&jsonwebtoken::EncodingKey, KeyError> {
         if let Some(key) = self.key.get() {
             return Ok(key);
         }
@@ -154,14 +156,18 @@ impl HostCredential {
     }
 }
 
-/// The jsonwebtoken key of a credential's PKCS#8 private key.
+/// The jsonwebtoken key of a credential's PKCS#8 private key: RSA, or EC P-256 (`misim up
+/// --identity-key-type ec-p256`, signed ES256).
 ///
 /// # Errors
-/// [`crate::ImdsError::Internal`] when the key is not a PKCS#8 RSA key.
-fn signing_key(credential: &Credential) -> crate::error::Result<jsonwebtoken::EncodingKey> {
+/// [`KeyError`] when the key is not a PKCS#8 RSA or P-256 key.
+fn signing_key(credential: &Credential) -> Result<jsonwebtoken::EncodingKey, KeyError> {
+    let der = &credential.private_key_pkcs8_der;
+    if let Ok(misim_core::cert::KeyType::EcP256) = misim_core::cert::KeyType::of_pkcs8(der) {
+        return Ok(jsonwebtoken::EncodingKey::from_ec_der(der));
+    }
     let pem = misim_core::cert::to_pem("PRIVATE KEY", &credential.private_key_pkcs8_der);
-    jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes())
-        .map_err(|e| crate::error::ImdsError::Internal(format!("identity key: {e}")))
+    jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(KeyError)
 }
 
 impl std::fmt::Debug for HostCredential {

@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use misim_core::{ResourceId, Store, Table};
 
-use crate::error::Result;
+use crate::error::AgentError;
+
+type Result<T> = std::result::Result<T, AgentError>;
 use crate::model::{Credential, StoredVm, VmRecord};
 
 /// The host store's schema version ([`misim_core::Store::open_party`]): 2 keeps credentials in their
@@ -42,7 +44,7 @@ impl HostStore {
     /// Wraps an opened store.
     ///
     /// # Errors
-    /// [`crate::ImdsError::Store`] when a table cannot be opened.
+    /// [`AgentError::Store`] when a table cannot be opened.
     pub fn new(store: Store) -> Result<Self> {
         let vms = store.table("vms")?;
         let credentials = store.table("credentials")?;
@@ -61,7 +63,7 @@ impl HostStore {
     /// the VM records rewritten without them, then flushed.
     ///
     /// # Errors
-    /// [`crate::ImdsError::Store`] on I/O or decoding failure.
+    /// [`AgentError::Store`] on I/O or decoding failure.
     pub async fn load(&self) -> Result<Loaded> {
         let mut credentials: HashMap<String, Credential> =
             self.credentials.scan_prefix("")?.into_iter().collect();
@@ -93,7 +95,7 @@ impl HostStore {
     /// Writes a VM record and flushes it to disk before returning (acknowledged writes survive a crash).
     ///
     /// # Errors
-    /// [`crate::ImdsError::Store`] on I/O failure.
+    /// [`AgentError::Store`] on I/O failure.
     pub async fn put(&self, record: &VmRecord) -> Result<()> {
         self.vms
             .put(&record.vm.resource_id.key(), &record.stored())?;
@@ -104,7 +106,7 @@ impl HostStore {
     /// Writes a new credential (flushed with the next flush: the VM record that refers to it).
     ///
     /// # Errors
-    /// [`crate::ImdsError::Store`] on I/O failure.
+    /// [`AgentError::Store`] on I/O failure.
     pub fn put_credential(&self, key: &str, credential: &Credential) -> Result<()> {
         Ok(self.credentials.put(key, credential)?)
     }
@@ -112,7 +114,7 @@ impl HostStore {
     /// Writes renewed credentials (by credential key) and flushes.
     ///
     /// # Errors
-    /// [`crate::ImdsError::Store`] on I/O failure.
+    /// [`AgentError::Store`] on I/O failure.
     pub async fn put_credentials(&self, credentials: &[(String, &Credential)]) -> Result<()> {
         for (key, credential) in credentials {
             self.credentials.put(key, credential)?;
@@ -125,7 +127,7 @@ impl HostStore {
     /// crash is deleted on the next start).
     ///
     /// # Errors
-    /// [`crate::ImdsError::Store`] on I/O failure.
+    /// [`AgentError::Store`] on I/O failure.
     pub fn remove_credentials(&self, keys: &[String]) -> Result<()> {
         for key in keys {
             self.credentials.remove(key)?;
@@ -136,7 +138,7 @@ impl HostStore {
     /// The port of the shared loopback IMDS listener of the previous run (0: none yet).
     ///
     /// # Errors
-    /// [`crate::ImdsError::Store`] on I/O or decoding failure.
+    /// [`AgentError::Store`] on I/O or decoding failure.
     pub fn shared_port(&self) -> Result<u16> {
         Ok(self.ports.get(SHARED_IMDS)?.unwrap_or(0))
     }
@@ -144,7 +146,7 @@ impl HostStore {
     /// Stores the port of the shared loopback IMDS listener and flushes.
     ///
     /// # Errors
-    /// [`crate::ImdsError::Store`] on I/O failure.
+    /// [`AgentError::Store`] on I/O failure.
     pub async fn set_shared_port(&self, port: u16) -> Result<()> {
         self.ports.put(SHARED_IMDS, &port)?;
         self.store.flush().await?;
@@ -154,7 +156,7 @@ impl HostStore {
     /// Removes a VM record (absent is fine) and flushes.
     ///
     /// # Errors
-    /// [`crate::ImdsError::Store`] on I/O failure.
+    /// [`AgentError::Store`] on I/O failure.
     pub async fn remove(&self, vm: &ResourceId) -> Result<()> {
         self.vms.remove(&vm.key())?;
         self.store.flush().await?;

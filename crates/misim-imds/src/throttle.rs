@@ -133,9 +133,7 @@ impl VmThrottle {
             Category::Other => None,
         };
         let now = self.clock.now();
-        let mut w = window
-            .lock()
-            .map_err(|_| ImdsError::Internal("throttle lock poisoned".into()))?;
+        let mut w = window.lock().map_err(|_| ImdsError::Poisoned("throttle"))?;
         if w.second != now {
             *w = Window {
                 second: now,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use misim_core::cert;
 use serde_json::{json, Value};
 
-use crate::error::{ImdsError, Result};
+use crate::error::AgentError;
 use crate::model::{Credential, IdentityKind, VmRecord};
 
 /// Name of the settings directory on the VM (the real Linux extension's
@@ -70,29 +70,31 @@ impl VmDisk {
     /// identity, replacing whatever the previous run wrote. Blocking file I/O runs off the runtime.
     ///
     /// # Errors
-    /// [`ImdsError::Internal`] when the files cannot be written.
-    pub async fn write_settings(&self, record: &VmRecord) -> Result<()> {
+    /// [`AgentError::Disk`] when the files cannot be written, [`AgentError::Task`] when the writer
+    /// dies.
+    pub async fn write_settings(&self, record: &VmRecord) -> Result<(), AgentError> {
         let dir = self.settings_dir();
         let files = settings_files(record);
         tokio::task::spawn_blocking(move || write_dir(&dir, &files))
             .await
-            .map_err(|e| ImdsError::Internal(format!("vm disk writer: {e}")))?
-            .map_err(|e| ImdsError::Internal(format!("writing vm extension settings: {e}")))
+            .map_err(AgentError::Task)?
+            .map_err(AgentError::Disk)
     }
 
     /// Deletes the VM's disk (extension removed or VM removed). Absent is fine.
     ///
     /// # Errors
-    /// [`ImdsError::Internal`] when the directory exists but cannot be removed.
-    pub async fn remove(&self) -> Result<()> {
+    /// [`AgentError::Disk`] when the directory exists but cannot be removed, [`AgentError::Task`]
+    /// when the remover dies.
+    pub async fn remove(&self) -> Result<(), AgentError> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&root) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         })
         .await
-        .map_err(|e| ImdsError::Internal(format!("vm disk remover: {e}")))?
-        .map_err(|e| ImdsError::Internal(format!("removing vm disk: {e}")))
+        .map_err(AgentError::Task)?
+        .map_err(AgentError::Disk)
     }
 
     /// Appends one line to the extension's log file (best effort; failures are ignored).

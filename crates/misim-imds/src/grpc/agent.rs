@@ -1,6 +1,6 @@
 //! The `misim.imds.v1.HostAgent` gRPC service: ARM places VMs on this host and configures their
 //! identities (step 3). Each call converts its request, runs the [`Host`] operation and maps errors
-//! through [`ImdsError::to_status`](crate::ImdsError::to_status).
+//! through [`AgentError::to_status`](crate::AgentError::to_status).
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use misim_proto::imds::host_agent_server::HostAgent;
 use tonic::{Request, Response, Status};
 
 use super::convert::resource_id;
-use crate::error::ImdsError;
+use crate::error::AgentError;
 use crate::host::Host;
 use crate::model::{AppServiceSite, IdentityRef, VmInfo};
 
@@ -41,10 +41,10 @@ impl HostAgent for AgentService {
         let request = request.into_inner();
         let vm = request
             .vm
-            .ok_or_else(|| ImdsError::InvalidArgument("vm is required".into()))?;
+            .ok_or_else(|| AgentError::InvalidArgument("vm is required".into()))?;
         let app_service = match request.app_service {
             Some(site) if site.identity_header.len() < 16 => {
-                return Err(ImdsError::InvalidArgument(
+                return Err(AgentError::InvalidArgument(
                     "app_service.identity_header must be a secret of at least 16 characters".into(),
                 )
                 .into())
@@ -95,7 +95,7 @@ impl HostAgent for AgentService {
         let request = request.into_inner();
         let id = resource_id("resource_id", &request.resource_id)?;
         let port = u16::try_from(request.port).map_err(|_| {
-            ImdsError::InvalidArgument(format!("port {} is not a tcp port", request.port))
+            AgentError::InvalidArgument(format!("port {} is not a tcp port", request.port))
         })?;
         let placed = self
             .host

@@ -1,19 +1,21 @@
 //! Conversions between the `misim.imds.v1` messages and the host's domain types; malformed input
-//! becomes [`ImdsError::InvalidArgument`].
+//! becomes [`AgentError::InvalidArgument`].
 
 use misim_core::ResourceId;
 use misim_proto::imds as pb;
 
-use crate::error::{ImdsError, Result};
+use crate::error::AgentError;
+
+type Result<T> = std::result::Result<T, AgentError>;
 use crate::model::{IdentityKind, IdentityRef, PlacedVm, ServedIdentity, VmInfo};
 
 /// Parses a resource ID field, naming the field in the error.
 pub fn resource_id(field: &str, value: &str) -> Result<ResourceId> {
-    ResourceId::parse(value).map_err(|e| ImdsError::InvalidArgument(format!("{field}: {e}")))
+    ResourceId::parse(value).map_err(|e| AgentError::InvalidArgument(format!("{field}: {e}")))
 }
 
 impl TryFrom<pb::VmInfo> for VmInfo {
-    type Error = ImdsError;
+    type Error = AgentError;
 
     fn try_from(v: pb::VmInfo) -> Result<Self> {
         Ok(VmInfo {
@@ -53,21 +55,21 @@ impl From<VmInfo> for pb::VmInfo {
 }
 
 impl TryFrom<pb::IdentityRef> for IdentityRef {
-    type Error = ImdsError;
+    type Error = AgentError;
 
     fn try_from(i: pb::IdentityRef) -> Result<Self> {
         let kind = match pb::IdentityKind::try_from(i.kind) {
             Ok(pb::IdentityKind::SystemAssigned) => IdentityKind::SystemAssigned,
             Ok(pb::IdentityKind::UserAssigned) => IdentityKind::UserAssigned,
             _ => {
-                return Err(ImdsError::InvalidArgument(format!(
+                return Err(AgentError::InvalidArgument(format!(
                     "identity {}: kind must be set",
                     i.msi_res_id
                 )))
             }
         };
         if i.client_id.is_empty() || i.tenant_id.is_empty() {
-            return Err(ImdsError::InvalidArgument(format!(
+            return Err(AgentError::InvalidArgument(format!(
                 "identity {}: client_id and tenant_id are required",
                 i.msi_res_id
             )));
@@ -146,7 +148,7 @@ mod tests {
         };
         assert!(matches!(
             IdentityRef::try_from(no_kind),
-            Err(ImdsError::InvalidArgument(_))
+            Err(AgentError::InvalidArgument(_))
         ));
         let no_client = pb::IdentityRef {
             client_id: String::new(),
@@ -154,7 +156,7 @@ mod tests {
         };
         assert!(matches!(
             IdentityRef::try_from(no_client),
-            Err(ImdsError::InvalidArgument(_))
+            Err(AgentError::InvalidArgument(_))
         ));
         let bad_id = pb::IdentityRef {
             msi_res_id: "nope".into(),
@@ -162,7 +164,7 @@ mod tests {
         };
         assert!(matches!(
             IdentityRef::try_from(bad_id),
-            Err(ImdsError::InvalidArgument(_))
+            Err(AgentError::InvalidArgument(_))
         ));
     }
 }

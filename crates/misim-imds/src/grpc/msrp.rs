@@ -7,7 +7,7 @@ use misim_proto::msrp::msrp_client::MsrpClient;
 use misim_proto::msrp::GetCredentialRequest;
 use tonic::transport::Channel;
 
-use crate::error::{ImdsError, Result};
+use crate::error::AgentError;
 use crate::model::Credential;
 
 /// Attempts per credential fetch while MSRP answers `Unavailable` (not started yet, restarting).
@@ -24,10 +24,13 @@ impl MsrpCredentials {
     /// given); connects on first use, so start order does not matter.
     ///
     /// # Errors
-    /// [`ImdsError::Internal`] when `url` is not a valid endpoint URI.
-    pub fn new(url: &str, control: Option<&misim_core::control::ControlTls>) -> Result<Self> {
+    /// [`AgentError::MsrpEndpoint`] when `url` is not a valid endpoint URI.
+    pub fn new(
+        url: &str,
+        control: Option<&misim_core::control::ControlTls>,
+    ) -> Result<Self, AgentError> {
         let channel = misim_core::control::peer_endpoint(control, url)
-            .map_err(|e| ImdsError::Internal(format!("msrp endpoint: {e}")))?
+            .map_err(AgentError::MsrpEndpoint)?
             .connect_lazy();
         Ok(MsrpCredentials {
             client: MsrpClient::new(channel),
@@ -38,12 +41,13 @@ impl MsrpCredentials {
     /// client id MSRP has for it (empty if MSRP did not say).
     ///
     /// # Errors
-    /// [`ImdsError::Msrp`] when MSRP fails, is unreachable after a few attempts, or returns no key.
+    /// [`AgentError::Msrp`] when MSRP fails or is unreachable after a few attempts,
+    /// [`AgentError::MsrpIncomplete`] when it returns no certificate or key.
     pub async fn get_credential(
         &self,
         resource_id: &str,
         host: &str,
-    ) -> Result<(Credential, String)> {
+    ) -> Result<(Credential, String), AgentError> {
         let request = GetCredentialRequest {
             resource_id: resource_id.to_string(),
             host: host.to_string(),
@@ -57,19 +61,16 @@ impl MsrpCredentials {
                     tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
                     attempt += 1;
                 }
-                Err(s) => {
-                    return Err(ImdsError::Msrp(format!(
-                        "get credential of {resource_id}: {:?}: {}",
-                        s.code(),
-                        s.message()
-                    )))
+                Err(source) => {
+                    return Err(AgentError::Msrp {
+                        resource_id: resource_id.to_string(),
+                        source,
+                    })
                 }
             }
         };
         if credential.certificate_der.is_empty() || credential.private_key_pkcs8_der.is_empty() {
-            return Err(ImdsError::Msrp(format!(
-                "credential of {resource_id} has no certificate or key"
-            )));
+            return Err(AgentError::MsrpIncomplete(resource_id.to_string()));
         }
         let identity = credential.identity.unwrap_or_default();
         Ok((

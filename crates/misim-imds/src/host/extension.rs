@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::{local_port, Host};
-use crate::error::{ImdsError, Result};
+use crate::error::AgentError;
+
+type Result<T> = std::result::Result<T, AgentError>;
 use crate::extension::{cache_vm, check_extension_limit, DEFAULT_PORT};
 use crate::model::{ExtensionState, IdentityRef, PlacedExtension, PlacedVm, VmRecord};
 use crate::vm::{Vm, VmListener};
@@ -27,9 +29,9 @@ impl Host {
     /// cache is emptied and its listener restarted. Removing deletes the VM-side files.
     ///
     /// # Errors
-    /// [`ImdsError::VmNotFound`], [`ImdsError::ExtensionLimit`] when the VM has more than 32
-    /// user-assigned identities, [`ImdsError::Bind`], [`ImdsError::Internal`] when the VM-side files
-    /// cannot be written, [`ImdsError::Store`].
+    /// [`AgentError::VmNotFound`], [`AgentError::ExtensionLimit`] when the VM has more than 32
+    /// user-assigned identities, [`AgentError::Bind`], [`AgentError::Internal`] when the VM-side files
+    /// cannot be written, [`AgentError::Store`].
     pub async fn set_extension(
         &self,
         id: &ResourceId,
@@ -40,7 +42,7 @@ impl Host {
         let (vm, _ops) = self
             .lock_vm(id)
             .await
-            .ok_or_else(|| ImdsError::VmNotFound(id.to_string()))?;
+            .ok_or_else(|| AgentError::VmNotFound(id.to_string()))?;
         let mut record = VmRecord::clone(&vm.snapshot());
         if !installed {
             if record.extension.take().is_some() {
@@ -101,7 +103,7 @@ impl Host {
     /// VM-side files again.
     ///
     /// # Errors
-    /// [`ImdsError::Bind`], [`ImdsError::Internal`], [`ImdsError::Store`].
+    /// [`AgentError::Bind`], [`AgentError::Internal`], [`AgentError::Store`].
     pub(crate) async fn reload_extension(&self, vm: &Arc<Vm>) -> Result<()> {
         let mut record = VmRecord::clone(&vm.snapshot());
         let Some(ext) = record.extension.as_mut() else {
@@ -139,7 +141,7 @@ impl Host {
     /// extension is not installed).
     ///
     /// # Errors
-    /// [`ImdsError::Internal`] when the files cannot be written.
+    /// [`AgentError::Internal`] when the files cannot be written.
     pub(crate) async fn rewrite_extension_files(&self, record: &VmRecord) -> Result<()> {
         if record.extension.is_none() {
             return Ok(());

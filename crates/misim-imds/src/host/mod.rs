@@ -21,7 +21,9 @@ mod extension;
 
 use crate::credentials::Registry;
 use crate::directory::{vm_path_id, InsertConflict, VmDirectory};
-use crate::error::{ImdsError, Result};
+use crate::error::AgentError;
+
+type Result<T> = std::result::Result<T, AgentError>;
 use crate::grpc::msrp::MsrpCredentials;
 use crate::model::{
     AppServiceSite, HeldIdentity, HostCredential, IdentityKind, IdentityRef, PlacedVm,
@@ -78,8 +80,8 @@ impl Host {
     /// port when free, else a new one, logged) through `shared.serving`.
     ///
     /// # Errors
-    /// [`ImdsError::Store`] when the store cannot be read, [`ImdsError::Bind`] when no port can be bound,
-    /// [`ImdsError::Internal`] when a client cannot be built.
+    /// [`AgentError::Store`] when the store cannot be read, [`AgentError::Bind`] when no port can be bound,
+    /// [`AgentError::Internal`] when a client cannot be built.
     pub(crate) async fn start(
         config: &Config,
         store: HostStore,
@@ -221,17 +223,16 @@ impl Host {
                     return Ok(Some(l));
                 }
             }
-            return Err(ImdsError::Bind(format!(
-                "no free port left in the VM port range {}-{} on {}: widen it (--vm-ports)",
-                range.start(),
-                range.end(),
-                self.listen_ip
-            )));
+            return Err(AgentError::NoFreePort {
+                start: *range.start(),
+                end: *range.end(),
+                ip: self.listen_ip,
+            });
         }
         serve::bind(SocketAddr::new(self.listen_ip, port))
             .await
             .map(Some)
-            .map_err(|e| ImdsError::Bind(e.to_string()))
+            .map_err(AgentError::Bind)
     }
 
     /// The IMDS endpoint of the VM of `record`: its own listener, else its path on the shared
@@ -313,8 +314,8 @@ impl Host {
     /// site's secret, and placing again also updates the secret.
     ///
     /// # Errors
-    /// [`ImdsError::IpInUse`] when another VM here has its private IP address, [`ImdsError::Bind`] when
-    /// no port is free, [`ImdsError::Store`] when the write fails, [`ImdsError::InvalidArgument`] when
+    /// [`AgentError::IpInUse`] when another VM here has its private IP address, [`AgentError::Bind`] when
+    /// no port is free, [`AgentError::Store`] when the write fails, [`AgentError::InvalidArgument`] when
     /// a placement would change between VM and web app.
     pub async fn place(
         &self,
@@ -363,7 +364,7 @@ impl Host {
     ) -> Result<PlacedVm> {
         let mut record = VmRecord::clone(&vm.snapshot());
         if record.app_service.is_some() != app_service.is_some() {
-            return Err(ImdsError::InvalidArgument(format!(
+            return Err(AgentError::InvalidArgument(format!(
                 "{} is already placed here as a {}",
                 info.resource_id,
                 if record.app_service.is_some() {
@@ -384,11 +385,11 @@ impl Host {
     /// The VM `id` as placed here.
     ///
     /// # Errors
-    /// [`ImdsError::VmNotFound`] when it is not placed here.
+    /// [`AgentError::VmNotFound`] when it is not placed here.
     pub fn get_vm(&self, id: &ResourceId) -> Result<PlacedVm> {
         let vm = self
             .vm(id)
-            .ok_or_else(|| ImdsError::VmNotFound(id.to_string()))?;
+            .ok_or_else(|| AgentError::VmNotFound(id.to_string()))?;
         Ok(self.placed(&vm.snapshot()))
     }
 
@@ -404,7 +405,7 @@ impl Host {
     /// VM-side extension files. Absent VMs succeed.
     ///
     /// # Errors
-    /// [`ImdsError::Store`] when the delete cannot be flushed.
+    /// [`AgentError::Store`] when the delete cannot be flushed.
     pub async fn remove_vm(&self, id: &ResourceId) -> Result<()> {
         let Some((vm, _ops)) = self.lock_vm(id).await else {
             self.store.remove(id).await?;
@@ -458,9 +459,9 @@ impl Host {
     /// changes.
     ///
     /// # Errors
-    /// [`ImdsError::InvalidArgument`] for duplicate identities or two system-assigned ones,
-    /// [`ImdsError::VmNotFound`], [`ImdsError::Msrp`] / [`ImdsError::CredentialMismatch`] when a
-    /// credential cannot be obtained, [`ImdsError::Store`].
+    /// [`AgentError::InvalidArgument`] for duplicate identities or two system-assigned ones,
+    /// [`AgentError::VmNotFound`], [`AgentError::Msrp`] / [`AgentError::CredentialMismatch`] when a
+    /// credential cannot be obtained, [`AgentError::Store`].
     pub async fn configure_identities(
         &self,
         id: &ResourceId,
@@ -468,7 +469,7 @@ impl Host {
     ) -> Result<PlacedVm> {
         check_identity_set(&identities)?;
         if self.vm(id).is_none() {
-            return Err(ImdsError::VmNotFound(id.to_string()));
+            return Err(AgentError::VmNotFound(id.to_string()));
         }
         let mut credentials = self.credentials_of(&identities).await?;
         let result = self
@@ -488,7 +489,7 @@ impl Host {
         let (vm, _ops) = self
             .lock_vm(id)
             .await
-            .ok_or_else(|| ImdsError::VmNotFound(id.to_string()))?;
+            .ok_or_else(|| AgentError::VmNotFound(id.to_string()))?;
         let current = vm.snapshot();
         if current.extension.is_some() {
             crate::extension::check_extension_limit(&identities)?;
@@ -500,11 +501,12 @@ impl Host {
             .collect();
         let mut next = Vec::with_capacity(identities.len());
         for identity in identities {
-            let credential = credentials
-                .remove(&identity.credential_key())
-                .ok_or_else(|| {
-                    ImdsError::Internal(format!("no credential for {}", identity.msi_res_id))
-                })?;
+            let credential =
+                credentials
+                    .remove(&identity.credential_key())
+                    .ok_or(AgentError::Internal(
+                        "an identity's credential was not resolved",
+                    ))?;
             next.push(HeldIdentity {
                 identity,
                 credential,
@@ -616,17 +618,17 @@ fn check_identity_set(identities: &[IdentityRef]) -> Result<()> {
         .filter(|i| i.kind == IdentityKind::UserAssigned)
         .count();
     if user > MAX_USER_ASSIGNED {
-        return Err(ImdsError::InvalidArgument(format!(
+        return Err(AgentError::InvalidArgument(format!(
             "{user} user-assigned identities: imds serves at most {MAX_USER_ASSIGNED} per vm"
         )));
     }
     let mut seen = std::collections::HashSet::with_capacity(identities.len());
     if let Some(twice) = identities.iter().find(|i| !seen.insert(i.msi_res_id.key())) {
         let msg = format!("identity {} listed twice", twice.msi_res_id);
-        return Err(ImdsError::InvalidArgument(msg));
+        return Err(AgentError::InvalidArgument(msg));
     }
     if identities.len() - user > 1 {
-        return Err(ImdsError::InvalidArgument(
+        return Err(AgentError::InvalidArgument(
             "more than one system-assigned identity".into(),
         ));
     }
@@ -641,5 +643,5 @@ pub(crate) fn local_port(listener: Option<&TcpListener>) -> Result<u16> {
     listener
         .local_addr()
         .map(|a| a.port())
-        .map_err(|e| ImdsError::Bind(e.to_string()))
+        .map_err(AgentError::ListenerAddress)
 }

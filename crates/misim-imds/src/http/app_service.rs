@@ -34,7 +34,7 @@ use tracing::{debug, warn};
 
 use super::query::Query;
 use super::{Caller, UnknownCaller, VmCtx};
-use crate::error::ImdsError;
+use crate::error::{ImdsError, QueryError};
 use crate::model::{HeldIdentity, IdentityKind};
 use crate::throttle::Category;
 
@@ -99,7 +99,25 @@ impl AppServiceError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many requests. Retry after a while.",
             ),
-            _ => Self::new(StatusCode::INTERNAL_SERVER_ERROR, AAD_FAILURE_MESSAGE),
+            // Everything else a token request can meet here is Azure AD or misim failing: 500.
+            ImdsError::Aad(_)
+            | ImdsError::Poisoned(_)
+            | ImdsError::MissingMetadataHeader
+            | ImdsError::ForwardedFor
+            | ImdsError::DuplicateQuery(_)
+            | ImdsError::MalformedQuery(_)
+            | ImdsError::MissingQuery(_)
+            | ImdsError::InvalidApiVersion(_)
+            | ImdsError::ConflictingSelectors
+            | ImdsError::InvalidQueryValue(_)
+            | ImdsError::IdentityNotFound
+            | ImdsError::MultipleUserAssigned
+            | ImdsError::NotFound
+            | ImdsError::MethodNotAllowed
+            | ImdsError::LeafNeedsText
+            | ImdsError::UnknownSource(_) => {
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, AAD_FAILURE_MESSAGE)
+            }
         };
         out.correlated = out.status.is_server_error();
         out
@@ -266,11 +284,11 @@ async fn handle(
     };
     check_identity_header(headers, &site.identity_header)?;
     let query = Query::parse(uri.query()).map_err(|e| match e {
-        ImdsError::DuplicateQuery(name) => AppServiceError::bad_request(format!(
+        QueryError::Duplicate(name) => AppServiceError::bad_request(format!(
             "The query parameter '{}' is given more than once.",
             name.chars().take(40).collect::<String>().escape_default()
         )),
-        _ => AppServiceError::bad_request("The query string is malformed."),
+        QueryError::Malformed(_) => AppServiceError::bad_request("The query string is malformed."),
     })?;
     check_api_version(&query)?;
     let resource = query

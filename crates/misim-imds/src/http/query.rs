@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use crate::error::{ImdsError, Result};
+use crate::error::QueryError;
 
 /// The decoded query parameters of one request, in order, without duplicates.
 #[derive(Debug, Default)]
@@ -14,13 +14,14 @@ impl Query {
     /// Parses a raw (URL-encoded) query string.
     ///
     /// # Errors
-    /// [`ImdsError::DuplicateQuery`] when a name appears twice.
-    pub fn parse(raw: Option<&str>) -> Result<Self> {
-        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or_default())
-            .map_err(|_| ImdsError::InvalidQueryValue("query"))?;
+    /// [`QueryError::Malformed`] when it is not URL-encoded pairs, [`QueryError::Duplicate`] when
+    /// a name appears twice.
+    pub fn parse(raw: Option<&str>) -> Result<Self, QueryError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw.unwrap_or_default()).map_err(QueryError::Malformed)?;
         let mut seen = HashSet::with_capacity(pairs.len());
         if let Some((name, _)) = pairs.iter().find(|(n, _)| !seen.insert(n.as_str())) {
-            return Err(ImdsError::DuplicateQuery(name.clone()));
+            return Err(QueryError::Duplicate(name.clone()));
         }
         Ok(Query(pairs))
     }
@@ -47,7 +48,7 @@ mod tests {
         assert_eq!(q.get("resource"), Some("https://vault.azure.net"));
         assert_eq!(q.get("client_id"), None);
         assert!(
-            matches!(Query::parse(Some("a=1&b=2&a=3")), Err(ImdsError::DuplicateQuery(n)) if n == "a")
+            matches!(Query::parse(Some("a=1&b=2&a=3")), Err(QueryError::Duplicate(n)) if n == "a")
         );
         assert!(Query::parse(None).unwrap().get("a").is_none());
     }
@@ -58,6 +59,6 @@ mod tests {
         let q = Query::parse(Some(&raw)).unwrap();
         assert_eq!(q.get("p19999"), Some("v"));
         raw.push_str("p7=again");
-        assert!(matches!(Query::parse(Some(&raw)), Err(ImdsError::DuplicateQuery(n)) if n == "p7"));
+        assert!(matches!(Query::parse(Some(&raw)), Err(QueryError::Duplicate(n)) if n == "p7"));
     }
 }
