@@ -30,7 +30,8 @@ pub mod imds {
     tonic::include_proto!("misim.imds.v1");
 }
 
-/// Simulation control: clock, fault injection, propagation delays (`misim.sim.v1`).
+/// Simulation control: clock, fault injection, propagation delays, and the system's consistency
+/// report (`Health`) (`misim.sim.v1`).
 #[allow(missing_docs)] // generated; the .proto files document each message and field
 pub mod sim {
     tonic::include_proto!("misim.sim.v1");

@@ -327,6 +327,9 @@ impl Engine for SledEngine {
 pub struct RedbEngine {
     db: redb::Database,
     path: PathBuf,
+    /// Whether commits reach the disk before they return (`false` for temporary databases, whose
+    /// file is gone when the engine is dropped: no fsync per commit).
+    durable: bool,
 }
 
 type RedbTable<'a> = redb::TableDefinition<'a, &'static [u8], &'static [u8]>;
@@ -371,7 +374,11 @@ impl RedbEngine {
                 })
             }
         };
-        Ok(RedbEngine { db, path })
+        Ok(RedbEngine {
+            db,
+            path,
+            durable: true,
+        })
     }
 
     /// A redb database in a new temporary file (removed when the engine is dropped on Unix, as the
@@ -383,7 +390,20 @@ impl RedbEngine {
         let file = tempfile_path();
         let db = redb::Database::create(&file).map_err(engine_err)?;
         let _ = std::fs::remove_file(&file);
-        Ok(RedbEngine { db, path: file })
+        Ok(RedbEngine {
+            db,
+            path: file,
+            durable: false,
+        })
+    }
+
+    /// A write transaction, durable on commit unless the database is temporary.
+    fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut tx = self.db.begin_write().map_err(engine_err)?;
+        if !self.durable {
+            tx.set_durability(redb::Durability::None);
+        }
+        Ok(tx)
     }
 
     fn read<R>(
@@ -414,7 +434,7 @@ impl Engine for RedbEngine {
         "redb"
     }
     fn open_table(&self, table: &str) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(engine_err)?;
+        let tx = self.begin_write()?;
         tx.open_table(def(table)).map_err(engine_err)?;
         tx.commit().map_err(engine_err)
     }
@@ -458,7 +478,7 @@ impl Engine for RedbEngine {
         key: &[u8],
         value: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_write().map_err(engine_err)?;
+        let tx = self.begin_write()?;
         let current = {
             use redb::ReadableTable;
             let mut t = tx.open_table(def(table)).map_err(engine_err)?;
@@ -472,7 +492,7 @@ impl Engine for RedbEngine {
         Ok(current)
     }
     fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(engine_err)?;
+        let tx = self.begin_write()?;
         for w in writes {
             let mut t = tx.open_table(def(&w.table)).map_err(engine_err)?;
             match &w.value {
