@@ -7,10 +7,11 @@
 //!   new principal ID, as Azure gives a re-created identity
 //!   (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/managed-identities-faq>);
 //!   the VMs that use it are configured again;
-//! - a VM or scale-set instance ARM placed that its host lost: placed again and configured;
+//! - a VM, scale-set instance or web app (`Microsoft.Web/sites`) ARM placed that its host lost:
+//!   placed again and configured (a web app keeps its secret; its host opens a new endpoint);
 //! - an MSRP identity whose resource ARM does not have (an orphan): deleted, which deletes its
 //!   service principal and key credentials in Azure AD;
-//! - a VM on a host that ARM does not have: removed from the host.
+//! - a VM or web app on a host that ARM does not have: removed from the host.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,8 +28,9 @@ use crate::service::Arm;
 pub struct Difference {
     /// The party that differs (`msrp`, `host:NAME`).
     pub party: String,
-    /// What kind of difference (`missing-identity`, `missing-vm`, `orphaned-identity`,
-    /// `orphaned-vm`, `unreachable`).
+    /// What kind of difference (`missing-identity`, `missing-principal`, `missing-credential`,
+    /// `missing-vm` (a VM, instance or web app), `orphaned-identity`, `orphaned-vm`, `reconciling`,
+    /// `unreachable`).
     pub kind: String,
     /// The resource concerned.
     pub resource: String,
@@ -259,6 +261,10 @@ impl Arm {
                     ss.identity.system_identity = None;
                     ss.sync = why;
                     self.store.vmss.put(&id.key(), &ss)?;
+                } else if let Some(mut site) = self.store.sites.get(&id.key())? {
+                    site.identity.system_identity = None;
+                    site.sync = why;
+                    self.store.sites.put(&id.key(), &site)?;
                 }
             }
             "missing-vm" => {
@@ -268,6 +274,11 @@ impl Arm {
                     vm.placed = false;
                     vm.sync = why;
                     self.store.vms.put(&id.key(), &vm)?;
+                } else if let Some(mut site) = self.store.sites.get(&id.key())? {
+                    let _g = self.locks.lock(&id.key()).await;
+                    site.placed = false;
+                    site.sync = why;
+                    self.store.sites.put(&id.key(), &site)?;
                 } else if let Some(mut inst) = self.store.instances.get(&id.key())? {
                     inst.placed = false;
                     inst.sync = why.clone();
@@ -320,7 +331,8 @@ impl Arm {
         Ok(out)
     }
 
-    /// Marks every VM and scale set that has user-assigned identity `uami` for reconfiguration.
+    /// Marks every VM, scale set and web app that has user-assigned identity `uami` for
+    /// reconfiguration.
     async fn mark_users_dirty(&self, uami: &ResourceId, why: &SyncState) -> Result<()> {
         let key = uami.key();
         for mut vm in self.store.vms.values()? {
@@ -345,6 +357,18 @@ impl Arm {
                 let _g = self.locks.lock(&ss.id.key()).await;
                 ss.sync = why.clone();
                 self.store.vmss.put(&ss.id.key(), &ss)?;
+            }
+        }
+        for mut site in self.store.sites.values()? {
+            if site
+                .identity
+                .user_assigned
+                .values()
+                .any(|e| e.id.key() == key)
+            {
+                let _g = self.locks.lock(&site.id.key()).await;
+                site.sync = why.clone();
+                self.store.sites.put(&site.id.key(), &site)?;
             }
         }
         Ok(())
@@ -402,6 +426,17 @@ impl Arm {
                 out.push((s.id.key(), s.id.to_string(), ids.principal_id.clone()));
             }
         }
+        for s in self
+            .store
+            .sites
+            .values()?
+            .into_iter()
+            .filter(|s| !s.deleting)
+        {
+            if let (true, Some(ids)) = (s.identity.system_assigned, &s.identity.system_identity) {
+                out.push((s.id.key(), s.id.to_string(), ids.principal_id.clone()));
+            }
+        }
         Ok(out)
     }
 
@@ -434,10 +469,15 @@ impl Arm {
                 out.push((s.id.to_string(), state(&s.sync)));
             }
         }
+        for s in self.store.sites.values()? {
+            if s.sync.is_dirty() {
+                out.push((s.id.to_string(), state(&s.sync)));
+            }
+        }
         Ok(out)
     }
 
-    /// VMs and instances ARM placed (not being deleted): key → (host, resource id).
+    /// VMs, instances and web apps ARM placed (not being deleted): key → (host, resource id).
     fn placed_vms(&self) -> Result<BTreeMap<String, (String, String)>> {
         let mut out = BTreeMap::new();
         for v in self
@@ -449,6 +489,15 @@ impl Arm {
             .filter(|v| v.placed && !v.deleting)
         {
             out.insert(v.id.key(), (v.host.clone(), v.id.to_string()));
+        }
+        for s in self
+            .store
+            .sites
+            .values()?
+            .into_iter()
+            .filter(|s| s.placed && !s.deleting)
+        {
+            out.insert(s.id.key(), (s.host.clone(), s.id.to_string()));
         }
         Ok(out)
     }
@@ -521,5 +570,54 @@ impl crate::clients::Peers {
             .map_err(|s| {
                 crate::error::ArmError::Unavailable(format!("host {host}: {}", s.message()))
             })
+    }
+}
+
+/// The `misim.sim.v1.Health` gRPC service on ARM's gRPC port: [`Arm::consistency`] as a
+/// `ConsistencyReport` (proto/misim/sim/v1/health.proto), read by `misim doctor` and
+/// `misim up --wait-consistent`.
+pub struct HealthGrpc {
+    arm: std::sync::Arc<Arm>,
+}
+
+impl HealthGrpc {
+    /// The tonic server for `arm`.
+    pub fn server(
+        arm: std::sync::Arc<Arm>,
+    ) -> misim_proto::sim::health_server::HealthServer<HealthGrpc> {
+        misim_proto::sim::health_server::HealthServer::new(HealthGrpc { arm })
+    }
+}
+
+/// A consistency report as its proto message: `converging` when every difference is one the
+/// reconciler repairs on its own.
+pub fn report_pb(c: &Consistency) -> misim_proto::sim::ConsistencyReport {
+    use misim_proto::sim as pb;
+    pb::ConsistencyReport {
+        consistent: c.consistent,
+        converging: c.differences.iter().all(|d| d.converging),
+        differences: c
+            .differences
+            .iter()
+            .map(|d| pb::ConsistencyDifference {
+                party: d.party.clone(),
+                kind: d.kind.clone(),
+                resource: d.resource.clone(),
+                detail: d.detail.clone(),
+                converging: d.converging,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl misim_proto::sim::health_server::Health for HealthGrpc {
+    async fn consistency(
+        &self,
+        _: tonic::Request<misim_proto::sim::ConsistencyRequest>,
+    ) -> std::result::Result<tonic::Response<misim_proto::sim::ConsistencyReport>, tonic::Status>
+    {
+        let c = self.arm.consistency().await?;
+        Ok(tonic::Response::new(report_pb(&c)))
     }
 }
