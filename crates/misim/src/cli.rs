@@ -313,6 +313,11 @@ pub struct UpArgs {
     /// assignment authorizes ARM REST calls, and an identity change reaches IMDS, only after its delay.
     #[arg(long, env = "MISIM_PROPAGATION", default_value = "")]
     pub propagation: String,
+    /// Before printing "misim is up" and writing endpoints.json, wait up to SECONDS (default 60)
+    /// until ARM, MSRP, Azure AD and every host agree (no difference in `misim doctor`'s report),
+    /// printing progress; fails with the differences left when they do not settle in time.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "60")]
+    pub wait_consistent: Option<u64>,
 }
 
 /// `misim account …`

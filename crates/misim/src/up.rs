@@ -62,6 +62,10 @@ pub struct UpConfig {
     pub identity_key_type: misim_core::cert::KeyType,
     /// Time source for every party.
     pub clock: Clock,
+    /// Before writing endpoints.json and saying "misim is up", wait up to this long for ARM's
+    /// consistency report (`Health/Consistency`, [`crate::doctor::wait_consistent`]) to show no
+    /// differences, printing progress to stderr; `None` does not wait (`misim up --wait-consistent`).
+    pub wait_consistent: Option<Duration>,
 }
 
 impl UpConfig {
@@ -88,6 +92,7 @@ impl UpConfig {
             imds_listener: misim_imds::ImdsListener::PerVm,
             identity_key_type: misim_core::cert::KeyType::Rsa2048,
             clock: Clock::system(),
+            wait_consistent: None,
         }
     }
 }
@@ -541,6 +546,12 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
                     system.shutdown.clone(),
                 ),
             );
+            if let Some(timeout) = cfg.wait_consistent {
+                if let Err(e) = settle(&system, cfg_token.as_deref(), timeout).await {
+                    system.stop().await;
+                    return Err(e);
+                }
+            }
             std::fs::write(dir.join(ENDPOINTS_FILE), system.endpoints.to_json())
                 .with_context(|| format!("cannot write {}", dir.join(ENDPOINTS_FILE).display()))?;
             info!(data_dir = %dir.display(), "misim is up");
@@ -606,6 +617,33 @@ fn startup_failure(first_error: &FirstError, what: &str) -> anyhow::Error {
     }
 }
 
+/// `--wait-consistent`: waits until ARM's consistency report has no differences, printing
+/// progress to stderr.
+///
+/// # Errors
+/// Differences left after `timeout` (listed), a party that stopped, or ARM unreachable.
+async fn settle(system: &System, token: Option<&str>, timeout: Duration) -> anyhow::Result<()> {
+    let waiting =
+        crate::doctor::wait_consistent(&system.endpoints.arm_grpc, token, timeout, |r, waited| {
+            eprintln!("{}", crate::doctor::progress_line(r, waited))
+        });
+    let r = tokio::select! {
+        r = waiting => r?,
+        _ = system.shutdown.cancelled() => {
+            return Err(startup_failure(&system.first_error, "a party stopped while waiting for consistency"))
+        }
+    };
+    if r.consistent {
+        return Ok(());
+    }
+    let report = serde_json::to_string_pretty(&crate::doctor::report_json(&r)).unwrap_or_default();
+    bail!(
+        "not consistent within {} s (--wait-consistent): {} difference(s) left:\n{report}",
+        timeout.as_secs(),
+        r.differences.len()
+    )
+}
+
 async fn wait_for_bootstrap(
     arm_grpc: &str,
     token: Option<&str>,
@@ -658,6 +696,7 @@ pub async fn run_until_signal(a: crate::cli::UpArgs) -> anyhow::Result<()> {
     }
     let (role_assignment, identity) = parse_propagation(&a.propagation)?;
     cfg.clock.propagation().set(role_assignment, identity);
+    cfg.wait_consistent = a.wait_consistent.map(Duration::from_secs);
     let system = start(cfg).await?;
     crate::client::print_text(&banner(&system.endpoints, &system.data_dir, system.resumed));
     let signal = crate::parties::shutdown_on_signal();

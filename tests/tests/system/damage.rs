@@ -243,3 +243,168 @@ async fn host_store_deleted_vms_are_placed_again() {
     }
     assert_tokens(&sb, &vms).await;
 }
+
+/// A web app on host-1 with its system-assigned identity and user-assigned `u1`; returns it.
+async fn web_app(sb: &Sandbox) -> pb::WebApp {
+    let arm = sb.arm().await;
+    let web = arm
+        .clone()
+        .create_web_app(pb::CreateWebAppRequest {
+            resource_group: "rg1".into(),
+            name: "web1".into(),
+            host: "host-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create web app")
+        .into_inner();
+    let u1 = format!(
+        "{}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/u1",
+        web.id.split("/providers/").next().unwrap_or_default()
+    );
+    arm.clone()
+        .assign_web_app_identity(pb::AssignVmIdentityRequest {
+            resource_group: "rg1".into(),
+            name: "web1".into(),
+            system_assigned: true,
+            user_assigned_identities: vec![u1],
+            ..Default::default()
+        })
+        .await
+        .expect("assign the web app's identities");
+    get_web_app(sb).await
+}
+
+async fn get_web_app(sb: &Sandbox) -> pb::WebApp {
+    sb.arm()
+        .await
+        .get_web_app(pb::GetWebAppRequest {
+            resource_group: "rg1".into(),
+            name: "web1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("get web app")
+        .into_inner()
+}
+
+/// The web app's App Service identity endpoint answers a token for each of its identities.
+async fn assert_web_app_tokens(sb: &Sandbox, web: &pb::WebApp) {
+    let identity = web.identity.as_ref().expect("identity block");
+    let mut asks = vec![Vec::new()];
+    for u in identity.user_assigned_identities.keys() {
+        asks.push(vec![("mi_res_id", u.as_str())]);
+    }
+    for extra in asks {
+        let mut query = vec![
+            ("api-version", "2019-08-01"),
+            ("resource", "https://management.azure.com/"),
+        ];
+        query.extend(extra.iter().copied());
+        let resp = sb
+            .http
+            .get(&web.identity_endpoint)
+            .header("X-IDENTITY-HEADER", &web.identity_header)
+            .query(&query)
+            .send()
+            .await
+            .expect("the web app's identity endpoint answers");
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("JSON body");
+        assert_eq!(status, 200, "web1 {extra:?}: {body}");
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_store_deleted_web_apps_are_placed_again_and_orphans_removed() {
+    let (mut sb, vms) = populated().await;
+    let before = web_app(&sb).await;
+    wait_consistent(&sb).await;
+    // The host loses everything: the web app is placed again with its secret and identities.
+    let backup = sb.dir.path().join("host-1.backup");
+    let keep = backup.clone();
+    sb.restart_after(move |d| {
+        let host = d.join("hosts").join("host-1");
+        copy_dir(&host, &keep);
+        std::fs::remove_dir_all(host).unwrap();
+    })
+    .await
+    .expect("the host starts empty");
+    let reports = wait_consistent(&sb).await;
+    let after = get_web_app(&sb).await;
+    assert_eq!(after.provisioning_state, "Succeeded", "{after:?}");
+    assert_eq!(after.identity_header, before.identity_header, "same secret");
+    assert_eq!(
+        after.identity.as_ref().map(|i| &i.principal_id),
+        before.identity.as_ref().map(|i| &i.principal_id),
+        "same system-assigned principal"
+    );
+    assert_web_app_tokens(&sb, &after).await;
+    assert_tokens(&sb, &vms).await;
+    let text = serde_json::to_string(&reports).unwrap();
+    assert!(
+        reports.is_empty() || text.contains("Microsoft.Web/sites/web1"),
+        "the reports named the web app: {text}"
+    );
+    // `misim doctor`'s gRPC report agrees with /readyz once settled.
+    let report = misim::doctor::consistency(&sb.endpoints.arm_grpc, None)
+        .await
+        .expect("Health/Consistency");
+    assert!(
+        report.consistent && report.converging && report.differences.is_empty(),
+        "{report:?}"
+    );
+
+    // The web app is deleted, then the host comes back with its old state that still runs it:
+    // an orphan ARM removes from the host.
+    sb.arm()
+        .await
+        .delete_web_app(pb::DeleteWebAppRequest {
+            resource_group: "rg1".into(),
+            name: "web1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("delete web app");
+    sb.restart_after(move |d| {
+        let host = d.join("hosts").join("host-1");
+        std::fs::remove_dir_all(&host).unwrap();
+        copy_dir(&backup, &host);
+    })
+    .await
+    .expect("the host starts with its old state");
+    let reports = wait_consistent(&sb).await;
+    let text = serde_json::to_string(&reports).unwrap();
+    assert!(
+        reports.is_empty() || text.contains("orphaned-vm"),
+        "the reports named the orphan: {text}"
+    );
+    let listed = misim_tests::admin_channel(sb.dir.path(), &sb.endpoints.hosts["host-1"]).await;
+    let vms_on_host = misim_proto::imds::host_agent_client::HostAgentClient::new(listed)
+        .list_vms(misim_proto::imds::ListVmsRequest {})
+        .await
+        .expect("host ListVms")
+        .into_inner()
+        .vms;
+    assert!(
+        !vms_on_host.iter().any(|v| v
+            .vm
+            .as_ref()
+            .is_some_and(|i| i.resource_id.contains("Microsoft.Web/sites/web1"))),
+        "the orphaned web app is gone from host-1"
+    );
+    assert_tokens(&sb, &vms).await;
+}
