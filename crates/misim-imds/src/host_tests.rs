@@ -23,6 +23,8 @@ struct FakeMsrp {
     credential: Arc<Mutex<mpb::Credential>>,
     /// GetCredential calls so far.
     calls: Arc<std::sync::atomic::AtomicUsize>,
+    /// GetCredential answers `Unavailable` while this is above zero (counting down).
+    unavailable: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[tonic::async_trait]
@@ -69,7 +71,14 @@ impl Msrp for FakeMsrp {
         &self,
         _: Request<mpb::GetCredentialRequest>,
     ) -> Result<Response<mpb::Credential>, Status> {
-        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        use std::sync::atomic::Ordering::SeqCst;
+        self.calls.fetch_add(1, SeqCst);
+        let down = self
+            .unavailable
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1));
+        if down.is_ok() {
+            return Err(Status::unavailable("msrp restarting"));
+        }
         Ok(Response::new(
             self.credential
                 .lock()
@@ -144,6 +153,7 @@ fn fake_msrp(key: &[u8], client_id: &str) -> FakeMsrp {
     FakeMsrp {
         credential: Arc::new(Mutex::new(credential(key, client_id, NOW + 86_400))),
         calls: Default::default(),
+        unavailable: Default::default(),
     }
 }
 
@@ -273,5 +283,32 @@ async fn a_schema_1_store_with_inline_credentials_opens_and_is_migrated() {
     let credentials = store.table::<serde_json::Value>("credentials").unwrap();
     assert_eq!(credentials.len(), 1, "one stored credential for two vms");
     assert_eq!(fake.calls.load(std::sync::atomic::Ordering::SeqCst), 0);
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn msrp_unavailable_is_retried_twice_then_reported() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let key = cert::generate_rsa_key().unwrap();
+    let fake = fake_msrp(&key, "client-u");
+    let shutdown = CancellationToken::new();
+    let host = start_host(&fake, Store::temporary().unwrap(), &shutdown).await;
+    let vm = ResourceId::vm("sub", "rg", "vm1").unwrap();
+    host.place(vm_info(&vm), None).await.unwrap();
+
+    fake.unavailable.store(2, SeqCst);
+    host.configure_identities(&vm, vec![user_assigned("client-u")])
+        .await
+        .expect("third attempt succeeds");
+    assert_eq!(fake.calls.load(SeqCst), 3);
+
+    host.configure_identities(&vm, vec![]).await.unwrap();
+    fake.unavailable.store(3, SeqCst);
+    let e = host
+        .configure_identities(&vm, vec![user_assigned("client-u")])
+        .await
+        .unwrap_err();
+    assert!(matches!(e, crate::AgentError::Msrp { .. }), "{e:?}");
+    assert_eq!(fake.calls.load(SeqCst), 6, "three attempts, then the error");
     shutdown.cancel();
 }

@@ -6,12 +6,44 @@ use std::time::Duration;
 use misim_proto::msrp::msrp_client::MsrpClient;
 use misim_proto::msrp::GetCredentialRequest;
 use tonic::transport::Channel;
+use tower::retry::{Policy, Retry};
+use tower::ServiceExt;
 
 use crate::error::AgentError;
 use crate::model::Credential;
 
 /// Attempts per credential fetch while MSRP answers `Unavailable` (not started yet, restarting).
 const ATTEMPTS: u32 = 3;
+
+/// Retries a call while MSRP answers `Unavailable`, [`ATTEMPTS`] attempts in all, waiting 200 ms,
+/// then 400 ms (tower's retry middleware runs the attempts).
+#[derive(Clone, Debug)]
+struct WhileUnavailable {
+    attempt: u32,
+}
+
+impl<Req: Clone, Res> Policy<Req, Res, tonic::Status> for WhileUnavailable {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        _request: &mut Req,
+        result: &mut Result<Res, tonic::Status>,
+    ) -> Option<Self::Future> {
+        match result {
+            Err(s) if s.code() == tonic::Code::Unavailable && self.attempt < ATTEMPTS => {
+                let pause = Duration::from_millis(200 * u64::from(self.attempt));
+                self.attempt += 1;
+                Some(tokio::time::sleep(pause))
+            }
+            Ok(_) | Err(_) => None,
+        }
+    }
+
+    fn clone_request(&mut self, request: &Req) -> Option<Req> {
+        Some(request.clone())
+    }
+}
 
 /// A lazily connected MSRP client.
 #[derive(Clone, Debug)]
@@ -52,23 +84,22 @@ impl MsrpCredentials {
             resource_id: resource_id.to_string(),
             host: host.to_string(),
         };
-        let mut attempt = 1;
-        let credential = loop {
-            let traced = misim_core::telemetry::propagation::grpc_request(request.clone());
-            match self.client.clone().get_credential(traced).await {
-                Ok(r) => break r.into_inner(),
-                Err(s) if s.code() == tonic::Code::Unavailable && attempt < ATTEMPTS => {
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                    attempt += 1;
-                }
-                Err(source) => {
-                    return Err(AgentError::Msrp {
-                        resource_id: resource_id.to_string(),
-                        source,
-                    })
-                }
+        let client = self.client.clone();
+        let call = tower::service_fn(move |request: GetCredentialRequest| {
+            let mut client = client.clone();
+            async move {
+                let traced = misim_core::telemetry::propagation::grpc_request(request);
+                client.get_credential(traced).await
             }
-        };
+        });
+        let credential = Retry::new(WhileUnavailable { attempt: 1 }, call)
+            .oneshot(request)
+            .await
+            .map_err(|source| AgentError::Msrp {
+                resource_id: resource_id.to_string(),
+                source,
+            })?
+            .into_inner();
         if credential.certificate_der.is_empty() || credential.private_key_pkcs8_der.is_empty() {
             return Err(AgentError::MsrpIncomplete(resource_id.to_string()));
         }

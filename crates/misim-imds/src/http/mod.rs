@@ -342,6 +342,18 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response {
     with_headers(status, body.to_string(), "application/json; charset=utf-8")
 }
 
+/// A JSON answer of a typed body with IMDS's headers.
+pub(crate) fn json_body<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    match serde_json::to_string(body) {
+        Ok(text) => with_headers(status, text, "application/json; charset=utf-8"),
+        // Plain structs of strings and numbers always serialize; answer like any internal error.
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({ "error": "server_error", "error_description": "Internal server error" }),
+        ),
+    }
+}
+
 /// A plain-text answer (`format=text` on instance metadata leaves).
 pub fn text_response(body: String) -> Response {
     with_headers(StatusCode::OK, body, "text/plain; charset=utf-8")

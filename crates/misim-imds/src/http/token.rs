@@ -8,7 +8,8 @@
 
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::json;
 use tracing::debug;
 
 use super::query::Query;
@@ -90,23 +91,48 @@ pub async fn token(ctx: &VmCtx, query: &Query) -> Result<Response> {
     let token = token?;
 
     let now = tokens.clock.now();
-    let mut body = Map::new();
-    let mut put = |k: &str, v: String| body.insert(k.to_string(), Value::String(v));
-    put("access_token", token.access_token);
-    put("client_id", identity.client_id.clone());
-    put(
-        "expires_in",
-        token.expires_on.saturating_sub(now).max(0).to_string(),
-    );
-    put("expires_on", token.expires_on.to_string());
-    put("ext_expires_in", token.ext_expires_in.to_string());
-    put("not_before", token.not_before.to_string());
-    put("resource", resource.to_string());
-    put("token_type", token.token_type);
-    if let Some((name, value)) = selector.echo() {
-        put(name, value.to_string());
-    }
-    Ok(json_response(StatusCode::OK, &Value::Object(body)))
+    let echo = selector.echo();
+    let echoed = |name| echo.filter(|(n, _)| *n == name).map(|(_, v)| v);
+    let body = TokenBody {
+        access_token: &token.access_token,
+        client_id: &identity.client_id,
+        expires_in: token.expires_on.saturating_sub(now).max(0),
+        expires_on: token.expires_on,
+        ext_expires_in: token.ext_expires_in,
+        msi_res_id: echoed("msi_res_id"),
+        not_before: token.not_before,
+        object_id: echoed("object_id"),
+        resource,
+        token_type: &token.token_type,
+    };
+    Ok(super::json_body(StatusCode::OK, &body))
+}
+
+/// IMDS's token answer: every value a JSON string, keys in this order, the selector echoed
+/// (`msi_res_id` / `object_id`) when given (IMDS REST spec 2023-07-01).
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    client_id: &'a str,
+    #[serde(serialize_with = "as_string")]
+    expires_in: i64,
+    #[serde(serialize_with = "as_string")]
+    expires_on: i64,
+    #[serde(serialize_with = "as_string")]
+    ext_expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    msi_res_id: Option<&'a str>,
+    #[serde(serialize_with = "as_string")]
+    not_before: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_id: Option<&'a str>,
+    resource: &'a str,
+    token_type: &'a str,
+}
+
+/// A number as a JSON string, without an intermediate `String`.
+fn as_string<S: serde::Serializer>(n: &i64, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(n)
 }
 
 /// `GET /metadata/identity/info`: `{"tenantId": …}` of the system-assigned identity (IMDS REST spec), or of the
