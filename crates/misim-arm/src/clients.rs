@@ -16,7 +16,7 @@ use misim_core::ResourceId;
 
 use crate::error::{ArmError, Result};
 use crate::model::{IdentityIds, IdentityKind, Vm};
-use crate::webapps::WebApp;
+use crate::resources::webapps::WebApp;
 
 /// What a host reports about a VM it serves.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -400,7 +400,7 @@ impl Peers {
     pub async fn set_federated_credentials(
         &self,
         resource_id: &str,
-        credentials: &[crate::workload::FederatedCredential],
+        credentials: &[crate::identity::workload::FederatedCredential],
     ) -> Result<()> {
         let req = msrp::SetFederatedIdentityCredentialsRequest {
             resource_id: resource_id.to_string(),

@@ -2,29 +2,24 @@
 //! groups, VMs, scale sets, user-assigned identities, role assignments, key vaults), the reconciler that carries identity
 //! changes to MSRP and the hosts (steps 1–4), and the REST surface that checks bearer tokens (step 7).
 
-pub mod bootstrap;
-pub mod clients;
+mod authorization;
+mod bootstrap;
+mod clients;
 pub mod error;
-pub mod extensions;
 pub mod grpc;
-pub mod heal;
-pub mod identity;
-pub mod identity_spec;
+mod heal;
+mod identity;
 pub mod model;
-pub mod private_ip;
-pub mod rbac;
-pub mod reconcile;
+mod reconcile;
+mod resources;
 pub mod rest;
-pub mod roles;
-pub mod service;
-pub mod store;
-pub mod uami;
-pub mod vault;
-pub mod vms;
-pub mod vmss;
-pub mod vmss_reconcile;
-pub mod webapps;
-pub mod workload;
+mod service;
+mod store;
+
+// The paths the REST surface and the consistency check use (crate::vms, crate::rbac, …).
+pub(crate) use authorization::{rbac, roles};
+pub(crate) use identity::spec as identity_spec;
+pub(crate) use resources::{vault, vms, vmss, webapps};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,9 +28,20 @@ use misim_core::Clock;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+// The public façade: the handle, what its calls take and return, and what stops it.
+pub use authorization::roles::{RoleDefinition, BUILT_IN_ROLES};
 pub use error::ArmError;
+pub use heal::{Consistency, Difference};
+pub use identity::spec::{IdentityRequest, Mode};
+pub use identity::workload::{
+    FederatedCredential, ManagedCluster, ServiceAccountToken, TokenRequest,
+};
 pub use identity::{IdentityOwner, IdentityTarget};
-pub use service::Arm;
+pub use resources::extensions::SetExtension;
+pub use resources::vms::CreateVm;
+pub use resources::vmss::CreateVmss;
+pub use resources::webapps::CreateWebApp;
+pub use service::{validate_name, Arm};
 
 /// A host ARM can place VMs on.
 #[derive(Clone, Debug)]

@@ -298,6 +298,143 @@ impl IdentityBlock {
     }
 }
 
+/// A web app with its desired and actual identity state (what ARM's store keeps).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WebApp {
+    /// `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Web/sites/{name}`.
+    pub id: ResourceId,
+    /// A GUID identifying the site on its host (the placement's `vm_id`).
+    pub site_id: String,
+    /// `app` or `functionapp` (ARM's `kind` of a site).
+    pub kind: String,
+    /// Location.
+    pub location: String,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Name of the host the site runs on.
+    pub host: String,
+    /// The site's secret, `IDENTITY_HEADER` in the app's environment. Kept in ARM's store only and
+    /// given to the site's host; shown by the admin gRPC API, never by the REST surface.
+    pub identity_header: String,
+    /// `IDENTITY_ENDPOINT` as the host last reported it; empty until placed.
+    pub identity_endpoint: String,
+    /// True once the host accepted the site.
+    pub placed: bool,
+    /// The site's managed identities (stored flat).
+    #[serde(flatten)]
+    pub identity: IdentityBlock,
+    /// The site is being deleted (hidden from reads; the reconciler finishes the delete).
+    pub deleting: bool,
+    /// Reconcile state.
+    pub sync: SyncState,
+}
+
+impl WebApp {
+    /// `properties.provisioningState`: `InProgress` until the host runs the site with its identities
+    /// (the reconciler retries a failed step), then `Succeeded`.
+    pub fn provisioning_state(&self) -> &'static str {
+        match &self.sync {
+            SyncState::Succeeded => "Succeeded",
+            SyncState::Pending | SyncState::Failed(_) => "InProgress",
+        }
+    }
+
+    /// `properties.defaultHostName`: `{name}.azurewebsites.net` (lower case, as App Service shows it).
+    pub fn default_host_name(&self) -> String {
+        format!("{}.azurewebsites.net", self.id.name().to_ascii_lowercase())
+    }
+}
+
+/// A key vault.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Vault {
+    /// `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.KeyVault/vaults/{name}`.
+    pub id: ResourceId,
+    /// Location.
+    pub location: String,
+    /// Tenant of the subscription (Key Vault trusts tokens of this tenant only).
+    pub tenant_id: String,
+    /// The loopback HTTPS port that serves this vault's data plane at its root, as Key Vault
+    /// serves `https://{vault}.vault.azure.net/`; 0 until one is opened (`rest::vault_hosts`).
+    #[serde(default)]
+    pub port: u16,
+}
+
+impl Vault {
+    /// `properties.vaultUri`: `https://127.0.0.1:{port}/` once the vault has its own HTTPS port
+    /// (and this process serves vault ports), else `https://{name}.vault.azure.net/` (what Azure
+    /// reports).
+    pub fn vault_uri(&self) -> String {
+        if self.port != 0 && crate::rest::vault_hosts::enabled() {
+            return format!("https://127.0.0.1:{}/", self.port);
+        }
+        format!(
+            "https://{}.vault.azure.net/",
+            self.id.name().to_ascii_lowercase()
+        )
+    }
+}
+
+/// A secret's current version.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Secret {
+    /// Vault name.
+    pub vault: String,
+    /// Secret name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+    /// Version (32 hex characters, as Key Vault).
+    pub version: String,
+    /// Created, epoch seconds.
+    pub created: i64,
+    /// Updated, epoch seconds.
+    pub updated: i64,
+    /// `contentType`, empty when not set.
+    #[serde(default)]
+    pub content_type: String,
+    /// Tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// When the secret was soft-deleted, epoch seconds (`None`: live). Only the current-version
+    /// record carries it; a deleted secret keeps all its versions until purged or recovered.
+    #[serde(default)]
+    pub deleted: Option<i64>,
+}
+
+impl Secret {
+    /// `https://{vault}.vault.azure.net/secrets/{name}/{version}`.
+    pub fn id(&self) -> String {
+        format!(
+            "https://{}.vault.azure.net/secrets/{}/{}",
+            self.vault.to_ascii_lowercase(),
+            self.name,
+            self.version
+        )
+    }
+}
+
+/// Who holds a private IP address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpClaim {
+    /// The holder's resource id key (lower-cased VM or instance id).
+    pub owner: String,
+}
+
+/// Where the next automatic allocation starts looking (a hint; claims decide).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Counter {
+    /// Index of the next address to try.
+    pub next: u64,
+}
+
+/// How many VMs and scale-set instances a host has ([`ArmStore::host_load`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostLoad {
+    /// VMs plus scale-set instances placed on the host.
+    pub placements: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,9 +16,9 @@ use tracing::{info, warn};
 use crate::error::{ArmError, Result};
 use crate::identity::IdentityOwner;
 use crate::model::{IdentityKind, SyncState, Uami, Vm, Vmss};
+use crate::resources::webapps::WebApp;
 use crate::service::Arm;
 use crate::store::ArmStore;
-use crate::webapps::WebApp;
 
 /// Seconds between reconcile passes over dirty resources.
 pub const TICK_SECONDS: u64 = 5;

@@ -1,9 +1,9 @@
 //! The ARM control plane's domain core: the [`Arm`] handle, subscriptions, resource groups and the
 //! shared lookups (default subscription, name validation) the VM, identity and RBAC modules use.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 
+use misim_core::keyed_locks::KeyedLocks;
 use misim_core::{Clock, ResourceId};
 use tracing::info;
 
@@ -11,32 +11,16 @@ use crate::clients::Peers;
 use crate::error::{ArmError, Result};
 use crate::model::{ResourceGroup, Subscription, Uami, Vm, Vmss};
 use crate::reconcile::Record;
+use crate::resources::webapps::WebApp;
 use crate::store::ArmStore;
-use crate::webapps::WebApp;
-
-/// Per-resource async locks: every change to one VM or UAMI (RPC or reconcile) runs under its lock,
-/// so a reconcile tick and an RPC never interleave on the same resource.
-#[derive(Default)]
-pub struct KeyedLocks {
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl KeyedLocks {
-    /// Waits for and takes the lock of `key` (a lower-cased resource id).
-    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = {
-            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(key.to_string()).or_default().clone()
-        };
-        m.lock_owned().await
-    }
-}
 
 /// ARM's state and peers; the gRPC and REST adapters call into this.
 pub struct Arm {
     pub(crate) store: ArmStore,
     pub(crate) peers: Peers,
     pub(crate) clock: Clock,
+    /// Per-resource locks: every change to one resource (RPC or reconcile) runs under its lock
+    /// (a lower-cased resource id), so a reconcile tick and an RPC never interleave on it.
     pub(crate) locks: KeyedLocks,
     rest_url: std::sync::OnceLock<String>,
     public_rest_url: std::sync::OnceLock<String>,
@@ -103,7 +87,7 @@ impl Arm {
     }
 
     /// Builds the core over an opened store and peer clients.
-    pub fn new(store: ArmStore, peers: Peers, clock: Clock) -> Self {
+    pub(crate) fn new(store: ArmStore, peers: Peers, clock: Clock) -> Self {
         Arm {
             store,
             peers,
@@ -142,7 +126,7 @@ impl Arm {
     }
 
     /// The store (tests and the REST surface read it).
-    pub fn store(&self) -> &ArmStore {
+    pub(crate) fn store(&self) -> &ArmStore {
         &self.store
     }
 
@@ -287,14 +271,18 @@ impl Arm {
             self.delete_managed_cluster(&sub, name, cluster.id.name())
                 .await?;
         }
-        for ra in self.store.role_assignments.values()? {
-            if ra.scope.is_within(&group.id) {
-                self.store
-                    .role_assignments
-                    .remove(&ra.id.to_ascii_lowercase())?;
+        // The group and the role assignments within it go together.
+        let assignments = self.store.role_assignments.values()?;
+        self.store.transaction(|tx| {
+            for ra in assignments
+                .iter()
+                .filter(|ra| ra.scope.is_within(&group.id))
+            {
+                tx.remove(&self.store.role_assignments, &ra.id.to_ascii_lowercase())?;
             }
-        }
-        self.store.groups.remove(&group.id.key())?;
+            tx.remove(&self.store.groups, &group.id.key())?;
+            Ok::<_, ArmError>(())
+        })?;
         self.store.flush().await?;
         info!(group = %group.id, "deleted resource group");
         Ok(())

@@ -6,20 +6,13 @@ use std::path::Path;
 
 use misim_core::store::Tx;
 use misim_core::{ResourceId, Store, StoreError, Table};
-use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm, Vmss};
-use crate::private_ip::{Counter, IpClaim};
+use crate::model::{
+    Counter, HostLoad, IpClaim, ResourceGroup, RoleAssignment, Secret, Subscription, Uami, Vault,
+    Vm, Vmss, WebApp,
+};
 use crate::reconcile::Record;
-use crate::vault::{Secret, Vault};
-
-/// How many VMs and scale-set instances a host has ([`ArmStore::host_load`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostLoad {
-    /// VMs plus scale-set instances placed on the host.
-    pub placements: u64,
-}
 
 /// ARM's schema version ([`misim_core::Store::open_party`]).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -48,7 +41,7 @@ pub struct ArmStore {
     pub vaults: Table<Vault>,
     /// Secrets by `{vault name}/{secret name}`, lower-cased.
     pub secrets: Table<Secret>,
-    /// Private IP address → its holder ([`crate::private_ip`]).
+    /// Private IP address → its holder ([`crate::resources::private_ip`]).
     pub ip_claims: Table<IpClaim>,
     /// Counters (the private IP allocation hint).
     pub(crate) counters: Table<Counter>,
@@ -57,11 +50,11 @@ pub struct ArmStore {
     /// counter per host instead of every VM.
     pub(crate) host_load: Table<HostLoad>,
     /// App Service web apps (`Microsoft.Web/sites`) by id key.
-    pub sites: Table<crate::webapps::WebApp>,
-    /// Federated identity credentials of user-assigned identities by id key ([`crate::workload`]).
-    pub federated_credentials: Table<crate::workload::FederatedCredential>,
-    /// AKS managed clusters by id key ([`crate::workload`]).
-    pub clusters: Table<crate::workload::ManagedCluster>,
+    pub sites: Table<WebApp>,
+    /// Federated identity credentials of user-assigned identities by id key ([`crate::identity::workload`]).
+    pub federated_credentials: Table<crate::identity::workload::FederatedCredential>,
+    /// AKS managed clusters by id key ([`crate::identity::workload`]).
+    pub clusters: Table<crate::identity::workload::ManagedCluster>,
 }
 
 impl ArmStore {

@@ -9,6 +9,7 @@ pub mod events;
 pub mod faults;
 pub mod fsperm;
 pub mod ids;
+pub mod keyed_locks;
 pub mod limits;
 pub mod serve;
 pub mod sim_grpc;

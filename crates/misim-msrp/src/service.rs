@@ -6,9 +6,9 @@
 //! (tenant, resource ID). A crash between the two steps leaves a Pending record; the next create reuses
 //! its certificate and gets the same principal back, so no orphan principal or second certificate appears.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use misim_core::keyed_locks::{KeyedGuard, KeyedLocks};
 use misim_core::{Clock, ResourceId};
 use tracing::{info, warn};
 
@@ -37,7 +37,7 @@ pub struct Msrp {
     pub(crate) keys: Arc<KeyPool>,
     pub(crate) clock: Clock,
     pub(crate) policy: CertPolicy,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: KeyedLocks,
 }
 
 impl Msrp {
@@ -55,7 +55,7 @@ impl Msrp {
             keys,
             clock,
             policy,
-            locks: Mutex::new(HashMap::new()),
+            locks: KeyedLocks::new(),
         }
     }
 
@@ -66,12 +66,8 @@ impl Msrp {
 
     /// Serializes operations on one identity (create, delete, renewal) without holding a std lock
     /// across `.await`.
-    pub(crate) async fn lock(&self, id: &ResourceId) -> tokio::sync::OwnedMutexGuard<()> {
-        let m = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.entry(id.key()).or_default().clone()
-        };
-        m.lock_owned().await
+    pub(crate) async fn lock(&self, id: &ResourceId) -> KeyedGuard {
+        self.locks.lock(&id.key()).await
     }
 
     /// A new key (from the pool) and a self-signed certificate `CN={common_name}` valid from now for

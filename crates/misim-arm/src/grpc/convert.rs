@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 
 use misim_proto::arm as pb;
 
+use crate::authorization::roles::{find_role, RoleDefinition};
 use crate::model::{
     ResourceGroup, RoleAssignment, Subscription, Uami, Vm, VmExtension, VmIdentityView, Vmss,
 };
-use crate::rbac::{find_role, RoleDefinition};
-use crate::vault::{Secret, Vault};
+use crate::resources::vault::{Secret, Vault};
 
 pub(super) fn tags(m: std::collections::HashMap<String, String>) -> BTreeMap<String, String> {
     m.into_iter().collect()

@@ -7,12 +7,12 @@ use misim_proto::arm as pb;
 use misim_proto::arm::arm_server::{Arm as ArmApi, ArmServer};
 use tonic::{Request, Response, Status};
 
-use crate::extensions::SetExtension;
+use crate::authorization::roles::BUILT_IN_ROLES;
 use crate::identity::IdentityOwner;
-use crate::rbac::BUILT_IN_ROLES;
+use crate::resources::extensions::SetExtension;
+use crate::resources::vms::CreateVm;
+use crate::resources::vmss::CreateVmss;
 use crate::service::Arm;
-use crate::vms::CreateVm;
-use crate::vmss::CreateVmss;
 use identity::Op;
 
 mod convert;

@@ -1,12 +1,12 @@
 //! The web app (`Microsoft.Web/sites`) RPCs of the ARM gRPC adapter: `az webapp` and
-//! `az webapp identity` over [`crate::webapps`].
+//! `az webapp identity` over [`crate::resources::webapps`].
 
 use misim_proto::arm as pb;
 use tonic::{Request, Response};
 
 use super::convert::{identity_pb, tags};
 use super::{ArmGrpc, R};
-use crate::webapps::{CreateWebApp, WebApp};
+use crate::resources::webapps::{CreateWebApp, WebApp};
 
 /// The admin API's view of a site, including its `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` (what
 /// the platform puts in the app's environment).

@@ -1,11 +1,11 @@
-//! gRPC adapter of AKS workload identity ([`crate::workload`]): federated identity credentials,
+//! gRPC adapter of AKS workload identity ([`crate::identity::workload`]): federated identity credentials,
 //! managed clusters and projected service-account tokens.
 
 use misim_proto::arm as pb;
 use tonic::{Request, Response};
 
 use super::{ArmGrpc, R};
-use crate::workload::{FederatedCredential, ManagedCluster, TokenRequest};
+use crate::identity::workload::{FederatedCredential, ManagedCluster, TokenRequest};
 
 fn fic_pb(f: FederatedCredential) -> pb::FederatedIdentityCredential {
     pb::FederatedIdentityCredential {

@@ -1,4 +1,4 @@
-//! REST surface of AKS workload identity ([`crate::workload`]):
+//! REST surface of AKS workload identity ([`crate::identity::workload`]):
 //!
 //! - the clusters' OIDC issuers, unauthenticated as AKS serves them:
 //!   `GET /oidc/{tenant}/{cluster uid}/.well-known/openid-configuration` and

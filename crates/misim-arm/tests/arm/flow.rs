@@ -235,7 +235,7 @@ async fn state_survives_restart_on_the_same_data_dir() {
             .await
             .unwrap();
         let vm = arm
-            .create_vm(misim_arm::vms::CreateVm {
+            .create_vm(misim_arm::CreateVm {
                 resource_group: "rg".into(),
                 name: "vm".into(),
                 ..Default::default()

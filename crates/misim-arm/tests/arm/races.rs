@@ -16,8 +16,8 @@ async fn group(arm: &Arm) {
         .unwrap();
 }
 
-fn create_vm(name: &str, ip: &str) -> misim_arm::vms::CreateVm {
-    misim_arm::vms::CreateVm {
+fn create_vm(name: &str, ip: &str) -> misim_arm::CreateVm {
+    misim_arm::CreateVm {
         resource_group: "rg".into(),
         name: name.into(),
         host: "host-1".into(),
@@ -98,7 +98,7 @@ async fn concurrent_assign_of_system_and_user_assigned_keeps_both_on_a_scale_set
     let arm = sb.arm.clone();
     group(&arm).await;
     let ss = arm
-        .create_vmss(misim_arm::vmss::CreateVmss {
+        .create_vmss(misim_arm::CreateVmss {
             resource_group: "rg".into(),
             name: "ss".into(),
             capacity: 1,

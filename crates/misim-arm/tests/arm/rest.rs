@@ -28,7 +28,7 @@ async fn setup() -> Rest {
         .unwrap();
     let mut tags = std::collections::BTreeMap::new();
     tags.insert("env".to_string(), "ci".to_string());
-    let req = misim_arm::vms::CreateVm {
+    let req = misim_arm::CreateVm {
         resource_group: "rg".into(),
         name: "vm".into(),
         tags,

@@ -67,7 +67,7 @@ impl World {
             .await
             .unwrap();
         sb.arm
-            .create_vm(misim_arm::vms::CreateVm {
+            .create_vm(misim_arm::CreateVm {
                 resource_group: "rg".into(),
                 name: "vm".into(),
                 ..Default::default()
@@ -788,7 +788,7 @@ async fn key_vault_data_plane_follows_the_methods_and_data_actions() {
 async fn scale_set_instances_are_readable_one_by_one_with_their_instance_view() {
     let w = World::start().await;
     w.sb.arm
-        .create_vmss(misim_arm::vmss::CreateVmss {
+        .create_vmss(misim_arm::CreateVmss {
             resource_group: "rg".into(),
             name: "ss".into(),
             capacity: 2,

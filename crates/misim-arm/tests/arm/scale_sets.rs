@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{FakePeers, Sandbox, T0};
 
-fn create(name: &str, capacity: u32) -> misim_arm::vmss::CreateVmss {
-    misim_arm::vmss::CreateVmss {
+fn create(name: &str, capacity: u32) -> misim_arm::CreateVmss {
+    misim_arm::CreateVmss {
         resource_group: "rg".into(),
         name: name.into(),
         capacity,
@@ -156,7 +156,7 @@ async fn vm_extension_is_installed_rerun_and_removed_on_the_host() {
         .await
         .unwrap();
     let vm = arm
-        .create_vm(misim_arm::vms::CreateVm {
+        .create_vm(misim_arm::CreateVm {
             resource_group: "rg".into(),
             name: "vm".into(),
             host: "host-1".into(),
@@ -170,7 +170,7 @@ async fn vm_extension_is_installed_rerun_and_removed_on_the_host() {
         sb.host("host-1").placed.lock().unwrap()[&vm.id.key()].private_ip_address,
         "10.1.2.3"
     );
-    let set = |tag: &str| misim_arm::extensions::SetExtension {
+    let set = |tag: &str| misim_arm::SetExtension {
         name: "ManagedIdentityExtensionForLinux".into(),
         publisher: "Microsoft.ManagedIdentity".into(),
         extension_type: "ManagedIdentityExtensionForLinux".into(),

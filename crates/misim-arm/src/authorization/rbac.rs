@@ -1,6 +1,6 @@
 //! Azure RBAC (step 4): role assignments at subscription, group or resource scope, and
 //! [`Arm::authorize`] / [`Arm::authorize_data`], which honour scope inheritance (subscription → group →
-//! resource); the role definitions themselves are in [`crate::roles`].
+//! resource); the role definitions themselves are in [`crate::authorization::roles`].
 
 use misim_core::ResourceId;
 use tracing::info;
@@ -9,7 +9,7 @@ use crate::error::{ArmError, Result};
 use crate::model::RoleAssignment;
 use crate::service::Arm;
 
-pub use crate::roles::{action_matches, find_role, RoleDefinition, BUILT_IN_ROLES};
+pub(crate) use crate::authorization::roles::{find_role, RoleDefinition, BUILT_IN_ROLES};
 
 impl Arm {
     /// Checks that a scope (subscription, group, VM or UAMI) exists.
@@ -33,7 +33,11 @@ impl Arm {
                 .vmss
                 .get(&scope.key())?
                 .is_some_and(|v| !v.deleting)
-            || self.store.vaults.values()?.iter().any(|v| v.id == *scope);
+            || self
+                .store
+                .vaults
+                .get(&scope.name().to_ascii_lowercase())?
+                .is_some_and(|v| v.id == *scope);
         if exists {
             Ok(())
         } else {
@@ -185,20 +189,21 @@ impl Arm {
     /// # Errors
     /// Store failures.
     pub async fn delete_role_assignment(&self, id: &str) -> Result<Option<RoleAssignment>> {
-        let removed = self
-            .store
-            .role_assignments
-            .remove(&id.trim_end_matches('/').to_ascii_lowercase())?;
-        if let Some(ra) = &removed {
-            // Deletions propagate too: the assignment still authorizes until the delay has passed.
-            let delay = self.clock().propagation().role_assignment_secs();
-            if delay > 0 {
+        let key = id.trim_end_matches('/').to_ascii_lowercase();
+        // Deletions propagate too: the assignment still authorizes until the delay has passed. It
+        // moves to the revoked table in one transaction.
+        let delay = self.clock().propagation().role_assignment_secs();
+        let until = self.clock().now().saturating_add(delay);
+        let removed = self.store.transaction(|tx| {
+            let removed = tx.remove(&self.store.role_assignments, &key)?;
+            if let Some(ra) = removed.as_ref().filter(|_| delay > 0) {
                 let mut lingering = ra.clone();
-                lingering.revoked_until = self.clock().now().saturating_add(delay);
-                self.store
-                    .revoked_role_assignments
-                    .put(&ra.id.to_ascii_lowercase(), &lingering)?;
+                lingering.revoked_until = until;
+                tx.put(&self.store.revoked_role_assignments, &key, &lingering)?;
             }
+            Ok::<_, ArmError>(removed)
+        })?;
+        if let Some(ra) = &removed {
             self.store.flush().await?;
             info!(principal = %ra.principal_id, scope = %ra.scope, assignment = %ra.name, "deleted role assignment");
         }

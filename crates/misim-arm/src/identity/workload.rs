@@ -494,18 +494,6 @@ impl Arm {
         Ok(true)
     }
 
-    /// Forgets the federated credentials of a deleted identity (its service principal, and with it
-    /// Azure AD's copy, is gone).
-    ///
-    /// # Errors
-    /// Store failures.
-    pub fn forget_federated_credentials(&self, identity: &ResourceId) -> Result<()> {
-        for f in self.federated_credentials_of(identity)? {
-            self.store.federated_credentials.remove(&f.id.key())?;
-        }
-        Ok(())
-    }
-
     /// `c` with its issuer URL under ARM's current REST URL.
     fn with_issuer(&self, mut c: ManagedCluster) -> ManagedCluster {
         let rest = self.public_rest_url().trim_end_matches('/');

@@ -2,8 +2,12 @@
 //! them ([`Holder`]: VMs, scale sets, web apps): assigning and removing system- and user-assigned
 //! identities with ARM's PUT/PATCH semantics, and the reconcile steps that carry an
 //! [`IdentityBlock`] to MSRP (step 2) and the hosts (step 3). The user-assigned identity resources
-//! themselves are in [`crate::uami`]. Each change records the desired state first (flushed), then
+//! themselves are in [`crate::identity::uami`]. Each change records the desired state first (flushed), then
 //! reconciles.
+
+pub(crate) mod spec;
+pub(crate) mod uami;
+pub(crate) mod workload;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -13,14 +17,14 @@ use tracing::info;
 
 use crate::clients::IdentityRef;
 use crate::error::{ArmError, Result};
-use crate::identity_spec::{self, IdentityRequest, Mode, Plan};
+use crate::identity::uami::uami_not_found;
 use crate::model::{
     IdentityBlock, IdentityKind, SyncState, UserAssignedEntry, Vm, VmIdentityView, Vmss,
 };
 use crate::reconcile::Record;
+use crate::resources::webapps::WebApp;
 use crate::service::Arm;
-use crate::uami::uami_not_found;
-use crate::webapps::WebApp;
+use spec::{IdentityRequest, Mode, Plan};
 
 /// A current user-assigned set as plan input (key → id).
 pub(crate) fn current_set(
@@ -163,13 +167,13 @@ impl<'a> Change<'a> {
         let current = || current_set(&block.user_assigned);
         Ok(match self {
             Change::Request(r) => Cow::Borrowed(r),
-            Change::Assign { system, user } => Cow::Owned(identity_spec::assign_request(
+            Change::Assign { system, user } => Cow::Owned(spec::assign_request(
                 block.system_assigned,
                 &current(),
                 system,
                 user,
             )),
-            Change::Remove { system, user } => Cow::Owned(identity_spec::remove_request(
+            Change::Remove { system, user } => Cow::Owned(spec::remove_request(
                 block.system_assigned,
                 &current(),
                 system,
@@ -302,7 +306,7 @@ impl Arm {
         mode: Mode,
     ) -> Result<()> {
         let req = change.request(block)?;
-        let plan = identity_spec::plan(&current_set(&block.user_assigned), &req, mode)?;
+        let plan = spec::plan(&current_set(&block.user_assigned), &req, mode)?;
         let entries = self.plan_entries(&plan, &block.user_assigned)?;
         if plan.system_assigned && !block.system_assigned {
             info!(step = 1, resource = %owner, "enable system-assigned identity");

@@ -7,8 +7,8 @@ use tracing::{info, warn};
 
 use crate::error::{ArmError, Result};
 use crate::model::{IdentityBlock, SyncState, Vm};
-use crate::private_ip;
 use crate::reconcile::{not_found, Record};
+use crate::resources::private_ip;
 use crate::service::{validate_name, Arm};
 
 /// The size of a VM or instance created without one.
@@ -37,7 +37,7 @@ pub struct CreateVm {
     /// Tags.
     pub tags: BTreeMap<String, String>,
     /// Private IP address; empty: the next free one in 10.0.0.0/16. Unique across all VMs and
-    /// instances ([`crate::private_ip`]).
+    /// instances ([`crate::resources::private_ip`]).
     pub private_ip: String,
 }
 

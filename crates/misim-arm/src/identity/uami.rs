@@ -10,8 +10,8 @@ use tracing::info;
 use crate::error::{ArmError, Result};
 use crate::model::{SyncState, Uami};
 use crate::reconcile::{not_found, Record};
+use crate::resources::vms::{existing_at, or_default};
 use crate::service::{validate_name, Arm};
-use crate::vms::{existing_at, or_default};
 
 /// ARM's 404 `ResourceNotFound` for a missing user-assigned identity.
 pub(crate) fn uami_not_found(id: &ResourceId) -> ArmError {

@@ -9,13 +9,11 @@
 //! name a static address instead, which Azure rejects with `PrivateIPAddressInUse` when another
 //! network interface holds it.
 
-use serde::{Deserialize, Serialize};
-
 use misim_core::store::Tx;
 use misim_core::StoreError;
 
 use crate::error::{ArmError, Result};
-use crate::model::Vm;
+use crate::model::{Counter, IpClaim, Vm};
 use crate::store::ArmStore;
 
 /// How many addresses ARM assigns on its own: 250 per /24 × 256 /24s in 10.0.0.0/16.
@@ -23,20 +21,6 @@ pub const CAPACITY: u64 = 250 * 256;
 
 /// Counter key of the allocation hint (where the next search starts).
 const HINT: &str = "private_ip";
-
-/// Who holds a private IP address.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IpClaim {
-    /// The holder's resource id key (lower-cased VM or instance id).
-    pub owner: String,
-}
-
-/// Where the next automatic allocation starts looking (a hint; claims decide).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct Counter {
-    /// Index of the next address to try.
-    pub next: u64,
-}
 
 /// Address number `n` (0 ≤ n < [`CAPACITY`]) in 10.0.0.0/16: `.4`–`.253` of each /24.
 pub fn nth_address(n: u64) -> String {

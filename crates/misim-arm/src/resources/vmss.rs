@@ -10,8 +10,8 @@ use tracing::info;
 
 use crate::error::{ArmError, Result};
 use crate::model::{IdentityBlock, SyncState, Vm, Vmss};
+use crate::resources::vms::{existing_at, or_default, DEFAULT_OS_TYPE, DEFAULT_VM_SIZE};
 use crate::service::{validate_name, Arm};
-use crate::vms::{existing_at, or_default, DEFAULT_OS_TYPE, DEFAULT_VM_SIZE};
 
 /// Resource type of scale sets.
 pub const VMSS_TYPE: &str = "Microsoft.Compute/virtualMachineScaleSets";

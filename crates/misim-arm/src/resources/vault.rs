@@ -4,68 +4,11 @@
 //! `/vaults/{vault}/secrets/{name}` on ARM's REST listener (see `rest::vault`).
 
 use misim_core::ResourceId;
-use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::error::{ArmError, Result};
+pub use crate::model::{Secret, Vault};
 use crate::service::Arm;
-
-/// A key vault.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Vault {
-    /// `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.KeyVault/vaults/{name}`.
-    pub id: ResourceId,
-    /// Location.
-    pub location: String,
-    /// Tenant of the subscription (Key Vault trusts tokens of this tenant only).
-    pub tenant_id: String,
-    /// The loopback HTTPS port that serves this vault's data plane at its root, as Key Vault
-    /// serves `https://{vault}.vault.azure.net/`; 0 until one is opened (`rest::vault_hosts`).
-    #[serde(default)]
-    pub port: u16,
-}
-
-impl Vault {
-    /// `properties.vaultUri`: `https://127.0.0.1:{port}/` once the vault has its own HTTPS port
-    /// (and this process serves vault ports), else `https://{name}.vault.azure.net/` (what Azure
-    /// reports).
-    pub fn vault_uri(&self) -> String {
-        if self.port != 0 && crate::rest::vault_hosts::enabled() {
-            return format!("https://127.0.0.1:{}/", self.port);
-        }
-        format!(
-            "https://{}.vault.azure.net/",
-            self.id.name().to_ascii_lowercase()
-        )
-    }
-}
-
-/// A secret's current version.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Secret {
-    /// Vault name.
-    pub vault: String,
-    /// Secret name.
-    pub name: String,
-    /// Value.
-    pub value: String,
-    /// Version (32 hex characters, as Key Vault).
-    pub version: String,
-    /// Created, epoch seconds.
-    pub created: i64,
-    /// Updated, epoch seconds.
-    pub updated: i64,
-    /// `contentType`, empty when not set.
-    #[serde(default)]
-    pub content_type: String,
-    /// Tags.
-    #[serde(default)]
-    pub tags: std::collections::BTreeMap<String, String>,
-    /// When the secret was soft-deleted, epoch seconds (`None`: live). Only the current-version
-    /// record carries it; a deleted secret keeps all its versions until purged or recovered.
-    #[serde(default)]
-    pub deleted: Option<i64>,
-}
 
 /// Days a soft-deleted secret is kept before it may be purged (Key Vault's default retention).
 pub const RETENTION_DAYS: i64 = 90;
@@ -76,18 +19,6 @@ fn secret_key(vault: &str, name: &str) -> String {
 
 fn version_key(vault: &str, name: &str, version: &str) -> String {
     format!("{vault}/{name}/{version}").to_ascii_lowercase()
-}
-
-impl Secret {
-    /// `https://{vault}.vault.azure.net/secrets/{name}/{version}`.
-    pub fn id(&self) -> String {
-        format!(
-            "https://{}.vault.azure.net/secrets/{}/{}",
-            self.vault.to_ascii_lowercase(),
-            self.name,
-            self.version
-        )
-    }
 }
 
 /// Key Vault name rule: 3–24 letters, digits and dashes, starting with a letter, no `--`, not ending
@@ -232,10 +163,12 @@ impl Arm {
             tags,
             deleted: None,
         };
-        self.store.secrets.put(&key, &secret)?;
-        self.store
-            .secrets
-            .put(&version_key(vault, name, &secret.version), &secret)?;
+        let version = version_key(vault, name, &secret.version);
+        self.store.transaction(|tx| {
+            tx.put(&self.store.secrets, &key, &secret)?;
+            tx.put(&self.store.secrets, &version, &secret)?;
+            Ok::<_, ArmError>(())
+        })?;
         self.store.flush().await?;
         info!(vault = %v.id, secret = name, "set secret");
         Ok(secret)
@@ -359,10 +292,14 @@ impl Arm {
         let key = secret_key(vault, name);
         let _guard = self.locks.lock(&key).await;
         self.deleted_secret(vault, name)?;
-        for (k, _) in self.store.secrets.scan_prefix(&format!("{key}/"))? {
-            self.store.secrets.remove(&k)?;
-        }
-        self.store.secrets.remove(&key)?;
+        let versions = self.store.secrets.scan_prefix(&format!("{key}/"))?;
+        self.store.transaction(|tx| {
+            for (k, _) in &versions {
+                tx.remove(&self.store.secrets, k)?;
+            }
+            tx.remove(&self.store.secrets, &key)?;
+            Ok::<_, ArmError>(())
+        })?;
         self.store.flush().await?;
         info!(vault, secret = name, "purged secret");
         Ok(())
@@ -390,11 +327,14 @@ impl Arm {
     /// Store failures.
     pub(crate) fn delete_vault_record(&self, vault: &Vault) -> Result<()> {
         let name = vault.id.name().to_ascii_lowercase();
-        for (k, _) in self.store.secrets.scan_prefix(&format!("{name}/"))? {
-            self.store.secrets.remove(&k)?;
-        }
-        self.store.vaults.remove(&name)?;
-        Ok(())
+        let secrets = self.store.secrets.scan_prefix(&format!("{name}/"))?;
+        self.store.transaction(|tx| {
+            for (k, _) in &secrets {
+                tx.remove(&self.store.secrets, k)?;
+            }
+            tx.remove(&self.store.vaults, &name)?;
+            Ok(())
+        })
     }
 }
 

@@ -13,64 +13,17 @@
 use std::collections::BTreeMap;
 
 use misim_core::ResourceId;
-use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::error::{ArmError, Result};
+pub use crate::model::WebApp;
 use crate::model::{IdentityBlock, SyncState};
 use crate::reconcile::{record_fields, Record};
+use crate::resources::vms::{existing_at, or_default};
 use crate::service::Arm;
-use crate::vms::{existing_at, or_default};
 
 /// `Microsoft.Web/sites`.
 pub const SITES: &str = "Microsoft.Web/sites";
-
-/// A web app with its desired and actual identity state (what ARM's store keeps).
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct WebApp {
-    /// `/subscriptions/{s}/resourceGroups/{g}/providers/Microsoft.Web/sites/{name}`.
-    pub id: ResourceId,
-    /// A GUID identifying the site on its host (the placement's `vm_id`).
-    pub site_id: String,
-    /// `app` or `functionapp` (ARM's `kind` of a site).
-    pub kind: String,
-    /// Location.
-    pub location: String,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
-    /// Name of the host the site runs on.
-    pub host: String,
-    /// The site's secret, `IDENTITY_HEADER` in the app's environment. Kept in ARM's store only and
-    /// given to the site's host; shown by the admin gRPC API, never by the REST surface.
-    pub identity_header: String,
-    /// `IDENTITY_ENDPOINT` as the host last reported it; empty until placed.
-    pub identity_endpoint: String,
-    /// True once the host accepted the site.
-    pub placed: bool,
-    /// The site's managed identities (stored flat).
-    #[serde(flatten)]
-    pub identity: IdentityBlock,
-    /// The site is being deleted (hidden from reads; the reconciler finishes the delete).
-    pub deleting: bool,
-    /// Reconcile state.
-    pub sync: SyncState,
-}
-
-impl WebApp {
-    /// `properties.provisioningState`: `InProgress` until the host runs the site with its identities
-    /// (the reconciler retries a failed step), then `Succeeded`.
-    pub fn provisioning_state(&self) -> &'static str {
-        match &self.sync {
-            SyncState::Succeeded => "Succeeded",
-            SyncState::Pending | SyncState::Failed(_) => "InProgress",
-        }
-    }
-
-    /// `properties.defaultHostName`: `{name}.azurewebsites.net` (lower case, as App Service shows it).
-    pub fn default_host_name(&self) -> String {
-        format!("{}.azurewebsites.net", self.id.name().to_ascii_lowercase())
-    }
-}
 
 /// What a caller asks for when creating a web app (empty strings take defaults).
 #[derive(Clone, Debug, Default)]

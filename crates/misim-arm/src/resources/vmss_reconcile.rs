@@ -9,8 +9,8 @@ use tracing::info;
 use crate::error::{ArmError, Result};
 use crate::model::{SyncState, Vm, Vmss};
 use crate::reconcile::{record_fields, Record};
+use crate::resources::vmss::VMSS_TYPE;
 use crate::service::Arm;
-use crate::vmss::VMSS_TYPE;
 
 impl Record for Vmss {
     const TYPE: &'static str = VMSS_TYPE;
