@@ -26,8 +26,8 @@
 //! The web app's listener is its own (like a VM's IMDS listener), so a request can only ever be
 //! answered with an identity of that web app.
 
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
 use misim_core::ResourceId;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
@@ -321,19 +321,16 @@ async fn handle(
     Ok(json(StatusCode::OK, &body))
 }
 
+/// A JSON answer with `Content-Type: application/json; charset=utf-8`.
 fn json(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json; charset=utf-8"),
-    );
-    response
+    super::json_as(status, body, "application/json; charset=utf-8")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::{Credential, HostCredential, IdentityRef, SharedCredential};
+    use axum::http::HeaderValue;
 
     fn q(s: &str) -> Query {
         Query::parse(Some(s)).unwrap()

@@ -7,8 +7,8 @@
 //! - migration guide: <https://learn.microsoft.com/azure/active-directory/managed-identities-azure-resources/howto-migrate-vm-extension>
 //! - token how-to: <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>
 
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
@@ -118,10 +118,5 @@ fn request_uri(uri: &Uri, headers: &HeaderMap) -> String {
 
 /// A JSON answer with `Content-Type: application/json` (the migration guide's example response).
 fn json(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
+    super::json_as(status, body, "application/json")
 }

@@ -354,6 +354,16 @@ pub(crate) fn json_body<T: serde::Serialize>(status: StatusCode, body: &T) -> Re
     }
 }
 
+/// A JSON answer with only `Content-Type: content_type` (the VM extension and App Service answer
+/// without IMDS's `Server` header).
+pub(crate) fn json_as(status: StatusCode, body: &Value, content_type: &'static str) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
 /// A plain-text answer (`format=text` on instance metadata leaves).
 pub fn text_response(body: String) -> Response {
     with_headers(StatusCode::OK, body, "text/plain; charset=utf-8")
