@@ -70,11 +70,20 @@ impl From<std::io::Error> for StoreError {
 
 /// The refusal of a damaged store: the path, what is wrong, and what to do.
 fn corrupt_message(party: &str, path: &Path, detail: &str) -> String {
-    // `misim up` lays stores out as DATA/{arm,msrp,aad} and DATA/hosts/NAME.
-    let data = if party.starts_with("host:") {
-        path.parent().and_then(Path::parent)
+    // `misim up` lays stores out as DATA/{arm,msrp,aad} and DATA/hosts/NAME; `path` is the store
+    // directory or the engine's file in it.
+    let is_engine_file = [EngineKind::Sled, EngineKind::Redb]
+        .iter()
+        .any(|k| path.file_name() == Some(k.marker_file().as_ref()) && path.is_file());
+    let dir = if is_engine_file {
+        path.parent().unwrap_or(path)
     } else {
-        path.parent()
+        path
+    };
+    let data = if party.starts_with("host:") {
+        dir.parent().and_then(Path::parent)
+    } else {
+        dir.parent()
     };
     let data = data.map_or_else(|| "<DATA>".to_string(), |d| d.display().to_string());
     let after = if party == "arm" {
@@ -658,7 +667,13 @@ mod tests {
                 .set_len(len)
                 .unwrap();
             match Store::open_party(dir.path(), "arm", 1) {
-                Err(e) => assert!(e.is_corrupt(), "{len} bytes: {e}"),
+                Err(e) => {
+                    assert!(e.is_corrupt(), "{len} bytes: {e}");
+                    // The data directory is the store directory's parent, whichever path is named.
+                    let data = dir.path().parent().unwrap().display().to_string();
+                    let fix = format!("misim repair --party arm --data-dir {data}`");
+                    assert!(e.to_string().contains(&fix), "{len} bytes: {e}");
+                }
                 // An engine may recover an earlier consistent state from what is left; then it is
                 // a store that opens, never a panic.
                 Ok(_) => panic!("{len} bytes: a store that lost its data opened"),
