@@ -9,6 +9,8 @@
 //!   the VMs that use it are configured again;
 //! - a VM, scale-set instance or web app (`Microsoft.Web/sites`) ARM placed that its host lost:
 //!   placed again and configured (a web app keeps its secret; its host opens a new endpoint);
+//! - a tenant a subscription trusts that Azure AD lost (its store was moved aside): created again
+//!   with the same ID, so the identities of the subscription can be created again in it;
 //! - an MSRP identity whose resource ARM does not have (an orphan): deleted, which deletes its
 //!   service principal and key credentials in Azure AD;
 //! - a VM or web app on a host that ARM does not have: removed from the host.
@@ -28,7 +30,8 @@ use crate::service::Arm;
 pub struct Difference {
     /// The party that differs (`msrp`, `host:NAME`).
     pub party: String,
-    /// What kind of difference (`missing-identity`, `missing-principal`, `missing-credential`,
+    /// What kind of difference (`missing-tenant`, `missing-identity`, `missing-principal`,
+    /// `missing-credential`,
     /// `missing-vm` (a VM, instance or web app), `orphaned-identity`, `orphaned-vm`, `reconciling`,
     /// `unreachable`).
     pub kind: String,
@@ -84,9 +87,10 @@ impl Arm {
         // Peers first, ARM's own state after: a resource ARM adds meanwhile is then never taken
         // for an orphan (a false "missing" only repeats an idempotent step).
         let msrp = self.msrp_identities().await;
-        let aad = match &msrp {
-            Ok(m) => Some(self.aad_principals(m).await),
-            Err(_) => None,
+        let tenants = self.aad_tenants().await;
+        let aad = match (&msrp, &tenants) {
+            (Ok(m), Ok(t)) => Some(self.aad_principals(m, t).await),
+            _ => None,
         };
         let mut hosts = Vec::new();
         for host in self.peers.host_names() {
@@ -94,6 +98,22 @@ impl Arm {
             hosts.push((host, listed));
         }
         let exists = self.resource_keys()?;
+        match &tenants {
+            Err(d) => out.push(d.clone()),
+            Ok(known) => {
+                for sub in self.store.subscriptions.values()? {
+                    if !known.contains(&sub.tenant_id.to_ascii_lowercase()) {
+                        out.push(diff(
+                            "aad",
+                            "missing-tenant",
+                            &sub.tenant_id,
+                            format!("Azure AD has no tenant {} (subscription {} trusts it); the reconciler creates it again with the same ID", sub.tenant_id, sub.subscription_id),
+                            true,
+                        ));
+                    }
+                }
+            }
+        }
         match msrp {
             Err(d) => out.push(d),
             Ok(msrp) => {
@@ -118,8 +138,14 @@ impl Arm {
                 }
                 match aad {
                     Some(Ok(aad)) => {
+                        let known = tenants.as_ref().ok();
                         for (key, i) in &msrp {
                             if !exists.contains(key.as_str()) || i.principal_id.is_empty() {
+                                continue;
+                            }
+                            // An identity of a lost tenant is a missing-tenant difference first.
+                            if known.is_some_and(|t| !t.contains(&i.tenant_id.to_ascii_lowercase()))
+                            {
                                 continue;
                             }
                             match aad.get(&i.principal_id.to_ascii_lowercase()) {
@@ -230,6 +256,11 @@ impl Arm {
     }
 
     async fn heal_one(&self, d: &Difference) -> Result<()> {
+        if d.kind == "missing-tenant" {
+            self.peers.create_tenant(&d.resource).await?;
+            crate::reconcile::retry_soon();
+            return Ok(());
+        }
         let Ok(id) = ResourceId::parse(&d.resource) else {
             return Ok(());
         };
@@ -304,15 +335,29 @@ impl Arm {
         Ok(())
     }
 
-    /// Azure AD's service principals of the tenants of MSRP's identities: lower-cased object ID →
-    /// upper-case thumbprints of its key credentials.
+    /// Azure AD's tenants (lower-cased IDs), or the difference saying Azure AD is unreachable.
+    async fn aad_tenants(&self) -> std::result::Result<BTreeSet<String>, Difference> {
+        self.peers
+            .list_tenants()
+            .await
+            .map(|ts| ts.into_iter().map(|t| t.to_ascii_lowercase()).collect())
+            .map_err(|e| diff("aad", "unreachable", "", e.to_string(), true))
+    }
+
+    /// Azure AD's service principals of the tenants of MSRP's identities that Azure AD has
+    /// (`known`): lower-cased object ID → upper-case thumbprints of its key credentials.
     async fn aad_principals(
         &self,
         msrp: &BTreeMap<String, msrp::Identity>,
+        known: &BTreeSet<String>,
     ) -> std::result::Result<BTreeMap<String, BTreeSet<String>>, Difference> {
-        let tenants: BTreeSet<&str> = msrp.values().map(|i| i.tenant_id.as_str()).collect();
+        let tenants: BTreeSet<String> = msrp
+            .values()
+            .map(|i| i.tenant_id.to_ascii_lowercase())
+            .filter(|t| known.contains(t))
+            .collect();
         let mut out = BTreeMap::new();
-        for t in tenants.into_iter().filter(|t| !t.is_empty()) {
+        for t in tenants.iter().map(String::as_str) {
             let sps = self
                 .peers
                 .list_service_principals(t)
@@ -533,6 +578,40 @@ impl crate::clients::Peers {
             .await
             .map(|r| r.into_inner().identities)
             .map_err(|s| crate::error::ArmError::Unavailable(format!("msrp: {}", s.message())))
+    }
+
+    /// Azure AD `ListTenants`: every tenant's ID.
+    ///
+    /// # Errors
+    /// [`crate::error::ArmError::Unavailable`] when Azure AD cannot be reached.
+    pub async fn list_tenants(&self) -> Result<Vec<String>> {
+        self.aad_client()
+            .list_tenants(misim_proto::aad::ListTenantsRequest {})
+            .await
+            .map(|r| {
+                r.into_inner()
+                    .tenants
+                    .into_iter()
+                    .map(|t| t.tenant_id)
+                    .collect()
+            })
+            .map_err(|s| crate::error::ArmError::Unavailable(format!("azure ad: {}", s.message())))
+    }
+
+    /// Azure AD `CreateTenant` with the given ID (idempotent: an existing tenant is kept), named as
+    /// Azure AD names its default directory.
+    ///
+    /// # Errors
+    /// [`crate::error::ArmError::Unavailable`] when Azure AD cannot be reached or refuses.
+    pub async fn create_tenant(&self, tenant_id: &str) -> Result<()> {
+        self.aad_client()
+            .create_tenant(misim_proto::aad::CreateTenantRequest {
+                display_name: "misim default directory".into(),
+                tenant_id: tenant_id.to_string(),
+            })
+            .await
+            .map(|_| ())
+            .map_err(|s| crate::error::ArmError::Unavailable(format!("azure ad: {}", s.message())))
     }
 
     /// Azure AD `ListServicePrincipals` of `tenant_id`.

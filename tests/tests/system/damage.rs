@@ -206,6 +206,39 @@ async fn msrp_store_truncated_to_half_is_refused_or_healed_then_repair_heals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aad_store_moved_aside_by_repair_is_healed_tenant_and_principals() {
+    let (mut sb, vms) = populated().await;
+    let data = sb.dir.path().to_path_buf();
+    sb.restart_after(|_| {
+        misim::repair::run(misim::repair::RepairArgs {
+            data_dir: data.clone(),
+            party: "aad".into(),
+        })
+        .expect("repair");
+    })
+    .await
+    .expect("Azure AD starts empty after repair");
+    let reports = wait_consistent(&sb).await;
+    // Azure AD lost the subscription's tenant and every principal: the tenant comes back with its
+    // ID and the identities with new principal IDs, as Azure gives re-created identities.
+    let text = serde_json::to_string(&reports).unwrap();
+    assert!(
+        reports.is_empty() || text.contains("\"party\":\"aad\""),
+        "{text}"
+    );
+    for v in &vms {
+        let now = get_vm(&sb, &v.name).await;
+        assert_eq!(now.provisioning_state, "Succeeded", "{now:?}");
+        let (a, b) = (
+            v.identity.as_ref().map(|i| i.tenant_id.clone()),
+            now.identity.as_ref().map(|i| i.tenant_id.clone()),
+        );
+        assert_eq!(a, b, "{}: same tenant", v.name);
+    }
+    assert_tokens(&sb, &vms).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msrp_store_deleted_is_reported_and_healed() {
     let (mut sb, vms) = populated().await;
     sb.restart_after(|d| std::fs::remove_dir_all(d.join("msrp")).unwrap())
