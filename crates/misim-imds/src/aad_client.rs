@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, Header};
 use misim_core::Clock;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -58,6 +57,13 @@ pub struct TokenRequest<'a> {
 }
 
 #[derive(Serialize)]
+struct AssertionHeader<'a> {
+    alg: &'static str,
+    typ: &'static str,
+    x5t: &'a str,
+}
+
+#[derive(Serialize)]
 struct AssertionClaims<'a> {
     aud: &'a str,
     iss: &'a str,
@@ -82,13 +88,11 @@ pub fn client_assertion(
     now: i64,
 ) -> Result<String, AadError> {
     let key = credential.signing_key().map_err(AadError::Key)?;
-    let alg = match key.family() {
-        jsonwebtoken::AlgorithmFamily::Ec => Algorithm::ES256,
-        _ => Algorithm::RS256,
+    let header = AssertionHeader {
+        alg: key.alg(),
+        typ: "JWT",
+        x5t: &credential.x5t,
     };
-    let mut header = Header::new(alg);
-    header.typ = Some("JWT".into());
-    header.x5t = Some(credential.x5t.clone());
     let claims = AssertionClaims {
         aud: token_endpoint,
         iss: client_id,
@@ -98,7 +102,7 @@ pub fn client_assertion(
         iat: now,
         exp: now.saturating_add(ASSERTION_LIFETIME_SECS),
     };
-    jsonwebtoken::encode(&header, &claims, key).map_err(AadError::Sign)
+    key.sign(&header, &claims).map_err(AadError::Sign)
 }
 
 /// HTTP client for Azure AD's v1 token endpoint.

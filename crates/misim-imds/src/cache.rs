@@ -4,9 +4,10 @@
 //! <https://github.com/Azure/azure-rest-api-specs/blob/ea83a2a3e90ca3f0420e9d0ef55a811523541aba/specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json>).
 //! Concurrent misses for one key wait on the same slot, so they cause one AAD call.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use misim_core::Clock;
 
@@ -16,46 +17,86 @@ use crate::error::{ImdsError, Result};
 /// A token is refreshed when fewer than this many seconds are left (5 minutes, like the SDK caches).
 pub const REFRESH_MARGIN_SECS: i64 = 300;
 
-/// What a cached token is filed under.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub struct CacheKey {
+/// What a cached token is filed under: VM store key, identity client id (lower case) and resource
+/// exactly as requested (it becomes the token's `aud`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheKey<'a> {
     /// VM store key (lower-case resource ID).
-    pub vm: String,
-    /// Identity client id, lower case.
-    pub client_id: String,
-    /// Resource exactly as requested (it becomes the token's `aud`).
-    pub resource: String,
+    pub vm: &'a str,
+    /// Identity client id (any case; filed lower case).
+    pub client_id: &'a str,
+    /// Resource exactly as requested.
+    pub resource: &'a str,
 }
 
-impl CacheKey {
+impl<'a> CacheKey<'a> {
     /// The key of `resource` for `client_id` on `vm` (store key).
-    pub fn new(vm: &str, client_id: &str, resource: &str) -> Self {
+    pub fn new(vm: &'a str, client_id: &'a str, resource: &'a str) -> Self {
         CacheKey {
-            vm: vm.to_string(),
-            client_id: client_id.to_ascii_lowercase(),
-            resource: resource.to_string(),
+            vm,
+            client_id,
+            resource,
         }
+    }
+
+    /// Writes the map key (`vm \0 client id lower case \0 resource`) into `out`.
+    fn write(&self, out: &mut String) {
+        out.clear();
+        out.push_str(self.vm);
+        out.push('\0');
+        out.extend(self.client_id.chars().map(|c| c.to_ascii_lowercase()));
+        out.push('\0');
+        out.push_str(self.resource);
     }
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<AadToken>>>;
-
-/// A locked slot; when dropped still empty (the fetch failed or the request was cancelled) the slot is
-/// pruned from the map.
-struct Held<'a> {
-    cache: &'a TokenCache,
-    key: CacheKey,
-    guard: Option<tokio::sync::OwnedMutexGuard<Option<AadToken>>>,
+thread_local! {
+    /// The buffer a lookup writes its map key into: a cache hit allocates nothing.
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-impl Drop for Held<'_> {
+/// One key's token, read without waiting (a hit takes a read lock and an `Arc`), and the lock that
+/// coalesces concurrent fetches.
+#[derive(Debug, Default)]
+struct Slot {
+    token: RwLock<Option<Arc<AadToken>>>,
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl Slot {
+    fn get(&self) -> Option<Arc<AadToken>> {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, token: Arc<AadToken>) {
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = Some(token);
+    }
+}
+
+/// Drops the slot of `key` when it is still empty on the way out (the fetch failed or the request
+/// was cancelled) and nobody else uses it: slots are keyed by the caller's resource string, so failed
+/// fetches (unknown resources) must not grow the map.
+struct PruneIfEmpty<'a> {
+    cache: &'a TokenCache,
+    key: String,
+    slot: Option<Arc<Slot>>,
+}
+
+impl Drop for PruneIfEmpty<'_> {
     fn drop(&mut self) {
-        if let Some(guard) = self.guard.take() {
-            let empty = guard.is_none();
-            drop(guard);
-            if empty {
-                self.cache.prune(&self.key);
-            }
+        let Some(slot) = self.slot.take() else { return };
+        if slot.get().is_some() {
+            return;
+        }
+        let Ok(mut slots) = self.cache.slots() else {
+            return;
+        };
+        drop(slot);
+        let unused_and_empty = slots
+            .get(&self.key)
+            .is_some_and(|s| Arc::strong_count(s) == 1 && s.get().is_none());
+        if unused_and_empty {
+            slots.remove(&self.key);
         }
     }
 }
@@ -64,7 +105,7 @@ impl Drop for Held<'_> {
 #[derive(Debug)]
 pub struct TokenCache {
     clock: Clock,
-    slots: Mutex<HashMap<CacheKey, Slot>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl TokenCache {
@@ -76,70 +117,76 @@ impl TokenCache {
         }
     }
 
-    fn slots(&self) -> Result<std::sync::MutexGuard<'_, HashMap<CacheKey, Slot>>> {
+    fn slots(&self) -> Result<std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>>> {
         self.slots
             .lock()
             .map_err(|_| ImdsError::Poisoned("token cache"))
     }
 
+    /// The token if it has at least [`REFRESH_MARGIN_SECS`] left.
+    fn fresh(&self, slot: &Slot) -> Option<Arc<AadToken>> {
+        slot.get()
+            .filter(|t| t.expires_on.saturating_sub(self.clock.now()) >= REFRESH_MARGIN_SECS)
+    }
+
     /// The cached token for `key` if it has at least [`REFRESH_MARGIN_SECS`] left and `bypass` is
     /// false; otherwise the result of `fetch`, which is then cached. Returns the token and whether it
-    /// came from the cache.
+    /// came from the cache. A hit allocates nothing and does not wait on other requests.
     ///
     /// A `bypass` request fetches without waiting for the key's slot, so concurrent
     /// `bypass_cache=true` requests for one key each get a fresh token in parallel (IMDS documents
-    /// no serialization of them); its token is cached unless another fetch for the key is in flight
-    /// (that one caches its own, equally fresh token).
+    /// no serialization of them); its token is cached.
     ///
     /// # Errors
     /// Whatever `fetch` returns (nothing is cached then, and the empty slot is dropped again).
     pub async fn get_or_fetch<F, Fut>(
         &self,
-        key: CacheKey,
+        key: CacheKey<'_>,
         bypass: bool,
         fetch: F,
-    ) -> Result<(AadToken, bool)>
+    ) -> Result<(Arc<AadToken>, bool)>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<AadToken>>,
     {
+        let found = KEY.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            key.write(&mut buf);
+            self.slots().map(|slots| slots.get(buf.as_str()).cloned())
+        })?;
+        if let (false, Some(token)) = (bypass, found.as_deref().and_then(|s| self.fresh(s))) {
+            return Ok((token, true));
+        }
+        let mut owned = String::new();
+        key.write(&mut owned);
         if bypass {
-            let token = fetch().await?;
-            let slot = Arc::clone(self.slots()?.entry(key).or_default());
-            if let Ok(mut cached) = slot.try_lock() {
-                *cached = Some(token.clone());
-            }
+            let token = Arc::new(fetch().await?);
+            let slot = Arc::clone(self.slots()?.entry(owned).or_default());
+            slot.set(Arc::clone(&token));
             return Ok((token, false));
         }
-        let slot = Arc::clone(self.slots()?.entry(key.clone()).or_default());
-        let mut held = Held {
-            cache: self,
-            key,
-            guard: Some(slot.lock_owned().await),
+        let slot = match found {
+            Some(slot) => slot,
+            None => Arc::clone(self.slots()?.entry(owned.clone()).or_default()),
         };
-        let Some(cached) = held.guard.as_mut() else {
+        // The guard holds this request's only reference to the slot, so it can tell on the way out
+        // whether anyone else still uses it.
+        let guard = PruneIfEmpty {
+            cache: self,
+            key: owned,
+            slot: Some(slot),
+        };
+        let Some(slot) = guard.slot.as_deref() else {
             return Err(ImdsError::Poisoned("token cache slot"));
         };
-        if let Some(token) = cached.as_ref() {
-            if token.expires_on.saturating_sub(self.clock.now()) >= REFRESH_MARGIN_SECS {
-                return Ok((token.clone(), true));
-            }
+        let _fetching = slot.fetching.lock().await;
+        // Another request may have fetched it while this one waited.
+        if let Some(token) = self.fresh(slot) {
+            return Ok((token, true));
         }
-        let token = fetch().await?;
-        **cached = Some(token.clone());
+        let token = Arc::new(fetch().await?);
+        slot.set(Arc::clone(&token));
         Ok((token, false))
-    }
-
-    /// Drops the slot of `key` when it holds no token and nobody else holds it: slots are keyed by the
-    /// caller's resource string, so failed fetches (unknown resources) must not grow the map.
-    fn prune(&self, key: &CacheKey) {
-        let Ok(mut slots) = self.slots() else { return };
-        let unused_and_empty = slots.get(key).is_some_and(|slot| {
-            Arc::strong_count(slot) == 1 && slot.try_lock().is_ok_and(|t| t.is_none())
-        });
-        if unused_and_empty {
-            slots.remove(key);
-        }
     }
 
     /// How many slots the cache holds (tokens and fetches in flight).
@@ -157,14 +204,18 @@ impl TokenCache {
     /// Forgets every token of `vm` (store key).
     pub fn remove_vm(&self, vm: &str) {
         if let Ok(mut slots) = self.slots() {
-            slots.retain(|k, _| k.vm != vm);
+            slots.retain(|k, _| k.split('\0').next() != Some(vm));
         }
     }
 
     /// Forgets the tokens of one identity (`client_id`) of `vm`.
     pub fn remove_identity(&self, vm: &str, client_id: &str) {
         if let Ok(mut slots) = self.slots() {
-            slots.retain(|k, _| !(k.vm == vm && k.client_id.eq_ignore_ascii_case(client_id)));
+            slots.retain(|k, _| {
+                let mut parts = k.split('\0');
+                let (v, c) = (parts.next(), parts.next());
+                !(v == Some(vm) && c.is_some_and(|c| c.eq_ignore_ascii_case(client_id)))
+            });
         }
     }
 }
@@ -284,7 +335,8 @@ mod tests {
             .unwrap();
         assert_eq!(cache.len(), 1);
         for i in 0..500 {
-            let key = CacheKey::new("vm", "c", &format!("https://unknown-{i}.example/"));
+            let resource = format!("https://unknown-{i}.example/");
+            let key = CacheKey::new("vm", "c", &resource);
             let r = cache
                 .get_or_fetch(key, false, || async {
                     Err(ImdsError::InvalidResource("AADSTS500011".into()))

@@ -20,7 +20,7 @@ pub type Result<T, E = ImdsError> = std::result::Result<T, E>;
 /// An identity's private key cannot be used for signing (not PKCS#8 RSA or P-256).
 #[derive(Debug, thiserror::Error)]
 #[error("identity key is not a usable pkcs#8 rsa or p-256 key")]
-pub struct KeyError(#[source] pub jsonwebtoken::errors::Error);
+pub struct KeyError(#[source] pub misim_core::cert::CertError);
 
 /// Why Azure AD gave no token (IMDS then answers 500 "Failed to retrieve token from the Active
 /// directory", token how-to).
@@ -68,7 +68,7 @@ pub enum AadError {
     Key(#[source] KeyError),
     /// Signing the client assertion failed.
     #[error("cannot sign the client assertion")]
-    Sign(#[source] jsonwebtoken::errors::Error),
+    Sign(#[source] misim_core::cert::CertError),
     /// The signing task died.
     #[error("signing task failed")]
     Task(#[source] tokio::task::JoinError),

@@ -119,7 +119,7 @@ pub struct HostCredential {
     pub thumbprint: String,
     /// Base64url SHA-1 thumbprint (`x5t` of the client assertion header).
     pub x5t: String,
-    key: OnceLock<jsonwebtoken::EncodingKey>,
+    key: OnceLock<misim_core::cert::JwsSigner>,
 }
 
 impl HostCredential {
@@ -147,27 +147,14 @@ impl HostCredential {
     ///
     /// # Errors
     /// [`KeyError`] when the key is not a PKCS#8 RSA or P-256 key.
-    pub fn signing_key(&self) -> Result<&jsonwebtoken::EncodingKey, KeyError> {
+    pub fn signing_key(&self) -> Result<&misim_core::cert::JwsSigner, KeyError> {
         if let Some(key) = self.key.get() {
             return Ok(key);
         }
-        let key = signing_key(&self.credential)?;
+        let key = misim_core::cert::JwsSigner::from_pkcs8(&self.credential.private_key_pkcs8_der)
+            .map_err(KeyError)?;
         Ok(self.key.get_or_init(|| key))
     }
-}
-
-/// The jsonwebtoken key of a credential's PKCS#8 private key: RSA, or EC P-256 (`misim up
-/// --identity-key-type ec-p256`, signed ES256).
-///
-/// # Errors
-/// [`KeyError`] when the key is not a PKCS#8 RSA or P-256 key.
-fn signing_key(credential: &Credential) -> Result<jsonwebtoken::EncodingKey, KeyError> {
-    let der = &credential.private_key_pkcs8_der;
-    if let Ok(misim_core::cert::KeyType::EcP256) = misim_core::cert::KeyType::of_pkcs8(der) {
-        return Ok(jsonwebtoken::EncodingKey::from_ec_der(der));
-    }
-    let pem = misim_core::cert::to_pem("PRIVATE KEY", &credential.private_key_pkcs8_der);
-    jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(KeyError)
 }
 
 impl std::fmt::Debug for HostCredential {

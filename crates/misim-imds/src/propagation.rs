@@ -9,6 +9,7 @@
 //! flight are kept in memory (a restart makes them effective at once).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use crate::model::HeldIdentity;
@@ -24,6 +25,8 @@ struct Change {
 #[derive(Debug, Default)]
 pub(crate) struct Propagating {
     vms: Mutex<HashMap<String, Vec<Change>>>,
+    /// Whether any change is in flight: token requests skip the lock while none is (the usual case).
+    active: AtomicBool,
 }
 
 impl Propagating {
@@ -68,6 +71,7 @@ impl Propagating {
         if changes.is_empty() {
             vms.remove(vm);
         }
+        self.active.store(!vms.is_empty(), Ordering::Release);
     }
 
     /// The identities IMDS serves for `vm` at `now`, given those configured: `configured` itself
@@ -78,6 +82,9 @@ impl Propagating {
         configured: &'a [HeldIdentity],
         now: i64,
     ) -> std::borrow::Cow<'a, [HeldIdentity]> {
+        if !self.active.load(Ordering::Acquire) {
+            return std::borrow::Cow::Borrowed(configured);
+        }
         let mut vms = self.lock();
         let Some(changes) = vms.get_mut(vm) else {
             return std::borrow::Cow::Borrowed(configured);
@@ -95,6 +102,7 @@ impl Propagating {
         out.extend(changes.iter().filter(|c| !c.added).map(|c| c.held.clone()));
         if changes.is_empty() {
             vms.remove(vm);
+            self.active.store(!vms.is_empty(), Ordering::Release);
         }
         std::borrow::Cow::Owned(out)
     }

@@ -41,7 +41,7 @@ impl Tokens {
         resource: &str,
         bypass: bool,
         served_by: &'static str,
-    ) -> Result<AadToken> {
+    ) -> Result<std::sync::Arc<AadToken>> {
         let identity = &held.identity;
         let key = CacheKey::new(cache_vm, &identity.client_id, resource);
         let fetch = || async {
