@@ -104,13 +104,6 @@ fn placement_info(
     }
 }
 
-fn kind_to_msrp(kind: IdentityKind) -> i32 {
-    match kind {
-        IdentityKind::SystemAssigned => msrp::IdentityKind::SystemAssigned as i32,
-        IdentityKind::UserAssigned => msrp::IdentityKind::UserAssigned as i32,
-    }
-}
-
 /// The peers ARM calls, each over a lazily connected channel (start order does not matter).
 #[derive(Clone)]
 pub struct Peers {
@@ -210,7 +203,7 @@ impl Peers {
     ) -> Result<IdentityIds> {
         let req = msrp::CreateIdentityRequest {
             resource_id: resource_id.to_string(),
-            kind: kind_to_msrp(kind),
+            kind: msrp::IdentityKind::from(kind) as i32,
             tenant_id: tenant_id.to_string(),
         };
         let id = self
@@ -370,10 +363,7 @@ impl Peers {
             .iter()
             .map(|r| imds::IdentityRef {
                 msi_res_id: r.msi_res_id.clone(),
-                kind: match r.kind {
-                    IdentityKind::SystemAssigned => imds::IdentityKind::SystemAssigned as i32,
-                    IdentityKind::UserAssigned => imds::IdentityKind::UserAssigned as i32,
-                },
+                kind: imds::IdentityKind::from(r.kind) as i32,
                 client_id: r.ids.client_id.clone(),
                 principal_id: r.ids.principal_id.clone(),
                 tenant_id: r.ids.tenant_id.clone(),

@@ -98,7 +98,7 @@ pub enum RunError {
     Serve(#[from] misim_core::serve::ServeError),
     /// The configuration is unusable (e.g. a malformed peer URL).
     #[error("config: {0}")]
-    Config(String),
+    Config(#[source] ArmError),
 }
 
 /// Builds the ARM core from `config`: opens the store under `config.data_dir` and lazy clients to
@@ -119,7 +119,7 @@ pub fn build(config: &Config) -> Result<Arc<Arm>, RunError> {
         &hosts,
         config.control.as_ref(),
     )
-    .map_err(|e| RunError::Config(e.to_string()))?;
+    .map_err(RunError::Config)?;
     Ok(Arc::new(Arm::new(store, peers, config.clock.clone())))
 }
 
@@ -140,7 +140,7 @@ pub async fn run(
         arm.set_public_rest_url(url);
     }
     let validator = rest::auth::TokenValidator::new(&config.aad_url, config.clock.clone())
-        .map_err(|e| RunError::Config(e.to_string()))?;
+        .map_err(RunError::Config)?;
     let background = tokio_util::task::TaskTracker::new();
     {
         let (arm, shutdown) = (arm.clone(), shutdown.clone());

@@ -50,14 +50,7 @@ pub struct IdentityIds {
     pub client_id: String,
 }
 
-/// The two kinds of managed identity.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub enum IdentityKind {
-    /// Tied to the VM's lifecycle; its resource id is the VM's.
-    SystemAssigned,
-    /// A standalone `Microsoft.ManagedIdentity/userAssignedIdentities` resource.
-    UserAssigned,
-}
+pub use misim_core::identity_kind::IdentityKind;
 
 /// One user-assigned identity as a VM's identity block shows it. The values are a snapshot taken
 /// when assigned (refreshed while the UAMI exists), so a deleted UAMI stays as a dangling entry with
@@ -248,48 +241,32 @@ pub struct RoleAssignment {
     pub revoked_until: i64,
 }
 
-/// The VM `identity` block as ARM shows it
-/// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-configure-managed-identities?pivots=identity-mi-methods-rest>).
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct VmIdentityView {
-    /// `None` | `SystemAssigned` | `UserAssigned` | `SystemAssigned, UserAssigned`.
-    pub kind: String,
-    /// System-assigned principal id; empty without one.
-    pub principal_id: String,
-    /// Tenant id; empty without a system-assigned identity.
-    pub tenant_id: String,
-    /// UAMI resource id → (principal id, client id).
-    pub user_assigned: Vec<UserAssignedEntry>,
-}
-
 impl IdentityBlock {
-    /// The `identity` block as ARM shows it: the type follows the desired state; principalId and
-    /// tenantId come only with a system-assigned identity (null for UserAssigned only,
-    /// <https://github.com/Azure/aad-pod-identity/issues/521>).
-    pub fn view(&self) -> VmIdentityView {
-        let kind = match (self.system_assigned, !self.user_assigned.is_empty()) {
+    /// The `identity` block's `type` as ARM shows it: `None`, `SystemAssigned`, `UserAssigned` or
+    /// `SystemAssigned, UserAssigned`, following the desired state
+    /// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-configure-managed-identities?pivots=identity-mi-methods-rest>).
+    pub fn kind(&self) -> &'static str {
+        match (self.system_assigned, !self.user_assigned.is_empty()) {
             (false, false) => "None",
             (true, false) => "SystemAssigned",
             (false, true) => "UserAssigned",
             (true, true) => "SystemAssigned, UserAssigned",
-        };
-        let (principal_id, tenant_id) = match (&self.system_identity, self.system_assigned) {
-            (Some(ids), true) => (ids.principal_id.clone(), ids.tenant_id.clone()),
-            _ => (String::new(), String::new()),
-        };
-        VmIdentityView {
-            kind: kind.to_string(),
-            principal_id,
-            tenant_id,
-            user_assigned: self.user_assigned.values().cloned().collect(),
         }
     }
 
-    /// The system-assigned identity's ids while it is enabled and created.
+    /// The system-assigned identity's ids while it is enabled and created: what `principalId` and
+    /// `tenantId` of the block show (null for `UserAssigned` only,
+    /// <https://github.com/Azure/aad-pod-identity/issues/521>).
     pub fn enabled_system_identity(&self) -> Option<&IdentityIds> {
         self.system_identity
             .as_ref()
             .filter(|_| self.system_assigned)
+    }
+
+    /// `principalId` of the block: the enabled system-assigned identity's, empty without one.
+    pub fn principal_id(&self) -> &str {
+        self.enabled_system_identity()
+            .map_or("", |i| i.principal_id.as_str())
     }
 
     /// Whether user-assigned identity `key` ([`ResourceId::key`]) is assigned.
@@ -465,7 +442,7 @@ mod tests {
     #[test]
     fn identity_type_follows_desired_state_and_principal_only_with_system() {
         let mut v = vm();
-        assert_eq!(v.identity.view().kind, "None");
+        assert_eq!(v.identity.kind(), "None");
         let u = ResourceId::user_assigned_identity("s", "rg", "u").unwrap();
         v.identity.user_assigned.insert(
             u.key(),
@@ -475,18 +452,18 @@ mod tests {
                 client_id: "c".into(),
             },
         );
-        assert_eq!(v.identity.view().kind, "UserAssigned");
-        assert_eq!(v.identity.view().principal_id, "");
+        assert_eq!(v.identity.kind(), "UserAssigned");
+        assert!(v.identity.enabled_system_identity().is_none());
         v.identity.system_assigned = true;
         v.identity.system_identity = Some(IdentityIds {
             tenant_id: "t".into(),
             principal_id: "sp".into(),
             client_id: "sc".into(),
         });
-        let view = v.identity.view();
-        assert_eq!(view.kind, "SystemAssigned, UserAssigned");
+        assert_eq!(v.identity.kind(), "SystemAssigned, UserAssigned");
+        let ids = v.identity.enabled_system_identity().unwrap();
         assert_eq!(
-            (view.principal_id.as_str(), view.tenant_id.as_str()),
+            (ids.principal_id.as_str(), ids.tenant_id.as_str()),
             ("sp", "t")
         );
     }

@@ -8,6 +8,7 @@ pub mod control;
 pub mod events;
 pub mod faults;
 pub mod fsperm;
+pub mod identity_kind;
 pub mod ids;
 pub mod keyed_locks;
 pub mod limits;

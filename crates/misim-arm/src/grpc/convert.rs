@@ -6,7 +6,7 @@ use misim_proto::arm as pb;
 
 use crate::authorization::roles::{find_role, RoleDefinition};
 use crate::model::{
-    ResourceGroup, RoleAssignment, Subscription, Uami, Vm, VmExtension, VmIdentityView, Vmss,
+    IdentityBlock, ResourceGroup, RoleAssignment, Subscription, Uami, Vm, VmExtension, Vmss,
 };
 use crate::resources::vault::{Secret, Vault};
 
@@ -35,18 +35,19 @@ pub(super) fn group_pb(g: ResourceGroup) -> pb::ResourceGroup {
     }
 }
 
-pub(super) fn identity_pb(v: VmIdentityView) -> pb::VmIdentity {
+pub(super) fn identity_pb(block: &IdentityBlock) -> pb::VmIdentity {
+    let system = block.enabled_system_identity();
     pb::VmIdentity {
-        r#type: v.kind,
-        principal_id: v.principal_id,
-        tenant_id: v.tenant_id,
-        user_assigned_identities: v
+        r#type: block.kind().to_string(),
+        principal_id: system.map(|i| i.principal_id.clone()).unwrap_or_default(),
+        tenant_id: system.map(|i| i.tenant_id.clone()).unwrap_or_default(),
+        user_assigned_identities: block
             .user_assigned
-            .into_iter()
+            .values()
             .map(|e| {
                 let value = pb::UserAssignedIdentityValue {
-                    principal_id: e.principal_id,
-                    client_id: e.client_id,
+                    principal_id: e.principal_id.clone(),
+                    client_id: e.client_id.clone(),
                 };
                 (e.id.to_string(), value)
             })
@@ -75,7 +76,7 @@ pub(super) fn vm_pb(vm: Vm) -> pb::VirtualMachine {
         vm_size: vm.vm_size.clone(),
         os_type: vm.os_type.clone(),
         tags: vm.tags.clone().into_iter().collect(),
-        identity: Some(identity_pb(vm.identity.view())),
+        identity: Some(identity_pb(&vm.identity)),
         host: vm.host.clone(),
         imds_endpoint: vm.imds_endpoint.clone(),
         provisioning_state: vm.provisioning_state().into(),
@@ -134,7 +135,7 @@ pub(super) fn assignment_pb(ra: RoleAssignment) -> pb::RoleAssignment {
 /// A scale-set instance as a VM message: the scale set's identity block.
 pub(super) fn instance_pb(ss: &Vmss, inst: Vm) -> pb::VirtualMachine {
     let mut v = vm_pb(inst);
-    v.identity = Some(identity_pb(ss.identity.view()));
+    v.identity = Some(identity_pb(&ss.identity));
     v
 }
 
@@ -150,7 +151,7 @@ pub(super) fn vmss_pb(ss: Vmss) -> pb::VirtualMachineScaleSet {
         os_type: ss.os_type.clone(),
         tags: ss.tags.clone().into_iter().collect(),
         capacity: ss.capacity,
-        identity: Some(identity_pb(ss.identity.view())),
+        identity: Some(identity_pb(&ss.identity)),
         provisioning_state: ss.provisioning_state().into(),
     }
 }

@@ -61,7 +61,7 @@ impl ArmGrpc {
             Op::Assign => self.arm.assign_identity(target, system, user).await?,
             Op::Remove => self.arm.remove_identity(target, system, user).await?,
         };
-        Ok(Response::new(identity_pb(view)))
+        Ok(Response::new(identity_pb(&view)))
     }
 
     /// The identity block of `owner`'s resource named in `r`.
@@ -72,6 +72,6 @@ impl ArmGrpc {
     ) -> R<pb::VmIdentity> {
         let (s, g, n) = (&r.subscription_id, &r.resource_group, &r.name);
         let v = self.arm.get_identity(IdentityTarget::new(owner, s, g, n))?;
-        Ok(Response::new(identity_pb(v)))
+        Ok(Response::new(identity_pb(&v)))
     }
 }

@@ -23,7 +23,7 @@ pub(super) fn webapp_pb(site: WebApp) -> pb::WebApp {
         location: site.location.clone(),
         kind: site.kind.clone(),
         tags: site.tags.clone().into_iter().collect(),
-        identity: Some(identity_pb(site.identity.view())),
+        identity: Some(identity_pb(&site.identity)),
         host: site.host.clone(),
         identity_endpoint: site.identity_endpoint.clone(),
         identity_header: site.identity_header.clone(),

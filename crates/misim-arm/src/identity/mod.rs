@@ -18,9 +18,7 @@ use tracing::info;
 use crate::clients::IdentityRef;
 use crate::error::{ArmError, Result};
 use crate::identity::uami::uami_not_found;
-use crate::model::{
-    IdentityBlock, IdentityKind, SyncState, UserAssignedEntry, Vm, VmIdentityView, Vmss,
-};
+use crate::model::{IdentityBlock, IdentityKind, SyncState, UserAssignedEntry, Vm, Vmss};
 use crate::reconcile::Record;
 use crate::resources::webapps::WebApp;
 use crate::service::Arm;
@@ -199,7 +197,7 @@ impl Arm {
         id: &ResourceId,
         req: &IdentityRequest,
         mode: Mode,
-    ) -> Result<VmIdentityView> {
+    ) -> Result<IdentityBlock> {
         with_holder!(owner, H => self.change_identity::<H>(id, Change::Request(req), mode).await)
     }
 
@@ -213,7 +211,7 @@ impl Arm {
         target: IdentityTarget<'_>,
         system_assigned: bool,
         user_assigned: &[String],
-    ) -> Result<VmIdentityView> {
+    ) -> Result<IdentityBlock> {
         if !system_assigned && user_assigned.is_empty() {
             return Err(ArmError::InvalidArgument(
                 "specify system_assigned and/or at least one user-assigned identity".into(),
@@ -240,7 +238,7 @@ impl Arm {
         target: IdentityTarget<'_>,
         system_assigned: bool,
         user_assigned: &[String],
-    ) -> Result<VmIdentityView> {
+    ) -> Result<IdentityBlock> {
         let change = Change::Remove {
             system: system_assigned,
             user: user_assigned,
@@ -252,11 +250,11 @@ impl Arm {
     ///
     /// # Errors
     /// Lookup errors ([`ArmError::ResourceNotFound`] etc.).
-    pub fn get_identity(&self, target: IdentityTarget<'_>) -> Result<VmIdentityView> {
+    pub fn get_identity(&self, target: IdentityTarget<'_>) -> Result<IdentityBlock> {
         let t = target;
         with_holder!(t.owner, H => {
             let id = H::resolve(self, t.subscription_id, t.group, t.name)?;
-            Ok(self.live::<H>(&id)?.identity().view())
+            Ok(self.live::<H>(&id)?.identity().clone())
         })
     }
 
@@ -265,7 +263,7 @@ impl Arm {
         &self,
         t: IdentityTarget<'_>,
         change: Change<'_>,
-    ) -> Result<VmIdentityView> {
+    ) -> Result<IdentityBlock> {
         with_holder!(t.owner, H => {
             let id = H::resolve(self, t.subscription_id, t.group, t.name)?;
             self.change_identity::<H>(&id, change, Mode::Patch).await
@@ -280,7 +278,7 @@ impl Arm {
         id: &ResourceId,
         change: Change<'_>,
         mode: Mode,
-    ) -> Result<VmIdentityView> {
+    ) -> Result<IdentityBlock> {
         let _guard = self.locks.lock(&id.key()).await;
         let mut record: H = self.live(id)?;
         self.plan_change(id, record.identity_mut(), change, mode)?;
@@ -293,7 +291,7 @@ impl Arm {
         let result = tracing::Instrument::instrument(self.settle(&mut record), step.clone()).await;
         misim_core::telemetry::record_outcome(&step, &result);
         result.map_err(ArmError::pending)?;
-        Ok(record.identity().view())
+        Ok(record.identity().clone())
     }
 
     /// Applies `change` to `block` (step 1): the plan's system-assigned flag and user-assigned

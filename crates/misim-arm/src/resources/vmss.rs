@@ -55,7 +55,7 @@ impl Vmss {
     pub fn provisioning_state(&self) -> &'static str {
         match self.sync {
             SyncState::Succeeded => "Succeeded",
-            _ => "Updating",
+            SyncState::Pending | SyncState::Failed(_) => "Updating",
         }
     }
 }

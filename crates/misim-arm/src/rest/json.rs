@@ -5,7 +5,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::model::{ResourceGroup, RoleAssignment, Subscription, Uami, Vm, VmIdentityView, Vmss};
+use crate::model::{IdentityBlock, ResourceGroup, RoleAssignment, Subscription, Uami, Vm, Vmss};
 use crate::rbac::{find_role, RoleDefinition};
 use crate::vault::Vault;
 
@@ -44,30 +44,29 @@ pub fn resource_group(g: &ResourceGroup) -> Value {
 /// The VM `identity` block; `None` when the VM has no identity (ARM then omits the property).
 /// principalId/tenantId are null without a system-assigned identity (aad-pod-identity#521).
 pub fn vm_identity(vm: &Vm) -> Option<Value> {
-    identity(vm.identity.view())
+    identity(&vm.identity)
 }
 
-/// An `identity` block from its view; `None` for type `None`.
-pub fn identity(view: VmIdentityView) -> Option<Value> {
-    if view.kind == "None" {
+/// An `identity` block; `None` for type `None`.
+pub fn identity(block: &IdentityBlock) -> Option<Value> {
+    let kind = block.kind();
+    if kind == "None" {
         return None;
     }
-    let nullable = |s: &str| {
-        if s.is_empty() {
-            Value::Null
-        } else {
-            Value::String(s.to_string())
-        }
+    let system = block.enabled_system_identity();
+    let nullable = |s: Option<&String>| match s.filter(|s| !s.is_empty()) {
+        Some(s) => Value::String(s.clone()),
+        None => Value::Null,
     };
     let mut identity = json!({
-        "type": view.kind,
-        "principalId": nullable(&view.principal_id),
-        "tenantId": nullable(&view.tenant_id),
+        "type": kind,
+        "principalId": nullable(system.map(|i| &i.principal_id)),
+        "tenantId": nullable(system.map(|i| &i.tenant_id)),
     });
-    if !view.user_assigned.is_empty() {
-        let map: Map<String, Value> = view
+    if !block.user_assigned.is_empty() {
+        let map: Map<String, Value> = block
             .user_assigned
-            .iter()
+            .values()
             .map(|e| {
                 (
                     e.id.to_string(),
@@ -154,7 +153,7 @@ pub fn vmss(ss: &Vmss) -> Value {
             "provisioningState": ss.provisioning_state()
         }
     });
-    if let Some(identity) = identity(ss.identity.view()) {
+    if let Some(identity) = identity(&ss.identity) {
         v["identity"] = identity;
     }
     v
@@ -177,7 +176,7 @@ pub fn instance(ss: &Vmss, inst: &Vm) -> Value {
             "provisioningState": inst.provisioning_state()
         }
     });
-    if let Some(identity) = identity(ss.identity.view()) {
+    if let Some(identity) = identity(&ss.identity) {
         v["identity"] = identity;
     }
     v

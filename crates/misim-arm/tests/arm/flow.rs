@@ -273,10 +273,10 @@ async fn state_survives_restart_on_the_same_data_dir() {
     assert_eq!(*peers.aad.calls.lock().unwrap(), 1);
     let again = arm.get_vm("", "rg", "vm").await.unwrap();
     assert_eq!(again.vm_id, vm.vm_id);
-    let view = again.identity.view();
-    assert_eq!(view.kind, "SystemAssigned, UserAssigned");
+    let view = again.identity;
+    assert_eq!(view.kind(), "SystemAssigned, UserAssigned");
     assert_eq!(
-        view.principal_id,
+        view.principal_id(),
         peers.msrp.identity(vm.id.as_str()).unwrap().principal_id
     );
     assert_eq!(

@@ -231,7 +231,7 @@ async fn reconcile_converges_after_msrp_and_host_recover() {
         .get_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"))
         .unwrap();
     assert_eq!(
-        (recorded.kind.as_str(), recorded.principal_id.as_str()),
+        (recorded.kind(), recorded.principal_id()),
         ("SystemAssigned", "")
     );
     assert_eq!(
@@ -257,7 +257,7 @@ async fn reconcile_converges_after_msrp_and_host_recover() {
         sb.arm
             .get_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"))
             .unwrap()
-            .principal_id,
+            .principal_id(),
         created.principal_id
     );
 

@@ -85,7 +85,7 @@ async fn concurrent_assign_of_system_and_user_assigned_keeps_both_on_a_vm() {
     let view = arm
         .get_identity(misim_arm::IdentityTarget::vm("", "rg", "vm"))
         .unwrap();
-    assert_eq!(view.kind, "SystemAssigned, UserAssigned");
+    assert_eq!(view.kind(), "SystemAssigned, UserAssigned");
     assert_eq!(view.user_assigned.len(), 1);
     let mut want = vec![vm.id.key(), u.id.key()];
     want.sort();
@@ -137,8 +137,8 @@ async fn concurrent_assign_of_system_and_user_assigned_keeps_both_on_a_scale_set
     )
     .await;
     let (ss, _) = arm.list_vmss_instances("", "rg", "ss").await.unwrap();
-    let view = ss.identity.view();
-    assert_eq!(view.kind, "SystemAssigned, UserAssigned");
+    let view = ss.identity;
+    assert_eq!(view.kind(), "SystemAssigned, UserAssigned");
     assert_eq!(view.user_assigned.len(), 1);
 }
 

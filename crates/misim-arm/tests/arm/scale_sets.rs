@@ -42,7 +42,7 @@ async fn instances_share_one_system_identity_and_follow_the_capacity() {
         )
         .await
         .unwrap();
-    assert_eq!(view.kind, "SystemAssigned");
+    assert_eq!(view.kind(), "SystemAssigned");
     for inst in &instances {
         assert_eq!(
             sb.host(&inst.host).identities(inst.id.as_str()),
@@ -127,9 +127,10 @@ async fn restart_in_the_middle_of_an_assignment_converges() {
         .fail
         .store(false, std::sync::atomic::Ordering::SeqCst);
     let arm = misim_arm::build(&config).unwrap();
-    let view = arm.get_vmss("", "rg", "ss").unwrap().identity.view();
+    let view = arm.get_vmss("", "rg", "ss").unwrap().identity;
     assert_eq!(
-        view.kind, "SystemAssigned, UserAssigned",
+        view.kind(),
+        "SystemAssigned, UserAssigned",
         "desired state survived"
     );
     assert_eq!(arm.reconcile_all(false).await.unwrap(), 0);
@@ -143,7 +144,7 @@ async fn restart_in_the_middle_of_an_assignment_converges() {
     let ss = arm.get_vmss("", "rg", "ss").unwrap();
     assert_eq!(ss.provisioning_state(), "Succeeded");
     assert_eq!(
-        ss.identity.view().principal_id,
+        ss.identity.principal_id(),
         peers.msrp.identity(ss_id.as_str()).unwrap().principal_id
     );
 }

@@ -41,7 +41,7 @@ pub fn site_json(w: &WebApp) -> Value {
             "provisioningState": w.provisioning_state(),
         }
     });
-    if let Some(identity) = shapes::identity(w.identity.view()) {
+    if let Some(identity) = shapes::identity(&w.identity) {
         v["identity"] = identity;
     }
     v
