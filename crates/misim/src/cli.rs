@@ -215,8 +215,9 @@ pub enum Command {
     /// Example: misim fault add --party vm:vm1 --endpoint imds --status 429 --count 2
     #[command(verbatim_doc_comment)]
     Fault(crate::client::fault::FaultArgs),
-    /// Report every difference between ARM's desired state and MSRP and the hosts, and whether
-    /// it is converging; fails while any remain (--wait N: wait up to N s for none).
+    /// Report every difference between ARM's desired state and MSRP, Azure AD and the hosts
+    /// (Health/Consistency), and whether it is converging; fails while any remain (--wait N:
+    /// wait up to N s for none).
     ///
     /// Example: misim doctor --wait 30
     #[command(verbatim_doc_comment)]
