@@ -11,6 +11,10 @@
 
 use std::sync::{Arc, OnceLock};
 
+#[path = "../../misim-core/tests/support/fuzz.rs"]
+mod fuzz;
+
+use fuzz::mutate;
 use misim_arm::rest::{body, path, query};
 use misim_core::Clock;
 use proptest::prelude::*;
@@ -80,50 +84,26 @@ const BODIES: &[&str] = &[
     "{}",
 ];
 
-fn mutate(seed: &str, edits: &[(usize, u8, char)]) -> String {
-    let mut chars: Vec<char> = seed.chars().collect();
-    for (pos, op, c) in edits {
-        let at = if chars.is_empty() {
-            0
-        } else {
-            pos % (chars.len() + 1)
-        };
-        match op % 4 {
-            0 => chars.insert(at, *c),
-            1 if at < chars.len() => {
-                chars.remove(at);
-            }
-            2 if at < chars.len() => chars[at] = *c,
-            // Cut the tail: truncated requests.
-            _ => chars.truncate(at),
-        }
-    }
-    chars.into_iter().collect()
+/// Characters edits insert: the delimiters of paths, queries and JSON.
+const SPECIAL: &[char] = &[
+    '/', '%', '&', '=', '\'', '"', '{', '}', '[', ':', ',', '+', 'é', '\u{0}', '0', '5', '9',
+];
+
+fn edits() -> impl Strategy<Value = Vec<fuzz::Edit>> {
+    fuzz::edits(SPECIAL, 1..6)
 }
 
-fn fuzz_char() -> impl Strategy<Value = char> {
-    prop_oneof![
-        Just('/'),
-        Just('%'),
-        Just('&'),
-        Just('='),
-        Just('\''),
-        Just('"'),
-        Just('{'),
-        Just('}'),
-        Just('['),
-        Just(':'),
-        Just(','),
-        Just('+'),
-        Just('é'),
-        Just('\u{0}'),
-        any::<char>(),
-        proptest::char::range('0', '9'),
-    ]
-}
-
-fn edits() -> impl Strategy<Value = Vec<(usize, u8, char)>> {
-    proptest::collection::vec((any::<usize>(), any::<u8>(), fuzz_char()), 1..6)
+fn json_value() -> impl Strategy<Value = Value> {
+    fuzz::json_value(
+        &[
+            "SystemAssigned",
+            "UserAssigned",
+            "None",
+            "SystemAssigned, UserAssigned",
+            "systemassigned,userassigned",
+        ],
+        &["type", "userAssignedIdentities", "capacity"],
+    )
 }
 
 /// ARM's error shape: `{"error":{"code":"…","message":"…"}}`.
@@ -153,7 +133,7 @@ fn check_path(p: &str) {
 }
 
 fn check_query(q: &str) {
-    let _ = query::decode(q);
+    let _ = query::pairs(q);
     let _ = query::param(q, "api-version");
     let _ = query::param(q, "$filter");
     if let Ok(clauses) = query::filter(q) {
@@ -378,47 +358,11 @@ proptest! {
     fn router(
         method in prop_oneof![Just("GET"), Just("PUT"), Just("PATCH"), Just("DELETE"), Just("POST"), Just("HEAD"), Just("OPTIONS")],
         i in 0..PATHS.len(), pe in edits(),
-        j in 0..QUERIES.len(), qe in proptest::collection::vec((any::<usize>(), any::<u8>(), fuzz_char()), 0..3),
+        j in 0..QUERIES.len(), qe in fuzz::edits(SPECIAL, 0..3),
         a in proptest::option::of(0..AUTHS.len()),
-        k in 0..BODIES.len(), be in proptest::collection::vec((any::<usize>(), any::<u8>(), fuzz_char()), 0..3),
+        k in 0..BODIES.len(), be in fuzz::edits(SPECIAL, 0..3),
     ) {
         let p = mutate(PATHS[i], &pe).replace(SUB, &SUB.replace('1', "2"));
         check_request(method, &p, &mutate(QUERIES[j], &qe), a.map(|a| AUTHS[a]), mutate(BODIES[k], &be).as_bytes());
     }
-}
-
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::Number(n.into())),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
-            .map(Value::Number)
-            .unwrap_or(Value::Null)),
-        ".{0,12}".prop_map(Value::String),
-        prop_oneof![
-            Just("SystemAssigned"),
-            Just("UserAssigned"),
-            Just("None"),
-            Just("SystemAssigned, UserAssigned"),
-            Just("systemassigned,userassigned")
-        ]
-        .prop_map(|s| Value::String(s.into())),
-    ];
-    leaf.prop_recursive(3, 24, 4, |inner| {
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            proptest::collection::btree_map(
-                prop_oneof![
-                    Just("type".to_string()),
-                    Just("userAssignedIdentities".to_string()),
-                    Just("capacity".to_string()),
-                    ".{0,6}".prop_map(|s| s)
-                ],
-                inner,
-                0..4
-            )
-            .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
 }

@@ -1,6 +1,9 @@
-//! ARM resource IDs: the one place that knows ARM's resource-ID grammar.
+//! ARM resource IDs and request paths: the one place that knows ARM's resource-ID grammar.
 //!
-//! `/subscriptions/{sub}[/resourceGroups/{rg}[/providers/{Namespace}/{type}/{name}[/{type}/{name}]…]]`.
+//! `/subscriptions/{sub}[/resourceGroups/{rg}][/providers/{Namespace}/{type}/{name}[/{type}/{name}]…]…`;
+//! a later `/providers/{Namespace}/…` section is an extension resource of what precedes it (role
+//! assignments under any scope). [`ArmPath`] splits a request path by this grammar (a path may end
+//! in a collection, a type without a name); [`ResourceId`] is a path that names one resource.
 //! ARM compares resource IDs case-insensitively (Microsoft's samples write `resourcegroups`,
 //! <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-configure-managed-identities?pivots=identity-mi-methods-rest>), so
 //! equality, hashing and [`ResourceId::key`] ignore case while [`ResourceId::as_str`] keeps the casing
@@ -20,6 +23,108 @@ pub enum IdError {
         /// Which part of the grammar it breaks.
         reason: &'static str,
     },
+}
+
+/// One `/providers/{Namespace}/…` section of an [`ArmPath`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Section<'a> {
+    /// Index in [`ArmPath::segments`] of this section's `providers` segment: the segments before
+    /// it are the scope the section's resource lies in.
+    pub at: usize,
+    /// The resource provider namespace, e.g. `Microsoft.Compute`, as written.
+    pub namespace: &'a str,
+    /// The segments after the namespace: `{type}/{name}` pairs, then a type alone for a collection.
+    pub rest: Vec<&'a str>,
+}
+
+impl<'a> Section<'a> {
+    /// The `(type, name)` pairs.
+    pub fn pairs(&self) -> Vec<(&'a str, &'a str)> {
+        self.rest.chunks_exact(2).map(|c| (c[0], c[1])).collect()
+    }
+
+    /// The last type when it has no name (the path names a collection).
+    pub fn collection(&self) -> Option<&'a str> {
+        (self.rest.len() % 2 == 1).then(|| self.rest[self.rest.len() - 1])
+    }
+}
+
+/// An ARM request path split by the resource-ID grammar: subscription, resource group, provider
+/// sections, and what follows a subscription or group that is not a provider section (`locations`,
+/// `resources`, the `resourceGroups` list, `operationresults/{id}`). Fixed words match in any
+/// case; every part keeps the path's casing. Empty segments (`//`, a trailing `/`) are skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArmPath<'a> {
+    /// The non-empty segments of the path.
+    pub segments: Vec<&'a str>,
+    /// The subscription ID segment.
+    pub subscription: &'a str,
+    /// The resource group, for a path at or below `/resourceGroups/{name}`.
+    pub resource_group: Option<&'a str>,
+    /// The `/providers/…` sections, outermost first.
+    pub sections: Vec<Section<'a>>,
+    /// The segments after the subscription or group when no provider section follows it.
+    pub tail: Vec<&'a str>,
+}
+
+impl<'a> ArmPath<'a> {
+    /// Splits `path`; `None` when it does not start with `/subscriptions/{id}` or a `providers`
+    /// segment has no namespace after it.
+    pub fn parse(path: &'a str) -> Option<Self> {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let word = |i: usize, w: &str| segments.get(i).is_some_and(|s| s.eq_ignore_ascii_case(w));
+        if !word(0, "subscriptions") || segments.len() < 2 {
+            return None;
+        }
+        let mut p = ArmPath {
+            subscription: segments[1],
+            resource_group: None,
+            sections: Vec::new(),
+            tail: Vec::new(),
+            segments: Vec::new(),
+        };
+        let mut i = 2;
+        if word(i, "resourceGroups") && segments.len() > i + 1 {
+            p.resource_group = Some(segments[i + 1]);
+            i += 2;
+        }
+        if i < segments.len() && !word(i, "providers") {
+            p.tail = segments[i..].to_vec();
+            p.segments = segments;
+            return Some(p);
+        }
+        while i < segments.len() {
+            // `providers` at `i`: a namespace, then pairs until the next `providers` in a type's place.
+            let namespace = *segments.get(i + 1)?;
+            let mut j = i + 2;
+            while j < segments.len() && !word(j, "providers") {
+                j += 2;
+            }
+            let end = j.min(segments.len());
+            p.sections.push(Section {
+                at: i,
+                namespace,
+                rest: segments[i + 2..end].to_vec(),
+            });
+            i = end;
+        }
+        p.segments = segments;
+        Some(p)
+    }
+
+    /// The path of the scope section `s` lies in (`/subscriptions/…` up to its `providers`), as written.
+    pub fn scope_of(&self, s: &Section<'_>) -> String {
+        format!("/{}", self.segments[..s.at].join("/"))
+    }
+
+    /// This path without its last provider section (the scope of an extension resource).
+    pub fn without_last_section(&self) -> Self {
+        let mut p = self.clone();
+        if let Some(last) = p.sections.pop() {
+            p.segments.truncate(last.at);
+        }
+        p
+    }
 }
 
 /// A parsed ARM resource ID (subscription, resource group, or a provider resource).
@@ -49,40 +154,42 @@ impl ResourceId {
         if parts.next() != Some("") {
             return Err(bad("must start with '/'"));
         }
-        let parts: Vec<&str> = parts.collect();
-        if parts.iter().any(|p| p.is_empty()) {
+        if parts.any(|p| p.is_empty()) {
             return Err(bad("empty segment"));
         }
-        if parts.len() < 2 || !parts[0].eq_ignore_ascii_case("subscriptions") {
-            return Err(bad("must start with /subscriptions/{subscriptionId}"));
+        let path = ArmPath::parse(trimmed)
+            .ok_or(bad("must start with /subscriptions/{subscriptionId}"))?;
+        if !path.tail.is_empty() {
+            return Err(if path.tail.len() == 1 && path.resource_group.is_none() {
+                bad("a segment is missing its name")
+            } else {
+                bad("expected /providers/{namespace}/{type}/{name}")
+            });
         }
         let mut id = ResourceId {
             raw: trimmed.to_string(),
-            subscription_id: parts[1].to_string(),
-            resource_group: None,
+            subscription_id: path.subscription.to_string(),
+            resource_group: path.resource_group.map(str::to_string),
             namespace: None,
             types: Vec::new(),
         };
-        let mut rest = &parts[2..];
-        if rest.len() >= 2 && rest[0].eq_ignore_ascii_case("resourceGroups") {
-            id.resource_group = Some(rest[1].to_string());
-            rest = &rest[2..];
-        } else if rest.len() == 1 {
-            return Err(bad("a segment is missing its name"));
-        }
-        if !rest.is_empty() {
-            if !rest[0].eq_ignore_ascii_case("providers") || rest.len() < 2 {
-                return Err(bad("expected /providers/{namespace}/{type}/{name}"));
-            }
-            id.namespace = Some(rest[1].to_string());
-            let pairs = &rest[2..];
-            if pairs.is_empty() || !pairs.len().is_multiple_of(2) {
+        // An extension section continues the type list: `…/{type}/{name}/providers/{Namespace}/…`.
+        for (n, section) in path.sections.iter().enumerate() {
+            if section.rest.is_empty() || section.collection().is_some() {
                 return Err(bad("provider resource types and names must come in pairs"));
             }
-            id.types = pairs
-                .chunks(2)
-                .map(|c| (c[0].to_string(), c[1].to_string()))
-                .collect();
+            if n == 0 {
+                id.namespace = Some(section.namespace.to_string());
+            } else {
+                id.types
+                    .push(("providers".to_string(), section.namespace.to_string()));
+            }
+            id.types.extend(
+                section
+                    .pairs()
+                    .into_iter()
+                    .map(|(t, n)| (t.to_string(), n.to_string())),
+            );
         }
         Ok(id)
     }
@@ -284,6 +391,50 @@ mod tests {
         assert!(vm.is_within(&vm));
         assert!(!vm.is_within(&rg10));
         assert!(!rg.is_within(&vm));
+    }
+
+    #[test]
+    fn request_paths_split_into_scope_sections_and_tail() {
+        let p = ArmPath::parse("/SUBSCRIPTIONS/s/resourcegroups/g/providers/Microsoft.Compute/virtualMachineScaleSets/ss/virtualMachines/3/providers/Microsoft.Authorization/roleAssignments").unwrap();
+        assert_eq!((p.subscription, p.resource_group), ("s", Some("g")));
+        assert_eq!(p.sections.len(), 2);
+        assert_eq!(p.sections[0].namespace, "Microsoft.Compute");
+        assert_eq!(
+            p.sections[0].pairs(),
+            vec![("virtualMachineScaleSets", "ss"), ("virtualMachines", "3")]
+        );
+        assert_eq!(p.sections[0].collection(), None);
+        assert_eq!(p.sections[1].collection(), Some("roleAssignments"));
+        assert_eq!(
+            p.scope_of(&p.sections[1]),
+            "/SUBSCRIPTIONS/s/resourcegroups/g/providers/Microsoft.Compute/virtualMachineScaleSets/ss/virtualMachines/3"
+        );
+        assert_eq!(p.without_last_section().sections.len(), 1);
+        // `providers` in a name's place is a name.
+        let p = ArmPath::parse("/subscriptions/s/providers/N/t/providers").unwrap();
+        assert_eq!(p.sections[0].pairs(), vec![("t", "providers")]);
+        let p = ArmPath::parse("/subscriptions/s/operationresults/x/").unwrap();
+        assert_eq!(
+            (p.resource_group, p.tail),
+            (None, vec!["operationresults", "x"])
+        );
+        let p = ArmPath::parse("/subscriptions/s/resourceGroups").unwrap();
+        assert_eq!((p.resource_group, p.tail), (None, vec!["resourceGroups"]));
+        assert!(ArmPath::parse("/subscriptions/s/providers").is_none());
+        assert!(ArmPath::parse("/tenants").is_none());
+    }
+
+    #[test]
+    fn extension_ids_keep_their_full_type() {
+        let id = ResourceId::parse(&format!(
+            "/subscriptions/{SUB}/resourceGroups/rg1/providers/Microsoft.Compute/virtualMachines/vm1/providers/Microsoft.Authorization/roleAssignments/ra1"
+        ))
+        .unwrap();
+        assert_eq!(
+            id.resource_type().as_deref(),
+            Some("Microsoft.Compute/virtualMachines/providers/roleAssignments")
+        );
+        assert_eq!(id.name(), "ra1");
     }
 
     #[test]

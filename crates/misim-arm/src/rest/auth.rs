@@ -124,13 +124,19 @@ pub fn arm_time(epoch_seconds: i64) -> String {
 }
 
 /// The path (and query) of a URL, so keys are fetched from the Azure AD base URL ARM was configured
-/// with even when discovery advertises a public host name ARM cannot reach.
-fn url_path(url: &str) -> &str {
-    let after_scheme = url.find("://").map(|i| &url[i + 3..]).unwrap_or(url);
-    after_scheme
-        .find('/')
-        .map(|i| &after_scheme[i..])
-        .unwrap_or("/")
+/// with even when discovery advertises a public host name ARM cannot reach. A relative reference
+/// (`/x`) is its own path; a string that is not a URL reference gives `/`.
+fn url_path(url: &str) -> String {
+    use reqwest::Url; // the `url` crate
+    let parsed = Url::parse(url)
+        .or_else(|_| Url::parse("http://localhost/").and_then(|base| base.join(url)));
+    match parsed {
+        Ok(u) => match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        },
+        Err(_) => "/".to_string(),
+    }
 }
 
 impl TokenValidator {
@@ -335,7 +341,7 @@ impl TokenValidator {
     }
 
     async fn key(&self, jwks_uri: &str, kid: &str) -> Result<Option<Jwk>> {
-        let path = url_path(jwks_uri).to_string();
+        let path = url_path(jwks_uri);
         let now = self.clock.now();
         let may_fetch = {
             let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
@@ -381,5 +387,7 @@ mod tests {
         );
         assert_eq!(url_path("http://127.0.0.1:1/x"), "/x");
         assert_eq!(url_path("http://host"), "/");
+        assert_eq!(url_path("https://h/k?appid=1#f"), "/k?appid=1");
+        assert_eq!(url_path("/relative/keys"), "/relative/keys");
     }
 }

@@ -80,11 +80,11 @@ impl IntoResponse for RestError {
     }
 }
 
+/// The `api-version` query parameter (any case, percent-decoded), when present and not empty.
 fn api_version(query: Option<&str>) -> Option<String> {
-    query?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k.eq_ignore_ascii_case("api-version") && !v.is_empty()).then(|| v.to_string())
-    })
+    query::pairs(query?)
+        .into_iter()
+        .find_map(|(k, v)| (k.eq_ignore_ascii_case("api-version") && !v.is_empty()).then_some(v))
 }
 
 /// True for a Key Vault data-plane path (`/vaults/…`, any case). Compares by `get` so a path with
@@ -416,6 +416,10 @@ mod tests {
         );
         assert_eq!(api_version(Some("api-version=")), None);
         assert_eq!(api_version(None), None);
+        assert_eq!(
+            api_version(Some("api%2Dversion=2024%2D03%2D01")).as_deref(),
+            Some("2024-03-01")
+        );
     }
 
     #[test]

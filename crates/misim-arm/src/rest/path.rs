@@ -3,7 +3,10 @@
 //! resource groups, VMs (and `instanceView`), network interfaces, scale sets (and their instances),
 //! user-assigned identities, key vaults, and the extension resources ARM serves under any scope:
 //! `Microsoft.Authorization/{roleAssignments,roleDefinitions,permissions}` and
-//! `Microsoft.ManagedIdentity/identities/default`.
+//! `Microsoft.ManagedIdentity/identities/default`. The grammar is core's
+//! [`misim_core::ids::ArmPath`]; this module maps its parts to the routes misim serves.
+
+use misim_core::ids::ArmPath;
 
 /// A resource kind under a resource group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,8 +154,9 @@ impl Target {
     }
 }
 
-fn is(seg: &[&str], i: usize, word: &str) -> bool {
-    seg.get(i).is_some_and(|s| s.eq_ignore_ascii_case(word))
+/// True when `s` is `word`, any case.
+fn is(s: Option<&str>, word: &str) -> bool {
+    s.is_some_and(|s| s.eq_ignore_ascii_case(word))
 }
 
 /// Parses a request path; `None` when ARM has no such route.
@@ -160,45 +164,49 @@ pub fn parse(path: &str) -> Option<Target> {
     parse_detailed(path).ok()
 }
 
-/// Parses a request path, saying why it is not served.
+/// Parses a request path, split by ARM's grammar in [`misim_core::ids::ArmPath`], saying why it
+/// is not served.
 ///
 /// # Errors
 /// [`PathError`] for an unknown route, namespace or resource type.
 pub fn parse_detailed(path: &str) -> Result<Target, PathError> {
-    let seg: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    // Extension resources under any scope.
-    if let Some(p) = (0..seg.len()).rev().find(|&i| {
-        is(&seg, i, "providers")
-            && ((is(&seg, i + 1, "Microsoft.Authorization") && seg.len() > i + 2)
-                || (is(&seg, i + 1, "Microsoft.ManagedIdentity") && is(&seg, i + 2, "identities")))
-            && i >= 2
-    }) {
-        let scope = format!("/{}", seg[..p].join("/"));
-        parse_scope(&seg[..p])?;
-        let rest = &seg[p + 2..];
-        if is(&seg, p + 1, "Microsoft.ManagedIdentity") {
-            return match rest {
-                [_, name] if name.eq_ignore_ascii_case("default") => {
-                    Ok(Target::DefaultIdentity(scope))
+    let p = ArmPath::parse(path).ok_or(PathError::NotFound)?;
+    // Extension resources under any scope: the last provider section.
+    if let Some(last) = p.sections.last() {
+        let first = last.rest.first().copied();
+        let authorization = is(Some(last.namespace), "Microsoft.Authorization") && first.is_some();
+        let identity =
+            is(Some(last.namespace), "Microsoft.ManagedIdentity") && is(first, "identities");
+        if authorization || identity {
+            let scope = p.scope_of(last);
+            parse_scope(&p.without_last_section())?;
+            let rest = last.rest.as_slice();
+            if identity {
+                return match rest {
+                    [_, name] if name.eq_ignore_ascii_case("default") => {
+                        Ok(Target::DefaultIdentity(scope))
+                    }
+                    _ => Err(PathError::NotFound),
+                };
+            }
+            let ty = rest[0];
+            return match (ty.to_ascii_lowercase().as_str(), rest.len()) {
+                ("roleassignments", 1) => Ok(Target::RoleAssignments(scope)),
+                ("roleassignments", 2) => Ok(Target::RoleAssignment(scope, rest[1].to_string())),
+                ("roledefinitions", 1) => Ok(Target::RoleDefinitions(scope)),
+                ("roledefinitions", 2) => Ok(Target::RoleDefinition(scope, rest[1].to_string())),
+                ("permissions", 1) => Ok(Target::Permissions(scope)),
+                ("roleassignments" | "roledefinitions" | "permissions", _) => {
+                    Err(PathError::NotFound)
                 }
-                _ => Err(PathError::NotFound),
+                _ => Err(PathError::Type(
+                    "Microsoft.Authorization".into(),
+                    ty.to_string(),
+                )),
             };
         }
-        let ty = rest[0];
-        return match (ty.to_ascii_lowercase().as_str(), rest.len()) {
-            ("roleassignments", 1) => Ok(Target::RoleAssignments(scope)),
-            ("roleassignments", 2) => Ok(Target::RoleAssignment(scope, rest[1].to_string())),
-            ("roledefinitions", 1) => Ok(Target::RoleDefinitions(scope)),
-            ("roledefinitions", 2) => Ok(Target::RoleDefinition(scope, rest[1].to_string())),
-            ("permissions", 1) => Ok(Target::Permissions(scope)),
-            ("roleassignments" | "roledefinitions" | "permissions", _) => Err(PathError::NotFound),
-            _ => Err(PathError::Type(
-                "Microsoft.Authorization".into(),
-                ty.to_string(),
-            )),
-        };
     }
-    parse_scope(&seg)
+    parse_scope(&p)
 }
 
 fn provider(namespace: &str, ty: &str) -> Result<Kind, PathError> {
@@ -212,68 +220,53 @@ fn provider(namespace: &str, ty: &str) -> Result<Kind, PathError> {
     }
 }
 
-fn parse_scope(seg: &[&str]) -> Result<Target, PathError> {
-    if !is(seg, 0, "subscriptions") || seg.len() < 2 {
+fn parse_scope(p: &ArmPath<'_>) -> Result<Target, PathError> {
+    let s = p.subscription.to_string();
+    let tail = |i: usize| p.tail.get(i).copied();
+    let Some(g) = p.resource_group.map(str::to_string) else {
+        // Under the subscription.
+        return match (p.sections.as_slice(), p.tail.len()) {
+            ([], 0) => Ok(Target::Subscription(s)),
+            ([], 1) if is(tail(0), "locations") => Ok(Target::Locations(s)),
+            ([], 1) if is(tail(0), "resourceGroups") => Ok(Target::Groups(s)),
+            ([], 1) if is(tail(0), "resources") => Ok(Target::Resources(s, None)),
+            ([], 2) if is(tail(0), "operationresults") => {
+                Ok(Target::OperationResult(s, p.tail[1].to_string()))
+            }
+            ([sec], _) => match sec.rest.as_slice() {
+                [l, _, o, id] if is(Some(l), "locations") && is(Some(o), "operations") => Ok(
+                    Target::Operation(s, sec.namespace.to_string(), id.to_string()),
+                ),
+                [ty] => Ok(Target::SubCollection(s, provider(sec.namespace, ty)?)),
+                _ => Err(PathError::NotFound),
+            },
+            _ => Err(PathError::NotFound),
+        };
+    };
+    let sec = match (p.sections.as_slice(), p.tail.len()) {
+        ([], 0) => return Ok(Target::Group(s, g)),
+        ([], 1) if is(tail(0), "resources") => return Ok(Target::Resources(s, Some(g))),
+        ([sec, ..], _) if !sec.rest.is_empty() => sec,
+        _ => return Err(PathError::NotFound),
+    };
+    let kind = provider(sec.namespace, sec.rest[0])?;
+    if p.sections.len() > 1 {
+        // Extension resources other than those above.
         return Err(PathError::NotFound);
     }
-    let s = seg[1].to_string();
-    match seg.len() {
-        2 => return Ok(Target::Subscription(s)),
-        3 if is(seg, 2, "locations") => return Ok(Target::Locations(s)),
-        3 if is(seg, 2, "resourceGroups") => return Ok(Target::Groups(s)),
-        3 if is(seg, 2, "resources") => return Ok(Target::Resources(s, None)),
-        4 if is(seg, 2, "operationresults") => {
-            return Ok(Target::OperationResult(s, seg[3].to_string()))
+    let vmss_child =
+        |i: usize| kind == Kind::Vmss && is(sec.rest.get(i).copied(), "virtualMachines");
+    let name = |i: usize| sec.rest[i].to_string();
+    match sec.rest.len() {
+        1 => Ok(Target::Collection(s, g, kind)),
+        2 => Ok(Target::Resource(s, g, kind, name(1))),
+        3 if vmss_child(2) => Ok(Target::VmssInstances(s, g, name(1))),
+        3 if kind == Kind::Vm && is(sec.rest.get(2).copied(), "instanceView") => {
+            Ok(Target::InstanceView(s, g, name(1)))
         }
-        8 if is(seg, 2, "providers") && is(seg, 4, "locations") && is(seg, 6, "operations") => {
-            return Ok(Target::Operation(s, seg[3].to_string(), seg[7].to_string()))
-        }
-        5 if is(seg, 2, "providers") => {
-            return Ok(Target::SubCollection(s, provider(seg[3], seg[4])?))
-        }
-        _ => {}
-    }
-    if !is(seg, 2, "resourceGroups") || seg.len() < 4 {
-        return Err(PathError::NotFound);
-    }
-    let g = seg[3].to_string();
-    if seg.len() == 4 {
-        return Ok(Target::Group(s, g));
-    }
-    if seg.len() == 5 && is(seg, 4, "resources") {
-        return Ok(Target::Resources(s, Some(g)));
-    }
-    if !is(seg, 4, "providers") || seg.len() < 7 {
-        return Err(PathError::NotFound);
-    }
-    let kind = provider(seg[5], seg[6])?;
-    match seg.len() {
-        7 => Ok(Target::Collection(s, g, kind)),
-        8 => Ok(Target::Resource(s, g, kind, seg[7].to_string())),
-        9 if kind == Kind::Vmss && is(seg, 8, "virtualMachines") => {
-            Ok(Target::VmssInstances(s, g, seg[7].to_string()))
-        }
-        9 if kind == Kind::Vm && is(seg, 8, "instanceView") => {
-            Ok(Target::InstanceView(s, g, seg[7].to_string()))
-        }
-        10 if kind == Kind::Vmss && is(seg, 8, "virtualMachines") => Ok(Target::VmssInstance(
-            s,
-            g,
-            seg[7].to_string(),
-            seg[9].to_string(),
-            false,
-        )),
-        11 if kind == Kind::Vmss
-            && is(seg, 8, "virtualMachines")
-            && is(seg, 10, "instanceView") =>
-        {
-            Ok(Target::VmssInstance(
-                s,
-                g,
-                seg[7].to_string(),
-                seg[9].to_string(),
-                true,
-            ))
+        4 if vmss_child(2) => Ok(Target::VmssInstance(s, g, name(1), name(3), false)),
+        5 if vmss_child(2) && is(sec.rest.get(4).copied(), "instanceView") => {
+            Ok(Target::VmssInstance(s, g, name(1), name(3), true))
         }
         _ => Err(PathError::NotFound),
     }

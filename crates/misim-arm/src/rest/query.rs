@@ -4,36 +4,25 @@
 
 use serde_json::{json, Value};
 
-/// Decodes `%XX` escapes and `+` (form encoding) in one query component.
-pub fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(s.get(i + 1..i + 3).unwrap_or("zz"), 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// The query's `name=value` pairs, percent- and `+`-decoded as browsers and the Azure SDKs encode
+/// them (`application/x-www-form-urlencoded` parsing, <https://url.spec.whatwg.org/#urlencoded-parsing>,
+/// by the `url` crate's `form_urlencoded`, the parser under axum's `Query`). Invalid escapes stay
+/// as written; invalid UTF-8 becomes U+FFFD.
+pub fn pairs(query: &str) -> Vec<(String, String)> {
+    let Ok(mut url) = reqwest::Url::parse("http://localhost/") else {
+        return Vec::new();
+    };
+    url.set_query(Some(query));
+    url.query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
 }
 
-/// The decoded value of query parameter `name` (case-insensitive), if present.
+/// The decoded value of the first query parameter `name` (case-insensitive), if present.
 pub fn param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        decode(k).eq_ignore_ascii_case(name).then(|| decode(v))
-    })
+    pairs(query)
+        .into_iter()
+        .find_map(|(k, v)| k.eq_ignore_ascii_case(name).then_some(v))
 }
 
 /// One `$filter` clause.
@@ -156,11 +145,14 @@ pub fn page(items: Vec<Value>, base: &str, path: &str, query: &str) -> Result<Va
     let mut body = json!({ "value": value });
     let next = skip.saturating_add(take);
     if top.is_some() && next < total {
+        // The client's own parameters as it encoded them, less `$skiptoken`.
         let kept: Vec<&str> = query
             .split('&')
             .filter(|kv| {
-                let k = decode(kv.split_once('=').map(|(k, _)| k).unwrap_or(kv));
-                !k.eq_ignore_ascii_case("$skiptoken") && !kv.is_empty()
+                !kv.is_empty()
+                    && !pairs(kv)
+                        .iter()
+                        .any(|(k, _)| k.eq_ignore_ascii_case("$skiptoken"))
             })
             .collect();
         body["nextLink"] = json!(format!(
@@ -196,7 +188,12 @@ mod tests {
             )]
         );
         assert!(filter("$filter=name ne 'x'").is_err());
-        assert_eq!(decode("a%2"), "a%2");
+        assert_eq!(param("x=a%2", "x").as_deref(), Some("a%2"));
+        assert_eq!(param("X=a+b%26c", "x").as_deref(), Some("a b&c"));
+        assert_eq!(
+            param("%61pi-version=1", "api-version").as_deref(),
+            Some("1")
+        );
     }
 
     #[test]
