@@ -1,14 +1,16 @@
 //! A token-signing key: an RSA-2048 key with a self-signed certificate, published as a JWK (`kid` =
 //! `x5t` = base64url SHA-1 of the certificate, as Entra does). [`crate::keyring`] rotates them.
 //!
-//! The private key is parsed once, when the key is loaded, into an aws-lc-rs key pair that signs
-//! every token (RS256, RFC 7518 §3.3): no PEM or DER parsing per token.
+//! The private key is parsed once, when the key is loaded, into an aws-lc-rs key pair
+//! ([`misim_core::cert::JwsSigner`]) that signs every token (RS256, RFC 7518 §3.3): no PEM or DER
+//! parsing per token.
 
-use aws_lc_rs::signature::{KeyPair, RsaKeyPair, RSA_PKCS1_SHA256};
+use std::sync::Arc;
+
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
+use misim_core::cert::JwsSigner;
 use serde::Serialize;
-use std::sync::Arc;
 
 use crate::error::{AadError, Result};
 use crate::store::SigningKeyRecord;
@@ -29,7 +31,7 @@ pub struct SigningKey {
     pub retired_at: Option<i64>,
     private_key_pkcs8_der: Vec<u8>,
     certificate_der: Vec<u8>,
-    key_pair: Arc<RsaKeyPair>,
+    signer: Arc<JwsSigner>,
     n: String,
     e: String,
 }
@@ -79,11 +81,12 @@ impl SigningKey {
     /// # Errors
     /// [`AadError::Internal`] when the stored key does not decode.
     pub fn from_record(seq: u64, record: &SigningKeyRecord) -> Result<Self> {
-        let key_pair = RsaKeyPair::from_pkcs8(&record.private_key_pkcs8_der)
+        let signer = JwsSigner::from_pkcs8(&record.private_key_pkcs8_der)
             .map_err(|e| AadError::Internal(format!("signing key: {e}")))?;
-        let public = key_pair.public_key();
-        let n = URL_SAFE_NO_PAD.encode(public.modulus().big_endian_without_leading_zero());
-        let e = URL_SAFE_NO_PAD.encode(public.exponent().big_endian_without_leading_zero());
+        let Some((n, e)) = signer.rsa_public_components() else {
+            return Err(AadError::Internal("signing key: not an RSA key".into()));
+        };
+        let (n, e) = (URL_SAFE_NO_PAD.encode(n), URL_SAFE_NO_PAD.encode(e));
         Ok(SigningKey {
             kid: misim_core::cert::x5t(&record.certificate_der),
             seq,
@@ -91,7 +94,7 @@ impl SigningKey {
             retired_at: record.retired_at,
             private_key_pkcs8_der: record.private_key_pkcs8_der.clone(),
             certificate_der: record.certificate_der.clone(),
-            key_pair: Arc::new(key_pair),
+            signer: Arc::new(signer),
             n,
             e,
         })
@@ -121,21 +124,9 @@ impl SigningKey {
             x5t: with_x5t.then_some(self.kid.as_str()),
             kid: &self.kid,
         };
-        let encoding = |e: serde_json::Error| AadError::Internal(format!("token json: {e}"));
-        let h = serde_json::to_vec(&header).map_err(encoding)?;
-        let c = serde_json::to_vec(claims).map_err(encoding)?;
-        // JWS compact serialization (RFC 7515 §7.1): b64url(header) "." b64url(claims) "." b64url(sig).
-        let mut token = URL_SAFE_NO_PAD.encode(h);
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(c, &mut token);
-        let mut signature = vec![0; self.key_pair.public_modulus_len()];
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        self.key_pair
-            .sign(&RSA_PKCS1_SHA256, &rng, token.as_bytes(), &mut signature)
-            .map_err(|e| AadError::Internal(format!("signing: {e}")))?;
-        token.push('.');
-        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
-        Ok(token)
+        self.signer
+            .sign(&header, claims)
+            .map_err(|e| AadError::Internal(format!("signing: {e}")))
     }
 
     /// The public key as a JWK in Entra's shape: `kty, use, kid, x5t, n, e, x5c` (standard base64 DER),

@@ -8,7 +8,11 @@
 
 use aws_lc_rs::digest;
 use aws_lc_rs::encoding::AsDer;
-use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING};
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P256_SHA256_FIXED_SIGNING,
+    RSA_PKCS1_SHA256,
+};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 
 /// Errors while generating keys or certificates.
@@ -246,6 +250,110 @@ pub fn public_key_spki_der(private_key_pkcs8_der: &[u8]) -> Result<Vec<u8>, Cert
     Ok(der)
 }
 
+/// A private key parsed once into aws-lc-rs and kept parsed, for signing JWS compact serializations
+/// (RFC 7515 §7.1): RS256 (RSASSA-PKCS1-v1_5 with SHA-256) for an RSA key, ES256 (ECDSA P-256 with
+/// SHA-256, `r ‖ s`, RFC 7518 §3.4) for a P-256 key. Azure AD's token-signing keys and the hosts'
+/// identity keys sign with it, so no token pays for parsing a key. `Debug` never shows the key.
+pub struct JwsSigner {
+    key: SignerKey,
+}
+
+enum SignerKey {
+    Rsa(aws_lc_rs::rsa::KeyPair),
+    EcP256(EcdsaKeyPair),
+}
+
+impl JwsSigner {
+    /// Parses a PKCS#8 private key (RSA or P-256).
+    ///
+    /// # Errors
+    /// [`CertError::Key`] when the key does not parse or is of another type.
+    pub fn from_pkcs8(private_key_pkcs8_der: &[u8]) -> Result<Self, CertError> {
+        let bad = |e: &dyn std::fmt::Display| CertError::Key(format!("parse: {e}"));
+        let key = match KeyType::of_pkcs8(private_key_pkcs8_der)? {
+            KeyType::Rsa2048 => SignerKey::Rsa(
+                aws_lc_rs::rsa::KeyPair::from_pkcs8(private_key_pkcs8_der).map_err(|e| bad(&e))?,
+            ),
+            KeyType::EcP256 => SignerKey::EcP256(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, private_key_pkcs8_der)
+                    .map_err(|e| bad(&e))?,
+            ),
+        };
+        Ok(JwsSigner { key })
+    }
+
+    /// The key's type.
+    pub fn key_type(&self) -> KeyType {
+        match self.key {
+            SignerKey::Rsa(_) => KeyType::Rsa2048,
+            SignerKey::EcP256(_) => KeyType::EcP256,
+        }
+    }
+
+    /// The JWS `alg` this key signs with (`RS256` or `ES256`); the header given to
+    /// [`JwsSigner::sign`] must name it.
+    pub fn alg(&self) -> &'static str {
+        self.key_type().jws_alg()
+    }
+
+    /// The RSA public key's modulus and exponent, big-endian without leading zeros (a JWK's `n`
+    /// and `e` before base64url); `None` for an EC key.
+    pub fn rsa_public_components(&self) -> Option<(Vec<u8>, Vec<u8>)> {
+        match &self.key {
+            SignerKey::Rsa(k) => {
+                let public = k.public_key();
+                Some((
+                    public.modulus().big_endian_without_leading_zero().to_vec(),
+                    public.exponent().big_endian_without_leading_zero().to_vec(),
+                ))
+            }
+            SignerKey::EcP256(_) => None,
+        }
+    }
+
+    /// Signs: `b64url(json(header)) "." b64url(json(claims)) "." b64url(signature)`. CPU-bound (an
+    /// RSA signature takes a fraction of a millisecond): call from a blocking thread.
+    ///
+    /// # Errors
+    /// [`CertError::Key`] when the header or claims do not serialize or signing fails.
+    pub fn sign(
+        &self,
+        header: &impl serde::Serialize,
+        claims: &impl serde::Serialize,
+    ) -> Result<String, CertError> {
+        let json = |e: serde_json::Error| CertError::Key(format!("jws json: {e}"));
+        let failed = |e: aws_lc_rs::error::Unspecified| CertError::Key(format!("signing: {e}"));
+        let mut jws = URL_SAFE_NO_PAD.encode(serde_json::to_vec(header).map_err(json)?);
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(serde_json::to_vec(claims).map_err(json)?, &mut jws);
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let signature = match &self.key {
+            SignerKey::Rsa(k) => {
+                let mut sig = vec![0; k.public_modulus_len()];
+                k.sign(&RSA_PKCS1_SHA256, &rng, jws.as_bytes(), &mut sig)
+                    .map_err(failed)?;
+                sig
+            }
+            SignerKey::EcP256(k) => k
+                .sign(&rng, jws.as_bytes())
+                .map_err(failed)?
+                .as_ref()
+                .to_vec(),
+        };
+        jws.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut jws);
+        Ok(jws)
+    }
+}
+
+impl std::fmt::Debug for JwsSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwsSigner")
+            .field("key_type", &self.key_type())
+            .finish_non_exhaustive()
+    }
+}
+
 fn sha1(der: &[u8]) -> digest::Digest {
     digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, der)
 }
@@ -257,13 +365,12 @@ pub fn sha1_thumbprint_hex(certificate_der: &[u8]) -> String {
 
 /// base64url (no padding) SHA-1 of a certificate's DER: the JOSE `x5t` header and Entra's `kid`.
 pub fn x5t(certificate_der: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha1(certificate_der))
+    URL_SAFE_NO_PAD.encode(sha1(certificate_der))
 }
 
 /// base64url (no padding) SHA-256 of a certificate's DER: the JOSE `x5t#S256` header.
 pub fn x5t_s256(certificate_der: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(digest::digest(&digest::SHA256, certificate_der))
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, certificate_der))
 }
 
 /// PEM text (RFC 7468: 64-character lines, `\n` line ends) of a DER blob with the given label
@@ -318,5 +425,42 @@ mod tests {
         assert!("rsa-4096".parse::<KeyType>().is_err());
         assert!(KeyType::of_pkcs8(b"not a key").is_err());
         assert_eq!(KeyType::EcP256.jws_alg(), "ES256");
+    }
+
+    #[test]
+    fn jws_signer_signs_rs256_and_es256_that_jsonwebtoken_verifies() {
+        use x509_parser::prelude::FromDer;
+        for key_type in [KeyType::Rsa2048, KeyType::EcP256] {
+            let key = generate_key(key_type).unwrap();
+            let signer = JwsSigner::from_pkcs8(&key).unwrap();
+            assert_eq!(signer.key_type(), key_type);
+            let header = serde_json::json!({"typ": "JWT", "alg": signer.alg(), "kid": "k"});
+            let jws = signer
+                .sign(&header, &serde_json::json!({"sub": "s"}))
+                .unwrap();
+            let spki = public_key_spki_der(&key).unwrap();
+            let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&spki).unwrap();
+            let bits = spki.subject_public_key.data.to_vec();
+            let (decoding, alg) = match key_type {
+                KeyType::Rsa2048 => (
+                    jsonwebtoken::DecodingKey::from_rsa_der(&bits),
+                    jsonwebtoken::Algorithm::RS256,
+                ),
+                KeyType::EcP256 => (
+                    jsonwebtoken::DecodingKey::from_ec_der(&bits),
+                    jsonwebtoken::Algorithm::ES256,
+                ),
+            };
+            let mut v = jsonwebtoken::Validation::new(alg);
+            v.required_spec_claims.clear();
+            let claims = jsonwebtoken::decode::<serde_json::Value>(&jws, &decoding, &v)
+                .unwrap()
+                .claims;
+            assert_eq!(claims["sub"], "s", "{key_type}");
+            assert_eq!(
+                signer.rsa_public_components().is_some(),
+                key_type == KeyType::Rsa2048
+            );
+        }
     }
 }
