@@ -57,6 +57,14 @@ pub struct Config {
     pub control: Option<misim_core::control::ControlTls>,
 }
 
+/// Validity of the certificates MSRP issues, seconds: 90 days, as Azure's
+/// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>).
+pub const DEFAULT_CERT_VALIDITY_SECS: i64 = 90 * 86_400;
+/// Age after which MSRP renews a certificate, seconds: 45 days, as Azure's (same source).
+pub const DEFAULT_CERT_RENEW_AFTER_SECS: i64 = 45 * 86_400;
+/// How often the renewal task looks for certificates to renew or retire, seconds.
+pub const DEFAULT_RENEWAL_CHECK_SECS: u64 = 60;
+
 impl Config {
     /// A config with Azure's certificate lifetimes (valid 90 days, renewed after 45;
     /// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>), RSA-2048 keys, a key pool of two keys per
@@ -65,12 +73,12 @@ impl Config {
         Config {
             data_dir,
             aad_grpc,
-            cert_validity_secs: 90 * 86_400,
-            cert_renew_after_secs: 45 * 86_400,
+            cert_validity_secs: DEFAULT_CERT_VALIDITY_SECS,
+            cert_renew_after_secs: DEFAULT_CERT_RENEW_AFTER_SECS,
             clock,
             key_pool_size: keypool::default_size(),
             key_type: misim_core::cert::KeyType::Rsa2048,
-            renewal_check_secs: 60,
+            renewal_check_secs: DEFAULT_RENEWAL_CHECK_SECS,
             control: None,
         }
     }

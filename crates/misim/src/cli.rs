@@ -48,7 +48,7 @@ pub struct ArmConn {
         long,
         global = true,
         env = "MISIM_ARM",
-        default_value = "http://127.0.0.1:7700"
+        default_value_t = crate::endpoints::default_url(crate::endpoints::ARM_GRPC_OFFSET)
     )]
     pub arm: String,
     /// Bearer token for ARM's gRPC API when misim was started with --arm-api-token.
@@ -250,7 +250,7 @@ pub enum CertsCommand {
     #[command(verbatim_doc_comment)]
     Issue {
         /// Directory of misim's CA (ca.pem, ca.key; created if missing).
-        #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
+        #[arg(long, env = "MISIM_CA_DIR", default_value = crate::endpoints::DEFAULT_CA_DIR)]
         ca_dir: PathBuf,
         /// Role: arm, msrp, aad, admin or host:NAME.
         #[arg(long)]
@@ -268,19 +268,19 @@ pub enum CertsCommand {
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
     /// Data directory (state survives restarts with the same directory).
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data")]
+    #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Number of hosts, each with its own IMDS.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = crate::up::DEFAULT_HOSTS)]
     pub hosts: u16,
     /// First port of the fixed port block; 0 picks a free port for every listener.
     #[arg(long, env = "MISIM_BASE_PORT", default_value_t = crate::endpoints::DEFAULT_BASE_PORT)]
     pub base_port: u16,
     /// Access-token lifetime in seconds (Azure: about 24 h).
-    #[arg(long, env = "MISIM_TOKEN_LIFETIME", default_value_t = 86_399)]
+    #[arg(long, env = "MISIM_TOKEN_LIFETIME", default_value_t = misim_aad::DEFAULT_TOKEN_LIFETIME_SECS)]
     pub token_lifetime: i64,
     /// Age in seconds at which Azure AD rotates its token-signing key (0 = never; default 30 days).
-    #[arg(long, env = "MISIM_SIGNING_KEY_ROTATION", default_value_t = 30 * 86_400)]
+    #[arg(long, env = "MISIM_SIGNING_KEY_ROTATION", default_value_t = misim_aad::DEFAULT_SIGNING_KEY_ROTATION_SECS)]
     pub signing_key_rotation: i64,
     /// Extra names for the HTTPS certificate besides localhost/127.0.0.1/::1 (e.g. aad,arm).
     #[arg(long = "tls-name", env = "MISIM_TLS_NAMES", value_delimiter = ',')]
@@ -685,14 +685,14 @@ pub enum CredentialCommand {
         #[arg(long)]
         out: PathBuf,
         /// MSRP gRPC endpoint.
-        #[arg(long, env = "MISIM_MSRP", default_value = "http://127.0.0.1:7704")]
+        #[arg(long, env = "MISIM_MSRP", default_value_t = crate::endpoints::default_url(crate::endpoints::MSRP_GRPC_OFFSET))]
         msrp: String,
         /// Directory of the admin client certificate (cert.pem, key.pem, ca.pem) for MSRP's mutual
         /// TLS; `misim up` writes it to DATA_DIR/ca/admin.
         #[arg(
             long,
             env = "MISIM_ADMIN_CERT_DIR",
-            default_value = "misim-data/ca/admin"
+            default_value = crate::endpoints::DEFAULT_ADMIN_CERT_DIR
         )]
         cert_dir: PathBuf,
     },

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 #[derive(clap::Args, Debug)]
 pub struct DoctorArgs {
     /// Data directory of the running system (its endpoints.json names ARM's gRPC endpoint).
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data")]
+    #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// ARM's gRPC endpoint (instead of arm_grpc in endpoints.json), e.g. http://127.0.0.1:7700.
     #[arg(long)]

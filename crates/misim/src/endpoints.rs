@@ -1,11 +1,29 @@
 //! The addresses of a running system, as printed by `misim up` and written to `DIR/endpoints.json`.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+/// Default data directory of `misim up` and of the commands that read its state.
+pub const DEFAULT_DATA_DIR: &str = "misim-data";
+/// Default directory of misim's CA (`DEFAULT_DATA_DIR/ca`).
+pub const DEFAULT_CA_DIR: &str = "misim-data/ca";
+/// Default directory of the admin client certificate `misim up` writes (`DEFAULT_CA_DIR/admin`).
+pub const DEFAULT_ADMIN_CERT_DIR: &str = "misim-data/ca/admin";
+
 /// Base port of `misim up`'s fixed default ports; each party's port is this plus a fixed offset.
 pub const DEFAULT_BASE_PORT: u16 = 7700;
+
+/// `127.0.0.1:{DEFAULT_BASE_PORT + offset}`: a party's default listen address.
+pub fn default_listen(offset: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_BASE_PORT + offset))
+}
+
+/// `http://127.0.0.1:{DEFAULT_BASE_PORT + offset}`: where the other parties reach a party by default.
+pub fn default_url(offset: u16) -> String {
+    format!("http://{}", default_listen(offset))
+}
 /// Offset of ARM's gRPC API from the base port (default 7700).
 pub const ARM_GRPC_OFFSET: u16 = 0;
 /// Offset of ARM's REST surface (default 7701).
@@ -68,5 +86,20 @@ impl Endpoints {
     /// Pretty JSON, as written to `endpoints.json`.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_addresses_are_loopback_ports_from_the_base() {
+        assert_eq!(
+            default_listen(ARM_GRPC_OFFSET).to_string(),
+            "127.0.0.1:7700"
+        );
+        assert_eq!(default_url(AAD_GRPC_OFFSET), "http://127.0.0.1:7703");
+        assert_eq!(default_url(HOST_AGENT_OFFSET + 1), "http://127.0.0.1:7711");
     }
 }

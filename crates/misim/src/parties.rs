@@ -11,6 +11,8 @@ use misim_core::serve::bind;
 use misim_core::Clock;
 use tokio_util::sync::CancellationToken;
 
+use crate::endpoints;
+
 /// MSRP's config with misim's defaults: certificates valid 90 days, renewed after 45 (Azure's values,
 /// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>).
 pub fn msrp_config(data_dir: PathBuf, aad_grpc: String, clock: Clock) -> misim_msrp::Config {
@@ -109,19 +111,19 @@ pub struct AadArgs {
     #[arg(long, env = "MISIM_AAD_DATA_DIR", default_value = "misim-data/aad")]
     pub data_dir: PathBuf,
     /// Admin gRPC listen address.
-    #[arg(long, env = "MISIM_AAD_GRPC_LISTEN", default_value = "127.0.0.1:7703")]
+    #[arg(long, env = "MISIM_AAD_GRPC_LISTEN", default_value_t = endpoints::default_listen(endpoints::AAD_GRPC_OFFSET))]
     pub grpc_listen: SocketAddr,
     /// HTTP (token endpoint, discovery, JWKS) listen address.
-    #[arg(long, env = "MISIM_AAD_HTTP_LISTEN", default_value = "127.0.0.1:7702")]
+    #[arg(long, env = "MISIM_AAD_HTTP_LISTEN", default_value_t = endpoints::default_listen(endpoints::AAD_HTTP_OFFSET))]
     pub http_listen: SocketAddr,
     /// Base URL others reach the HTTP API at (used in discovery documents); default http://<http-listen>.
     #[arg(long, env = "MISIM_AAD_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Access-token lifetime in seconds.
-    #[arg(long, env = "MISIM_TOKEN_LIFETIME", default_value_t = 86_399)]
+    #[arg(long, env = "MISIM_TOKEN_LIFETIME", default_value_t = misim_aad::DEFAULT_TOKEN_LIFETIME_SECS)]
     pub token_lifetime: i64,
     /// Age in seconds at which the token-signing key is rotated (0 = never; default 30 days).
-    #[arg(long, env = "MISIM_SIGNING_KEY_ROTATION", default_value_t = 30 * 86_400)]
+    #[arg(long, env = "MISIM_SIGNING_KEY_ROTATION", default_value_t = misim_aad::DEFAULT_SIGNING_KEY_ROTATION_SECS)]
     pub signing_key_rotation: i64,
     /// HTTPS listen address for the same HTTP API (discovery then names https URLs); off if unset.
     #[arg(long, env = "MISIM_AAD_HTTPS_LISTEN")]
@@ -146,7 +148,7 @@ pub struct AadArgs {
 #[derive(Args, Debug)]
 pub struct TlsArgs {
     /// Directory of misim's CA (`ca.pem`, `ca.key`; created on first start, shared by parties).
-    #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
+    #[arg(long, env = "MISIM_CA_DIR", default_value = endpoints::DEFAULT_CA_DIR)]
     pub ca_dir: PathBuf,
     /// Extra names for the HTTPS certificate besides localhost/127.0.0.1/::1 (e.g. aad,arm).
     #[arg(long = "tls-name", env = "MISIM_TLS_NAMES", value_delimiter = ',')]
@@ -173,13 +175,13 @@ pub struct MsrpArgs {
     #[arg(long, env = "MISIM_MSRP_DATA_DIR", default_value = "misim-data/msrp")]
     pub data_dir: PathBuf,
     /// gRPC listen address.
-    #[arg(long, env = "MISIM_MSRP_LISTEN", default_value = "127.0.0.1:7704")]
+    #[arg(long, env = "MISIM_MSRP_LISTEN", default_value_t = endpoints::default_listen(endpoints::MSRP_GRPC_OFFSET))]
     pub listen: SocketAddr,
     /// Azure AD admin gRPC URL.
-    #[arg(long, env = "MISIM_AAD_GRPC", default_value = "http://127.0.0.1:7703")]
+    #[arg(long, env = "MISIM_AAD_GRPC", default_value_t = endpoints::default_url(endpoints::AAD_GRPC_OFFSET))]
     pub aad_grpc: String,
     /// Directory of misim's CA (used to issue this party's certificate when --control-tls-dir is unset).
-    #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
+    #[arg(long, env = "MISIM_CA_DIR", default_value = endpoints::DEFAULT_CA_DIR)]
     pub ca_dir: PathBuf,
     /// Key type of identity certificates: rsa-2048 (Azure's) or ec-p256.
     #[arg(long, env = "MISIM_IDENTITY_KEY_TYPE", default_value_t = misim_core::cert::KeyType::Rsa2048)]
@@ -203,16 +205,16 @@ pub struct ImdsArgs {
     )]
     pub data_dir: PathBuf,
     /// Host agent gRPC listen address.
-    #[arg(long, env = "MISIM_HOST_LISTEN", default_value = "127.0.0.1:7711")]
+    #[arg(long, env = "MISIM_HOST_LISTEN", default_value_t = endpoints::default_listen(endpoints::HOST_AGENT_OFFSET + 1))]
     pub listen: SocketAddr,
     /// Address the VMs' IMDS listeners bind to.
     #[arg(long, env = "MISIM_VM_LISTEN_IP", default_value = "127.0.0.1")]
     pub vm_listen_ip: IpAddr,
     /// MSRP gRPC URL.
-    #[arg(long, env = "MISIM_MSRP", default_value = "http://127.0.0.1:7704")]
+    #[arg(long, env = "MISIM_MSRP", default_value_t = endpoints::default_url(endpoints::MSRP_GRPC_OFFSET))]
     pub msrp: String,
     /// Azure AD HTTP URL.
-    #[arg(long, env = "MISIM_AAD_URL", default_value = "http://127.0.0.1:7702")]
+    #[arg(long, env = "MISIM_AAD_URL", default_value_t = endpoints::default_url(endpoints::AAD_HTTP_OFFSET))]
     pub aad_url: String,
     /// Shared IMDS listener for all VMs of this host, identifying the VM by source address (= its
     /// private IP), e.g. 169.254.169.254:80 inside a host container. Default: per-VM listeners only.
@@ -226,13 +228,13 @@ pub struct ImdsArgs {
     #[arg(long, env = "MISIM_NO_THROTTLE")]
     pub no_throttle: bool,
     /// Identity-category requests per second per VM before 429 (Azure: 20).
-    #[arg(long, env = "MISIM_IDENTITY_RPS", default_value_t = 20)]
+    #[arg(long, env = "MISIM_IDENTITY_RPS", default_value_t = misim_imds::ImdsLimits::default().identity_per_second)]
     pub identity_rps: u32,
     /// Identity-category requests in progress at once per VM before 429 (Azure: 5).
-    #[arg(long, env = "MISIM_IDENTITY_CONCURRENT", default_value_t = 5)]
+    #[arg(long, env = "MISIM_IDENTITY_CONCURRENT", default_value_t = misim_imds::ImdsLimits::default().identity_concurrent)]
     pub identity_concurrent: u32,
     /// Requests per second per VM for the other IMDS categories before 429 (Azure: 5).
-    #[arg(long, env = "MISIM_OTHER_RPS", default_value_t = 5)]
+    #[arg(long, env = "MISIM_OTHER_RPS", default_value_t = misim_imds::ImdsLimits::default().other_per_second)]
     pub other_rps: u32,
     /// Send `Retry-After: SECS` with 429 answers (default: none; unknown whether Azure sends it).
     #[arg(long, env = "MISIM_RETRY_AFTER")]
@@ -246,7 +248,7 @@ pub struct ImdsArgs {
     #[arg(long, env = "MISIM_VM_PORTS")]
     pub vm_ports: Option<String>,
     /// Directory of misim's CA (used to issue this host's certificate when --control-tls-dir is unset).
-    #[arg(long, env = "MISIM_CA_DIR", default_value = "misim-data/ca")]
+    #[arg(long, env = "MISIM_CA_DIR", default_value = endpoints::DEFAULT_CA_DIR)]
     pub ca_dir: PathBuf,
     /// Control-plane mutual TLS.
     #[command(flatten)]
@@ -260,26 +262,26 @@ pub struct ArmArgs {
     #[arg(long, env = "MISIM_ARM_DATA_DIR", default_value = "misim-data/arm")]
     pub data_dir: PathBuf,
     /// Control-plane gRPC listen address.
-    #[arg(long, env = "MISIM_ARM_GRPC_LISTEN", default_value = "127.0.0.1:7700")]
+    #[arg(long, env = "MISIM_ARM_GRPC_LISTEN", default_value_t = endpoints::default_listen(endpoints::ARM_GRPC_OFFSET))]
     pub grpc_listen: SocketAddr,
     /// REST surface listen address.
-    #[arg(long, env = "MISIM_ARM_REST_LISTEN", default_value = "127.0.0.1:7701")]
+    #[arg(long, env = "MISIM_ARM_REST_LISTEN", default_value_t = endpoints::default_listen(endpoints::ARM_REST_OFFSET))]
     pub rest_listen: SocketAddr,
     /// MSRP gRPC URL.
-    #[arg(long, env = "MISIM_MSRP", default_value = "http://127.0.0.1:7704")]
+    #[arg(long, env = "MISIM_MSRP", default_value_t = endpoints::default_url(endpoints::MSRP_GRPC_OFFSET))]
     pub msrp: String,
     /// Azure AD admin gRPC URL.
-    #[arg(long, env = "MISIM_AAD_GRPC", default_value = "http://127.0.0.1:7703")]
+    #[arg(long, env = "MISIM_AAD_GRPC", default_value_t = endpoints::default_url(endpoints::AAD_GRPC_OFFSET))]
     pub aad_grpc: String,
     /// Azure AD HTTP URL (discovery and JWKS).
-    #[arg(long, env = "MISIM_AAD_URL", default_value = "http://127.0.0.1:7702")]
+    #[arg(long, env = "MISIM_AAD_URL", default_value_t = endpoints::default_url(endpoints::AAD_HTTP_OFFSET))]
     pub aad_url: String,
     /// A host VMs can be placed on, as NAME=AGENT_URL; repeat for more hosts.
     #[arg(
         long = "host",
         env = "MISIM_HOSTS",
         value_delimiter = ',',
-        default_value = "host-1=http://127.0.0.1:7711"
+        default_values_t = [format!("host-1={}", endpoints::default_url(endpoints::HOST_AGENT_OFFSET + 1))]
     )]
     pub hosts: Vec<String>,
     /// Require `authorization: Bearer TOKEN` on ARM's gRPC API (machines shared with other users;

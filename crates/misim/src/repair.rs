@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 #[derive(clap::Args, Debug)]
 pub struct RepairArgs {
     /// Data directory of the stopped system.
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data")]
+    #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Whose store: arm, msrp, aad, or host:NAME (e.g. host:host-1).
     #[arg(long)]

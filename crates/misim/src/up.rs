@@ -68,22 +68,24 @@ pub struct UpConfig {
     pub wait_consistent: Option<Duration>,
 }
 
+/// Number of hosts `misim up` starts by default.
+pub const DEFAULT_HOSTS: u16 = 2;
+
 impl UpConfig {
     /// Defaults for `data_dir`: 2 hosts, ports from 7700, 127.0.0.1, 24 h tokens, signing key rotated
     /// every 30 days, certificates valid 90 days and renewed after 45 (checked every minute), hosts
     /// refreshing credentials hourly, system clock.
     pub fn new(data_dir: PathBuf) -> Self {
-        let msrp = misim_msrp::Config::new(PathBuf::new(), String::new(), Clock::system());
         UpConfig {
             data_dir,
-            hosts: 2,
+            hosts: DEFAULT_HOSTS,
             base_port: DEFAULT_BASE_PORT,
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             token_lifetime_secs: misim_aad::DEFAULT_TOKEN_LIFETIME_SECS,
             signing_key_rotation_secs: misim_aad::DEFAULT_SIGNING_KEY_ROTATION_SECS,
-            cert_validity_secs: msrp.cert_validity_secs,
-            cert_renew_after_secs: msrp.cert_renew_after_secs,
-            renewal_check_secs: msrp.renewal_check_secs,
+            cert_validity_secs: misim_msrp::DEFAULT_CERT_VALIDITY_SECS,
+            cert_renew_after_secs: misim_msrp::DEFAULT_CERT_RENEW_AFTER_SECS,
+            renewal_check_secs: misim_msrp::DEFAULT_RENEWAL_CHECK_SECS,
             credential_refresh_secs: misim_imds::DEFAULT_CREDENTIAL_REFRESH_SECS,
             tls_names: Vec::new(),
             arm_api_token: None,

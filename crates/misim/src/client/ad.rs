@@ -46,7 +46,7 @@ pub struct AadConn {
         long,
         global = true,
         env = "MISIM_ADMIN_CERT_DIR",
-        default_value = "misim-data/ca/admin"
+        default_value = crate::endpoints::DEFAULT_ADMIN_CERT_DIR
     )]
     pub cert_dir: PathBuf,
     /// Tenant ID (default: misim's default tenant, the one the default subscription trusts).
@@ -180,10 +180,12 @@ pub enum SpCommand {
 }
 
 /// The default endpoint when neither --aad nor an endpoints.json says otherwise.
-const DEFAULT_AAD_GRPC: &str = "http://127.0.0.1:7703";
+fn default_aad_grpc() -> String {
+    crate::endpoints::default_url(crate::endpoints::AAD_GRPC_OFFSET)
+}
 
 /// `--aad`, else `aad_grpc` of `DATA_DIR/endpoints.json` when the certificate directory is
-/// `DATA_DIR/ca/admin`, else [`DEFAULT_AAD_GRPC`].
+/// `DATA_DIR/ca/admin`, else [`default_aad_grpc`].
 fn aad_url(conn: &AadConn) -> String {
     if let Some(url) = &conn.aad {
         return url.clone();
@@ -194,7 +196,7 @@ fn aad_url(conn: &AadConn) -> String {
         let v: Value = serde_json::from_str(&text).ok()?;
         v["aad_grpc"].as_str().map(str::to_string)
     };
-    from_file(&conn.cert_dir).unwrap_or_else(|| DEFAULT_AAD_GRPC.to_string())
+    from_file(&conn.cert_dir).unwrap_or_else(default_aad_grpc)
 }
 
 fn status(url: &str) -> impl Fn(tonic::Status) -> anyhow::Error + '_ {
@@ -483,7 +485,7 @@ mod tests {
             cert_dir: cert_dir.clone(),
             tenant: None,
         };
-        assert_eq!(aad_url(&conn), DEFAULT_AAD_GRPC);
+        assert_eq!(aad_url(&conn), "http://127.0.0.1:7703");
         std::fs::write(
             dir.join("endpoints.json"),
             r#"{"aad_grpc":"http://127.0.0.1:20003"}"#,

@@ -168,7 +168,7 @@ pub struct TokenAksArgs {
     #[arg(long, requires = "aks")]
     pub service_account: Option<String>,
     /// With --aks: Azure AD's HTTP endpoint (aad in DATA_DIR/endpoints.json).
-    #[arg(long, env = "MISIM_AAD", default_value = "http://127.0.0.1:7702")]
+    #[arg(long, env = "MISIM_AAD", default_value_t = crate::endpoints::default_url(crate::endpoints::AAD_HTTP_OFFSET))]
     pub aad_url: String,
 }
 

@@ -36,7 +36,7 @@ pub struct EventsArgs {
     #[arg(long)]
     pub json: bool,
     /// Data directory of `misim up` (endpoints.json; ca/admin for the parties' control ports).
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data")]
+    #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Where ARM is.
     #[command(flatten)]

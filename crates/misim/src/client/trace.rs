@@ -18,7 +18,7 @@ pub struct TraceArgs {
 pub struct TraceSources {
     /// Data directory of `misim up`: spans are read from ARM's REST listener (arm_rest in
     /// DATA_DIR/endpoints.json), which under `misim up` holds every party's spans.
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data")]
+    #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
     pub data_dir: std::path::PathBuf,
     /// Base URL of a party's /debug/traces (ARM's REST listener, or a party's --metrics-listen);
     /// repeat to merge parties run as separate processes. Replaces the
@@ -92,7 +92,8 @@ fn source_urls(s: &TraceSources) -> Vec<String> {
                 .and_then(|u| u.as_str())
                 .map(str::to_string)
         });
-    vec![from_file.unwrap_or_else(|| "http://127.0.0.1:7701".to_string())]
+    vec![from_file
+        .unwrap_or_else(|| crate::endpoints::default_url(crate::endpoints::ARM_REST_OFFSET))]
 }
 
 async fn collect(s: &TraceSources) -> anyhow::Result<Vec<Vec<SpanRecord>>> {

@@ -39,7 +39,7 @@ pub enum ScenarioCommand {
         #[arg(long)]
         json: bool,
         /// Data directory of the running misim (endpoints.json).
-        #[arg(long, env = "MISIM_DATA_DIR", default_value = "misim-data")]
+        #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// Check scenario files against the schema; errors name the line.
