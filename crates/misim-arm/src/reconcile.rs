@@ -46,6 +46,8 @@ pub(crate) trait Record:
     const TYPE: &'static str;
     /// Its resource id.
     fn id(&self) -> &ResourceId;
+    /// Its location, e.g. `westeurope`.
+    fn location(&self) -> &str;
     /// The table that keeps it.
     fn table(store: &ArmStore) -> &Table<Self>;
     /// Whether it is being deleted (hidden from reads).
@@ -67,6 +69,9 @@ macro_rules! record_fields {
     ($table:ident) => {
         fn id(&self) -> &misim_core::ResourceId {
             &self.id
+        }
+        fn location(&self) -> &str {
+            &self.location
         }
         fn table(store: &crate::store::ArmStore) -> &misim_core::Table<Self> {
             &store.$table

@@ -10,7 +10,7 @@ use tracing::info;
 use crate::error::{ArmError, Result};
 use crate::model::{SyncState, Uami};
 use crate::reconcile::{not_found, Record};
-use crate::resources::vms::{existing_at, or_default};
+use crate::resources::vms::or_default;
 use crate::service::{validate_name, Arm};
 
 /// ARM's 404 `ResourceNotFound` for a missing user-assigned identity.
@@ -46,14 +46,8 @@ impl Arm {
         let id = self.uami_id(subscription_id, group, name)?;
         let location = or_default(location.to_string(), &g.location);
         let tenant_id = self.subscription(g.id.subscription_id())?.tenant_id;
-        let _guard = self.locks.lock(&id.key()).await;
-        if let Some(existing) = self.store.uami(&id)? {
-            existing_at(
-                &existing.id,
-                &existing.location,
-                existing.deleting,
-                &location,
-            )?;
+        let (_guard, existing) = self.begin_create::<Uami>(&id, &location).await?;
+        if let Some(existing) = existing {
             return Ok(existing);
         }
         let mut uami = Uami {

@@ -6,6 +6,9 @@ use misim_core::ResourceId;
 use tracing::{info, warn};
 
 use crate::error::{ArmError, Result};
+use misim_core::keyed_locks::KeyedGuard;
+
+use crate::clients::HostVm;
 use crate::model::{IdentityBlock, SyncState, Vm};
 use crate::reconcile::{not_found, Record};
 use crate::resources::private_ip;
@@ -132,14 +135,8 @@ impl Arm {
         validate_name("virtual machine", &req.name)?;
         let id = ResourceId::vm(group.id.subscription_id(), group.id.name(), &req.name)?;
         let location = or_default(req.location, &group.location);
-        let _guard = self.locks.lock(&id.key()).await;
-        if let Some(existing) = self.store.vm(&id)? {
-            existing_at(
-                &existing.id,
-                &existing.location,
-                existing.deleting,
-                &location,
-            )?;
+        let (_guard, existing) = self.begin_create::<Vm>(&id, &location).await?;
+        if let Some(existing) = existing {
             return Ok(existing);
         }
         let host = self.choose_host(&req.host)?;
@@ -212,18 +209,10 @@ impl Arm {
         let id = self.vm_id(subscription_id, group, name)?;
         let mut vm: Vm = self.live(&id)?;
         if vm.placed {
-            match self.peers.host_vm(&vm.host, id.as_str()).await {
-                Ok(Some(live)) => {
-                    vm.imds_endpoint = live.imds_endpoint;
-                    vm.extension_endpoint = live.extension_endpoint;
-                    vm.extension_credential_path = live.extension_credential_path;
-                }
-                Ok(None) => {
-                    warn!(vm = %id, host = %vm.host, "host does not know the vm; using stored imds endpoint")
-                }
-                Err(e) => {
-                    warn!(vm = %id, error = %e, "host unreachable; using stored imds endpoint")
-                }
+            if let Some(live) = self.live_endpoints(&vm.host, &id).await {
+                vm.imds_endpoint = live.imds_endpoint;
+                vm.extension_endpoint = live.extension_endpoint;
+                vm.extension_credential_path = live.extension_credential_path;
             }
         }
         Ok(vm)
@@ -253,6 +242,58 @@ impl Arm {
         self.mark_deleting::<Vm>(&id).await
     }
 
+    /// Takes `id`'s lock for a create at `location` and reads the record: PUT is idempotent, so a
+    /// record that exists already is returned for the caller to answer with, unless it is still
+    /// being deleted (503, to be retried) or lives in another location (409
+    /// `InvalidResourceLocation`, as ARM answers).
+    ///
+    /// # Errors
+    /// [`ArmError::ReconcilePending`], [`ArmError::Conflict`], store failures.
+    pub(crate) async fn begin_create<R: Record>(
+        &self,
+        id: &ResourceId,
+        location: &str,
+    ) -> Result<(KeyedGuard, Option<R>)> {
+        let guard = self.locks.lock(&id.key()).await;
+        let Some(existing) = R::table(&self.store).get(&id.key())? else {
+            return Ok((guard, None));
+        };
+        let name = id.name();
+        if existing.deleting() {
+            return Err(ArmError::pending(ArmError::Unavailable(format!(
+                "{} '{name}' is still being deleted",
+                R::TYPE
+            ))));
+        }
+        let at = existing.location();
+        if !at.eq_ignore_ascii_case(location) {
+            return Err(ArmError::Conflict {
+                code: "InvalidResourceLocation",
+                message: format!(
+                    "The resource '{name}' already exists in location '{at}' in resource group '{}'. A resource with the same name cannot be created in location '{location}'. Please select a new resource name.",
+                    id.resource_group_name().unwrap_or_default()
+                ),
+            });
+        }
+        Ok((guard, Some(existing)))
+    }
+
+    /// The live endpoints of placement `id` from its host, `None` (logged) when the host does not
+    /// know it or cannot be reached: the caller keeps the stored ones.
+    pub(crate) async fn live_endpoints(&self, host: &str, id: &ResourceId) -> Option<HostVm> {
+        match self.peers.host_vm(host, id.as_str()).await {
+            Ok(Some(live)) => Some(live),
+            Ok(None) => {
+                warn!(resource = %id, host, "host does not know it; using the stored endpoints");
+                None
+            }
+            Err(e) => {
+                warn!(resource = %id, host, error = %e, "host unreachable; using the stored endpoints");
+                None
+            }
+        }
+    }
+
     /// Marks record `id` as being deleted (hidden from reads; flushed), then lets the reconciler
     /// remove it from its peers and forget it. An absent record succeeds.
     ///
@@ -270,37 +311,6 @@ impl Arm {
         info!(resource = %id, "deleting {}", R::TYPE);
         self.settle(&mut r).await.map_err(ArmError::pending)
     }
-}
-
-/// A create of resource `id` that exists already (at `location`, `deleting` or not): PUT is
-/// idempotent, so the caller returns the existing one, unless it is still being deleted (503, to
-/// be retried) or lives in another location (409 `InvalidResourceLocation`, as ARM answers).
-///
-/// # Errors
-/// [`ArmError::ReconcilePending`], [`ArmError::Conflict`].
-pub(crate) fn existing_at(
-    id: &ResourceId,
-    location: &str,
-    deleting: bool,
-    wanted: &str,
-) -> Result<()> {
-    let name = id.name();
-    if deleting {
-        return Err(ArmError::pending(ArmError::Unavailable(format!(
-            "{} '{name}' is still being deleted",
-            id.resource_type().unwrap_or_default()
-        ))));
-    }
-    if !location.eq_ignore_ascii_case(wanted) {
-        return Err(ArmError::Conflict {
-            code: "InvalidResourceLocation",
-            message: format!(
-                "The resource '{name}' already exists in location '{location}' in resource group '{}'. A resource with the same name cannot be created in location '{wanted}'. Please select a new resource name.",
-                id.resource_group_name().unwrap_or_default()
-            ),
-        });
-    }
-    Ok(())
 }
 
 /// `value`, or `default` when empty.

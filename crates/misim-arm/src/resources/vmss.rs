@@ -10,7 +10,7 @@ use tracing::info;
 
 use crate::error::{ArmError, Result};
 use crate::model::{IdentityBlock, SyncState, Vm, Vmss};
-use crate::resources::vms::{existing_at, or_default, DEFAULT_OS_TYPE, DEFAULT_VM_SIZE};
+use crate::resources::vms::{or_default, DEFAULT_OS_TYPE, DEFAULT_VM_SIZE};
 use crate::service::{validate_name, Arm};
 
 /// Resource type of scale sets.
@@ -88,14 +88,8 @@ impl Arm {
         check_capacity(req.capacity)?;
         let id = self.vmss_id(&req.subscription_id, &req.resource_group, &req.name)?;
         let location = or_default(req.location, &g.location);
-        let _guard = self.locks.lock(&id.key()).await;
-        if let Some(existing) = self.store.vmss.get(&id.key())? {
-            existing_at(
-                &existing.id,
-                &existing.location,
-                existing.deleting,
-                &location,
-            )?;
+        let (_guard, existing) = self.begin_create::<Vmss>(&id, &location).await?;
+        if let Some(existing) = existing {
             return Ok(existing);
         }
         let mut ss = Vmss {

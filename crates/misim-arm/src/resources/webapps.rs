@@ -13,13 +13,13 @@
 use std::collections::BTreeMap;
 
 use misim_core::ResourceId;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::error::{ArmError, Result};
 pub use crate::model::WebApp;
 use crate::model::{IdentityBlock, SyncState};
 use crate::reconcile::{record_fields, Record};
-use crate::resources::vms::{existing_at, or_default};
+use crate::resources::vms::or_default;
 use crate::service::Arm;
 
 /// `Microsoft.Web/sites`.
@@ -108,14 +108,8 @@ impl Arm {
             &req.name,
         )?;
         let location = or_default(req.location, &group.location);
-        let _guard = self.locks.lock(&id.key()).await;
-        if let Some(existing) = self.store.sites.get(&id.key())? {
-            existing_at(
-                &existing.id,
-                &existing.location,
-                existing.deleting,
-                &location,
-            )?;
+        let (_guard, existing) = self.begin_create::<WebApp>(&id, &location).await?;
+        if let Some(existing) = existing {
             return Ok(existing);
         }
         let host = self.choose_host_among(&req.host, &[])?;
@@ -154,14 +148,8 @@ impl Arm {
         let id = self.webapp_id(subscription_id, group, name)?;
         let mut site: WebApp = self.live(&id)?;
         if site.placed {
-            match self.peers.host_vm(&site.host, id.as_str()).await {
-                Ok(Some(live)) => site.identity_endpoint = live.identity_endpoint,
-                Ok(None) => {
-                    warn!(site = %id, host = %site.host, "host does not know the web app; using the stored endpoint")
-                }
-                Err(e) => {
-                    warn!(site = %id, error = %e, "host unreachable; using the stored endpoint")
-                }
+            if let Some(live) = self.live_endpoints(&site.host, &id).await {
+                site.identity_endpoint = live.identity_endpoint;
             }
         }
         Ok(site)
