@@ -343,6 +343,47 @@ struct Model {
     maybe: BTreeSet<(char, String)>,
 }
 
+impl Model {
+    /// The VM (`'v'`) or scale-set (`'s'`) table.
+    fn table(&mut self, kind: char) -> &mut BTreeMap<String, Ids> {
+        if kind == 's' {
+            &mut self.vmss
+        } else {
+            &mut self.vms
+        }
+    }
+
+    /// A create of VM or scale set `name` answered: it exists without identities, or, failed, its
+    /// existence is unknown.
+    fn created(&mut self, kind: char, name: &str, ok: bool) {
+        if ok {
+            self.table(kind)
+                .insert(name.to_string(), Some((false, BTreeSet::new())));
+        } else {
+            self.maybe.insert((kind, name.to_string()));
+        }
+    }
+
+    /// A delete of UAMI (`'u'`), VM or scale set `name` answered: it is gone, or, failed, its
+    /// existence is unknown.
+    fn deleted(&mut self, kind: char, name: &str, ok: bool) {
+        if kind == 'u' {
+            self.uamis.remove(name);
+        } else {
+            self.table(kind).remove(name);
+        }
+        if !ok {
+            self.maybe.insert((kind, name.to_string()));
+        }
+    }
+}
+
+/// Notes a failed call's error for the operation log; true when the call succeeded.
+fn settle<T>(w: usize, r: &Result<T, misim_proto::tonic::Status>) -> bool {
+    note_error(w, r);
+    r.is_ok()
+}
+
 struct Shared {
     arm_url: String,
     sub: String,
@@ -496,7 +537,12 @@ async fn one_op(
     };
     macro_rules! req {
         ($t:ident { $($f:ident : $v:expr),* $(,)? }) => {
-            pb::$t { subscription_id: sub.to_string(), resource_group: rg.to_string(), $($f: $v,)* ..Default::default() }
+            {
+                // Some requests have no fields beyond these.
+                #[allow(clippy::needless_update)]
+                let r = pb::$t { subscription_id: sub.to_string(), resource_group: rg.to_string(), $($f: $v,)* ..Default::default() };
+                r
+            }
         };
     }
     match roll {
@@ -546,14 +592,8 @@ async fn one_op(
                     name: name.clone()
                 }))
                 .await;
-            note_error(w, &r);
-            let ok = r.is_ok();
-            model(&mut |m| {
-                m.uamis.remove(&name);
-                if !ok {
-                    m.maybe.insert(('u', name.clone()));
-                }
-            });
+            let ok = settle(w, &r);
+            model(&mut |m| m.deleted('u', &name, ok));
             (format!("delete uami {name}"), ok)
         }
         // VMs
@@ -562,15 +602,8 @@ async fn one_op(
             let r = arm
                 .create_vm(req!(CreateVmRequest { name: name.clone() }))
                 .await;
-            note_error(w, &r);
-            let ok = r.is_ok();
-            model(&mut |m| {
-                if ok {
-                    m.vms.insert(name.clone(), Some((false, BTreeSet::new())));
-                } else {
-                    m.maybe.insert(('v', name.clone()));
-                }
-            });
+            let ok = settle(w, &r);
+            model(&mut |m| m.created('v', &name, ok));
             (format!("create vm {name}"), ok)
         }
         15..=31 if !vms.is_empty() => {
@@ -578,14 +611,8 @@ async fn one_op(
             let r = arm
                 .delete_vm(req!(DeleteVmRequest { name: name.clone() }))
                 .await;
-            note_error(w, &r);
-            let ok = r.is_ok();
-            model(&mut |m| {
-                m.vms.remove(&name);
-                if !ok {
-                    m.maybe.insert(('v', name.clone()));
-                }
-            });
+            let ok = settle(w, &r);
+            model(&mut |m| m.deleted('v', &name, ok));
             (format!("delete vm {name}"), ok)
         }
         32..=59 if !vms.is_empty() || !sets.is_empty() => {
@@ -604,42 +631,24 @@ async fn one_op(
                 vec![rng.pick(&uami_ids).cloned().unwrap_or_default()]
             };
             let assign = rng.below(3) != 0;
+            // The four calls take the same fields.
+            macro_rules! identity_call {
+                ($method:ident, $t:ident) => {
+                    arm.$method(req!($t {
+                        name: name.clone(),
+                        system_assigned: system,
+                        user_assigned_identities: users.clone()
+                    }))
+                    .await
+                };
+            }
             let r = match (vmss, assign) {
-                (false, true) => {
-                    arm.assign_vm_identity(req!(AssignVmIdentityRequest {
-                        name: name.clone(),
-                        system_assigned: system,
-                        user_assigned_identities: users.clone()
-                    }))
-                    .await
-                }
-                (false, false) => {
-                    arm.remove_vm_identity(req!(RemoveVmIdentityRequest {
-                        name: name.clone(),
-                        system_assigned: system,
-                        user_assigned_identities: users.clone()
-                    }))
-                    .await
-                }
-                (true, true) => {
-                    arm.assign_vmss_identity(req!(AssignVmssIdentityRequest {
-                        name: name.clone(),
-                        system_assigned: system,
-                        user_assigned_identities: users.clone()
-                    }))
-                    .await
-                }
-                (true, false) => {
-                    arm.remove_vmss_identity(req!(RemoveVmssIdentityRequest {
-                        name: name.clone(),
-                        system_assigned: system,
-                        user_assigned_identities: users.clone()
-                    }))
-                    .await
-                }
+                (false, true) => identity_call!(assign_vm_identity, AssignVmIdentityRequest),
+                (false, false) => identity_call!(remove_vm_identity, RemoveVmIdentityRequest),
+                (true, true) => identity_call!(assign_vmss_identity, AssignVmssIdentityRequest),
+                (true, false) => identity_call!(remove_vmss_identity, RemoveVmssIdentityRequest),
             };
-            note_error(w, &r);
-            let ok = r.is_ok();
+            let ok = settle(w, &r);
             let definitive = matches!(&r, Err(s) if matches!(s.code(), misim_proto::tonic::Code::NotFound | misim_proto::tonic::Code::InvalidArgument));
             model(&mut |m| {
                 let map = if vmss { &mut m.vmss } else { &mut m.vms };
@@ -674,15 +683,8 @@ async fn one_op(
                     capacity: 1 + rng.below(2) as u32
                 }))
                 .await;
-            note_error(w, &r);
-            let ok = r.is_ok();
-            model(&mut |m| {
-                if ok {
-                    m.vmss.insert(name.clone(), Some((false, BTreeSet::new())));
-                } else {
-                    m.maybe.insert(('s', name.clone()));
-                }
-            });
+            let ok = settle(w, &r);
+            model(&mut |m| m.created('s', &name, ok));
             (format!("create vmss {name}"), ok)
         }
         60..=71 if !sets.is_empty() => {
@@ -690,14 +692,8 @@ async fn one_op(
             let r = arm
                 .delete_vmss(req!(DeleteVmssRequest { name: name.clone() }))
                 .await;
-            note_error(w, &r);
-            let ok = r.is_ok();
-            model(&mut |m| {
-                m.vmss.remove(&name);
-                if !ok {
-                    m.maybe.insert(('s', name.clone()));
-                }
-            });
+            let ok = settle(w, &r);
+            model(&mut |m| m.deleted('s', &name, ok));
             (format!("delete vmss {name}"), ok)
         }
         // Role assignments
@@ -822,64 +818,42 @@ impl Checker {
         let mut all_vms: Vec<pb::VirtualMachine> = Vec::new();
         for (w, model) in sh.models.iter().enumerate() {
             let rg = format!("soak-w{w}");
-            let vms = match arm
-                .list_vms(pb::ListVmsRequest {
-                    subscription_id: sub.clone(),
-                    resource_group: rg.clone(),
-                })
-                .await
-            {
-                Ok(v) => v.into_inner().vms,
-                Err(e) => {
-                    o.transient
-                        .push(format!("ARM ListVms {rg}: {}", e.message()));
-                    return o;
-                }
-            };
-            let sets = match arm
-                .list_vmss(pb::ListVmssRequest {
-                    subscription_id: sub.clone(),
-                    resource_group: rg.clone(),
-                })
-                .await
-            {
-                Ok(v) => v.into_inner().scale_sets,
-                Err(e) => {
-                    o.transient
-                        .push(format!("ARM ListVmss {rg}: {}", e.message()));
-                    return o;
-                }
-            };
-            let uamis = match arm
-                .list_user_assigned_identities(pb::ListUserAssignedIdentitiesRequest {
-                    subscription_id: sub.clone(),
-                    resource_group: rg.clone(),
-                })
-                .await
-            {
-                Ok(v) => v.into_inner().identities,
-                Err(e) => {
-                    o.transient.push(format!(
-                        "ARM ListUserAssignedIdentities {rg}: {}",
-                        e.message()
-                    ));
-                    return o;
-                }
-            };
-            let roles = match arm
-                .list_role_assignments(pb::ListRoleAssignmentsRequest {
+            // ARM's lists of the group; a failed call is transient and ends the pass.
+            macro_rules! list {
+                ($call:ident($req:expr).$field:ident, $what:literal) => {
+                    match arm.$call($req).await {
+                        Ok(v) => v.into_inner().$field,
+                        Err(e) => {
+                            o.transient
+                                .push(format!("ARM {} {rg}: {}", $what, e.message()));
+                            return o;
+                        }
+                    }
+                };
+            }
+            macro_rules! in_group {
+                ($t:ident) => {
+                    pb::$t {
+                        subscription_id: sub.clone(),
+                        resource_group: rg.clone(),
+                    }
+                };
+            }
+            let vms = list!(list_vms(in_group!(ListVmsRequest)).vms, "ListVms");
+            let sets = list!(list_vmss(in_group!(ListVmssRequest)).scale_sets, "ListVmss");
+            let uamis = list!(
+                list_user_assigned_identities(in_group!(ListUserAssignedIdentitiesRequest))
+                    .identities,
+                "ListUserAssignedIdentities"
+            );
+            let roles = list!(
+                list_role_assignments(pb::ListRoleAssignmentsRequest {
                     scope: format!("/subscriptions/{sub}/resourceGroups/{rg}"),
                     ..Default::default()
                 })
-                .await
-            {
-                Ok(v) => v.into_inner().role_assignments,
-                Err(e) => {
-                    o.transient
-                        .push(format!("ARM ListRoleAssignments {rg}: {}", e.message()));
-                    return o;
-                }
-            };
+                .role_assignments,
+                "ListRoleAssignments"
+            );
             for u in &uamis {
                 if u.principal_id.is_empty() {
                     o.transient.push(format!(
@@ -950,48 +924,16 @@ impl Checker {
                 uamis.iter().map(|u| (u.name.as_str(), u)).collect();
             let ra_now: BTreeSet<&str> = roles.iter().map(|r| r.id.as_str()).collect();
             let mut hard = Vec::new();
-            for (name, exp) in m.vms.iter_mut() {
-                match (vm_now.get(name.as_str()), exp.as_ref()) {
-                    (None, _) => hard.push(format!("VM {rg}/{name} lost (its create returned)")),
-                    (Some(v), Some(e)) => {
-                        let got = ids_of(&v.identity);
-                        if &got != e {
-                            hard.push(format!(
-                                "VM {rg}/{name}: identities {} but the last successful call left {}",
-                                show_ids(&got),
-                                show_ids(e)
-                            ));
-                        }
-                    }
-                    (Some(v), None) => {
-                        if adopt {
-                            *exp = Some(ids_of(&v.identity));
-                        }
-                    }
-                }
-            }
-            for (name, exp) in m.vmss.iter_mut() {
-                match (ss_now.get(name.as_str()), exp.as_ref()) {
-                    (None, _) => {
-                        hard.push(format!("scale set {rg}/{name} lost (its create returned)"))
-                    }
-                    (Some(s), Some(e)) => {
-                        let got = ids_of(&s.identity);
-                        if &got != e {
-                            hard.push(format!(
-                                "scale set {rg}/{name}: identities {} but the last successful call left {}",
-                                show_ids(&got),
-                                show_ids(e)
-                            ));
-                        }
-                    }
-                    (Some(s), None) => {
-                        if adopt {
-                            *exp = Some(ids_of(&s.identity));
-                        }
-                    }
-                }
-            }
+            let vm_ids = vm_now
+                .iter()
+                .map(|(n, v)| (*n, ids_of(&v.identity)))
+                .collect();
+            let ss_ids = ss_now
+                .iter()
+                .map(|(n, s)| (*n, ids_of(&s.identity)))
+                .collect();
+            compare_ids("VM", &rg, &mut m.vms, &vm_ids, adopt, &mut hard);
+            compare_ids("scale set", &rg, &mut m.vmss, &ss_ids, adopt, &mut hard);
             for (name, exp) in m.uamis.iter_mut() {
                 match (ua_now.get(name.as_str()), exp.as_ref()) {
                     (None, _) => hard.push(format!(
@@ -1370,6 +1312,38 @@ fn verify(
     decode::<Value>(tok, &key, &v)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// Compares the model's VMs or scale sets (`what`) with ARM's (`now`: name → identities): each whose
+/// create returned exists, with the identities the last successful call left; one in doubt is
+/// adopted as ARM has it when `adopt`. Differences go to `hard`.
+fn compare_ids(
+    what: &str,
+    rg: &str,
+    model: &mut BTreeMap<String, Ids>,
+    now: &HashMap<&str, (bool, BTreeSet<String>)>,
+    adopt: bool,
+    hard: &mut Vec<String>,
+) {
+    for (name, exp) in model.iter_mut() {
+        match (now.get(name.as_str()), exp.as_ref()) {
+            (None, _) => hard.push(format!("{what} {rg}/{name} lost (its create returned)")),
+            (Some(got), Some(e)) => {
+                if got != e {
+                    hard.push(format!(
+                        "{what} {rg}/{name}: identities {} but the last successful call left {}",
+                        show_ids(got),
+                        show_ids(e)
+                    ));
+                }
+            }
+            (Some(got), None) => {
+                if adopt {
+                    *exp = Some(got.clone());
+                }
+            }
+        }
+    }
 }
 
 fn show_ids((s, u): &(bool, BTreeSet<String>)) -> String {
