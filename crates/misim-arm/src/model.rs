@@ -405,7 +405,7 @@ pub struct Counter {
     pub next: u64,
 }
 
-/// How many VMs and scale-set instances a host has ([`ArmStore::host_load`]).
+/// How many VMs and scale-set instances a host has ([`crate::store::ArmStore::host_load`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostLoad {
     /// VMs plus scale-set instances placed on the host.

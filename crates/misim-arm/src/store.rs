@@ -298,3 +298,60 @@ impl ArmStore {
         Ok(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn vm(name: &str, host: &str) -> Vm {
+        let id = ResourceId::vm("s", "rg", name).unwrap();
+        let none = String::new();
+        Vm::new(
+            id,
+            host.into(),
+            "l".into(),
+            none.clone(),
+            none,
+            BTreeMap::new(),
+        )
+    }
+
+    fn insert(s: &ArmStore, vm: &mut Vm) {
+        s.transaction(|tx| s.insert_vm_in(tx, &s.vms, vm, None))
+            .unwrap();
+    }
+
+    #[test]
+    fn host_counts_follow_vm_writes_and_are_rebuilt_at_open() {
+        let store = Store::temporary().unwrap();
+        let s = ArmStore::from_store(store.clone()).unwrap();
+        let (mut a, mut b, mut c) = (vm("a", "h1"), vm("b", "h1"), vm("c", "h2"));
+        for v in [&mut a, &mut b, &mut c] {
+            insert(&s, v);
+        }
+        insert(&s, &mut a.clone());
+        assert_eq!(
+            (s.host_load("h1").unwrap(), s.host_load("h2").unwrap()),
+            (2, 1)
+        );
+        assert_ne!(a.private_ip, b.private_ip);
+        s.remove_vm(&s.vms, &a).unwrap();
+        s.remove_vm(&s.vms, &a).unwrap();
+        assert_eq!(
+            s.host_load("h1").unwrap(),
+            1,
+            "a second remove counts nothing"
+        );
+        assert!(s.ip_claims.get(&a.private_ip).unwrap().is_none());
+        // A count that drifted (a store written before counts existed) is made right at open.
+        s.host_load.put("h2", &HostLoad { placements: 9 }).unwrap();
+        s.host_load
+            .put("gone", &HostLoad { placements: 3 })
+            .unwrap();
+        let reopened = ArmStore::from_store(store).unwrap();
+        assert_eq!(reopened.host_load("h2").unwrap(), 1);
+        assert_eq!(reopened.host_load("gone").unwrap(), 0);
+    }
+}
