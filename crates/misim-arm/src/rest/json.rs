@@ -306,17 +306,7 @@ pub fn instance_view(vm: &Vm, now: i64) -> Value {
 
 /// `2026-12-01T14:31:08Z` for epoch seconds (Azure's timestamps).
 pub fn rfc3339(epoch_seconds: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp(epoch_seconds)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    misim_core::Clock::rfc3339(epoch_seconds)
 }
 
 /// A built-in role definition (Role Definitions - Get).

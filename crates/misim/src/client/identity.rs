@@ -38,36 +38,65 @@ pub(super) async fn split_identities(
 }
 
 pub(super) async fn vm_identity(arm: &mut Arm, c: VmIdentityCommand) -> anyhow::Result<()> {
-    let identity = match c {
-        VmIdentityCommand::Assign { vm, identities } => {
+    vm_or_vmss_identity(arm, c, false).await
+}
+
+pub(super) async fn vmss_identity(arm: &mut Arm, c: VmIdentityCommand) -> anyhow::Result<()> {
+    vm_or_vmss_identity(arm, c, true).await
+}
+
+/// `misim vm identity …` and `misim vmss identity …`: the same verbs on a VM or a scale set.
+async fn vm_or_vmss_identity(
+    arm: &mut Arm,
+    c: VmIdentityCommand,
+    scale_set: bool,
+) -> anyhow::Result<()> {
+    // The assign and remove requests of both resource kinds take the same fields.
+    macro_rules! change {
+        ($method:ident, $t:ident, $vm:expr, $identities:expr) => {{
             let (system_assigned, user_assigned_identities) =
-                split_identities(arm, &vm.resource_group, &identities).await?;
-            let req = pb::AssignVmIdentityRequest {
-                resource_group: vm.resource_group,
-                name: vm.name,
+                split_identities(arm, &$vm.resource_group, &$identities).await?;
+            let req = pb::$t {
+                resource_group: $vm.resource_group,
+                name: $vm.name,
                 system_assigned,
                 user_assigned_identities,
                 ..Default::default()
             };
-            arm.assign_vm_identity(req)
-                .await
-                .map_err(status)?
-                .into_inner()
+            arm.$method(req).await.map_err(status)?.into_inner()
+        }};
+    }
+    let identity = match c {
+        VmIdentityCommand::Assign { vm, identities } if scale_set => {
+            change!(
+                assign_vmss_identity,
+                AssignVmssIdentityRequest,
+                vm,
+                identities
+            )
+        }
+        VmIdentityCommand::Assign { vm, identities } => {
+            change!(assign_vm_identity, AssignVmIdentityRequest, vm, identities)
+        }
+        VmIdentityCommand::Remove { vm, identities } if scale_set => {
+            change!(
+                remove_vmss_identity,
+                RemoveVmssIdentityRequest,
+                vm,
+                identities
+            )
         }
         VmIdentityCommand::Remove { vm, identities } => {
-            let (system_assigned, user_assigned_identities) =
-                split_identities(arm, &vm.resource_group, &identities).await?;
-            let req = pb::RemoveVmIdentityRequest {
+            change!(remove_vm_identity, RemoveVmIdentityRequest, vm, identities)
+        }
+        VmIdentityCommand::Show { vm } if scale_set => {
+            let req = pb::GetVmssRequest {
                 resource_group: vm.resource_group,
                 name: vm.name,
-                system_assigned,
-                user_assigned_identities,
                 ..Default::default()
             };
-            arm.remove_vm_identity(req)
-                .await
-                .map_err(status)?
-                .into_inner()
+            let ss = arm.get_vmss(req).await.map_err(status)?.into_inner();
+            ss.identity.unwrap_or_default()
         }
         VmIdentityCommand::Show { vm } => {
             let req = pb::GetVmIdentityRequest {
@@ -170,51 +199,5 @@ pub(super) async fn identity(arm: &mut Arm, c: IdentityCommand) -> anyhow::Resul
                 .map_err(status)?;
         }
     }
-    Ok(())
-}
-
-pub(super) async fn vmss_identity(arm: &mut Arm, c: VmIdentityCommand) -> anyhow::Result<()> {
-    let identity = match c {
-        VmIdentityCommand::Assign { vm, identities } => {
-            let (system_assigned, user_assigned_identities) =
-                split_identities(arm, &vm.resource_group, &identities).await?;
-            let req = pb::AssignVmssIdentityRequest {
-                resource_group: vm.resource_group,
-                name: vm.name,
-                system_assigned,
-                user_assigned_identities,
-                ..Default::default()
-            };
-            arm.assign_vmss_identity(req)
-                .await
-                .map_err(status)?
-                .into_inner()
-        }
-        VmIdentityCommand::Remove { vm, identities } => {
-            let (system_assigned, user_assigned_identities) =
-                split_identities(arm, &vm.resource_group, &identities).await?;
-            let req = pb::RemoveVmssIdentityRequest {
-                resource_group: vm.resource_group,
-                name: vm.name,
-                system_assigned,
-                user_assigned_identities,
-                ..Default::default()
-            };
-            arm.remove_vmss_identity(req)
-                .await
-                .map_err(status)?
-                .into_inner()
-        }
-        VmIdentityCommand::Show { vm } => {
-            let req = pb::GetVmssRequest {
-                resource_group: vm.resource_group,
-                name: vm.name,
-                ..Default::default()
-            };
-            let ss = arm.get_vmss(req).await.map_err(status)?.into_inner();
-            ss.identity.unwrap_or_default()
-        }
-    };
-    print(&output::vm_identity(Some(&identity)));
     Ok(())
 }

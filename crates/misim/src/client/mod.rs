@@ -125,6 +125,25 @@ fn code_name(c: tonic::Code) -> &'static str {
     }
 }
 
+/// `endpoint` parsed, when it is on a loopback address. Safety: local mode serves IMDS and the App
+/// Service identity endpoint on loopback only; the CLI never calls any other address.
+///
+/// # Errors
+/// When `endpoint` (named `what` in the message) is not a URL or not a loopback one.
+pub(crate) fn loopback_url(endpoint: &str, what: &str) -> anyhow::Result<url::Url> {
+    let url = url::Url::parse(endpoint).with_context(|| format!("bad {what} {endpoint:?}"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if !loopback {
+        bail!("refusing to call non-loopback {what} {endpoint}");
+    }
+    Ok(url)
+}
+
 pub(crate) fn print(v: &Value) {
     print_text(&serde_json::to_string_pretty(v).unwrap_or_default());
 }

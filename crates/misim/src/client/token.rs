@@ -64,23 +64,10 @@ pub(super) async fn token(arm: &mut Arm, c: TokenCommand) -> anyhow::Result<()> 
             v.name
         );
     }
-    let mut url = url::Url::parse(&format!(
-        "{}/metadata/identity/oauth2/token",
-        v.imds_endpoint
-    ))
-    .with_context(|| format!("bad IMDS endpoint {:?}", v.imds_endpoint))?;
-    let host = url.host_str().unwrap_or_default().to_string();
-    // Safety: local mode serves IMDS on loopback only; never call any other address from here.
-    if !(host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()))
-    {
-        bail!(
-            "refusing to call non-loopback IMDS endpoint {}",
-            v.imds_endpoint
-        );
-    }
+    let mut url = super::loopback_url(
+        &format!("{}/metadata/identity/oauth2/token", v.imds_endpoint),
+        "IMDS endpoint",
+    )?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("api-version", "2018-02-01")

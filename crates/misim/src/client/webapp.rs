@@ -158,20 +158,7 @@ pub(super) async fn webapp_token(
     if w.identity_endpoint.is_empty() {
         bail!("web app {name} has no identity endpoint yet (is its host running, with per-app listeners?)");
     }
-    let mut url = url::Url::parse(&w.identity_endpoint)
-        .with_context(|| format!("bad IDENTITY_ENDPOINT {:?}", w.identity_endpoint))?;
-    let host = url.host_str().unwrap_or_default().to_string();
-    // Safety: local mode serves the endpoint on loopback only; never call any other address.
-    if !(host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()))
-    {
-        bail!(
-            "refusing to call non-loopback identity endpoint {}",
-            w.identity_endpoint
-        );
-    }
+    let mut url = super::loopback_url(&w.identity_endpoint, "identity endpoint")?;
     {
         let mut q = url.query_pairs_mut();
         q.append_pair("api-version", "2019-08-01")
