@@ -197,11 +197,7 @@ pub async fn serve(
                             audiences,
                         )
                         .await?;
-                    let status = if existed {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::CREATED
-                    };
+                    let status = put_status(existed);
                     Ok((status, f.to_json()))
                 }
                 Method::DELETE => {
@@ -209,11 +205,7 @@ pub async fn serve(
                     let deleted = arm
                         .delete_federated_credential(sid, &rg, &id, &name)
                         .await?;
-                    let status = if deleted {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::NO_CONTENT
-                    };
+                    let status = delete_status(deleted);
                     Ok((status, Value::Null))
                 }
                 _ => Err(method_not_allowed(method)),
@@ -255,21 +247,13 @@ pub async fn serve(
                     let c = arm
                         .create_managed_cluster(sid, &rg, &name, location)
                         .await?;
-                    let status = if existed {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::CREATED
-                    };
+                    let status = put_status(existed);
                     Ok((status, c.to_json()))
                 }
                 Method::DELETE => {
                     authorize(arm, caller, &action("delete"), &at)?;
                     let deleted = arm.delete_managed_cluster(sid, &rg, &name).await?;
-                    let status = if deleted {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::NO_CONTENT
-                    };
+                    let status = delete_status(deleted);
                     Ok((status, Value::Null))
                 }
                 _ => Err(method_not_allowed(method)),
@@ -285,6 +269,24 @@ fn method_not_allowed(method: &Method) -> Fail {
         "MethodNotAllowed",
         format!("The requested method '{method}' is not allowed for this resource."),
     )
+}
+
+/// A PUT's status: 200 when it replaced an existing resource, 201 when it created one.
+fn put_status(existed: bool) -> StatusCode {
+    if existed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    }
+}
+
+/// A DELETE's status: 200 when it deleted a resource, 204 when there was none.
+fn delete_status(deleted: bool) -> StatusCode {
+    if deleted {
+        StatusCode::OK
+    } else {
+        StatusCode::NO_CONTENT
+    }
 }
 
 #[cfg(test)]
