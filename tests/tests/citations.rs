@@ -10,7 +10,7 @@ const EXTENSIONS: &[&str] = &[
     "rs", "md", "proto", "py", "yaml", "yml", "sh", "toml", "lua", "json",
 ];
 
-/// Folders that are not the repository's own text (build output, virtualenvs, VCS data).
+/// Folders that are not the repository's own text (build output, dependencies, caches).
 const SKIP_DIRS: &[&str] = &["target", ".git", ".venv", "node_modules", "__pycache__"];
 
 /// Phrases that cite documents outside this repository (lower-case). Written in two parts so this
@@ -43,7 +43,10 @@ fn files(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         if p.is_dir() {
-            if !SKIP_DIRS.contains(&name.as_str()) {
+            // Hidden folders (virtualenvs, VCS data) and virtualenvs are not the repository's text;
+            // `.ci` is.
+            let hidden = name.starts_with('.') && name != ".ci";
+            if !SKIP_DIRS.contains(&name.as_str()) && !hidden && !p.join("pyvenv.cfg").exists() {
                 files(&p, out);
             }
         } else if p
