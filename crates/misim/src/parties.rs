@@ -13,24 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::endpoints;
 
-/// MSRP's config with misim's defaults: certificates valid 90 days, renewed after 45 (Azure's values,
-/// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>).
-pub fn msrp_config(data_dir: PathBuf, aad_grpc: String, clock: Clock) -> misim_msrp::Config {
-    misim_msrp::Config::new(data_dir, aad_grpc, clock)
-}
-
-/// One host's config with misim's defaults.
-pub fn imds_config(
-    host_name: String,
-    data_dir: PathBuf,
-    msrp_grpc: String,
-    aad_url: String,
-    vm_listen_ip: IpAddr,
-    clock: Clock,
-) -> misim_imds::Config {
-    misim_imds::Config::new(host_name, data_dir, msrp_grpc, aad_url, vm_listen_ip, clock)
-}
-
 /// Control-plane mutual TLS of a party run alone.
 #[derive(Args, Debug)]
 pub struct ControlArgs {
@@ -352,7 +334,7 @@ pub async fn run_msrp(a: MsrpArgs) -> anyhow::Result<()> {
     let listener = bind(a.listen).await?;
     name(&[&listener], "msrp");
     tracing::info!(grpc = %a.listen, aad = %a.aad_grpc, "msrp listening");
-    let mut cfg = msrp_config(a.data_dir, a.aad_grpc, Clock::system());
+    let mut cfg = misim_msrp::Config::new(a.data_dir, a.aad_grpc, Clock::system());
     cfg.key_type = a.identity_key_type;
     cfg.control = Some(a.control.load(Role::Msrp, &a.ca_dir)?);
     misim_msrp::run(cfg, listener, shutdown).await?;
@@ -368,7 +350,7 @@ pub async fn run_imds(a: ImdsArgs) -> anyhow::Result<()> {
     let listener = bind(a.listen).await?;
     name(&[&listener], &a.name);
     tracing::info!(host = %a.name, agent = %a.listen, vm_listen_ip = %a.vm_listen_ip, "host agent listening");
-    let mut cfg = imds_config(
+    let mut cfg = misim_imds::Config::new(
         a.name,
         a.data_dir,
         a.msrp,

@@ -418,7 +418,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
         misim_core::tls::serve_tls_forward(b.arm_rest_https, arm_rest_addr, tls, shutdown.clone()),
     );
 
-    let mut msrp = crate::parties::msrp_config(
+    let mut msrp = misim_msrp::Config::new(
         dir.join("msrp"),
         endpoints.aad_grpc.clone(),
         cfg.clock.clone(),
@@ -437,7 +437,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
     );
 
     for (name, listener) in b.hosts {
-        let mut host = crate::parties::imds_config(
+        let mut host = misim_imds::Config::new(
             name.clone(),
             dir.join("hosts").join(&name),
             endpoints.msrp_grpc.clone(),
