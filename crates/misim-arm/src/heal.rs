@@ -30,8 +30,8 @@ use crate::service::Arm;
 pub struct Difference {
     /// The party that differs (`msrp`, `host:NAME`).
     pub party: String,
-    /// What kind of difference (`missing-tenant`, `missing-identity`, `missing-principal`,
-    /// `missing-credential`,
+    /// What kind of difference (`missing-tenant`, `missing-host`, `missing-identity`,
+    /// `missing-principal`, `missing-credential`,
     /// `missing-vm` (a VM, instance or web app), `orphaned-identity`, `orphaned-vm`, `reconciling`,
     /// `unreachable`).
     pub kind: String,
@@ -194,6 +194,20 @@ impl Arm {
             ));
         }
         let placed = self.placed_vms()?;
+        // Placed on a host this system does not run (started with fewer hosts): no reconcile
+        // reaches it, someone must start misim with that host again.
+        let running: BTreeSet<&str> = hosts.iter().map(|(h, _)| h.as_str()).collect();
+        for (h, res) in placed.values() {
+            if !running.contains(h.as_str()) {
+                out.push(diff(
+                    &format!("host:{h}"),
+                    "missing-host",
+                    res,
+                    format!("{res} is placed on host {h}, which this system does not run; start misim with that host (misim up --hosts) or delete the resource"),
+                    false,
+                ));
+            }
+        }
         for (host, listed) in hosts {
             let party = format!("host:{host}");
             let on_host = match listed {
@@ -244,7 +258,8 @@ impl Arm {
             let again = self.consistency().await?.differences;
             found.retain(|d| d.party != "aad" || again.contains(d));
         }
-        for d in &found {
+        // A difference that does not converge needs someone to act; the report names it.
+        for d in found.iter().filter(|d| d.converging) {
             let result = self.heal_one(d).await;
             if let Err(e) = result {
                 warn!(party = %d.party, resource = %d.resource, error = %e, "healing failed; will retry");

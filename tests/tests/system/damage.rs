@@ -441,3 +441,52 @@ async fn host_store_deleted_web_apps_are_placed_again_and_orphans_removed() {
     );
     assert_tokens(&sb, &vms).await;
 }
+
+/// `misim up --wait-consistent` against a difference that does not converge: a VM placed on a
+/// host the restarted system does not run. The start fails after the timeout, naming the
+/// difference, and writes no endpoints.json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_consistent_fails_on_a_difference_that_does_not_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |hosts: u16| {
+        let mut cfg = misim::up::UpConfig::new(dir.path().to_path_buf());
+        cfg.base_port = 0;
+        cfg.hosts = hosts;
+        cfg
+    };
+    let system = misim::up::start(config(2)).await.expect("misim starts");
+    let mut arm = pb::arm_client::ArmClient::connect(system.endpoints.arm_grpc.clone())
+        .await
+        .expect("connect to ARM");
+    arm.create_resource_group(pb::CreateResourceGroupRequest {
+        name: "rg1".into(),
+        location: "westeurope".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("create group");
+    arm.create_vm(pb::CreateVmRequest {
+        resource_group: "rg1".into(),
+        name: "vm1".into(),
+        host: "host-2".into(),
+        ..Default::default()
+    })
+    .await
+    .expect("create vm on host-2");
+    system.stop().await;
+
+    let mut cfg = config(1);
+    cfg.wait_consistent = Some(Duration::from_secs(2));
+    let e = misim::up::start(cfg)
+        .await
+        .err()
+        .expect("not consistent: host-2 is not run");
+    let msg = format!("{e:#}");
+    assert!(msg.contains("not consistent within 2 s"), "{msg}");
+    assert!(
+        msg.contains("missing-host") && msg.contains("virtualMachines/vm1"),
+        "{msg}"
+    );
+    assert!(msg.contains("\"converging\": false"), "{msg}");
+    assert!(!dir.path().join(misim::up::ENDPOINTS_FILE).exists());
+}
