@@ -16,6 +16,16 @@ use crate::vms::CreateVm;
 use crate::vmss::CreateVmss;
 
 impl Call<'_> {
+    /// The resource a PUT or PATCH writes to, from one read: `None` when a PUT creates it; a PATCH
+    /// of a missing resource fails with the read's error (404).
+    pub(super) fn existing_for_write<T>(&self, read: Result<T>) -> Result<Option<T>> {
+        match read {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if self.method == Method::PATCH => Err(e),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// The `identity` block of a PUT/PATCH body and the mode it applies with, once the caller may
     /// link every user-assigned identity it adds ([`Call::allow_linked`]). `current`: the resource's
     /// user-assigned identities, `None` when the request creates it.
@@ -93,10 +103,7 @@ pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId)
         Method::PUT | Method::PATCH => {
             let write = action("write");
             c.allow(&write, id)?;
-            let existing = arm.get_vm(s, g, n).await.ok();
-            if existing.is_none() && c.method == Method::PATCH {
-                arm.get_vm(s, g, n).await?;
-            }
+            let existing = c.existing_for_write(arm.get_vm(s, g, n).await)?;
             let current = existing.as_ref().map(|r| &r.identity.user_assigned);
             let (identity, mode) = c.identity_for_write(&write, id, current)?;
             let created = existing.is_none();
@@ -213,10 +220,7 @@ pub(super) async fn vmss(
         Method::PUT | Method::PATCH => {
             let write = action("write");
             c.allow(&write, id)?;
-            let existing = arm.get_vmss(s, g, n).ok();
-            if existing.is_none() && c.method == Method::PATCH {
-                arm.get_vmss(s, g, n)?;
-            }
+            let existing = c.existing_for_write(arm.get_vmss(s, g, n))?;
             let current = existing.as_ref().map(|r| &r.identity.user_assigned);
             let (identity, mode) = c.identity_for_write(&write, id, current)?;
             let capacity = body::capacity(c.body)?;

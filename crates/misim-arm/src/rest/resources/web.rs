@@ -64,10 +64,7 @@ pub(super) async fn site(
         Method::PUT | Method::PATCH => {
             let write = action("write");
             c.allow(&write, id)?;
-            let existing = arm.get_webapp(s, g, n).await.ok();
-            if existing.is_none() && c.method == Method::PATCH {
-                arm.get_webapp(s, g, n).await?;
-            }
+            let existing = c.existing_for_write(arm.get_webapp(s, g, n).await)?;
             let current = existing.as_ref().map(|r| &r.identity.user_assigned);
             let (identity, mode) = c.identity_for_write(&write, id, current)?;
             let created = existing.is_none();
