@@ -373,7 +373,8 @@ async fn reflection_on_each_port_lists_only_the_services_it_serves() {
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
             "misim.arm.v1.Arm",
-            "misim.events.v1.Events"
+            "misim.events.v1.Events",
+            "misim.sim.v1.Health"
         ]
     );
     let msrp = sb.admin(&e.msrp_grpc).await;
