@@ -35,15 +35,11 @@ struct World {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        let rt = fuzz::runtime();
+        let dir = fuzz::data_dir();
         let cert = common::client_cert();
         let (aad, tenant, sp) = rt.block_on(async {
-            let aad = common::start(dir.path(), misim_core::Clock::manual(T0)).await;
+            let aad = common::start(dir, misim_core::Clock::manual(T0)).await;
             let (tenant, sp) = aad.principal(VM_ID, &cert).await;
             (aad, tenant, sp)
         });

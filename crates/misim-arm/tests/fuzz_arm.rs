@@ -208,17 +208,13 @@ struct Server {
 fn server() -> &'static Server {
     static S: OnceLock<Server> = OnceLock::new();
     S.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        let rt = fuzz::runtime();
+        let dir = fuzz::data_dir();
         let url = rt.block_on(async {
             let clock = Clock::manual(1_800_000_000);
             let dead = "http://127.0.0.1:9".to_string();
             let config = misim_arm::Config {
-                data_dir: dir.path().join("arm"),
+                data_dir: dir.join("arm"),
                 msrp_grpc: dead.clone(),
                 aad_grpc: dead.clone(),
                 aad_url: dead.clone(),

@@ -54,12 +54,8 @@ fn vm_id() -> String {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        let rt = fuzz::runtime();
+        let dir = fuzz::data_dir();
         let system = TestIdentity {
             resource_id: vm_id(),
             system: true,
@@ -86,7 +82,7 @@ fn world() -> &'static World {
             let aad_url = format!("http://{}", l.local_addr().unwrap());
             aad.base_url.set(aad_url.clone()).unwrap();
             tokio::spawn(serve::serve_http(l, aad.router(), stop.clone()));
-            let mut config = Config::new("host-1".into(), dir.path().join("host-1"), msrp_url, aad_url, LOCALHOST, clock.clone());
+            let mut config = Config::new("host-1".into(), dir.join("host-1"), msrp_url, aad_url, LOCALHOST, clock.clone());
             config.limits = ImdsLimits::unlimited();
             config.credential_refresh_secs = 0;
             let l = serve::bind(SocketAddr::new(LOCALHOST, 0)).await.unwrap();

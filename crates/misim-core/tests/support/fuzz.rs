@@ -82,3 +82,24 @@ pub fn json_value(
         ]
     })
 }
+
+/// The runtime a fuzz target's servers run on for the whole test binary (two worker threads;
+/// proptest cases call into it with `block_on`).
+///
+/// # Panics
+/// When the runtime cannot be built (a test setup failure).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A temporary directory that lives as long as the test binary (the servers' data directories).
+///
+/// # Panics
+/// When no temporary directory can be made (a test setup failure).
+pub fn data_dir() -> &'static std::path::Path {
+    Box::leak(Box::new(tempfile::tempdir().expect("temporary directory"))).path()
+}
