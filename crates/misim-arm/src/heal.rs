@@ -22,7 +22,7 @@ use misim_proto::{imds, msrp};
 use tracing::warn;
 
 use crate::error::Result;
-use crate::model::SyncState;
+use crate::model::{SyncState, UserAssignedEntry};
 use crate::service::Arm;
 
 /// One difference between ARM's desired state and a peer.
@@ -51,6 +51,9 @@ pub struct Consistency {
     /// Every difference.
     pub differences: Vec<Difference>,
 }
+
+/// A record's key, its user-assigned identities and its reconcile state ([`Arm::mark_users_in`]).
+type RecordParts<T> = fn(&mut T) -> (String, &BTreeMap<String, UserAssignedEntry>, &mut SyncState);
 
 fn diff(party: &str, kind: &str, resource: &str, detail: String, converging: bool) -> Difference {
     Difference {
@@ -395,40 +398,36 @@ impl Arm {
     /// reconfiguration.
     async fn mark_users_dirty(&self, uami: &ResourceId, why: &SyncState) -> Result<()> {
         let key = uami.key();
-        for mut vm in self.store.vms.values()? {
-            if vm
-                .identity
-                .user_assigned
-                .values()
-                .any(|e| e.id.key() == key)
-            {
-                let _g = self.locks.lock(&vm.id.key()).await;
-                vm.sync = why.clone();
-                self.store.vms.put(&vm.id.key(), &vm)?;
-            }
-        }
-        for mut ss in self.store.vmss.values()? {
-            if ss
-                .identity
-                .user_assigned
-                .values()
-                .any(|e| e.id.key() == key)
-            {
-                let _g = self.locks.lock(&ss.id.key()).await;
-                ss.sync = why.clone();
-                self.store.vmss.put(&ss.id.key(), &ss)?;
-            }
-        }
-        for mut site in self.store.sites.values()? {
-            if site
-                .identity
-                .user_assigned
-                .values()
-                .any(|e| e.id.key() == key)
-            {
-                let _g = self.locks.lock(&site.id.key()).await;
-                site.sync = why.clone();
-                self.store.sites.put(&site.id.key(), &site)?;
+        let s = &self.store;
+        self.mark_users_in(&s.vms, &key, why, |v| {
+            (v.id.key(), &v.identity.user_assigned, &mut v.sync)
+        })
+        .await?;
+        self.mark_users_in(&s.vmss, &key, why, |v| {
+            (v.id.key(), &v.identity.user_assigned, &mut v.sync)
+        })
+        .await?;
+        self.mark_users_in(&s.sites, &key, why, |v| {
+            (v.id.key(), &v.identity.user_assigned, &mut v.sync)
+        })
+        .await
+    }
+
+    /// Sets the reconcile state of every record of `table` whose user-assigned identities include
+    /// `uami_key` to `why`, each under its lock; `parts` gives a record's key, identities and state.
+    async fn mark_users_in<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        table: &misim_core::Table<T>,
+        uami_key: &str,
+        why: &SyncState,
+        parts: RecordParts<T>,
+    ) -> Result<()> {
+        for mut r in table.values()? {
+            let (key, users, _) = parts(&mut r);
+            if users.values().any(|e| e.id.key() == uami_key) {
+                let _g = self.locks.lock(&key).await;
+                *parts(&mut r).2 = why.clone();
+                table.put(&key, &r)?;
             }
         }
         Ok(())
