@@ -725,7 +725,9 @@ class Suite:
         a = self.a
         n, lim = a.fd_vms, a.fd_limit
         name = f"{n} VMs under ulimit -n {lim}"
-        m = self.start(Misim(a.misim, self.work / "fdlimit", nofile=lim))
+        # One IMDS listener per host (misim up --imds-listener shared): per-VM ports need one fd per VM.
+        m = self.start(Misim(a.misim, self.work / "fdlimit", nofile=lim,
+                             extra=("--imds-listener", "shared")))
         self.cmd(name, f"(ulimit -n {lim}; exec {m.command}) &\n    MISIM_ARM=ARM_GRPC "
                  + shlex.join([a.misim, "bench", "populate", "-g", "many", "--vms", str(n),
                                "--concurrency", "4"]))
