@@ -38,14 +38,7 @@ pub struct VmInfo {
     pub mac_address: String,
 }
 
-/// System- or user-assigned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IdentityKind {
-    /// The VM's own identity (its resource ID is the VM's).
-    SystemAssigned,
-    /// A `Microsoft.ManagedIdentity/userAssignedIdentities` resource attached to the VM.
-    UserAssigned,
-}
+pub use misim_core::identity_kind::IdentityKind;
 
 /// An identity of a VM as ARM knows it (no key material).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

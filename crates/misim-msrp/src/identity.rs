@@ -3,26 +3,7 @@
 use misim_core::cert::KeyAndCert;
 use serde::{Deserialize, Serialize};
 
-/// Which kind of managed identity a record is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum IdentityKind {
-    /// Tied to one VM/VMSS; its resource ID is the VM's (Azure deletes it with the VM).
-    SystemAssigned,
-    /// A standalone `Microsoft.ManagedIdentity/userAssignedIdentities` resource.
-    UserAssigned,
-}
-
-impl IdentityKind {
-    /// The kind implied by a resource ID: `userAssignedIdentities` resources are user-assigned,
-    /// everything else (VMs, VMSS) carries a system-assigned identity.
-    pub fn infer(resource_id: &misim_core::ResourceId) -> Self {
-        if resource_id.is_type("Microsoft.ManagedIdentity/userAssignedIdentities") {
-            IdentityKind::UserAssigned
-        } else {
-            IdentityKind::SystemAssigned
-        }
-    }
-}
+pub use misim_core::identity_kind::IdentityKind;
 
 /// Where an identity is in its creation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
