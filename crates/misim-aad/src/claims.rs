@@ -6,19 +6,10 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::model::ServicePrincipal;
+pub use crate::resources::Version;
 
 /// Entra back-dates `iat`/`nbf` by 5 minutes (v1 fixture: `expires_on - not_before = 3900` for 3599 s).
 pub const BACKDATE_SECS: i64 = 300;
-
-/// Token endpoint flavour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
-    /// `/{tenant}/oauth2/token`: `resource=`, string values, iss `https://sts.windows.net/{tid}/`.
-    V1,
-    /// `/{tenant}/oauth2/v2.0/token`: `scope=<res>/.default`, integer values,
-    /// iss `https://login.microsoftonline.com/{tid}/v2.0`.
-    V2,
-}
 
 /// v1 issuer: `https://sts.windows.net/{tid}/`.
 pub fn issuer_v1(tenant_id: &str) -> String {

@@ -19,7 +19,15 @@
 //! application IDs as listed in
 //! <https://learn.microsoft.com/troubleshoot/entra/entra-id/governance/verify-first-party-apps-sign-in>.
 
-use crate::claims::Version;
+/// Token endpoint flavour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    /// `/{tenant}/oauth2/token`: `resource=`, string values, iss `https://sts.windows.net/{tid}/`.
+    V1,
+    /// `/{tenant}/oauth2/v2.0/token`: `scope=<res>/.default`, integer values,
+    /// iss `https://login.microsoftonline.com/{tid}/v2.0`.
+    V2,
+}
 
 /// One first-party resource application.
 #[derive(Debug, PartialEq, Eq)]

@@ -156,6 +156,15 @@ impl From<QueryError> for ImdsError {
     }
 }
 
+impl From<versions::ApiVersionError> for ImdsError {
+    fn from(e: versions::ApiVersionError) -> Self {
+        match e {
+            versions::ApiVersionError::Missing => ImdsError::MissingQuery("api-version"),
+            versions::ApiVersionError::Invalid(v) => ImdsError::InvalidApiVersion(v),
+        }
+    }
+}
+
 /// What can go wrong in a host agent call (placing VMs, configuring identities, the VM extension)
 /// or when the host starts.
 #[derive(Debug, thiserror::Error)]

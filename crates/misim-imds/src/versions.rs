@@ -3,8 +3,6 @@
 //! <https://github.com/Azure/azure-rest-api-specs/blob/ea83a2a3e90ca3f0420e9d0ef55a811523541aba/specification/imds/data-plane/InstanceMetadataService/stable/2023-07-01/imds.json>
 //! and the token how-to <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-use-vm-token>.
 
-use crate::error::{ImdsError, Result};
-
 /// Every api-version IMDS accepts, oldest first (the IMDS doc's list plus the 2023-07-01 REST spec version).
 pub const KNOWN: &[&str] = &[
     "2017-03-01",
@@ -48,19 +46,30 @@ pub fn newest(n: usize) -> Vec<&'static str> {
     KNOWN.iter().rev().take(n).copied().collect()
 }
 
+/// Why an api-version was refused (mapped to [`crate::error::ImdsError`] and its IMDS body there).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ApiVersionError {
+    /// No `api-version` query parameter, or an empty one.
+    #[error("api-version was not specified")]
+    Missing,
+    /// Unknown, or older than the category's minimum (holds the value given).
+    #[error("api-version {0} is invalid")]
+    Invalid(String),
+}
+
 /// Checks `api_version` (as given in the query) against the known list and `minimum`.
 ///
 /// # Errors
-/// [`ImdsError::MissingQuery`] when absent or empty, [`ImdsError::InvalidApiVersion`] when unknown or
+/// [`ApiVersionError::Missing`] when absent or empty, [`ApiVersionError::Invalid`] when unknown or
 /// older than `minimum` (ISO dates compare lexicographically).
-pub fn check(api_version: Option<&str>, minimum: &str) -> Result<()> {
+pub fn check(api_version: Option<&str>, minimum: &str) -> Result<(), ApiVersionError> {
     let v = api_version
         .filter(|v| !v.is_empty())
-        .ok_or(ImdsError::MissingQuery("api-version"))?;
+        .ok_or(ApiVersionError::Missing)?;
     if KNOWN.contains(&v) && v >= minimum {
         Ok(())
     } else {
-        Err(ImdsError::InvalidApiVersion(v.to_string()))
+        Err(ApiVersionError::Invalid(v.to_string()))
     }
 }
 
@@ -74,19 +83,19 @@ mod tests {
         assert!(check(Some("2019-08-01"), IDENTITY_MINIMUM).is_ok());
         assert!(matches!(
             check(Some("2017-12-01"), IDENTITY_MINIMUM),
-            Err(ImdsError::InvalidApiVersion(_))
+            Err(ApiVersionError::Invalid(_))
         ));
         assert!(matches!(
             check(Some("2018-02-02"), IDENTITY_MINIMUM),
-            Err(ImdsError::InvalidApiVersion(_))
+            Err(ApiVersionError::Invalid(_))
         ));
         assert!(matches!(
             check(None, IDENTITY_MINIMUM),
-            Err(ImdsError::MissingQuery("api-version"))
+            Err(ApiVersionError::Missing)
         ));
         assert!(matches!(
             check(Some(""), IDENTITY_MINIMUM),
-            Err(ImdsError::MissingQuery("api-version"))
+            Err(ApiVersionError::Missing)
         ));
     }
 
