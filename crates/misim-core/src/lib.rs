@@ -13,6 +13,7 @@ pub mod ids;
 pub mod keyed_locks;
 pub mod limits;
 pub mod serve;
+mod serve_error;
 pub mod sim_grpc;
 pub mod store;
 pub mod telemetry;

@@ -8,27 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::limits::{Admission, ConnLimits};
 
-/// Errors while serving.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The gRPC transport failed.
-    #[error("grpc transport: {0}")]
-    Grpc(#[from] tonic::transport::Error),
-    /// Reflection could not be built from the descriptor set.
-    #[error("grpc reflection: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// The HTTP server failed.
-    #[error("http server")]
-    Http(#[from] std::io::Error),
-    /// A listener could not be bound (port in use, permission).
-    #[error("cannot bind {addr}")]
-    Bind {
-        /// The address asked for.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-}
+pub use crate::serve_error::ServeError;
 
 /// Serves `routes` on `listener` until `shutdown` is cancelled, adding `grpc.health.v1` (each of
 /// `service_names` reported SERVING, plus the empty overall name) and server reflection listing

@@ -28,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::serve::ServeError;
+use crate::serve_error::ServeError;
 
 /// File name of the CA certificate (PEM) in the CA directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
