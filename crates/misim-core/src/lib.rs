@@ -12,6 +12,7 @@ pub mod identity_kind;
 pub mod ids;
 pub mod keyed_locks;
 pub mod limits;
+pub mod serde_b64;
 pub mod serve;
 mod serve_error;
 pub mod sim_grpc;

@@ -77,10 +77,10 @@ impl IdentityRef {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credential {
     /// X.509 certificate, DER.
-    #[serde(with = "b64")]
+    #[serde(with = "misim_core::serde_b64")]
     pub certificate_der: Vec<u8>,
     /// PKCS#8 DER of the RSA private key.
-    #[serde(with = "b64")]
+    #[serde(with = "misim_core::serde_b64")]
     pub private_key_pkcs8_der: Vec<u8>,
     /// Certificate validity end, epoch seconds.
     pub not_after: i64,
@@ -336,22 +336,6 @@ impl ServedIdentity {
             thumbprint_sha1_hex: credential.thumbprint.clone(),
             cert_not_after: credential.credential.not_after,
         }
-    }
-}
-
-mod b64 {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -20,10 +20,10 @@ pub enum IdentityState {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct StoredCredential {
     /// PKCS#8 DER of the private key. Never logged; only `GetCredential` returns it.
-    #[serde(with = "crate::store::b64")]
+    #[serde(with = "misim_core::serde_b64")]
     pub private_key_pkcs8_der: Vec<u8>,
     /// X.509 certificate, DER.
-    #[serde(with = "crate::store::b64")]
+    #[serde(with = "misim_core::serde_b64")]
     pub certificate_der: Vec<u8>,
     /// Upper-case hex SHA-1 of the certificate (Azure's thumbprint / `customKeyIdentifier`).
     pub thumbprint_sha1_hex: String,

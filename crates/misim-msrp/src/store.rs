@@ -110,32 +110,6 @@ impl IdentityStore {
     }
 }
 
-/// Serde helper storing byte blobs (keys, certificates) as standard base64 strings instead of JSON
-/// number arrays.
-pub mod b64 {
-    use base64::Engine;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Serializes bytes as a base64 string.
-    ///
-    /// # Errors
-    /// Only the serializer's own errors.
-    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes))
-    }
-
-    /// Deserializes a base64 string into bytes.
-    ///
-    /// # Errors
-    /// When the value is not a string or not valid base64.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let s = String::deserialize(d)?;
-        base64::engine::general_purpose::STANDARD
-            .decode(s)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
