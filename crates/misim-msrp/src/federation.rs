@@ -9,20 +9,8 @@ use tracing::info;
 
 use crate::error::{MsrpError, Result};
 use crate::identity::IdentityKind;
+pub use crate::principal::FederatedCredential;
 use crate::service::Msrp;
-
-/// One federated identity credential (ARM's `properties.issuer`, `subject`, `audiences`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FederatedCredential {
-    /// The child resource's name.
-    pub name: String,
-    /// Issuer URL, matched exactly.
-    pub issuer: String,
-    /// Subject, matched exactly.
-    pub subject: String,
-    /// Accepted audiences.
-    pub audiences: Vec<String>,
-}
 
 impl Msrp {
     /// Replaces the federated credentials of the user-assigned identity `id` in Azure AD

@@ -5,6 +5,7 @@
 //!
 //! Code map: [`service`] (create/get/list/delete/credential), [`renewal`] (certificate roll-over),
 //! [`keypool`] (pre-generated keys), [`store`] (sled table), [`identity`] (domain types),
+//! [`principal`] (values exchanged with Azure AD), [`federation`] (federated credentials),
 //! [`grpc`] (the only module seeing pb types: the MSRP server and the Azure AD client), [`error`].
 
 pub mod error;
@@ -12,6 +13,7 @@ pub mod federation;
 pub mod grpc;
 pub mod identity;
 pub mod keypool;
+pub mod principal;
 pub mod renewal;
 pub mod service;
 pub mod store;

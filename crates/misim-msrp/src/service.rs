@@ -13,9 +13,10 @@ use misim_core::{Clock, ResourceId};
 use tracing::{info, warn};
 
 use crate::error::{MsrpError, Result};
-use crate::grpc::aad::{AadClient, NewPrincipal};
+use crate::grpc::aad::AadClient;
 use crate::identity::{IdentityKind, IdentityRecord, IdentityState, NewIdentity, StoredCredential};
 use crate::keypool::KeyPool;
+use crate::principal::NewPrincipal;
 use crate::store::IdentityStore;
 
 /// Certificate lifetimes (Azure: valid 90 days, renewed after 45;

@@ -17,33 +17,11 @@ use tonic::transport::Channel;
 use tracing::warn;
 
 use crate::error::{MsrpError, Result};
+use crate::principal::{FederatedCredential, NewPrincipal, Principal};
 
 /// Attempts per call while AAD is unreachable, and the first backoff (doubled each time).
 const ATTEMPTS: u32 = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-
-/// A service principal as MSRP needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Principal {
-    /// `objectId`: the identity's principal ID.
-    pub object_id: String,
-    /// `appId`: the identity's client ID.
-    pub app_id: String,
-    /// ARM resource ID the principal belongs to.
-    pub msi_resource_id: String,
-    /// `(keyId, thumbprint)` of each certificate key credential.
-    pub key_credentials: Vec<(String, String)>,
-}
-
-impl Principal {
-    /// The `keyId` of the key credential whose certificate has `thumbprint_sha1_hex`.
-    pub fn key_id_for(&self, thumbprint_sha1_hex: &str) -> Option<String> {
-        self.key_credentials
-            .iter()
-            .find(|(_, t)| t.eq_ignore_ascii_case(thumbprint_sha1_hex))
-            .map(|(k, _)| k.clone())
-    }
-}
 
 impl From<ServicePrincipal> for Principal {
     fn from(sp: ServicePrincipal) -> Self {
@@ -65,21 +43,6 @@ impl From<ServicePrincipal> for Principal {
             msi_resource_id: sp.msi_resource_id,
         }
     }
-}
-
-/// What [`AadClient::create_service_principal`] sends.
-#[derive(Clone, Debug)]
-pub struct NewPrincipal<'a> {
-    /// Tenant (GUID).
-    pub tenant_id: &'a str,
-    /// Display name (Azure: the VM name or the user-assigned identity's name).
-    pub display_name: &'a str,
-    /// The identity's ARM resource ID.
-    pub msi_resource_id: &'a str,
-    /// True for user-assigned identities (Graph `alternativeNames` `isExplicit=True`).
-    pub is_explicit: bool,
-    /// The certificate to register as the first key credential, DER.
-    pub certificate_der: &'a [u8],
 }
 
 /// Azure AD admin client on a lazily connected channel.
@@ -273,7 +236,7 @@ impl AadClient {
         &self,
         tenant_id: &str,
         object_id: &str,
-        credentials: Vec<crate::federation::FederatedCredential>,
+        credentials: Vec<FederatedCredential>,
     ) -> Result<()> {
         use misim_proto::aad::{
             FederatedIdentityCredential, SetFederatedIdentityCredentialsRequest,
