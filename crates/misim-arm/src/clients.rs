@@ -15,8 +15,7 @@ use tonic::transport::Channel;
 use misim_core::ResourceId;
 
 use crate::error::{ArmError, Result};
-use crate::model::{IdentityIds, IdentityKind, Vm};
-use crate::resources::webapps::WebApp;
+use crate::model::{IdentityIds, IdentityKind, Vm, WebApp};
 
 /// What a host reports about a VM it serves.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -390,7 +389,7 @@ impl Peers {
     pub async fn set_federated_credentials(
         &self,
         resource_id: &str,
-        credentials: &[crate::identity::workload::FederatedCredential],
+        credentials: &[crate::model::FederatedCredential],
     ) -> Result<()> {
         let req = msrp::SetFederatedIdentityCredentialsRequest {
             resource_id: resource_id.to_string(),

@@ -272,6 +272,15 @@ impl ArmError {
     }
 }
 
+/// ARM's 404 `ResourceNotFound` for `id` of `resource_type`.
+pub(crate) fn not_found(resource_type: &str, id: &misim_core::ResourceId) -> ArmError {
+    ArmError::ResourceNotFound {
+        resource_type: resource_type.to_string(),
+        name: id.name().to_string(),
+        group: id.resource_group_name().unwrap_or_default().to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use misim_core::ResourceId;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 /// A subscription and the Azure AD tenant it trusts.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -337,12 +338,20 @@ pub struct Vault {
     pub port: u16,
 }
 
+/// Whether this process serves each vault at its own HTTPS port (set by `rest::vault_hosts::enable`).
+static OWN_VAULT_PORTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes [`Vault::vault_uri`] name each vault's own HTTPS port from now on in this process.
+pub(crate) fn serve_own_vault_ports() {
+    OWN_VAULT_PORTS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl Vault {
     /// `properties.vaultUri`: `https://127.0.0.1:{port}/` once the vault has its own HTTPS port
     /// (and this process serves vault ports), else `https://{name}.vault.azure.net/` (what Azure
     /// reports).
     pub fn vault_uri(&self) -> String {
-        if self.port != 0 && crate::rest::vault_hosts::enabled() {
+        if self.port != 0 && OWN_VAULT_PORTS.load(std::sync::atomic::Ordering::Relaxed) {
             return format!("https://127.0.0.1:{}/", self.port);
         }
         format!(
@@ -410,6 +419,132 @@ pub struct Counter {
 pub struct HostLoad {
     /// VMs plus scale-set instances placed on the host.
     pub placements: u64,
+}
+
+/// Resource type of federated identity credentials.
+pub const FIC_TYPE: &str =
+    "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials";
+/// Resource type of AKS clusters (as ARM reports it in `type`).
+pub const CLUSTER_TYPE: &str = "Microsoft.ContainerService/ManagedClusters";
+/// The Kubernetes version clusters report.
+const KUBERNETES_VERSION: &str = "1.30.6";
+
+/// A federated identity credential (child of a user-assigned identity).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FederatedCredential {
+    /// `{identity id}/federatedIdentityCredentials/{name}`.
+    pub id: ResourceId,
+    /// The parent identity.
+    pub identity: ResourceId,
+    /// Issuer URL (matched exactly by Azure AD).
+    pub issuer: String,
+    /// Subject (matched exactly by Azure AD).
+    pub subject: String,
+    /// Audiences (one).
+    pub audiences: Vec<String>,
+}
+
+impl FederatedCredential {
+    /// The credential's name.
+    pub fn name(&self) -> &str {
+        self.id.name()
+    }
+
+    /// The resource as ARM's REST API returns it (API 2023-01-31).
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id.as_str(),
+            "name": self.name(),
+            "type": FIC_TYPE,
+            "properties": {
+                "issuer": self.issuer,
+                "subject": self.subject,
+                "audiences": self.audiences,
+            }
+        })
+    }
+}
+
+/// An AKS cluster with its OIDC issuer and signing key.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ManagedCluster {
+    /// Resource id.
+    pub id: ResourceId,
+    /// Location.
+    pub location: String,
+    /// Tenant of the subscription (part of the issuer URL, as in AKS's).
+    pub tenant_id: String,
+    /// The cluster's unique id in the issuer URL (a GUID).
+    pub uid: String,
+    /// `oidcIssuerProfile.issuerURL`, with trailing slash: `{ARM REST}/oidc/{tenant}/{uid}/`, taken
+    /// from where ARM's REST surface listens now (stable with `misim up`'s fixed ports).
+    pub issuer_url: String,
+    /// The service-account signing key, PKCS#8 DER (never leaves ARM's store).
+    pub signing_key_pkcs8_der: Vec<u8>,
+    /// `kid` of the signing key: base64url SHA-256 of its SubjectPublicKeyInfo, as Kubernetes
+    /// computes it.
+    pub kid: String,
+    /// RSA modulus, base64url.
+    pub n: String,
+    /// RSA exponent, base64url.
+    pub e: String,
+}
+
+impl ManagedCluster {
+    /// The `dnsPrefix` az derives: `{name}-{group}-{first 6 of subscription}`.
+    fn dns_prefix(&self) -> String {
+        let sub: String = self.id.subscription_id().chars().take(6).collect();
+        format!(
+            "{}-{}-{sub}",
+            self.id.name(),
+            self.id.resource_group_name().unwrap_or_default()
+        )
+    }
+
+    /// The resource as ARM's REST API returns it (`oidcIssuerProfile.issuerURL`, as in API
+    /// 2024-09-01).
+    pub fn to_json(&self) -> Value {
+        let fqdn = format!(
+            "{}-{}.hcp.{}.azmk8s.io",
+            self.dns_prefix(),
+            &self.uid[..8],
+            self.location.to_ascii_lowercase().replace(' ', "")
+        );
+        json!({
+            "id": self.id.as_str(),
+            "name": self.id.name(),
+            "type": CLUSTER_TYPE,
+            "location": self.location,
+            "properties": {
+                "provisioningState": "Succeeded",
+                "powerState": {"code": "Running"},
+                "kubernetesVersion": KUBERNETES_VERSION,
+                "currentKubernetesVersion": KUBERNETES_VERSION,
+                "dnsPrefix": self.dns_prefix(),
+                "fqdn": fqdn,
+                "oidcIssuerProfile": {"enabled": true, "issuerURL": self.issuer_url},
+                "securityProfile": {"workloadIdentity": {"enabled": true}},
+            }
+        })
+    }
+
+    /// The issuer's OpenID discovery document.
+    pub fn discovery(&self) -> Value {
+        json!({
+            "issuer": self.issuer_url,
+            "jwks_uri": format!("{}openid/v1/jwks", self.issuer_url),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        })
+    }
+
+    /// The issuer's key set.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": [{
+            "use": "sig", "kty": "RSA", "kid": self.kid, "alg": "RS256", "n": self.n, "e": self.e,
+        }]})
+    }
 }
 
 #[cfg(test)]

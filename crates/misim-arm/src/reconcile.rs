@@ -3,22 +3,18 @@
 //! crash or a peer outage converges; a loop runs it for everything at startup and for dirty
 //! resources every [`TICK_SECONDS`].
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use misim_core::{ResourceId, Table};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use misim_core::ResourceId;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::error::{ArmError, Result};
 use crate::identity::IdentityOwner;
-use crate::model::{IdentityKind, SyncState, Uami, Vm, Vmss};
-use crate::resources::webapps::WebApp;
-use crate::service::Arm;
-use crate::store::ArmStore;
+use crate::model::{IdentityKind, SyncState, Uami, Vm, Vmss, WebApp};
+use crate::service::{Arm, Record};
+use crate::store::{record_fields, Stored};
 
 /// Seconds between reconcile passes over dirty resources.
 pub const TICK_SECONDS: u64 = 5;
@@ -37,71 +33,12 @@ pub(crate) fn retry_soon() {
     RETRY_SOON.notify_one();
 }
 
-/// A stored resource the reconciler carries to MSRP and the hosts: VMs, scale sets, web apps and
-/// user-assigned identities. [`Arm::settle`] is written once over it.
-pub(crate) trait Record:
-    Clone + Serialize + DeserializeOwned + Send + Sync + 'static
-{
-    /// Its resource type, e.g. `Microsoft.Compute/virtualMachines`.
-    const TYPE: &'static str;
-    /// Its resource id.
-    fn id(&self) -> &ResourceId;
-    /// Its location, e.g. `westeurope`.
-    fn location(&self) -> &str;
-    /// The table that keeps it.
-    fn table(store: &ArmStore) -> &Table<Self>;
-    /// Whether it is being deleted (hidden from reads).
-    fn deleting(&self) -> bool;
-    /// Its reconcile state.
-    fn sync_mut(&mut self) -> &mut SyncState;
-    /// Marks it as being deleted, for the reconciler to finish.
-    fn mark_deleting(&mut self);
-    /// One idempotent pass carrying it to its peers; progress is kept in `r` even on failure.
-    fn apply(arm: &Arm, r: &mut Self) -> impl Future<Output = Result<()>> + Send;
-    /// Forgets a record whose delete the peers finished, with what goes with it, in one store
-    /// transaction.
-    fn forget(arm: &Arm, r: &Self) -> Result<()>;
-}
-
-/// The [`Record`] methods of a record type with `id`, `deleting` and `sync` fields, kept in
-/// [`ArmStore`]'s table `$table`.
-macro_rules! record_fields {
-    ($table:ident) => {
-        fn id(&self) -> &misim_core::ResourceId {
-            &self.id
-        }
-        fn location(&self) -> &str {
-            &self.location
-        }
-        fn table(store: &crate::store::ArmStore) -> &misim_core::Table<Self> {
-            &store.$table
-        }
-        fn deleting(&self) -> bool {
-            self.deleting
-        }
-        fn sync_mut(&mut self) -> &mut crate::model::SyncState {
-            &mut self.sync
-        }
-        fn mark_deleting(&mut self) {
-            self.deleting = true;
-            self.sync = crate::model::SyncState::Pending;
-        }
-    };
-}
-pub(crate) use record_fields;
-
-/// ARM's 404 `ResourceNotFound` for `id` of `resource_type`.
-pub(crate) fn not_found(resource_type: &str, id: &ResourceId) -> ArmError {
-    ArmError::ResourceNotFound {
-        resource_type: resource_type.to_string(),
-        name: id.name().to_string(),
-        group: id.resource_group_name().unwrap_or_default().to_string(),
-    }
+impl Stored for Vm {
+    const TYPE: &'static str = "Microsoft.Compute/virtualMachines";
+    record_fields!(vms);
 }
 
 impl Record for Vm {
-    const TYPE: &'static str = "Microsoft.Compute/virtualMachines";
-    record_fields!(vms);
     async fn apply(arm: &Arm, vm: &mut Self) -> Result<()> {
         if vm.deleting {
             return arm
@@ -120,9 +57,12 @@ impl Record for Vm {
     }
 }
 
-impl Record for Uami {
+impl Stored for Uami {
     const TYPE: &'static str = "Microsoft.ManagedIdentity/userAssignedIdentities";
     record_fields!(uamis);
+}
+
+impl Record for Uami {
     async fn apply(arm: &Arm, uami: &mut Self) -> Result<()> {
         let id = uami.id.as_str();
         if uami.deleting {

@@ -4,15 +4,25 @@
 use std::collections::BTreeMap;
 
 use misim_core::keyed_locks::KeyedLocks;
+use std::future::Future;
+
 use misim_core::{Clock, ResourceId};
 use tracing::info;
 
 use crate::clients::Peers;
 use crate::error::{ArmError, Result};
-use crate::model::{ResourceGroup, Subscription, Uami, Vm, Vmss};
-use crate::reconcile::Record;
-use crate::resources::webapps::WebApp;
-use crate::store::ArmStore;
+use crate::model::{ResourceGroup, Subscription, Uami, Vm, Vmss, WebApp};
+use crate::store::{ArmStore, Stored};
+
+/// A stored resource the reconciler carries to MSRP and the hosts: VMs, scale sets, web apps and
+/// user-assigned identities. `Arm::settle` is written once over it.
+pub(crate) trait Record: Stored {
+    /// One idempotent pass carrying it to its peers; progress is kept in `r` even on failure.
+    fn apply(arm: &Arm, r: &mut Self) -> impl Future<Output = Result<()>> + Send;
+    /// Forgets a record whose delete the peers finished, with what goes with it, in one store
+    /// transaction.
+    fn forget(arm: &Arm, r: &Self) -> Result<()>;
+}
 
 /// ARM's state and peers; the gRPC and REST adapters call into this.
 pub struct Arm {
@@ -81,7 +91,7 @@ impl Arm {
     ///
     /// # Errors
     /// Subscription and group lookups, store failures.
-    pub(crate) fn list_in<R: Record>(&self, subscription_id: &str, group: &str) -> Result<Vec<R>> {
+    pub(crate) fn list_in<R: Stored>(&self, subscription_id: &str, group: &str) -> Result<Vec<R>> {
         let g = self.group(subscription_id, group)?;
         self.store.live_within(&g.id)
     }

@@ -7,12 +7,62 @@ use std::path::Path;
 use misim_core::store::Tx;
 use misim_core::{ResourceId, Store, StoreError, Table};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::error::Result;
 use crate::model::{
-    Counter, HostLoad, IpClaim, ResourceGroup, RoleAssignment, Secret, Subscription, Uami, Vault,
-    Vm, Vmss, WebApp,
+    Counter, HostLoad, IpClaim, ResourceGroup, RoleAssignment, Secret, Subscription, SyncState,
+    Uami, Vault, Vm, Vmss, WebApp,
 };
-use crate::reconcile::Record;
+
+/// A resource kept in one table of [`ArmStore`] with its reconcile state: VMs, scale sets, web apps
+/// and user-assigned identities. The reconciler's side is `service::Record`.
+pub(crate) trait Stored:
+    Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
+    /// Its resource type, e.g. `Microsoft.Compute/virtualMachines`.
+    const TYPE: &'static str;
+    /// Its resource id.
+    fn id(&self) -> &ResourceId;
+    /// Its location, e.g. `westeurope`.
+    fn location(&self) -> &str;
+    /// The table that keeps it.
+    fn table(store: &ArmStore) -> &Table<Self>;
+    /// Whether it is being deleted (hidden from reads).
+    fn deleting(&self) -> bool;
+    /// Its reconcile state.
+    fn sync_mut(&mut self) -> &mut SyncState;
+    /// Marks it as being deleted, for the reconciler to finish.
+    fn mark_deleting(&mut self);
+}
+
+/// The [`Stored`] methods of a record type with `id`, `deleting` and `sync` fields, kept in
+/// [`ArmStore`]'s table `$table`.
+macro_rules! record_fields {
+    ($table:ident) => {
+        fn id(&self) -> &misim_core::ResourceId {
+            &self.id
+        }
+        fn location(&self) -> &str {
+            &self.location
+        }
+        fn table(store: &crate::store::ArmStore) -> &misim_core::Table<Self> {
+            &store.$table
+        }
+        fn deleting(&self) -> bool {
+            self.deleting
+        }
+        fn sync_mut(&mut self) -> &mut crate::model::SyncState {
+            &mut self.sync
+        }
+        fn mark_deleting(&mut self) {
+            self.deleting = true;
+            self.sync = crate::model::SyncState::Pending;
+        }
+    };
+}
+pub(crate) use record_fields;
 
 /// ARM's schema version ([`misim_core::Store::open_party`]).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -52,9 +102,9 @@ pub struct ArmStore {
     /// App Service web apps (`Microsoft.Web/sites`) by id key.
     pub sites: Table<WebApp>,
     /// Federated identity credentials of user-assigned identities by id key ([`crate::identity::workload`]).
-    pub federated_credentials: Table<crate::identity::workload::FederatedCredential>,
+    pub federated_credentials: Table<crate::model::FederatedCredential>,
     /// AKS managed clusters by id key ([`crate::identity::workload`]).
-    pub clusters: Table<crate::identity::workload::ManagedCluster>,
+    pub clusters: Table<crate::model::ManagedCluster>,
 }
 
 impl ArmStore {
@@ -274,7 +324,7 @@ impl ArmStore {
     ///
     /// # Errors
     /// Store failures.
-    pub(crate) fn live_within<R: Record>(&self, scope: &ResourceId) -> Result<Vec<R>> {
+    pub(crate) fn live_within<R: Stored>(&self, scope: &ResourceId) -> Result<Vec<R>> {
         Ok(R::table(self)
             .scan_prefix(&format!("{}/", scope.key()))?
             .into_iter()

@@ -18,10 +18,10 @@ use tracing::info;
 use crate::clients::IdentityRef;
 use crate::error::{ArmError, Result};
 use crate::identity::uami::uami_not_found;
+use crate::model::WebApp;
 use crate::model::{IdentityBlock, IdentityKind, SyncState, UserAssignedEntry, Vm, Vmss};
-use crate::reconcile::Record;
-use crate::resources::webapps::WebApp;
 use crate::service::Arm;
+use crate::service::Record;
 use spec::{IdentityRequest, Mode, Plan};
 
 /// A current user-assigned set as plan input (key → id).

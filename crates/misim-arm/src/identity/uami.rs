@@ -7,11 +7,12 @@ use std::collections::BTreeMap;
 use misim_core::ResourceId;
 use tracing::info;
 
+use crate::error::not_found;
 use crate::error::{ArmError, Result};
 use crate::model::{SyncState, Uami};
-use crate::reconcile::{not_found, Record};
 use crate::resources::vms::or_default;
 use crate::service::{validate_name, Arm};
+use crate::store::Stored;
 
 /// ARM's 404 `ResourceNotFound` for a missing user-assigned identity.
 pub(crate) fn uami_not_found(id: &ResourceId) -> ArmError {

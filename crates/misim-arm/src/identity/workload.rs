@@ -29,19 +29,15 @@ use misim_core::ResourceId;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePublicKey};
 use rsa::traits::PublicKeyParts;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use sha2::Digest;
 use tracing::info;
 
 use crate::error::{ArmError, Result};
 use crate::service::{validate_name, Arm};
 
-/// Resource type of federated identity credentials.
-pub const FIC_TYPE: &str =
-    "Microsoft.ManagedIdentity/userAssignedIdentities/federatedIdentityCredentials";
-/// Resource type of AKS clusters (as ARM reports it in `type`).
-pub const CLUSTER_TYPE: &str = "Microsoft.ContainerService/ManagedClusters";
+use crate::model::FIC_TYPE;
+pub use crate::model::{FederatedCredential, ManagedCluster};
 /// The audience Azure AD recommends for federated credentials and AKS projects by default.
 pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 /// Most federated identity credentials per identity.
@@ -53,126 +49,6 @@ pub const DEFAULT_SA_TOKEN_SECS: i64 = 3600;
 pub const MIN_SA_TOKEN_SECS: i64 = 600;
 /// Longest lifetime misim issues (one day; the workload identity webhook allows up to 86 400 s).
 pub const MAX_SA_TOKEN_SECS: i64 = 86_400;
-/// The Kubernetes version clusters report.
-const KUBERNETES_VERSION: &str = "1.30.6";
-
-/// A federated identity credential (child of a user-assigned identity).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FederatedCredential {
-    /// `{identity id}/federatedIdentityCredentials/{name}`.
-    pub id: ResourceId,
-    /// The parent identity.
-    pub identity: ResourceId,
-    /// Issuer URL (matched exactly by Azure AD).
-    pub issuer: String,
-    /// Subject (matched exactly by Azure AD).
-    pub subject: String,
-    /// Audiences (one).
-    pub audiences: Vec<String>,
-}
-
-impl FederatedCredential {
-    /// The credential's name.
-    pub fn name(&self) -> &str {
-        self.id.name()
-    }
-
-    /// The resource as ARM's REST API returns it (API 2023-01-31).
-    pub fn to_json(&self) -> Value {
-        json!({
-            "id": self.id.as_str(),
-            "name": self.name(),
-            "type": FIC_TYPE,
-            "properties": {
-                "issuer": self.issuer,
-                "subject": self.subject,
-                "audiences": self.audiences,
-            }
-        })
-    }
-}
-
-/// An AKS cluster with its OIDC issuer and signing key.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ManagedCluster {
-    /// Resource id.
-    pub id: ResourceId,
-    /// Location.
-    pub location: String,
-    /// Tenant of the subscription (part of the issuer URL, as in AKS's).
-    pub tenant_id: String,
-    /// The cluster's unique id in the issuer URL (a GUID).
-    pub uid: String,
-    /// `oidcIssuerProfile.issuerURL`, with trailing slash: `{ARM REST}/oidc/{tenant}/{uid}/`, taken
-    /// from where ARM's REST surface listens now (stable with `misim up`'s fixed ports).
-    pub issuer_url: String,
-    /// The service-account signing key, PKCS#8 DER (never leaves ARM's store).
-    pub signing_key_pkcs8_der: Vec<u8>,
-    /// `kid` of the signing key: base64url SHA-256 of its SubjectPublicKeyInfo, as Kubernetes
-    /// computes it.
-    pub kid: String,
-    /// RSA modulus, base64url.
-    pub n: String,
-    /// RSA exponent, base64url.
-    pub e: String,
-}
-
-impl ManagedCluster {
-    /// The `dnsPrefix` az derives: `{name}-{group}-{first 6 of subscription}`.
-    fn dns_prefix(&self) -> String {
-        let sub: String = self.id.subscription_id().chars().take(6).collect();
-        format!(
-            "{}-{}-{sub}",
-            self.id.name(),
-            self.id.resource_group_name().unwrap_or_default()
-        )
-    }
-
-    /// The resource as ARM's REST API returns it (`oidcIssuerProfile.issuerURL`, as in API
-    /// 2024-09-01).
-    pub fn to_json(&self) -> Value {
-        let fqdn = format!(
-            "{}-{}.hcp.{}.azmk8s.io",
-            self.dns_prefix(),
-            &self.uid[..8],
-            self.location.to_ascii_lowercase().replace(' ', "")
-        );
-        json!({
-            "id": self.id.as_str(),
-            "name": self.id.name(),
-            "type": CLUSTER_TYPE,
-            "location": self.location,
-            "properties": {
-                "provisioningState": "Succeeded",
-                "powerState": {"code": "Running"},
-                "kubernetesVersion": KUBERNETES_VERSION,
-                "currentKubernetesVersion": KUBERNETES_VERSION,
-                "dnsPrefix": self.dns_prefix(),
-                "fqdn": fqdn,
-                "oidcIssuerProfile": {"enabled": true, "issuerURL": self.issuer_url},
-                "securityProfile": {"workloadIdentity": {"enabled": true}},
-            }
-        })
-    }
-
-    /// The issuer's OpenID discovery document.
-    pub fn discovery(&self) -> Value {
-        json!({
-            "issuer": self.issuer_url,
-            "jwks_uri": format!("{}openid/v1/jwks", self.issuer_url),
-            "response_types_supported": ["id_token"],
-            "subject_types_supported": ["public"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-        })
-    }
-
-    /// The issuer's key set.
-    pub fn jwks(&self) -> Value {
-        json!({"keys": [{
-            "use": "sig", "kty": "RSA", "kid": self.kid, "alg": "RS256", "n": self.n, "e": self.e,
-        }]})
-    }
-}
 
 /// What [`Arm::service_account_token`] is asked for.
 #[derive(Clone, Debug, Default)]

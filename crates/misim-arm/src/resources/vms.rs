@@ -9,10 +9,12 @@ use crate::error::{ArmError, Result};
 use misim_core::keyed_locks::KeyedGuard;
 
 use crate::clients::HostVm;
+use crate::error::not_found;
 use crate::model::{IdentityBlock, SyncState, Vm};
-use crate::reconcile::{not_found, Record};
 use crate::resources::private_ip;
+use crate::service::Record;
 use crate::service::{validate_name, Arm};
+use crate::store::Stored;
 
 /// The size of a VM or instance created without one.
 pub const DEFAULT_VM_SIZE: &str = "Standard_D2s_v3";

@@ -8,13 +8,17 @@ use tracing::info;
 
 use crate::error::{ArmError, Result};
 use crate::model::{SyncState, Vm, Vmss};
-use crate::reconcile::{record_fields, Record};
 use crate::resources::vmss::VMSS_TYPE;
 use crate::service::Arm;
+use crate::service::Record;
+use crate::store::{record_fields, Stored};
 
-impl Record for Vmss {
+impl Stored for Vmss {
     const TYPE: &'static str = VMSS_TYPE;
     record_fields!(vmss);
+}
+
+impl Record for Vmss {
     async fn apply(arm: &Arm, ss: &mut Self) -> Result<()> {
         arm.apply_vmss(ss).await
     }

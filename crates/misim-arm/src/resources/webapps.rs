@@ -18,9 +18,10 @@ use tracing::info;
 use crate::error::{ArmError, Result};
 pub use crate::model::WebApp;
 use crate::model::{IdentityBlock, SyncState};
-use crate::reconcile::{record_fields, Record};
 use crate::resources::vms::or_default;
 use crate::service::Arm;
+use crate::service::Record;
+use crate::store::{record_fields, Stored};
 
 /// `Microsoft.Web/sites`.
 pub const SITES: &str = "Microsoft.Web/sites";
@@ -183,9 +184,12 @@ impl Arm {
     }
 }
 
-impl Record for WebApp {
+impl Stored for WebApp {
     const TYPE: &'static str = SITES;
     record_fields!(sites);
+}
+
+impl Record for WebApp {
     async fn apply(arm: &Arm, site: &mut Self) -> Result<()> {
         if site.deleting {
             // Closes the endpoint and revokes the host's grant (SetHostAccess with nothing).

@@ -224,7 +224,7 @@ fn bodies(c: &Call<'_>, kind: Kind, scope: &ResourceId) -> Result<Vec<(ResourceI
             .map(|v| (v.id.clone(), shapes::vault(v)))
             .collect(),
         Kind::Site => store
-            .live_within::<crate::webapps::WebApp>(scope)?
+            .live_within::<crate::model::WebApp>(scope)?
             .iter()
             .map(|w| (w.id.clone(), super::resources::site_json(w)))
             .collect(),

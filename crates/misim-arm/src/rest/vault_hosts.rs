@@ -27,6 +27,7 @@ const SCAN_EVERY: Duration = Duration::from_millis(200);
 /// Turns per-vault HTTPS ports on for every ARM REST router built afterwards in this process.
 pub fn enable(tls: Arc<ServerConfig>) {
     let _ = TLS.set(tls);
+    crate::model::serve_own_vault_ports();
 }
 
 /// True once [`enable`] was called.
