@@ -271,7 +271,7 @@ pub struct UpArgs {
     #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Number of hosts, each with its own IMDS.
-    #[arg(long, default_value_t = crate::up::DEFAULT_HOSTS)]
+    #[arg(long, default_value_t = crate::endpoints::DEFAULT_HOSTS)]
     pub hosts: u16,
     /// First port of the fixed port block; 0 picks a free port for every listener.
     #[arg(long, env = "MISIM_BASE_PORT", default_value_t = crate::endpoints::DEFAULT_BASE_PORT)]

@@ -31,7 +31,7 @@ fn arm_grpc(a: &DoctorArgs) -> anyhow::Result<String> {
     if let Some(u) = &a.arm {
         return Ok(u.trim_end_matches('/').to_string());
     }
-    let file = a.data_dir.join(crate::up::ENDPOINTS_FILE);
+    let file = a.data_dir.join(crate::endpoints::ENDPOINTS_FILE);
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {} (is misim up running?)", file.display()))?;
     let v: Value = serde_json::from_str(&text)?;

@@ -89,6 +89,32 @@ impl Endpoints {
     }
 }
 
+/// Number of hosts `misim up` starts by default.
+pub const DEFAULT_HOSTS: u16 = 2;
+
+/// Name of the file (in the data directory) listing every endpoint; removed when misim stops.
+pub const ENDPOINTS_FILE: &str = "endpoints.json";
+
+/// Directory (below the CA directory) of the admin certificate for debugging internal gRPC calls.
+pub const ADMIN_CERT_DIR: &str = "admin";
+
+/// Parses `START-END` (inclusive).
+///
+/// # Errors
+/// When it is not two ports with START <= END.
+pub fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
+    let bad = || anyhow::anyhow!("--vm-ports {s:?} is not START-END, e.g. 7800-8799");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,6 +56,7 @@ async fn main() -> std::process::ExitCode {
         Command::Certs { command } => misim::parties::certs(command),
         Command::Repair(a) => misim::repair::run(a),
         Command::Doctor(a) => misim::doctor::run(a).await,
+        Command::Scenario(a) => misim::scenario::cli::run(a).await,
         verb => misim::client::run(verb).await,
     };
     if let Some(stop) = metrics {

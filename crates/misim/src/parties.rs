@@ -364,7 +364,7 @@ pub async fn run_imds(a: ImdsArgs) -> anyhow::Result<()> {
     cfg.vm_ports = a
         .vm_ports
         .as_deref()
-        .map(crate::up::parse_port_range)
+        .map(crate::endpoints::parse_port_range)
         .transpose()?;
     cfg.control = Some(
         a.control

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 
 use crate::endpoints::*;
+pub use crate::endpoints::{parse_port_range, ADMIN_CERT_DIR, DEFAULT_HOSTS, ENDPOINTS_FILE};
 
 /// How to start the whole system.
 #[derive(Clone, Debug)]
@@ -67,9 +68,6 @@ pub struct UpConfig {
     /// differences, printing progress to stderr; `None` does not wait (`misim up --wait-consistent`).
     pub wait_consistent: Option<Duration>,
 }
-
-/// Number of hosts `misim up` starts by default.
-pub const DEFAULT_HOSTS: u16 = 2;
 
 impl UpConfig {
     /// Defaults for `data_dir`: 2 hosts, ports from 7700, 127.0.0.1, 24 h tokens, signing key rotated
@@ -220,26 +218,6 @@ pub fn default_vm_ports(base_port: u16) -> Option<std::ops::RangeInclusive<u16>>
     Some(start..=end)
 }
 
-/// Parses `START-END` (inclusive).
-///
-/// # Errors
-/// When it is not two ports with START <= END.
-pub fn parse_port_range(s: &str) -> anyhow::Result<std::ops::RangeInclusive<u16>> {
-    let bad = || anyhow::anyhow!("--vm-ports {s:?} is not START-END, e.g. 7800-8799");
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let (a, b): (u16, u16) = (
-        a.trim().parse().map_err(|_| bad())?,
-        b.trim().parse().map_err(|_| bad())?,
-    );
-    if a == 0 || a > b {
-        return Err(bad());
-    }
-    Ok(a..=b)
-}
-
-/// Name of the file (in the data directory) listing every endpoint; removed when misim stops.
-pub const ENDPOINTS_FILE: &str = "endpoints.json";
-
 /// Takes the data directory's lock (`.lock`, an exclusive `flock`), so a second `misim up` on the same
 /// directory says so instead of failing inside a party's store.
 fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
@@ -288,9 +266,6 @@ struct ControlCerts {
     aad: ControlTls,
     hosts: BTreeMap<String, ControlTls>,
 }
-
-/// Directory (below the CA directory) of the admin certificate for debugging internal gRPC calls.
-pub const ADMIN_CERT_DIR: &str = "admin";
 
 async fn tls_config(
     ca_dir: PathBuf,
@@ -532,7 +507,7 @@ pub async fn start(cfg: UpConfig) -> anyhow::Result<System> {
             let target = crate::scenario::Target {
                 endpoints: system.endpoints.clone(),
                 data_dir: system.data_dir.clone(),
-                misim_bin: crate::scenario::cli::misim_bin(),
+                misim_bin: crate::scenario::misim_bin(),
             };
             spawn_party(
                 &system.tasks,

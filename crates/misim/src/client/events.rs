@@ -84,8 +84,10 @@ pub async fn clients(
         return Ok(out);
     };
     let (Ok(text), Ok(admin)) = (
-        std::fs::read_to_string(dir.join(crate::up::ENDPOINTS_FILE)),
-        misim_core::control::ControlTls::load(&dir.join("ca").join(crate::up::ADMIN_CERT_DIR)),
+        std::fs::read_to_string(dir.join(crate::endpoints::ENDPOINTS_FILE)),
+        misim_core::control::ControlTls::load(
+            &dir.join("ca").join(crate::endpoints::ADMIN_CERT_DIR),
+        ),
     ) else {
         return Ok(out);
     };

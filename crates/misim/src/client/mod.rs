@@ -159,39 +159,44 @@ pub fn print_text(text: &str) {
     }
 }
 
-/// Runs one client verb against ARM (its `--arm` / `--arm-token`), printing JSON to stdout.
+/// Runs one client verb against ARM (its `--arm` / `--arm-token`), or against Azure AD, the trace
+/// store, the clock, the fault table or the event log for the verbs that name those, printing JSON
+/// to stdout. Server commands and `misim scenario` are dispatched by the binary, not here.
 ///
 /// # Errors
-/// When ARM is unreachable or answers with an error; the message is ARM's.
+/// When ARM is unreachable or answers with an error (the message is ARM's), or `command` is not a
+/// client verb.
 pub async fn run(command: Command) -> anyhow::Result<()> {
-    // `misim ad …` talks to Azure AD (Microsoft Graph's part), not ARM.
-    let command = match command {
-        Command::Ad(args) => return ad::run(args).await,
-        Command::Trace(args) => return trace::run(args).await,
-        Command::Clock(args) => return clock::run(args).await,
-        Command::Fault(args) => return fault::run(args).await,
-        Command::Events(args) => return events::run(args).await,
-        Command::Scenario(args) => return crate::scenario::cli::run(args).await,
-        other => other,
-    };
-    let conn = match &command {
-        Command::Account { conn, .. }
-        | Command::Group { conn, .. }
-        | Command::Vm { conn, .. }
-        | Command::Identity { conn, .. }
-        | Command::Vmss { conn, .. }
-        | Command::Keyvault { conn, .. }
-        | Command::Role { conn, .. }
-        | Command::Token { conn, .. }
-        | Command::Webapp { conn, .. }
-        | Command::Aks { conn, .. }
-        | Command::Bench { conn, .. } => conn.clone(),
+    match command {
+        // `misim ad …` talks to Azure AD (Microsoft Graph's part), not ARM.
+        Command::Ad(args) => ad::run(args).await,
+        Command::Trace(args) => trace::run(args).await,
+        Command::Clock(args) => clock::run(args).await,
+        Command::Fault(args) => fault::run(args).await,
+        Command::Events(args) => events::run(args).await,
+        Command::Account {
+            conn,
+            command: AccountCommand::Show,
+        } => {
+            let s = arm(&conn)
+                .await?
+                .get_account(pb::GetAccountRequest::default())
+                .await
+                .map_err(status)?;
+            print(&output::subscription(&s.into_inner()));
+            Ok(())
+        }
+        Command::Group { conn, command } => group(&mut arm(&conn).await?, command).await,
+        Command::Vm { conn, command } => vm(&mut arm(&conn).await?, command).await,
+        Command::Identity { conn, command } => identity(&mut arm(&conn).await?, command).await,
+        Command::Vmss { conn, command } => vmss(&mut arm(&conn).await?, command).await,
+        Command::Keyvault { conn, command } => keyvault(&mut arm(&conn).await?, command).await,
+        Command::Role { conn, command } => role(&mut arm(&conn).await?, command).await,
+        Command::Token { conn, command } => token(&mut arm(&conn).await?, command).await,
+        Command::Webapp { conn, command } => webapp(&mut arm(&conn).await?, command).await,
+        Command::Aks { conn, command } => aks::aks(&mut arm(&conn).await?, command).await,
+        Command::Bench { conn, command } => bench::bench(&mut arm(&conn).await?, command).await,
         Command::Up(_)
-        | Command::Ad(_)
-        | Command::Clock(_)
-        | Command::Fault(_)
-        | Command::Trace(_)
-        | Command::Events(_)
         | Command::Scenario(_)
         | Command::Aad(_)
         | Command::Msrp(_)
@@ -200,45 +205,10 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         | Command::Repair(_)
         | Command::Doctor(_)
         | Command::Certs { .. } => bail!("not a client verb"),
-    };
-    let mut arm = connect(&conn.arm, conn.arm_token.as_deref()).await?;
-    match command {
-        Command::Account {
-            command: AccountCommand::Show,
-            ..
-        } => {
-            let s = arm
-                .get_account(pb::GetAccountRequest::default())
-                .await
-                .map_err(status)?;
-            print(&output::subscription(&s.into_inner()));
-        }
-        Command::Group { command, .. } => group(&mut arm, command).await?,
-        Command::Vm { command, .. } => vm(&mut arm, command).await?,
-        Command::Identity { command, .. } => identity(&mut arm, command).await?,
-        Command::Vmss { command, .. } => vmss(&mut arm, command).await?,
-        Command::Keyvault { command, .. } => keyvault(&mut arm, command).await?,
-        Command::Role { command, .. } => role(&mut arm, command).await?,
-        Command::Token { command, .. } => token(&mut arm, command).await?,
-        Command::Webapp { command, .. } => webapp(&mut arm, command).await?,
-        Command::Aks { command, .. } => aks::aks(&mut arm, command).await?,
-        Command::Bench { command, .. } => bench::bench(&mut arm, command).await?,
-        Command::Up(_)
-        | Command::Ad(_)
-        | Command::Clock(_)
-        | Command::Fault(_)
-        | Command::Trace(_)
-        | Command::Events(_)
-        | Command::Scenario(_)
-        | Command::Aad(_)
-        | Command::Msrp(_)
-        | Command::Imds(_)
-        | Command::Arm(_)
-        | Command::Repair(_)
-        | Command::Doctor(_)
-        | Command::Certs { .. } => {
-            bail!("not a client verb")
-        }
     }
-    Ok(())
+}
+
+/// ARM's client for a verb's `--arm` / `--arm-token`.
+async fn arm(conn: &ArmConn) -> anyhow::Result<Arm> {
+    connect(&conn.arm, conn.arm_token.as_deref()).await
 }

@@ -83,7 +83,7 @@ fn source_urls(s: &TraceSources) -> Vec<String> {
             .map(|u| u.trim_end_matches('/').to_string())
             .collect();
     }
-    let file = s.data_dir.join(crate::up::ENDPOINTS_FILE);
+    let file = s.data_dir.join(crate::endpoints::ENDPOINTS_FILE);
     let from_file = std::fs::read_to_string(&file)
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())

@@ -52,14 +52,6 @@ pub enum ScenarioCommand {
     Schema,
 }
 
-/// The misim binary that `misim` steps run: MISIM_BIN, else this executable.
-pub fn misim_bin() -> PathBuf {
-    std::env::var_os("MISIM_BIN")
-        .map(PathBuf::from)
-        .or_else(|| std::env::current_exe().ok())
-        .unwrap_or_else(|| PathBuf::from("misim"))
-}
-
 fn load(path: &std::path::Path) -> anyhow::Result<model::Scenario> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -187,13 +179,13 @@ pub async fn run(a: ScenarioArgs) -> anyhow::Result<()> {
                     let target = Target {
                         endpoints: running.endpoints.clone(),
                         data_dir: running.data_dir.clone(),
-                        misim_bin: misim_bin(),
+                        misim_bin: super::misim_bin(),
                     };
                     let r = run_one(target, source, sc, json).await;
                     running.shutdown().await;
                     r?
                 } else {
-                    let file = data_dir.join(crate::up::ENDPOINTS_FILE);
+                    let file = data_dir.join(crate::endpoints::ENDPOINTS_FILE);
                     let text = std::fs::read_to_string(&file).with_context(|| {
                         format!(
                             "cannot read {}: start misim (misim up --data-dir {}) or use --embedded",
@@ -207,7 +199,7 @@ pub async fn run(a: ScenarioArgs) -> anyhow::Result<()> {
                     let target = Target {
                         endpoints,
                         data_dir: data_dir.clone(),
-                        misim_bin: misim_bin(),
+                        misim_bin: super::misim_bin(),
                     };
                     run_one(target, source, sc, json).await?
                 };
