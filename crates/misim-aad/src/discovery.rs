@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::claims::{issuer_v1, issuer_v2};
+use crate::claims::{issuer_v1, issuer_v2, Version};
 use crate::keys::SigningKey;
 
 /// Tenant placeholder Entra's multi-tenant documents use.
@@ -39,81 +39,76 @@ const COMMON_CLAIMS: &[&str] = &[
     "nonce",
 ];
 
-/// The v1 document at `/{tenant}/.well-known/openid-configuration` for tenant `tid`.
-pub fn openid_configuration_v1(public_url: &str, tid: &str) -> Value {
-    let claims = [
-        COMMON_CLAIMS,
-        &["amr", "email", "given_name", "family_name", "nickname"],
-    ]
-    .concat();
-    let base = format!("{public_url}/{tid}");
-    json!({
-        "token_endpoint": format!("{base}/oauth2/token"),
-        "token_endpoint_auth_methods_supported": AUTH_METHODS,
-        "jwks_uri": format!("{public_url}/common/discovery/keys"),
-        "response_modes_supported": ["query", "fragment", "form_post"],
-        "subject_types_supported": ["pairwise"],
-        "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported":
-            ["code", "id_token", "code id_token", "token id_token", "token"],
-        "scopes_supported": ["openid"],
-        "issuer": issuer_v1(tid),
-        "microsoft_multi_refresh_token": true,
-        "authorization_endpoint": format!("{base}/oauth2/authorize"),
-        "device_authorization_endpoint": format!("{base}/oauth2/devicecode"),
-        "http_logout_supported": true,
-        "frontchannel_logout_supported": true,
-        "end_session_endpoint": format!("{base}/oauth2/logout"),
-        "claims_supported": claims,
-        "check_session_iframe": format!("{base}/oauth2/checksession"),
-        "userinfo_endpoint": format!("{base}/openid/userinfo"),
-        "kerberos_endpoint": format!("{base}/kerberos"),
-        "tenant_region_scope": null,
-        "cloud_instance_name": "microsoftonline.com",
-        "cloud_graph_host_name": "graph.windows.net",
-        "msgraph_host": "graph.microsoft.com",
-        "rbac_url": "https://pas.windows.net",
-    })
-}
+/// Claims only the v1 document lists in `claims_supported`, after [`COMMON_CLAIMS`].
+const V1_CLAIMS: &[&str] = &["amr", "email", "given_name", "family_name", "nickname"];
 
-/// The v2 document at `/{tenant}/v2.0/.well-known/openid-configuration` for tenant `tid`.
-pub fn openid_configuration_v2(public_url: &str, tid: &str) -> Value {
-    let extra = [
-        "preferred_username",
-        "name",
-        "tid",
-        "ver",
-        "at_hash",
-        "c_hash",
-        "email",
-    ];
-    let claims = [COMMON_CLAIMS, &extra].concat();
+/// Claims only the v2 document lists in `claims_supported`, after [`COMMON_CLAIMS`].
+const V2_CLAIMS: &[&str] = &[
+    "preferred_username",
+    "name",
+    "tid",
+    "ver",
+    "at_hash",
+    "c_hash",
+    "email",
+];
+
+/// The OpenID configuration document of tenant `tid` for token endpoint `version`: v1 at
+/// `/{tenant}/.well-known/openid-configuration`, v2 at `/{tenant}/v2.0/.well-known/openid-configuration`.
+pub fn openid_configuration(public_url: &str, tid: &str, version: Version) -> Value {
     let base = format!("{public_url}/{tid}");
-    json!({
-        "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+    let mut doc = match version {
+        Version::V1 => json!({
+            "token_endpoint": format!("{base}/oauth2/token"),
+            "jwks_uri": format!("{public_url}/common/discovery/keys"),
+            "response_types_supported":
+                ["code", "id_token", "code id_token", "token id_token", "token"],
+            "scopes_supported": ["openid"],
+            "issuer": issuer_v1(tid),
+            "microsoft_multi_refresh_token": true,
+            "authorization_endpoint": format!("{base}/oauth2/authorize"),
+            "device_authorization_endpoint": format!("{base}/oauth2/devicecode"),
+            "end_session_endpoint": format!("{base}/oauth2/logout"),
+            "check_session_iframe": format!("{base}/oauth2/checksession"),
+            "userinfo_endpoint": format!("{base}/openid/userinfo"),
+        }),
+        Version::V2 => json!({
+            "token_endpoint": format!("{base}/oauth2/v2.0/token"),
+            "jwks_uri": format!("{base}/discovery/v2.0/keys"),
+            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "issuer": issuer_v2(tid),
+            "request_uri_parameter_supported": false,
+            "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
+            "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
+            "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
+            "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
+        }),
+    };
+    let claims = match version {
+        Version::V1 => [COMMON_CLAIMS, V1_CLAIMS].concat(),
+        Version::V2 => [COMMON_CLAIMS, V2_CLAIMS].concat(),
+    };
+    // Members both versions carry, with the same values except the claims list.
+    let shared = json!({
+        "claims_supported": claims,
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
-        "jwks_uri": format!("{base}/discovery/v2.0/keys"),
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-        "scopes_supported": ["openid", "profile", "email", "offline_access"],
-        "issuer": issuer_v2(tid),
-        "request_uri_parameter_supported": false,
-        "userinfo_endpoint": "https://graph.microsoft.com/oidc/userinfo",
-        "authorization_endpoint": format!("{base}/oauth2/v2.0/authorize"),
-        "device_authorization_endpoint": format!("{base}/oauth2/v2.0/devicecode"),
         "http_logout_supported": true,
         "frontchannel_logout_supported": true,
-        "end_session_endpoint": format!("{base}/oauth2/v2.0/logout"),
-        "claims_supported": claims,
         "kerberos_endpoint": format!("{base}/kerberos"),
         "tenant_region_scope": null,
         "cloud_instance_name": "microsoftonline.com",
         "cloud_graph_host_name": "graph.windows.net",
         "msgraph_host": "graph.microsoft.com",
         "rbac_url": "https://pas.windows.net",
-    })
+    });
+    if let (Value::Object(doc), Value::Object(shared)) = (&mut doc, shared) {
+        doc.extend(shared);
+    }
+    doc
 }
 
 /// The JWKS `{"keys":[…]}` of the published `keys` (current first, then retired keys whose tokens
@@ -130,11 +125,11 @@ mod tests {
 
     #[test]
     fn documents_point_at_this_server_and_match_token_issuers() {
-        let v1 = openid_configuration_v1("http://127.0.0.1:1", "t1");
+        let v1 = openid_configuration("http://127.0.0.1:1", "t1", Version::V1);
         assert_eq!(v1["issuer"], "https://sts.windows.net/t1/");
         assert_eq!(v1["jwks_uri"], "http://127.0.0.1:1/common/discovery/keys");
         assert_eq!(v1["token_endpoint"], "http://127.0.0.1:1/t1/oauth2/token");
-        let v2 = openid_configuration_v2("http://127.0.0.1:1", "t1");
+        let v2 = openid_configuration("http://127.0.0.1:1", "t1", Version::V2);
         assert_eq!(v2["issuer"], "https://login.microsoftonline.com/t1/v2.0");
         assert_eq!(v2["jwks_uri"], "http://127.0.0.1:1/t1/discovery/v2.0/keys");
         assert_eq!(

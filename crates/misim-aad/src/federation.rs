@@ -25,11 +25,11 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::assertion::CLOCK_SKEW_SECS;
+use crate::assertion::{signed_claims, CLOCK_SKEW_SECS};
 use crate::error::{AadError, Result};
 use crate::model::ServicePrincipal;
 use crate::store::AadStore;
@@ -456,20 +456,7 @@ impl Federation {
         };
         let decoding = DecodingKey::from_rsa_components(n, e)
             .map_err(|_| key_not_found(&kid, &issuer, " The key is not an RSA key."))?;
-        let mut validation = Validation::new(header.alg);
-        validation.required_spec_claims.clear();
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        let claims = jsonwebtoken::decode::<Value>(assertion, &decoding, &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::InvalidSignature
-                | jsonwebtoken::errors::ErrorKind::Signing(_) => {
-                    invalid("Signature validation failed.")
-                }
-                _ => AadError::MalformedAssertion(e.to_string()),
-            })?
-            .claims;
+        let claims = signed_claims(assertion, &decoding, header.alg, &kid)?;
         let date = |name: &str| claims.get(name).and_then(Value::as_f64).map(|f| f as i64);
         let (nbf, exp) = (date("nbf"), date("exp"));
         let expired = exp.is_none_or(|exp| now > exp.saturating_add(CLOCK_SKEW_SECS));

@@ -70,10 +70,13 @@ pub fn router(state: Arc<HttpState>, public_url: &str) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/{tenant}/oauth2/token", post(token_v1))
         .route("/{tenant}/oauth2/v2.0/token", post(token_v2))
-        .route("/{tenant}/.well-known/openid-configuration", get(openid_v1))
+        .route(
+            "/{tenant}/.well-known/openid-configuration",
+            get(openid::<false>),
+        )
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
-            get(openid_v2),
+            get(openid::<true>),
         )
         .route("/{tenant}/discovery/keys", get(jwks_v1))
         .route("/{tenant}/discovery/v2.0/keys", get(jwks_v2))
@@ -153,25 +156,16 @@ async fn token_v2(
     token(&state, &tenant, Version::V2, &body).await
 }
 
-async fn openid_v1(
+/// The OpenID configuration document of `tenant`: v1, or v2 when `V2`.
+async fn openid<const V2: bool>(
     State(state): State<Arc<HttpState>>,
     Extension(base): Extension<PublicUrl>,
     TenantSegment(tenant): TenantSegment,
 ) -> Response {
+    let version = if V2 { Version::V2 } else { Version::V1 };
     let doc = state
         .discovery_tenant(&tenant)
-        .map(|tid| discovery::openid_configuration_v1(&base.0, &tid));
-    state.respond(doc)
-}
-
-async fn openid_v2(
-    State(state): State<Arc<HttpState>>,
-    Extension(base): Extension<PublicUrl>,
-    TenantSegment(tenant): TenantSegment,
-) -> Response {
-    let doc = state
-        .discovery_tenant(&tenant)
-        .map(|tid| discovery::openid_configuration_v2(&base.0, &tid));
+        .map(|tid| discovery::openid_configuration(&base.0, &tid, version));
     state.respond(doc)
 }
 
