@@ -11,7 +11,8 @@ use super::{body, deleted, json, ok, put_status, Call, Reply, ASSIGN_ACTION};
 use crate::error::{ArmError, Result};
 use crate::identity::{current_set, IdentityOwner};
 use crate::identity_spec::{self, IdentityRequest, Mode};
-use crate::model::UserAssignedEntry;
+use crate::model::{UserAssignedEntry, Vm, Vmss};
+use crate::service::Arm;
 use crate::vms::CreateVm;
 use crate::vmss::CreateVmss;
 
@@ -81,6 +82,129 @@ impl Call<'_> {
             linked_scopes: denied.join(","),
         })
     }
+
+    /// PUT/PATCH of a resource with an `identity` block (VM, scale set, web app): checks `write`,
+    /// reads it once, checks the linked identities, creates or changes it ([`Writable::write`]),
+    /// then applies the identity block with ARM's PUT/PATCH semantics. Returns whether the request
+    /// created it and the resource as stored afterwards.
+    ///
+    /// # Errors
+    /// Authorization, the body's errors, and those of the ARM calls.
+    pub(super) async fn write_with_identity<R: Writable>(
+        &self,
+        write: &str,
+        (s, g, n): (&str, &str, &str),
+        id: &ResourceId,
+    ) -> Result<(bool, R)> {
+        self.allow(write, id)?;
+        let existing = self.existing_for_write(R::read(self.arm, s, g, n).await)?;
+        let current = existing.as_ref().map(R::user_assigned);
+        let (identity, mode) = self.identity_for_write(write, id, current)?;
+        R::write(self, (s, g, n), existing.as_ref()).await?;
+        if let Some(req) = &identity {
+            let target = R::identity_target(self.arm, (s, g, n), id)?;
+            self.arm
+                .update_identity(R::OWNER, &target, req, mode)
+                .await?;
+        }
+        Ok((existing.is_none(), R::read(self.arm, s, g, n).await?))
+    }
+}
+
+/// A resource whose PUT/PATCH carries an `identity` block, for [`Call::write_with_identity`].
+pub(super) trait Writable: Sized {
+    /// The owner kind its identities are changed as.
+    const OWNER: IdentityOwner;
+    /// Reads it (404 when absent or being deleted).
+    async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self>;
+    /// Its user-assigned identities.
+    fn user_assigned(&self) -> &BTreeMap<String, UserAssignedEntry>;
+    /// Creates it from the request body (`existing` is `None`), or applies the body's other
+    /// changes to it.
+    async fn write(c: &Call<'_>, sgn: (&str, &str, &str), existing: Option<&Self>) -> Result<()>;
+    /// The id its identity block is applied to (`id`: the path's).
+    fn identity_target(arm: &Arm, sgn: (&str, &str, &str), id: &ResourceId) -> Result<ResourceId>;
+}
+
+impl Writable for Vm {
+    const OWNER: IdentityOwner = IdentityOwner::VirtualMachine;
+    async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self> {
+        arm.get_vm(s, g, n).await
+    }
+    fn user_assigned(&self) -> &BTreeMap<String, UserAssignedEntry> {
+        &self.identity.user_assigned
+    }
+    async fn write(
+        c: &Call<'_>,
+        (s, g, n): (&str, &str, &str),
+        existing: Option<&Self>,
+    ) -> Result<()> {
+        if existing.is_some() {
+            return Ok(());
+        }
+        let props = &c.body["properties"];
+        let req = CreateVm {
+            subscription_id: s.into(),
+            resource_group: g.into(),
+            name: n.into(),
+            location: body::location(c.body),
+            vm_size: props["hardwareProfile"]["vmSize"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+            os_type: props["storageProfile"]["osDisk"]["osType"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+            tags: body::tags(c.body).unwrap_or_default(),
+            ..Default::default()
+        };
+        c.arm.create_vm(req).await.map(drop)
+    }
+    fn identity_target(
+        arm: &Arm,
+        (s, g, n): (&str, &str, &str),
+        _: &ResourceId,
+    ) -> Result<ResourceId> {
+        arm.vm_id(s, g, n)
+    }
+}
+
+impl Writable for Vmss {
+    const OWNER: IdentityOwner = IdentityOwner::ScaleSet;
+    async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self> {
+        arm.get_vmss(s, g, n)
+    }
+    fn user_assigned(&self) -> &BTreeMap<String, UserAssignedEntry> {
+        &self.identity.user_assigned
+    }
+    async fn write(
+        c: &Call<'_>,
+        (s, g, n): (&str, &str, &str),
+        existing: Option<&Self>,
+    ) -> Result<()> {
+        let capacity = body::capacity(c.body)?;
+        if existing.is_none() {
+            let req = CreateVmss {
+                subscription_id: s.into(),
+                resource_group: g.into(),
+                name: n.into(),
+                location: body::location(c.body),
+                vm_size: c.body["sku"]["name"].as_str().unwrap_or_default().into(),
+                capacity: capacity.unwrap_or(1),
+                tags: body::tags(c.body).unwrap_or_default(),
+                ..Default::default()
+            };
+            c.arm.create_vmss(req).await.map(drop)
+        } else if let Some(cap) = capacity {
+            c.arm.scale_vmss(s, g, n, cap).await.map(drop)
+        } else {
+            Ok(())
+        }
+    }
+    fn identity_target(_: &Arm, _: (&str, &str, &str), id: &ResourceId) -> Result<ResourceId> {
+        Ok(id.clone())
+    }
 }
 
 pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId) -> Result<Reply> {
@@ -101,38 +225,9 @@ pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId)
             ok(body)
         }
         Method::PUT | Method::PATCH => {
-            let write = action("write");
-            c.allow(&write, id)?;
-            let existing = c.existing_for_write(arm.get_vm(s, g, n).await)?;
-            let current = existing.as_ref().map(|r| &r.identity.user_assigned);
-            let (identity, mode) = c.identity_for_write(&write, id, current)?;
-            let created = existing.is_none();
-            if created {
-                let props = &c.body["properties"];
-                let req = CreateVm {
-                    subscription_id: s.into(),
-                    resource_group: g.into(),
-                    name: n.into(),
-                    location: body::location(c.body),
-                    vm_size: props["hardwareProfile"]["vmSize"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .into(),
-                    os_type: props["storageProfile"]["osDisk"]["osType"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .into(),
-                    tags: body::tags(c.body).unwrap_or_default(),
-                    ..Default::default()
-                };
-                arm.create_vm(req).await?;
-            }
-            if let Some(req) = &identity {
-                let vm_id = arm.vm_id(s, g, n)?;
-                arm.update_identity(IdentityOwner::VirtualMachine, &vm_id, req, mode)
-                    .await?;
-            }
-            let vm = arm.get_vm(s, g, n).await?;
+            let (created, vm) = c
+                .write_with_identity::<Vm>(&action("write"), (s, g, n), id)
+                .await?;
             c.async_operation("put", id, &vm.location);
             Ok((put_status(created), json::vm(&vm)))
         }
@@ -218,33 +313,9 @@ pub(super) async fn vmss(
             ok(json::vmss(&arm.get_vmss(s, g, n)?))
         }
         Method::PUT | Method::PATCH => {
-            let write = action("write");
-            c.allow(&write, id)?;
-            let existing = c.existing_for_write(arm.get_vmss(s, g, n))?;
-            let current = existing.as_ref().map(|r| &r.identity.user_assigned);
-            let (identity, mode) = c.identity_for_write(&write, id, current)?;
-            let capacity = body::capacity(c.body)?;
-            let created = existing.is_none();
-            if created {
-                let req = CreateVmss {
-                    subscription_id: s.into(),
-                    resource_group: g.into(),
-                    name: n.into(),
-                    location: body::location(c.body),
-                    vm_size: c.body["sku"]["name"].as_str().unwrap_or_default().into(),
-                    capacity: capacity.unwrap_or(1),
-                    tags: body::tags(c.body).unwrap_or_default(),
-                    ..Default::default()
-                };
-                arm.create_vmss(req).await?;
-            } else if let Some(cap) = capacity {
-                arm.scale_vmss(s, g, n, cap).await?;
-            }
-            if let Some(req) = &identity {
-                arm.update_identity(IdentityOwner::ScaleSet, id, req, mode)
-                    .await?;
-            }
-            let ss = arm.get_vmss(s, g, n)?;
+            let (created, ss) = c
+                .write_with_identity::<Vmss>(&action("write"), (s, g, n), id)
+                .await?;
             c.async_operation("put", id, &ss.location);
             Ok((put_status(created), json::vmss(&ss)))
         }

@@ -6,14 +6,19 @@
 //! userAssignedIdentities {principalId, clientId}). The site's `IDENTITY_HEADER` secret is never
 //! part of this surface, as App Service shows it only inside the app's environment.
 
+use std::collections::BTreeMap;
+
 use axum::http::Method;
 use misim_core::ResourceId;
 use serde_json::{json, Value};
 
+use super::compute::Writable;
 use super::json as shapes;
 use super::{body, deleted, ok, put_status, Call, Reply};
 use crate::error::Result;
 use crate::identity::IdentityOwner;
+use crate::model::UserAssignedEntry;
+use crate::service::Arm;
 use crate::webapps::{CreateWebApp, WebApp, SITES};
 
 /// `GET …/Microsoft.Web/sites/{name}` body.
@@ -47,6 +52,42 @@ pub fn site_json(w: &WebApp) -> Value {
     v
 }
 
+impl Writable for WebApp {
+    const OWNER: IdentityOwner = IdentityOwner::WebApp;
+    async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self> {
+        arm.get_webapp(s, g, n).await
+    }
+    fn user_assigned(&self) -> &BTreeMap<String, UserAssignedEntry> {
+        &self.identity.user_assigned
+    }
+    async fn write(
+        c: &Call<'_>,
+        (s, g, n): (&str, &str, &str),
+        existing: Option<&Self>,
+    ) -> Result<()> {
+        if existing.is_some() {
+            return Ok(());
+        }
+        let req = CreateWebApp {
+            subscription_id: s.into(),
+            resource_group: g.into(),
+            name: n.into(),
+            location: body::location(c.body),
+            kind: c.body["kind"].as_str().unwrap_or_default().into(),
+            tags: body::tags(c.body).unwrap_or_default(),
+            ..Default::default()
+        };
+        c.arm.create_webapp(req).await.map(drop)
+    }
+    fn identity_target(
+        arm: &Arm,
+        (s, g, n): (&str, &str, &str),
+        _: &ResourceId,
+    ) -> Result<ResourceId> {
+        arm.webapp_id(s, g, n)
+    }
+}
+
 pub(super) async fn site(
     c: &Call<'_>,
     s: &str,
@@ -62,30 +103,9 @@ pub(super) async fn site(
             ok(site_json(&arm.get_webapp(s, g, n).await?))
         }
         Method::PUT | Method::PATCH => {
-            let write = action("write");
-            c.allow(&write, id)?;
-            let existing = c.existing_for_write(arm.get_webapp(s, g, n).await)?;
-            let current = existing.as_ref().map(|r| &r.identity.user_assigned);
-            let (identity, mode) = c.identity_for_write(&write, id, current)?;
-            let created = existing.is_none();
-            if created {
-                let req = CreateWebApp {
-                    subscription_id: s.into(),
-                    resource_group: g.into(),
-                    name: n.into(),
-                    location: body::location(c.body),
-                    kind: c.body["kind"].as_str().unwrap_or_default().into(),
-                    tags: body::tags(c.body).unwrap_or_default(),
-                    ..Default::default()
-                };
-                arm.create_webapp(req).await?;
-            }
-            if let Some(req) = &identity {
-                let site_id = arm.webapp_id(s, g, n)?;
-                arm.update_identity(IdentityOwner::WebApp, &site_id, req, mode)
-                    .await?;
-            }
-            let w = arm.get_webapp(s, g, n).await?;
+            let (created, w) = c
+                .write_with_identity::<WebApp>(&action("write"), (s, g, n), id)
+                .await?;
             Ok((put_status(created), site_json(&w)))
         }
         Method::DELETE => {
