@@ -22,7 +22,8 @@ use misim_proto::{imds, msrp};
 use tracing::warn;
 
 use crate::error::Result;
-use crate::model::{SyncState, UserAssignedEntry};
+use crate::identity::Holder;
+use crate::model::{SyncState, UserAssignedEntry, Vm, Vmss, WebApp};
 use crate::service::Arm;
 
 /// One difference between ARM's desired state and a peer.
@@ -457,12 +458,7 @@ impl Arm {
     /// `(key, resource id, principal id)` of every identity ARM recorded as created (resources not
     /// being deleted).
     fn recorded_identities(&self) -> Result<Vec<(String, String, String)>> {
-        let mut out = Vec::new();
-        for v in self.store.vms.values()?.into_iter().filter(|v| !v.deleting) {
-            if let (true, Some(ids)) = (v.identity.system_assigned, &v.identity.system_identity) {
-                out.push((v.id.key(), v.id.to_string(), ids.principal_id.clone()));
-            }
-        }
+        let mut out = self.system_identities::<Vm>()?;
         for u in self
             .store
             .uamis
@@ -474,29 +470,27 @@ impl Arm {
                 out.push((u.id.key(), u.id.to_string(), ids.principal_id.clone()));
             }
         }
-        for s in self
-            .store
-            .vmss
-            .values()?
-            .into_iter()
-            .filter(|s| !s.deleting)
-        {
-            if let (true, Some(ids)) = (s.identity.system_assigned, &s.identity.system_identity) {
-                out.push((s.id.key(), s.id.to_string(), ids.principal_id.clone()));
-            }
-        }
-        for s in self
-            .store
-            .sites
-            .values()?
-            .into_iter()
-            .filter(|s| !s.deleting)
-        {
-            if let (true, Some(ids)) = (s.identity.system_assigned, &s.identity.system_identity) {
-                out.push((s.id.key(), s.id.to_string(), ids.principal_id.clone()));
-            }
-        }
+        out.extend(self.system_identities::<Vmss>()?);
+        out.extend(self.system_identities::<WebApp>()?);
         Ok(out)
+    }
+
+    /// `(key, resource id, principal id)` of the system-assigned identity of every `R` (VM, scale
+    /// set, web app) not being deleted whose identity ARM recorded as created.
+    fn system_identities<R: Holder>(&self) -> Result<Vec<(String, String, String)>> {
+        Ok(R::table(&self.store)
+            .values()?
+            .into_iter()
+            .filter(|r| !r.deleting())
+            .filter_map(|r| {
+                let block = r.identity();
+                let ids = block
+                    .system_identity
+                    .as_ref()
+                    .filter(|_| block.system_assigned)?;
+                Some((r.id().key(), r.id().to_string(), ids.principal_id.clone()))
+            })
+            .collect())
     }
 
     /// Resources whose desired state the reconciler has not carried out yet, with their state.
