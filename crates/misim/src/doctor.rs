@@ -3,29 +3,12 @@
 //! every difference and whether the reconciler is repairing it; `--wait` polls until the system has
 //! settled, for scripts. [`wait_consistent`] is also what `misim up --wait-consistent` runs.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::cli::DoctorArgs;
 use anyhow::{bail, Context};
 use misim_proto::sim::{health_client::HealthClient, ConsistencyReport, ConsistencyRequest};
 use serde_json::{json, Value};
-
-/// `misim doctor` options.
-#[derive(clap::Args, Debug)]
-pub struct DoctorArgs {
-    /// Data directory of the running system (its endpoints.json names ARM's gRPC endpoint).
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// ARM's gRPC endpoint (instead of arm_grpc in endpoints.json), e.g. http://127.0.0.1:7700.
-    #[arg(long)]
-    pub arm: Option<String>,
-    /// Wait up to this many seconds for the system to become consistent (0: report once).
-    #[arg(long, default_value_t = 0)]
-    pub wait: u64,
-    /// ARM's API token, when ARM was started with one.
-    #[arg(long, env = "MISIM_ARM_TOKEN", hide_env_values = true)]
-    pub arm_token: Option<String>,
-}
 
 fn arm_grpc(a: &DoctorArgs) -> anyhow::Result<String> {
     if let Some(u) = &a.arm {

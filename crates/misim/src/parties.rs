@@ -1,27 +1,15 @@
 //! One party per process: `misim aad`, `misim msrp`, `misim imds`, `misim arm` (for separate
 //! processes and containers), and the config constructors `misim up` shares with them.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
-use clap::Args;
 use misim_core::control::{ControlTls, Role};
 use misim_core::serve::bind;
 use misim_core::Clock;
 use tokio_util::sync::CancellationToken;
 
-use crate::endpoints;
-
-/// Control-plane mutual TLS of a party run alone.
-#[derive(Args, Debug)]
-pub struct ControlArgs {
-    /// Directory with this party's certificate (cert.pem, key.pem, ca.pem; see `misim certs issue`).
-    /// Default: issue one at start from the CA in --ca-dir (convenient for several local processes;
-    /// in containers give each party its own directory, and the CA key to none of them).
-    #[arg(long, env = "MISIM_CONTROL_TLS_DIR")]
-    pub control_tls_dir: Option<PathBuf>,
-}
+use crate::cli::{AadArgs, ArmArgs, ControlArgs, ImdsArgs, MsrpArgs, TlsArgs};
 
 impl ControlArgs {
     /// Loads this party's certificate from `--control-tls-dir`, or issues one for `role` from the CA
@@ -86,57 +74,6 @@ pub fn certs(command: crate::cli::CertsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `misim aad`: Azure AD alone.
-#[derive(Args, Debug)]
-pub struct AadArgs {
-    /// Directory of Azure AD's database.
-    #[arg(long, env = "MISIM_AAD_DATA_DIR", default_value = "misim-data/aad")]
-    pub data_dir: PathBuf,
-    /// Admin gRPC listen address.
-    #[arg(long, env = "MISIM_AAD_GRPC_LISTEN", default_value_t = endpoints::default_listen(endpoints::AAD_GRPC_OFFSET))]
-    pub grpc_listen: SocketAddr,
-    /// HTTP (token endpoint, discovery, JWKS) listen address.
-    #[arg(long, env = "MISIM_AAD_HTTP_LISTEN", default_value_t = endpoints::default_listen(endpoints::AAD_HTTP_OFFSET))]
-    pub http_listen: SocketAddr,
-    /// Base URL others reach the HTTP API at (used in discovery documents); default http://<http-listen>.
-    #[arg(long, env = "MISIM_AAD_PUBLIC_URL")]
-    pub public_url: Option<String>,
-    /// Access-token lifetime in seconds.
-    #[arg(long, env = "MISIM_TOKEN_LIFETIME", default_value_t = misim_aad::DEFAULT_TOKEN_LIFETIME_SECS)]
-    pub token_lifetime: i64,
-    /// Age in seconds at which the token-signing key is rotated (0 = never; default 30 days).
-    #[arg(long, env = "MISIM_SIGNING_KEY_ROTATION", default_value_t = misim_aad::DEFAULT_SIGNING_KEY_ROTATION_SECS)]
-    pub signing_key_rotation: i64,
-    /// HTTPS listen address for the same HTTP API (discovery then names https URLs); off if unset.
-    #[arg(long, env = "MISIM_AAD_HTTPS_LISTEN")]
-    pub https_listen: Option<SocketAddr>,
-    /// Base URL others reach the HTTPS API at; default https://<https-listen>.
-    #[arg(long, env = "MISIM_AAD_HTTPS_PUBLIC_URL")]
-    pub https_public_url: Option<String>,
-    /// Host names (comma-separated, e.g. arm) Azure AD may fetch federated issuers' discovery
-    /// documents and keys from, besides loopback: for a container network where ARM serves the AKS
-    /// cluster issuers at http://arm:7701. Host names only, no IP addresses. Default: loopback only.
-    #[arg(long, env = "MISIM_AAD_FEDERATION_ISSUER_HOSTS", value_delimiter = ',')]
-    pub federation_issuer_hosts: Vec<String>,
-    /// TLS certificate options.
-    #[command(flatten)]
-    pub tls: TlsArgs,
-    /// Control-plane mutual TLS.
-    #[command(flatten)]
-    pub control: ControlArgs,
-}
-
-/// Where misim's CA lives and which extra names the HTTPS certificate covers.
-#[derive(Args, Debug)]
-pub struct TlsArgs {
-    /// Directory of misim's CA (`ca.pem`, `ca.key`; created on first start, shared by parties).
-    #[arg(long, env = "MISIM_CA_DIR", default_value = endpoints::DEFAULT_CA_DIR)]
-    pub ca_dir: PathBuf,
-    /// Extra names for the HTTPS certificate besides localhost/127.0.0.1/::1 (e.g. aad,arm).
-    #[arg(long = "tls-name", env = "MISIM_TLS_NAMES", value_delimiter = ',')]
-    pub tls_names: Vec<String>,
-}
-
 impl TlsArgs {
     /// Loads or creates the CA and issues the server certificate.
     ///
@@ -148,147 +85,6 @@ impl TlsArgs {
         tracing::info!(ca = %ca.ca_file().display(), "clients trust https endpoints through this ca file");
         Ok(ca.server_config(&self.tls_names)?)
     }
-}
-
-/// `misim msrp`: MSRP alone.
-#[derive(Args, Debug)]
-pub struct MsrpArgs {
-    /// Directory of MSRP's database.
-    #[arg(long, env = "MISIM_MSRP_DATA_DIR", default_value = "misim-data/msrp")]
-    pub data_dir: PathBuf,
-    /// gRPC listen address.
-    #[arg(long, env = "MISIM_MSRP_LISTEN", default_value_t = endpoints::default_listen(endpoints::MSRP_GRPC_OFFSET))]
-    pub listen: SocketAddr,
-    /// Azure AD admin gRPC URL.
-    #[arg(long, env = "MISIM_AAD_GRPC", default_value_t = endpoints::default_url(endpoints::AAD_GRPC_OFFSET))]
-    pub aad_grpc: String,
-    /// Directory of misim's CA (used to issue this party's certificate when --control-tls-dir is unset).
-    #[arg(long, env = "MISIM_CA_DIR", default_value = endpoints::DEFAULT_CA_DIR)]
-    pub ca_dir: PathBuf,
-    /// Key type of identity certificates: rsa-2048 (Azure's) or ec-p256.
-    #[arg(long, env = "MISIM_IDENTITY_KEY_TYPE", default_value_t = misim_core::cert::KeyType::Rsa2048)]
-    pub identity_key_type: misim_core::cert::KeyType,
-    /// Control-plane mutual TLS.
-    #[command(flatten)]
-    pub control: ControlArgs,
-}
-
-/// `misim imds`: one host (host agent + the IMDS endpoints of its VMs).
-#[derive(Args, Debug)]
-pub struct ImdsArgs {
-    /// Host name ARM knows this host by.
-    #[arg(long, env = "MISIM_HOST_NAME", default_value = "host-1")]
-    pub name: String,
-    /// Directory of this host's database.
-    #[arg(
-        long,
-        env = "MISIM_HOST_DATA_DIR",
-        default_value = "misim-data/hosts/host-1"
-    )]
-    pub data_dir: PathBuf,
-    /// Host agent gRPC listen address.
-    #[arg(long, env = "MISIM_HOST_LISTEN", default_value_t = endpoints::default_listen(endpoints::HOST_AGENT_OFFSET + 1))]
-    pub listen: SocketAddr,
-    /// Address the VMs' IMDS listeners bind to.
-    #[arg(long, env = "MISIM_VM_LISTEN_IP", default_value = "127.0.0.1")]
-    pub vm_listen_ip: IpAddr,
-    /// MSRP gRPC URL.
-    #[arg(long, env = "MISIM_MSRP", default_value_t = endpoints::default_url(endpoints::MSRP_GRPC_OFFSET))]
-    pub msrp: String,
-    /// Azure AD HTTP URL.
-    #[arg(long, env = "MISIM_AAD_URL", default_value_t = endpoints::default_url(endpoints::AAD_HTTP_OFFSET))]
-    pub aad_url: String,
-    /// Shared IMDS listener for all VMs of this host, identifying the VM by source address (= its
-    /// private IP), e.g. 169.254.169.254:80 inside a host container. Default: per-VM listeners only.
-    #[arg(long, env = "MISIM_IMDS_LISTEN")]
-    pub imds_listen: Option<SocketAddr>,
-    /// Shared VM-extension listener (VM containers forward localhost:50342 here), identifying the VM
-    /// by source address. Default: per-VM extension listeners only.
-    #[arg(long, env = "MISIM_EXTENSION_LISTEN")]
-    pub extension_listen: Option<SocketAddr>,
-    /// Switch IMDS throttling off.
-    #[arg(long, env = "MISIM_NO_THROTTLE")]
-    pub no_throttle: bool,
-    /// Identity-category requests per second per VM before 429 (Azure: 20).
-    #[arg(long, env = "MISIM_IDENTITY_RPS", default_value_t = misim_imds::ImdsLimits::default().identity_per_second)]
-    pub identity_rps: u32,
-    /// Identity-category requests in progress at once per VM before 429 (Azure: 5).
-    #[arg(long, env = "MISIM_IDENTITY_CONCURRENT", default_value_t = misim_imds::ImdsLimits::default().identity_concurrent)]
-    pub identity_concurrent: u32,
-    /// Requests per second per VM for the other IMDS categories before 429 (Azure: 5).
-    #[arg(long, env = "MISIM_OTHER_RPS", default_value_t = misim_imds::ImdsLimits::default().other_per_second)]
-    pub other_rps: u32,
-    /// Send `Retry-After: SECS` with 429 answers (default: none; unknown whether Azure sends it).
-    #[arg(long, env = "MISIM_RETRY_AFTER")]
-    pub retry_after: Option<u32>,
-    /// No per-VM IMDS listeners: serve every VM through --imds-listen (and --extension-listen),
-    /// identifying it by source address. Required when VMs are on a network (containers): per-VM
-    /// listeners tell VMs apart by port and are loopback-only.
-    #[arg(long, env = "MISIM_NO_VM_LISTENERS")]
-    pub no_vm_listeners: bool,
-    /// Ports of the VMs' own IMDS listeners, START-END (default: any free port).
-    #[arg(long, env = "MISIM_VM_PORTS")]
-    pub vm_ports: Option<String>,
-    /// Directory of misim's CA (used to issue this host's certificate when --control-tls-dir is unset).
-    #[arg(long, env = "MISIM_CA_DIR", default_value = endpoints::DEFAULT_CA_DIR)]
-    pub ca_dir: PathBuf,
-    /// Control-plane mutual TLS.
-    #[command(flatten)]
-    pub control: ControlArgs,
-}
-
-/// `misim arm`: ARM alone.
-#[derive(Args, Debug)]
-pub struct ArmArgs {
-    /// Directory of ARM's database.
-    #[arg(long, env = "MISIM_ARM_DATA_DIR", default_value = "misim-data/arm")]
-    pub data_dir: PathBuf,
-    /// Control-plane gRPC listen address.
-    #[arg(long, env = "MISIM_ARM_GRPC_LISTEN", default_value_t = endpoints::default_listen(endpoints::ARM_GRPC_OFFSET))]
-    pub grpc_listen: SocketAddr,
-    /// REST surface listen address.
-    #[arg(long, env = "MISIM_ARM_REST_LISTEN", default_value_t = endpoints::default_listen(endpoints::ARM_REST_OFFSET))]
-    pub rest_listen: SocketAddr,
-    /// MSRP gRPC URL.
-    #[arg(long, env = "MISIM_MSRP", default_value_t = endpoints::default_url(endpoints::MSRP_GRPC_OFFSET))]
-    pub msrp: String,
-    /// Azure AD admin gRPC URL.
-    #[arg(long, env = "MISIM_AAD_GRPC", default_value_t = endpoints::default_url(endpoints::AAD_GRPC_OFFSET))]
-    pub aad_grpc: String,
-    /// Azure AD HTTP URL (discovery and JWKS).
-    #[arg(long, env = "MISIM_AAD_URL", default_value_t = endpoints::default_url(endpoints::AAD_HTTP_OFFSET))]
-    pub aad_url: String,
-    /// A host VMs can be placed on, as NAME=AGENT_URL; repeat for more hosts.
-    #[arg(
-        long = "host",
-        env = "MISIM_HOSTS",
-        value_delimiter = ',',
-        default_values_t = [format!("host-1={}", endpoints::default_url(endpoints::HOST_AGENT_OFFSET + 1))]
-    )]
-    pub hosts: Vec<String>,
-    /// Require `authorization: Bearer TOKEN` on ARM's gRPC API (machines shared with other users;
-    /// clients set MISIM_ARM_TOKEN).
-    #[arg(
-        long = "api-token",
-        env = "MISIM_ARM_API_TOKEN",
-        hide_env_values = true
-    )]
-    pub api_token: Option<String>,
-    /// URL others reach the REST surface at when it differs from --rest-listen (e.g.
-    /// http://arm:7701 in containers, where the listener is 0.0.0.0:7701): used in the URLs ARM hands
-    /// out, such as AKS OIDC issuer URLs (`iss` of service-account tokens) and Key Vault endpoints.
-    /// Default: http://<rest-listen>.
-    #[arg(long, env = "MISIM_ARM_PUBLIC_REST_URL")]
-    pub public_rest_url: Option<String>,
-    /// HTTPS listen address for the REST surface (TLS forwarded to --rest-listen); off if unset.
-    #[arg(long, env = "MISIM_ARM_HTTPS_LISTEN")]
-    pub https_listen: Option<SocketAddr>,
-    /// TLS certificate options.
-    #[command(flatten)]
-    pub tls: TlsArgs,
-    /// Control-plane mutual TLS.
-    #[command(flatten)]
-    pub control: ControlArgs,
 }
 
 /// Runs Azure AD until Ctrl-C / SIGTERM.

@@ -3,18 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub use crate::cli::RepairArgs;
 use anyhow::{bail, Context};
-
-/// `misim repair` options.
-#[derive(clap::Args, Debug)]
-pub struct RepairArgs {
-    /// Data directory of the stopped system.
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Whose store: arm, msrp, aad, or host:NAME (e.g. host:host-1).
-    #[arg(long)]
-    pub party: String,
-}
 
 /// The store directory of `party` under `data_dir`, as `misim up` lays it out.
 ///

@@ -9,10 +9,9 @@
 //! up` writes (as `misim identity credential export` does with MSRP). Output is Graph's JSON
 //! (camelCase), as `az` prints it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
 use misim_proto::aad as pb;
 use misim_proto::aad::aad_admin_client::AadAdminClient;
 use misim_proto::aad::applications_client::ApplicationsClient;
@@ -20,164 +19,7 @@ use serde_json::{json, Value};
 use tonic::transport::Channel;
 
 use super::print;
-
-/// `misim ad …`: where Azure AD is and which certificate to call it with, and the subcommand.
-#[derive(Args, Debug)]
-pub struct AdArgs {
-    /// Where Azure AD's admin gRPC API is.
-    #[command(flatten)]
-    pub conn: AadConn,
-    /// The subcommand.
-    #[command(subcommand)]
-    pub command: AdCommand,
-}
-
-/// How the `misim ad` verbs reach Azure AD.
-#[derive(Args, Debug, Clone)]
-pub struct AadConn {
-    /// Azure AD admin gRPC endpoint (aad_grpc in DATA_DIR/endpoints.json). Default: aad_grpc from
-    /// the endpoints.json of the data directory that holds --cert-dir (DATA_DIR/ca/admin), else
-    /// http://127.0.0.1:7703.
-    #[arg(long, global = true, env = "MISIM_AAD_GRPC")]
-    pub aad: Option<String>,
-    /// Directory of the admin client certificate (cert.pem, key.pem, ca.pem) for Azure AD's mutual
-    /// TLS; `misim up` writes it to DATA_DIR/ca/admin.
-    #[arg(
-        long,
-        global = true,
-        env = "MISIM_ADMIN_CERT_DIR",
-        default_value = crate::endpoints::DEFAULT_ADMIN_CERT_DIR
-    )]
-    pub cert_dir: PathBuf,
-    /// Tenant ID (default: misim's default tenant, the one the default subscription trusts).
-    #[arg(long, global = true)]
-    pub tenant: Option<String>,
-}
-
-/// `misim ad …`
-#[derive(Subcommand, Debug)]
-pub enum AdCommand {
-    /// App registrations, their app roles and app-role assignments (like `az ad app`).
-    App {
-        /// The subcommand.
-        #[command(subcommand)]
-        command: AppCommand,
-    },
-    /// The service principal of an app registration (like `az ad sp`).
-    Sp {
-        /// The subcommand.
-        #[command(subcommand)]
-        command: SpCommand,
-    },
-}
-
-/// `misim ad app …`
-#[derive(Subcommand, Debug)]
-pub enum AppCommand {
-    /// Register an application (and its service principal) that managed identities can get tokens
-    /// for. Prints the application; its appId and identifier URI both name it as a token resource.
-    ///
-    /// Each --app-role defines an app role that service principals can be assigned
-    /// (allowedMemberTypes ["Application"]); its value is what the token's `roles` claim carries.
-    /// Identifier URIs: api://NAME, or https:// on the tenant's domain (*.onmicrosoft.com).
-    ///
-    /// Example: misim ad app create --display-name orders-api --identifier-uris api://orders-api \
-    ///            --app-role Orders.Read --app-role Orders.Write
-    #[command(verbatim_doc_comment)]
-    Create {
-        /// Display name.
-        #[arg(long)]
-        display_name: String,
-        /// Identifier (application ID) URIs, e.g. api://orders-api.
-        #[arg(long = "identifier-uris", visible_alias = "identifier-uri", num_args = 1..)]
-        identifier_uris: Vec<String>,
-        /// An app role value to define (repeat for several), e.g. Orders.Read.
-        #[arg(long = "app-role")]
-        app_roles: Vec<String>,
-        /// api.requestedAccessTokenVersion: 1 or 2 (default null = v1 tokens, from either
-        /// endpoint, with aud = the resource as requested; 2 = v2 tokens with aud = appId).
-        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=2))]
-        requested_access_token_version: Option<i32>,
-    },
-    /// Show an application. Example: misim ad app show --id api://orders-api
-    Show {
-        /// appId, object ID or identifier URI.
-        #[arg(long)]
-        id: String,
-    },
-    /// List the tenant's applications.
-    List,
-    /// Delete an application, its service principal and the app-role assignments to it.
-    ///
-    /// Example: misim ad app delete --id api://orders-api
-    #[command(verbatim_doc_comment)]
-    Delete {
-        /// appId, object ID or identifier URI.
-        #[arg(long)]
-        id: String,
-    },
-    /// App-role assignments of the application's roles to managed identities (Graph
-    /// appRoleAssignedTo).
-    RoleAssignment {
-        /// The subcommand.
-        #[command(subcommand)]
-        command: AppRoleAssignmentCommand,
-    },
-}
-
-/// `misim ad app role-assignment …`
-#[derive(Subcommand, Debug)]
-pub enum AppRoleAssignmentCommand {
-    /// Assign one of the application's app roles to a managed identity.
-    ///
-    /// The identity's tokens for the application then carry the role in `roles`. IMDS caches
-    /// tokens per resource (up to 24 h, as Azure does): a token fetched before the assignment
-    /// shows the role only after it expires or with bypass_cache=true.
-    ///
-    /// Example: misim ad app role-assignment create --principal-id <identity principalId> \
-    ///            --app api://orders-api --role Orders.Read
-    #[command(verbatim_doc_comment)]
-    Create {
-        /// principalId (service principal object ID) of the managed identity.
-        #[arg(long)]
-        principal_id: String,
-        /// The application: appId, object ID or identifier URI.
-        #[arg(long)]
-        app: String,
-        /// The app role: its value (e.g. Orders.Read) or its ID.
-        #[arg(long)]
-        role: String,
-    },
-    /// List app-role assignments, optionally of one application and/or one principal.
-    List {
-        /// Only assignments to this application (appId, object ID or identifier URI).
-        #[arg(long)]
-        app: Option<String>,
-        /// Only assignments of this principal (object) ID.
-        #[arg(long)]
-        principal_id: Option<String>,
-    },
-    /// Delete an app-role assignment by ID.
-    Delete {
-        /// The assignment's ID.
-        #[arg(long)]
-        id: String,
-    },
-}
-
-/// `misim ad sp …`
-#[derive(Subcommand, Debug)]
-pub enum SpCommand {
-    /// Show an application's service principal (the assignments' resourceId).
-    ///
-    /// Example: misim ad sp show --id api://orders-api
-    #[command(verbatim_doc_comment)]
-    Show {
-        /// The application's appId, object ID or identifier URI.
-        #[arg(long)]
-        id: String,
-    },
-}
+use crate::cli::{AadConn, AdArgs, AdCommand, AppCommand, AppRoleAssignmentCommand, SpCommand};
 
 /// The default endpoint when neither --aad nor an endpoints.json says otherwise.
 fn default_aad_grpc() -> String {

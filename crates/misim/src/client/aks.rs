@@ -9,168 +9,19 @@
 //! Sources: <https://learn.microsoft.com/en-us/azure/aks/workload-identity-deploy-cluster>,
 //! <https://learn.microsoft.com/en-us/cli/azure/identity/federated-credential>.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
 use misim_proto::arm as pb;
 use serde_json::{json, Map, Value};
 
 use super::{print, print_text, status, Arm};
 use crate::cli::Named;
-
-/// The audience AKS projects into workload-identity pods and Azure AD expects.
-const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
-
-/// `misim aks …`
-#[derive(Subcommand, Debug)]
-pub enum AksCommand {
-    /// Create an AKS cluster with the OIDC issuer and workload identity enabled.
-    ///
-    /// Example: misim aks create -g rg1 -n aks1
-    #[command(verbatim_doc_comment)]
-    Create {
-        /// The cluster (resource group and name).
-        #[command(flatten)]
-        cluster: Named,
-        /// Location (default: the resource group's).
-        #[arg(short = 'l', long)]
-        location: Option<String>,
-    },
-    /// Show a cluster (oidcIssuerProfile.issuerUrl is its issuer). Example: misim aks show -g rg1 -n aks1
-    Show {
-        /// The cluster (resource group and name).
-        #[command(flatten)]
-        cluster: Named,
-    },
-    /// Delete a cluster; its issuer stops answering. Example: misim aks delete -g rg1 -n aks1
-    Delete {
-        /// The cluster (resource group and name).
-        #[command(flatten)]
-        cluster: Named,
-    },
-    /// Issue a projected service-account token, as the kubelet writes it into a pod that uses
-    /// workload identity (AZURE_FEDERATED_TOKEN_FILE). Prints the token, or writes it to --out.
-    ///
-    /// Example: misim aks get-token -g rg1 -n aks1 --namespace default --service-account app \
-    ///            --out /tmp/azure-identity-token
-    /// Keep rotating it like the kubelet (at 80% of its lifetime): add --watch
-    #[command(verbatim_doc_comment)]
-    GetToken {
-        /// The cluster (resource group and name).
-        #[command(flatten)]
-        cluster: Named,
-        /// The service account and the token's shape.
-        #[command(flatten)]
-        sa: ServiceAccountArgs,
-        /// Write the token to this file (atomically replaced; mode 0600) instead of printing it.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Keep running and write a new token whenever 80% of the current one's lifetime has
-        /// passed (needs --out).
-        #[arg(long, requires = "out")]
-        watch: bool,
-    },
-}
-
-/// Which service account a token is for, and its shape.
-#[derive(Args, Debug, Clone)]
-pub struct ServiceAccountArgs {
-    /// Kubernetes namespace of the service account.
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
-    /// Service account name.
-    #[arg(long)]
-    pub service_account: String,
-    /// Token audience (repeatable).
-    #[arg(long = "audience", default_value = TOKEN_EXCHANGE_AUDIENCE)]
-    pub audiences: Vec<String>,
-    /// Token lifetime in seconds (600 to 86400; AKS projects 3600).
-    #[arg(long, default_value_t = 3600)]
-    pub expiration_seconds: i64,
-    /// Pod name recorded in the token's kubernetes.io claim.
-    #[arg(long)]
-    pub pod: Option<String>,
-}
-
-/// `misim identity federated-credential …`
-#[derive(Subcommand, Debug)]
-pub enum FederatedCredentialCommand {
-    /// Create (or replace) a federated identity credential on a user-assigned identity.
-    ///
-    /// Example: misim identity federated-credential create -g rg1 --identity-name id1 -n aks1-app \
-    ///            --issuer "$ISSUER" --subject system:serviceaccount:default:app
-    #[command(verbatim_doc_comment)]
-    Create {
-        /// The credential (resource group, identity and name).
-        #[command(flatten)]
-        credential: FicNamed,
-        /// The issuer URL (exactly as the token's iss; an AKS cluster's oidcIssuerProfile.issuerUrl).
-        #[arg(long)]
-        issuer: String,
-        /// The subject (for AKS: system:serviceaccount:NAMESPACE:SERVICE_ACCOUNT).
-        #[arg(long)]
-        subject: String,
-        /// Accepted audience.
-        #[arg(long = "audiences", default_value = TOKEN_EXCHANGE_AUDIENCE)]
-        audiences: Vec<String>,
-    },
-    /// List an identity's federated identity credentials.
-    /// Example: misim identity federated-credential list -g rg1 --identity-name id1
-    List {
-        /// Resource group.
-        #[arg(short = 'g', long = "resource-group")]
-        resource_group: String,
-        /// The user-assigned identity.
-        #[arg(long)]
-        identity_name: String,
-    },
-    /// Show one. Example: misim identity federated-credential show -g rg1 --identity-name id1 -n aks1-app
-    Show {
-        /// The credential (resource group, identity and name).
-        #[command(flatten)]
-        credential: FicNamed,
-    },
-    /// Delete one. Example: misim identity federated-credential delete -g rg1 --identity-name id1 -n aks1-app
-    Delete {
-        /// The credential (resource group, identity and name).
-        #[command(flatten)]
-        credential: FicNamed,
-    },
-}
-
-/// A federated identity credential: group, identity and name.
-#[derive(Args, Debug, Clone)]
-pub struct FicNamed {
-    /// Resource group.
-    #[arg(short = 'g', long = "resource-group")]
-    pub resource_group: String,
-    /// The user-assigned identity.
-    #[arg(long)]
-    pub identity_name: String,
-    /// The credential's name.
-    #[arg(short = 'n', long = "name")]
-    pub name: String,
-}
-
-/// The options `misim token get` takes for an AKS pod (`--aks NAME`).
-#[derive(Args, Debug, Clone)]
-pub struct TokenAksArgs {
-    /// Get the token as a pod of this AKS cluster would: its projected service-account token,
-    /// exchanged at Azure AD for the identity's token (workload identity federation).
-    #[arg(long, conflicts_with_all = ["name", "instance_id", "webapp", "object_id", "msi_res_id"])]
-    pub aks: Option<String>,
-    /// With --aks: the pod's namespace.
-    #[arg(long, requires = "aks", default_value = "default")]
-    pub namespace: String,
-    /// With --aks: the pod's service account.
-    #[arg(long, requires = "aks")]
-    pub service_account: Option<String>,
-    /// With --aks: Azure AD's HTTP endpoint (aad in DATA_DIR/endpoints.json).
-    #[arg(long, env = "MISIM_AAD", default_value_t = crate::endpoints::default_url(crate::endpoints::AAD_HTTP_OFFSET))]
-    pub aad_url: String,
-}
+use crate::cli::{
+    AksCommand, FederatedCredentialCommand, ServiceAccountArgs, TokenAksArgs,
+    TOKEN_EXCHANGE_AUDIENCE,
+};
 
 /// az's shape of an ARM resource: `properties` flattened, `resourceGroup` added.
 fn az_shape(resource_json: &str) -> anyhow::Result<Value> {

@@ -14,121 +14,12 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand};
 use misim_proto::arm as pb;
 use serde_json::{json, Value};
 
 use super::{print, print_text, status, Arm};
-
-/// `misim bench …`
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Load-test a VM's IMDS token endpoint: requests/s, p50/p90/p99 latency, errors.
-    ///
-    /// IMDS throttles each VM as Azure does (20 identity requests/s, 5 at once) and answers 429
-    /// beyond that: start misim with `misim up --no-throttle` to measure throughput.
-    ///
-    /// Example: misim bench token --vm vm1 -g rg1 --concurrency 32 --duration 10s
-    #[command(verbatim_doc_comment)]
-    Token(TokenBenchArgs),
-    /// Create VMs or user-assigned identities over one ARM connection, timing every call (used by
-    /// bench/run to grow a system to thousands of VMs). Prints JSON.
-    ///
-    /// Example: misim bench populate -g rg1 --vms 1000 --concurrency 4
-    /// Identities assigned to a VM: misim bench populate -g rg1 --identities 1000 --assign-to vm1
-    #[command(verbatim_doc_comment)]
-    Populate(PopulateArgs),
-}
-
-/// `misim bench token` options.
-#[derive(Args, Debug)]
-pub struct TokenBenchArgs {
-    /// The VM whose IMDS endpoint to load (from `misim vm show`).
-    #[arg(long = "vm")]
-    pub vm: String,
-    /// Resource group of the VM.
-    #[arg(short = 'g', long = "resource-group")]
-    pub resource_group: String,
-    /// Connections (requests in flight at once).
-    #[arg(short = 'c', long, default_value_t = 32)]
-    pub concurrency: u32,
-    /// How long to send requests: `10s`, `500ms`, `1m` or seconds.
-    #[arg(short = 'd', long, default_value = "10s", value_parser = parse_duration)]
-    pub duration: Duration,
-    /// Ask IMDS to skip its token cache (`bypass_cache=true`): every request is a new Azure AD token.
-    #[arg(long)]
-    pub bypass_cache: bool,
-    /// Resource (audience) of the token.
-    #[arg(long, default_value = "https://management.azure.com/")]
-    pub resource: String,
-    /// Select a user-assigned identity by clientId.
-    #[arg(long)]
-    pub client_id: Option<String>,
-    /// Send at this total rate (requests/s) instead of as fast as possible; latency is then measured
-    /// from each request's scheduled time, so a stalled server is not hidden (no coordinated omission).
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// Print JSON instead of the table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `misim bench populate` options.
-#[derive(Args, Debug)]
-pub struct PopulateArgs {
-    /// Resource group (created when missing, in westeurope).
-    #[arg(short = 'g', long = "resource-group")]
-    pub resource_group: String,
-    /// Number of VMs to create, named PREFIX-START … PREFIX-(START+N-1).
-    #[arg(long, default_value_t = 0)]
-    pub vms: u32,
-    /// Number of user-assigned identities to create, named PREFIX-START …
-    #[arg(long, default_value_t = 0)]
-    pub identities: u32,
-    /// Name prefix (default: `bvm` for VMs, `bid` for identities).
-    #[arg(long)]
-    pub prefix: Option<String>,
-    /// Index of the first name.
-    #[arg(long, default_value_t = 0)]
-    pub start: u32,
-    /// ARM calls in flight at once.
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: u32,
-    /// Assign the identities created to this VM (in batches of --batch per call).
-    #[arg(long)]
-    pub assign_to: Option<String>,
-    /// Identities per AssignVmIdentity call with --assign-to.
-    #[arg(long, default_value_t = 100)]
-    pub batch: u32,
-    /// Host to place the VMs on (default: ARM's choice).
-    #[arg(long)]
-    pub host: Option<String>,
-    /// After creating, time this many `vm show` (GetVm) calls on VMs of this run.
-    #[arg(long, default_value_t = 0)]
-    pub show_samples: u32,
-}
-
-/// Parses `10s`, `250ms`, `2m` or a plain number of seconds.
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration such as 10s, 500ms or 1m"))?;
-    if !(v.is_finite() && v > 0.0) {
-        return Err(format!("duration {s:?} must be positive"));
-    }
-    Ok(Duration::from_secs_f64(v * scale))
-}
+use crate::cli::{BenchCommand, PopulateArgs, TokenBenchArgs};
+use bounded::timed;
 
 /// Runs `misim bench …`.
 ///
@@ -439,28 +330,16 @@ fn timing_json(lat_us: Vec<u64>, wall: Duration) -> Value {
     })
 }
 
-/// Runs `n` calls of `f(i)` for i in `start..start+n`, `concurrency` at a time, stopping at the first
-/// error. Returns the latencies (µs) of the calls that succeeded, their results, and the error.
-async fn timed<F, Fut, T>(
-    start: u32,
-    n: u32,
-    concurrency: u32,
-    f: F,
-) -> (Vec<u64>, Vec<T>, Option<String>, Duration)
-where
-    F: Fn(u32) -> Fut,
-    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
-{
-    bounded::run(start, n, concurrency.max(1), f).await
-}
-
 /// A bounded-concurrency loop without extra dependencies: `concurrency` workers take indices from a
 /// shared counter.
 mod bounded {
     use std::future::Future;
     use std::time::{Duration, Instant};
 
-    pub(super) async fn run<F, Fut, T>(
+    /// Runs `n` calls of `f(i)` for i in `start..start+n`, `concurrency` (at least 1) at a time,
+    /// stopping at the first error. Returns the latencies (µs) of the calls that succeeded, their
+    /// results, the error, and the wall time.
+    pub(super) async fn timed<F, Fut, T>(
         start: u32,
         n: u32,
         concurrency: u32,
@@ -502,7 +381,7 @@ mod bounded {
                 }
             }
         };
-        let workers: Vec<_> = (0..concurrency).map(|_| worker()).collect();
+        let workers: Vec<_> = (0..concurrency.max(1)).map(|_| worker()).collect();
         join_all(workers).await;
         let (lat, vals, err) = results.into_inner();
         (lat, vals, err, t0.elapsed())
@@ -641,6 +520,7 @@ async fn populate(arm: &mut Arm, a: PopulateArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::parse_bench_duration as parse_duration;
 
     #[test]
     fn durations_parse_with_units() {

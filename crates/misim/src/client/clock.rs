@@ -9,41 +9,7 @@ use serde_json::json;
 
 use super::BearerToken;
 use crate::cli::ArmConn;
-
-/// `misim clock …`
-#[derive(clap::Args, Debug)]
-pub struct ClockArgs {
-    /// Where ARM is.
-    #[command(flatten)]
-    pub conn: ArmConn,
-    /// The subcommand.
-    #[command(subcommand)]
-    pub command: ClockCommand,
-}
-
-/// `misim clock` subcommands.
-#[derive(clap::Subcommand, Debug)]
-pub enum ClockCommand {
-    /// The simulated time and whether it is manual.
-    Show,
-    /// Move a manual clock forward, e.g. `25h`, `46d`, `1d12h`, `90s` (units s, m, h, d, w).
-    ///
-    /// Every party sees the new time at once: expired tokens are fetched anew by IMDS, MSRP renews
-    /// certificates older than 45 days, Azure AD rotates a signing key older than 30 days.
-    ///
-    /// Example: misim clock advance 50d
-    #[command(verbatim_doc_comment)]
-    Advance {
-        /// How far, e.g. 25h or 50d.
-        by: String,
-    },
-    /// Set a manual clock to a time (RFC 3339 UTC such as 2027-01-31T00:00:00Z, or epoch seconds);
-    /// it never moves backwards.
-    Set {
-        /// The time.
-        time: String,
-    },
-}
+use crate::cli::{ClockArgs, ClockCommand};
 
 /// Connects the sim services' channel to ARM's gRPC port with the CLI's bearer token.
 pub(crate) async fn channel(

@@ -3,45 +3,13 @@
 //! (parties run as separate processes), merged by event ID and sorted by time.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use misim_proto::events::{self as pb, events_client::EventsClient};
 use tonic::transport::Channel;
 
+use crate::cli::EventsArgs;
 use crate::endpoints::Endpoints;
-
-/// `misim events [--follow] [--vm NAME] [--party aad] [--json]`
-#[derive(clap::Args, Debug, Clone)]
-pub struct EventsArgs {
-    /// Keep printing events as they are recorded (Ctrl-C to stop).
-    #[arg(long, short = 'f')]
-    pub follow: bool,
-    /// Only requests about this VM (its name).
-    #[arg(long)]
-    pub vm: Option<String>,
-    /// Only requests served by this party: arm, aad, msrp, imds (every host's IMDS), host-1, ...
-    #[arg(long)]
-    pub party: Option<String>,
-    /// Only operations containing this text, e.g. /oauth2/ or GetCredential.
-    #[arg(long)]
-    pub operation: Option<String>,
-    /// Only the flow with this W3C trace ID (or prefix).
-    #[arg(long)]
-    pub trace_id: Option<String>,
-    /// At most this many (the newest).
-    #[arg(long, default_value_t = 0)]
-    pub limit: u32,
-    /// One JSON object per event (a JSON array without --follow).
-    #[arg(long)]
-    pub json: bool,
-    /// Data directory of `misim up` (endpoints.json; ca/admin for the parties' control ports).
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
-    pub data_dir: PathBuf,
-    /// Where ARM is.
-    #[command(flatten)]
-    pub conn: crate::cli::ArmConn,
-}
 
 impl EventsArgs {
     fn filter(&self) -> pb::EventFilter {

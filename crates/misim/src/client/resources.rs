@@ -133,9 +133,12 @@ pub(super) async fn vm(arm: &mut Arm, c: VmCommand) -> anyhow::Result<()> {
 pub(super) async fn vm_extension(arm: &mut Arm, c: VmExtensionCommand) -> anyhow::Result<()> {
     match c {
         VmExtensionCommand::Set {
-            resource_group,
-            vm_name,
-            name,
+            ext:
+                VmExtensionName {
+                    resource_group,
+                    vm_name,
+                    name,
+                },
             publisher,
             version,
             settings,
@@ -164,9 +167,12 @@ pub(super) async fn vm_extension(arm: &mut Arm, c: VmExtensionCommand) -> anyhow
             print(&output::vm_extension(&e.into_inner()));
         }
         VmExtensionCommand::Delete {
-            resource_group,
-            vm_name,
-            name,
+            ext:
+                VmExtensionName {
+                    resource_group,
+                    vm_name,
+                    name,
+                },
         } => {
             let req = pb::DeleteVmExtensionRequest {
                 resource_group,

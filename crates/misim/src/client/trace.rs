@@ -1,79 +1,10 @@
 //! `misim trace …`: flows as sequence diagrams, from the spans each party keeps in memory
 //! (`GET /debug/traces`, next to `/metrics`), merged by trace ID.
 
+use crate::cli::{Format, TraceArgs, TraceCommand, TraceSources};
 use anyhow::{bail, Context};
 use misim_core::telemetry::render;
 use misim_core::telemetry::store::{self, SpanRecord};
-
-/// `misim trace …`
-#[derive(clap::Args, Debug)]
-pub struct TraceArgs {
-    /// The subcommand.
-    #[command(subcommand)]
-    pub command: TraceCommand,
-}
-
-/// Where the spans are read from.
-#[derive(clap::Args, Debug, Clone)]
-pub struct TraceSources {
-    /// Data directory of `misim up`: spans are read from ARM's REST listener (arm_rest in
-    /// DATA_DIR/endpoints.json), which under `misim up` holds every party's spans.
-    #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
-    pub data_dir: std::path::PathBuf,
-    /// Base URL of a party's /debug/traces (ARM's REST listener, or a party's --metrics-listen);
-    /// repeat to merge parties run as separate processes. Replaces the
-    /// endpoints.json default.
-    #[arg(long = "collect", env = "MISIM_TRACE_SOURCES", value_delimiter = ',')]
-    pub collect: Vec<String>,
-    /// Bearer token when ARM was started with --arm-api-token.
-    #[arg(long, env = "MISIM_ARM_TOKEN", hide_env_values = true)]
-    pub arm_token: Option<String>,
-}
-
-/// Diagram formats.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// Mermaid sequenceDiagram (GitHub and docs render it).
-    Mermaid,
-    /// Plain text for terminals.
-    Text,
-    /// A standalone SVG image.
-    Svg,
-}
-
-/// `misim trace` subcommands.
-#[derive(clap::Subcommand, Debug)]
-pub enum TraceCommand {
-    /// Draw one flow as a sequence diagram: by default the last token a VM got from Azure AD, with
-    /// the enable flow of its identity before it (steps 1-3), its role assignments (4) and the
-    /// calls made with it (7).
-    ///
-    /// Example: misim trace show --last --format mermaid
-    #[command(verbatim_doc_comment)]
-    Show {
-        /// The last token's flow (the default).
-        #[arg(long, conflicts_with_all = ["vm", "trace_id"])]
-        last: bool,
-        /// The last token's flow of this VM (name or resource ID).
-        #[arg(long, conflicts_with = "trace_id")]
-        vm: Option<String>,
-        /// Exactly this trace (32 hex digits, or a unique prefix).
-        #[arg(long)]
-        trace_id: Option<String>,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "text")]
-        format: Format,
-        /// Where to read spans.
-        #[command(flatten)]
-        sources: TraceSources,
-    },
-    /// List the flows kept in memory, newest last: trace ID, start (UTC), summary.
-    List {
-        /// Where to read spans.
-        #[command(flatten)]
-        sources: TraceSources,
-    },
-}
 
 fn source_urls(s: &TraceSources) -> Vec<String> {
     if !s.collect.is_empty() {

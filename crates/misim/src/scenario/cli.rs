@@ -1,56 +1,11 @@
 //! `misim scenario run|validate|schema`.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
 
 use super::model::{self, ClockMode};
 use super::runner::{Runner, ScenarioResult, StepResult, Target};
+use crate::cli::{ScenarioArgs, ScenarioCommand};
 use crate::endpoints::Endpoints;
-
-/// `misim scenario …`
-#[derive(clap::Args, Debug)]
-pub struct ScenarioArgs {
-    /// The subcommand.
-    #[command(subcommand)]
-    pub command: ScenarioCommand,
-}
-
-/// `misim scenario` subcommands.
-#[derive(clap::Subcommand, Debug)]
-pub enum ScenarioCommand {
-    /// Run scenario files: each step with pass/fail and a diff for failures; exits non-zero when
-    /// any step fails.
-    ///
-    /// Example: misim scenario run scenarios/*.yaml --embedded --junit out.xml
-    #[command(verbatim_doc_comment)]
-    Run {
-        /// Scenario files (YAML or JSON).
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-        /// Start misim in this process on free ports (a manual clock when a scenario needs one)
-        /// instead of using a running one; each file gets its own system.
-        #[arg(long)]
-        embedded: bool,
-        /// Write a JUnit XML report here (a test suite per scenario, a test case per step).
-        #[arg(long)]
-        junit: Option<PathBuf>,
-        /// Print the results as JSON instead of text.
-        #[arg(long)]
-        json: bool,
-        /// Data directory of the running misim (endpoints.json).
-        #[arg(long, env = "MISIM_DATA_DIR", default_value = crate::endpoints::DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-    },
-    /// Check scenario files against the schema; errors name the line.
-    Validate {
-        /// Scenario files.
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-    /// Print the JSON Schema of scenario documents (docs/scenario.schema.json).
-    Schema,
-}
 
 fn load(path: &std::path::Path) -> anyhow::Result<model::Scenario> {
     let text =
