@@ -41,6 +41,7 @@ pub use resources::extensions::SetExtension;
 pub use resources::vms::CreateVm;
 pub use resources::vmss::CreateVmss;
 pub use resources::webapps::CreateWebApp;
+pub use resources::NewResource;
 pub use service::{validate_name, Arm};
 
 /// A host ARM can place VMs on.

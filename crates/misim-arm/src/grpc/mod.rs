@@ -12,6 +12,7 @@ use crate::identity::IdentityOwner;
 use crate::resources::extensions::SetExtension;
 use crate::resources::vms::CreateVm;
 use crate::resources::vmss::CreateVmss;
+use crate::resources::NewResource;
 use crate::service::Arm;
 use identity::Op;
 
@@ -148,14 +149,16 @@ impl ArmApi for ArmGrpc {
     async fn create_vm(&self, r: Request<pb::CreateVmRequest>) -> R<pb::VirtualMachine> {
         let r = r.into_inner();
         let req = CreateVm {
-            subscription_id: r.subscription_id,
-            resource_group: r.resource_group,
-            name: r.name,
-            location: r.location,
+            resource: NewResource {
+                subscription_id: r.subscription_id,
+                resource_group: r.resource_group,
+                name: r.name,
+                location: r.location,
+                tags: tags(r.tags),
+            },
             vm_size: r.vm_size,
             os_type: r.os_type,
             host: r.host,
-            tags: tags(r.tags),
             private_ip: r.private_ip_address,
         };
         Ok(Response::new(vm_pb(self.arm.create_vm(req).await?)))
@@ -321,14 +324,16 @@ impl ArmApi for ArmGrpc {
     ) -> R<pb::VirtualMachineScaleSet> {
         let r = r.into_inner();
         let req = CreateVmss {
-            subscription_id: r.subscription_id,
-            resource_group: r.resource_group,
-            name: r.name,
-            location: r.location,
+            resource: NewResource {
+                subscription_id: r.subscription_id,
+                resource_group: r.resource_group,
+                name: r.name,
+                location: r.location,
+                tags: tags(r.tags),
+            },
             vm_size: r.vm_size,
             os_type: r.os_type,
             capacity: r.capacity,
-            tags: tags(r.tags),
         };
         Ok(Response::new(vmss_pb(self.arm.create_vmss(req).await?)))
     }

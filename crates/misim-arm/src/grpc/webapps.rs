@@ -7,6 +7,7 @@ use tonic::{Request, Response};
 use super::convert::{identity_pb, tags};
 use super::{ArmGrpc, R};
 use crate::resources::webapps::{CreateWebApp, WebApp};
+use crate::resources::NewResource;
 
 /// The admin API's view of a site, including its `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` (what
 /// the platform puts in the app's environment).
@@ -37,13 +38,15 @@ impl ArmGrpc {
     pub(super) async fn webapp_create(&self, r: Request<pb::CreateWebAppRequest>) -> R<pb::WebApp> {
         let r = r.into_inner();
         let req = CreateWebApp {
-            subscription_id: r.subscription_id,
-            resource_group: r.resource_group,
-            name: r.name,
-            location: r.location,
+            resource: NewResource {
+                subscription_id: r.subscription_id,
+                resource_group: r.resource_group,
+                name: r.name,
+                location: r.location,
+                tags: tags(r.tags),
+            },
             kind: r.kind,
             host: r.host,
-            tags: tags(r.tags),
         };
         Ok(Response::new(webapp_pb(self.arm.create_webapp(req).await?)))
     }

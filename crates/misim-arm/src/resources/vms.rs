@@ -12,6 +12,7 @@ use crate::clients::HostVm;
 use crate::error::not_found;
 use crate::model::{IdentityBlock, SyncState, Vm};
 use crate::resources::private_ip;
+use crate::resources::NewResource;
 use crate::service::Record;
 use crate::service::{validate_name, Arm};
 use crate::store::Stored;
@@ -25,22 +26,14 @@ pub const DEFAULT_OS_TYPE: &str = "Linux";
 /// What a caller asks for when creating a VM (empty strings take ARM/az defaults).
 #[derive(Clone, Debug, Default)]
 pub struct CreateVm {
-    /// Subscription GUID; empty: the default subscription.
-    pub subscription_id: String,
-    /// Resource group name.
-    pub resource_group: String,
-    /// VM name.
-    pub name: String,
-    /// Location; empty: the group's location.
-    pub location: String,
+    /// Where it goes, its name and tags.
+    pub resource: NewResource,
     /// Size; empty: `Standard_D2s_v3`.
     pub vm_size: String,
     /// OS type; empty: `Linux`.
     pub os_type: String,
     /// Host name; empty: the host with the fewest VMs.
     pub host: String,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
     /// Private IP address; empty: the next free one in 10.0.0.0/16. Unique across all VMs and
     /// instances ([`crate::resources::private_ip`]).
     pub private_ip: String,
@@ -133,10 +126,14 @@ impl Arm {
     /// [`ArmError::ReconcilePending`] when the host could not be reached (the VM is recorded and
     /// placement is retried).
     pub async fn create_vm(&self, req: CreateVm) -> Result<Vm> {
-        let group = self.group(&req.subscription_id, &req.resource_group)?;
-        validate_name("virtual machine", &req.name)?;
-        let id = ResourceId::vm(group.id.subscription_id(), group.id.name(), &req.name)?;
-        let location = or_default(req.location, &group.location);
+        let group = self.group(&req.resource.subscription_id, &req.resource.resource_group)?;
+        validate_name("virtual machine", &req.resource.name)?;
+        let id = ResourceId::vm(
+            group.id.subscription_id(),
+            group.id.name(),
+            &req.resource.name,
+        )?;
+        let location = or_default(req.resource.location, &group.location);
         let (_guard, existing) = self.begin_create::<Vm>(&id, &location).await?;
         if let Some(existing) = existing {
             return Ok(existing);
@@ -152,7 +149,7 @@ impl Arm {
             location,
             req.vm_size,
             req.os_type,
-            req.tags,
+            req.resource.tags,
         );
         self.store.transaction(|tx| {
             let ip = static_ip.as_deref();

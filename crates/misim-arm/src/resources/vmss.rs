@@ -3,14 +3,13 @@
 //! identity of a scale set is one identity whose resource id is the scale set
 //! (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-to-configure-managed-identities-scale-sets?pivots=identity-mi-methods-rest>).
 
-use std::collections::BTreeMap;
-
 use misim_core::ResourceId;
 use tracing::info;
 
 use crate::error::{ArmError, Result};
 use crate::model::{IdentityBlock, SyncState, Vm, Vmss};
 use crate::resources::vms::{or_default, DEFAULT_OS_TYPE, DEFAULT_VM_SIZE};
+use crate::resources::NewResource;
 use crate::service::{validate_name, Arm};
 
 /// Resource type of scale sets.
@@ -23,22 +22,14 @@ pub const MAX_CAPACITY: u32 = 100;
 /// What a caller asks for when creating a scale set.
 #[derive(Clone, Debug, Default)]
 pub struct CreateVmss {
-    /// Subscription GUID; empty: default.
-    pub subscription_id: String,
-    /// Resource group.
-    pub resource_group: String,
-    /// Name.
-    pub name: String,
-    /// Location; empty: the group's.
-    pub location: String,
+    /// Where it goes, its name and tags.
+    pub resource: NewResource,
     /// Instance size; empty: `Standard_D2s_v3`.
     pub vm_size: String,
     /// OS type; empty: `Linux`.
     pub os_type: String,
     /// Instance count (`sku.capacity`).
     pub capacity: u32,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
 }
 
 fn check_capacity(capacity: u32) -> Result<()> {
@@ -83,11 +74,15 @@ impl Arm {
     /// Name/group errors, [`ArmError::InvalidArgument`] for a capacity out of range,
     /// [`ArmError::Conflict`] for another location, [`ArmError::ReconcilePending`] when a host is down.
     pub async fn create_vmss(&self, req: CreateVmss) -> Result<Vmss> {
-        let g = self.group(&req.subscription_id, &req.resource_group)?;
-        validate_name("virtual machine scale set", &req.name)?;
+        let g = self.group(&req.resource.subscription_id, &req.resource.resource_group)?;
+        validate_name("virtual machine scale set", &req.resource.name)?;
         check_capacity(req.capacity)?;
-        let id = self.vmss_id(&req.subscription_id, &req.resource_group, &req.name)?;
-        let location = or_default(req.location, &g.location);
+        let id = self.vmss_id(
+            &req.resource.subscription_id,
+            &req.resource.resource_group,
+            &req.resource.name,
+        )?;
+        let location = or_default(req.resource.location, &g.location);
         let (_guard, existing) = self.begin_create::<Vmss>(&id, &location).await?;
         if let Some(existing) = existing {
             return Ok(existing);
@@ -98,7 +93,7 @@ impl Arm {
             location,
             vm_size: or_default(req.vm_size, DEFAULT_VM_SIZE),
             os_type: or_default(req.os_type, DEFAULT_OS_TYPE),
-            tags: req.tags,
+            tags: req.resource.tags,
             capacity: req.capacity,
             next_instance: 0,
             identity: IdentityBlock::default(),

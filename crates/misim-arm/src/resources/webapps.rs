@@ -10,8 +10,6 @@
 //! identity is tied to the site ("deleted if the app is deleted", Learn); user-assigned identities
 //! are shared resources and stay.
 
-use std::collections::BTreeMap;
-
 use misim_core::ResourceId;
 use tracing::info;
 
@@ -19,6 +17,7 @@ use crate::error::{ArmError, Result};
 pub use crate::model::WebApp;
 use crate::model::{IdentityBlock, SyncState};
 use crate::resources::vms::or_default;
+use crate::resources::NewResource;
 use crate::service::Arm;
 use crate::service::Record;
 use crate::store::{record_fields, Stored};
@@ -29,20 +28,12 @@ pub const SITES: &str = "Microsoft.Web/sites";
 /// What a caller asks for when creating a web app (empty strings take defaults).
 #[derive(Clone, Debug, Default)]
 pub struct CreateWebApp {
-    /// Subscription GUID; empty: the default subscription.
-    pub subscription_id: String,
-    /// Resource group name.
-    pub resource_group: String,
-    /// Site name.
-    pub name: String,
-    /// Location; empty: the group's location.
-    pub location: String,
+    /// Where it goes, its name and tags.
+    pub resource: NewResource,
     /// `app` (default) or `functionapp`.
     pub kind: String,
     /// Host name; empty: the host with the fewest placements.
     pub host: String,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
 }
 
 /// A fresh per-site secret: 256 bits from the OS generator (two v4 UUIDs' random bits), hex.
@@ -90,8 +81,8 @@ impl Arm {
     /// [`ArmError::InvalidArgument`] (bad name or kind, unknown host), lookup errors,
     /// [`ArmError::ReconcilePending`] when the host could not be reached (placement is retried).
     pub async fn create_webapp(&self, req: CreateWebApp) -> Result<WebApp> {
-        let group = self.group(&req.subscription_id, &req.resource_group)?;
-        validate_site_name(&req.name)?;
+        let group = self.group(&req.resource.subscription_id, &req.resource.resource_group)?;
+        validate_site_name(&req.resource.name)?;
         let kind = match req.kind.to_ascii_lowercase().as_str() {
             "" | "app" => "app",
             "functionapp" => "functionapp",
@@ -106,9 +97,9 @@ impl Arm {
             group.id.name(),
             "Microsoft.Web",
             "sites",
-            &req.name,
+            &req.resource.name,
         )?;
-        let location = or_default(req.location, &group.location);
+        let location = or_default(req.resource.location, &group.location);
         let (_guard, existing) = self.begin_create::<WebApp>(&id, &location).await?;
         if let Some(existing) = existing {
             return Ok(existing);
@@ -119,7 +110,7 @@ impl Arm {
             site_id: uuid::Uuid::new_v4().to_string(),
             kind: kind.to_string(),
             location,
-            tags: req.tags,
+            tags: req.resource.tags,
             host,
             identity_header: new_secret(),
             identity_endpoint: String::new(),

@@ -236,8 +236,11 @@ async fn state_survives_restart_on_the_same_data_dir() {
             .unwrap();
         let vm = arm
             .create_vm(misim_arm::CreateVm {
-                resource_group: "rg".into(),
-                name: "vm".into(),
+                resource: misim_arm::NewResource {
+                    resource_group: "rg".into(),
+                    name: "vm".into(),
+                    ..Default::default()
+                },
                 ..Default::default()
             })
             .await

@@ -18,8 +18,11 @@ async fn group(arm: &Arm) {
 
 fn create_vm(name: &str, ip: &str) -> misim_arm::CreateVm {
     misim_arm::CreateVm {
-        resource_group: "rg".into(),
-        name: name.into(),
+        resource: misim_arm::NewResource {
+            resource_group: "rg".into(),
+            name: name.into(),
+            ..Default::default()
+        },
         host: "host-1".into(),
         private_ip: ip.into(),
         ..Default::default()
@@ -99,8 +102,11 @@ async fn concurrent_assign_of_system_and_user_assigned_keeps_both_on_a_scale_set
     group(&arm).await;
     let ss = arm
         .create_vmss(misim_arm::CreateVmss {
-            resource_group: "rg".into(),
-            name: "ss".into(),
+            resource: misim_arm::NewResource {
+                resource_group: "rg".into(),
+                name: "ss".into(),
+                ..Default::default()
+            },
             capacity: 1,
             ..Default::default()
         })

@@ -29,9 +29,12 @@ async fn setup() -> Rest {
     let mut tags = std::collections::BTreeMap::new();
     tags.insert("env".to_string(), "ci".to_string());
     let req = misim_arm::CreateVm {
-        resource_group: "rg".into(),
-        name: "vm".into(),
-        tags,
+        resource: misim_arm::NewResource {
+            resource_group: "rg".into(),
+            name: "vm".into(),
+            tags,
+            ..Default::default()
+        },
         ..Default::default()
     };
     arm.create_vm(req).await.unwrap();

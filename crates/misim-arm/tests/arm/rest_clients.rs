@@ -68,8 +68,11 @@ impl World {
             .unwrap();
         sb.arm
             .create_vm(misim_arm::CreateVm {
-                resource_group: "rg".into(),
-                name: "vm".into(),
+                resource: misim_arm::NewResource {
+                    resource_group: "rg".into(),
+                    name: "vm".into(),
+                    ..Default::default()
+                },
                 ..Default::default()
             })
             .await
@@ -789,8 +792,11 @@ async fn scale_set_instances_are_readable_one_by_one_with_their_instance_view() 
     let w = World::start().await;
     w.sb.arm
         .create_vmss(misim_arm::CreateVmss {
-            resource_group: "rg".into(),
-            name: "ss".into(),
+            resource: misim_arm::NewResource {
+                resource_group: "rg".into(),
+                name: "ss".into(),
+                ..Default::default()
+            },
             capacity: 2,
             ..Default::default()
         })

@@ -9,8 +9,11 @@ use crate::{FakePeers, Sandbox, T0};
 
 fn create(name: &str, capacity: u32) -> misim_arm::CreateVmss {
     misim_arm::CreateVmss {
-        resource_group: "rg".into(),
-        name: name.into(),
+        resource: misim_arm::NewResource {
+            resource_group: "rg".into(),
+            name: name.into(),
+            ..Default::default()
+        },
         capacity,
         ..Default::default()
     }
@@ -158,8 +161,11 @@ async fn vm_extension_is_installed_rerun_and_removed_on_the_host() {
         .unwrap();
     let vm = arm
         .create_vm(misim_arm::CreateVm {
-            resource_group: "rg".into(),
-            name: "vm".into(),
+            resource: misim_arm::NewResource {
+                resource_group: "rg".into(),
+                name: "vm".into(),
+                ..Default::default()
+            },
             host: "host-1".into(),
             private_ip: "10.1.2.3".into(),
             ..Default::default()

@@ -12,6 +12,7 @@ use crate::error::{ArmError, Result};
 use crate::identity::{current_set, IdentityOwner};
 use crate::identity_spec::{self, IdentityRequest, Mode};
 use crate::model::{UserAssignedEntry, Vm, Vmss};
+use crate::resources::NewResource;
 use crate::service::Arm;
 use crate::vms::CreateVm;
 use crate::vmss::CreateVmss;
@@ -144,10 +145,13 @@ impl Writable for Vm {
         }
         let props = &c.body["properties"];
         let req = CreateVm {
-            subscription_id: s.into(),
-            resource_group: g.into(),
-            name: n.into(),
-            location: body::location(c.body),
+            resource: NewResource {
+                subscription_id: s.into(),
+                resource_group: g.into(),
+                name: n.into(),
+                location: body::location(c.body),
+                tags: body::tags(c.body).unwrap_or_default(),
+            },
             vm_size: props["hardwareProfile"]["vmSize"]
                 .as_str()
                 .unwrap_or_default()
@@ -156,7 +160,6 @@ impl Writable for Vm {
                 .as_str()
                 .unwrap_or_default()
                 .into(),
-            tags: body::tags(c.body).unwrap_or_default(),
             ..Default::default()
         };
         c.arm.create_vm(req).await.map(drop)
@@ -186,13 +189,15 @@ impl Writable for Vmss {
         let capacity = body::capacity(c.body)?;
         if existing.is_none() {
             let req = CreateVmss {
-                subscription_id: s.into(),
-                resource_group: g.into(),
-                name: n.into(),
-                location: body::location(c.body),
+                resource: NewResource {
+                    subscription_id: s.into(),
+                    resource_group: g.into(),
+                    name: n.into(),
+                    location: body::location(c.body),
+                    tags: body::tags(c.body).unwrap_or_default(),
+                },
                 vm_size: c.body["sku"]["name"].as_str().unwrap_or_default().into(),
                 capacity: capacity.unwrap_or(1),
-                tags: body::tags(c.body).unwrap_or_default(),
                 ..Default::default()
             };
             c.arm.create_vmss(req).await.map(drop)

@@ -18,6 +18,7 @@ use super::{body, deleted, ok, put_status, Call, Reply};
 use crate::error::Result;
 use crate::identity::IdentityOwner;
 use crate::model::UserAssignedEntry;
+use crate::resources::NewResource;
 use crate::service::Arm;
 use crate::webapps::{CreateWebApp, WebApp, SITES};
 
@@ -69,12 +70,14 @@ impl Writable for WebApp {
             return Ok(());
         }
         let req = CreateWebApp {
-            subscription_id: s.into(),
-            resource_group: g.into(),
-            name: n.into(),
-            location: body::location(c.body),
+            resource: NewResource {
+                subscription_id: s.into(),
+                resource_group: g.into(),
+                name: n.into(),
+                location: body::location(c.body),
+                tags: body::tags(c.body).unwrap_or_default(),
+            },
             kind: c.body["kind"].as_str().unwrap_or_default().into(),
-            tags: body::tags(c.body).unwrap_or_default(),
             ..Default::default()
         };
         c.arm.create_webapp(req).await.map(drop)
