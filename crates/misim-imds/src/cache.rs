@@ -247,35 +247,16 @@ mod tests {
             calls.fetch_add(1, Ordering::SeqCst);
             Ok(token(clock.now() + 3600))
         };
-        assert!(
-            !cache
-                .get_or_fetch(key.clone(), false, fetch)
-                .await
-                .unwrap()
-                .1
-        );
-        assert!(
-            cache
-                .get_or_fetch(key.clone(), false, fetch)
-                .await
-                .unwrap()
-                .1
-        );
+        // Whether a lookup of `key` was served from the cache.
+        let hit = |bypass: bool| {
+            let (cache, key) = (&cache, key.clone());
+            async move { cache.get_or_fetch(key, bypass, fetch).await.unwrap().1 }
+        };
+        assert!(!hit(false).await);
+        assert!(hit(false).await);
         clock.advance(3600 - 299);
-        assert!(
-            !cache
-                .get_or_fetch(key.clone(), false, fetch)
-                .await
-                .unwrap()
-                .1
-        );
-        assert!(
-            !cache
-                .get_or_fetch(key.clone(), true, fetch)
-                .await
-                .unwrap()
-                .1
-        );
+        assert!(!hit(false).await);
+        assert!(!hit(true).await);
         assert_eq!(calls.load(Ordering::SeqCst), 3);
         cache.remove_identity("vm", "c");
         assert!(!cache.get_or_fetch(key, false, fetch).await.unwrap().1);

@@ -27,6 +27,8 @@ mod model;
 mod propagation;
 mod selection;
 mod store;
+#[cfg(test)]
+mod test_support;
 mod throttle;
 mod tokens;
 mod versions;

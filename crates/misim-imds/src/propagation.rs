@@ -111,29 +111,14 @@ impl Propagating {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Credential, HostCredential, IdentityKind, IdentityRef, SharedCredential};
+    use crate::model::IdentityKind;
     use misim_core::ResourceId;
 
     fn held(name: &str) -> HeldIdentity {
-        HeldIdentity {
-            identity: IdentityRef {
-                msi_res_id: ResourceId::user_assigned_identity(
-                    "00000000-0000-0000-0000-000000000001",
-                    "rg",
-                    name,
-                )
-                .unwrap(),
-                kind: IdentityKind::UserAssigned,
-                client_id: format!("client-{name}"),
-                principal_id: format!("object-{name}"),
-                tenant_id: "t".into(),
-            },
-            credential: SharedCredential::new(HostCredential::new(Credential {
-                certificate_der: vec![],
-                private_key_pkcs8_der: vec![],
-                not_after: 0,
-            })),
-        }
+        let id =
+            ResourceId::user_assigned_identity("00000000-0000-0000-0000-000000000001", "rg", name)
+                .unwrap();
+        crate::test_support::held(id, IdentityKind::UserAssigned, name)
     }
 
     fn names(v: &[HeldIdentity]) -> Vec<String> {

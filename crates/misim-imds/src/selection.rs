@@ -83,7 +83,6 @@ fn select_default(identities: &[HeldIdentity]) -> Result<&HeldIdentity> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Credential, HostCredential, IdentityRef, SharedCredential};
 
     const SUB: &str = "00000000-0000-0000-0000-000000000001";
 
@@ -94,20 +93,7 @@ mod tests {
                 ResourceId::user_assigned_identity(SUB, "rg", name).unwrap()
             }
         };
-        HeldIdentity {
-            identity: IdentityRef {
-                msi_res_id,
-                kind,
-                client_id: format!("client-{name}"),
-                principal_id: format!("object-{name}"),
-                tenant_id: "t".into(),
-            },
-            credential: SharedCredential::new(HostCredential::new(Credential {
-                certificate_der: vec![],
-                private_key_pkcs8_der: vec![],
-                not_after: 0,
-            })),
-        }
+        crate::test_support::held(msi_res_id, kind, name)
     }
 
     fn name_of(r: Result<&HeldIdentity>) -> String {

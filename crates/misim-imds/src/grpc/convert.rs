@@ -14,43 +14,39 @@ pub fn resource_id(field: &str, value: &str) -> Result<ResourceId> {
     ResourceId::parse(value).map_err(|e| AgentError::InvalidArgument(format!("{field}: {e}")))
 }
 
+/// A `$to` (either VM record) from `$from` (the other), with `resource_id` given and every other
+/// field moved over as it is: both types carry the same fields.
+macro_rules! vm_info {
+    ($($to:ident)::+, $from:ident, $resource_id:expr) => {
+        $($to)::+ {
+            resource_id: $resource_id,
+            vm_id: $from.vm_id,
+            name: $from.name,
+            subscription_id: $from.subscription_id,
+            resource_group: $from.resource_group,
+            location: $from.location,
+            vm_size: $from.vm_size,
+            os_type: $from.os_type,
+            vm_scale_set_name: $from.vm_scale_set_name,
+            tags: $from.tags.into_iter().collect(),
+            private_ip_address: $from.private_ip_address,
+            mac_address: $from.mac_address,
+        }
+    };
+}
+
 impl TryFrom<pb::VmInfo> for VmInfo {
     type Error = AgentError;
 
     fn try_from(v: pb::VmInfo) -> Result<Self> {
-        Ok(VmInfo {
-            resource_id: resource_id("vm.resource_id", &v.resource_id)?,
-            vm_id: v.vm_id,
-            name: v.name,
-            subscription_id: v.subscription_id,
-            resource_group: v.resource_group,
-            location: v.location,
-            vm_size: v.vm_size,
-            os_type: v.os_type,
-            vm_scale_set_name: v.vm_scale_set_name,
-            tags: v.tags.into_iter().collect(),
-            private_ip_address: v.private_ip_address,
-            mac_address: v.mac_address,
-        })
+        let resource_id = resource_id("vm.resource_id", &v.resource_id)?;
+        Ok(vm_info!(VmInfo, v, resource_id))
     }
 }
 
 impl From<VmInfo> for pb::VmInfo {
     fn from(v: VmInfo) -> Self {
-        pb::VmInfo {
-            resource_id: v.resource_id.to_string(),
-            vm_id: v.vm_id,
-            name: v.name,
-            subscription_id: v.subscription_id,
-            resource_group: v.resource_group,
-            location: v.location,
-            vm_size: v.vm_size,
-            os_type: v.os_type,
-            vm_scale_set_name: v.vm_scale_set_name,
-            tags: v.tags.into_iter().collect(),
-            private_ip_address: v.private_ip_address,
-            mac_address: v.mac_address,
-        }
+        vm_info!(pb::VmInfo, v, v.resource_id.to_string())
     }
 }
 

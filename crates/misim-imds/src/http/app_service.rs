@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use super::query::Query;
-use super::{Caller, UnknownCaller, VmCtx};
+use super::{Incoming, VmCtx};
 use crate::error::{ImdsError, QueryError};
 use crate::model::{HeldIdentity, IdentityKind};
 use crate::throttle::Category;
@@ -237,12 +237,7 @@ fn check_api_version(query: &Query) -> Result<(), AppServiceError> {
 }
 
 /// A web app's own listener.
-pub(crate) async fn dispatch(
-    caller: std::result::Result<Caller, UnknownCaller>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+pub(crate) async fn dispatch(Incoming(caller, method, uri, headers): Incoming) -> Response {
     let Ok(caller) = caller else {
         return json(
             StatusCode::NOT_FOUND,
@@ -329,7 +324,6 @@ fn json(status: StatusCode, body: &Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Credential, HostCredential, IdentityRef, SharedCredential};
     use axum::http::HeaderValue;
 
     fn q(s: &str) -> Query {
@@ -346,20 +340,7 @@ mod tests {
                 ResourceId::user_assigned_identity("s", "rg", name).unwrap()
             }
         };
-        HeldIdentity {
-            identity: IdentityRef {
-                msi_res_id,
-                kind,
-                client_id: format!("client-{name}"),
-                principal_id: format!("object-{name}"),
-                tenant_id: "t".into(),
-            },
-            credential: SharedCredential::new(HostCredential::new(Credential {
-                certificate_der: vec![],
-                private_key_pkcs8_der: vec![],
-                not_after: 0,
-            })),
-        }
+        crate::test_support::held(msi_res_id, kind, name)
     }
 
     #[test]

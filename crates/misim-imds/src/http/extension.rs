@@ -13,19 +13,14 @@ use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use super::query::Query;
-use super::{Caller, UnknownCaller, VmCtx};
+use super::{Incoming, VmCtx};
 use crate::error::{ImdsError, Result};
 use crate::extension::cache_vm;
 use crate::selection::{select, Selector};
 use crate::vm_disk::VmDisk;
 
 /// The extension's listener (own or shared): unknown callers get 401 `unknown_source`.
-pub(crate) async fn dispatch(
-    caller: std::result::Result<Caller, UnknownCaller>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+pub(crate) async fn dispatch(Incoming(caller, method, uri, headers): Incoming) -> Response {
     let ctx = match caller {
         Ok(caller) => caller.ctx,
         Err(_) => {

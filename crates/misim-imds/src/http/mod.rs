@@ -150,6 +150,31 @@ impl FromRequestParts<Listening> for Caller {
     }
 }
 
+/// What every listener's one handler needs of a request: the calling VM (or why there is none),
+/// method, URI and headers, in that order (axum extractor; never rejects).
+pub(crate) struct Incoming(
+    std::result::Result<Caller, UnknownCaller>,
+    Method,
+    Uri,
+    HeaderMap,
+);
+
+impl FromRequestParts<Listening> for Incoming {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        listening: &Listening,
+    ) -> std::result::Result<Self, Self::Rejection> {
+        Ok(Incoming(
+            Caller::from_request_parts(parts, listening).await,
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        ))
+    }
+}
+
 /// `/vms/{vmId}/rest` → (`vmId`, length of `/vms/{vmId}`).
 fn split_vm_prefix(path: &str) -> Option<(&str, usize)> {
     let rest = path.strip_prefix(VM_PATH_PREFIX)?;
@@ -264,12 +289,7 @@ impl<'a> Route<'a> {
     }
 }
 
-async fn dispatch(
-    caller: std::result::Result<Caller, UnknownCaller>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
+async fn dispatch(Incoming(caller, method, uri, headers): Incoming) -> Response {
     let caller = match caller {
         Ok(caller) => caller,
         Err(unknown) => {
