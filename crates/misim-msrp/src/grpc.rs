@@ -19,6 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::error::{MsrpError, Result};
 use crate::identity::{IdentityKind, IdentityRecord, NewIdentity};
 use crate::service::Msrp;
+use crate::store::HostGrant;
 
 /// The gRPC service name, as reported by `grpc.health.v1`.
 pub const SERVICE_NAME: &str = misim_proto::msrp::msrp_server::SERVICE_NAME;
@@ -158,15 +159,16 @@ impl MsrpRpc for MsrpGrpc {
         if req.host.trim().is_empty() {
             return Err(MsrpError::InvalidArgument("host is required".into()).into());
         }
-        let vm = parse_id(&req.vm_resource_id)?;
-        let identities = req
-            .identity_resource_ids
-            .iter()
-            .map(|s| parse_id(s))
-            .collect::<Result<Vec<_>>>()?;
-        self.msrp
-            .set_host_access(&req.host, &vm, &identities)
-            .await?;
+        let grant = HostGrant {
+            vm: parse_id(&req.vm_resource_id)?,
+            identities: req
+                .identity_resource_ids
+                .iter()
+                .map(|s| parse_id(s))
+                .collect::<Result<Vec<_>>>()?,
+            host: req.host,
+        };
+        self.msrp.set_host_access(&grant).await?;
         Ok(Response::new(SetHostAccessResponse {}))
     }
 

@@ -17,7 +17,7 @@ use crate::grpc::aad::AadClient;
 use crate::identity::{IdentityKind, IdentityRecord, IdentityState, NewIdentity, StoredCredential};
 use crate::keypool::KeyPool;
 use crate::principal::NewPrincipal;
-use crate::store::IdentityStore;
+use crate::store::{HostGrant, IdentityStore};
 
 /// Certificate lifetimes (Azure: valid 90 days, renewed after 45;
 /// <https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>,
@@ -248,18 +248,13 @@ impl Msrp {
         self.credential_checked(id, host, true)
     }
 
-    /// Records which identities VM `vm` on `host` has (replacing the previous grant; empty revokes).
+    /// Records which identities a VM on a host has (replacing the previous grant; none revokes).
     ///
     /// # Errors
     /// [`MsrpError::Store`] on a store failure.
-    pub async fn set_host_access(
-        &self,
-        host: &str,
-        vm: &ResourceId,
-        identities: &[ResourceId],
-    ) -> Result<()> {
-        self.store.set_host_access(host, vm, identities).await?;
-        info!(host, vm = %vm, identities = identities.len(), "host access set");
+    pub async fn set_host_access(&self, grant: &HostGrant) -> Result<()> {
+        self.store.set_host_access(grant).await?;
+        info!(host = %grant.host, vm = %grant.vm, identities = grant.identities.len(), "host access set");
         Ok(())
     }
 

@@ -12,6 +12,19 @@ const HOST_ACCESS: &str = "host_access";
 /// MSRP's schema version ([`misim_core::Store::open_party`]).
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// What ARM grants a host: VM `vm`, placed on `host`, has `identities` (empty: none, the grant is
+/// revoked). A host is handed only the credentials of identities some VM on it has
+/// (<https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/how-managed-identities-work-vm>).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostGrant {
+    /// The host's name (as in its control-plane certificate, `host:NAME`).
+    pub host: String,
+    /// The VM's resource ID.
+    pub vm: ResourceId,
+    /// The identities the VM has.
+    pub identities: Vec<ResourceId>,
+}
+
 /// The identity table behind MSRP, and the host-access grants ARM sets.
 #[derive(Clone)]
 pub struct IdentityStore {
@@ -36,21 +49,16 @@ impl IdentityStore {
         })
     }
 
-    /// Replaces the identities that VM `vm` on `host` has (empty: removes the grant) and flushes.
+    /// Replaces the identities of the grant's VM on its host (none: removes the grant) and flushes.
     ///
     /// # Errors
     /// [`crate::MsrpError::Store`] on a sled failure.
-    pub async fn set_host_access(
-        &self,
-        host: &str,
-        vm: &ResourceId,
-        identities: &[ResourceId],
-    ) -> Result<()> {
-        let key = format!("{host}\n{}", vm.key());
-        if identities.is_empty() {
+    pub async fn set_host_access(&self, grant: &HostGrant) -> Result<()> {
+        let key = format!("{}\n{}", grant.host, grant.vm.key());
+        if grant.identities.is_empty() {
             self.host_access.remove(&key)?;
         } else {
-            let mut ids: Vec<String> = identities.iter().map(ResourceId::key).collect();
+            let mut ids: Vec<String> = grant.identities.iter().map(ResourceId::key).collect();
             ids.sort();
             ids.dedup();
             self.host_access.put(&key, &ids)?;
