@@ -177,19 +177,14 @@ impl Clock {
         &self.shared.propagation
     }
 
-    /// `epoch_seconds` as RFC 3339 UTC (`2026-12-01T17:00:00Z`).
+    /// `epoch_seconds` as RFC 3339 UTC (`2026-12-01T17:00:00Z`, the `time` crate's formatter); the
+    /// Unix epoch when it is outside years 0 to 9999.
     pub fn rfc3339(epoch_seconds: i64) -> String {
-        let t = time::OffsetDateTime::from_unix_timestamp(epoch_seconds)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-        format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        )
+        use time::format_description::well_known::Rfc3339;
+        time::OffsetDateTime::from_unix_timestamp(epoch_seconds)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_string())
     }
 }
 
@@ -202,6 +197,14 @@ impl Default for Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_is_utc_with_whole_seconds_and_the_epoch_when_out_of_range() {
+        assert_eq!(Clock::rfc3339(1_764_608_400), "2025-12-01T17:00:00Z");
+        assert_eq!(Clock::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(Clock::rfc3339(i64::MAX), "1970-01-01T00:00:00Z");
+        assert_eq!(Clock::rfc3339(-62_167_219_201), "1970-01-01T00:00:00Z");
+    }
 
     #[test]
     fn manual_clock_moves_only_when_advanced_and_clones_share_time() {

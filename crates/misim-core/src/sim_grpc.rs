@@ -11,6 +11,23 @@ use crate::Clock;
 
 type R<T> = Result<Response<T>, Status>;
 
+/// A fault rule's matcher as `$ty` ([`FaultMatch`] or `pb::FaultMatch`, which have the same fields):
+/// one field list for both directions.
+macro_rules! fault_match {
+    ($m:expr => $($ty:ident)::+) => {{
+        let m = $m;
+        $($ty)::+ {
+            party: m.party,
+            endpoint: m.endpoint,
+            path: m.path,
+            method: m.method,
+            identity: m.identity,
+            resource: m.resource,
+            caller: m.caller,
+        }
+    }};
+}
+
 /// The three services over one clock.
 #[derive(Clone, Debug)]
 pub struct SimServices {
@@ -100,15 +117,7 @@ fn rule_to_pb(r: FaultRule) -> pb::FaultRule {
     let a = r.action;
     pb::FaultRule {
         id: r.id,
-        r#match: Some(pb::FaultMatch {
-            party: m.party,
-            endpoint: m.endpoint,
-            path: m.path,
-            method: m.method,
-            identity: m.identity,
-            resource: m.resource,
-            caller: m.caller,
-        }),
+        r#match: Some(fault_match!(m => pb::FaultMatch)),
         action: Some(pb::FaultAction {
             kind: kind_to_pb(a.kind) as i32,
             http_status: u32::from(a.http_status),
@@ -153,15 +162,7 @@ impl pb::faults_server::Faults for SimServices {
             .clock
             .faults()
             .add(
-                FaultMatch {
-                    party: m.party,
-                    endpoint: m.endpoint,
-                    path: m.path,
-                    method: m.method,
-                    identity: m.identity,
-                    resource: m.resource,
-                    caller: m.caller,
-                },
+                fault_match!(m => FaultMatch),
                 FaultAction {
                     kind: kind_from_pb(a.kind)?,
                     http_status,
