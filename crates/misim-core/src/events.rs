@@ -359,26 +359,19 @@ pub fn with_vm(router: axum::Router, vm: &str) -> axum::Router {
 }
 
 /// Tower layer of every gRPC listener: records each call with the caller's misim role (from its
-/// client certificate on control ports) or socket address.
-#[derive(Clone, Debug, Default)]
-pub struct GrpcRecordLayer {
-    party: Option<String>,
-}
+/// client certificate on control ports) or socket address. `GrpcRecordLayer::new(party)`: the layer
+/// of a listener of `party` (`None`: from each call's service name).
+pub type GrpcRecordLayer = crate::telemetry::propagation::PartyLayer<GrpcRecordWrap>;
 
-impl GrpcRecordLayer {
-    /// The layer of a listener of `party` (`None`: from each call's service name).
-    pub fn new(party: Option<String>) -> Self {
-        GrpcRecordLayer { party }
-    }
-}
+/// The [`PartyWrap`](crate::telemetry::propagation::PartyWrap) of [`GrpcRecordLayer`]: wraps
+/// services in [`GrpcRecord`].
+#[derive(Debug)]
+pub enum GrpcRecordWrap {}
 
-impl<S> tower::Layer<S> for GrpcRecordLayer {
-    type Service = GrpcRecord<S>;
-    fn layer(&self, inner: S) -> GrpcRecord<S> {
-        GrpcRecord {
-            inner,
-            party: self.party.clone(),
-        }
+impl crate::telemetry::propagation::PartyWrap for GrpcRecordWrap {
+    type Service<S> = GrpcRecord<S>;
+    fn wrap<S>(inner: S, party: Option<String>) -> GrpcRecord<S> {
+        GrpcRecord { inner, party }
     }
 }
 

@@ -206,27 +206,72 @@ pub fn note_vm(vm: &str) {
     let _ = REQUEST_VM.try_with(|c| *c.borrow_mut() = Some(name));
 }
 
-/// Tower layer of every misim server (gRPC and HTTP): opens a server span that continues the
-/// caller's trace (W3C `traceparent`), records the call's result and counts it.
-#[derive(Clone, Debug, Default)]
-pub struct TraceLayer {
-    party: Option<String>,
+/// Wraps a listener's services for one tower layer of [`PartyLayer`] (the service it builds around
+/// each inner service `S`, given the listener's party).
+pub trait PartyWrap {
+    /// The service wrapping `S`.
+    type Service<S>;
+    /// Wraps `inner` for a listener of `party`.
+    fn wrap<S>(inner: S, party: Option<String>) -> Self::Service<S>;
 }
 
-impl TraceLayer {
+/// A tower layer for a listener of `party` (`None`: from each request's path) that wraps every
+/// service as `K` says: [`TraceLayer`] here, the event recorder's gRPC layer in `crate::events`.
+pub struct PartyLayer<K> {
+    party: Option<String>,
+    kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K> PartyLayer<K> {
     /// The layer for a listener of `party` (`None`: from each request's path).
     pub fn new(party: Option<String>) -> Self {
-        TraceLayer { party }
+        PartyLayer {
+            party,
+            kind: std::marker::PhantomData,
+        }
     }
 }
 
-impl<S> tower::Layer<S> for TraceLayer {
-    type Service = TraceService<S>;
-    fn layer(&self, inner: S) -> TraceService<S> {
-        TraceService {
-            inner,
-            party: self.party.clone(),
-        }
+impl<K> Clone for PartyLayer<K> {
+    fn clone(&self) -> Self {
+        Self::new(self.party.clone())
+    }
+}
+
+impl<K> Default for PartyLayer<K> {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl<K> std::fmt::Debug for PartyLayer<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartyLayer")
+            .field("kind", &std::any::type_name::<K>())
+            .field("party", &self.party)
+            .finish()
+    }
+}
+
+impl<K: PartyWrap, S> tower::Layer<S> for PartyLayer<K> {
+    type Service = K::Service<S>;
+    fn layer(&self, inner: S) -> K::Service<S> {
+        K::wrap(inner, self.party.clone())
+    }
+}
+
+/// Tower layer of every misim server (gRPC and HTTP): opens a server span that continues the
+/// caller's trace (W3C `traceparent`), records the call's result and counts it.
+pub type TraceLayer = PartyLayer<Trace>;
+
+/// The [`PartyWrap`] of [`TraceLayer`]: wraps services in [`TraceService`].
+#[derive(Debug)]
+pub enum Trace {}
+
+impl PartyWrap for Trace {
+    type Service<S> = TraceService<S>;
+    fn wrap<S>(inner: S, party: Option<String>) -> TraceService<S> {
+        TraceService { inner, party }
     }
 }
 
