@@ -25,6 +25,7 @@ use crate::error::Result;
 use crate::identity::Holder;
 use crate::model::{SyncState, UserAssignedEntry, Vm, Vmss, WebApp};
 use crate::service::Arm;
+use crate::store::Stored;
 
 /// One difference between ARM's desired state and a peer.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -201,7 +202,7 @@ impl Arm {
         // Placed on a host this system does not run (started with fewer hosts): no reconcile
         // reaches it, someone must start misim with that host again.
         let running: BTreeSet<&str> = hosts.iter().map(|(h, _)| h.as_str()).collect();
-        for (h, res) in placed.values() {
+        for (h, res, _) in placed.values() {
             if !running.contains(h.as_str()) {
                 out.push(diff(
                     &format!("host:{h}"),
@@ -221,20 +222,39 @@ impl Arm {
                     continue;
                 }
             };
-            let on_host: BTreeSet<String> =
-                on_host.iter().map(|v| v.to_ascii_lowercase()).collect();
-            for (key, (h, res)) in &placed {
-                if h == &host && !on_host.contains(key) {
-                    out.push(diff(
+            let on_host: BTreeMap<String, String> = on_host
+                .into_iter()
+                .map(|(id, endpoint)| (id.to_ascii_lowercase(), endpoint))
+                .collect();
+            for (key, (h, res, recorded)) in &placed {
+                if h != &host {
+                    continue;
+                }
+                match on_host.get(key) {
+                    None => out.push(diff(
                         &party,
                         "missing-vm",
                         res,
                         format!("{host} lost {res}; the reconciler places and configures it again"),
                         true,
-                    ));
+                    )),
+                    // A host restarted while its VM's port was taken binds a new one: ARM's record
+                    // (what `vm list` shows) must follow the endpoint the host really serves.
+                    Some(served)
+                        if !recorded.is_empty() && !served.is_empty() && served != recorded =>
+                    {
+                        out.push(diff(
+                            &party,
+                            "stale-endpoint",
+                            res,
+                            format!("{host} serves {res} on {served}, ARM recorded {recorded}; the reconciler records the host's endpoint"),
+                            true,
+                        ))
+                    }
+                    Some(_) => {}
                 }
             }
-            for key in &on_host {
+            for key in on_host.keys() {
                 if !exists.contains(key.as_str()) {
                     out.push(diff(&party, "orphaned-vm", key, format!("{host} serves {key}, which ARM does not have; the reconciler removes it"), true));
                 }
@@ -317,7 +337,8 @@ impl Arm {
                     self.store.sites.put(&id.key(), &site)?;
                 }
             }
-            "missing-vm" => {
+            // Placing again is idempotent and records the endpoint the host answers with.
+            "missing-vm" | "stale-endpoint" => {
                 let why = SyncState::Failed(format!("healing: {}", d.detail));
                 if let Some(mut vm) = self.store.vm(&id)? {
                     let _g = self.locks.lock(&id.key()).await;
@@ -495,43 +516,32 @@ impl Arm {
 
     /// Resources whose desired state the reconciler has not carried out yet, with their state.
     fn dirty_resources(&self) -> Result<Vec<(String, String)>> {
-        let state = |s: &SyncState| match s {
-            SyncState::Pending => "pending".to_string(),
-            SyncState::Succeeded => "succeeded".to_string(),
-            SyncState::Failed(m) => format!("retrying: {m}"),
-        };
+        /// `(resource id, state)` of each of `records` the reconciler still has to carry out.
+        fn dirty<R: Stored>(records: Vec<R>, out: &mut Vec<(String, String)>) {
+            for mut r in records {
+                if !r.sync_mut().is_dirty() {
+                    continue;
+                }
+                let id = r.id().to_string();
+                let state = match r.sync_mut() {
+                    SyncState::Pending => "pending".to_string(),
+                    SyncState::Succeeded => "succeeded".to_string(),
+                    SyncState::Failed(m) => format!("retrying: {m}"),
+                };
+                out.push((id, state));
+            }
+        }
         let mut out = Vec::new();
-        for v in self
-            .store
-            .vms
-            .values()?
-            .into_iter()
-            .chain(self.store.instances.values()?)
-        {
-            if v.sync.is_dirty() {
-                out.push((v.id.to_string(), state(&v.sync)));
-            }
-        }
-        for u in self.store.uamis.values()? {
-            if u.sync.is_dirty() {
-                out.push((u.id.to_string(), state(&u.sync)));
-            }
-        }
-        for s in self.store.vmss.values()? {
-            if s.sync.is_dirty() {
-                out.push((s.id.to_string(), state(&s.sync)));
-            }
-        }
-        for s in self.store.sites.values()? {
-            if s.sync.is_dirty() {
-                out.push((s.id.to_string(), state(&s.sync)));
-            }
-        }
+        dirty(self.store.vms.values()?, &mut out);
+        dirty(self.store.instances.values()?, &mut out);
+        dirty(self.store.uamis.values()?, &mut out);
+        dirty(self.store.vmss.values()?, &mut out);
+        dirty(self.store.sites.values()?, &mut out);
         Ok(out)
     }
 
     /// VMs, instances and web apps ARM placed (not being deleted): key → (host, resource id).
-    fn placed_vms(&self) -> Result<BTreeMap<String, (String, String)>> {
+    fn placed_vms(&self) -> Result<BTreeMap<String, (String, String, String)>> {
         let mut out = BTreeMap::new();
         for v in self
             .store
@@ -541,7 +551,10 @@ impl Arm {
             .chain(self.store.instances.values()?)
             .filter(|v| v.placed && !v.deleting)
         {
-            out.insert(v.id.key(), (v.host.clone(), v.id.to_string()));
+            out.insert(
+                v.id.key(),
+                (v.host.clone(), v.id.to_string(), v.imds_endpoint.clone()),
+            );
         }
         for s in self
             .store
@@ -550,7 +563,10 @@ impl Arm {
             .into_iter()
             .filter(|s| s.placed && !s.deleting)
         {
-            out.insert(s.id.key(), (s.host.clone(), s.id.to_string()));
+            out.insert(
+                s.id.key(),
+                (s.host.clone(), s.id.to_string(), String::new()),
+            );
         }
         Ok(out)
     }
@@ -639,11 +655,12 @@ impl crate::clients::Peers {
             .map_err(|s| crate::error::ArmError::Unavailable(format!("azure ad: {}", s.message())))
     }
 
-    /// Host `ListVms`: the resource IDs of the VMs (and web apps) placed on `host`.
+    /// Host `ListVms`: the resource IDs of the VMs (and web apps) placed on `host`, each with the
+    /// IMDS endpoint the host serves it on (empty for web apps).
     ///
     /// # Errors
     /// [`crate::error::ArmError::Unavailable`] when the host cannot be reached.
-    pub async fn list_vms(&self, host: &str) -> Result<Vec<String>> {
+    pub async fn list_vms(&self, host: &str) -> Result<Vec<(String, String)>> {
         self.host_client(host)?
             .list_vms(imds::ListVmsRequest {})
             .await
@@ -651,7 +668,7 @@ impl crate::clients::Peers {
                 r.into_inner()
                     .vms
                     .into_iter()
-                    .filter_map(|v| v.vm.map(|i| i.resource_id))
+                    .filter_map(|v| v.vm.map(|i| (i.resource_id, v.imds_endpoint)))
                     .collect()
             })
             .map_err(|s| {

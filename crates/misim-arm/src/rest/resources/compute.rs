@@ -9,7 +9,7 @@ use misim_core::ResourceId;
 
 use super::{body, deleted, json, ok, put_status, Call, Reply, ASSIGN_ACTION};
 use crate::error::{ArmError, Result};
-use crate::identity::{current_set, IdentityOwner};
+use crate::identity::{current_set, Holder, IdentityOwner};
 use crate::identity_spec::{self, IdentityRequest, Mode};
 use crate::model::{UserAssignedEntry, Vm, Vmss};
 use crate::resources::NewResource;
@@ -99,9 +99,12 @@ impl Call<'_> {
     ) -> Result<(bool, R)> {
         self.allow(write, id)?;
         let existing = self.existing_for_write(R::read(self.arm, s, g, n).await)?;
-        let current = existing.as_ref().map(R::user_assigned);
+        let current = existing.as_ref().map(|r| &r.identity().user_assigned);
         let (identity, mode) = self.identity_for_write(write, id, current)?;
-        R::write(self, (s, g, n), existing.as_ref()).await?;
+        match &existing {
+            None => R::create(self, (s, g, n)).await?,
+            Some(_) => R::change(self, (s, g, n)).await?,
+        }
         if let Some(req) = &identity {
             let target = R::identity_target(self.arm, (s, g, n), id)?;
             self.arm
@@ -113,16 +116,17 @@ impl Call<'_> {
 }
 
 /// A resource whose PUT/PATCH carries an `identity` block, for [`Call::write_with_identity`].
-pub(super) trait Writable: Sized {
+pub(super) trait Writable: Holder {
     /// The owner kind its identities are changed as.
     const OWNER: IdentityOwner;
     /// Reads it (404 when absent or being deleted).
     async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self>;
-    /// Its user-assigned identities.
-    fn user_assigned(&self) -> &BTreeMap<String, UserAssignedEntry>;
-    /// Creates it from the request body (`existing` is `None`), or applies the body's other
-    /// changes to it.
-    async fn write(c: &Call<'_>, sgn: (&str, &str, &str), existing: Option<&Self>) -> Result<()>;
+    /// Creates it from the request body.
+    async fn create(c: &Call<'_>, sgn: (&str, &str, &str)) -> Result<()>;
+    /// Applies the body's changes other than `identity` to it (none by default).
+    async fn change(_c: &Call<'_>, _sgn: (&str, &str, &str)) -> Result<()> {
+        Ok(())
+    }
     /// The id its identity block is applied to (`id`: the path's).
     fn identity_target(arm: &Arm, sgn: (&str, &str, &str), id: &ResourceId) -> Result<ResourceId>;
 }
@@ -132,17 +136,7 @@ impl Writable for Vm {
     async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self> {
         arm.get_vm(s, g, n).await
     }
-    fn user_assigned(&self) -> &BTreeMap<String, UserAssignedEntry> {
-        &self.identity.user_assigned
-    }
-    async fn write(
-        c: &Call<'_>,
-        (s, g, n): (&str, &str, &str),
-        existing: Option<&Self>,
-    ) -> Result<()> {
-        if existing.is_some() {
-            return Ok(());
-        }
+    async fn create(c: &Call<'_>, (s, g, n): (&str, &str, &str)) -> Result<()> {
         let props = &c.body["properties"];
         let req = CreateVm {
             resource: NewResource {
@@ -178,33 +172,25 @@ impl Writable for Vmss {
     async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self> {
         arm.get_vmss(s, g, n)
     }
-    fn user_assigned(&self) -> &BTreeMap<String, UserAssignedEntry> {
-        &self.identity.user_assigned
+    async fn create(c: &Call<'_>, (s, g, n): (&str, &str, &str)) -> Result<()> {
+        let req = CreateVmss {
+            resource: NewResource {
+                subscription_id: s.into(),
+                resource_group: g.into(),
+                name: n.into(),
+                location: body::location(c.body),
+                tags: body::tags(c.body).unwrap_or_default(),
+            },
+            vm_size: c.body["sku"]["name"].as_str().unwrap_or_default().into(),
+            capacity: body::capacity(c.body)?.unwrap_or(1),
+            ..Default::default()
+        };
+        c.arm.create_vmss(req).await.map(drop)
     }
-    async fn write(
-        c: &Call<'_>,
-        (s, g, n): (&str, &str, &str),
-        existing: Option<&Self>,
-    ) -> Result<()> {
-        let capacity = body::capacity(c.body)?;
-        if existing.is_none() {
-            let req = CreateVmss {
-                resource: NewResource {
-                    subscription_id: s.into(),
-                    resource_group: g.into(),
-                    name: n.into(),
-                    location: body::location(c.body),
-                    tags: body::tags(c.body).unwrap_or_default(),
-                },
-                vm_size: c.body["sku"]["name"].as_str().unwrap_or_default().into(),
-                capacity: capacity.unwrap_or(1),
-                ..Default::default()
-            };
-            c.arm.create_vmss(req).await.map(drop)
-        } else if let Some(cap) = capacity {
-            c.arm.scale_vmss(s, g, n, cap).await.map(drop)
-        } else {
-            Ok(())
+    async fn change(c: &Call<'_>, (s, g, n): (&str, &str, &str)) -> Result<()> {
+        match body::capacity(c.body)? {
+            Some(cap) => c.arm.scale_vmss(s, g, n, cap).await.map(drop),
+            None => Ok(()),
         }
     }
     fn identity_target(_: &Arm, _: (&str, &str, &str), id: &ResourceId) -> Result<ResourceId> {

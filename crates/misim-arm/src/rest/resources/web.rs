@@ -6,8 +6,6 @@
 //! userAssignedIdentities {principalId, clientId}). The site's `IDENTITY_HEADER` secret is never
 //! part of this surface, as App Service shows it only inside the app's environment.
 
-use std::collections::BTreeMap;
-
 use axum::http::Method;
 use misim_core::ResourceId;
 use serde_json::{json, Value};
@@ -17,7 +15,6 @@ use super::json as shapes;
 use super::{body, deleted, ok, put_status, Call, Reply};
 use crate::error::Result;
 use crate::identity::IdentityOwner;
-use crate::model::UserAssignedEntry;
 use crate::resources::NewResource;
 use crate::service::Arm;
 use crate::webapps::{CreateWebApp, WebApp, SITES};
@@ -58,17 +55,7 @@ impl Writable for WebApp {
     async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self> {
         arm.get_webapp(s, g, n).await
     }
-    fn user_assigned(&self) -> &BTreeMap<String, UserAssignedEntry> {
-        &self.identity.user_assigned
-    }
-    async fn write(
-        c: &Call<'_>,
-        (s, g, n): (&str, &str, &str),
-        existing: Option<&Self>,
-    ) -> Result<()> {
-        if existing.is_some() {
-            return Ok(());
-        }
+    async fn create(c: &Call<'_>, (s, g, n): (&str, &str, &str)) -> Result<()> {
         let req = CreateWebApp {
             resource: NewResource {
                 subscription_id: s.into(),
