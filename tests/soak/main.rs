@@ -287,9 +287,15 @@ impl Cluster {
             }
             if let Some(c) = self.children.get_mut(party) {
                 if let Ok(Some(st)) = c.try_wait() {
+                    // The data dir is a temporary one that the unwinding removes: show the log's end.
+                    let log = self.dir.join("logs").join(format!("{party}.log"));
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
                     panic!(
-                        "{party} exited with {st} while starting; see {}",
-                        self.dir.join("logs").join(format!("{party}.log")).display()
+                        "{party} exited with {st} while starting; the end of {}:\n{}",
+                        log.display(),
+                        tail.join("\n")
                     );
                 }
             }

@@ -490,3 +490,55 @@ async fn wait_consistent_fails_on_a_difference_that_does_not_converge() {
     assert!(msg.contains("\"converging\": false"), "{msg}");
     assert!(!dir.path().join(misim::up::ENDPOINTS_FILE).exists());
 }
+
+/// ARM's VM list (stored records, what `misim vm list` shows): name → IMDS endpoint.
+async fn listed_endpoints(sb: &Sandbox) -> std::collections::BTreeMap<String, String> {
+    sb.arm()
+        .await
+        .list_vms(pb::ListVmsRequest {
+            resource_group: "rg1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list vms")
+        .into_inner()
+        .vms
+        .into_iter()
+        .map(|v| (v.name, v.imds_endpoint))
+        .collect()
+}
+
+/// Found by the long crash soak: a host restarted while another process held one of its VMs'
+/// ports serves that VM on a new port; ARM's stored endpoint must follow (a `stale-endpoint`
+/// difference until it does), or `vm list` shows the old port, which another VM may get next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_restarted_without_its_vm_port_gets_the_new_endpoint_recorded() {
+    let (mut sb, vms) = populated().await;
+    let before = listed_endpoints(&sb).await;
+    let old = before["vm1"].clone();
+    let port: u16 = old
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches('/')
+        .parse()
+        .unwrap_or_else(|_| panic!("vm1's endpoint is a loopback port: {old}"));
+    let squatter = std::sync::Mutex::new(None);
+    sb.restart_after(|_| {
+        let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("take vm1's old port");
+        *squatter.lock().unwrap() = Some(l);
+    })
+    .await
+    .expect("the host starts on another port");
+    wait_consistent(&sb).await;
+    let after = listed_endpoints(&sb).await;
+    assert_ne!(
+        after["vm1"], old,
+        "ARM still records the port another process holds"
+    );
+    assert_eq!(after["vm1"], get_vm(&sb, "vm1").await.imds_endpoint);
+    assert_eq!(
+        after["vm2"], before["vm2"],
+        "vm2's port was free and is kept"
+    );
+    assert_tokens(&sb, &vms).await;
+    drop(squatter);
+}
