@@ -124,16 +124,15 @@ pub enum RunError {
     /// The configuration is out of range (see [`Config::validate`]).
     #[error("invalid azure ad configuration: {0}")]
     Config(String),
-    /// The store could not be opened.
+    /// The store could not be opened or serving failed.
     #[error(transparent)]
-    Store(#[from] misim_core::StoreError),
-    /// Serving failed.
-    #[error(transparent)]
-    Serve(#[from] misim_core::serve::ServeError),
+    Start(#[from] misim_core::RunFailure),
     /// Start-up failed (signing key generation or loading).
     #[error(transparent)]
     Startup(#[from] AadError),
 }
+
+misim_core::run_failure_from!(RunError);
 
 /// Runs Azure AD until `shutdown` is cancelled.
 ///

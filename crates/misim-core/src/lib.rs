@@ -12,6 +12,7 @@ pub mod identity_kind;
 pub mod ids;
 pub mod keyed_locks;
 pub mod limits;
+mod run_failure;
 pub mod serde_b64;
 pub mod serve;
 mod serve_error;
@@ -22,4 +23,5 @@ pub mod tls;
 
 pub use clock::Clock;
 pub use ids::ResourceId;
+pub use run_failure::RunFailure;
 pub use store::{Store, StoreError, Table};

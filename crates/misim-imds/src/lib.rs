@@ -174,12 +174,9 @@ impl std::fmt::Display for ImdsListener {
 /// Errors that stop the host.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The store could not be opened.
+    /// The store could not be opened or serving failed.
     #[error(transparent)]
-    Store(#[from] misim_core::StoreError),
-    /// Serving failed.
-    #[error(transparent)]
-    Serve(#[from] misim_core::serve::ServeError),
+    Start(#[from] misim_core::RunFailure),
     /// The stored VMs could not be reloaded (unreadable store, no port for a listener).
     #[error(transparent)]
     Host(#[from] AgentError),
@@ -190,6 +187,8 @@ pub enum RunError {
     #[error("host config: {0}")]
     Config(String),
 }
+
+misim_core::run_failure_from!(RunError);
 
 async fn bind_opt(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, RunError> {
     match addr {

@@ -89,22 +89,21 @@ impl Config {
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The store could not be opened.
+    /// The store could not be opened or serving failed.
     #[error(transparent)]
-    Store(#[from] misim_core::StoreError),
-    /// Serving failed.
-    #[error(transparent)]
-    Serve(#[from] misim_core::serve::ServeError),
+    Start(#[from] misim_core::RunFailure),
     /// The configuration is unusable (bad Azure AD endpoint, non-positive lifetimes).
     #[error("msrp setup: {0}")]
     Setup(#[from] MsrpError),
 }
 
+misim_core::run_failure_from!(RunError);
+
 /// Opens MSRP's store under `config.data_dir`, prepares the Azure AD client (connected lazily) and
 /// starts the key pool filler, which stops when `shutdown` is cancelled.
 ///
 /// # Errors
-/// [`RunError::Store`] when the store cannot be opened (e.g. locked by another process),
+/// [`RunError::Start`] when the store cannot be opened (e.g. locked by another process),
 /// [`RunError::Setup`] for a bad Azure AD endpoint or non-positive certificate lifetimes.
 pub fn open(config: &Config, shutdown: CancellationToken) -> Result<Arc<Msrp>, RunError> {
     if config.cert_validity_secs <= 0 || config.cert_renew_after_secs <= 0 {
