@@ -91,22 +91,21 @@ pub struct Listeners {
 /// Errors that stop ARM.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The store could not be opened.
+    /// The store could not be opened or serving failed.
     #[error(transparent)]
-    Store(#[from] misim_core::StoreError),
-    /// Serving failed.
-    #[error(transparent)]
-    Serve(#[from] misim_core::serve::ServeError),
+    Start(#[from] misim_core::RunFailure),
     /// The configuration is unusable (e.g. a malformed peer URL).
     #[error("config: {0}")]
     Config(#[source] ArmError),
 }
 
+misim_core::run_failure_from!(RunError);
+
 /// Builds the ARM core from `config`: opens the store under `config.data_dir` and lazy clients to
 /// MSRP, Azure AD admin and the hosts.
 ///
 /// # Errors
-/// [`RunError::Store`] when the store cannot be opened, [`RunError::Config`] for a malformed URL.
+/// [`RunError::Start`] when the store cannot be opened, [`RunError::Config`] for a malformed URL.
 pub fn build(config: &Config) -> Result<Arc<Arm>, RunError> {
     let store = store::ArmStore::open(&config.data_dir)?;
     let hosts: Vec<(String, String)> = config
