@@ -13,12 +13,13 @@ use super::auth::Caller;
 use super::path::{Kind, Target};
 use super::{authorize, body, json, listing, Fail};
 use crate::error::{ArmError, Result};
-use crate::model::Subscription;
+use crate::model::{Subscription, Vm, Vmss};
 use crate::service::Arm;
+use crate::webapps::WebApp;
 
 mod compute;
 mod web;
-use compute::{vm, vmss};
+use compute::resource_with_identity;
 pub use web::site_json;
 
 /// The permission needed to attach a user-assigned identity
@@ -200,12 +201,12 @@ async fn serve_resource(c: &Call<'_>, target: Target) -> Result<Reply> {
             ))
             .map_err(bad_name)?;
             match kind {
-                Kind::Vm => vm(c, s, &g, &n, &id).await,
-                Kind::Vmss => vmss(c, s, &g, &n, &id).await,
+                Kind::Vm => resource_with_identity::<Vm>(c, s, &g, &n, &id).await,
+                Kind::Vmss => resource_with_identity::<Vmss>(c, s, &g, &n, &id).await,
                 Kind::Uami => uami(c, s, &g, &n, &id).await,
                 Kind::Vault => vault(c, s, &g, &n, &id).await,
                 Kind::Nic => Err(ArmError::RouteNotFound(c.path.to_string())),
-                Kind::Site => web::site(c, s, &g, &n, &id).await,
+                Kind::Site => resource_with_identity::<WebApp>(c, s, &g, &n, &id).await,
             }
         }
         Target::VmssInstances(_, g, n) => {

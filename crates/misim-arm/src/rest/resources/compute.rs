@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::http::Method;
 use misim_core::ResourceId;
+use serde_json::Value;
 
 use super::{body, deleted, json, ok, put_status, Call, Reply, ASSIGN_ACTION};
 use crate::error::{ArmError, Result};
@@ -84,6 +85,17 @@ impl Call<'_> {
         })
     }
 
+    /// The resource a PUT creates at `sgn`, with the body's `location` and `tags`.
+    pub(super) fn new_resource(&self, (s, g, n): (&str, &str, &str)) -> NewResource {
+        NewResource {
+            subscription_id: s.into(),
+            resource_group: g.into(),
+            name: n.into(),
+            location: body::location(self.body),
+            tags: body::tags(self.body).unwrap_or_default(),
+        }
+    }
+
     /// PUT/PATCH of a resource with an `identity` block (VM, scale set, web app): checks `write`,
     /// reads it once, checks the linked identities, creates or changes it ([`Writable::write`]),
     /// then applies the identity block with ARM's PUT/PATCH semantics. Returns whether the request
@@ -115,12 +127,24 @@ impl Call<'_> {
     }
 }
 
-/// A resource whose PUT/PATCH carries an `identity` block, for [`Call::write_with_identity`].
+/// A REST resource whose PUT/PATCH carries an `identity` block (VM, scale set, web app), served by
+/// [`resource_with_identity`] and written by [`Call::write_with_identity`].
 pub(super) trait Writable: Holder {
     /// The owner kind its identities are changed as.
     const OWNER: IdentityOwner;
+    /// Whether PUT/PATCH and DELETE answer with ARM's asynchronous-operation headers
+    /// ([`Call::async_operation`]), as Compute does (the default).
+    const ASYNC_OPERATION: bool = true;
     /// Reads it (404 when absent or being deleted).
     async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self>;
+    /// Deletes it (nothing when absent).
+    async fn delete(arm: &Arm, s: &str, g: &str, n: &str) -> Result<()>;
+    /// Its REST body.
+    fn to_json(&self) -> Value;
+    /// Its body for a GET (`to_json` unless the request's query asks for more).
+    fn get_json(&self, _c: &Call<'_>) -> Value {
+        self.to_json()
+    }
     /// Creates it from the request body.
     async fn create(c: &Call<'_>, sgn: (&str, &str, &str)) -> Result<()>;
     /// Applies the body's changes other than `identity` to it (none by default).
@@ -136,16 +160,24 @@ impl Writable for Vm {
     async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self> {
         arm.get_vm(s, g, n).await
     }
+    async fn delete(arm: &Arm, s: &str, g: &str, n: &str) -> Result<()> {
+        arm.delete_vm(s, g, n).await
+    }
+    fn to_json(&self) -> Value {
+        json::vm(self)
+    }
+    /// Adds `properties.instanceView` when `$expand` names `instanceView`.
+    fn get_json(&self, c: &Call<'_>) -> Value {
+        let mut body = json::vm(self);
+        if expands_instance_view(c) {
+            body["properties"]["instanceView"] = json::instance_view(self, c.arm.clock().now());
+        }
+        body
+    }
     async fn create(c: &Call<'_>, (s, g, n): (&str, &str, &str)) -> Result<()> {
         let props = &c.body["properties"];
         let req = CreateVm {
-            resource: NewResource {
-                subscription_id: s.into(),
-                resource_group: g.into(),
-                name: n.into(),
-                location: body::location(c.body),
-                tags: body::tags(c.body).unwrap_or_default(),
-            },
+            resource: c.new_resource((s, g, n)),
             vm_size: props["hardwareProfile"]["vmSize"]
                 .as_str()
                 .unwrap_or_default()
@@ -172,15 +204,15 @@ impl Writable for Vmss {
     async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self> {
         arm.get_vmss(s, g, n)
     }
+    async fn delete(arm: &Arm, s: &str, g: &str, n: &str) -> Result<()> {
+        arm.delete_vmss(s, g, n).await
+    }
+    fn to_json(&self) -> Value {
+        json::vmss(self)
+    }
     async fn create(c: &Call<'_>, (s, g, n): (&str, &str, &str)) -> Result<()> {
         let req = CreateVmss {
-            resource: NewResource {
-                subscription_id: s.into(),
-                resource_group: g.into(),
-                name: n.into(),
-                location: body::location(c.body),
-                tags: body::tags(c.body).unwrap_or_default(),
-            },
+            resource: c.new_resource((s, g, n)),
             vm_size: c.body["sku"]["name"].as_str().unwrap_or_default().into(),
             capacity: body::capacity(c.body)?.unwrap_or(1),
             ..Default::default()
@@ -198,41 +230,54 @@ impl Writable for Vmss {
     }
 }
 
-pub(super) async fn vm(c: &Call<'_>, s: &str, g: &str, n: &str, id: &ResourceId) -> Result<Reply> {
-    let action = |verb: &str| format!("Microsoft.Compute/virtualMachines/{verb}");
-    let arm = c.arm;
+/// GET, PUT/PATCH and DELETE of a resource with an `identity` block: checks `{TYPE}/read`,
+/// `…/write` or `…/delete` on `id`; PUT answers 201 (created) or 200 with the body, DELETE 200
+/// (deleted) or 204 (absent); both add the asynchronous-operation headers where
+/// [`Writable::ASYNC_OPERATION`] says so.
+///
+/// # Errors
+/// Authorization, the body's errors, those of the ARM calls, and 405 for other methods.
+pub(super) async fn resource_with_identity<R: Writable>(
+    c: &Call<'_>,
+    s: &str,
+    g: &str,
+    n: &str,
+    id: &ResourceId,
+) -> Result<Reply> {
+    let action = |verb: &str| format!("{}/{verb}", R::TYPE);
     match *c.method {
         Method::GET => {
             c.allow(&action("read"), id)?;
-            let vm = arm.get_vm(s, g, n).await?;
-            let mut body = json::vm(&vm);
-            let expand = super::super::query::param(c.query, "$expand").unwrap_or_default();
-            if expand
-                .split(',')
-                .any(|e| e.trim().eq_ignore_ascii_case("instanceView"))
-            {
-                body["properties"]["instanceView"] = json::instance_view(&vm, arm.clock().now());
-            }
-            ok(body)
+            ok(R::read(c.arm, s, g, n).await?.get_json(c))
         }
         Method::PUT | Method::PATCH => {
-            let (created, vm) = c
-                .write_with_identity::<Vm>(&action("write"), (s, g, n), id)
+            let (created, r) = c
+                .write_with_identity::<R>(&action("write"), (s, g, n), id)
                 .await?;
-            c.async_operation("put", id, &vm.location);
-            Ok((put_status(created), json::vm(&vm)))
+            if R::ASYNC_OPERATION {
+                c.async_operation("put", id, r.location());
+            }
+            Ok((put_status(created), r.to_json()))
         }
         Method::DELETE => {
             c.allow(&action("delete"), id)?;
-            let existing = arm.get_vm(s, g, n).await.ok();
-            arm.delete_vm(s, g, n).await?;
-            if let Some(vm) = &existing {
-                c.async_operation("delete", id, &vm.location);
+            let existing = R::read(c.arm, s, g, n).await.ok();
+            R::delete(c.arm, s, g, n).await?;
+            if let (true, Some(r)) = (R::ASYNC_OPERATION, &existing) {
+                c.async_operation("delete", id, r.location());
             }
             deleted(existing.is_some())
         }
         _ => Err(c.not_allowed()),
     }
+}
+
+/// Whether the query's `$expand` names `instanceView`.
+fn expands_instance_view(c: &Call<'_>) -> bool {
+    super::super::query::param(c.query, "$expand")
+        .unwrap_or_default()
+        .split(',')
+        .any(|e| e.trim().eq_ignore_ascii_case("instanceView"))
 }
 
 /// `GET …/virtualMachines/{vm}/instanceView`.
@@ -279,46 +324,8 @@ pub(super) async fn vmss_instance(
         return ok(json::instance_view(inst, now));
     }
     let mut body = json::instance(&ss, inst);
-    let expand = super::super::query::param(c.query, "$expand").unwrap_or_default();
-    if expand
-        .split(',')
-        .any(|e| e.trim().eq_ignore_ascii_case("instanceView"))
-    {
+    if expands_instance_view(c) {
         body["properties"]["instanceView"] = json::instance_view(inst, now);
     }
     ok(body)
-}
-
-pub(super) async fn vmss(
-    c: &Call<'_>,
-    s: &str,
-    g: &str,
-    n: &str,
-    id: &ResourceId,
-) -> Result<Reply> {
-    let action = |verb: &str| format!("Microsoft.Compute/virtualMachineScaleSets/{verb}");
-    let arm = c.arm;
-    match *c.method {
-        Method::GET => {
-            c.allow(&action("read"), id)?;
-            ok(json::vmss(&arm.get_vmss(s, g, n)?))
-        }
-        Method::PUT | Method::PATCH => {
-            let (created, ss) = c
-                .write_with_identity::<Vmss>(&action("write"), (s, g, n), id)
-                .await?;
-            c.async_operation("put", id, &ss.location);
-            Ok((put_status(created), json::vmss(&ss)))
-        }
-        Method::DELETE => {
-            c.allow(&action("delete"), id)?;
-            let existing = arm.get_vmss(s, g, n).ok();
-            arm.delete_vmss(s, g, n).await?;
-            if let Some(ss) = &existing {
-                c.async_operation("delete", id, &ss.location);
-            }
-            deleted(existing.is_some())
-        }
-        _ => Err(c.not_allowed()),
-    }
 }

@@ -6,16 +6,14 @@
 //! userAssignedIdentities {principalId, clientId}). The site's `IDENTITY_HEADER` secret is never
 //! part of this surface, as App Service shows it only inside the app's environment.
 
-use axum::http::Method;
 use misim_core::ResourceId;
 use serde_json::{json, Value};
 
 use super::compute::Writable;
 use super::json as shapes;
-use super::{body, deleted, ok, put_status, Call, Reply};
+use super::Call;
 use crate::error::Result;
 use crate::identity::IdentityOwner;
-use crate::resources::NewResource;
 use crate::service::Arm;
 use crate::webapps::{CreateWebApp, WebApp, SITES};
 
@@ -52,18 +50,19 @@ pub fn site_json(w: &WebApp) -> Value {
 
 impl Writable for WebApp {
     const OWNER: IdentityOwner = IdentityOwner::WebApp;
+    const ASYNC_OPERATION: bool = false;
     async fn read(arm: &Arm, s: &str, g: &str, n: &str) -> Result<Self> {
         arm.get_webapp(s, g, n).await
     }
+    async fn delete(arm: &Arm, s: &str, g: &str, n: &str) -> Result<()> {
+        arm.delete_webapp(s, g, n).await
+    }
+    fn to_json(&self) -> Value {
+        site_json(self)
+    }
     async fn create(c: &Call<'_>, (s, g, n): (&str, &str, &str)) -> Result<()> {
         let req = CreateWebApp {
-            resource: NewResource {
-                subscription_id: s.into(),
-                resource_group: g.into(),
-                name: n.into(),
-                location: body::location(c.body),
-                tags: body::tags(c.body).unwrap_or_default(),
-            },
+            resource: c.new_resource((s, g, n)),
             kind: c.body["kind"].as_str().unwrap_or_default().into(),
             ..Default::default()
         };
@@ -75,35 +74,5 @@ impl Writable for WebApp {
         _: &ResourceId,
     ) -> Result<ResourceId> {
         arm.webapp_id(s, g, n)
-    }
-}
-
-pub(super) async fn site(
-    c: &Call<'_>,
-    s: &str,
-    g: &str,
-    n: &str,
-    id: &ResourceId,
-) -> Result<Reply> {
-    let action = |verb: &str| format!("{SITES}/{verb}");
-    let arm = c.arm;
-    match *c.method {
-        Method::GET => {
-            c.allow(&action("read"), id)?;
-            ok(site_json(&arm.get_webapp(s, g, n).await?))
-        }
-        Method::PUT | Method::PATCH => {
-            let (created, w) = c
-                .write_with_identity::<WebApp>(&action("write"), (s, g, n), id)
-                .await?;
-            Ok((put_status(created), site_json(&w)))
-        }
-        Method::DELETE => {
-            c.allow(&action("delete"), id)?;
-            let existed = arm.get_webapp(s, g, n).await.is_ok();
-            arm.delete_webapp(s, g, n).await?;
-            deleted(existed)
-        }
-        _ => Err(c.not_allowed()),
     }
 }
