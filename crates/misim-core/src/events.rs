@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::http;
@@ -194,8 +193,6 @@ fn unrecorded(path: &str) -> bool {
         || path == "/favicon.ico"
 }
 
-type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
-
 /// Tower layer of every HTTP listener (inside the trace layer, so events carry the flow's trace
 /// ID): reads form bodies up to 64 KiB for their parameters and records each request.
 #[derive(Clone, Debug)]
@@ -241,13 +238,7 @@ where
     S::Error: Send + 'static,
     RB: Send + 'static,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
+    crate::telemetry::propagation::boxed_inner_service!();
 
     fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
         use http_body_util::BodyExt;
@@ -389,13 +380,7 @@ where
     S::Error: Send + 'static,
     RB: Send + 'static,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
+    crate::telemetry::propagation::boxed_inner_service!();
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let path = req.uri().path().to_string();

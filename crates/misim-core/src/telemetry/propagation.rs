@@ -6,7 +6,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::http::{self, HeaderMap, HeaderName, HeaderValue};
@@ -282,7 +281,26 @@ pub struct TraceService<S> {
     party: Option<String>,
 }
 
-type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+/// The head of a tower `Service` impl for a wrapper whose `inner: S` does the work: the same
+/// response and error as `S`, a boxed `Send` future, and `poll_ready` forwarded to `inner`.
+/// Used by [`TraceService`] and the event recorders of [`crate::events`].
+macro_rules! boxed_inner_service {
+    () => {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>,
+        >;
+
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+    };
+}
+pub(crate) use boxed_inner_service;
 
 impl<S, B, RB> tower::Service<http::Request<B>> for TraceService<S>
 where
@@ -291,13 +309,7 @@ where
     S::Error: Send + 'static,
     RB: Send + 'static,
 {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
+    boxed_inner_service!();
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let path = req.uri().path().to_string();
