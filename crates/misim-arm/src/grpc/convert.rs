@@ -14,6 +14,11 @@ pub(super) fn tags(m: std::collections::HashMap<String, String>) -> BTreeMap<Str
     m.into_iter().collect()
 }
 
+/// Each of `items` converted with `f` (a list response's entries).
+pub(super) fn all<T, P>(items: Vec<T>, f: impl FnMut(T) -> P) -> Vec<P> {
+    items.into_iter().map(f).collect()
+}
+
 pub(super) fn sub_pb(s: Subscription) -> pb::Subscription {
     pb::Subscription {
         id: s.id().to_string(),

@@ -12,9 +12,22 @@ use crate::identity::IdentityOwner;
 use crate::resources::extensions::SetExtension;
 use crate::resources::vms::CreateVm;
 use crate::resources::vmss::CreateVmss;
-use crate::resources::NewResource;
 use crate::service::Arm;
 use identity::Op;
+
+/// The [`crate::resources::NewResource`] a create request names: its `subscription_id`, `resource_group`, `name`,
+/// `location` and `tags` fields, moved out of the request `$r`.
+macro_rules! new_resource {
+    ($r:ident) => {
+        $crate::resources::NewResource {
+            subscription_id: $r.subscription_id,
+            resource_group: $r.resource_group,
+            name: $r.name,
+            location: $r.location,
+            tags: $crate::grpc::convert::tags($r.tags),
+        }
+    };
+}
 
 mod convert;
 mod identity;
@@ -89,12 +102,7 @@ impl ArmApi for ArmGrpc {
         &self,
         _: Request<pb::ListSubscriptionsRequest>,
     ) -> R<pb::ListSubscriptionsResponse> {
-        let subscriptions = self
-            .arm
-            .list_subscriptions()?
-            .into_iter()
-            .map(sub_pb)
-            .collect();
+        let subscriptions = all(self.arm.list_subscriptions()?, sub_pb);
         Ok(Response::new(pb::ListSubscriptionsResponse {
             subscriptions,
         }))
@@ -126,12 +134,10 @@ impl ArmApi for ArmGrpc {
         &self,
         r: Request<pb::ListResourceGroupsRequest>,
     ) -> R<pb::ListResourceGroupsResponse> {
-        let resource_groups = self
-            .arm
-            .list_groups(&r.into_inner().subscription_id)?
-            .into_iter()
-            .map(group_pb)
-            .collect();
+        let resource_groups = all(
+            self.arm.list_groups(&r.into_inner().subscription_id)?,
+            group_pb,
+        );
         Ok(Response::new(pb::ListResourceGroupsResponse {
             resource_groups,
         }))
@@ -149,13 +155,7 @@ impl ArmApi for ArmGrpc {
     async fn create_vm(&self, r: Request<pb::CreateVmRequest>) -> R<pb::VirtualMachine> {
         let r = r.into_inner();
         let req = CreateVm {
-            resource: NewResource {
-                subscription_id: r.subscription_id,
-                resource_group: r.resource_group,
-                name: r.name,
-                location: r.location,
-                tags: tags(r.tags),
-            },
+            resource: new_resource!(r),
             vm_size: r.vm_size,
             os_type: r.os_type,
             host: r.host,
@@ -175,12 +175,10 @@ impl ArmApi for ArmGrpc {
 
     async fn list_vms(&self, r: Request<pb::ListVmsRequest>) -> R<pb::ListVmsResponse> {
         let r = r.into_inner();
-        let vms = self
-            .arm
-            .list_vms(&r.subscription_id, &r.resource_group)?
-            .into_iter()
-            .map(vm_pb)
-            .collect();
+        let vms = all(
+            self.arm.list_vms(&r.subscription_id, &r.resource_group)?,
+            vm_pb,
+        );
         Ok(Response::new(pb::ListVmsResponse { vms }))
     }
 
@@ -246,12 +244,11 @@ impl ArmApi for ArmGrpc {
         r: Request<pb::ListUserAssignedIdentitiesRequest>,
     ) -> R<pb::ListUserAssignedIdentitiesResponse> {
         let r = r.into_inner();
-        let identities = self
-            .arm
-            .list_user_assigned_identities(&r.subscription_id, &r.resource_group)?
-            .into_iter()
-            .map(uami_pb)
-            .collect();
+        let identities = all(
+            self.arm
+                .list_user_assigned_identities(&r.subscription_id, &r.resource_group)?,
+            uami_pb,
+        );
         Ok(Response::new(pb::ListUserAssignedIdentitiesResponse {
             identities,
         }))
@@ -285,12 +282,10 @@ impl ArmApi for ArmGrpc {
         r: Request<pb::ListRoleAssignmentsRequest>,
     ) -> R<pb::ListRoleAssignmentsResponse> {
         let r = r.into_inner();
-        let role_assignments = self
-            .arm
-            .list_role_assignments(&r.scope, &r.principal_id)?
-            .into_iter()
-            .map(assignment_pb)
-            .collect();
+        let role_assignments = all(
+            self.arm.list_role_assignments(&r.scope, &r.principal_id)?,
+            assignment_pb,
+        );
         Ok(Response::new(pb::ListRoleAssignmentsResponse {
             role_assignments,
         }))
@@ -324,13 +319,7 @@ impl ArmApi for ArmGrpc {
     ) -> R<pb::VirtualMachineScaleSet> {
         let r = r.into_inner();
         let req = CreateVmss {
-            resource: NewResource {
-                subscription_id: r.subscription_id,
-                resource_group: r.resource_group,
-                name: r.name,
-                location: r.location,
-                tags: tags(r.tags),
-            },
+            resource: new_resource!(r),
             vm_size: r.vm_size,
             os_type: r.os_type,
             capacity: r.capacity,
@@ -349,12 +338,10 @@ impl ArmApi for ArmGrpc {
 
     async fn list_vmss(&self, r: Request<pb::ListVmssRequest>) -> R<pb::ListVmssResponse> {
         let r = r.into_inner();
-        let scale_sets = self
-            .arm
-            .list_vmss(&r.subscription_id, &r.resource_group)?
-            .into_iter()
-            .map(vmss_pb)
-            .collect();
+        let scale_sets = all(
+            self.arm.list_vmss(&r.subscription_id, &r.resource_group)?,
+            vmss_pb,
+        );
         Ok(Response::new(pb::ListVmssResponse { scale_sets }))
     }
 

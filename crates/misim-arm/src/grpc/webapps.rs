@@ -4,10 +4,9 @@
 use misim_proto::arm as pb;
 use tonic::{Request, Response};
 
-use super::convert::{identity_pb, tags};
+use super::convert::{all, identity_pb};
 use super::{ArmGrpc, R};
 use crate::resources::webapps::{CreateWebApp, WebApp};
-use crate::resources::NewResource;
 
 /// The admin API's view of a site, including its `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` (what
 /// the platform puts in the app's environment).
@@ -38,13 +37,7 @@ impl ArmGrpc {
     pub(super) async fn webapp_create(&self, r: Request<pb::CreateWebAppRequest>) -> R<pb::WebApp> {
         let r = r.into_inner();
         let req = CreateWebApp {
-            resource: NewResource {
-                subscription_id: r.subscription_id,
-                resource_group: r.resource_group,
-                name: r.name,
-                location: r.location,
-                tags: tags(r.tags),
-            },
+            resource: new_resource!(r),
             kind: r.kind,
             host: r.host,
         };
@@ -65,12 +58,11 @@ impl ArmGrpc {
         r: Request<pb::ListWebAppsRequest>,
     ) -> R<pb::ListWebAppsResponse> {
         let r = r.into_inner();
-        let web_apps = self
-            .arm
-            .list_webapps(&r.subscription_id, &r.resource_group)?
-            .into_iter()
-            .map(webapp_pb)
-            .collect();
+        let web_apps = all(
+            self.arm
+                .list_webapps(&r.subscription_id, &r.resource_group)?,
+            webapp_pb,
+        );
         Ok(Response::new(pb::ListWebAppsResponse { web_apps }))
     }
 

@@ -4,6 +4,7 @@
 use misim_proto::arm as pb;
 use tonic::{Request, Response};
 
+use super::convert::all;
 use super::{ArmGrpc, R};
 use crate::identity::workload::{FederatedCredential, ManagedCluster, TokenRequest};
 
@@ -54,12 +55,14 @@ impl ArmGrpc {
         r: Request<pb::ListFederatedIdentityCredentialsRequest>,
     ) -> R<pb::ListFederatedIdentityCredentialsResponse> {
         let r = r.into_inner();
-        let credentials = self
-            .arm
-            .list_federated_credentials(&r.subscription_id, &r.resource_group, &r.identity_name)?
-            .into_iter()
-            .map(fic_pb)
-            .collect();
+        let credentials = all(
+            self.arm.list_federated_credentials(
+                &r.subscription_id,
+                &r.resource_group,
+                &r.identity_name,
+            )?,
+            fic_pb,
+        );
         Ok(Response::new(
             pb::ListFederatedIdentityCredentialsResponse { credentials },
         ))
