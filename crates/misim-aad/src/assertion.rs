@@ -198,8 +198,8 @@ pub fn verify(assertion: &str, sp: &ServicePrincipal, tenant: &Tenant, now: i64)
 }
 
 /// Checks the signature of the JWT `token` with `key` for `alg` and returns its claims; checks
-/// nothing else (times, audience and issuer are the caller's, with Entra's own error texts; RFC 7515
-/// §5.2 <https://www.rfc-editor.org/rfc/rfc7515#section-5.2>).
+/// nothing else (times, audience and issuer are the caller's, with Entra's own error texts;
+/// RFC 7515 §5.2 <https://www.rfc-editor.org/rfc/rfc7515#section-5.2>).
 ///
 /// # Errors
 /// [`AadError::InvalidSignature`] ("Signature validation failed.", naming `thumbprint`) when the

@@ -1,5 +1,5 @@
-//! Serde helper storing byte blobs (DER keys, certificates) as standard base64 strings (RFC 4648
-//! §4, padded) instead of JSON number arrays. Use as `#[serde(with = "misim_core::serde_b64")]`
+//! Serde helper storing byte blobs (DER keys, certificates) as standard base64 strings
+//! (RFC 4648 §4, padded) instead of JSON number arrays. Use as `#[serde(with = "misim_core::serde_b64")]`
 //! on a `Vec<u8>` field (<https://serde.rs/field-attrs.html#with>).
 
 use base64::Engine;
