@@ -133,14 +133,7 @@ pub fn verify(assertion: &str, sp: &ServicePrincipal, tenant: &Tenant, now: i64)
     };
     let (algs, decoding): (&[Algorithm], DecodingKey) = match key.key_algorithm {
         KeyAlgorithm::Rsa => (
-            &[
-                Algorithm::RS256,
-                Algorithm::RS384,
-                Algorithm::RS512,
-                Algorithm::PS256,
-                Algorithm::PS384,
-                Algorithm::PS512,
-            ],
+            &RSA_ALGORITHMS,
             DecodingKey::from_rsa_der(&key.public_key_pkcs1_der),
         ),
         KeyAlgorithm::EcP256 => (
@@ -196,6 +189,17 @@ pub fn verify(assertion: &str, sp: &ServicePrincipal, tenant: &Tenant, now: i64)
     }
     Ok(key.thumbprint_sha1_hex.clone())
 }
+
+/// The JWS algorithms accepted with an RSA key: RS256/384/512 and PS256/384/512, as Entra accepts
+/// for certificate client assertions and federated tokens (RFC 7518 §3.1 names them).
+pub(crate) const RSA_ALGORITHMS: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+];
 
 /// Checks the signature of the JWT `token` with `key` for `alg` and returns its claims; checks
 /// nothing else (times, audience and issuer are the caller's, with Entra's own error texts;

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::DecodingKey;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -431,20 +431,12 @@ impl Federation {
                 ),
             ));
         }
-        let rsa_algs = [
-            Algorithm::RS256,
-            Algorithm::RS384,
-            Algorithm::RS512,
-            Algorithm::PS256,
-            Algorithm::PS384,
-            Algorithm::PS512,
-        ];
         let kid = header.kid.clone().unwrap_or_default();
         let invalid = |reason: &str| AadError::InvalidSignature {
             reason: reason.to_string(),
             thumbprint: kid.clone(),
         };
-        if !rsa_algs.contains(&header.alg) {
+        if !crate::assertion::RSA_ALGORITHMS.contains(&header.alg) {
             return Err(invalid("The signing algorithm is not supported."));
         }
         let jwk = self.issuer_key(&issuer, header.kid.as_deref()).await?;
